@@ -1,0 +1,6 @@
+"""Pure builders: text in, text out, no Pulumi import.
+
+They compute what to declare apart from declaring it, in a stable order and without timestamps, so the
+same stack always renders the same inputs (a no-change `pulumi up` shows no diff) and the components,
+`mailctl` and the tests share one truth.
+"""

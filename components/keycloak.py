@@ -1,0 +1,75 @@
+"""KeycloakSmtp: the SMTP settings of CERES's existing Keycloak realm (seed 5.2).
+
+The realm belongs to CERES, not to this stack. It is imported (adopted, never created), protected (a
+`pulumi destroy` or a mistake cannot delete it), and every realm field except `smtp_server` is in
+ignore_changes, so this stack owns exactly the SMTP block and nothing else.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_keycloak as keycloak
+
+# The one realm field this stack owns.
+OWNED_FIELDS = ("realm", "smtp_server")
+
+
+def unowned_realm_fields() -> list[str]:
+    """Every input of keycloak.Realm but the owned ones, read from the SDK itself so that a field a
+    newer provider adds is ignored too instead of being reset."""
+    parameters = inspect.signature(keycloak.RealmArgs.__init__).parameters
+    return sorted(name for name in parameters if name not in ("self", *OWNED_FIELDS))
+
+
+@dataclass(frozen=True)
+class KeycloakSmtpArgs:
+    """The realm and the SMTP server it sends through."""
+
+    realm: str  #: the existing CERES realm (its name is also its import id)
+    host: str
+    port: int
+    starttls: bool
+    ssl: bool
+    mail_from: str
+    from_display_name: str
+    smtp_user: str
+    smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
+
+
+class KeycloakSmtp(pulumi.ComponentResource):
+    """SMTP settings of the CERES realm."""
+
+    realm_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: KeycloakSmtpArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("ceres-mail:keycloak:Smtp", name, None, opts)
+
+        # The existing realm, adopted; only its SMTP block is ours
+        realm = keycloak.Realm(
+            f"{name}-realm",
+            realm=args.realm,
+            smtp_server=keycloak.RealmSmtpServerArgs(
+                host=args.host,
+                port=str(args.port),
+                from_=args.mail_from,
+                from_display_name=args.from_display_name,
+                starttls=args.starttls,
+                ssl=args.ssl,
+                auth=keycloak.RealmSmtpServerAuthArgs(
+                    username=args.smtp_user, password=pulumi.Output.secret(args.smtp_password)
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                import_=args.realm,
+                protect=True,
+                retain_on_delete=True,
+                ignore_changes=unowned_realm_fields(),
+            ),
+        )
+
+        self.realm_id = realm.id
+        self.register_outputs({"realm_id": self.realm_id})

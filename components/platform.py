@@ -1,0 +1,167 @@
+"""MailPlatform: the whole graph of one environment, wired from validated settings.
+
+    settings ─┬─► keys & passwords (tls, random)
+              ├─► MailVm ──► MailServer ──┬─► CeresSmtp
+              │                           └─► KeycloakSmtp
+              └─► MailDns (IP + DKIM key only: in parallel with the VM)
+
+Edges are data edges: the VM's address flows into the SSH connection, the mailbox password flows out of
+MailServer into CERES and Keycloak only once the install ran. Nothing here decides anything a pure
+builder or the settings could.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components.builders.dns_records import DnsInputs
+from components.builders.install_script import InstallInputs
+from components.ceres import CeresSmtp, CeresSmtpArgs
+from components.dns import MailDns, MailDnsArgs
+from components.keycloak import KeycloakSmtp, KeycloakSmtpArgs
+from components.providers import create_providers
+from components.server import MailServer, MailServerArgs
+from components.settings import Settings
+from components.vm import MailVm, MailVmArgs
+
+
+class MailPlatform(pulumi.ComponentResource):
+    """The external mail server of CERES and everything that points at it."""
+
+    mail_host: pulumi.Output[str]
+    dkim_record: pulumi.Output[str]
+    ptr: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("ceres-mail:index:Platform", name, None, opts)
+        providers = create_providers(name, settings, parent=self)
+        keep = pulumi.ResourceOptions(parent=self, protect=settings.protect)
+
+        # Keys and passwords, owned by the stack and encrypted in its state
+        dkim_key = tls.PrivateKey(f"{name}-dkim-key", algorithm="RSA", rsa_bits=2048, opts=keep)
+        host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=keep)
+        deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=keep)
+        mailbox_password = random.RandomPassword(
+            f"{name}-mailbox-password", length=32, special=False, opts=keep
+        )
+
+        # The VM
+        size = settings.vm_size
+        vm = MailVm(
+            f"{name}-vm",
+            MailVmArgs(
+                fqdn=settings.mail_host_fqdn,
+                node=settings.proxmox_node,
+                datastore=settings.proxmox_datastore,
+                file_datastore=settings.proxmox_file_datastore,
+                bridge=settings.proxmox_bridge,
+                vm_id=settings.vm_id,
+                size=size,
+                data_disk_gib=settings.vm_data_disk_gib,
+                image_url=settings.image_url,
+                image_checksum=settings.image_checksum,
+                ipv4_address=settings.ipv4_address,
+                ipv4_gateway=settings.ipv4_gateway,
+                ipv6_address=settings.ipv6_address,
+                ipv6_gateway=settings.ipv6_gateway,
+                dns_resolvers=tuple(settings.dns_resolvers),
+                admin_user=settings.admin_user,
+                admin_ssh_keys=tuple(settings.admin_ssh_keys),
+                deploy_public_key=deploy_key.public_key_openssh,
+                host_key_private=host_key.private_key_openssh,
+                host_key_public=host_key.public_key_openssh,
+                protect=settings.protect,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, providers=[providers.proxmox]),
+        )
+
+        # DNS, in parallel with the VM
+        MailDns(
+            f"{name}-dns",
+            MailDnsArgs(
+                zone_id=settings.cloudflare_zone_id,
+                records=dns_inputs(settings),
+                dkim_public_key_pem=dkim_key.public_key_pem,
+                protect=settings.protect,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, providers=[providers.cloudflare]),
+        )
+
+        # The mail stack on the VM
+        server = MailServer(
+            f"{name}-server",
+            MailServerArgs(
+                install=InstallInputs(
+                    domain=settings.domain,
+                    mail_host=settings.mail_host_fqdn,
+                    mailbox=settings.mailbox_address,
+                    dkim_selector=settings.dkim_selector,
+                    acme_email=settings.acme_contact,
+                ),
+                ssh_host=vm.ssh_host,
+                ssh_user=settings.admin_user,
+                ssh_private_key=deploy_key.private_key_openssh,
+                host_public_key=host_key.public_key_openssh,
+                mailbox_password=mailbox_password.result,
+                dkim_private_key=dkim_key.private_key_pem,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        # CERES and Keycloak, switched to the mailbox once it exists
+        CeresSmtp(
+            f"{name}-ceres",
+            CeresSmtpArgs(
+                namespace=settings.ceres_namespace,
+                secret_name=settings.ceres_secret_name,
+                host=settings.mail_host_fqdn,
+                port=settings.smtp_port,
+                starttls=settings.smtp_starttls,
+                tls=settings.smtp_tls,
+                mail_from=settings.mail_from_address,
+                smtp_user=settings.mailbox_address,
+                smtp_password=server.smtp_password,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, providers=[providers.kubernetes]),
+        )
+        KeycloakSmtp(
+            f"{name}-keycloak",
+            KeycloakSmtpArgs(
+                realm=settings.keycloak_realm,
+                host=settings.mail_host_fqdn,
+                port=settings.smtp_port,
+                starttls=settings.smtp_starttls,
+                ssl=settings.smtp_tls,
+                mail_from=settings.mail_from_address,
+                from_display_name="CERES",
+                smtp_user=settings.mailbox_address,
+                smtp_password=server.smtp_password,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, providers=[providers.keycloak]),
+        )
+
+        self.mail_host = pulumi.Output.from_input(settings.mail_host_fqdn)
+        self.dkim_record = dkim_key.public_key_pem.apply(lambda _: f"{settings.dkim_selector}._domainkey.{settings.domain}")
+        # PTR is set at the IP provider, not here: export what it must be so the operator can set it
+        self.ptr = pulumi.Output.from_input(
+            {address: settings.mail_host_fqdn for address in (settings.ipv4, settings.ipv6) if address}
+        )
+        self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr})
+
+
+def dns_inputs(settings: Settings) -> DnsInputs:
+    """The record builder's inputs from the settings (shared with `mailctl zone` and the tests)."""
+    return DnsInputs(
+        domain=settings.domain,
+        mail_host=settings.mail_host_fqdn,
+        ipv4=settings.ipv4,
+        ipv6=settings.ipv6,
+        mx_priority=settings.mx_priority,
+        ttl=settings.dns_ttl,
+        spf_extra=tuple(settings.spf_extra),
+        dkim_selector=settings.dkim_selector,
+        dmarc_policy=settings.dmarc_policy,
+        dmarc_reports_to=settings.dmarc_reports_to,
+    )

@@ -1,0 +1,82 @@
+"""MailServer: the mail stack installed on the VM over SSH (pulumi-command).
+
+Two remote commands on one pinned connection: wait for cloud-init, then the install script. The
+connection trusts only the host key the stack generated and planted through cloud-init. Secrets reach
+the VM on the install command's standard input, never in its command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+from components.builders.install_script import (
+    InstallInputs,
+    render_install_command,
+    render_native_install,
+    render_secrets_stdin,
+    render_wait_for_cloud_init,
+)
+
+
+@dataclass(frozen=True)
+class MailServerArgs:
+    """What the install step needs."""
+
+    install: InstallInputs  #: plain values the script is rendered from
+    ssh_host: pulumi.Input[str]  #: the VM's address, an Output of the VM (data edge)
+    ssh_user: str  #: the admin user cloud-init created
+    ssh_private_key: pulumi.Input[str]  #: secret: the stack's deploy key
+    host_public_key: pulumi.Input[str]  #: the pinned host key, OpenSSH format
+    mailbox_password: pulumi.Input[str]  #: secret: the no-reply mailbox password
+    dkim_private_key: pulumi.Input[str]  #: secret: the DKIM signing key (PEM)
+
+
+class MailServer(pulumi.ComponentResource):
+    """The mail stack on the VM, and the mailbox CERES and Keycloak send as."""
+
+    smtp_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MailServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("ceres-mail:mail:Server", name, None, opts)
+        connection = command.remote.ConnectionArgs(
+            host=args.ssh_host,
+            user=args.ssh_user,
+            private_key=args.ssh_private_key,
+            host_key=args.host_public_key,
+            # first boot installs packages before sshd has our key: retry for ~10 minutes
+            dial_error_limit=40,
+            per_dial_timeout=15,
+        )
+
+        # First boot must be over (users, keys, packages) before anything is installed
+        wait = command.remote.Command(
+            f"{name}-wait-cloud-init",
+            connection=connection,
+            create=render_wait_for_cloud_init(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        # The mail stack, domain, mailbox and DKIM key; secrets on stdin
+        script = render_native_install(args.install)
+        self.install = command.remote.Command(
+            f"{name}-install",
+            connection=connection,
+            create=render_install_command(script),
+            stdin=pulumi.Output.secret(
+                pulumi.Output.all(args.mailbox_password, args.dkim_private_key).apply(
+                    lambda secrets: render_secrets_stdin(*secrets)
+                )
+            ),
+            # stdout lists what changed; stderr may carry apt noise. Neither ever holds a secret.
+            logging=command.remote.Logging.STDOUT_AND_STDERR,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[wait]),
+        )
+
+        # The mailbox exists once the install ran: this Output carries that edge to CERES and Keycloak.
+        self.smtp_password = pulumi.Output.secret(
+            pulumi.Output.all(self.install.stdout, args.mailbox_password).apply(lambda values: values[1])
+        )
+        self.register_outputs({"smtp_password": self.smtp_password})

@@ -1,0 +1,452 @@
+"""Stack settings: the one place that reads `pulumi.Config`.
+
+Every key of Pulumi.yaml's `config:` block is a field of `Settings`, named in snake_case with the config
+key as its camelCase alias. Values are checked field by field (pydantic) and then across fields (the
+rules below), and every problem is gathered into ONE `SettingsError` before any resource is registered,
+so an operator fixes a stack file in one pass instead of one key per `pulumi up`.
+
+`SettingsError` is a `pulumi.RunError`: the Pulumi language host prints its message without a traceback,
+and `mailctl` prints it the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import pulumi
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    Json,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+PROJECT = "ceres-mail"
+
+
+class SettingsError(pulumi.RunError):
+    """Every bad config value of a stack, one line each, naming the key."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = sorted(set(problems))
+        lines = [f"  {PROJECT}:{key}: {why}" for key, why in self.problems]
+        super().__init__(
+            f"the stack configuration has {len(self.problems)} problem(s):\n" + "\n".join(lines)
+        )
+
+
+# --- value types: each carries its own rule, so a field's annotation says what it accepts -------------
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _domain_name(value: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2:
+        raise ValueError(f"{value!r} is not a fully qualified domain name (e.g. example.com)")
+    if not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a valid domain name: labels are letters, digits and inner hyphens, "
+            "1-63 characters"
+        )
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is not a domain name: its last label is numeric")
+    return name
+
+
+def _dns_label(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError(f"{value!r} is not a DNS label (letters, digits, inner hyphens, 1-63)")
+    return value
+
+
+def _public_interface(value: str) -> str:
+    try:
+        interface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address with prefix length (e.g. 203.0.113.25/24)")
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length (e.g. 203.0.113.25/24)")
+    address = interface.ip
+    private_v4 = address.version == 4 and any(
+        address in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    )
+    if private_v4 or address.is_loopback or address.is_link_local or address.is_multicast:
+        raise ValueError(
+            f"{address} cannot be reached from the internet; a mail server needs a public static "
+            "address (seed 1)"
+        )
+    if address.is_unspecified or interface.network.network_address == address and interface.network.num_addresses > 1:
+        raise ValueError(f"{value!r} is a network address, not a host address")
+    return str(interface)
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address")
+
+
+def _admin_cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a network in CIDR form ({error})")
+    if network.prefixlen == 0:
+        raise ValueError(f"{value!r} would open SSH to the whole internet; list your admin networks")
+    return str(network)
+
+
+def _ssh_public_key(value: str) -> str:
+    try:
+        load_ssh_public_key(value.strip().encode())
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"not an OpenSSH public key ({error})")
+    return value.strip()
+
+
+def _https_url(value: str) -> str:
+    if not re.match(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/.*)?$", value):
+        raise ValueError(f"{value!r} is not an https:// URL")
+    return value
+
+
+def _matching(pattern: str, what: str) -> AfterValidator:
+    """A string rule whose error says in words what was expected (pydantic's would print the regex)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _optional(rule: Callable[[str], str]) -> Callable[[str], str]:
+    """Empty string means "not set" for optional keys (Pulumi.yaml gives them "" as default)."""
+    return lambda value: rule(value) if value else ""
+
+
+DomainName = Annotated[str, AfterValidator(_domain_name)]
+OptionalDomainName = Annotated[str, AfterValidator(_optional(_domain_name))]
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+PublicInterface = Annotated[str, AfterValidator(_public_interface)]
+OptionalPublicInterface = Annotated[str, AfterValidator(_optional(_public_interface))]
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
+OptionalIpAddress = Annotated[str, AfterValidator(_optional(_ip_address))]
+AdminCidr = Annotated[str, AfterValidator(_admin_cidr)]
+SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
+HttpsUrl = Annotated[str, AfterValidator(_https_url)]
+OptionalEmail = Annotated[str, AfterValidator(_optional(lambda v: TypeAdapter(EmailStr).validate_python(v)))]
+Port = Annotated[int, Field(ge=1, le=65535)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class SecretMarker:
+    """Marks a field read with `get_secret`: its value is a secret `pulumi.Output`, never plain text."""
+
+
+Secret = Annotated[pulumi.Output, SecretMarker()]
+
+# --- mail stacks: what each needs from its VM -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VmSize:
+    """Cores, memory and system disk of the mail VM."""
+
+    cores: int
+    memory_mib: int
+    disk_gib: int
+
+
+# Defaults and floors per mail stack. mailcow documents 6 GiB RAM as its minimum (ClamAV, SOGo,
+# Solr are in the bundle); the native stack runs comfortably in 2 GiB.
+STACK_DEFAULT_SIZE = {
+    "native": VmSize(cores=2, memory_mib=2048, disk_gib=20),
+    "mailcow": VmSize(cores=2, memory_mib=6144, disk_gib=40),
+}
+STACK_MINIMUM_SIZE = {
+    "native": VmSize(cores=1, memory_mib=1024, disk_gib=10),
+    "mailcow": VmSize(cores=2, memory_mib=6144, disk_gib=20),
+}
+
+
+class Settings(BaseModel):
+    """A stack's validated configuration. Frozen: components read it, nothing changes it."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+    )
+
+    # the mail domain
+    domain: DomainName
+    mail_host: OptionalDomainName = ""
+    mail_stack: Literal["native", "mailcow"] = "native"
+    mail_user: Annotated[str, _matching(r"[a-z0-9][a-z0-9._-]{0,63}", "a mailbox local part (a-z 0-9 . _ -)")] = "no-reply"
+    mail_from: OptionalEmail = ""
+    smtp_port: Port = 587
+    smtp_starttls: bool = True
+    smtp_tls: bool = False
+    acme_email: OptionalEmail = ""
+    # network
+    ipv4_address: PublicInterface
+    ipv4_gateway: IpAddress
+    ipv6_address: OptionalPublicInterface = ""
+    ipv6_gateway: OptionalIpAddress = ""
+    dns_resolvers: Json[Annotated[list[IpAddress], Field(min_length=1)]] = ("9.9.9.9", "149.112.112.112")
+    admin_cidrs: Json[Annotated[list[AdminCidr], Field(min_length=1)]]
+    admin_user: Annotated[str, _matching(r"[a-z_][a-z0-9_-]{0,31}", "a Linux user name")] = "ceres"
+    admin_ssh_keys: Json[Annotated[list[SshPublicKey], Field(min_length=1)]]
+    # Proxmox VE
+    proxmox_node: NonEmpty
+    proxmox_datastore: NonEmpty = "local-lvm"
+    proxmox_file_datastore: NonEmpty = "local"
+    proxmox_bridge: NonEmpty = "vmbr0"
+    vm_id: Annotated[int, Field(ge=0, le=999_999_999)] = 0
+    vm_cores: Annotated[int, Field(ge=0, le=128)] = 0
+    vm_memory_mib: Annotated[int, Field(ge=0)] = 0
+    vm_disk_gib: Annotated[int, Field(ge=0)] = 0
+    vm_data_disk_gib: Annotated[int, Field(ge=1)] = 20
+    image_url: HttpsUrl = (
+        "https://cloud.debian.org/images/cloud/bookworm/20250428-2096/"
+        "debian-12-genericcloud-amd64-20250428-2096.qcow2"
+    )
+    image_checksum: Annotated[str, _matching(r"([0-9a-f]{128})?", "a SHA-512 in hex (128 characters)")] = ""
+    protect: bool = True
+    # DNS
+    cloudflare_zone_id: Annotated[str, _matching(r"[0-9a-f]{32}", "a Cloudflare zone id (32 hex digits)")]
+    dns_ttl: int = 3600
+    mx_priority: Annotated[int, Field(ge=0, le=65535)] = 10
+    spf_extra: Json[list[Annotated[str, _matching(r"[+?~-]?(ip4:|ip6:|a|mx|include:|exists:)\S*", "an SPF mechanism (ip4:, ip6:, a, mx, include:, exists:)")]]] = ()
+    dkim_selector: DnsLabel = "ceres"
+    dmarc_policy: Literal["none", "quarantine", "reject"] = "none"
+    dmarc_report_address: OptionalEmail = ""
+    # providers
+    proxmox_endpoint: HttpsUrl
+    proxmox_api_token: Secret
+    proxmox_insecure: bool = False
+    proxmox_ssh_user: NonEmpty = "root"
+    cloudflare_api_token: Secret
+    kubeconfig: Secret
+    kube_context: str = ""
+    ceres_namespace: DnsLabel = "ceres"
+    ceres_secret_name: DnsLabel = "ceres-smtp"
+    keycloak_url: HttpsUrl
+    keycloak_realm: NonEmpty = "ceres"
+    keycloak_admin_realm: NonEmpty = "master"
+    keycloak_client_id: NonEmpty
+    keycloak_client_secret: Secret
+
+    # --- values derived from the keys: one definition each, used by every component --------------
+
+    @property
+    def mail_host_fqdn(self) -> str:
+        """The mail host, mail.<domain> unless mailHost says otherwise (seed 1)."""
+        return self.mail_host or f"mail.{self.domain}"
+
+    @property
+    def mailbox_address(self) -> str:
+        """The mailbox CERES and Keycloak log in as (seed 5.1: no-reply@<domain>)."""
+        return f"{self.mail_user}@{self.domain}"
+
+    @property
+    def mail_from_address(self) -> str:
+        return self.mail_from or self.mailbox_address
+
+    @property
+    def acme_contact(self) -> str:
+        return self.acme_email or f"postmaster@{self.domain}"
+
+    @property
+    def dmarc_reports_to(self) -> str:
+        return self.dmarc_report_address or f"dmarc@{self.domain}"
+
+    @property
+    def ipv4(self) -> str:
+        """The bare public IPv4 address (A record, SSH target, PTR)."""
+        return str(ipaddress.ip_interface(self.ipv4_address).ip)
+
+    @property
+    def ipv6(self) -> str:
+        return str(ipaddress.ip_interface(self.ipv6_address).ip) if self.ipv6_address else ""
+
+    @property
+    def vm_size(self) -> VmSize:
+        """Sizes from config, each 0 replaced by the mail stack's default."""
+        default = STACK_DEFAULT_SIZE[self.mail_stack]
+        return VmSize(
+            cores=self.vm_cores or default.cores,
+            memory_mib=self.vm_memory_mib or default.memory_mib,
+            disk_gib=self.vm_disk_gib or default.disk_gib,
+        )
+
+
+# --- the rules that need several keys at once -----------------------------------------------------
+
+
+def _within(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
+def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Rules over several keys. `v` holds only the keys that passed their own check."""
+    problems: list[tuple[str, str]] = []
+
+    def has(*names: str) -> bool:
+        return all(name in v for name in names)
+
+    if has("domain", "mail_host") and v["mail_host"] and not _within(v["mail_host"], v["domain"]):
+        problems.append(("mailHost", f"{v['mail_host']} is not inside the mail domain {v['domain']}"))
+    if has("domain", "mail_from") and v["mail_from"]:
+        sender_domain = v["mail_from"].rsplit("@", 1)[1].lower()
+        if not _within(sender_domain, v["domain"]):
+            problems.append(
+                ("mailFrom", f"{v['mail_from']} is outside {v['domain']}: DMARC alignment would fail")
+            )
+    for family, address_key, gateway_key in (("4", "ipv4_address", "ipv4_gateway"), ("6", "ipv6_address", "ipv6_gateway")):
+        if not has(address_key, gateway_key):
+            continue
+        address, gateway = v[address_key], v[gateway_key]
+        if not address:
+            if gateway:
+                problems.append((to_camel(gateway_key), f"is set but {to_camel(address_key)} is empty"))
+            continue
+        if not gateway:
+            problems.append((to_camel(gateway_key), f"is required when {to_camel(address_key)} is set"))
+            continue
+        network = ipaddress.ip_interface(address).network
+        if ipaddress.ip_address(gateway).version != network.version:
+            problems.append((to_camel(gateway_key), f"{gateway} is not an IPv{family} address"))
+        elif ipaddress.ip_address(gateway) not in network:
+            problems.append((to_camel(gateway_key), f"{gateway} is not inside {network}"))
+        elif ipaddress.ip_address(gateway) == ipaddress.ip_interface(address).ip:
+            problems.append((to_camel(gateway_key), f"{gateway} is the VM's own address"))
+    if has("ipv4_address") and ipaddress.ip_interface(v["ipv4_address"]).version != 4:
+        problems.append(("ipv4Address", f"{v['ipv4_address']} is not an IPv4 address"))
+    if has("ipv6_address") and v["ipv6_address"] and ipaddress.ip_interface(v["ipv6_address"]).version != 6:
+        problems.append(("ipv6Address", f"{v['ipv6_address']} is not an IPv6 address"))
+
+    if has("smtp_port", "smtp_starttls", "smtp_tls"):
+        port, starttls, tls = v["smtp_port"], v["smtp_starttls"], v["smtp_tls"]
+        if starttls and tls:
+            problems.append(("smtpTls", "smtpStarttls and smtpTls are both true; a connection uses one of them"))
+        elif not starttls and not tls:
+            problems.append(("smtpStarttls", "smtpStarttls and smtpTls are both false: the password would cross the network in clear"))
+        elif tls and port != 465:
+            problems.append(("smtpPort", f"{port} with smtpTls: implicit TLS submission is port 465 (RFC 8314)"))
+        elif starttls and port not in (587, 25):
+            problems.append(("smtpPort", f"{port} with smtpStarttls: STARTTLS submission is port 587 (seed 5.1)"))
+
+    if has("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"):
+        floor = STACK_MINIMUM_SIZE[v["mail_stack"]]
+        for key, value, minimum, unit in (
+            ("vmCores", v["vm_cores"], floor.cores, "cores"),
+            ("vmMemoryMib", v["vm_memory_mib"], floor.memory_mib, "MiB"),
+            ("vmDiskGib", v["vm_disk_gib"], floor.disk_gib, "GiB"),
+        ):
+            if value and value < minimum:
+                problems.append((key, f"{value} {unit} is below the {v['mail_stack']} stack's minimum of {minimum} {unit}"))
+
+    if has("dns_ttl") and not (v["dns_ttl"] == 1 or 60 <= v["dns_ttl"] <= 86400):
+        problems.append(("dnsTtl", f"{v['dns_ttl']}: Cloudflare accepts 1 (automatic) or 60..86400"))
+    return problems
+
+
+# --- reading and checking --------------------------------------------------------------------------
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    return any(isinstance(m, SecretMarker) for m in info.metadata)
+
+
+def _field_checker(info: FieldInfo) -> TypeAdapter:
+    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    return TypeAdapter(annotation)
+
+
+# One checker per plain field, built once: a stack is validated many times in the tests and plans.
+_FIELD_CHECKERS = {
+    name: _field_checker(info) for name, info in Settings.model_fields.items() if not _is_secret(info)
+}
+SECRET_KEYS = frozenset(to_camel(name) for name, info in Settings.model_fields.items() if _is_secret(info))
+CONFIG_KEYS = frozenset(to_camel(name) for name in Settings.model_fields)
+
+
+def _describe(error: dict) -> str:
+    if error["type"] == "missing":
+        return "is required: set it with `pulumi config set` (see the README's config reference)"
+    if error["type"] == "value_error":
+        # our own rules, whose messages already quote the value
+        return error["msg"].removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        return f"{error['input']!r} is not allowed: {error['msg'].lower()}"
+    return f"{error['input']!r}: {error['msg'].lower()}"
+
+
+def validate(raw: Mapping[str, Any]) -> Settings:
+    """Check raw config values (keyed by config key) and return frozen Settings, or raise SettingsError.
+
+    Each field is checked on its own first, so that the cross-field rules still run on every key that
+    is fine by itself and the operator sees all problems at once.
+    """
+    problems: list[tuple[str, str]] = []
+    good: dict[str, Any] = {}
+    for name, info in Settings.model_fields.items():
+        key = to_camel(name)
+        if key not in raw or raw[key] is None:
+            if info.is_required():
+                problems.append((key, _describe({"type": "missing"})))
+            else:
+                good[name] = info.get_default(call_default_factory=True)
+            continue
+        if _is_secret(info):
+            good[name] = raw[key]
+            continue
+        try:
+            good[name] = _FIELD_CHECKERS[name].validate_python(raw[key])
+        except ValidationError as error:
+            for detail in error.errors():
+                where = "".join(f"[{part}]" for part in detail["loc"])
+                problems.append((key + where, _describe(detail)))
+    unknown = set(raw) - CONFIG_KEYS
+    # (an undeclared key is reported below; the loop above only visits declared ones)
+    problems += [(key, "is not a key of this project (see Pulumi.yaml)") for key in sorted(unknown)]
+    problems += _cross_field_problems(good)
+    if problems:
+        raise SettingsError(problems)
+    # Every value passed its check above; constructing without a second validation also keeps the
+    # already-parsed JSON lists from being parsed again.
+    return Settings.model_construct(**good)
+
+
+def load(config: pulumi.Config | None = None, stack_keys: Iterable[str] = ()) -> Settings:
+    """Read every declared key of the current stack and validate it.
+
+    `stack_keys` are the keys the stack file sets (the offline recorder knows them); any that this
+    project does not declare is reported, since a typo would otherwise silently fall back to a default.
+    """
+    config = config or pulumi.Config(PROJECT)
+    raw: dict[str, Any] = {key: None for key in stack_keys}
+    for name, info in Settings.model_fields.items():
+        key = to_camel(name)
+        raw[key] = config.get_secret(key) if _is_secret(info) else config.get(key)
+    return validate(raw)

@@ -1,0 +1,67 @@
+"""`mailctl`: the operator's commands (see README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from components.settings import SettingsError
+from mailctl.stackfile import StackFileError
+
+
+def _project_dir(value: str) -> Path:
+    path = Path(value).resolve()
+    if not (path / "Pulumi.yaml").is_file():
+        raise argparse.ArgumentTypeError(f"{value} has no Pulumi.yaml")
+    return path
+
+
+def _default_project_dir() -> str:
+    """The project next to this package (an editable install), else the working directory."""
+    here = Path(__file__).resolve().parent.parent
+    return str(here if (here / "Pulumi.yaml").is_file() else Path.cwd())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailctl", description="Operator commands of ceres-mail.")
+    parser.add_argument("-C", "--project-dir", type=_project_dir, default=_default_project_dir(),
+                        help="directory with Pulumi.yaml (default: this project)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plan = commands.add_parser("plan", help="offline plan of a stack: no cloud, credentials or Pulumi CLI")
+    plan.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
+    form = plan.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="the plan as JSON (the documented contract)")
+    form.add_argument("--mermaid", action="store_true", help="the dependency graph as a Mermaid flowchart")
+    return parser
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from mailctl.recorder import record
+    from mailctl.render import render_mermaid, render_text
+
+    plan = record(args.project_dir, args.stack)
+    if args.json:
+        sys.stdout.write(plan.to_json())
+    elif args.mermaid:
+        sys.stdout.write(render_mermaid(plan))
+    else:
+        sys.stdout.write(render_text(plan))
+    return 1 if any(v["level"] == "mandatory" for v in plan.policy) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"plan": cmd_plan}[args.command](args)
+    except SettingsError as error:
+        print(f"mailctl: stack {getattr(args, 'stack', '?')}: {error}", file=sys.stderr)
+        return 2
+    except StackFileError as error:
+        print(f"mailctl: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

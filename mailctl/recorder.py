@@ -1,0 +1,163 @@
+"""The recorder: the Pulumi program run against a recording mock engine, giving a Plan offline.
+
+Pulumi's Python SDK can run a program against mocks (`pulumi.runtime.set_mocks`). The recording monitor
+below keeps every registration the program makes — type, name, parent, dependencies, inputs as the SDK
+serialised them (so secrets and unknowns are still marked), options — and turns it into a `Plan` with no
+cloud, credentials or Pulumi CLI. `mailctl plan`, the policy pack and the graph tests all use it.
+
+Secrets are redacted at the moment they are recorded: a secret value never enters a Plan at all.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from google.protobuf import json_format
+
+from mailctl.plan import Plan, PlannedResource, SECRET, UNKNOWN_TEXT
+from mailctl.stackfile import StackConfig, load_stack
+
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def _redact(value: Any) -> Any:
+    """Turn a serialised property value into plan form: secrets -> [secret], unknowns -> marker,
+    resource references -> their URN, assets -> a description."""
+    from pulumi.runtime import rpc
+
+    if isinstance(value, str):
+        return UNKNOWN_TEXT if value == rpc.UNKNOWN else value
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    if isinstance(value, dict):
+        signature = value.get(rpc._special_sig_key)
+        if signature == rpc._special_secret_sig:
+            return SECRET
+        if signature == rpc._special_resource_sig:
+            return value.get("urn", UNKNOWN_TEXT)
+        if signature in (rpc._special_asset_sig, rpc._special_archive_sig):
+            return {"asset": value.get("path") or value.get("uri") or "(inline text)"}
+        return {key: _redact(item) for key, item in sorted(value.items())}
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # protobuf Struct numbers are doubles; ports and sizes read better as ints
+    return value
+
+
+def _struct_to_plan(struct) -> dict[str, Any]:
+    return _redact(json_format.MessageToDict(struct, preserving_proto_field_name=True))
+
+
+@dataclass
+class _Recording:
+    resources: list[PlannedResource] = field(default_factory=list)
+    stack_urn: str = ""
+
+
+def _make_monitor(mocks, recording: _Recording):
+    from pulumi.runtime import rpc
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.sync_await import _sync_await
+
+    class RecordingMonitor(MockMonitor):
+        """A MockMonitor that records each registration and behaves like the engine where it matters:
+        URNs as the engine builds them, additionalSecretOutputs wrapped as secrets."""
+
+        def make_urn(self, parent: str, type_: str, name: str) -> str:
+            # The engine leaves the root Stack out of its children's qualified type.
+            if parent and parent != recording.stack_urn:
+                return super().make_urn(parent, type_, name)
+            return super().make_urn("", type_, name)
+
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type == STACK_TYPE:
+                recording.stack_urn = response.urn
+                return response
+            recording.resources.append(
+                PlannedResource(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=None if request.parent in ("", recording.stack_urn) else request.parent,
+                    custom=bool(request.custom),
+                    dependencies=sorted(set(request.dependencies)),
+                    inputs=_struct_to_plan(request.object),
+                    options={
+                        "protect": request.protect if request.HasField("protect") else False,
+                        "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else False,
+                        "ignoreChanges": sorted(request.ignoreChanges),
+                        "importId": request.importId or None,
+                        # a provider reference is "<urn>::<id>"; the id is unknown in a preview
+                        "provider": request.provider.rsplit("::", 1)[0] if request.provider else None,
+                    },
+                )
+            )
+            secret_outputs = set(request.additionalSecretOutputs)
+            if secret_outputs and response.object is not None:
+                state = rpc.deserialize_properties(response.object, keep_unknowns=True)
+                wrapped = {
+                    key: {rpc._special_sig_key: rpc._special_secret_sig, "value": value}
+                    if key in secret_outputs
+                    else value
+                    for key, value in state.items()
+                }
+                response.object.CopyFrom(_sync_await(rpc.serialize_properties(wrapped, {})))
+            return response
+
+    return RecordingMonitor(mocks)
+
+
+
+def record(
+    project_dir: Path,
+    stack: str,
+    program: Callable[[tuple[str, ...]], Any] | None = None,
+    known_outputs: bool = False,
+) -> Plan:
+    """Run the program of `project_dir` for `stack` offline and return its Plan.
+
+    `known_outputs=False` is a preview: what providers compute is "(known after apply)". With True the
+    mocks return realistic computed values (keys, passwords, ids), as after an apply; tests use it to
+    prove that known secret values are still redacted.
+    Raises SettingsError (bad config) or StackFileError (unreadable stack file).
+    """
+    config = load_stack(project_dir, stack)
+    # A fresh context: the SDK keeps its engine, config and root stack in context variables, so every
+    # recording starts clean even when several run in one process (the tests do).
+    return contextvars.Context().run(_record_in_context, config, program, known_outputs)
+
+
+def _record_in_context(config: StackConfig, program, known_outputs: bool) -> Plan:
+    import pulumi
+    from pulumi.runtime import config as runtime_config, mocks as runtime_mocks, rpc
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    from mailctl.mock_outputs import OfflineMocks
+
+    if program is None:
+        from components.program import run as program
+
+    runtime_config.set_all_config(config.values, list(config.secret_keys))
+    recording = _Recording()
+    mocks = OfflineMocks(known_outputs=known_outputs)
+    runtime_mocks.set_mocks(
+        mocks,
+        project=config.project,
+        stack=config.stack,
+        preview=not known_outputs,
+        monitor=_make_monitor(mocks, recording),
+    )
+    _sync_await(run_pulumi_func(lambda: program(config.stack_keys)))
+
+    stack = pulumi.runtime.get_root_resource()
+    outputs = _sync_await(rpc.serialize_properties(stack.outputs, {})) if stack.outputs else None
+    return Plan(
+        project=config.project,
+        stack=config.stack,
+        resources=recording.resources,
+        outputs=_struct_to_plan(outputs) if outputs is not None else {},
+    )
