@@ -34,14 +34,13 @@ class CeresSmtp(pulumi.ComponentResource):
     """CERES's SMTP Secret."""
 
     secret_name: pulumi.Output[str]
+    settings: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: CeresSmtpArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:ceres:Smtp", name, None, opts)
-        # Every value but the password is plain and shows in a preview; the password stays a secret
-        string_data = {
-            **ceres_smtp_env(args.host, args.port, args.smtp_user, args.starttls, args.tls, args.mail_from),
-            PASSWORD_KEY: pulumi.Output.secret(args.smtp_password),
-        }
+        # Every value but the password is plain; the password stays a secret
+        plain = ceres_smtp_env(args.host, args.port, args.smtp_user, args.starttls, args.tls, args.mail_from)
+        string_data = {**plain, PASSWORD_KEY: pulumi.Output.secret(args.smtp_password)}
 
         # The Secret CERES mounts
         secret = kubernetes.core.v1.Secret(
@@ -57,4 +56,7 @@ class CeresSmtp(pulumi.ComponentResource):
         )
 
         self.secret_name = secret.metadata.apply(lambda metadata: metadata.name)
-        self.register_outputs({"secret_name": self.secret_name})
+        # The Secret's data is secret as a whole; the plain part is exported so operators can read what
+        # CERES gets without decrypting anything
+        self.settings = pulumi.Output.from_input(plain)
+        self.register_outputs({"secret_name": self.secret_name, "settings": self.settings})

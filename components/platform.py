@@ -33,6 +33,7 @@ class MailPlatform(pulumi.ComponentResource):
     mail_host: pulumi.Output[str]
     dkim_record: pulumi.Output[str]
     ptr: pulumi.Output[dict[str, str]]
+    ceres_settings: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:index:Platform", name, None, opts)
@@ -111,7 +112,7 @@ class MailPlatform(pulumi.ComponentResource):
         )
 
         # CERES and Keycloak, switched to the mailbox once it exists
-        CeresSmtp(
+        ceres = CeresSmtp(
             f"{name}-ceres",
             CeresSmtpArgs(
                 namespace=settings.ceres_namespace,
@@ -148,7 +149,8 @@ class MailPlatform(pulumi.ComponentResource):
         self.ptr = pulumi.Output.from_input(
             {address: settings.mail_host_fqdn for address in (settings.ipv4, settings.ipv6) if address}
         )
-        self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr})
+        self.ceres_settings = ceres.settings
+        self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr, "ceres_settings": self.ceres_settings})
 
 
 def dns_inputs(settings: Settings) -> DnsInputs:

@@ -19,6 +19,7 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     platform = MailPlatform("ceres-mail", settings)
     pulumi.export("mailHost", platform.mail_host)
     pulumi.export("mailFrom", settings.mail_from_address)
+    pulumi.export("ceresSmtp", platform.ceres_settings)
     pulumi.export("ptr", platform.ptr)
     pulumi.export("dkimRecord", platform.dkim_record)
     return platform

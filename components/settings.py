@@ -186,6 +186,11 @@ STACK_MINIMUM_SIZE = {
 }
 
 
+# Stacks this version's MailServer can install (mailcow is declared, sized and validated, but its
+# installer is not there yet).
+INSTALLABLE_STACKS = frozenset({"native"})
+
+
 class Settings(BaseModel):
     """A stack's validated configuration. Frozen: components read it, nothing changes it."""
 
@@ -356,6 +361,8 @@ def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         elif starttls and port not in (587, 25):
             problems.append(("smtpPort", f"{port} with smtpStarttls: STARTTLS submission is port 587 (seed 5.1)"))
 
+    if has("mail_stack") and v["mail_stack"] not in INSTALLABLE_STACKS:
+        problems.append(("mailStack", f"{v['mail_stack']!r} cannot be installed by this version yet; use 'native'"))
     if has("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"):
         floor = STACK_MINIMUM_SIZE[v["mail_stack"]]
         for key, value, minimum, unit in (

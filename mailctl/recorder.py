@@ -46,6 +46,19 @@ def _redact(value: Any) -> Any:
     return value
 
 
+def _unwrap_secrets(value: Any) -> Any:
+    """Deserialised inputs with every secret wrapper (at any depth) replaced by its value."""
+    from pulumi.runtime import rpc
+
+    if rpc.is_rpc_secret(value):
+        return _unwrap_secrets(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {key: _unwrap_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_secrets(item) for item in value]
+    return value
+
+
 def _struct_to_plan(struct) -> dict[str, Any]:
     return _redact(json_format.MessageToDict(struct, preserving_proto_field_name=True))
 
@@ -56,7 +69,10 @@ class _Recording:
     stack_urn: str = ""
 
 
-def _make_monitor(mocks, recording: _Recording):
+RawInputsHook = Callable[[str, str, dict[str, Any]], None]
+
+
+def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook | None):
     from pulumi.runtime import rpc
     from pulumi.runtime.mocks import MockMonitor
     from pulumi.runtime.sync_await import _sync_await
@@ -76,6 +92,8 @@ def _make_monitor(mocks, recording: _Recording):
             if request.type == STACK_TYPE:
                 recording.stack_urn = response.urn
                 return response
+            if raw_inputs_hook is not None:
+                raw_inputs_hook(response.urn, request.type, _unwrap_secrets(rpc.deserialize_properties(request.object)))
             recording.resources.append(
                 PlannedResource(
                     urn=response.urn,
@@ -116,21 +134,25 @@ def record(
     stack: str,
     program: Callable[[tuple[str, ...]], Any] | None = None,
     known_outputs: bool = False,
+    raw_inputs_hook: RawInputsHook | None = None,
 ) -> Plan:
     """Run the program of `project_dir` for `stack` offline and return its Plan.
 
     `known_outputs=False` is a preview: what providers compute is "(known after apply)". With True the
     mocks return realistic computed values (keys, passwords, ids), as after an apply; tests use it to
     prove that known secret values are still redacted.
+    `raw_inputs_hook(urn, type, inputs)` sees each resource's inputs BEFORE redaction, secrets included;
+    it exists for tests that compare values across resources (e.g. the pinned host key) and must never
+    be used to print anything.
     Raises SettingsError (bad config) or StackFileError (unreadable stack file).
     """
     config = load_stack(project_dir, stack)
     # A fresh context: the SDK keeps its engine, config and root stack in context variables, so every
     # recording starts clean even when several run in one process (the tests do).
-    return contextvars.Context().run(_record_in_context, config, program, known_outputs)
+    return contextvars.Context().run(_record_in_context, config, program, known_outputs, raw_inputs_hook)
 
 
-def _record_in_context(config: StackConfig, program, known_outputs: bool) -> Plan:
+def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_inputs_hook) -> Plan:
     import pulumi
     from pulumi.runtime import config as runtime_config, mocks as runtime_mocks, rpc
     from pulumi.runtime.stack import run_pulumi_func
@@ -149,7 +171,7 @@ def _record_in_context(config: StackConfig, program, known_outputs: bool) -> Pla
         project=config.project,
         stack=config.stack,
         preview=not known_outputs,
-        monitor=_make_monitor(mocks, recording),
+        monitor=_make_monitor(mocks, recording, raw_inputs_hook),
     )
     _sync_await(run_pulumi_func(lambda: program(config.stack_keys)))
 

@@ -1,0 +1,58 @@
+# ceres-mail: `make plan` (offline plan of prod) and `make test` (everything the tests need, then every test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+STACK ?= prod
+# Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
+WHEELHOUSE := .cache/wheels
+
+.PHONY: plan test bench venv dev system-deps wheelhouse clean
+
+plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
+	$(BIN)/mailctl plan --stack $(STACK)
+
+test: dev system-deps wheelhouse  ## install what the tests need (system packages too, as root), run them all
+	$(BIN)/python -m pytest
+
+bench: venv  ## time `mailctl plan` against the bare import of the same SDKs
+	$(BIN)/python bench/bench_plan.py
+
+venv: $(VENV)/.runtime
+dev: $(VENV)/.dev
+
+# Debian ships venv apart from python3 (python3-venv); as root, install it when venv creation fails.
+$(BIN)/python:
+	@echo "make: creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing python3-venv"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }; \
+	    $(PYTHON) -m venv $(VENV); \
+	  else echo "make: $(PYTHON) -m venv failed; install python3-venv (apt-get install python3-venv)" >&2; exit 1; fi; }
+
+$(VENV)/.runtime: $(BIN)/python requirements.txt pyproject.toml
+	@echo "make: installing the pinned runtime (requirements.txt) and ceres-mail into $(VENV)"
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	@echo "make: installing the pinned test tools (requirements-dev.txt)"
+	$(PIP) install -r requirements-dev.txt
+	@touch $@
+
+system-deps:
+	@.ci/system-deps
+
+$(WHEELHOUSE)/.complete: requirements.txt pyproject.toml
+	@echo "make: filling $(WHEELHOUSE) with the pinned wheels"
+	$(PIP) download --dest $(WHEELHOUSE) -r requirements.txt setuptools==80.9.0
+	@touch $@
+wheelhouse: dev $(WHEELHOUSE)/.complete
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,61 @@
+"""Shared fixtures: the project, its stacks recorded offline, and scratch projects with edited stacks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mailctl.plan import Plan
+from mailctl.recorder import record
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STACKS = ("prod", "staging")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """CI (.ci/run) sets CERES_MAIL_FAIL_ON_SKIP: a skipped test there means a missing dependency."""
+    if os.environ.get("CERES_MAIL_FAIL_ON_SKIP") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and exitstatus == 0:
+        reporter.write_line(f"FAIL: {len(skipped)} test(s) skipped; in CI every test must run", red=True)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def project_dir() -> Path:
+    return PROJECT_DIR
+
+
+@pytest.fixture(scope="session")
+def plans() -> dict[str, Plan]:
+    """Each committed stack recorded once per session (a preview: computed values unknown)."""
+    return {stack: record(PROJECT_DIR, stack) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def prod_plan(plans) -> Plan:
+    return plans["prod"]
+
+
+def stack_config(stack: str = "prod") -> dict:
+    """The `config:` mapping of a committed stack file, to edit in a test."""
+    return dict(yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"])
+
+
+@pytest.fixture
+def scratch_project(tmp_path):
+    """A copy of the project's Pulumi.yaml in a temp dir; `write(name, config)` adds a stack file."""
+
+    shutil.copy(PROJECT_DIR / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+
+    def write(name: str, config: dict) -> Path:
+        (tmp_path / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump({"config": config}, sort_keys=True))
+        return tmp_path
+
+    return write

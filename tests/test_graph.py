@@ -1,0 +1,326 @@
+"""The graph under the recorder: parts, types, edges, options, secrets (DESIGN.md "The graph")."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailctl.plan import SECRET, UNKNOWN_TEXT, Plan
+from mailctl.recorder import record
+from mailctl.render import render_mermaid, render_text
+from mailctl.stackfile import SECURE_PLACEHOLDER
+
+COMPONENT_TYPES = {
+    "ceres-mail:index:Platform",
+    "ceres-mail:mail:Vm",
+    "ceres-mail:mail:Dns",
+    "ceres-mail:mail:Server",
+    "ceres-mail:ceres:Smtp",
+    "ceres-mail:keycloak:Smtp",
+}
+DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+COMMAND = "command:remote:Command"
+VM = "proxmoxve:index/vmLegacy:VmLegacy"
+K8S_SECRET = "kubernetes:core/v1:Secret"
+REALM = "keycloak:index/realm:Realm"
+PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+
+
+def one(plan: Plan, type_: str, name_suffix: str = ""):
+    found = [r for r in plan.of_type(type_) if r.name.endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {type_} *{name_suffix}, found {[r.name for r in found]}"
+    return found[0]
+
+
+def component(plan: Plan, type_: str):
+    return one(plan, type_)
+
+
+def descendants(plan: Plan, urn: str) -> set[str]:
+    out: set[str] = set()
+    for child in plan.children(urn):
+        out |= {child.urn} | descendants(plan, child.urn)
+    return out
+
+
+def reachable(plan: Plan, urn: str) -> set[str]:
+    """Everything `urn` waits for, directly or through others."""
+    by_urn, seen, todo = plan.by_urn(), set(), [urn]
+    while todo:
+        for dependency in by_urn[todo.pop()].dependencies:
+            if dependency not in seen:
+                seen.add(dependency)
+                todo.append(dependency)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def applied():
+    """prod recorded as after an apply (mock providers return real keys and a password), plus every
+    resource's inputs before redaction, to compare secret values across resources."""
+    raw: dict[str, dict] = {}
+    plan = record(
+        __import__("tests.conftest", fromlist=["PROJECT_DIR"]).PROJECT_DIR,
+        "prod",
+        known_outputs=True,
+        raw_inputs_hook=lambda urn, type_, inputs: raw.__setitem__(urn, inputs),
+    )
+    return plan, raw
+
+
+# --- parts and types -------------------------------------------------------------------------------
+
+
+def test_every_part_is_a_component_with_its_stable_type(prod_plan):
+    assert {r.type for r in prod_plan.resources if not r.custom} == COMPONENT_TYPES
+
+
+@pytest.mark.parametrize(
+    "component_type, child_types",
+    [
+        ("ceres-mail:mail:Vm", {"proxmoxve:download/file:File", "proxmoxve:index/fileLegacy:FileLegacy", VM}),
+        ("ceres-mail:mail:Dns", {DNS_RECORD}),
+        ("ceres-mail:mail:Server", {COMMAND}),
+        ("ceres-mail:ceres:Smtp", {K8S_SECRET}),
+        ("ceres-mail:keycloak:Smtp", {REALM}),
+    ],
+)
+def test_each_component_owns_real_resources_named_after_it(prod_plan, component_type, child_types):
+    parent = component(prod_plan, component_type)
+    children = prod_plan.children(parent.urn)
+    assert {c.type for c in children} == child_types, parent.urn
+    assert all(c.name.startswith(parent.name + "-") for c in children), [c.name for c in children]
+
+
+def test_platform_owns_the_keys_password_and_explicit_providers(prod_plan):
+    platform = component(prod_plan, "ceres-mail:index:Platform")
+    types = sorted(c.type for c in prod_plan.children(platform.urn) if c.custom)
+    assert types == sorted(
+        [
+            "pulumi:providers:cloudflare",
+            "pulumi:providers:keycloak",
+            "pulumi:providers:kubernetes",
+            "pulumi:providers:proxmoxve",
+            "random:index/randomPassword:RandomPassword",
+            PRIVATE_KEY,
+            PRIVATE_KEY,
+            PRIVATE_KEY,
+        ]
+    )
+    algorithms = sorted(r.inputs.get("algorithm") + str(r.inputs.get("rsaBits", "")) for r in prod_plan.of_type(PRIVATE_KEY))
+    assert algorithms == ["ED25519", "ED25519", "RSA2048"]
+
+
+@pytest.mark.parametrize(
+    "prefix, package",
+    [("proxmoxve:", "proxmoxve"), ("cloudflare:", "cloudflare"), ("kubernetes:", "kubernetes"), ("keycloak:", "keycloak")],
+)
+def test_cloud_resources_use_the_explicit_provider_of_their_cloud(prod_plan, prefix, package):
+    for resource in prod_plan.resources:
+        if resource.type.startswith(prefix):
+            assert resource.options["provider"] and resource.options["provider"].endswith(
+                f"pulumi:providers:{package}::ceres-mail-provider-{package.removesuffix('ve')}"
+            ), resource.urn
+
+
+# --- edges -----------------------------------------------------------------------------------------
+
+
+def test_dns_has_no_dependency_path_to_the_vm(prod_plan):
+    """DNS needs only the address and the DKIM key: it runs in parallel with the VM."""
+    vm_part = descendants(prod_plan, component(prod_plan, "ceres-mail:mail:Vm").urn)
+    for record_ in prod_plan.of_type(DNS_RECORD):
+        assert not reachable(prod_plan, record_.urn) & vm_part, record_.urn
+
+
+def test_install_waits_for_the_vm_and_for_cloud_init(prod_plan):
+    install = one(prod_plan, COMMAND, "-install")
+    assert one(prod_plan, VM).urn in install.dependencies
+    assert one(prod_plan, COMMAND, "-wait-cloud-init").urn in install.dependencies
+
+
+@pytest.mark.parametrize("type_", [K8S_SECRET, REALM])
+def test_ceres_and_keycloak_wait_for_the_mailbox(prod_plan, type_):
+    """CERES and Keycloak are switched to the mailbox only once the install created it."""
+    assert one(prod_plan, COMMAND, "-install").urn in one(prod_plan, type_).dependencies
+
+
+def test_no_resource_waits_for_dns(prod_plan):
+    dns = {r.urn for r in prod_plan.of_type(DNS_RECORD)}
+    assert not any(set(r.dependencies) & dns for r in prod_plan.resources)
+
+
+# --- inputs that matter to the operator --------------------------------------------------------------
+
+
+def records(plan: Plan) -> dict[tuple[str, str], dict]:
+    return {(r.inputs["type"], r.inputs["name"]): r.inputs for r in plan.of_type(DNS_RECORD)}
+
+
+def test_prod_domain_gets_the_seed_records(prod_plan):
+    """Seed section 3: A, MX 10, SPF `v=spf1 mx -all`, DKIM, DMARC p=none with rua/ruf and fo=1."""
+    got = records(prod_plan)
+    assert got[("A", "mail.example.com")]["content"] == "203.0.113.25"
+    assert got[("AAAA", "mail.example.com")]["content"] == "2001:db8:25::25"
+    assert got[("MX", "example.com")]["content"] == "mail.example.com"
+    assert got[("MX", "example.com")]["priority"] == 10
+    assert got[("TXT", "example.com")]["content"] == "v=spf1 mx -all"
+    assert got[("TXT", "_dmarc.example.com")]["content"] == (
+        "v=DMARC1; p=none; rua=mailto:dmarc@example.com; ruf=mailto:dmarc@example.com; fo=1"
+    )
+    assert got[("TXT", "ceres._domainkey.example.com")]["content"] == UNKNOWN_TEXT
+    assert all(r["proxied"] is False for r in got.values())
+    assert all(r["comment"] for r in got.values()), "every record says why it exists"
+
+
+def test_staging_without_ipv6_has_no_aaaa(plans):
+    assert not any(type_ == "AAAA" for type_, _ in records(plans["staging"]))
+
+
+def test_dkim_record_publishes_the_stacks_rsa_2048_key(applied):
+    plan, _ = applied
+    content = records(plan)[("TXT", "ceres._domainkey.example.com")]["content"]
+    tags = dict(part.strip().split("=", 1) for part in content.split(";"))
+    assert tags["v"] == "DKIM1" and tags["k"] == "rsa"
+    key = serialization.load_der_public_key(base64.b64decode(tags["p"]))
+    assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048
+
+
+def test_vm_is_sized_addressed_and_protected(prod_plan, plans):
+    vm = one(prod_plan, VM).inputs
+    assert vm["cpu"]["cores"] == 2 and vm["memory"]["dedicated"] == 2048
+    assert [d["interface"] for d in vm["disks"]] == ["scsi0", "scsi1"], "mail data on its own disk"
+    ip = vm["initialization"]["ipConfigs"][0]
+    assert ip["ipv4"] == {"address": "203.0.113.25/24", "gateway": "203.0.113.1"}
+    assert ip["ipv6"] == {"address": "2001:db8:25::25/64", "gateway": "2001:db8:25::1"}
+    assert vm["onBoot"] is True and vm["agent"]["enabled"] is True
+    assert vm["networkDevices"] == [{"bridge": "vmbr0", "model": "virtio"}]
+    assert vm["protection"] is True and one(prod_plan, VM).options["protect"] is True
+    staging_vm = one(plans["staging"], VM)
+    assert staging_vm.inputs["protection"] is False and staging_vm.options["protect"] is False
+
+
+def test_ceres_secret_carries_the_seed_variables_exactly(applied):
+    """Seed 5.1/5.3: names and value forms, CERES_MAIL_MODE=external; the password from the stack."""
+    plan, raw = applied
+    data = raw[one(plan, K8S_SECRET).urn]["stringData"]
+    password = raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]
+    assert data == {
+        "CERES_SMTP_HOST": "mail.example.com",
+        "CERES_SMTP_PORT": "587",
+        "CERES_SMTP_USER": "no-reply@example.com",
+        "CERES_SMTP_PASS": password,
+        "CERES_SMTP_STARTTLS": "true",
+        "CERES_SMTP_TLS": "false",
+        "CERES_MAIL_FROM": "no-reply@example.com",
+        "CERES_MAIL_MODE": "external",
+    }
+    assert len(password) >= 32
+
+
+def test_keycloak_realm_smtp_matches_ceres(applied):
+    plan, _ = applied
+    smtp = one(plan, REALM).inputs["smtpServer"]
+    assert smtp["host"] == "mail.example.com" and smtp["port"] == "587"
+    assert smtp["starttls"] is True and smtp["ssl"] is False
+    assert smtp["from"] == "no-reply@example.com"
+    assert smtp["auth"] == {"username": "no-reply@example.com", "password": SECRET}
+
+
+def test_keycloak_realm_is_adopted_protected_and_only_smtp_is_owned(prod_plan):
+    """The realm is CERES's: imported not created, protected, kept on delete, other fields ignored."""
+    realm = one(prod_plan, REALM)
+    assert realm.inputs["realm"] == "ceres"
+    options = realm.options
+    assert options["importId"] == "ceres"
+    assert options["protect"] is True and options["retainOnDelete"] is True
+    ignored = set(options["ignoreChanges"])
+    assert {"displayName", "enabled", "loginTheme", "internationalization", "attributes"} <= ignored
+    assert not ignored & {"smtpServer", "realm"}
+    assert set(realm.inputs) - {"smtpServer", "realm"} == set(), "the realm declares nothing but SMTP"
+
+
+def test_ssh_connection_pins_the_host_key_planted_by_cloud_init(applied):
+    """The install step trusts only the stack's own host key, the one cloud-init installs on the VM."""
+    plan, raw = applied
+    user_data = yaml.safe_load(raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy").urn]["sourceRaw"]["data"])
+    planted_private = serialization.load_ssh_private_key(user_data["ssh_keys"]["ed25519_private"].encode(), None)
+    planted_public = planted_private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+    assert user_data["ssh_genkeytypes"] == [] and user_data["ssh_deletekeys"] is True
+    for command in plan.of_type(COMMAND):
+        connection = raw[command.urn]["connection"]
+        assert connection["hostKey"].strip() == planted_public, command.urn
+        assert connection["host"] == "203.0.113.25" and connection["user"] == "ceres"
+        deploy_public = serialization.load_ssh_private_key(connection["privateKey"].encode(), None).public_key()
+        assert deploy_public.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode() in user_data["users"][0]["ssh_authorized_keys"], "the deploy key can log in"
+
+
+def test_install_command_line_holds_no_secret(applied):
+    plan, raw = applied
+    install = raw[one(plan, COMMAND, "-install").urn]
+    password = raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]
+    assert password not in install["create"]
+    assert "PRIVATE KEY" not in install["create"]
+    assert base64.b64encode(password.encode()).decode() in install["stdin"], "secrets travel on stdin"
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+def secret_values(plan: Plan, raw: dict[str, dict]) -> list[str]:
+    """Every secret value the applied stack holds: password, private keys, tokens, user-data."""
+    values = [raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]]
+    values += [raw[c.urn]["connection"]["privateKey"] for c in plan.of_type(COMMAND)]
+    values += [raw[one(plan, COMMAND, "-install").urn]["stdin"]]
+    values += [raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy").urn]["sourceRaw"]["data"]]
+    values.append(SECURE_PLACEHOLDER)
+    return values
+
+
+def test_applied_secrets_never_appear_in_any_plan_form(applied):
+    plan, raw = applied
+    forms = {"json": plan.to_json(), "text": render_text(plan), "mermaid": render_mermaid(plan)}
+    for secret in secret_values(plan, raw):
+        fragments = {secret, secret[:40], secret.strip().splitlines()[1] if "\n" in secret.strip() else secret}
+        for form, text in forms.items():
+            assert not any(f in text for f in fragments), f"a secret value leaked into the {form} plan"
+
+
+@pytest.mark.parametrize("stack", ["prod", "staging"])
+def test_config_secrets_show_as_secret_only(plans, stack):
+    plan = plans[stack]
+    text = plan.to_json() + render_text(plan)
+    assert SECURE_PLACEHOLDER not in text
+    providers = {r.type: r.inputs for r in plan.resources if r.type.startswith("pulumi:providers:")}
+    assert providers["pulumi:providers:proxmoxve"]["apiToken"] == SECRET
+    assert providers["pulumi:providers:cloudflare"]["apiToken"] == SECRET
+    assert providers["pulumi:providers:kubernetes"]["kubeconfig"] == SECRET
+    assert providers["pulumi:providers:keycloak"]["clientSecret"] == SECRET
+
+
+def test_stack_outputs_export_no_secret_in_clear(applied):
+    plan, raw = applied
+    exported = json.dumps(plan.outputs)
+    assert not any(secret[:40] in exported for secret in secret_values(plan, raw))
+    assert "CERES_SMTP_PASS" not in plan.outputs["ceresSmtp"]
+
+
+# --- determinism -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["prod", "staging"])
+def test_plan_is_byte_identical_across_runs(project_dir, plans, stack):
+    """Same stack, same bytes: a no-change `pulumi up` shows no diff."""
+    again = record(project_dir, stack)
+    assert again.to_json() == plans[stack].to_json()
+    assert render_text(again) == render_text(plans[stack])
+    assert render_mermaid(again) == render_mermaid(plans[stack])

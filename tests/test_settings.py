@@ -1,0 +1,171 @@
+"""Settings: the committed stacks load; every bad value is refused, naming its key, all at once."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+import yaml
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
+from hypothesis import given, strategies as st
+
+from components import settings as stack_settings
+from components.settings import CONFIG_KEYS, SECRET_KEYS, Settings, SettingsError, validate
+from mailctl.recorder import record
+from mailctl.stackfile import load_stack
+from tests.conftest import stack_config
+
+
+def refused(scratch_project, config: dict) -> SettingsError:
+    with pytest.raises(SettingsError) as caught:
+        record(scratch_project("bad", config), "bad")
+    return caught.value
+
+
+def test_committed_stacks_load_with_their_values(plans):
+    """prod and staging validate; derived values follow the seed's defaults."""
+    assert plans["prod"].outputs["mailHost"] == "mail.example.com"
+    assert plans["prod"].outputs["mailFrom"] == "no-reply@example.com"
+    assert plans["staging"].outputs["mailHost"] == "mail.staging.example.net"
+
+
+# (what is wrong, edit to the prod stack, key named in the error, words the operator reads)
+BAD_CONFIGS = [
+    ("domain missing", {"ceres-mail:domain": None}, "domain", "is required"),
+    ("domain with a space", {"ceres-mail:domain": "exa mple.com"}, "domain", "not a valid domain name"),
+    ("domain of one label", {"ceres-mail:domain": "localhost"}, "domain", "not a fully qualified domain name"),
+    ("mail host outside the domain", {"ceres-mail:mailHost": "mail.example.org"}, "mailHost", "is not inside the mail domain example.com"),
+    ("IPv4 without prefix", {"ceres-mail:ipv4Address": "203.0.113.25"}, "ipv4Address", "has no prefix length"),
+    ("private IPv4", {"ceres-mail:ipv4Address": "192.168.1.10/24", "ceres-mail:ipv4Gateway": "192.168.1.1"}, "ipv4Address", "cannot be reached from the internet"),
+    ("IPv6 given as ipv4Address", {"ceres-mail:ipv4Address": "2001:db8:25::30/64"}, "ipv4Address", "is not an IPv4 address"),
+    ("gateway outside the network", {"ceres-mail:ipv4Gateway": "198.51.100.1"}, "ipv4Gateway", "is not inside 203.0.113.0/24"),
+    ("IPv6 address without gateway", {"ceres-mail:ipv6Gateway": None}, "ipv6Gateway", "is required when ipv6Address is set"),
+    ("SSH open to the world", {"ceres-mail:adminCidrs": ["0.0.0.0/0"]}, "adminCidrs[0]", "whole internet"),
+    ("admin CIDR with host bits", {"ceres-mail:adminCidrs": ["198.51.100.1/28"]}, "adminCidrs[0]", "not a network in CIDR form"),
+    ("port out of range", {"ceres-mail:smtpPort": 70000}, "smtpPort", "less than or equal to 65535"),
+    ("STARTTLS and TLS together", {"ceres-mail:smtpTls": True}, "smtpTls", "both true"),
+    ("neither STARTTLS nor TLS", {"ceres-mail:smtpStarttls": False}, "smtpStarttls", "in clear"),
+    ("STARTTLS on the implicit-TLS port", {"ceres-mail:smtpPort": 465}, "smtpPort", "STARTTLS submission is port 587"),
+    ("TLS on the STARTTLS port", {"ceres-mail:smtpTls": True, "ceres-mail:smtpStarttls": False}, "smtpPort", "implicit TLS submission is port 465"),
+    ("VM memory below the stack's floor", {"ceres-mail:vmMemoryMib": 512}, "vmMemoryMib", "below the native stack's minimum of 1024 MiB"),
+    ("absurd core count", {"ceres-mail:vmCores": 500}, "vmCores", "less than or equal to 128"),
+    ("sender outside the domain", {"ceres-mail:mailFrom": "no-reply@example.org"}, "mailFrom", "DMARC alignment would fail"),
+    ("sender not an address", {"ceres-mail:mailFrom": "no-reply"}, "mailFrom", "not a valid email address"),
+    ("DMARC policy word", {"ceres-mail:dmarcPolicy": "block"}, "dmarcPolicy", "'block' is not allowed"),
+    ("unknown mail stack", {"ceres-mail:mailStack": "exim"}, "mailStack", "'exim' is not allowed"),
+    ("mail stack not installable yet", {"ceres-mail:mailStack": "mailcow"}, "mailStack", "cannot be installed by this version yet"),
+    ("broken SSH key", {"ceres-mail:adminSshKeys": ["ssh-ed25519 AAAA"]}, "adminSshKeys[0]", "not an OpenSSH public key"),
+    ("plain-HTTP Proxmox API", {"ceres-mail:proxmoxEndpoint": "http://pve1.example.com:8006/"}, "proxmoxEndpoint", "not an https:// URL"),
+    ("DKIM selector with underscore", {"ceres-mail:dkimSelector": "mail_2026"}, "dkimSelector", "not a DNS label"),
+    ("TTL Cloudflare refuses", {"ceres-mail:dnsTtl": 30}, "dnsTtl", "Cloudflare accepts 1"),
+    ("missing secret token", {"ceres-mail:proxmoxApiToken": None}, "proxmoxApiToken", "is required"),
+    ("zone id not a zone id", {"ceres-mail:cloudflareZoneId": "example.com"}, "cloudflareZoneId", "not a Cloudflare zone id"),
+    ("resolver given by name", {"ceres-mail:dnsResolvers": ["dns.example.net"]}, "dnsResolvers[0]", "not an IP address"),
+    ("typo in a key", {"ceres-mail:domian": "example.com"}, "domian", "is not a key of this project"),
+]
+
+
+@pytest.mark.parametrize("edit, key, words", [case[1:] for case in BAD_CONFIGS], ids=[case[0] for case in BAD_CONFIGS])
+def test_bad_value_is_refused_naming_its_key(scratch_project, edit, key, words):
+    """Each bad value gives a line `ceres-mail:<key>: <what is wrong>`."""
+    config = stack_config("prod")
+    for name, value in edit.items():
+        if value is None:
+            config.pop(name, None)
+        else:
+            config[name] = value
+    lines = str(refused(scratch_project, config)).splitlines()
+    matching = [line for line in lines if line.strip().startswith(f"ceres-mail:{key}:")]
+    assert matching, f"no line for ceres-mail:{key} in:\n" + "\n".join(lines)
+    assert any(words in line for line in matching), f"{words!r} not in {matching}"
+
+
+def test_all_problems_are_reported_together_before_any_resource(scratch_project):
+    """Several bad keys give one error with a line each, and nothing was registered before it."""
+    config = stack_config("prod")
+    config.update({"ceres-mail:domain": "bad domain", "ceres-mail:smtpPort": 0, "ceres-mail:dmarcPolicy": "maybe"})
+    del config["ceres-mail:proxmoxNode"]
+    registered = []
+    with pytest.raises(SettingsError) as caught:
+        record(scratch_project("bad", config), "bad", raw_inputs_hook=lambda urn, *_: registered.append(urn))
+    keys = [key for key, _ in caught.value.problems]
+    assert {"domain", "smtpPort", "dmarcPolicy", "proxmoxNode"} <= set(keys), keys
+    assert str(caught.value).startswith(f"the stack configuration has {len(keys)} problem(s):")
+    assert registered == [], f"resources registered before validation failed: {registered}"
+
+
+def test_settings_error_ends_pulumi_without_a_traceback():
+    """The Pulumi language host prints a RunError's message alone, with no traceback."""
+    assert issubclass(SettingsError, pulumi.RunError)
+
+
+def test_settings_are_frozen(project_dir):
+    """Components cannot change settings behind each other's back."""
+    config = load_stack(project_dir, "prod")
+    raw = {key.split(":", 1)[1]: value for key, value in config.values.items()}
+    raw.update({key: pulumi.Output.secret(raw[key]) for key in SECRET_KEYS})
+    settings = validate(raw)
+    assert settings.vm_size.memory_mib == 2048
+    with pytest.raises(ValidationError):
+        settings.domain = "example.org"
+
+
+# --- Pulumi.yaml and Settings describe the same keys -----------------------------------------------
+
+
+def declared(project_dir):
+    return yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["config"]
+
+
+def test_pulumi_yaml_declares_exactly_the_settings_keys(project_dir):
+    assert set(declared(project_dir)) == CONFIG_KEYS
+
+
+def test_secret_keys_are_declared_secret_and_only_they(project_dir):
+    assert {k for k, d in declared(project_dir).items() if d.get("secret")} == SECRET_KEYS
+
+
+def test_every_declaration_has_a_type_and_a_description(project_dir):
+    for key, declaration in declared(project_dir).items():
+        assert declaration.get("type") in {"string", "integer", "boolean", "array"}, key
+        assert len(declaration.get("description", "")) > 15, key
+
+
+def test_defaults_in_pulumi_yaml_are_the_settings_defaults(project_dir):
+    """The CLI applies Pulumi.yaml's defaults and Settings has its own: they must be the same."""
+    fields = {to_camel(name): field for name, field in Settings.model_fields.items()}
+    for key, declaration in declared(project_dir).items():
+        field = fields[key]
+        if "default" in declaration:
+            assert not field.is_required(), key
+            default = field.get_default(call_default_factory=True)
+            assert (list(default) if isinstance(default, tuple) else default) == declaration["default"], key
+        else:
+            assert field.is_required(), f"{key} has no default in Pulumi.yaml but is optional in Settings"
+
+
+@pytest.mark.parametrize("stack", ["prod", "staging"])
+def test_committed_stacks_hold_secrets_only_encrypted(stack):
+    """A secret key in a stack file is a `secure:` value, never plain text."""
+    config = stack_config(stack)
+    for key in SECRET_KEYS:
+        value = config.get(f"ceres-mail:{key}")
+        assert value is None or (isinstance(value, dict) and set(value) == {"secure"}), key
+
+
+# --- value rules over open inputs (hypothesis) -----------------------------------------------------
+
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
+
+
+@given(st.lists(labels, min_size=1, max_size=4), st.sampled_from(["com", "net", "org", "example"]))
+def test_any_ldh_domain_is_accepted_and_its_mail_host_is_inside(parts, tld):
+    domain = ".".join([*parts, tld])
+    assert stack_settings._domain_name(domain.upper() + ".") == domain
+    assert stack_settings._within(f"mail.{domain}", domain)
+
+
+@given(st.text(min_size=1, max_size=30).filter(lambda s: any(c in s for c in " _/@!*")))
+def test_names_with_forbidden_characters_are_refused(name):
+    with pytest.raises(ValueError):
+        stack_settings._domain_name(f"{name}.example.com")
