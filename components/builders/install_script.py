@@ -38,6 +38,21 @@ def render_secrets_stdin(mailbox_password: str, dkim_private_key_pem: str) -> st
     return "".join(f"{name}={base64.b64encode(value.encode()).decode()}\n" for name, value in values.items())
 
 
+# Reads what render_secrets_stdin wrote into shell variables; never echoes a value.
+SECRETS_READER = """# Secrets: NAME=base64 lines on stdin, decoded into variables, never echoed.
+while IFS= read -r line; do
+  [ -n "$line" ] || continue
+  name=${line%%=*}
+  case "$name" in
+    MAILBOX_PASSWORD) MAILBOX_PASSWORD=$(printf '%s' "${line#*=}" | base64 -d) ;;
+    DKIM_PRIVATE_KEY) DKIM_PRIVATE_KEY=$(printf '%s' "${line#*=}" | base64 -d) ;;
+    *) echo "unknown secret on stdin: $name" >&2; exit 2 ;;
+  esac
+done
+: "${MAILBOX_PASSWORD:?missing on stdin}" "${DKIM_PRIVATE_KEY:?missing on stdin}"
+"""
+
+
 def render_wait_for_cloud_init() -> str:
     """Block until first boot is done (packages, users, host key), or fail with cloud-init's verdict."""
     return "cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }"
@@ -62,18 +77,7 @@ ACME_EMAIL={q['acme_email']}
 ACME_DIRECTORY={q['acme_directory']}
 VMAIL={shlex.quote(vmail)}
 
-# Secrets: NAME=base64 lines on stdin, decoded into variables, never echoed.
-while IFS= read -r line; do
-  [ -n "$line" ] || continue
-  name=${{line%%=*}}
-  case "$name" in
-    MAILBOX_PASSWORD) MAILBOX_PASSWORD=$(printf '%s' "${{line#*=}}" | base64 -d) ;;
-    DKIM_PRIVATE_KEY) DKIM_PRIVATE_KEY=$(printf '%s' "${{line#*=}}" | base64 -d) ;;
-    *) echo "unknown secret on stdin: $name" >&2; exit 2 ;;
-  esac
-done
-: "${{MAILBOX_PASSWORD:?missing on stdin}}" "${{DKIM_PRIVATE_KEY:?missing on stdin}}"
-
+{SECRETS_READER}
 # put_file PATH MODE OWNER: write stdin to PATH only when it differs, so a re-run restarts nothing.
 changed=0
 put_file() {{

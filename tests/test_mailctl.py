@@ -1,0 +1,83 @@
+"""`mailctl plan` as an operator runs it: output forms, exit codes, messages without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mailctl.cli import main
+from tests.conftest import stack_config
+
+MAILCTL = [sys.executable, "-m", "mailctl.cli"]
+
+
+def run_mailctl(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*MAILCTL, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_plan_json_follows_the_documented_contract(capsys):
+    assert main(["plan", "--stack", "staging", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert set(plan) == {"project", "stack", "resources", "outputs", "policy"}
+    assert (plan["project"], plan["stack"]) == ("ceres-mail", "staging")
+    for resource in plan["resources"]:
+        assert {"urn", "type", "name", "parent", "custom", "dependencies", "inputs", "options"} <= set(resource)
+        assert {"protect", "retainOnDelete", "ignoreChanges", "importId"} <= set(resource["options"])
+        assert resource["urn"].startswith("urn:pulumi:staging::ceres-mail::")
+
+
+def test_plan_text_shows_the_tree_edges_and_secrets_redacted(capsys):
+    assert main(["plan"]) == 0
+    out = capsys.readouterr().out
+    assert "ceres-mail plan: project ceres-mail, stack prod" in out
+    assert "+ ceres-mail-dns  ceres-mail:mail:Dns (component)" in out
+    assert "ceres-mail-ceres-secret <- " in out and "ceres-mail-server-install" in out
+    assert "apiToken: [secret]" in out
+    assert "(known after apply)" in out
+
+
+def test_plan_mermaid_is_a_flowchart_with_edges(capsys):
+    assert main(["plan", "--mermaid"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("flowchart LR\n")
+    assert "subgraph" in out and " --> " in out
+
+
+def test_bad_stack_exits_2_naming_keys_without_traceback(scratch_project):
+    config = stack_config("prod")
+    config["ceres-mail:domain"] = "not a domain"
+    config["ceres-mail:smtpPort"] = 0
+    project = scratch_project("broken", config)
+    result = run_mailctl("-C", str(project), "plan", "--stack", "broken")
+    assert result.returncode == 2
+    assert "ceres-mail:domain:" in result.stderr and "ceres-mail:smtpPort:" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == ""
+
+
+def test_unknown_stack_is_a_clear_error(project_dir):
+    result = run_mailctl("plan", "--stack", "nosuch")
+    assert result.returncode == 2
+    assert "no stack file Pulumi.nosuch.yaml" in result.stderr and "prod, staging" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_operators_new_stack_file_works_the_same_way(scratch_project):
+    """Any Pulumi.<stack>.yaml an operator adds is planned like the committed ones."""
+    config = stack_config("staging")
+    config["ceres-mail:domain"] = "mail-test.example.org"
+    project = scratch_project("qa", config)
+    result = run_mailctl("-C", str(project), "plan", "--stack", "qa", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"]["mailHost"] == "mail.mail-test.example.org"
+
+
+def test_yaml_that_is_not_yaml_is_a_clear_error(tmp_path, project_dir):
+    (tmp_path / "Pulumi.yaml").write_text((project_dir / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.odd.yaml").write_text("config: [unclosed\n")
+    result = run_mailctl("-C", str(tmp_path), "plan", "--stack", "odd")
+    assert result.returncode == 2 and "Pulumi.odd.yaml is not valid YAML" in result.stderr
+    assert "Traceback" not in result.stderr
