@@ -8,7 +8,7 @@ STACK ?= prod
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
 WHEELHOUSE := .cache/wheels
 
-.PHONY: plan test bench venv dev system-deps wheelhouse clean
+.PHONY: plan test bench docs venv dev system-deps wheelhouse clean
 
 plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
 	$(BIN)/mailctl plan --stack $(STACK)
@@ -18,6 +18,9 @@ test: dev system-deps wheelhouse  ## install what the tests need (system package
 
 bench: venv  ## time `mailctl plan` against the bare import of the same SDKs
 	$(BIN)/python bench/bench_plan.py
+
+docs: venv  ## regenerate the README's config reference from Pulumi.yaml
+	$(BIN)/mailctl config-reference --update-readme
 
 venv: $(VENV)/.runtime
 dev: $(VENV)/.dev

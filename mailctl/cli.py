@@ -34,7 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     form = plan.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the plan as JSON (the documented contract)")
     form.add_argument("--mermaid", action="store_true", help="the dependency graph as a Mermaid flowchart")
+    docs = commands.add_parser("config-reference", help="print the README's config reference (from Pulumi.yaml)")
+    docs.add_argument("--update-readme", action="store_true", help="rewrite the block in README.md instead")
     return parser
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from mailctl.config_reference import render_config_reference, update_readme
+
+    if args.update_readme:
+        changed = update_readme(args.project_dir)
+        print("README.md config reference " + ("updated" if changed else "already up to date"))
+    else:
+        print(render_config_reference(args.project_dir))
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -54,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"plan": cmd_plan}[args.command](args)
+        return {"plan": cmd_plan, "config-reference": cmd_config_reference}[args.command](args)
     except SettingsError as error:
         print(f"mailctl: stack {getattr(args, 'stack', '?')}: {error}", file=sys.stderr)
         return 2

@@ -65,6 +65,6 @@ def test_venv_has_the_project_editable_with_mailctl(fresh_clone):
     assert json.loads(result.stdout)["stack"] == "staging"
     link = subprocess.run(
         [str(clone / ".venv/bin/python"), "-c", "import components; print(components.__file__)"],
-        env=env, capture_output=True, text=True, check=True,
+        cwd="/", env=env, capture_output=True, text=True, check=True,
     )
     assert link.stdout.startswith(str(clone)), "the project is installed in editable mode"

@@ -81,3 +81,16 @@ def test_yaml_that_is_not_yaml_is_a_clear_error(tmp_path, project_dir):
     result = run_mailctl("-C", str(tmp_path), "plan", "--stack", "odd")
     assert result.returncode == 2 and "Pulumi.odd.yaml is not valid YAML" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_readme_config_reference_is_generated_from_pulumi_yaml(project_dir):
+    """Run `make docs` after changing Pulumi.yaml: the README's reference must match it exactly."""
+    from mailctl.config_reference import render_config_reference
+
+    readme = (project_dir / "README.md").read_text()
+    assert render_config_reference(project_dir) in readme
+
+
+def test_readme_starts_with_the_two_commands(project_dir):
+    first_lines = (project_dir / "README.md").read_text().splitlines()[:2]
+    assert first_lines[0].strip().startswith("make plan") and first_lines[1].strip().startswith("make test")
