@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     form = plan.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the plan as JSON (the documented contract)")
     form.add_argument("--mermaid", action="store_true", help="the dependency graph as a Mermaid flowchart")
+    policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
+    policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
+
     docs = commands.add_parser("config-reference", help="print the README's config reference (from Pulumi.yaml)")
     docs.add_argument("--update-readme", action="store_true", help="rewrite the block in README.md instead")
     return parser
@@ -48,6 +51,28 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
     else:
         print(render_config_reference(args.project_dir))
     return 0
+
+
+def _report_policy(violations: list[dict[str, str]]) -> int:
+    """Print violations; the exit code is 1 when any is mandatory."""
+    for v in violations:
+        print(f"[{v['level']}] {v['policy']}: {v['message']} ({v['urn']})")
+    mandatory = sum(v["level"] == "mandatory" for v in violations)
+    print(f"policy: {len(violations)} violation(s), {mandatory} mandatory")
+    return 1 if mandatory else 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    import json
+
+    from mailctl.plan import Plan
+    from policy.rules import evaluate
+
+    try:
+        plan = Plan.from_dict(json.loads(args.plan_file.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StackFileError(f"{args.plan_file} is not a plan from `mailctl plan --json` ({error})") from None
+    return _report_policy(evaluate(plan.resources))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -67,7 +92,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"plan": cmd_plan, "config-reference": cmd_config_reference}[args.command](args)
+        commands = {"plan": cmd_plan, "policy": cmd_policy, "config-reference": cmd_config_reference}
+        return commands[args.command](args)
     except SettingsError as error:
         print(f"mailctl: stack {getattr(args, 'stack', '?')}: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from mailctl.plan import Plan, PlannedResource, SECRET, UNKNOWN_TEXT
 from mailctl.stackfile import StackConfig, load_stack
+from policy.rules import evaluate
 
 STACK_TYPE = "pulumi:pulumi:Stack"
 
@@ -182,4 +183,5 @@ def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_in
         stack=config.stack,
         resources=recording.resources,
         outputs=_struct_to_plan(outputs) if outputs is not None else {},
+        policy=evaluate(recording.resources),
     )

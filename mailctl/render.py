@@ -13,7 +13,7 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "proxmoxve:index/fileLegacy:FileLegacy": ("nodeName", "datastoreId", "contentType", "sourceRaw"),
     "proxmoxve:index/vmLegacy:VmLegacy": ("name", "nodeName", "vmId", "cpu", "memory", "disks", "networkDevices", "initialization", "protection"),
     "cloudflare:index/dnsRecord:DnsRecord": ("type", "name", "content", "priority", "ttl", "proxied"),
-    "command:remote:Command": ("connection", "stdin"),
+    "command:remote:Command": ("create", "connection", "stdin"),
     "kubernetes:core/v1:Secret": ("metadata", "stringData"),
     "keycloak:index/realm:Realm": ("realm", "smtpServer"),
     "tls:index/privateKey:PrivateKey": ("algorithm", "rsaBits"),
@@ -65,12 +65,17 @@ def render_text(plan: Plan) -> str:
         if names:
             lines.append(f"  {resource.name} <- {', '.join(names)}")
     lines += ["", "outputs:"]
-    lines += [f"  {key}: {_short(value)}" for key, value in sorted(plan.outputs.items())]
+    for key, value in sorted(plan.outputs.items()):
+        if isinstance(value, dict):
+            lines.append(f"  {key}:")
+            lines += [f"    {inner}: {_short(item)}" for inner, item in sorted(value.items())]
+        else:
+            lines.append(f"  {key}: {_short(value)}")
     lines += ["", f"resources: {sum(r.custom for r in plan.resources)} custom, "
               f"{sum(not r.custom for r in plan.resources)} components"]
-    if plan.policy:
-        lines += ["", "policy:"]
-        lines += [f"  [{v['level']}] {v['policy']}: {v['message']} ({v['urn']})" for v in plan.policy]
+    mandatory = sum(v["level"] == "mandatory" for v in plan.policy)
+    lines += ["", f"policy: {len(plan.policy)} violation(s), {mandatory} mandatory"]
+    lines += [f"  [{v['level']}] {v['policy']}: {v['message']} ({v['urn']})" for v in plan.policy]
     return "\n".join(lines) + "\n"
 
 
