@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as kubernetes
 
-from components.builders.ceres_env import PASSWORD_KEY, ceres_smtp_env
+from components.builders.ceres_env import PASSWORD_KEY, SmtpClient, ceres_smtp_env
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,7 @@ class CeresSmtpArgs:
 
     namespace: str  #: CERES's namespace
     secret_name: str  #: name of the Secret CERES mounts
-    host: str  #: mail host CERES connects to
-    port: int
-    starttls: bool
-    tls: bool
-    mail_from: str
-    smtp_user: str  #: the mailbox address CERES logs in as
+    smtp: SmtpClient  #: where and how CERES submits mail, as whom
     smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
 
 
@@ -39,7 +34,7 @@ class CeresSmtp(pulumi.ComponentResource):
     def __init__(self, name: str, args: CeresSmtpArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:ceres:Smtp", name, None, opts)
         # Every value but the password is plain; the password stays a secret
-        plain = ceres_smtp_env(args.host, args.port, args.smtp_user, args.starttls, args.tls, args.mail_from)
+        plain = ceres_smtp_env(args.smtp)
         string_data = {**plain, PASSWORD_KEY: pulumi.Output.secret(args.smtp_password)}
 
         # The Secret CERES mounts

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_keycloak as keycloak
 
+from components.builders.ceres_env import SmtpClient
+
 # The one realm field this stack owns.
 OWNED_FIELDS = ("realm", "smtp_server")
 
@@ -29,13 +31,8 @@ class KeycloakSmtpArgs:
     """The realm and the SMTP server it sends through."""
 
     realm: str  #: the existing CERES realm (its name is also its import id)
-    host: str
-    port: int
-    starttls: bool
-    ssl: bool
-    mail_from: str
+    smtp: SmtpClient  #: the same submission settings CERES gets
     from_display_name: str
-    smtp_user: str
     smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
 
 
@@ -52,14 +49,14 @@ class KeycloakSmtp(pulumi.ComponentResource):
             f"{name}-realm",
             realm=args.realm,
             smtp_server=keycloak.RealmSmtpServerArgs(
-                host=args.host,
-                port=str(args.port),
-                from_=args.mail_from,
+                host=args.smtp.host,
+                port=str(args.smtp.port),
+                from_=args.smtp.mail_from,
                 from_display_name=args.from_display_name,
-                starttls=args.starttls,
-                ssl=args.ssl,
+                starttls=args.smtp.starttls,
+                ssl=args.smtp.tls,
                 auth=keycloak.RealmSmtpServerAuthArgs(
-                    username=args.smtp_user, password=pulumi.Output.secret(args.smtp_password)
+                    username=args.smtp.user, password=pulumi.Output.secret(args.smtp_password)
                 ),
             ),
             opts=pulumi.ResourceOptions(

@@ -32,6 +32,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from components.builders.ceres_env import SmtpClient
+
 PROJECT = "ceres-mail"
 
 
@@ -276,6 +278,18 @@ class Settings(BaseModel):
     @property
     def mail_from_address(self) -> str:
         return self.mail_from or self.mailbox_address
+
+    @property
+    def smtp_client(self) -> SmtpClient:
+        """Submission settings of CERES and Keycloak, one definition for both (seed 5.1, 5.2)."""
+        return SmtpClient(
+            host=self.mail_host_fqdn,
+            port=self.smtp_port,
+            starttls=self.smtp_starttls,
+            tls=self.smtp_tls,
+            user=self.mailbox_address,
+            mail_from=self.mail_from_address,
+        )
 
     @property
     def acme_contact(self) -> str:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from components.builders.ceres_env import ceres_smtp_env
+from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import CloudInitInputs, build_user_data
 from components.builders.dns_records import DnsInputs, build_records, dkim_record, dmarc_value, spf_value
 from components.builders.install_script import (
@@ -162,7 +162,7 @@ def test_missing_secret_stops_the_script():
 
 
 def test_ceres_env_uses_the_seed_names_and_value_forms():
-    env = ceres_smtp_env("mail.example.com", 587, "no-reply@example.com", True, False, "no-reply@example.com")
+    env = ceres_smtp_env(SmtpClient("mail.example.com", 587, True, False, "no-reply@example.com", "no-reply@example.com"))
     assert env == {
         "CERES_SMTP_HOST": "mail.example.com",
         "CERES_SMTP_PORT": "587",

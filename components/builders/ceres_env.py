@@ -6,17 +6,31 @@ CERES_MAIL_MODE=external so CERES does not deploy its in-cluster mailcow (seed 5
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PASSWORD_KEY = "CERES_SMTP_PASS"
 
 
-def ceres_smtp_env(host: str, port: int, user: str, starttls: bool, tls: bool, mail_from: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class SmtpClient:
+    """How a client of the mail server (CERES, Keycloak) submits mail; the password travels apart."""
+
+    host: str
+    port: int
+    starttls: bool
+    tls: bool
+    user: str
+    mail_from: str
+
+
+def ceres_smtp_env(smtp: SmtpClient) -> dict[str, str]:
     """Every CERES_* variable except the password, which the caller adds as a secret."""
     return {
-        "CERES_MAIL_FROM": mail_from,
+        "CERES_MAIL_FROM": smtp.mail_from,
         "CERES_MAIL_MODE": "external",
-        "CERES_SMTP_HOST": host,
-        "CERES_SMTP_PORT": str(port),
-        "CERES_SMTP_STARTTLS": "true" if starttls else "false",
-        "CERES_SMTP_TLS": "true" if tls else "false",
-        "CERES_SMTP_USER": user,
+        "CERES_SMTP_HOST": smtp.host,
+        "CERES_SMTP_PORT": str(smtp.port),
+        "CERES_SMTP_STARTTLS": "true" if smtp.starttls else "false",
+        "CERES_SMTP_TLS": "true" if smtp.tls else "false",
+        "CERES_SMTP_USER": smtp.user,
     }
