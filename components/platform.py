@@ -16,7 +16,6 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components.builders.dns_records import DnsInputs
 from components.builders.install_script import InstallInputs
 from components.ceres import CeresSmtp, CeresSmtpArgs
 from components.dns import MailDns, MailDnsArgs
@@ -83,7 +82,7 @@ class MailPlatform(pulumi.ComponentResource):
             f"{name}-dns",
             MailDnsArgs(
                 zone_id=settings.cloudflare_zone_id,
-                records=dns_inputs(settings),
+                records=settings.dns_inputs,
                 dkim_public_key_pem=dkim_key.public_key_pem,
                 protect=settings.protect,
             ),
@@ -142,18 +141,3 @@ class MailPlatform(pulumi.ComponentResource):
         self.ceres_settings = ceres.settings
         self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr, "ceres_settings": self.ceres_settings})
 
-
-def dns_inputs(settings: Settings) -> DnsInputs:
-    """The record builder's inputs from the settings (shared with `mailctl zone` and the tests)."""
-    return DnsInputs(
-        domain=settings.domain,
-        mail_host=settings.mail_host_fqdn,
-        ipv4=settings.ipv4,
-        ipv6=settings.ipv6,
-        mx_priority=settings.mx_priority,
-        ttl=settings.dns_ttl,
-        spf_extra=tuple(settings.spf_extra),
-        dkim_selector=settings.dkim_selector,
-        dmarc_policy=settings.dmarc_policy,
-        dmarc_reports_to=settings.dmarc_reports_to,
-    )

@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from components.builders.ceres_env import SmtpClient
+from components.builders.dns_records import DnsInputs
 
 PROJECT = "ceres-mail"
 
@@ -289,6 +290,22 @@ class Settings(BaseModel):
             tls=self.smtp_tls,
             user=self.mailbox_address,
             mail_from=self.mail_from_address,
+        )
+
+    @property
+    def dns_inputs(self) -> DnsInputs:
+        """The record builder's inputs (shared by MailDns, `mailctl zone` and the tests)."""
+        return DnsInputs(
+            domain=self.domain,
+            mail_host=self.mail_host_fqdn,
+            ipv4=self.ipv4,
+            ipv6=self.ipv6,
+            mx_priority=self.mx_priority,
+            ttl=self.dns_ttl,
+            spf_extra=tuple(self.spf_extra),
+            dkim_selector=self.dkim_selector,
+            dmarc_policy=self.dmarc_policy,
+            dmarc_reports_to=self.dmarc_reports_to,
         )
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -16,15 +15,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 STACKS = ("prod", "staging")
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """CI (.ci/run) sets CERES_MAIL_FAIL_ON_SKIP: a skipped test there means a missing dependency."""
-    if os.environ.get("CERES_MAIL_FAIL_ON_SKIP") != "1":
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = reporter.stats.get("skipped", []) if reporter else []
-    if skipped and exitstatus == 0:
-        reporter.write_line(f"FAIL: {len(skipped)} test(s) skipped; in CI every test must run", red=True)
-        session.exitstatus = 1
+pytest_plugins = ["tests.plugins.no_skips"]
 
 
 @pytest.fixture(scope="session")
