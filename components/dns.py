@@ -1,60 +1,86 @@
-"""MailDns: the mail domain's records on Cloudflare (seed section 3).
+"""MailDns: the mail domains' records on Cloudflare (seed section 3 and the RFCs the builder cites).
 
 Needs only the static address and the DKIM public key, so it runs in parallel with the VM. Records are
-never proxied: Cloudflare's proxy carries HTTP only, and MX targets must resolve to the real host.
+never proxied (Cloudflare's proxy carries HTTP only; MX targets must resolve to the real host). The
+stack manages only the records it declares: records that already exist are adopted by id
+(`dnsImportIds`), never duplicated, and nothing else in the zones is touched.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_cloudflare as cloudflare
 
-from components.builders.dns_records import DnsInputs, Record, build_records, dkim_record, dkim_value
+from components.builders.dns_records import (
+    DKIM_WHY,
+    DnsInputs,
+    build_records,
+    cloudflare_fields,
+    dkim_record_name,
+    dkim_value,
+    mta_sts_policy,
+    txt_rdata,
+)
 
 
 @dataclass(frozen=True)
 class MailDnsArgs:
     """What the record set is built from."""
 
-    zone_id: str  #: Cloudflare zone of the mail domain
+    zone_ids: dict[str, str]  #: Cloudflare zone id of each mail domain
     records: DnsInputs  #: plain inputs of the pure record builder
     dkim_public_key_pem: pulumi.Input[str]  #: the stack's DKIM key (public half)
     protect: bool  #: keep records from being deleted by accident
+    import_ids: dict[str, str] = field(default_factory=dict)  #: record key -> existing Cloudflare id
 
 
 class MailDns(pulumi.ComponentResource):
-    """The Cloudflare DNS records of the mail domain."""
+    """The Cloudflare DNS records of the mail domains."""
 
-    record_names: pulumi.Output[list[str]]
+    record_keys: pulumi.Output[list[str]]
+    mta_sts_policy: pulumi.Output[str]
+    dkim_txt: pulumi.Output[str]
 
     def __init__(self, name: str, args: MailDnsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:mail:Dns", name, None, opts)
-        record_opts = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
-        def declare(record: Record, content: pulumi.Input[str]) -> cloudflare.DnsRecord:
+        def declare(key: str, zone: str, record_name: str, type_: str, fields: dict, ttl: int, why: str):
+            record_id = args.import_ids.get(key)
             return cloudflare.DnsRecord(
-                f"{name}-{record.key}",
-                zone_id=args.zone_id,
-                name=record.name,
-                type=record.type,
-                content=content,
-                priority=record.priority,
-                ttl=record.ttl,
+                f"{name}-{key}",
+                zone_id=args.zone_ids[zone],
+                name=record_name,
+                type=type_,
+                ttl=ttl,
                 proxied=False,
-                comment=record.why,
-                opts=record_opts,
+                comment=why,
+                **fields,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    protect=args.protect,
+                    import_=f"{args.zone_ids[zone]}/{record_id}" if record_id else None,
+                ),
             )
 
-        # Records whose content is known now (A, AAAA, MX, SPF, DMARC)
+        # Records whose content is known now
         static = build_records(args.records)
-        declared = [declare(record, record.content) for record in static]
+        for record in static:
+            declare(record.key, record.zone, record.name, record.type, cloudflare_fields(record), record.ttl, record.why)
 
-        # DKIM: same builder, content once the key exists
-        dkim = dkim_record(args.records)
-        declared.append(declare(dkim, pulumi.Output.from_input(args.dkim_public_key_pem).apply(dkim_value)))
+        # DKIM in every mail domain: same builder, content once the key exists
+        self.dkim_txt = pulumi.Output.from_input(args.dkim_public_key_pem).apply(dkim_value)
+        dkim_keys = []
+        for domain in args.records.mail_domains:
+            record_name = dkim_record_name(args.records.dkim_selector, domain)
+            dkim_keys.append(f"txt-{record_name}")
+            declare(dkim_keys[-1], domain, record_name, "TXT", {"content": self.dkim_txt.apply(txt_rdata)},
+                    args.records.ttl, DKIM_WHY)
 
-        self.records = declared
-        self.record_names = pulumi.Output.from_input(sorted(f"{r.type} {r.name}" for r in [*static, dkim]))
-        self.register_outputs({"record_names": self.record_names})
+        self.record_keys = pulumi.Output.from_input(sorted([r.key for r in static] + dkim_keys))
+        # served by the mail host at https://mta-sts.<domain>/.well-known/mta-sts.txt
+        self.mta_sts_policy = pulumi.Output.from_input(mta_sts_policy(args.records))
+        self.register_outputs(
+            {"record_keys": self.record_keys, "mta_sts_policy": self.mta_sts_policy, "dkim_txt": self.dkim_txt}
+        )

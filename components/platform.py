@@ -30,7 +30,8 @@ class MailPlatform(pulumi.ComponentResource):
     """The external mail server of CERES and everything that points at it."""
 
     mail_host: pulumi.Output[str]
-    dkim_record: pulumi.Output[str]
+    dkim_txt: pulumi.Output[str]
+    mta_sts_policy: pulumi.Output[str]
     ptr: pulumi.Output[dict[str, str]]
     ceres_settings: pulumi.Output[dict[str, str]]
 
@@ -78,13 +79,14 @@ class MailPlatform(pulumi.ComponentResource):
         )
 
         # DNS, in parallel with the VM
-        MailDns(
+        dns = MailDns(
             f"{name}-dns",
             MailDnsArgs(
-                zone_id=settings.cloudflare_zone_id,
+                zone_ids=settings.zone_ids,
                 records=settings.dns_inputs,
                 dkim_public_key_pem=dkim_key.public_key_pem,
                 protect=settings.protect,
+                import_ids=settings.import_ids,
             ),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.cloudflare]),
         )
@@ -133,7 +135,8 @@ class MailPlatform(pulumi.ComponentResource):
         )
 
         self.mail_host = pulumi.Output.from_input(settings.mail_host_fqdn)
-        self.dkim_record = dkim_key.public_key_pem.apply(lambda _: f"{settings.dkim_selector}._domainkey.{settings.domain}")
+        self.dkim_txt = dns.dkim_txt
+        self.mta_sts_policy = dns.mta_sts_policy
         # PTR is set at the IP provider, not here: export what it must be so the operator can set it
         self.ptr = pulumi.Output.from_input(
             {address: settings.mail_host_fqdn for address in (settings.ipv4, settings.ipv6) if address}

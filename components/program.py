@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import pulumi
 
 from components import settings as stack_settings
+from components.builders.dns_records import external_authorizations, reverse_records
 from components.platform import MailPlatform
 
 
@@ -21,5 +22,12 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     pulumi.export("mailFrom", settings.mail_from_address)
     pulumi.export("ceresSmtp", platform.ceres_settings)
     pulumi.export("ptr", platform.ptr)
-    pulumi.export("dkimRecord", platform.dkim_record)
+    pulumi.export("ptrRecords", [f"{r.name}. {r.ttl} IN PTR {r.rdata}" for r in reverse_records(settings.dns_inputs)])
+    pulumi.export("dkimTxt", platform.dkim_txt)
+    pulumi.export("mtaStsPolicy", platform.mta_sts_policy)
+    # DMARC report authorizations that belong in zones this stack does not manage (RFC 7489 7.1)
+    pulumi.export(
+        "dmarcExternalAuthorizations",
+        [f"{r.name}. {r.ttl} IN TXT {r.rdata}" for r in external_authorizations(settings.dns_inputs)],
+    )
     return platform

@@ -33,7 +33,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from components.builders.ceres_env import SmtpClient
-from components.builders.dns_records import DnsInputs
+from components.builders.dns_records import DnsInputs, Dmarc, build_records, dkim_record_name, spf_problems
 
 PROJECT = "ceres-mail"
 
@@ -139,6 +139,19 @@ def _matching(pattern: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _domain_and_zone(value: str) -> str:
+    domain, separator, zone_id = value.partition("=")
+    if not separator or not re.fullmatch(r"[0-9a-f]{32}", zone_id):
+        raise ValueError(f"{value!r} is not <domain>=<32-hex Cloudflare zone id>")
+    return f"{_domain_name(domain)}={zone_id}"
+
+
+def _cloudflare_ttl(value: int) -> int:
+    if not (value == 1 or 60 <= value <= 86400):
+        raise ValueError(f"{value}: Cloudflare accepts 1 (automatic) or 60..86400")
+    return value
+
+
 def _optional(rule: Callable[[str], str]) -> Callable[[str], str]:
     """Empty string means "not set" for optional keys (Pulumi.yaml gives them "" as default)."""
     return lambda value: rule(value) if value else ""
@@ -242,12 +255,25 @@ class Settings(BaseModel):
     protect: bool = True
     # DNS
     cloudflare_zone_id: Annotated[str, _matching(r"[0-9a-f]{32}", "a Cloudflare zone id (32 hex digits)")]
-    dns_ttl: int = 3600
+    dns_ttl: Annotated[int, AfterValidator(_cloudflare_ttl)] = 3600
     mx_priority: Annotated[int, Field(ge=0, le=65535)] = 10
     spf_extra: Json[list[Annotated[str, _matching(r"[+?~-]?(ip4:|ip6:|a|mx|include:|exists:)\S*", "an SPF mechanism (ip4:, ip6:, a, mx, include:, exists:)")]]] = ()
     dkim_selector: DnsLabel = "ceres"
     dmarc_policy: Literal["none", "quarantine", "reject"] = "none"
-    dmarc_report_address: OptionalEmail = ""
+    dmarc_pct: Annotated[int, Field(ge=0, le=100)] = 100
+    dmarc_adkim: Literal["r", "s"] = "r"
+    dmarc_aspf: Literal["r", "s"] = "r"
+    dmarc_rua: OptionalEmail = ""
+    dmarc_ruf: OptionalEmail = ""
+    extra_domains: Json[list[Annotated[str, AfterValidator(_domain_and_zone)]]] = ()
+    mta_sts_mode: Literal["testing", "enforce", "none"] = "testing"
+    mta_sts_max_age: Annotated[int, Field(ge=86400, le=31557600)] = 604800
+    tls_rpt_address: OptionalEmail = ""
+    caa_issuers: Json[list[DomainName]] = ("letsencrypt.org",)
+    caa_iodef: Annotated[str, _matching(r"((mailto:\S+@\S+)|(https://\S+))?", "a mailto: or https: URL")] = ""
+    autoconfig: bool = False
+    zone_nameservers: Json[Annotated[list[DomainName], Field(min_length=1)]] = ("ns1.cloudflare.com", "ns2.cloudflare.com")
+    dns_import_ids: Json[list[Annotated[str, _matching(r"[a-z0-9-]+-[a-z0-9._-]+=[0-9a-f]{32}", "<record key>=<32-hex Cloudflare record id>")]]] = ()
     # providers
     proxmox_endpoint: HttpsUrl
     proxmox_api_token: Secret
@@ -304,8 +330,21 @@ class Settings(BaseModel):
             ttl=self.dns_ttl,
             spf_extra=tuple(self.spf_extra),
             dkim_selector=self.dkim_selector,
-            dmarc_policy=self.dmarc_policy,
-            dmarc_reports_to=self.dmarc_reports_to,
+            dmarc=Dmarc(
+                rua=self.dmarc_rua or f"dmarc@{self.domain}",
+                ruf=self.dmarc_ruf or self.dmarc_rua or f"dmarc@{self.domain}",
+                policy=self.dmarc_policy,
+                pct=self.dmarc_pct,
+                adkim=self.dmarc_adkim,
+                aspf=self.dmarc_aspf,
+            ),
+            tls_rpt_address=self.tls_rpt_address or f"tls-reports@{self.domain}",
+            caa_iodef=self.caa_iodef or f"mailto:postmaster@{self.domain}",
+            extra_domains=self.mail_domains[1:],
+            mta_sts_mode=self.mta_sts_mode,
+            mta_sts_max_age=self.mta_sts_max_age,
+            caa_issuers=tuple(self.caa_issuers),
+            autoconfig=self.autoconfig,
         )
 
     @property
@@ -313,8 +352,19 @@ class Settings(BaseModel):
         return self.acme_email or f"postmaster@{self.domain}"
 
     @property
-    def dmarc_reports_to(self) -> str:
-        return self.dmarc_report_address or f"dmarc@{self.domain}"
+    def mail_domains(self) -> tuple[str, ...]:
+        """The primary domain first, then the extra ones."""
+        return (self.domain, *(entry.split("=", 1)[0] for entry in self.extra_domains))
+
+    @property
+    def zone_ids(self) -> dict[str, str]:
+        """Cloudflare zone id of every mail domain."""
+        return {self.domain: self.cloudflare_zone_id, **dict(entry.split("=", 1) for entry in self.extra_domains)}
+
+    @property
+    def import_ids(self) -> dict[str, str]:
+        """Record key -> Cloudflare record id, for records adopted rather than created."""
+        return dict(entry.split("=", 1) for entry in self.dns_import_ids)
 
     @property
     def ipv4(self) -> str:
@@ -404,9 +454,25 @@ def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             if value and value < minimum:
                 problems.append((key, f"{value} {unit} is below the {v['mail_stack']} stack's minimum of {minimum} {unit}"))
 
-    if has("dns_ttl") and not (v["dns_ttl"] == 1 or 60 <= v["dns_ttl"] <= 86400):
-        problems.append(("dnsTtl", f"{v['dns_ttl']}: Cloudflare accepts 1 (automatic) or 60..86400"))
+    if has("spf_extra"):
+        problems += [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]
+    if has("domain", "extra_domains"):
+        extra = [entry.split("=", 1)[0] for entry in v["extra_domains"]]
+        for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]}):
+            problems.append(("extraDomains", f"{domain} is listed twice (or is the primary domain)"))
     return problems
+
+
+def _import_problems(settings: "Settings") -> list[tuple[str, str]]:
+    """dnsImportIds may only name records this stack declares (else the import would adopt nothing)."""
+    inputs = settings.dns_inputs
+    keys = {r.key for r in build_records(inputs)}
+    keys |= {f"txt-{dkim_record_name(inputs.dkim_selector, d)}" for d in inputs.mail_domains}
+    return [
+        ("dnsImportIds", f"{key!r} is not a record of this stack (see the record keys in `mailctl plan`)")
+        for key in settings.import_ids
+        if key not in keys
+    ]
 
 
 # --- reading and checking --------------------------------------------------------------------------
@@ -473,7 +539,11 @@ def validate(raw: Mapping[str, Any]) -> Settings:
         raise SettingsError(problems)
     # Every value passed its check above; constructing without a second validation also keeps the
     # already-parsed JSON lists from being parsed again.
-    return Settings.model_construct(**good)
+    settings = Settings.model_construct(**good)
+    # Rules over what the settings build (the record set) run once the settings themselves are sound.
+    if problems := _import_problems(settings):
+        raise SettingsError(problems)
+    return settings
 
 
 def load(config: pulumi.Config | None = None, stack_keys: Iterable[str] = ()) -> Settings:

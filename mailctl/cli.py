@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     form = plan.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the plan as JSON (the documented contract)")
     form.add_argument("--mermaid", action="store_true", help="the dependency graph as a Mermaid flowchart")
+    zone = commands.add_parser("zone", help="the stack's DNS records as BIND zone files (dnspython)")
+    zone.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
+    zone.add_argument("--domain", help="only this mail domain's zone")
+    zone.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
+    zone.add_argument("--dkim-public-key", type=Path, metavar="PEM", help="include the DKIM record of this key")
+
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
     policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
 
@@ -75,6 +81,23 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return _report_policy(evaluate(plan.resources))
 
 
+def cmd_zone(args: argparse.Namespace) -> int:
+    from mailctl.zone import render_reverse, render_stack_zones, stack_settings
+
+    settings = stack_settings(args.project_dir, args.stack)
+    if args.domain and args.domain not in settings.mail_domains:
+        raise StackFileError(f"{args.domain} is not a mail domain of stack {args.stack} ({', '.join(settings.mail_domains)})")
+    if args.reverse:
+        sys.stdout.write(render_reverse(settings))
+        return 0
+    try:
+        pem = args.dkim_public_key.read_text() if args.dkim_public_key else ""
+    except OSError as error:
+        raise StackFileError(f"cannot read {args.dkim_public_key}: {error.strerror}") from None
+    sys.stdout.write(render_stack_zones(settings, args.stack, args.domain, pem))
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from mailctl.recorder import record
     from mailctl.render import render_mermaid, render_text
@@ -92,7 +115,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"plan": cmd_plan, "policy": cmd_policy, "config-reference": cmd_config_reference}
+        commands = {
+            "plan": cmd_plan,
+            "zone": cmd_zone,
+            "policy": cmd_policy,
+            "config-reference": cmd_config_reference,
+        }
         return commands[args.command](args)
     except SettingsError as error:
         print(f"mailctl: stack {getattr(args, 'stack', '?')}: {error}", file=sys.stderr)

@@ -12,7 +12,7 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "proxmoxve:download/file:File": ("nodeName", "datastoreId", "url", "checksum"),
     "proxmoxve:index/fileLegacy:FileLegacy": ("nodeName", "datastoreId", "contentType", "sourceRaw"),
     "proxmoxve:index/vmLegacy:VmLegacy": ("name", "nodeName", "vmId", "cpu", "memory", "disks", "networkDevices", "initialization", "protection"),
-    "cloudflare:index/dnsRecord:DnsRecord": ("type", "name", "content", "priority", "ttl", "proxied"),
+    "cloudflare:index/dnsRecord:DnsRecord": ("type", "name", "content", "priority", "data", "ttl", "proxied"),
     "command:remote:Command": ("create", "connection", "stdin"),
     "kubernetes:core/v1:Secret": ("metadata", "stringData"),
     "keycloak:index/realm:Realm": ("realm", "smtpServer"),

@@ -49,6 +49,8 @@ def load_project(project_dir: Path) -> dict[str, Any]:
         return yaml.safe_load(path.read_text())
     except OSError as error:
         raise StackFileError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise StackFileError(f"{path.name} is not valid YAML: {error}") from None
 
 
 def stack_names(project_dir: Path) -> list[str]:

@@ -14,7 +14,6 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import CloudInitInputs, build_user_data
-from components.builders.dns_records import DnsInputs, build_records, dkim_record, dmarc_value, spf_value
 from components.builders.install_script import (
     SECRETS_READER,
     InstallInputs,
@@ -30,18 +29,7 @@ INSTALL = InstallInputs(
     dkim_selector="ceres",
     acme_email="postmaster@example.com",
 )
-DNS = DnsInputs(
-    domain="example.com",
-    mail_host="mail.example.com",
-    ipv4="203.0.113.25",
-    ipv6="",
-    mx_priority=10,
-    ttl=3600,
-    spf_extra=(),
-    dkim_selector="ceres",
-    dmarc_policy="none",
-    dmarc_reports_to="dmarc@example.com",
-)
+
 
 
 def openssh_pair():
@@ -51,37 +39,6 @@ def openssh_pair():
     ).decode()
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return private, public
-
-
-# --- DNS -------------------------------------------------------------------------------------------
-
-
-def test_seed_spf_and_dmarc_defaults():
-    """Seed section 3: `v=spf1 mx -all`; DMARC p=none, rua and ruf to dmarc@, fo=1."""
-    assert spf_value(()) == "v=spf1 mx -all"
-    assert spf_value(("ip4:198.51.100.7",)) == "v=spf1 mx ip4:198.51.100.7 -all"
-    assert dmarc_value("none", "dmarc@example.com") == (
-        "v=DMARC1; p=none; rua=mailto:dmarc@example.com; ruf=mailto:dmarc@example.com; fo=1"
-    )
-
-
-def test_records_are_in_a_stable_order_with_unique_resource_keys():
-    records = build_records(DNS)
-    assert [r.type for r in records] == ["A", "MX", "TXT", "TXT"]
-    keys = [r.key for r in [*records, dkim_record(DNS)]]
-    assert len(set(keys)) == len(keys)
-
-
-def test_dkim_record_carries_the_public_key_that_signs():
-    """RFC 6376 3.6.1: p= is the base64 SubjectPublicKeyInfo of the signing key."""
-    key = rsa.generate_private_key(65537, 2048)
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    record = dkim_record(DNS, pem.decode())
-    assert record.name == "ceres._domainkey.example.com"
-    p = record.content.split("p=", 1)[1]
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    assert serialization.load_der_public_key(__import__("base64").b64decode(p)).public_numbers() == key.public_key().public_numbers()
-    assert __import__("base64").b64decode(p) == der
 
 
 # --- cloud-init ------------------------------------------------------------------------------------

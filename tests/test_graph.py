@@ -10,6 +10,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from components.builders.dns_records import txt_value
 from mailctl.plan import SECRET, UNKNOWN_TEXT, Plan
 from mailctl.recorder import record
 from mailctl.render import render_mermaid, render_text
@@ -169,8 +170,8 @@ def test_prod_domain_gets_the_seed_records(prod_plan):
     assert got[("AAAA", "mail.example.com")]["content"] == "2001:db8:25::25"
     assert got[("MX", "example.com")]["content"] == "mail.example.com"
     assert got[("MX", "example.com")]["priority"] == 10
-    assert got[("TXT", "example.com")]["content"] == "v=spf1 mx -all"
-    assert got[("TXT", "_dmarc.example.com")]["content"] == (
+    assert got[("TXT", "example.com")]["content"] == '"v=spf1 mx -all"'
+    assert txt_value(got[("TXT", "_dmarc.example.com")]["content"]) == (
         "v=DMARC1; p=none; rua=mailto:dmarc@example.com; ruf=mailto:dmarc@example.com; fo=1"
     )
     assert got[("TXT", "ceres._domainkey.example.com")]["content"] == UNKNOWN_TEXT
@@ -184,7 +185,7 @@ def test_staging_without_ipv6_has_no_aaaa(plans):
 
 def test_dkim_record_publishes_the_stacks_rsa_2048_key(applied):
     plan, _ = applied
-    content = records(plan)[("TXT", "ceres._domainkey.example.com")]["content"]
+    content = txt_value(records(plan)[("TXT", "ceres._domainkey.example.com")]["content"])
     tags = dict(part.strip().split("=", 1) for part in content.split(";"))
     assert tags["v"] == "DKIM1" and tags["k"] == "rsa"
     key = serialization.load_der_public_key(base64.b64decode(tags["p"]))
@@ -324,3 +325,56 @@ def test_plan_is_byte_identical_across_runs(project_dir, plans, stack):
     assert again.to_json() == plans[stack].to_json()
     assert render_text(again) == render_text(plans[stack])
     assert render_mermaid(again) == render_mermaid(plans[stack])
+
+
+# --- DNS across zones, adoption, exports -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multi_plan(tmp_path_factory):
+    from tests.conftest import PROJECT_DIR, stack_config
+
+    project = tmp_path_factory.mktemp("multi")
+    (project / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    config = stack_config("prod")
+    config["ceres-mail:extraDomains"] = ["example.org=11111111111111111111111111111111"]
+    config["ceres-mail:dnsImportIds"] = ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]
+    (project / "Pulumi.multi.yaml").write_text(yaml.safe_dump({"config": config}))
+    return record(project, "multi")
+
+
+def test_each_domains_records_go_to_its_own_zone(multi_plan):
+    zones = {"example.com": "023e105f4ecef8ad9ca31a8372d0c353", "example.org": "11111111111111111111111111111111"}
+    for resource in multi_plan.of_type(DNS_RECORD):
+        name = resource.inputs["name"]
+        owner = "example.org" if name == "example.org" or name.endswith(".example.org") else "example.com"
+        assert resource.inputs["zoneId"] == zones[owner], resource.urn
+    names = {r.inputs["name"] for r in multi_plan.of_type(DNS_RECORD)}
+    assert {"ceres._domainkey.example.org", "_dmarc.example.org", "_mta-sts.example.org", "example.org._report._dmarc.example.com"} <= names
+    assert sum(r.inputs["type"] in ("A", "AAAA") for r in multi_plan.of_type(DNS_RECORD)) == 2, "host records once"
+
+
+def test_existing_records_are_adopted_by_id_not_duplicated(multi_plan):
+    adopted = [r for r in multi_plan.of_type(DNS_RECORD) if r.options["importId"]]
+    assert [(r.name, r.options["importId"]) for r in adopted] == [
+        ("ceres-mail-dns-mx-example.org", "11111111111111111111111111111111/372e67954025e0ba6aaa6d586b9e0b59")
+    ]
+
+
+def test_every_record_is_explicit_unproxied_and_commented(prod_plan):
+    for resource in prod_plan.of_type(DNS_RECORD):
+        assert resource.inputs["proxied"] is False and resource.inputs["ttl"] == 3600 and resource.inputs["comment"], resource.urn
+
+
+def test_outputs_give_ptr_mta_sts_policy_and_dkim_value(applied, prod_plan):
+    plan, raw = applied
+    outputs = plan.outputs
+    assert outputs["ptrRecords"] == [
+        "25.113.0.203.in-addr.arpa. 3600 IN PTR mail.example.com.",
+        "5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.5.2.0.0.8.b.d.0.1.0.0.2.ip6.arpa. 3600 IN PTR mail.example.com.",
+    ]
+    assert outputs["mtaStsPolicy"] == "version: STSv1\nmode: testing\nmx: mail.example.com\nmax_age: 604800\n"
+    dkim = records(plan)[("TXT", "ceres._domainkey.example.com")]["content"]
+    assert outputs["dkimTxt"] == txt_value(dkim)
+    assert outputs["dmarcExternalAuthorizations"] == []
+    assert prod_plan.outputs["dkimTxt"] == UNKNOWN_TEXT

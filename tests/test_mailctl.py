@@ -94,3 +94,51 @@ def test_readme_config_reference_is_generated_from_pulumi_yaml(project_dir):
 def test_readme_starts_with_the_two_commands(project_dir):
     first_lines = (project_dir / "README.md").read_text().splitlines()[:2]
     assert first_lines[0].strip().startswith("make plan") and first_lines[1].strip().startswith("make test")
+
+
+# --- mailctl zone -------------------------------------------------------------------------------------
+
+
+def test_zone_is_the_stacks_records_in_bind_form(capsys):
+    import dns.zone
+
+    from components.builders.dns_records import build_records
+    from mailctl.zone import stack_settings
+    from tests.conftest import PROJECT_DIR
+
+    assert main(["zone", "--stack", "prod"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("; zone example.com of stack prod")
+    zone = dns.zone.from_text(text, origin="example.com", relativize=False)
+    served = {(name.to_text(omit_final_dot=True), rdataset.rdtype, rdata.to_text())
+              for name, node in zone.nodes.items() for rdataset in node for rdata in rdataset}
+    for record in build_records(stack_settings(PROJECT_DIR, "prod").dns_inputs):
+        assert (record.name, record.parsed().rdtype, record.parsed().to_text()) in served, record
+    assert ";Required: mail for example.com is delivered to mail.example.com" in text
+
+
+def test_zone_is_byte_identical_across_runs(capsys):
+    main(["zone", "--stack", "staging"])
+    first = capsys.readouterr().out
+    main(["zone", "--stack", "staging"])
+    assert capsys.readouterr().out == first
+
+
+def test_zone_reverse_gives_the_ptr_lines(capsys):
+    assert main(["zone", "--reverse"]) == 0
+    out = capsys.readouterr().out
+    assert "25.113.0.203.in-addr.arpa. 3600 IN PTR mail.example.com." in out
+
+
+def test_zone_with_dkim_key_includes_the_record(tmp_path, capsys):
+    from tests.dns_fixtures import dkim_key_pair
+
+    pem = tmp_path / "dkim.pem"
+    pem.write_text(dkim_key_pair()[1])
+    assert main(["zone", "--dkim-public-key", str(pem)]) == 0
+    assert 'ceres._domainkey 3600 IN TXT "v=DKIM1; k=rsa; p=' in capsys.readouterr().out
+
+
+def test_zone_of_an_unknown_domain_is_a_clear_error():
+    result = run_mailctl("zone", "--domain", "example.org")
+    assert result.returncode == 2 and "example.org is not a mail domain of stack prod" in result.stderr

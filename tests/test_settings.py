@@ -62,6 +62,18 @@ BAD_CONFIGS = [
     ("zone id not a zone id", {"ceres-mail:cloudflareZoneId": "example.com"}, "cloudflareZoneId", "not a Cloudflare zone id"),
     ("resolver given by name", {"ceres-mail:dnsResolvers": ["dns.example.net"]}, "dnsResolvers[0]", "not an IP address"),
     ("typo in a key", {"ceres-mail:domian": "example.com"}, "domian", "is not a key of this project"),
+    ("SPF over ten lookups", {"ceres-mail:spfExtra": [f"include:s{i}.example.net" for i in range(10)]}, "spfExtra", "needs 11 DNS lookups"),
+    ("SPF that ends itself", {"ceres-mail:spfExtra": ["+all"]}, "spfExtra", "holds 'all'"),
+    ("extra domain without zone id", {"ceres-mail:extraDomains": ["example.org"]}, "extraDomains[0]", "<domain>=<32-hex Cloudflare zone id>"),
+    ("extra domain that is the primary", {"ceres-mail:extraDomains": ["example.com=11111111111111111111111111111111"]}, "extraDomains", "listed twice (or is the primary domain)"),
+    ("MTA-STS mode word", {"ceres-mail:mtaStsMode": "strict"}, "mtaStsMode", "'strict' is not allowed"),
+    ("MTA-STS max_age too short", {"ceres-mail:mtaStsMaxAge": 60}, "mtaStsMaxAge", "greater than or equal to 86400"),
+    ("DMARC pct over 100", {"ceres-mail:dmarcPct": 150}, "dmarcPct", "less than or equal to 100"),
+    ("DMARC alignment word", {"ceres-mail:dmarcAdkim": "x"}, "dmarcAdkim", "'x' is not allowed"),
+    ("DMARC report address", {"ceres-mail:dmarcRua": "reports"}, "dmarcRua", "not a valid email address"),
+    ("CAA iodef not a URL", {"ceres-mail:caaIodef": "postmaster@example.com"}, "caaIodef", "not a mailto: or https: URL"),
+    ("import id format", {"ceres-mail:dnsImportIds": ["mx-example.com"]}, "dnsImportIds[0]", "<record key>=<32-hex Cloudflare record id>"),
+    ("import of a record not declared", {"ceres-mail:dnsImportIds": ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]}, "dnsImportIds", "is not a record of this stack"),
 ]
 
 

@@ -1,26 +1,48 @@
-"""The DNS records a mail domain needs, as plain data (seed section 3).
+"""The DNS records of the mail domains, as plain data (seed section 3, and the RFCs each record cites).
 
-Each record carries the reason it exists; it becomes the Cloudflare comment, the zone-file comment and
-what `mailctl verify` prints when the record is missing.
+Each record is held in zone-file presentation form (`rdata`, absolute names with the trailing dot) and
+carries the reason it exists; the reason becomes the Cloudflare comment, the zone-file comment and what
+`mailctl verify` prints when the record is missing. dnspython parses every rdata, so a record that is
+not valid DNS cannot be built, and the Cloudflare fields and the zone file are both derived from it.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-    load_pem_public_key,
-)
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.reversename
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+
+TXT_STRING_MAX = 255  # RFC 1035 3.3: one character-string carries at most 255 bytes
+SPF_MAX_LOOKUPS = 10  # RFC 7208 4.6.4
+SPF_MAX_BYTES = 450  # RFC 7208 3.4: keep the answer within a 512-byte UDP response
+SPF_LOOKUP_TERMS = ("include:", "a", "a:", "a/", "mx", "mx:", "mx/", "ptr", "ptr:", "exists:", "redirect=")
+SUBMISSION_PORT, IMAPS_PORT = 587, 993
+
+
+@dataclass(frozen=True)
+class Dmarc:
+    """The DMARC policy of every mail domain (RFC 7489 6.3)."""
+
+    rua: str  #: aggregate report mailbox
+    ruf: str  #: failure report mailbox
+    policy: str = "none"
+    pct: int = 100
+    adkim: str = "r"
+    aspf: str = "r"
 
 
 @dataclass(frozen=True)
 class DnsInputs:
     """What the record set depends on; all plain values known before any resource exists."""
 
-    domain: str
+    domain: str  #: the primary mail domain; the mail host lives in its zone
     mail_host: str
     ipv4: str
     ipv6: str
@@ -28,25 +50,77 @@ class DnsInputs:
     ttl: int
     spf_extra: tuple[str, ...]
     dkim_selector: str
-    dmarc_policy: str
-    dmarc_reports_to: str
+    dmarc: Dmarc
+    tls_rpt_address: str  #: mailbox for TLS-RPT reports
+    caa_iodef: str  #: URL a CA reports refused issuance to (mailto:…)
+    extra_domains: tuple[str, ...] = ()
+    mta_sts_mode: str = "testing"
+    mta_sts_max_age: int = 604800
+    caa_issuers: tuple[str, ...] = ("letsencrypt.org",)
+    autoconfig: bool = False
+
+    @property
+    def mail_domains(self) -> tuple[str, ...]:
+        return (self.domain, *self.extra_domains)
 
 
 @dataclass(frozen=True)
 class Record:
-    """One DNS record. `name` is fully qualified without the trailing dot."""
+    """One DNS record: owner name (no trailing dot), type, rdata in presentation form, and why."""
 
+    zone: str  #: the mail domain whose zone holds the record
     name: str
     type: str
-    content: str
+    rdata: str
     ttl: int
     why: str
-    priority: int | None = None
+    key: str = field(default="")  #: stable id: the same record always maps to the same Pulumi resource
 
-    @property
-    def key(self) -> str:
-        """Stable resource-name suffix: the same record always maps to the same Pulumi resource."""
-        return f"{self.type.lower()}-{self.name}"
+    def __post_init__(self):
+        # parse now: an invalid record fails here, in the builder, not at the provider
+        dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(self.type), self.rdata)
+        if not self.key:
+            object.__setattr__(self, "key", f"{self.type.lower()}-{self.name}")
+
+    def parsed(self) -> dns.rdata.Rdata:
+        return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(self.type), self.rdata)
+
+
+def fqdn(name: str) -> str:
+    return name.rstrip(".") + "."
+
+
+# --- TXT values ------------------------------------------------------------------------------------
+
+
+def _quote(chunk: bytes) -> str:
+    """One RFC 1035 character-string in presentation form: quotes, backslashes, non-ASCII escaped."""
+    out = []
+    for byte in chunk:
+        if byte in (0x22, 0x5C):
+            out.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
+def txt_rdata(value: str) -> str:
+    """A TXT value of any length as ≤255-byte character-strings, `"…" "…"`: the form BIND reads and
+    Cloudflare accepts; verifiers concatenate the strings back (RFC 7208 3.3, RFC 6376 3.6.2.2)."""
+    data = value.encode()
+    chunks = [data[i : i + TXT_STRING_MAX] for i in range(0, len(data), TXT_STRING_MAX)] or [b""]
+    return " ".join(_quote(chunk) for chunk in chunks)
+
+
+def txt_value(rdata: str) -> str:
+    """The value a TXT rdata carries, its strings joined (what SPF, DKIM and DMARC parsers read)."""
+    parsed = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, rdata)
+    return b"".join(parsed.strings).decode()
+
+
+# --- SPF -------------------------------------------------------------------------------------------
 
 
 def spf_value(extra: tuple[str, ...]) -> str:
@@ -54,9 +128,25 @@ def spf_value(extra: tuple[str, ...]) -> str:
     return " ".join(("v=spf1", "mx", *extra, "-all"))
 
 
-def dmarc_value(policy: str, reports_to: str) -> str:
-    """The seed's DMARC start: observe (p=none), aggregate and failure reports, fo=1 (RFC 7489 6.3)."""
-    return f"v=DMARC1; p={policy}; rua=mailto:{reports_to}; ruf=mailto:{reports_to}; fo=1"
+def spf_lookups(extra: tuple[str, ...]) -> int:
+    """DNS lookups the record itself causes (RFC 7208 4.6.4); an include: may add its own."""
+    terms = ("mx", *extra)
+    return sum(1 for term in terms if term.lstrip("+-~?").lower().startswith(SPF_LOOKUP_TERMS))
+
+
+def spf_problems(extra: tuple[str, ...]) -> list[str]:
+    """Why this SPF record must not be published, if it must not."""
+    problems = []
+    if any(term.lstrip("+-~?").lower() in ("all",) or term.lower().startswith("redirect=") for term in extra):
+        problems.append("holds 'all' or 'redirect=': the record always ends with -all")
+    if (count := spf_lookups(extra)) > SPF_MAX_LOOKUPS:
+        problems.append(f"needs {count} DNS lookups; RFC 7208 4.6.4 allows {SPF_MAX_LOOKUPS} (receivers return permerror)")
+    if (size := len(spf_value(extra).encode())) > SPF_MAX_BYTES:
+        problems.append(f"would be {size} bytes; keep SPF under {SPF_MAX_BYTES} (RFC 7208 3.4) or use include:")
+    return problems
+
+
+# --- DKIM ------------------------------------------------------------------------------------------
 
 
 def dkim_record_name(selector: str, domain: str) -> str:
@@ -70,37 +160,172 @@ def dkim_value(public_key_pem: str) -> str:
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
 
-def dkim_record(inputs: DnsInputs, public_key_pem: str = "") -> Record:
-    """The DKIM TXT record; without the key (not generated yet) its content is empty and the component
-    fills it from the key's Output with `dkim_value`."""
-    return Record(
-        name=dkim_record_name(inputs.dkim_selector, inputs.domain),
-        type="TXT",
-        content=dkim_value(public_key_pem) if public_key_pem else "",
-        ttl=inputs.ttl,
-        why="Required: receivers verify the DKIM signature of every message with this key",
+DKIM_WHY = "Required: receivers verify the DKIM signature of every message with this key (RFC 6376)"
+
+
+def dkim_records(inputs: DnsInputs, public_key_pem: str) -> list[Record]:
+    """One DKIM TXT per mail domain, all with the stack's key (rspamd signs every domain with it)."""
+    value = txt_rdata(dkim_value(public_key_pem))
+    return [
+        Record(domain, dkim_record_name(inputs.dkim_selector, domain), "TXT", value, inputs.ttl, DKIM_WHY)
+        for domain in inputs.mail_domains
+    ]
+
+
+# --- DMARC -----------------------------------------------------------------------------------------
+
+
+def _mailbox_domain(address: str) -> str:
+    return address.rsplit("@", 1)[1].lower()
+
+
+def _within(name: str, domain: str) -> bool:
+    return name == domain or name.endswith("." + domain)
+
+
+def dmarc_value(dmarc: Dmarc) -> str:
+    """The seed's DMARC start `v=DMARC1; p=none; rua=…; ruf=…; fo=1`, plus pct/adkim/aspf where they
+    differ from the RFC defaults (100, r, r)."""
+    tags = ["v=DMARC1", f"p={dmarc.policy}"]
+    if dmarc.pct != 100:
+        tags.append(f"pct={dmarc.pct}")
+    tags += [f"rua=mailto:{dmarc.rua}", f"ruf=mailto:{dmarc.ruf}", "fo=1"]
+    tags += [f"{tag}={getattr(dmarc, tag)}" for tag in ("adkim", "aspf") if getattr(dmarc, tag) != "r"]
+    return "; ".join(tags)
+
+
+def dmarc_report_authorizations(inputs: DnsInputs) -> list[Record]:
+    """RFC 7489 7.1: a report address outside the domain needs `<domain>._report._dmarc.<its domain>`
+    TXT "v=DMARC1" in the receiving domain's zone. Returned with `zone` set to that receiving domain,
+    which may or may not be one this stack manages."""
+    records = []
+    for domain in inputs.mail_domains:
+        receivers = {_mailbox_domain(a) for a in (inputs.dmarc.rua, inputs.dmarc.ruf)}
+        for receiver in sorted(r for r in receivers if not _within(r, domain)):
+            records.append(
+                Record(
+                    receiver,
+                    f"{domain}._report._dmarc.{receiver}",
+                    "TXT",
+                    txt_rdata("v=DMARC1"),
+                    inputs.ttl,
+                    f"Required: {receiver} accepts DMARC reports about {domain} (RFC 7489 7.1)",
+                )
+            )
+    return records
+
+
+# --- MTA-STS and TLS-RPT ---------------------------------------------------------------------------
+
+
+def mta_sts_policy(inputs: DnsInputs) -> str:
+    """The policy served at https://mta-sts.<domain>/.well-known/mta-sts.txt (RFC 8461 3.2)."""
+    return (
+        "version: STSv1\n"
+        f"mode: {inputs.mta_sts_mode}\n"
+        f"mx: {inputs.mail_host}\n"
+        f"max_age: {inputs.mta_sts_max_age}\n"
     )
 
 
-def build_records(inputs: DnsInputs) -> list[Record]:
-    """Every record whose content is known before apply, in a stable order.
+def mta_sts_id(policy: str) -> str:
+    """RFC 8461 3.1 id: changes exactly when the policy does, so senders refetch only then."""
+    return hashlib.sha256(policy.encode()).hexdigest()[:20]
 
-    The DKIM record is built by `dkim_record` once the stack's key exists.
-    """
-    records = [
-        Record(inputs.mail_host, "A", inputs.ipv4, inputs.ttl,
-               "Required: the mail host's address, target of the MX and of the PTR check"),
-    ]
-    if inputs.ipv6:
-        records.append(Record(inputs.mail_host, "AAAA", inputs.ipv6, inputs.ttl,
-                              "Recommended: IPv6 address of the mail host; its PTR must match too"))
-    records += [
-        Record(inputs.domain, "MX", inputs.mail_host, inputs.ttl,
-               f"Required: mail for {inputs.domain} is delivered to {inputs.mail_host}",
-               priority=inputs.mx_priority),
-        Record(inputs.domain, "TXT", spf_value(inputs.spf_extra), inputs.ttl,
-               "Required: SPF, only the MX hosts may send for the domain (RFC 7208)"),
-        Record(f"_dmarc.{inputs.domain}", "TXT", dmarc_value(inputs.dmarc_policy, inputs.dmarc_reports_to),
-               inputs.ttl, f"Required: DMARC policy {inputs.dmarc_policy}, reports to {inputs.dmarc_reports_to} (RFC 7489)"),
-    ]
+
+# --- reverse DNS -----------------------------------------------------------------------------------
+
+
+def reverse_records(inputs: DnsInputs) -> list[Record]:
+    """The PTR each address must have, set at the IP provider (not here); `verify` checks it."""
+    records = []
+    for address in (inputs.ipv4, inputs.ipv6):
+        if address:
+            name = dns.reversename.from_address(address).to_text(omit_final_dot=True)
+            zone = ".".join(name.split(".")[1:]) if ipaddress.ip_address(address).version == 4 else name
+            records.append(
+                Record(zone, name, "PTR", fqdn(inputs.mail_host), inputs.ttl,
+                       "Required at the IP provider: receivers reject mail from an address whose PTR does not name the host (seed 3.6)")
+            )
     return records
+
+
+# --- the whole set ---------------------------------------------------------------------------------
+
+
+def _host_records(inputs: DnsInputs) -> list[Record]:
+    zone, host, ttl = inputs.domain, inputs.mail_host, inputs.ttl
+    records = [Record(zone, host, "A", inputs.ipv4, ttl, "Required: the mail host's address, target of every MX and of the PTR check")]
+    if inputs.ipv6:
+        records.append(Record(zone, host, "AAAA", inputs.ipv6, ttl, "Recommended: IPv6 address of the mail host; its PTR must match too"))
+    return records
+
+
+def _domain_records(inputs: DnsInputs, domain: str) -> list[Record]:
+    host, ttl = fqdn(inputs.mail_host), inputs.ttl
+    policy = mta_sts_policy(inputs)
+
+    def rec(name: str, type_: str, rdata: str, why: str, key: str = "") -> Record:
+        return Record(domain, name, type_, rdata, ttl, why, key)
+
+    records = [
+        rec(domain, "MX", f"{inputs.mx_priority} {host}", f"Required: mail for {domain} is delivered to {inputs.mail_host}"),
+        rec(domain, "TXT", txt_rdata(spf_value(inputs.spf_extra)), "Required: SPF, only the MX hosts may send for the domain (RFC 7208)", f"spf-{domain}"),
+        rec(f"_dmarc.{domain}", "TXT", txt_rdata(dmarc_value(inputs.dmarc)),
+            f"Required: DMARC policy {inputs.dmarc.policy} with aggregate and failure reports (RFC 7489)"),
+        rec(f"_mta-sts.{domain}", "TXT", txt_rdata(f"v=STSv1; id={mta_sts_id(policy)}"),
+            f"Recommended: MTA-STS ({inputs.mta_sts_mode}), senders must use TLS to the MX; id follows the policy (RFC 8461)"),
+        rec(f"mta-sts.{domain}", "CNAME", host, "Recommended: the HTTPS host that serves the MTA-STS policy (RFC 8461 3.3)"),
+        rec(f"_smtp._tls.{domain}", "TXT", txt_rdata(f"v=TLSRPTv1; rua=mailto:{inputs.tls_rpt_address}"),
+            "Recommended: senders report TLS failures to us (RFC 8460)"),
+        rec(f"_submission._tcp.{domain}", "SRV", f"0 1 {SUBMISSION_PORT} {host}", "Recommended: mail clients find submission with STARTTLS (RFC 6186)"),
+        rec(f"_imaps._tcp.{domain}", "SRV", f"0 1 {IMAPS_PORT} {host}", "Recommended: mail clients find IMAP over TLS (RFC 6186, RFC 8314)"),
+    ]
+    # Services this host does not offer, said explicitly so clients do not guess (RFC 6186 4)
+    for service in ("imap", "pop3", "pop3s"):
+        records.append(rec(f"_{service}._tcp.{domain}", "SRV", "0 0 0 .", f"Recommended: {service} is not offered here (RFC 6186 4)"))
+    for issuer in inputs.caa_issuers:
+        records.append(rec(domain, "CAA", f'0 issue "{issuer}"', f"Recommended: only {issuer} may issue certificates (RFC 8659)", f"caa-{domain}-issue-{issuer}"))
+    if inputs.caa_issuers:
+        records.append(rec(domain, "CAA", f'0 iodef "{inputs.caa_iodef}"', "Recommended: where a CA reports refused issuance (RFC 8659 4.4)", f"caa-{domain}-iodef"))
+    if inputs.autoconfig:
+        records.append(rec(f"autoconfig.{domain}", "CNAME", host, "Optional: Thunderbird-style client autoconfiguration host"))
+    return records
+
+
+def build_records(inputs: DnsInputs) -> list[Record]:
+    """Every record whose content is known before apply, in a stable order: the host records once,
+    then each mail domain's own, then DMARC report authorizations in zones this stack manages.
+    The DKIM records come from `dkim_records` once the stack's key exists."""
+    records = _host_records(inputs)
+    for domain in inputs.mail_domains:
+        records += _domain_records(inputs, domain)
+    records += [r for r in dmarc_report_authorizations(inputs) if r.zone in inputs.mail_domains]
+    return records
+
+
+def external_authorizations(inputs: DnsInputs) -> list[Record]:
+    """DMARC report authorizations that belong in zones this stack does not manage: say so."""
+    return [r for r in dmarc_report_authorizations(inputs) if r.zone not in inputs.mail_domains]
+
+
+# --- Cloudflare's form of a record -----------------------------------------------------------------
+
+
+def cloudflare_fields(record: Record) -> dict:
+    """`content`/`priority`/`data` of a cloudflare.DnsRecord, derived from the parsed rdata."""
+    rd = record.parsed()
+    if record.type in ("A", "AAAA"):
+        return {"content": rd.address}
+    if record.type in ("CNAME", "PTR"):
+        return {"content": rd.target.to_text(omit_final_dot=True)}
+    if record.type == "MX":
+        return {"content": rd.exchange.to_text(omit_final_dot=True), "priority": rd.preference}
+    if record.type == "TXT":
+        return {"content": record.rdata}
+    if record.type == "SRV":
+        return {"data": {"priority": rd.priority, "weight": rd.weight, "port": rd.port,
+                         "target": rd.target.to_text(omit_final_dot=True) or "."}}
+    if record.type == "CAA":
+        return {"data": {"flags": rd.flags, "tag": rd.tag.decode(), "value": rd.value.decode()}}
+    raise ValueError(f"no Cloudflare form for {record.type}")

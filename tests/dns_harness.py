@@ -1,0 +1,199 @@
+"""A real authoritative DNS server (BIND's `named`, from Debian) and BIND's zone judge, for zones the project renders.
+
+Why: string checks on rendered records cannot tell whether a resolver would get the answers we mean. Here
+`named-checkzone` judges a zone the way BIND would load it, and `authoritative_dns` serves zones from a real
+`named` on a loopback address, so tests can query it with dnspython exactly as a mail peer would.
+
+Everything stays on this machine: `named` listens only on the given 127.x address (IPv4 only, port 53),
+answers only for its own zones (no recursion) and sends nothing out (no NOTIFY to the zones' NS names).
+It needs root (port 53, and `ip` to put the address on lo) and the Debian packages in system-packages.txt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.resolver
+
+# The strictest named-checkzone 9.18 settings for zones whose NS names are out of zone (Cloudflare's):
+#   -k fail  host names that break check-names rules        -n fail  NS targets that are IP addresses
+#   -m fail  MX targets that are IP addresses               -M fail  MX targets that are CNAMEs
+#   -S fail  SRV targets that are CNAMEs                    -r fail  records equal in plain DNS, not DNSSEC
+#   -i local post-load integrity checks of in-zone names (MX/SRV targets, delegations and their glue).
+# Not `-i full`: it also resolves out-of-zone MX/SRV/delegation targets with getaddrinfo, i.e. through the
+# resolver in /etc/resolv.conf, which is traffic off this machine that tests must not send; with no network
+# those look-ups only end in a warning anyway, so `full` would add traffic, not checks. (Apex NS names are
+# never looked up, so out-of-zone NS pass under either mode.) -W and -T only know warn|ignore: left at warn,
+# so their findings show in the output the caller prints.
+CHECKZONE_FLAGS = ("-k", "fail", "-n", "fail", "-m", "fail", "-M", "fail", "-S", "fail", "-r", "fail", "-i", "local")
+
+STARTUP_TIMEOUT = 10.0  # seconds for named to answer SOA for every zone
+POLL_INTERVAL = 0.1
+QUERY_TIMEOUT = 0.5
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+def check_zone(origin: str, zone_text: str) -> subprocess.CompletedProcess:
+    """Run named-checkzone on `zone_text` as zone `origin`; stdout holds its findings (stderr merged in)."""
+    with tempfile.TemporaryDirectory(prefix="checkzone-") as tmp:
+        zone_file = Path(tmp) / "zone.db"
+        zone_file.write_text(zone_text)
+        return subprocess.run(
+            ["named-checkzone", *CHECKZONE_FLAGS, origin, str(zone_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def resolver_for(address: str) -> dns.resolver.Resolver:
+    """A stub resolver that asks only `address` (never /etc/resolv.conf's servers)."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [address]
+    resolver.lifetime = 3.0
+    return resolver
+
+
+@contextlib.contextmanager
+def authoritative_dns(zones: dict[str, str], address: str = "127.0.53.53") -> Iterator[str]:
+    """Serve `zones` ({origin: zone text}) from a real `named` on `address`:53; yields the address.
+
+    Each use starts its own named in a temp dir and stops it on exit (port freed), so uses can follow one
+    another in a session, and two can run at once on different 127.x addresses.
+    """
+    _require_loopback(address)
+    if os.geteuid() != 0:
+        raise RuntimeError("authoritative_dns needs root: named listens on port 53 and the address goes on lo")
+    with tempfile.TemporaryDirectory(prefix="named-") as tmp, _on_loopback(address):
+        workdir = Path(tmp)
+        _require_free(address)
+        config = _write_config(workdir, zones, address)
+        log_path = workdir / "named.stderr"
+        with log_path.open("w") as log:
+            named = subprocess.Popen(
+                ["named", "-4", "-g", "-u", "root", "-c", str(config)],  # -g: foreground, log to stderr
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            _wait_until_serving(named, zones, address, log_path)
+            yield address
+        finally:
+            _stop(named)
+
+
+def _require_loopback(address: str) -> None:
+    if not ipaddress.IPv4Address(address).is_loopback:
+        raise ValueError(f"{address} is not in 127.0.0.0/8: the DNS harness listens on loopback only")
+
+
+@contextlib.contextmanager
+def _on_loopback(address: str) -> Iterator[None]:
+    """Put `address`/32 on lo for the duration (named binds only to addresses an interface has)."""
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True)
+    if f"inet {address}/" in shown.stdout:
+        yield
+        return
+    subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True, check=False)
+
+
+def _require_free(address: str) -> None:
+    """Fail now if something (a named left from a killed run) holds address:53: it would answer instead."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((address, 53))
+            except OSError as error:
+                raise RuntimeError(f"{address}:53 is already in use ({error}); stop whatever holds it") from None
+
+
+def _write_config(workdir: Path, zones: dict[str, str], address: str) -> Path:
+    """The zone files and a minimal named.conf: authoritative only, on `address` alone, nothing sent out."""
+    zone_clauses = []
+    for index, (origin, text) in enumerate(zones.items()):
+        zone_file = workdir / f"{index}.{origin.strip('.') or 'root'}.db"
+        zone_file.write_text(text)
+        zone_clauses.append(f'zone "{origin}" {{ type primary; file "{zone_file}"; }};')
+    config = workdir / "named.conf"
+    config.write_text(
+        f"""options {{
+    directory "{workdir}";
+    pid-file "{workdir / 'named.pid'}";
+    session-keyfile "{workdir / 'session.key'}";
+    managed-keys-directory "{workdir}";
+    listen-on port 53 {{ {address}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    allow-query {{ any; }};
+    dnssec-validation no;
+    notify no;  // a primary would otherwise NOTIFY the zones' (real, remote) NS names
+}};
+controls {{ }};  // no rndc channel on 127.0.0.1:953
+{chr(10).join(zone_clauses)}
+"""
+    )
+    return config
+
+
+def _wait_until_serving(named: subprocess.Popen, zones: dict[str, str], address: str, log_path: Path) -> None:
+    """Poll until named answers SOA with NOERROR for every zone; raise with named's log if it cannot."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    pending = list(zones)
+    while True:
+        if named.poll() is not None:
+            _startup_failed(f"named exited with {named.returncode}", log_path)
+        loaded = _has_loaded_all(log_path)  # read before querying, so a late load is never taken as final
+        pending = [origin for origin in pending if _soa_rcode(origin, address) != dns.rcode.NOERROR]
+        if not pending:
+            return
+        if loaded:  # named has loaded all it could: a zone still failing will not recover
+            _startup_failed(f"named does not serve {pending}", log_path)
+        if time.monotonic() > deadline:
+            _startup_failed(f"named did not serve {pending} within {STARTUP_TIMEOUT:g} s", log_path)
+        time.sleep(POLL_INTERVAL)
+
+
+def _has_loaded_all(log_path: Path) -> bool:
+    """named logs a bare `running` once every zone it could load is loaded."""
+    return any(line.endswith(" running") for line in log_path.read_text().splitlines())
+
+
+def _soa_rcode(origin: str, address: str) -> int | None:
+    try:
+        return dns.query.udp(dns.message.make_query(origin, "SOA"), address, timeout=QUERY_TIMEOUT).rcode()
+    except (dns.exception.Timeout, OSError):
+        return None
+
+
+def _startup_failed(reason: str, log_path: Path) -> None:
+    raise RuntimeError(f"{reason}; named's stderr:\n{log_path.read_text()}")
+
+
+def _stop(named: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; waits, so the port is free when this returns."""
+    if named.poll() is not None:
+        return
+    named.send_signal(signal.SIGTERM)
+    try:
+        named.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        named.kill()
+        named.wait()

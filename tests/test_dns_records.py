@@ -1,0 +1,224 @@
+"""The record builder: every record a mail domain gets, by the RFC each one cites."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import pytest
+from hypothesis import given, strategies as st
+
+from components.builders.dns_records import (
+    Dmarc,
+    build_records,
+    cloudflare_fields,
+    dkim_records,
+    dmarc_value,
+    external_authorizations,
+    mta_sts_id,
+    mta_sts_policy,
+    reverse_records,
+    spf_lookups,
+    spf_problems,
+    spf_value,
+    txt_rdata,
+    txt_value,
+)
+from tests.dns_fixtures import MULTI, SINGLE, dkim_key_pair
+
+
+def by_name_type(records):
+    return {(r.name, r.type): r for r in records}
+
+
+def test_seed_records_for_one_domain():
+    """Seed section 3: A, MX 10 mail host, SPF `v=spf1 mx -all`, DMARC p=none with rua/ruf, fo=1."""
+    got = by_name_type(build_records(SINGLE))
+    assert got[("mail.example.com", "A")].rdata == "203.0.113.25"
+    assert got[("mail.example.com", "AAAA")].rdata == "2001:db8:25::25"
+    assert got[("example.com", "MX")].rdata == "10 mail.example.com."
+    assert txt_value(got[("example.com", "TXT")].rdata) == "v=spf1 mx -all"
+    assert txt_value(got[("_dmarc.example.com", "TXT")].rdata) == (
+        "v=DMARC1; p=none; rua=mailto:dmarc@example.com; ruf=mailto:dmarc@example.com; fo=1"
+    )
+
+
+def test_no_aaaa_without_ipv6():
+    assert not any(r.type == "AAAA" for r in build_records(replace(SINGLE, ipv6="")))
+
+
+def test_every_record_says_why_and_has_a_unique_key():
+    records = build_records(MULTI) + dkim_records(MULTI, dkim_key_pair()[1])
+    assert all(r.why for r in records)
+    duplicates = [key for key, n in Counter(r.key for r in records).items() if n > 1]
+    assert duplicates == []
+
+
+def test_host_records_once_and_each_domain_its_own_set():
+    records = build_records(MULTI)
+    assert sum(r.type in ("A", "AAAA") for r in records) == 2
+    for domain in MULTI.mail_domains:
+        names = {(r.name, r.type) for r in records if r.zone == domain}
+        for expected in [
+            (domain, "MX"),
+            (domain, "TXT"),
+            (f"_dmarc.{domain}", "TXT"),
+            (f"_mta-sts.{domain}", "TXT"),
+            (f"mta-sts.{domain}", "CNAME"),
+            (f"_smtp._tls.{domain}", "TXT"),
+            (f"_submission._tcp.{domain}", "SRV"),
+            (f"_imaps._tcp.{domain}", "SRV"),
+            (domain, "CAA"),
+            (f"autoconfig.{domain}", "CNAME"),
+        ]:
+            assert expected in names, f"{expected} missing for {domain}"
+    dkim = dkim_records(MULTI, dkim_key_pair()[1])
+    assert sorted(r.name for r in dkim) == sorted(f"ceres._domainkey.{d}" for d in MULTI.mail_domains)
+
+
+def test_every_record_lives_in_its_own_zone():
+    for record in build_records(MULTI):
+        assert record.name == record.zone or record.name.endswith("." + record.zone), record
+
+
+# --- SPF (RFC 7208) ---------------------------------------------------------------------------------
+
+
+def test_spf_extra_mechanisms_go_before_all():
+    assert spf_value(("ip4:198.51.100.7", "include:_spf.example.net")) == "v=spf1 mx ip4:198.51.100.7 include:_spf.example.net -all"
+
+
+def test_spf_counts_the_lookups_of_4_6_4():
+    assert spf_lookups(()) == 1
+    assert spf_lookups(("ip4:198.51.100.7", "ip6:2001:db8::/32")) == 1
+    assert spf_lookups(("a", "include:x.example", "exists:%{i}.x.example", "ptr")) == 5
+
+
+def test_spf_needing_more_than_ten_lookups_is_refused():
+    """RFC 7208 4.6.4: more than 10 lookups is a permerror at every receiver."""
+    assert spf_problems(tuple(f"include:s{i}.example.net" for i in range(9))) == []
+    problems = spf_problems(tuple(f"include:s{i}.example.net" for i in range(10)))
+    assert any("11 DNS lookups" in p for p in problems)
+
+
+def test_spf_too_long_for_one_answer_is_refused():
+    """RFC 7208 3.4: keep the record within a 512-byte UDP answer (450 bytes for the record)."""
+    many = tuple(f"ip4:198.51.{i}.0/24" for i in range(30))
+    assert any("bytes" in p for p in spf_problems(many))
+
+
+def test_spf_extra_cannot_end_the_record_itself():
+    assert spf_problems(("+all",)) and spf_problems(("redirect=_spf.example.net",))
+
+
+# --- TXT strings (RFC 1035 3.3, RFC 7208 3.3, RFC 6376 3.6.2.2) ---------------------------------------
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=2000))
+def test_txt_split_round_trips_for_any_length(value):
+    rdata = txt_rdata(value)
+    parsed = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, rdata)
+    assert all(len(s) <= 255 for s in parsed.strings)
+    assert b"".join(parsed.strings).decode() == value
+    assert txt_value(rdata) == value
+
+
+@given(st.binary(max_size=600).map(lambda b: b.decode("latin-1")))
+def test_txt_escapes_quotes_backslashes_and_control_bytes(value):
+    assert txt_value(txt_rdata(value)) == value
+
+
+def test_dkim_key_is_split_into_strings_under_255():
+    record = dkim_records(SINGLE, dkim_key_pair()[1])[0]
+    strings = record.parsed().strings
+    assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
+    assert txt_value(record.rdata).startswith("v=DKIM1; k=rsa; p=MII")
+
+
+# --- DMARC (RFC 7489) ---------------------------------------------------------------------------------
+
+
+def test_dmarc_options_appear_only_when_not_default():
+    value = dmarc_value(Dmarc(rua="a@example.com", ruf="b@example.com", policy="quarantine", pct=50, adkim="s", aspf="s"))
+    assert value == "v=DMARC1; p=quarantine; pct=50; rua=mailto:a@example.com; ruf=mailto:b@example.com; fo=1; adkim=s; aspf=s"
+
+
+def test_report_address_outside_the_domain_needs_authorization():
+    """RFC 7489 7.1: <domain>._report._dmarc.<receiver> TXT "v=DMARC1" in the receiver's zone."""
+    outside = replace(SINGLE, dmarc=Dmarc(rua="reports@dmarc.example.net", ruf="reports@dmarc.example.net"))
+    [needed] = external_authorizations(outside)
+    assert needed.name == "example.com._report._dmarc.dmarc.example.net" and txt_value(needed.rdata) == "v=DMARC1"
+    assert not any(r.name == needed.name for r in build_records(outside)), "not our zone: reported, not declared"
+
+
+def test_extra_domains_authorize_reports_to_the_primary_domain_themselves():
+    """Extra domains report to dmarc@<primary>; the primary zone (ours) carries their authorization."""
+    records = by_name_type(build_records(MULTI))
+    for extra in MULTI.extra_domains:
+        record = records[(f"{extra}._report._dmarc.example.com", "TXT")]
+        assert record.zone == "example.com"
+    assert external_authorizations(MULTI) == []
+
+
+# --- MTA-STS (RFC 8461), TLS-RPT (RFC 8460), CAA (RFC 8659), SRV (RFC 6186) ---------------------------
+
+
+def test_mta_sts_policy_names_the_mx_and_mode():
+    assert mta_sts_policy(SINGLE) == "version: STSv1\nmode: testing\nmx: mail.example.com\nmax_age: 604800\n"
+    assert "mode: enforce" in mta_sts_policy(replace(SINGLE, mta_sts_mode="enforce"))
+
+
+def test_mta_sts_id_changes_exactly_when_the_policy_does():
+    same = mta_sts_id(mta_sts_policy(SINGLE))
+    assert same == mta_sts_id(mta_sts_policy(replace(SINGLE, ttl=300, spf_extra=("a",))))
+    assert same != mta_sts_id(mta_sts_policy(replace(SINGLE, mta_sts_mode="enforce")))
+    assert same.isalnum() and len(same) <= 32
+    txt = by_name_type(build_records(SINGLE))[("_mta-sts.example.com", "TXT")]
+    assert txt_value(txt.rdata) == f"v=STSv1; id={same}"
+
+
+def test_tls_rpt_caa_and_srv():
+    records = build_records(SINGLE)
+    got = by_name_type(records)
+    assert txt_value(got[("_smtp._tls.example.com", "TXT")].rdata) == "v=TLSRPTv1; rua=mailto:tls-reports@example.com"
+    caa = sorted(r.rdata for r in records if r.type == "CAA")
+    assert caa == ['0 iodef "mailto:postmaster@example.com"', '0 issue "letsencrypt.org"']
+    assert got[("_submission._tcp.example.com", "SRV")].rdata == "0 1 587 mail.example.com."
+    assert got[("_imaps._tcp.example.com", "SRV")].rdata == "0 1 993 mail.example.com."
+    assert got[("_pop3._tcp.example.com", "SRV")].rdata == "0 0 0 ."
+
+
+def test_no_caa_when_no_issuer_is_configured():
+    assert not any(r.type == "CAA" for r in build_records(replace(SINGLE, caa_issuers=())))
+
+
+# --- PTR and Cloudflare's form ------------------------------------------------------------------------
+
+
+def test_reverse_records_name_the_mail_host():
+    v4, v6 = reverse_records(SINGLE)
+    assert (v4.name, v4.rdata) == ("25.113.0.203.in-addr.arpa", "mail.example.com.")
+    assert v6.name.endswith(".ip6.arpa") and v6.rdata == "mail.example.com."
+
+
+@pytest.mark.parametrize(
+    "name, type_, expected",
+    [
+        ("example.com", "MX", {"content": "mail.example.com", "priority": 10}),
+        ("mail.example.com", "A", {"content": "203.0.113.25"}),
+        ("mta-sts.example.com", "CNAME", {"content": "mail.example.com"}),
+        ("_submission._tcp.example.com", "SRV", {"data": {"priority": 0, "weight": 1, "port": 587, "target": "mail.example.com"}}),
+        ("_imap._tcp.example.com", "SRV", {"data": {"priority": 0, "weight": 0, "port": 0, "target": "."}}),
+        ("example.com", "TXT", {"content": '"v=spf1 mx -all"'}),
+    ],
+)
+def test_cloudflare_fields_follow_the_rdata(name, type_, expected):
+    assert cloudflare_fields(by_name_type(build_records(SINGLE))[(name, type_)]) == expected
+
+
+def test_cloudflare_caa_is_structured():
+    caa = [cloudflare_fields(r) for r in build_records(SINGLE) if r.type == "CAA"]
+    assert {"data": {"flags": 0, "tag": "issue", "value": "letsencrypt.org"}} in caa
