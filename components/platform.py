@@ -41,7 +41,7 @@ class MailPlatform(pulumi.ComponentResource):
         keep = pulumi.ResourceOptions(parent=self, protect=settings.protect)
 
         # Keys and passwords, owned by the stack and encrypted in its state
-        dkim_key = tls.PrivateKey(f"{name}-dkim-key", algorithm="RSA", rsa_bits=2048, opts=keep)
+        dkim_key = tls.PrivateKey(f"{name}-dkim-key", algorithm="RSA", rsa_bits=settings.dkim_key_bits, opts=keep)
         host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=keep)
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=keep)
         mailbox_password = random.RandomPassword(

@@ -146,6 +146,12 @@ def _domain_and_zone(value: str) -> str:
     return f"{_domain_name(domain)}={zone_id}"
 
 
+def _dkim_key_bits(value: int) -> int:
+    if value not in (2048, 3072, 4096):
+        raise ValueError(f"{value} is not allowed: 2048, 3072 or 4096 (RFC 8301; 2048 fits every DNS host)")
+    return value
+
+
 def _cloudflare_ttl(value: int) -> int:
     if not (value == 1 or 60 <= value <= 86400):
         raise ValueError(f"{value}: Cloudflare accepts 1 (automatic) or 60..86400")
@@ -259,6 +265,7 @@ class Settings(BaseModel):
     mx_priority: Annotated[int, Field(ge=0, le=65535)] = 10
     spf_extra: Json[list[Annotated[str, _matching(r"[+?~-]?(ip4:|ip6:|a|mx|include:|exists:)\S*", "an SPF mechanism (ip4:, ip6:, a, mx, include:, exists:)")]]] = ()
     dkim_selector: DnsLabel = "ceres"
+    dkim_key_bits: Annotated[int, AfterValidator(_dkim_key_bits)] = 2048
     dmarc_policy: Literal["none", "quarantine", "reject"] = "none"
     dmarc_pct: Annotated[int, Field(ge=0, le=100)] = 100
     dmarc_adkim: Literal["r", "s"] = "r"

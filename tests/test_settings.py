@@ -68,6 +68,7 @@ BAD_CONFIGS = [
     ("extra domain that is the primary", {"ceres-mail:extraDomains": ["example.com=11111111111111111111111111111111"]}, "extraDomains", "listed twice (or is the primary domain)"),
     ("MTA-STS mode word", {"ceres-mail:mtaStsMode": "strict"}, "mtaStsMode", "'strict' is not allowed"),
     ("MTA-STS max_age too short", {"ceres-mail:mtaStsMaxAge": 60}, "mtaStsMaxAge", "greater than or equal to 86400"),
+    ("DKIM key too small", {"ceres-mail:dkimKeyBits": 1024}, "dkimKeyBits", "1024 is not allowed"),
     ("DMARC pct over 100", {"ceres-mail:dmarcPct": 150}, "dmarcPct", "less than or equal to 100"),
     ("DMARC alignment word", {"ceres-mail:dmarcAdkim": "x"}, "dmarcAdkim", "'x' is not allowed"),
     ("DMARC report address", {"ceres-mail:dmarcRua": "reports"}, "dmarcRua", "not a valid email address"),
