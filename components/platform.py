@@ -70,6 +70,7 @@ class MailPlatform(pulumi.ComponentResource):
                 dns_resolvers=tuple(settings.dns_resolvers),
                 admin_user=settings.admin_user,
                 admin_ssh_keys=tuple(settings.admin_ssh_keys),
+                admin_cidrs=tuple(settings.admin_cidrs),
                 deploy_public_key=deploy_key.public_key_openssh,
                 host_key_private=host_key.private_key_openssh,
                 host_key_public=host_key.public_key_openssh,

@@ -254,10 +254,13 @@ class Settings(BaseModel):
     vm_disk_gib: Annotated[int, Field(ge=0)] = 0
     vm_data_disk_gib: Annotated[int, Field(ge=1)] = 20
     image_url: HttpsUrl = (
-        "https://cloud.debian.org/images/cloud/bookworm/20250428-2096/"
-        "debian-12-genericcloud-amd64-20250428-2096.qcow2"
+        "https://cloud.debian.org/images/cloud/bookworm/20250210-2019/"
+        "debian-12-genericcloud-amd64-20250210-2019.qcow2"
     )
-    image_checksum: Annotated[str, _matching(r"([0-9a-f]{128})?", "a SHA-512 in hex (128 characters)")] = ""
+    image_checksum: Annotated[str, _matching(r"([0-9a-f]{128})?", "a SHA-512 in hex (128 characters)")] = (
+        "a58d86525d75fd8e139a2302531ce5d2ab75ef0273cfe78f9d53aada4b23efd4"
+        "5f8433b4806fa4570cfe981c8fae26f5e5e855cbd66ba2198862f28125fd2d45"
+    )
     protect: bool = True
     # DNS
     cloudflare_zone_id: Annotated[str, _matching(r"[0-9a-f]{32}", "a Cloudflare zone id (32 hex digits)")]

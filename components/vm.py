@@ -1,8 +1,11 @@
 """MailVm: the mail server's virtual machine on Proxmox VE.
 
-Deploys the Debian 12 cloud image into the node's storage, the cloud-init user-data snippet (admin
-user, deploy key, pinned SSH host key, mail data disk) and the VM itself: static public address, sized
-for the mail stack, qemu guest agent on, started on boot, protected from deletion where asked.
+Deploys the Debian 12 cloud image into the node's storage, two cloud-init snippets (user-data: admin
+user, deploy key, sshd hardening, unattended upgrades, time sync, swap, mail data disk; vendor-data:
+the pinned SSH host key, a secret),
+the VM itself (static public address, sized for the mail stack, qemu guest agent on, started on boot,
+protected from deletion where asked) and its firewall: inbound DROP but the mail ports, SSH only from
+the admin networks.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
-from components.builders.cloud_init import CloudInitInputs, build_user_data
+from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
+from components.builders.firewall import firewall_rules
 from components.settings import VmSize
 
 
@@ -23,7 +27,7 @@ class MailVmArgs:
     fqdn: str  #: mail host name; its first label is the VM name and hostname
     node: str  #: Proxmox node that runs the VM
     datastore: str  #: datastore for the system and data disks
-    file_datastore: str  #: datastore for the cloud image and the user-data snippet
+    file_datastore: str  #: datastore for the cloud image and the cloud-init snippets
     bridge: str  #: bridge of the virtio NIC
     vm_id: int  #: fixed VM id, 0 for the next free one
     size: VmSize  #: cores, memory, system disk (mail stack defaults applied)
@@ -37,8 +41,9 @@ class MailVmArgs:
     dns_resolvers: tuple[str, ...]
     admin_user: str
     admin_ssh_keys: tuple[str, ...]
+    admin_cidrs: tuple[str, ...]  #: the only networks SSH is open to
     deploy_public_key: pulumi.Input[str]  #: the stack's own key the install commands log in with
-    host_key_private: pulumi.Input[str]  #: secret: the pinned ed25519 host key
+    host_key_private: pulumi.Input[str]  #: secret: the pinned ed25519 host key (vendor-data only)
     host_key_public: pulumi.Input[str]
     protect: bool  #: Pulumi protect + Proxmox protection flag
 
@@ -68,27 +73,38 @@ class MailVm(pulumi.ComponentResource):
             opts=child,
         )
 
-        # cloud-init user-data: holds the private host key, so the whole text stays a secret
-        user_data = pulumi.Output.all(args.deploy_public_key, args.host_key_private, args.host_key_public).apply(
-            lambda keys: build_user_data(
+        # cloud-init user-data: everything reviewable, no secret, so a preview shows it
+        user_data = pulumi.Output.from_input(args.deploy_public_key).apply(
+            lambda deploy_key: build_user_data(
                 CloudInitInputs(
                     hostname=hostname,
                     fqdn=args.fqdn,
                     admin_user=args.admin_user,
                     admin_ssh_keys=args.admin_ssh_keys,
-                    deploy_public_key=keys[0],
-                    host_key_private=keys[1],
-                    host_key_public=keys[2],
+                    deploy_public_key=deploy_key,
+                    memory_mib=args.size.memory_mib,
                 )
             )
         )
-        snippet = proxmoxve.FileLegacy(
+        user_data_file = proxmoxve.FileLegacy(
             f"{name}-user-data",
             node_name=args.node,
             datastore_id=args.file_datastore,
             content_type="snippets",
+            source_raw=proxmoxve.FileLegacySourceRawArgs(data=user_data, file_name=f"{hostname}-user-data.yaml"),
+            opts=child,
+        )
+        # cloud-init vendor-data: only the SSH host key pair, a secret
+        vendor_data = pulumi.Output.all(args.host_key_private, args.host_key_public).apply(
+            lambda keys: build_vendor_data(*keys)
+        )
+        vendor_data_file = proxmoxve.FileLegacy(
+            f"{name}-vendor-data",
+            node_name=args.node,
+            datastore_id=args.file_datastore,
+            content_type="snippets",
             source_raw=proxmoxve.FileLegacySourceRawArgs(
-                data=pulumi.Output.secret(user_data), file_name=f"{hostname}-user-data.yaml"
+                data=pulumi.Output.secret(vendor_data), file_name=f"{hostname}-vendor-data.yaml"
             ),
             opts=child,
         )
@@ -136,16 +152,62 @@ class MailVm(pulumi.ComponentResource):
                     iothread=True,
                 ),
             ],
-            network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=args.bridge, model="virtio")],
+            network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=args.bridge, model="virtio", firewall=True)],
             initialization=proxmoxve.VmLegacyInitializationArgs(
                 datastore_id=args.datastore,
                 ip_configs=[ip_config],
                 dns=proxmoxve.VmLegacyInitializationDnsArgs(
                     domain=args.fqdn.split(".", 1)[1], servers=list(args.dns_resolvers)
                 ),
-                user_data_file_id=snippet.id,
+                user_data_file_id=user_data_file.id,
+                vendor_data_file_id=vendor_data_file.id,
             ),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.protect,
+                # a protected VM is also left in place if it ever leaves the program
+                retain_on_delete=args.protect,
+                ignore_changes=[
+                    # The image and the cloud-init snippets matter at first boot only. A newer image or
+                    # an edited snippet would otherwise replace the VM (the provider forces replacement
+                    # on these), and with it the running mail server.
+                    "disks[0].importFrom",
+                    "initialization.userDataFileId",
+                    "initialization.vendorDataFileId",
+                ],
+            ),
+        )
+
+        # Firewall: on, inbound DROP, then the mail ports and SSH from the admin networks
+        firewall_opts = pulumi.ResourceOptions(parent=self)
+        proxmoxve.firewall.OptionsLegacy(
+            f"{name}-firewall-options",
+            node_name=args.node,
+            vm_id=self.vm.vm_id,
+            enabled=True,
+            input_policy="DROP",
+            output_policy="ACCEPT",
+            ndp=True,
+            dhcp=False,
+            macfilter=True,
+            opts=firewall_opts,
+        )
+        proxmoxve.firewall.RulesLegacy(
+            f"{name}-firewall-rules",
+            node_name=args.node,
+            vm_id=self.vm.vm_id,
+            rules=[
+                proxmoxve.firewall.RulesLegacyRuleArgs(
+                    type="in",
+                    action="ACCEPT",
+                    proto=rule.proto,
+                    dport=rule.dport or None,
+                    source=rule.source or None,
+                    comment=rule.comment,
+                )
+                for rule in firewall_rules(args.admin_cidrs)
+            ],
+            opts=firewall_opts,
         )
 
         self.vm_id = self.vm.vm_id

@@ -11,7 +11,9 @@ from mailctl.plan import Plan, PlannedResource
 KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "proxmoxve:download/file:File": ("nodeName", "datastoreId", "url", "checksum"),
     "proxmoxve:index/fileLegacy:FileLegacy": ("nodeName", "datastoreId", "contentType", "sourceRaw"),
-    "proxmoxve:index/vmLegacy:VmLegacy": ("name", "nodeName", "vmId", "cpu", "memory", "disks", "networkDevices", "initialization", "protection"),
+    "proxmoxve:index/vmLegacy:VmLegacy": ("name", "nodeName", "vmId", "cpu", "memory", "disks", "networkDevices", "initialization", "onBoot", "protection"),
+    "proxmoxve:firewall/optionsLegacy:OptionsLegacy": ("enabled", "inputPolicy", "outputPolicy"),
+    "proxmoxve:firewall/rulesLegacy:RulesLegacy": ("rules",),
     "cloudflare:index/dnsRecord:DnsRecord": ("type", "name", "content", "priority", "data", "ttl", "proxied"),
     "command:remote:Command": ("create", "connection", "stdin"),
     "kubernetes:core/v1:Secret": ("metadata", "stringData"),
@@ -29,6 +31,14 @@ def _short(value: Any, limit: int = 110) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     text = text.replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _item(value: Any) -> str:
+    """A list item on one line: `key=value …` with a comment last, so the facts come first."""
+    if not isinstance(value, dict):
+        return _short(value)
+    facts = " ".join(f"{k}={_short(v, 60)}" for k, v in sorted(value.items()) if k != "comment")
+    return _short(facts + (f"  # {value['comment']}" if "comment" in value else ""), 160)
 
 
 def _flags(resource: PlannedResource) -> str:
@@ -51,8 +61,19 @@ def render_text(plan: Plan) -> str:
         kind = "" if resource.custom else " (component)"
         lines.append(f"{pad}+ {resource.name}  {resource.type}{kind}{_flags(resource)}")
         for key in KEY_INPUTS.get(resource.type, ()):
-            if key in resource.inputs:
-                lines.append(f"{pad}    {key}: {_short(resource.inputs[key])}")
+            if key not in resource.inputs:
+                continue
+            value = resource.inputs[key]
+            if isinstance(value, list) and len(value) > 1:
+                # one line per item (disks, firewall rules): a reviewer reads them one by one
+                lines.append(f"{pad}    {key}:")
+                lines.extend(f"{pad}      - {_item(item)}" for item in value)
+            elif isinstance(value, dict) and len(_short(value, 10_000)) > 110:
+                # a long block (initialization, smtpServer): one line per field
+                lines.append(f"{pad}    {key}:")
+                lines.extend(f"{pad}      {inner}: {_short(item)}" for inner, item in sorted(value.items()))
+            else:
+                lines.append(f"{pad}    {key}: {_short(value)}")
         for child in plan.children(resource.urn):
             walk(child, depth + 1)
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env
-from components.builders.cloud_init import CloudInitInputs, build_user_data
+from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
 from components.builders.install_script import (
     SECRETS_READER,
     InstallInputs,
@@ -44,28 +44,32 @@ def openssh_pair():
 # --- cloud-init ------------------------------------------------------------------------------------
 
 
-def cloud_init_inputs(host_private: str, host_public: str) -> CloudInitInputs:
+def cloud_init_inputs(memory_mib: int = 2048) -> CloudInitInputs:
     return CloudInitInputs(
         hostname="mail",
         fqdn="mail.example.com",
         admin_user="ceres",
         admin_ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL4YsBWNsiUHJg5MivPSYRsb/FByMtRcqEKNrXyt/h2G ops",),
         deploy_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL4YsBWNsiUHJg5MivPSYRsb/FByMtRcqEKNrXyt/h2G deploy\n",
-        host_key_private=host_private,
-        host_key_public=host_public,
+        memory_mib=memory_mib,
     )
 
 
 def test_user_data_is_deterministic_cloud_config():
-    private, public = openssh_pair()
-    first = build_user_data(cloud_init_inputs(private, public))
-    assert first == build_user_data(cloud_init_inputs(private, public))
+    first = build_user_data(cloud_init_inputs())
+    assert first == build_user_data(cloud_init_inputs())
     assert first.startswith("#cloud-config\n")
     config = yaml.safe_load(first)
-    assert config["ssh_keys"]["ed25519_public"] == public
     assert config["ssh_pwauth"] is False and config["disable_root"] is True
     assert config["users"][0]["ssh_authorized_keys"][-1].endswith(" deploy")
     assert ["LABEL=maildata", "/var/mail", "ext4", "defaults,nofail", "0", "2"] in config["mounts"]
+    assert "PRIVATE KEY" not in first, "user-data is reviewable: no secret in it"
+
+
+def test_vendor_data_carries_only_the_host_key_pair():
+    private, public = openssh_pair()
+    config = yaml.safe_load(build_vendor_data(private, public))
+    assert config == {"ssh_keys": {"ed25519_private": private.strip() + "\n", "ed25519_public": public}}
 
 
 # --- install script --------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def test_every_part_is_a_component_with_its_stable_type(prod_plan):
 @pytest.mark.parametrize(
     "component_type, child_types",
     [
-        ("ceres-mail:mail:Vm", {"proxmoxve:download/file:File", "proxmoxve:index/fileLegacy:FileLegacy", VM}),
+        ("ceres-mail:mail:Vm", {"proxmoxve:download/file:File", "proxmoxve:index/fileLegacy:FileLegacy", VM,
+                                "proxmoxve:firewall/optionsLegacy:OptionsLegacy", "proxmoxve:firewall/rulesLegacy:RulesLegacy"}),
         ("ceres-mail:mail:Dns", {DNS_RECORD}),
         ("ceres-mail:mail:Server", {COMMAND}),
         ("ceres-mail:ceres:Smtp", {K8S_SECRET}),
@@ -200,7 +201,7 @@ def test_vm_is_sized_addressed_and_protected(prod_plan, plans):
     assert ip["ipv4"] == {"address": "203.0.113.25/24", "gateway": "203.0.113.1"}
     assert ip["ipv6"] == {"address": "2001:db8:25::25/64", "gateway": "2001:db8:25::1"}
     assert vm["onBoot"] is True and vm["agent"]["enabled"] is True
-    assert vm["networkDevices"] == [{"bridge": "vmbr0", "model": "virtio"}]
+    assert vm["networkDevices"] == [{"bridge": "vmbr0", "firewall": True, "model": "virtio"}]
     assert vm["protection"] is True and one(prod_plan, VM).options["protect"] is True
     staging_vm = one(plans["staging"], VM)
     assert staging_vm.inputs["protection"] is False and staging_vm.options["protect"] is False
@@ -249,12 +250,14 @@ def test_keycloak_realm_is_adopted_protected_and_only_smtp_is_owned(prod_plan):
 def test_ssh_connection_pins_the_host_key_planted_by_cloud_init(applied):
     """The install step trusts only the stack's own host key, the one cloud-init installs on the VM."""
     plan, raw = applied
-    user_data = yaml.safe_load(raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy").urn]["sourceRaw"]["data"])
-    planted_private = serialization.load_ssh_private_key(user_data["ssh_keys"]["ed25519_private"].encode(), None)
+    user_data = yaml.safe_load(raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy", "-user-data").urn]["sourceRaw"]["data"])
+    vendor_data = yaml.safe_load(raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy", "-vendor-data").urn]["sourceRaw"]["data"])
+    planted_private = serialization.load_ssh_private_key(vendor_data["ssh_keys"]["ed25519_private"].encode(), None)
     planted_public = planted_private.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     ).decode()
-    assert user_data["ssh_genkeytypes"] == [] and user_data["ssh_deletekeys"] is True
+    assert vendor_data["ssh_keys"]["ed25519_public"] == planted_public, "one key pair, both halves"
+    assert user_data["ssh_genkeytypes"] == ["ed25519"] and user_data["ssh_deletekeys"] is True
     for command in plan.of_type(COMMAND):
         connection = raw[command.urn]["connection"]
         assert connection["hostKey"].strip() == planted_public, command.urn
@@ -282,7 +285,7 @@ def secret_values(plan: Plan, raw: dict[str, dict]) -> list[str]:
     values = [raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]]
     values += [raw[c.urn]["connection"]["privateKey"] for c in plan.of_type(COMMAND)]
     values += [raw[one(plan, COMMAND, "-install").urn]["stdin"]]
-    values += [raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy").urn]["sourceRaw"]["data"]]
+    values += [raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy", "-vendor-data").urn]["sourceRaw"]["data"]]
     values.append(SECURE_PLACEHOLDER)
     return values
 

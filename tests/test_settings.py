@@ -48,6 +48,8 @@ BAD_CONFIGS = [
     ("STARTTLS on the implicit-TLS port", {"ceres-mail:smtpPort": 465}, "smtpPort", "STARTTLS submission is port 587"),
     ("TLS on the STARTTLS port", {"ceres-mail:smtpTls": True, "ceres-mail:smtpStarttls": False}, "smtpPort", "implicit TLS submission is port 465"),
     ("VM memory below the stack's floor", {"ceres-mail:vmMemoryMib": 512}, "vmMemoryMib", "below the native stack's minimum of 1024 MiB"),
+    ("too little memory for mailcow", {"ceres-mail:mailStack": "mailcow", "ceres-mail:vmMemoryMib": 4096}, "vmMemoryMib", "below the mailcow stack's minimum of 6144 MiB"),
+    ("static IP outside its gateway's subnet", {"ceres-mail:ipv4Address": "198.51.100.25/28"}, "ipv4Gateway", "is not inside 198.51.100.16/28"),
     ("absurd core count", {"ceres-mail:vmCores": 500}, "vmCores", "less than or equal to 128"),
     ("sender outside the domain", {"ceres-mail:mailFrom": "no-reply@example.org"}, "mailFrom", "DMARC alignment would fail"),
     ("sender not an address", {"ceres-mail:mailFrom": "no-reply"}, "mailFrom", "not a valid email address"),

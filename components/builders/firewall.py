@@ -1,0 +1,41 @@
+"""Inbound rules of the mail VM's Proxmox firewall (seed section 2: ports 25, 587, 993, 443).
+
+Everything not listed is dropped (input policy DROP). Rules without a source apply to IPv4 and IPv6
+alike, so the IPv6 side mirrors the IPv4 side by construction; ICMP needs one rule per family.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+# (port, why): open to the whole internet
+PUBLIC_TCP = (
+    (25, "SMTP: mail from the internet to the MX (seed 2)"),
+    (80, "HTTP: ACME http-01 challenges of the certificate (certbot)"),
+    (443, "HTTPS: MTA-STS policy, webmail and admin UI (seed 2)"),
+    (587, "submission with STARTTLS: CERES, Keycloak and mail clients (seed 2)"),
+    (993, "IMAPS (seed 2)"),
+)
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One inbound ACCEPT rule."""
+
+    proto: str
+    comment: str
+    dport: str = ""
+    source: str = ""
+
+
+def firewall_rules(admin_cidrs: tuple[str, ...]) -> list[FirewallRule]:
+    """ICMP, the public mail ports, then SSH from each admin network only, in a stable order."""
+    rules = [
+        FirewallRule("icmp", "ICMP: ping and path-MTU discovery over IPv4"),
+        FirewallRule("ipv6-icmp", "ICMPv6: ping and path-MTU discovery over IPv6"),
+    ]
+    rules += [FirewallRule("tcp", why, dport=str(port)) for port, why in PUBLIC_TCP]
+    for cidr in sorted(admin_cidrs, key=lambda c: (ipaddress.ip_network(c).version, ipaddress.ip_network(c))):
+        rules.append(FirewallRule("tcp", f"SSH from admin network {cidr} only", dport="22", source=cidr))
+    return rules
