@@ -10,6 +10,7 @@ Secrets are redacted at the moment they are recorded: a secret value never enter
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,16 @@ def record(
     config = load_stack(project_dir, stack)
     # A fresh context: the SDK keeps its engine, config and root stack in context variables, so every
     # recording starts clean even when several run in one process (the tests do).
-    return contextvars.Context().run(_record_in_context, config, program, known_outputs, raw_inputs_hook)
+    # Its own event loop too, closed when done: a loop left for the garbage collector can fail noisily at
+    # interpreter exit ("Invalid file descriptor: -1"), which an operator would read as a crash.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return contextvars.Context().run(_record_in_context, config, program, known_outputs, raw_inputs_hook)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_inputs_hook) -> Plan:

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env

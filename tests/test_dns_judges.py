@@ -12,7 +12,6 @@ import checkdmarc.smtp_tls_reporting
 import checkdmarc.spf
 import dkim
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from components.builders.dns_records import build_records, dkim_records, mta_sts_policy

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from mailctl.cli import main
 from tests.conftest import stack_config

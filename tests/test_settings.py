@@ -10,9 +10,9 @@ from pydantic.alias_generators import to_camel
 from hypothesis import given, strategies as st
 
 from components import settings as stack_settings
-from components.settings import CONFIG_KEYS, SECRET_KEYS, Settings, SettingsError, validate
+from components.settings import CONFIG_KEYS, SECRET_KEYS, Settings, SettingsError
 from mailctl.recorder import record
-from mailctl.stackfile import load_stack
+from mailctl.zone import stack_settings as settings_of_stack
 from tests.conftest import stack_config
 
 
@@ -116,10 +116,7 @@ def test_settings_error_ends_pulumi_without_a_traceback():
 
 def test_settings_are_frozen(project_dir):
     """Components cannot change settings behind each other's back."""
-    config = load_stack(project_dir, "prod")
-    raw = {key.split(":", 1)[1]: value for key, value in config.values.items()}
-    raw.update({key: pulumi.Output.secret(raw[key]) for key in SECRET_KEYS})
-    settings = validate(raw)
+    settings = settings_of_stack(project_dir, "prod")
     assert settings.vm_size.memory_mib == 2048
     with pytest.raises(ValidationError):
         settings.domain = "example.org"
