@@ -16,7 +16,6 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components.builders.install_script import InstallInputs
 from components.ceres import CeresSmtp, CeresSmtpArgs
 from components.dns import MailDns, MailDnsArgs
 from components.keycloak import KeycloakSmtp, KeycloakSmtpArgs
@@ -96,13 +95,7 @@ class MailPlatform(pulumi.ComponentResource):
         server = MailServer(
             f"{name}-server",
             MailServerArgs(
-                install=InstallInputs(
-                    domain=settings.domain,
-                    mail_host=settings.mail_host_fqdn,
-                    mailbox=settings.mailbox_address,
-                    dkim_selector=settings.dkim_selector,
-                    acme_email=settings.acme_contact,
-                ),
+                install=settings.install_inputs,
                 ssh_host=vm.ssh_host,
                 ssh_user=settings.admin_user,
                 ssh_private_key=deploy_key.private_key_openssh,

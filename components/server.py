@@ -1,8 +1,11 @@
-"""MailServer: the mail stack installed on the VM over SSH (pulumi-command).
+"""MailServer: the native mail stack installed on the VM over SSH (pulumi-command).
 
-Two remote commands on one pinned connection: wait for cloud-init, then the install script. The
-connection trusts only the host key the stack generated and planted through cloud-init. Secrets reach
-the VM on the install command's standard input, never in its command line.
+Remote commands on one pinned connection, in order: wait for cloud-init, then the install stages
+`packages`, `tls` and `mail` (components/builders/install_script.py). Each stage is its own command, so a
+change to one stage's script re-runs that stage only (a command re-runs when its `create` text changes,
+and the text is the rendered script). The connection trusts only the host key the stack generated and
+planted through cloud-init. Secrets reach the VM on the mail stage's standard input, never in a command
+line; the scripts never print them, so the commands' output may be logged.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import pulumi
 import pulumi_command as command
 
 from components.builders.install_script import (
+    STAGES,
     InstallInputs,
     render_install_command,
-    render_native_install,
     render_secrets_stdin,
     render_wait_for_cloud_init,
 )
@@ -25,7 +28,7 @@ from components.builders.install_script import (
 class MailServerArgs:
     """What the install step needs."""
 
-    install: InstallInputs  #: plain values the script is rendered from
+    install: InstallInputs  #: plain values the scripts are rendered from
     ssh_host: pulumi.Input[str]  #: the VM's address, an Output of the VM (data edge)
     ssh_user: str  #: the admin user cloud-init created
     ssh_private_key: pulumi.Input[str]  #: secret: the stack's deploy key
@@ -52,30 +55,31 @@ class MailServer(pulumi.ComponentResource):
         )
 
         # First boot must be over (users, keys, packages) before anything is installed
-        wait = command.remote.Command(
+        previous = command.remote.Command(
             f"{name}-wait-cloud-init",
             connection=connection,
             create=render_wait_for_cloud_init(),
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-        # The mail stack, domain, mailbox and DKIM key; secrets on stdin
-        script = render_native_install(args.install)
-        self.install = command.remote.Command(
-            f"{name}-install",
-            connection=connection,
-            create=render_install_command(script),
-            stdin=pulumi.Output.secret(
-                pulumi.Output.all(args.mailbox_password, args.dkim_private_key).apply(
-                    lambda secrets: render_secrets_stdin(*secrets)
-                )
-            ),
-            # stdout lists what changed; stderr may carry apt noise. Neither ever holds a secret.
-            logging=command.remote.Logging.STDOUT_AND_STDERR,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[wait]),
+        # The install stages, one after the other; only the mail stage gets secrets (on stdin)
+        secrets = pulumi.Output.secret(
+            pulumi.Output.all(args.mailbox_password, args.dkim_private_key).apply(
+                lambda values: render_secrets_stdin(*values)
+            )
         )
+        for stage, render in STAGES:
+            previous = command.remote.Command(
+                f"{name}-install-{stage}",
+                connection=connection,
+                create=render_install_command(render(args.install), stage),
+                stdin=secrets if stage == "mail" else None,
+                logging=command.remote.Logging.STDOUT_AND_STDERR,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[previous]),
+            )
+        self.install = previous
 
-        # The mailbox exists once the install ran: this Output carries that edge to CERES and Keycloak.
+        # The mailbox exists once the mail stage ran: this Output carries that edge to CERES and Keycloak.
         self.smtp_password = pulumi.Output.secret(
             pulumi.Output.all(self.install.stdout, args.mailbox_password).apply(lambda values: values[1])
         )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from pydantic import (
     AfterValidator,
@@ -33,7 +34,15 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from components.builders.ceres_env import SmtpClient
-from components.builders.dns_records import DnsInputs, Dmarc, build_records, dkim_record_name, spf_problems
+from components.builders.dns_records import (
+    DnsInputs,
+    Dmarc,
+    build_records,
+    dkim_record_name,
+    mta_sts_policy,
+    spf_problems,
+)
+from components.builders.install_script import InstallInputs
 
 PROJECT = "ceres-mail"
 
@@ -119,6 +128,16 @@ def _ssh_public_key(value: str) -> str:
     except (ValueError, TypeError) as error:
         raise ValueError(f"not an OpenSSH public key ({error})")
     return value.strip()
+
+
+def _pem_certificates(value: str) -> str:
+    try:
+        certificates = x509.load_pem_x509_certificates(value.encode())
+    except ValueError as error:
+        raise ValueError(f"not PEM certificates ({error})")
+    if not certificates:
+        raise ValueError("holds no PEM certificate")
+    return value
 
 
 def _https_url(value: str) -> str:
@@ -234,6 +253,8 @@ class Settings(BaseModel):
     smtp_starttls: bool = True
     smtp_tls: bool = False
     acme_email: OptionalEmail = ""
+    acme_directory: HttpsUrl = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_ca_bundle: Annotated[str, AfterValidator(_optional(_pem_certificates))] = ""
     # network
     ipv4_address: PublicInterface
     ipv4_gateway: IpAddress
@@ -326,6 +347,27 @@ class Settings(BaseModel):
             tls=self.smtp_tls,
             user=self.mailbox_address,
             mail_from=self.mail_from_address,
+        )
+
+    @property
+    def install_inputs(self) -> InstallInputs:
+        """The install scripts' inputs: the mailbox, its aliases, the certificate and MTA-STS."""
+        inputs = self.dns_inputs
+        # postmaster@ and abuse@ every domain (RFC 2142), and the report mailboxes this host receives
+        wanted = [f"{local}@{domain}" for domain in self.mail_domains for local in ("postmaster", "abuse")]
+        wanted += [inputs.dmarc.rua, inputs.dmarc.ruf, inputs.tls_rpt_address]
+        aliases = sorted({a for a in wanted if a.rsplit("@", 1)[1] in self.mail_domains} - {self.mailbox_address})
+        return InstallInputs(
+            domain=self.domain,
+            mail_host=self.mail_host_fqdn,
+            mailbox=self.mailbox_address,
+            dkim_selector=self.dkim_selector,
+            acme_email=self.acme_contact,
+            mail_domains=self.mail_domains,
+            aliases=tuple(aliases),
+            mta_sts_policy=mta_sts_policy(inputs),
+            acme_directory=self.acme_directory,
+            acme_ca_bundle=self.acme_ca_bundle,
         )
 
     @property

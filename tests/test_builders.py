@@ -16,10 +16,12 @@ from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
 from components.builders.install_script import (
     SECRETS_READER,
+    STAGES,
     InstallInputs,
     render_install_command,
-    render_native_install,
+    render_mail_stage,
     render_secrets_stdin,
+    render_tls_stage,
 )
 
 INSTALL = InstallInputs(
@@ -75,23 +77,41 @@ def test_vendor_data_carries_only_the_host_key_pair():
 # --- install script --------------------------------------------------------------------------------
 
 
-def test_install_script_passes_shellcheck():
-    """shellcheck (Debian) finds nothing in the rendered script."""
+@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
+def test_install_stage_passes_shellcheck(stage, render):
+    """shellcheck (Debian) finds nothing in any rendered stage."""
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (make test installs it as root)")
-    result = subprocess.run(
-        ["shellcheck", "--shell=bash", "-"], input=render_native_install(INSTALL), text=True, capture_output=True
-    )
+    result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=render(INSTALL), text=True, capture_output=True)
     assert result.returncode == 0, result.stdout
 
 
-def test_install_script_is_valid_bash_and_deterministic():
-    script = render_native_install(INSTALL)
-    assert script == render_native_install(INSTALL)
+@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
+def test_install_stage_is_valid_bash_and_deterministic(stage, render):
+    script = render(INSTALL)
+    assert script == render(INSTALL)
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
-    command = render_install_command(script)
+    command = render_install_command(script, stage)
     subprocess.run(["bash", "-n", "-c", command], check=True)
-    assert command.startswith("sudo -n bash -c ")
+    assert command.startswith("sudo -n bash -c ") and command.endswith(f" ceres-mail-{stage}")
+
+
+def test_only_the_mail_stage_reads_secrets():
+    assert "MAILBOX_PASSWORD" in render_mail_stage(INSTALL)
+    assert all("MAILBOX_PASSWORD" not in render(INSTALL) for stage, render in STAGES if stage != "mail")
+
+
+def test_tls_stage_asks_for_the_mail_host_and_every_mta_sts_name():
+    inputs = InstallInputs(**{**INSTALL.__dict__, "mail_domains": ("example.com", "example.org")})
+    assert inputs.certificate_names == ("mail.example.com", "mta-sts.example.com", "mta-sts.example.org")
+    assert "CERT_NAMES=(mail.example.com mta-sts.example.com mta-sts.example.org)" in render_tls_stage(inputs)
+
+
+def test_values_are_shell_quoted_in_the_header():
+    """A value with shell metacharacters stays one literal word."""
+    inputs = InstallInputs(**{**INSTALL.__dict__, "mta_sts_policy": "mode: testing\n$(reboot)\n`id`"})
+    script = render_tls_stage(inputs)
+    assert "MTA_STS_POLICY='mode: testing\n$(reboot)\n`id`'" in script
 
 
 @hypothesis_settings(max_examples=25, deadline=None)

@@ -140,16 +140,19 @@ def test_dns_has_no_dependency_path_to_the_vm(prod_plan):
         assert not reachable(prod_plan, record_.urn) & vm_part, record_.urn
 
 
-def test_install_waits_for_the_vm_and_for_cloud_init(prod_plan):
-    install = one(prod_plan, COMMAND, "-install")
-    assert one(prod_plan, VM).urn in install.dependencies
-    assert one(prod_plan, COMMAND, "-wait-cloud-init").urn in install.dependencies
+def test_install_stages_run_in_order_after_the_vm_and_cloud_init(prod_plan):
+    """wait-cloud-init -> packages -> tls -> mail, each on the VM (data edge through its address)."""
+    order = ["-wait-cloud-init", "-install-packages", "-install-tls", "-install-mail"]
+    for before, after in zip(order, order[1:]):
+        assert one(prod_plan, COMMAND, before).urn in one(prod_plan, COMMAND, after).dependencies, after
+    for command in prod_plan.of_type(COMMAND):
+        assert one(prod_plan, VM).urn in command.dependencies, command.urn
 
 
 @pytest.mark.parametrize("type_", [K8S_SECRET, REALM])
 def test_ceres_and_keycloak_wait_for_the_mailbox(prod_plan, type_):
     """CERES and Keycloak are switched to the mailbox only once the install created it."""
-    assert one(prod_plan, COMMAND, "-install").urn in one(prod_plan, type_).dependencies
+    assert one(prod_plan, COMMAND, "-install-mail").urn in one(prod_plan, type_).dependencies
 
 
 def test_no_resource_waits_for_dns(prod_plan):
@@ -268,9 +271,11 @@ def test_ssh_connection_pins_the_host_key_planted_by_cloud_init(applied):
         ).decode() in user_data["users"][0]["ssh_authorized_keys"], "the deploy key can log in"
 
 
-def test_install_command_line_holds_no_secret(applied):
+def test_install_command_lines_hold_no_secret(applied):
     plan, raw = applied
-    install = raw[one(plan, COMMAND, "-install").urn]
+    for command in plan.of_type(COMMAND):
+        assert "stdin" not in raw[command.urn] or command.name.endswith("-install-mail"), "secrets go to the mail stage only"
+    install = raw[one(plan, COMMAND, "-install-mail").urn]
     password = raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]
     assert password not in install["create"]
     assert "PRIVATE KEY" not in install["create"]
@@ -284,7 +289,7 @@ def secret_values(plan: Plan, raw: dict[str, dict]) -> list[str]:
     """Every secret value the applied stack holds: password, private keys, tokens, user-data."""
     values = [raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]]
     values += [raw[c.urn]["connection"]["privateKey"] for c in plan.of_type(COMMAND)]
-    values += [raw[one(plan, COMMAND, "-install").urn]["stdin"]]
+    values += [raw[one(plan, COMMAND, "-install-mail").urn]["stdin"]]
     values += [raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy", "-vendor-data").urn]["sourceRaw"]["data"]]
     values.append(SECURE_PLACEHOLDER)
     return values

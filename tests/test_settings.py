@@ -70,6 +70,8 @@ BAD_CONFIGS = [
     ("extra domain that is the primary", {"ceres-mail:extraDomains": ["example.com=11111111111111111111111111111111"]}, "extraDomains", "listed twice (or is the primary domain)"),
     ("MTA-STS mode word", {"ceres-mail:mtaStsMode": "strict"}, "mtaStsMode", "'strict' is not allowed"),
     ("MTA-STS max_age too short", {"ceres-mail:mtaStsMaxAge": 60}, "mtaStsMaxAge", "greater than or equal to 86400"),
+    ("ACME directory over plain HTTP", {"ceres-mail:acmeDirectory": "http://acme.example.net/dir"}, "acmeDirectory", "not an https:// URL"),
+    ("ACME CA bundle that is not PEM", {"ceres-mail:acmeCaBundle": "not a certificate"}, "acmeCaBundle", "PEM"),
     ("DKIM key too small", {"ceres-mail:dkimKeyBits": 1024}, "dkimKeyBits", "1024 is not allowed"),
     ("DMARC pct over 100", {"ceres-mail:dmarcPct": 150}, "dmarcPct", "less than or equal to 100"),
     ("DMARC alignment word", {"ceres-mail:dmarcAdkim": "x"}, "dmarcAdkim", "'x' is not allowed"),
@@ -184,3 +186,18 @@ forbidden = st.builds(lambda a, bad, b: a + bad + b, st.text(max_size=10), st.sa
 def test_names_with_forbidden_characters_are_refused(name):
     with pytest.raises(ValueError):
         stack_settings._domain_name(f"{name}.example.com")
+
+
+def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(project_dir):
+    """RFC 2142 postmaster@/abuse@ of every domain and the report mailboxes all reach the one mailbox."""
+    settings = settings_of_stack(project_dir, "prod")
+    inputs = settings.install_inputs
+    assert inputs.mailbox == "no-reply@example.com"
+    assert inputs.aliases == (
+        "abuse@example.com",
+        "dmarc@example.com",
+        "postmaster@example.com",
+        "tls-reports@example.com",
+    )
+    assert inputs.certificate_names == ("mail.example.com", "mta-sts.example.com")
+    assert "mx: mail.example.com" in inputs.mta_sts_policy

@@ -122,7 +122,7 @@ def test_static_addresses_and_resolvers_via_cloud_init(plans):
 
 def test_user_data_snippet_is_the_builders_output(applied):
     plan, raw = applied["prod"]
-    deploy_private = raw[one(plan, "command:remote:Command", "-install").urn]["connection"]["privateKey"]
+    deploy_private = raw[one(plan, "command:remote:Command", "-install-mail").urn]["connection"]["privateKey"]
     deploy_public = serialization.load_ssh_private_key(deploy_private.encode(), None).public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     ).decode()

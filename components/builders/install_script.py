@@ -1,9 +1,14 @@
-"""The install step of the mail stack, as shell text run over SSH on the mail VM.
+"""The install steps of the native mail stack, as shell text run over SSH on the mail VM.
 
-Secrets never appear in the script or its command line: they arrive on standard input as
-`NAME=base64` lines (see `render_secrets_stdin`), are read into shell variables and written only to
-root-owned files. The script is idempotent: it converges files and services to the rendered state, so a
-re-run changes nothing.
+Three stages, each its own remote command so that a change re-runs only its stage: `packages` (Debian's
+Postfix, Dovecot, rspamd, nginx, certbot), `tls` (nginx for ACME http-01 and the MTA-STS policy, the
+certificate from the ACME server) and `mail` (mailbox, aliases, Postfix, Dovecot, rspamd DKIM signing).
+
+Every script is a header of shell variables rendered from plain values (quoted with shlex) followed by a
+fixed body, so the same inputs give the same bytes. Secrets never appear in a script or command line:
+they arrive on standard input as `NAME=base64` lines (`render_secrets_stdin`), are read into variables
+and written only to root-owned files. Every stage converges: files are rewritten only when their content
+differs and services restart only then, so a re-run changes nothing.
 """
 
 from __future__ import annotations
@@ -14,26 +19,52 @@ from dataclasses import dataclass
 
 from components.builders.cloud_init import DATA_MOUNT_POINT
 
-# The secrets the script reads from stdin, in the order render_secrets_stdin writes them.
+# The secrets the mail stage reads from stdin, in the order render_secrets_stdin writes them.
 SECRET_NAMES = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+PACKAGES = (
+    "ca-certificates",
+    "certbot",
+    "dovecot-imapd",
+    "dovecot-lmtpd",
+    "nginx-light",
+    "openssl",
+    "postfix",
+    "redis-server",
+    "rspamd",
+)
+CERT_NAME = "ceres-mail"  #: certbot lineage: /etc/letsencrypt/live/ceres-mail/
+MESSAGE_SIZE_LIMIT = 26_214_400  #: 25 MiB, what most receivers accept
 
 
 @dataclass(frozen=True)
 class InstallInputs:
-    """Plain (non-secret) values the install script is rendered from."""
+    """Plain (non-secret) values the install scripts are rendered from."""
 
-    domain: str
+    domain: str  #: primary mail domain
     mail_host: str
-    mailbox: str
+    mailbox: str  #: the no-reply mailbox CERES and Keycloak log in as
     dkim_selector: str
     acme_email: str
+    mail_domains: tuple[str, ...] = ()  #: every mail domain (primary first); empty means just `domain`
+    aliases: tuple[str, ...] = ()  #: addresses delivered to the mailbox (postmaster@, abuse@, reports)
+    mta_sts_policy: str = ""  #: served at https://mta-sts.<domain>/.well-known/mta-sts.txt
     acme_directory: str = LETS_ENCRYPT
+    acme_ca_bundle: str = ""  #: PEM of a private ACME server's CA; empty trusts the system store
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.mail_domains or (self.domain,)
+
+    @property
+    def certificate_names(self) -> tuple[str, ...]:
+        """The mail host and each domain's MTA-STS host (RFC 8461 3.3 wants HTTPS there)."""
+        return (self.mail_host, *(f"mta-sts.{domain}" for domain in self.domains))
 
 
 def render_secrets_stdin(mailbox_password: str, dkim_private_key_pem: str) -> str:
-    """The standard input of the install command: one `NAME=base64(value)` line per secret."""
+    """The standard input of the mail stage: one `NAME=base64(value)` line per secret."""
     values = dict(zip(SECRET_NAMES, (mailbox_password, dkim_private_key_pem), strict=True))
     return "".join(f"{name}={base64.b64encode(value.encode()).decode()}\n" for name, value in values.items())
 
@@ -52,140 +83,266 @@ done
 : "${MAILBOX_PASSWORD:?missing on stdin}" "${DKIM_PRIVATE_KEY:?missing on stdin}"
 """
 
-
-def render_wait_for_cloud_init() -> str:
-    """Block until first boot is done (packages, users, host key), or fail with cloud-init's verdict."""
-    return "cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }"
-
-
-def render_native_install(inputs: InstallInputs) -> str:
-    """Postfix (MTA, submission on 587), Dovecot (IMAPS on 993, SASL for Postfix, LMTP delivery) and
-    rspamd (DKIM signing), with a certificate from ACME for the mail host."""
-    q = {name: shlex.quote(str(value)) for name, value in vars(inputs).items()}
-    vmail = f"{DATA_MOUNT_POINT}/vhosts"
-    return f"""#!/usr/bin/env bash
-# ceres-mail: native mail stack for {inputs.domain}, rendered by the stack; re-run converges.
-set -euo pipefail
-umask 077
+STRICT = r"""set -euo pipefail
+umask 022
 export DEBIAN_FRONTEND=noninteractive
+"""
 
-DOMAIN={q['domain']}
-MAIL_HOST={q['mail_host']}
-MAILBOX={q['mailbox']}
-DKIM_SELECTOR={q['dkim_selector']}
-ACME_EMAIL={q['acme_email']}
-ACME_DIRECTORY={q['acme_directory']}
-VMAIL={shlex.quote(vmail)}
-
-{SECRETS_READER}
-# put_file PATH MODE OWNER: write stdin to PATH only when it differs, so a re-run restarts nothing.
+PRELUDE = STRICT + r"""
+# put_file PATH MODE OWNER:GROUP < content: write only when it differs, so a re-run restarts nothing.
 changed=0
-put_file() {{
+put_file() {
   local path=$1 mode=$2 owner=$3 tmp
   tmp=$(mktemp)
   cat >"$tmp"
-  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then rm -f "$tmp"; return 0; fi
-  install -D -m "$mode" -o "${{owner%:*}}" -g "${{owner#*:}}" "$tmp" "$path"
+  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c '%a %U:%G' "$path")" = "${mode#0} $owner" ]; then
+    rm -f "$tmp"
+    return 0
+  fi
+  install -D -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$tmp" "$path"
   rm -f "$tmp"
   changed=1
   echo "updated $path"
-}}
+}
+"""
 
+
+def _header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...]) -> str:
+    lines = ["#!/usr/bin/env bash", f"# ceres-mail {stage} stage for {inputs.mail_host}; rendered by the stack, re-runs converge."]
+    for name, value in variables.items():
+        if isinstance(value, tuple):
+            lines.append(f"{name}=({' '.join(shlex.quote(v) for v in value)})")
+        else:
+            lines.append(f"{name}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+PACKAGES_BODY = r"""
 echo "== packages"
-echo "postfix postfix/main_mailer_type select Internet Site" | debconf-set-selections
-echo "postfix postfix/mailname string $MAIL_HOST" | debconf-set-selections
-apt-get -q update
-apt-get -q install -y --no-install-recommends \\
-  postfix dovecot-imapd dovecot-lmtpd rspamd redis-server certbot ca-certificates openssl
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "postfix postfix/main_mailer_type select Internet Site" | debconf-set-selections
+  echo "postfix postfix/mailname string $MAIL_HOST" | debconf-set-selections
+  apt-get -q update
+  apt-get -q install -y --no-install-recommends "${missing[@]}"
+else
+  echo "all packages present"
+fi
+"""
+
+
+def render_packages_stage(inputs: InstallInputs) -> str:
+    return _header("packages", inputs, MAIL_HOST=inputs.mail_host, PACKAGES=PACKAGES) + STRICT + PACKAGES_BODY
+
+
+TLS_BODY = r"""
+echo "== web: ACME http-01 and MTA-STS"
+install -d -m 0755 /var/www/acme /var/www/mta-sts/.well-known
+printf '%s' "$MTA_STS_POLICY" | put_file /var/www/mta-sts/.well-known/mta-sts.txt 0644 root:root
+CERT_DIR=/etc/letsencrypt/live/$CERT_NAME
+
+render_nginx() {
+  cat <<NGINX
+# ceres-mail: ACME http-01 for every certificate name, MTA-STS policy over HTTPS (RFC 8461 3.3)
+server {
+    listen 80 default_server;
+    listen [::]:80 default_server;
+    server_name _;
+    location /.well-known/acme-challenge/ { root /var/www/acme; }
+    location / { return 301 https://\$host\$request_uri; }
+}
+NGINX
+  if [ -s "$CERT_DIR/fullchain.pem" ]; then
+    cat <<NGINX
+server {
+    listen 443 ssl default_server;
+    listen [::]:443 ssl default_server;
+    server_name ${CERT_NAMES[*]};
+    ssl_certificate $CERT_DIR/fullchain.pem;
+    ssl_certificate_key $CERT_DIR/privkey.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location = /.well-known/mta-sts.txt { root /var/www/mta-sts; default_type text/plain; }
+    location / { return 404; }
+}
+NGINX
+  fi
+}
+apply_nginx() {
+  changed=0
+  render_nginx | put_file /etc/nginx/sites-available/ceres-mail 0644 root:root
+  ln -sfn /etc/nginx/sites-available/ceres-mail /etc/nginx/sites-enabled/ceres-mail
+  if [ -e /etc/nginx/sites-enabled/default ]; then rm -f /etc/nginx/sites-enabled/default; changed=1; fi
+  nginx -t -q
+  systemctl enable --quiet nginx
+  if [ "$changed" = 1 ] || ! systemctl is-active --quiet nginx; then systemctl reload-or-restart nginx; fi
+}
+apply_nginx
+
+echo "== certificate for ${CERT_NAMES[*]}"
+if [ -n "$ACME_CA_BUNDLE" ]; then
+  # a private ACME server: trust its CA for certbot only, also in the renewal timer
+  printf '%s\n' "$ACME_CA_BUNDLE" | put_file /etc/ceres-mail/acme-ca.pem 0644 root:root
+  printf '[Service]\nEnvironment=REQUESTS_CA_BUNDLE=/etc/ceres-mail/acme-ca.pem\n' \
+    | put_file /etc/systemd/system/certbot.service.d/ceres-mail-ca.conf 0644 root:root
+  export REQUESTS_CA_BUNDLE=/etc/ceres-mail/acme-ca.pem
+fi
+names=()
+for name in "${CERT_NAMES[@]}"; do names+=(-d "$name"); done
+certbot certonly --non-interactive --agree-tos --webroot -w /var/www/acme \
+  --cert-name "$CERT_NAME" --keep-until-expiring --expand \
+  --server "$ACME_DIRECTORY" -m "$ACME_EMAIL" "${names[@]}" \
+  --deploy-hook "systemctl reload postfix dovecot nginx 2>/dev/null || true"
+apply_nginx
+"""
+
+
+def render_tls_stage(inputs: InstallInputs) -> str:
+    return (
+        _header(
+            "tls",
+            inputs,
+            CERT_NAME=CERT_NAME,
+            CERT_NAMES=inputs.certificate_names,
+            ACME_DIRECTORY=inputs.acme_directory,
+            ACME_EMAIL=inputs.acme_email,
+            ACME_CA_BUNDLE=inputs.acme_ca_bundle.strip(),
+            MTA_STS_POLICY=inputs.mta_sts_policy,
+        )
+        + PRELUDE
+        + TLS_BODY
+    )
+
+
+MAIL_BODY = r"""
+CERT_DIR=/etc/letsencrypt/live/$CERT_NAME
 
 echo "== mailbox $MAILBOX"
 getent group vmail >/dev/null || groupadd --system --gid 5000 vmail
 getent passwd vmail >/dev/null || useradd --system --uid 5000 --gid vmail --home-dir "$VMAIL" --shell /usr/sbin/nologin vmail
 install -d -m 0750 -o vmail -g vmail "$VMAIL"
-# keep the existing hash while the password is unchanged: a fresh salt would rewrite the file each run
-current=$(awk -F: -v u="$MAILBOX" '$1 == u {{ print $2 }}' /etc/dovecot/ceres-users 2>/dev/null || true)
-if [ -z "$current" ] || [ "$(openssl passwd -6 -salt "$(printf '%s' "${{current#\\{{SHA512-CRYPT\\}}}}" | cut -d'$' -f3)" -stdin <<<"$MAILBOX_PASSWORD")" != "${{current#\\{{SHA512-CRYPT\\}}}}" ]; then
-  current="{{SHA512-CRYPT}}$(openssl passwd -6 -stdin <<<"$MAILBOX_PASSWORD")"
+# Keep the stored hash while the password is unchanged: a fresh salt would rewrite the file every run.
+hash=$(awk -F: -v user="$MAILBOX" '$1 == user { print $2 }' /etc/dovecot/ceres-users 2>/dev/null || true)
+crypt=${hash#"{SHA512-CRYPT}"}
+salt=$(printf '%s' "$crypt" | cut -d'$' -f3)
+if [ -z "$hash" ] || [ "$(openssl passwd -6 -salt "$salt" -stdin <<<"$MAILBOX_PASSWORD")" != "$crypt" ]; then
+  hash="{SHA512-CRYPT}$(openssl passwd -6 -stdin <<<"$MAILBOX_PASSWORD")"
 fi
-printf '%s:%s:5000:5000::%s/%s/%s::\\n' "$MAILBOX" "$current" "$VMAIL" "$DOMAIN" "${{MAILBOX%@*}}" \\
+local_part=${MAILBOX%@*}
+mailbox_domain=${MAILBOX#*@}
+printf '%s:%s:5000:5000::%s/%s/%s::\n' "$MAILBOX" "$hash" "$VMAIL" "$mailbox_domain" "$local_part" \
   | put_file /etc/dovecot/ceres-users 0640 root:dovecot
 
-echo "== TLS certificate for $MAIL_HOST"
-CERT_DIR=/etc/letsencrypt/live/$MAIL_HOST
-if [ ! -s "$CERT_DIR/fullchain.pem" ]; then
-  certbot certonly --non-interactive --agree-tos --standalone --preferred-challenges http \\
-    --server "$ACME_DIRECTORY" -m "$ACME_EMAIL" -d "$MAIL_HOST" \\
-    --deploy-hook "systemctl reload postfix dovecot"
-fi
-
 echo "== postfix"
-postconf -e \\
-  "myhostname = $MAIL_HOST" "mydomain = $DOMAIN" "myorigin = \\$mydomain" \\
-  "mydestination = localhost" "inet_protocols = all" \\
-  "virtual_mailbox_domains = $DOMAIN" "virtual_transport = lmtp:unix:private/dovecot-lmtp" \\
-  "smtpd_tls_cert_file = $CERT_DIR/fullchain.pem" "smtpd_tls_key_file = $CERT_DIR/privkey.pem" \\
-  "smtpd_tls_security_level = may" "smtp_tls_security_level = may" \\
-  "smtpd_sasl_type = dovecot" "smtpd_sasl_path = private/auth" \\
-  "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination" \\
-  "smtpd_recipient_restrictions = permit_sasl_authenticated, reject_unauth_destination" \\
-  "smtpd_sender_login_maps = hash:/etc/postfix/ceres-senders" \\
-  "smtpd_milters = inet:127.0.0.1:11332" "non_smtpd_milters = inet:127.0.0.1:11332" \\
-  "milter_default_action = accept"
-printf '%s %s\\n' "$MAILBOX" "$MAILBOX" | put_file /etc/postfix/ceres-senders 0644 root:root
-postmap /etc/postfix/ceres-senders
+printf '%s OK\n' "$MAILBOX" | put_file /etc/postfix/ceres-mailboxes 0644 root:root
+for alias in "${ALIASES[@]}"; do printf '%s %s\n' "$alias" "$MAILBOX"; done | put_file /etc/postfix/ceres-aliases 0644 root:root
+printf '%s %s\n' "$MAILBOX" "$MAILBOX" | put_file /etc/postfix/ceres-senders 0644 root:root
+for map in ceres-mailboxes ceres-aliases ceres-senders; do
+  [ /etc/postfix/$map.db -nt /etc/postfix/$map ] || postmap /etc/postfix/$map
+done
+{
+  echo "myhostname = $MAIL_HOST"
+  echo "mydomain = $DOMAIN"
+  echo "myorigin = \$mydomain"
+  echo "mydestination = localhost"
+  echo "inet_interfaces = all"
+  echo "inet_protocols = all"
+  echo "virtual_mailbox_domains = ${MAIL_DOMAINS[*]}"
+  echo "virtual_mailbox_maps = hash:/etc/postfix/ceres-mailboxes"
+  echo "virtual_alias_maps = hash:/etc/postfix/ceres-aliases"
+  echo "virtual_transport = lmtp:unix:private/dovecot-lmtp"
+  echo "smtpd_tls_cert_file = $CERT_DIR/fullchain.pem"
+  echo "smtpd_tls_key_file = $CERT_DIR/privkey.pem"
+  echo "smtpd_tls_security_level = may"
+  echo "smtpd_tls_protocols = >=TLSv1.2"
+  echo "smtpd_tls_mandatory_protocols = >=TLSv1.2"
+  echo "smtp_tls_security_level = may"
+  echo "smtp_tls_protocols = >=TLSv1.2"
+  echo "smtpd_sasl_type = dovecot"
+  echo "smtpd_sasl_path = private/auth"
+  echo "smtpd_sasl_auth_enable = no"
+  echo "smtpd_tls_auth_only = yes"
+  echo "smtpd_helo_required = yes"
+  echo "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination"
+  echo "smtpd_recipient_restrictions = permit_sasl_authenticated, reject_unauth_destination"
+  echo "smtpd_sender_login_maps = hash:/etc/postfix/ceres-senders"
+  echo "smtpd_milters = inet:127.0.0.1:11332"
+  echo "non_smtpd_milters = inet:127.0.0.1:11332"
+  echo "milter_default_action = accept"
+  echo "message_size_limit = $MESSAGE_SIZE_LIMIT"
+  echo "smtpd_recipient_limit = 100"
+  echo "smtpd_client_recipient_rate_limit = 200"
+  echo "anvil_rate_time_unit = 60s"
+} >/tmp/ceres-postfix-settings
+postfix_state() { { postconf -n; postconf -M; postconf -P; } | sha256sum; }
+before=$(postfix_state)
+xargs -d '\n' postconf -e </tmp/ceres-postfix-settings
+rm -f /tmp/ceres-postfix-settings
 postconf -M submission/inet="submission inet n - y - - smtpd"
-postconf -P \\
-  "submission/inet/syslog_name=postfix/submission" \\
-  "submission/inet/smtpd_tls_security_level=encrypt" \\
-  "submission/inet/smtpd_sasl_auth_enable=yes" \\
-  "submission/inet/smtpd_client_restrictions=permit_sasl_authenticated,reject" \\
+postconf -P \
+  "submission/inet/syslog_name=postfix/submission" \
+  "submission/inet/smtpd_tls_security_level=encrypt" \
+  "submission/inet/smtpd_sasl_auth_enable=yes" \
+  "submission/inet/smtpd_client_restrictions=permit_sasl_authenticated,reject" \
   "submission/inet/smtpd_sender_restrictions=reject_sender_login_mismatch"
+if [ "$(postfix_state)" != "$before" ]; then changed=1; echo "updated postfix settings"; fi
 
 echo "== dovecot"
 put_file /etc/dovecot/conf.d/99-ceres-mail.conf 0644 root:root <<CONF
+# ceres-mail: IMAPS only, LMTP delivery, SASL for Postfix (rendered by the stack)
 protocols = imap lmtp
 ssl = required
+ssl_min_protocol = TLSv1.2
 ssl_cert = <$CERT_DIR/fullchain.pem
 ssl_key = <$CERT_DIR/privkey.pem
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
-passdb {{
+passdb {
   driver = passwd-file
   args = scheme=SHA512-CRYPT username_format=%u /etc/dovecot/ceres-users
-}}
-userdb {{
+}
+userdb {
   driver = passwd-file
   args = username_format=%u /etc/dovecot/ceres-users
-}}
-service imap-login {{
-  inet_listener imap {{
+}
+service imap-login {
+  inet_listener imap {
     port = 0
-  }}
-}}
-service lmtp {{
-  unix_listener /var/spool/postfix/private/dovecot-lmtp {{
+  }
+  inet_listener imaps {
+    port = 993
+    ssl = yes
+  }
+}
+service lmtp {
+  unix_listener /var/spool/postfix/private/dovecot-lmtp {
     mode = 0600
     user = postfix
     group = postfix
-  }}
-}}
-service auth {{
-  unix_listener /var/spool/postfix/private/auth {{
+  }
+}
+service auth {
+  unix_listener /var/spool/postfix/private/auth {
     mode = 0660
     user = postfix
     group = postfix
-  }}
-}}
+  }
+}
 CONF
 
-echo "== rspamd DKIM signing ($DKIM_SELECTOR._domainkey.$DOMAIN)"
-printf '%s\\n' "$DKIM_PRIVATE_KEY" | put_file "/var/lib/rspamd/dkim/$DKIM_SELECTOR.key" 0640 root:_rspamd
+echo "== rspamd: DKIM signing as $DKIM_SELECTOR._domainkey"
+printf '%s\n' "$DKIM_PRIVATE_KEY" | put_file "/var/lib/rspamd/dkim/$DKIM_SELECTOR.key" 0640 root:_rspamd
 put_file /etc/rspamd/local.d/dkim_signing.conf 0644 root:root <<CONF
-path = "/var/lib/rspamd/dkim/\\$selector.key";
+# ceres-mail: one key for every mail domain, signing what authenticated users send
+path = "/var/lib/rspamd/dkim/\$selector.key";
 selector = "$DKIM_SELECTOR";
-allow_username_mismatch = false;
+sign_authenticated = true;
+sign_local = true;
 use_domain = "header";
+allow_username_mismatch = false;
 CONF
 
 echo "== services"
@@ -193,12 +350,44 @@ systemctl enable --quiet postfix dovecot rspamd redis-server
 if [ "$changed" = 1 ]; then
   systemctl restart redis-server rspamd dovecot postfix
 else
-  systemctl start redis-server rspamd dovecot postfix
+  for service in redis-server rspamd dovecot postfix; do
+    systemctl is-active --quiet "$service" || systemctl start "$service"
+  done
 fi
-echo "ceres-mail: $MAIL_HOST ready for $DOMAIN"
+echo "ceres-mail: $MAIL_HOST ready for ${MAIL_DOMAINS[*]}"
 """
 
 
-def render_install_command(script: str) -> str:
+def render_mail_stage(inputs: InstallInputs) -> str:
+    return (
+        _header(
+            "mail",
+            inputs,
+            DOMAIN=inputs.domain,
+            MAIL_HOST=inputs.mail_host,
+            MAIL_DOMAINS=inputs.domains,
+            MAILBOX=inputs.mailbox,
+            ALIASES=inputs.aliases,
+            DKIM_SELECTOR=inputs.dkim_selector,
+            CERT_NAME=CERT_NAME,
+            MESSAGE_SIZE_LIMIT=str(MESSAGE_SIZE_LIMIT),
+            VMAIL=f"{DATA_MOUNT_POINT}/vhosts",
+        )
+        + PRELUDE
+        + SECRETS_READER
+        + MAIL_BODY
+    )
+
+
+def render_wait_for_cloud_init() -> str:
+    """Block until first boot is done (packages, users, host key), or fail with cloud-init's verdict."""
+    return "cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }"
+
+
+# The stages in the order they run, by name (the remote command of each is `<name>-install-<stage>`).
+STAGES = (("packages", render_packages_stage), ("tls", render_tls_stage), ("mail", render_mail_stage))
+
+
+def render_install_command(script: str, stage: str = "install") -> str:
     """The remote command line: root through sudo, the script as an argument, stdin left for secrets."""
-    return f"sudo -n bash -c {shlex.quote(script)} ceres-mail-install"
+    return f"sudo -n bash -c {shlex.quote(script)} ceres-mail-{stage}"
