@@ -102,6 +102,7 @@ class MailPlatform(pulumi.ComponentResource):
                 host_public_key=host_key.public_key_openssh,
                 mailbox_password=mailbox_password.result,
                 dkim_private_key=dkim_key.private_key_pem,
+                tls_private_key=settings.tls_private_key,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

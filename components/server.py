@@ -21,6 +21,7 @@ from components.builders.install_script import (
     render_install_command,
     render_secrets_stdin,
     render_wait_for_cloud_init,
+    stage_secrets,
 )
 
 
@@ -35,6 +36,7 @@ class MailServerArgs:
     host_public_key: pulumi.Input[str]  #: the pinned host key, OpenSSH format
     mailbox_password: pulumi.Input[str]  #: secret: the no-reply mailbox password
     dkim_private_key: pulumi.Input[str]  #: secret: the DKIM signing key (PEM)
+    tls_private_key: pulumi.Input[str] | None = None  #: secret: the provided certificate's key, if any
 
 
 class MailServer(pulumi.ComponentResource):
@@ -62,18 +64,28 @@ class MailServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-        # The install stages, one after the other; only the mail stage gets secrets (on stdin)
-        secrets = pulumi.Output.secret(
-            pulumi.Output.all(args.mailbox_password, args.dkim_private_key).apply(
-                lambda values: render_secrets_stdin(*values)
-            )
-        )
+        # The install stages, one after the other; the secrets a stage needs go to its stdin only
+        available = {
+            "MAILBOX_PASSWORD": args.mailbox_password,
+            "DKIM_PRIVATE_KEY": args.dkim_private_key,
+            "TLS_PRIVATE_KEY": args.tls_private_key,
+        }
         for stage, render in STAGES:
+            names = stage_secrets(stage, args.install)
+            stdin = (
+                pulumi.Output.secret(
+                    pulumi.Output.all(*(available[n] for n in names)).apply(
+                        lambda values, names=names: render_secrets_stdin(dict(zip(names, values)))
+                    )
+                )
+                if names
+                else None
+            )
             previous = command.remote.Command(
                 f"{name}-install-{stage}",
                 connection=connection,
                 create=render_install_command(render(args.install), stage),
-                stdin=secrets if stage == "mail" else None,
+                stdin=stdin,
                 logging=command.remote.Logging.STDOUT_AND_STDERR,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[previous]),
             )

@@ -253,6 +253,9 @@ class Settings(BaseModel):
     smtp_starttls: bool = True
     smtp_tls: bool = False
     acme_email: OptionalEmail = ""
+    tls_mode: Literal["acme", "provided"] = "acme"
+    tls_certificate: Annotated[str, AfterValidator(_optional(_pem_certificates))] = ""
+    tls_private_key: Annotated[pulumi.Output | None, SecretMarker()] = None
     acme_directory: HttpsUrl = "https://acme-v02.api.letsencrypt.org/directory"
     acme_ca_bundle: Annotated[str, AfterValidator(_optional(_pem_certificates))] = ""
     # network
@@ -368,6 +371,8 @@ class Settings(BaseModel):
             mta_sts_policy=mta_sts_policy(inputs),
             acme_directory=self.acme_directory,
             acme_ca_bundle=self.acme_ca_bundle,
+            tls_mode=self.tls_mode,
+            tls_certificate=self.tls_certificate,
         )
 
     @property
@@ -506,12 +511,36 @@ def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             if value and value < minimum:
                 problems.append((key, f"{value} {unit} is below the {v['mail_stack']} stack's minimum of {minimum} {unit}"))
 
+    if has("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"):
+        problems += _tls_problems(v)
     if has("spf_extra"):
         problems += [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]
     if has("domain", "extra_domains"):
         extra = [entry.split("=", 1)[0] for entry in v["extra_domains"]]
         for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]}):
             problems.append(("extraDomains", f"{domain} is listed twice (or is the primary domain)"))
+    return problems
+
+
+def _tls_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A provided certificate needs its key and must name the mail host and every mta-sts host."""
+    if v["tls_mode"] == "acme":
+        return [("tlsCertificate", "is set but tlsMode is acme; set tlsMode to provided")] if v["tls_certificate"] else []
+    problems = []
+    if v["tls_private_key"] is None:
+        problems.append(("tlsPrivateKey", "is required with tlsMode provided: `pulumi config set --secret tlsPrivateKey`"))
+    if not v["tls_certificate"]:
+        return problems + [("tlsCertificate", "is required with tlsMode provided")]
+    leaf = x509.load_pem_x509_certificates(v["tls_certificate"].encode())[0]
+    try:
+        names = set(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = set()
+    domains = [v["domain"], *(entry.split("=", 1)[0] for entry in v["extra_domains"])]
+    wanted = [v["mail_host"] or f"mail.{v['domain']}", *(f"mta-sts.{d}" for d in domains)]
+    missing = [n for n in wanted if n not in names and f"*.{n.split('.', 1)[1]}" not in names]
+    if missing:
+        problems.append(("tlsCertificate", f"does not name {', '.join(missing)} (it names {', '.join(sorted(names)) or 'nothing'})"))
     return problems
 
 
@@ -543,6 +572,9 @@ def _field_checker(info: FieldInfo) -> TypeAdapter:
 _FIELD_CHECKERS = {
     name: _field_checker(info) for name, info in Settings.model_fields.items() if not _is_secret(info)
 }
+# Optional secrets cannot be declared in Pulumi.yaml: the CLI requires a value for every declared key
+# without a default, and a secret key with a (plaintext) default fails its "must be encrypted" check.
+UNDECLARED_KEYS = frozenset({"tlsPrivateKey"})
 SECRET_KEYS = frozenset(to_camel(name) for name, info in Settings.model_fields.items() if _is_secret(info))
 CONFIG_KEYS = frozenset(to_camel(name) for name in Settings.model_fields)
 

@@ -80,11 +80,11 @@ def authoritative_dns(zones: dict[str, str], address: str = "127.0.53.53") -> It
     with tempfile.TemporaryDirectory(prefix="named-") as tmp, _on_loopback(address):
         workdir = Path(tmp)
         _require_free(address)
-        config = _write_config(workdir, zones, address)
+        config = write_named_config(workdir, zones, address)
         log_path = workdir / "named.stderr"
         with log_path.open("w") as log:
             named = subprocess.Popen(
-                ["named", "-4", "-g", "-u", "root", "-c", str(config)],  # -g: foreground, log to stderr
+                named_argv(config),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -94,6 +94,11 @@ def authoritative_dns(zones: dict[str, str], address: str = "127.0.53.53") -> It
             yield address
         finally:
             _stop(named)
+
+
+def named_argv(config: Path) -> list[str]:
+    """named in the foreground (-g: logs to stderr), IPv4 only, as root (it binds port 53)."""
+    return ["named", "-4", "-g", "-u", "root", "-c", str(config)]
 
 
 def _require_loopback(address: str) -> None:
@@ -125,7 +130,7 @@ def _require_free(address: str) -> None:
                 raise RuntimeError(f"{address}:53 is already in use ({error}); stop whatever holds it") from None
 
 
-def _write_config(workdir: Path, zones: dict[str, str], address: str) -> Path:
+def write_named_config(workdir: Path, zones: dict[str, str], address: str) -> Path:
     """The zone files and a minimal named.conf: authoritative only, on `address` alone, nothing sent out."""
     zone_clauses = []
     for index, (origin, text) in enumerate(zones.items()):

@@ -119,10 +119,11 @@ def test_values_are_shell_quoted_in_the_header():
 def test_secrets_reach_the_script_intact_through_stdin(password):
     """Whatever the password holds (quotes, newlines, unicode), bash reads back the same bytes."""
     private, _ = openssh_pair()
-    probe = SECRETS_READER + 'printf "%s" "$MAILBOX_PASSWORD" | sha256sum; printf "%s" "$DKIM_PRIVATE_KEY" | sha256sum'
+    probe = ("SECRETS=(MAILBOX_PASSWORD DKIM_PRIVATE_KEY)\n" + SECRETS_READER
+             + 'printf "%s" "$MAILBOX_PASSWORD" | sha256sum; printf "%s" "$DKIM_PRIVATE_KEY" | sha256sum')
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", probe],
-        input=render_secrets_stdin(password, private),
+        input=render_secrets_stdin({"MAILBOX_PASSWORD": password, "DKIM_PRIVATE_KEY": private}),
         text=True,
         capture_output=True,
         check=True,
@@ -134,9 +135,26 @@ def test_secrets_reach_the_script_intact_through_stdin(password):
 
 def test_missing_secret_stops_the_script():
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", SECRETS_READER], input="MAILBOX_PASSWORD=eA==\n", text=True, capture_output=True
+        ["bash", "-euo", "pipefail", "-c", "SECRETS=(MAILBOX_PASSWORD DKIM_PRIVATE_KEY)\n" + SECRETS_READER],
+        input="MAILBOX_PASSWORD=eA==\n", text=True, capture_output=True,
     )
-    assert result.returncode != 0 and "DKIM_PRIVATE_KEY" in result.stderr
+    assert result.returncode != 0 and "missing on stdin: DKIM_PRIVATE_KEY" in result.stderr
+
+
+def test_an_unexpected_secret_stops_the_script():
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "SECRETS=(MAILBOX_PASSWORD)\n" + SECRETS_READER],
+        input="MAILBOX_PASSWORD=eA==\nPATH=eA==\n", text=True, capture_output=True,
+    )
+    assert result.returncode == 2 and "unknown secret on stdin: PATH" in result.stderr
+
+
+def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
+    provided = InstallInputs(**{**INSTALL.__dict__, "tls_mode": "provided", "tls_certificate": "-----BEGIN CERTIFICATE-----"})
+    script = render_tls_stage(provided)
+    assert "SECRETS=(TLS_PRIVATE_KEY)" in script and "CERT_DIR=/etc/ceres-mail/tls" in script
+    assert "SECRETS=" not in render_tls_stage(INSTALL), "acme mode reads no secret"
+    assert "CERT_DIR=/etc/ceres-mail/tls" in render_mail_stage(provided)
 
 
 # --- CERES environment -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 from hypothesis import given, strategies as st
 
 from components import settings as stack_settings
-from components.settings import CONFIG_KEYS, SECRET_KEYS, Settings, SettingsError
+from components.settings import CONFIG_KEYS, SECRET_KEYS, UNDECLARED_KEYS, Settings, SettingsError
 from mailctl.recorder import record
 from mailctl.zone import stack_settings as settings_of_stack
 from tests.conftest import stack_config
@@ -72,6 +72,9 @@ BAD_CONFIGS = [
     ("MTA-STS max_age too short", {"ceres-mail:mtaStsMaxAge": 60}, "mtaStsMaxAge", "greater than or equal to 86400"),
     ("ACME directory over plain HTTP", {"ceres-mail:acmeDirectory": "http://acme.example.net/dir"}, "acmeDirectory", "not an https:// URL"),
     ("ACME CA bundle that is not PEM", {"ceres-mail:acmeCaBundle": "not a certificate"}, "acmeCaBundle", "PEM"),
+    ("provided TLS without certificate", {"ceres-mail:tlsMode": "provided"}, "tlsCertificate", "is required with tlsMode provided"),
+    ("provided TLS without its key", {"ceres-mail:tlsMode": "provided"}, "tlsPrivateKey", "is required with tlsMode provided"),
+    ("TLS mode word", {"ceres-mail:tlsMode": "self-signed"}, "tlsMode", "'self-signed' is not allowed"),
     ("DKIM key too small", {"ceres-mail:dkimKeyBits": 1024}, "dkimKeyBits", "1024 is not allowed"),
     ("DMARC pct over 100", {"ceres-mail:dmarcPct": 150}, "dmarcPct", "less than or equal to 100"),
     ("DMARC alignment word", {"ceres-mail:dmarcAdkim": "x"}, "dmarcAdkim", "'x' is not allowed"),
@@ -132,11 +135,13 @@ def declared(project_dir):
 
 
 def test_pulumi_yaml_declares_exactly_the_settings_keys(project_dir):
-    assert set(declared(project_dir)) == CONFIG_KEYS
+    """Every key but the optional secrets Pulumi cannot declare (see UNDECLARED_KEYS)."""
+    assert set(declared(project_dir)) == CONFIG_KEYS - UNDECLARED_KEYS
+    assert UNDECLARED_KEYS <= SECRET_KEYS
 
 
 def test_secret_keys_are_declared_secret_and_only_they(project_dir):
-    assert {k for k, d in declared(project_dir).items() if d.get("secret")} == SECRET_KEYS
+    assert {k for k, d in declared(project_dir).items() if d.get("secret")} == SECRET_KEYS - UNDECLARED_KEYS
 
 
 def test_every_declaration_has_a_type_and_a_description(project_dir):
@@ -148,6 +153,7 @@ def test_every_declaration_has_a_type_and_a_description(project_dir):
 def test_defaults_in_pulumi_yaml_are_the_settings_defaults(project_dir):
     """The CLI applies Pulumi.yaml's defaults and Settings has its own: they must be the same."""
     fields = {to_camel(name): field for name, field in Settings.model_fields.items()}
+    assert all(not fields[key].is_required() for key in UNDECLARED_KEYS), "an undeclared key must be optional"
     for key, declaration in declared(project_dir).items():
         field = fields[key]
         if "default" in declaration:
@@ -201,3 +207,42 @@ def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(proje
     )
     assert inputs.certificate_names == ("mail.example.com", "mta-sts.example.com")
     assert "mx: mail.example.com" in inputs.mta_sts_policy
+
+
+def self_signed(*names: str) -> str:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_provided_certificate_must_name_the_mail_and_mta_sts_hosts(scratch_project):
+    config = stack_config("prod")
+    config.update({"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": self_signed("mail.example.com"),
+                   "ceres-mail:tlsPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}})
+    lines = str(refused(scratch_project, config)).splitlines()
+    assert any("ceres-mail:tlsCertificate: does not name mta-sts.example.com" in line for line in lines), lines
+
+
+def test_provided_certificate_goes_to_the_tls_stage_with_its_key_as_a_secret(scratch_project):
+    config = stack_config("prod")
+    config.update({"ceres-mail:tlsMode": "provided",
+                   "ceres-mail:tlsCertificate": self_signed("mail.example.com", "mta-sts.example.com"),
+                   "ceres-mail:tlsPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}})
+    plan = record(scratch_project("tls", config), "tls")
+    [tls] = [r for r in plan.of_type("command:remote:Command") if r.name.endswith("-install-tls")]
+    assert tls.inputs["stdin"] == "[secret]"
+    assert "TLS_MODE=provided" in tls.inputs["create"] and "CERT_DIR=/etc/ceres-mail/tls" in tls.inputs["create"]

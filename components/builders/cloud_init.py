@@ -90,11 +90,9 @@ def build_user_data(inputs: CloudInitInputs) -> str:
         "fs_setup": [{"label": "maildata", "filesystem": "ext4", "device": DATA_DISK_DEVICE, "partition": "auto"}],
         "mounts": [["LABEL=maildata", DATA_MOUNT_POINT, "ext4", "defaults,nofail", "0", "2"]],
         "package_update": True,
+        # qemu-guest-agent starts by itself once Proxmox's virtio port appears (udev); sshd starts after
+        # cloud-init's init stage, so it reads the hardening drop-in written above
         "packages": ["qemu-guest-agent", "unattended-upgrades", "chrony"],
-        "runcmd": [
-            ["systemctl", "enable", "--now", "qemu-guest-agent"],
-            ["systemctl", "reload", "ssh"],
-        ],
     }
     if inputs.memory_mib < SWAP_BELOW_MIB:
         config["swap"] = {"filename": "/swapfile", "size": SWAP_BYTES, "maxsize": SWAP_BYTES}

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from components.builders.cloud_init import DATA_MOUNT_POINT
 
-# The secrets the mail stage reads from stdin, in the order render_secrets_stdin writes them.
-SECRET_NAMES = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")
+# The secrets each stage reads from its standard input.
+MAIL_SECRETS = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")
+TLS_SECRETS = ("TLS_PRIVATE_KEY",)  #: only with tls_mode "provided"
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 PACKAGES = (
@@ -35,6 +36,7 @@ PACKAGES = (
     "rspamd",
 )
 CERT_NAME = "ceres-mail"  #: certbot lineage: /etc/letsencrypt/live/ceres-mail/
+PROVIDED_CERT_DIR = "/etc/ceres-mail/tls"  #: where a provided certificate and key are written
 MESSAGE_SIZE_LIMIT = 26_214_400  #: 25 MiB, what most receivers accept
 
 
@@ -52,6 +54,12 @@ class InstallInputs:
     mta_sts_policy: str = ""  #: served at https://mta-sts.<domain>/.well-known/mta-sts.txt
     acme_directory: str = LETS_ENCRYPT
     acme_ca_bundle: str = ""  #: PEM of a private ACME server's CA; empty trusts the system store
+    tls_mode: str = "acme"  #: "acme" (certbot, http-01) or "provided" (certificate from the stack)
+    tls_certificate: str = ""  #: with "provided": the PEM chain (its key travels as a secret)
+
+    @property
+    def cert_dir(self) -> str:
+        return PROVIDED_CERT_DIR if self.tls_mode == "provided" else f"/etc/letsencrypt/live/{CERT_NAME}"
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -63,24 +71,25 @@ class InstallInputs:
         return (self.mail_host, *(f"mta-sts.{domain}" for domain in self.domains))
 
 
-def render_secrets_stdin(mailbox_password: str, dkim_private_key_pem: str) -> str:
-    """The standard input of the mail stage: one `NAME=base64(value)` line per secret."""
-    values = dict(zip(SECRET_NAMES, (mailbox_password, dkim_private_key_pem), strict=True))
-    return "".join(f"{name}={base64.b64encode(value.encode()).decode()}\n" for name, value in values.items())
+def render_secrets_stdin(secrets: dict[str, str]) -> str:
+    """A stage's standard input: one `NAME=base64(value)` line per secret, in a stable order."""
+    return "".join(f"{name}={base64.b64encode(value.encode()).decode()}\n" for name, value in sorted(secrets.items()))
 
 
-# Reads what render_secrets_stdin wrote into shell variables; never echoes a value.
-SECRETS_READER = """# Secrets: NAME=base64 lines on stdin, decoded into variables, never echoed.
+# Reads what render_secrets_stdin wrote into the variables the header's SECRETS array names; a name not
+# expected, or one missing, stops the stage. Never echoes a value.
+SECRETS_READER = r"""# Secrets: NAME=base64 lines on stdin, decoded into variables, never echoed.
 while IFS= read -r line; do
   [ -n "$line" ] || continue
   name=${line%%=*}
-  case "$name" in
-    MAILBOX_PASSWORD) MAILBOX_PASSWORD=$(printf '%s' "${line#*=}" | base64 -d) ;;
-    DKIM_PRIVATE_KEY) DKIM_PRIVATE_KEY=$(printf '%s' "${line#*=}" | base64 -d) ;;
+  case " ${SECRETS[*]} " in
+    *" $name "*) printf -v "$name" '%s' "$(printf '%s' "${line#*=}" | base64 -d)" ;;
     *) echo "unknown secret on stdin: $name" >&2; exit 2 ;;
   esac
 done
-: "${MAILBOX_PASSWORD:?missing on stdin}" "${DKIM_PRIVATE_KEY:?missing on stdin}"
+for name in "${SECRETS[@]}"; do
+  [ -n "${!name:-}" ] || { echo "missing on stdin: $name" >&2; exit 2; }
+done
 """
 
 STRICT = r"""set -euo pipefail
@@ -89,6 +98,9 @@ export DEBIAN_FRONTEND=noninteractive
 """
 
 PRELUDE = STRICT + r"""
+# `cmd | put_file …` must run put_file in this shell, or what it sets (changed=1) would be lost
+shopt -s lastpipe
+
 # put_file PATH MODE OWNER:GROUP < content: write only when it differs, so a re-run restarts nothing.
 changed=0
 put_file() {
@@ -119,6 +131,21 @@ def _header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...
 
 PACKAGES_BODY = r"""
 echo "== packages"
+# An interrupted earlier run (or crash) leaves dpkg mid-way: configure what was unpacked, reinstall what was
+# left half-installed, and let apt fix dependencies. All no-ops on a healthy system.
+dpkg --configure -a || true
+broken=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 !~ /^(ii|un|rc|pn)/ { print $2 }')
+if [ -n "$broken" ]; then
+  echo "repairing packages an interrupted run left behind: $broken"
+  apt-get -q update
+  # shellcheck disable=SC2086  # one word per package
+  apt-get -q install -y --reinstall --no-install-recommends $broken
+  dpkg --configure -a
+fi
+if ! apt-get -q check >/dev/null 2>&1; then
+  apt-get -q update
+  apt-get -q install -y -f --no-install-recommends
+fi
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -142,7 +169,6 @@ TLS_BODY = r"""
 echo "== web: ACME http-01 and MTA-STS"
 install -d -m 0755 /var/www/acme /var/www/mta-sts/.well-known
 printf '%s' "$MTA_STS_POLICY" | put_file /var/www/mta-sts/.well-known/mta-sts.txt 0644 root:root
-CERT_DIR=/etc/letsencrypt/live/$CERT_NAME
 
 render_nginx() {
   cat <<NGINX
@@ -181,6 +207,18 @@ apply_nginx() {
 }
 apply_nginx
 
+if [ "$TLS_MODE" = provided ]; then
+  echo "== certificate for ${CERT_NAMES[*]}: provided by the stack"
+  printf '%s\n' "$TLS_CERTIFICATE" | put_file "$CERT_DIR/fullchain.pem" 0644 root:root
+  # shellcheck disable=SC2154  # set by the secrets reader
+  printf '%s\n' "$TLS_PRIVATE_KEY" | put_file "$CERT_DIR/privkey.pem" 0600 root:root
+  if [ "$changed" = 1 ]; then
+    systemctl reload postfix dovecot 2>/dev/null || true
+  fi
+  apply_nginx
+  exit 0
+fi
+
 echo "== certificate for ${CERT_NAMES[*]}"
 if [ -n "$ACME_CA_BUNDLE" ]; then
   # a private ACME server: trust its CA for certbot only, also in the renewal timer
@@ -199,26 +237,40 @@ apply_nginx
 """
 
 
+def stage_secrets(stage: str, inputs: InstallInputs) -> tuple[str, ...]:
+    """The secrets `stage` reads from its standard input (none: no stdin at all)."""
+    if stage == "mail":
+        return MAIL_SECRETS
+    if stage == "tls" and inputs.tls_mode == "provided":
+        return TLS_SECRETS
+    return ()
+
+
 def render_tls_stage(inputs: InstallInputs) -> str:
+    secrets = stage_secrets("tls", inputs)
     return (
         _header(
             "tls",
             inputs,
+            TLS_MODE=inputs.tls_mode,
             CERT_NAME=CERT_NAME,
+            CERT_DIR=inputs.cert_dir,
             CERT_NAMES=inputs.certificate_names,
             ACME_DIRECTORY=inputs.acme_directory,
             ACME_EMAIL=inputs.acme_email,
             ACME_CA_BUNDLE=inputs.acme_ca_bundle.strip(),
+            TLS_CERTIFICATE=inputs.tls_certificate.strip(),
             MTA_STS_POLICY=inputs.mta_sts_policy,
+            **({"SECRETS": secrets} if secrets else {}),
         )
         + PRELUDE
+        + (SECRETS_READER if secrets else "")
         + TLS_BODY
     )
 
 
 MAIL_BODY = r"""
-CERT_DIR=/etc/letsencrypt/live/$CERT_NAME
-
+# shellcheck disable=SC2154  # MAILBOX_PASSWORD and DKIM_PRIVATE_KEY are set by the secrets reader
 echo "== mailbox $MAILBOX"
 getent group vmail >/dev/null || groupadd --system --gid 5000 vmail
 getent passwd vmail >/dev/null || useradd --system --uid 5000 --gid vmail --home-dir "$VMAIL" --shell /usr/sbin/nologin vmail
@@ -270,7 +322,7 @@ done
   echo "smtpd_sender_login_maps = hash:/etc/postfix/ceres-senders"
   echo "smtpd_milters = inet:127.0.0.1:11332"
   echo "non_smtpd_milters = inet:127.0.0.1:11332"
-  echo "milter_default_action = accept"
+  echo "milter_default_action = tempfail"  # never send unsigned: wait for rspamd rather than skip it
   echo "message_size_limit = $MESSAGE_SIZE_LIMIT"
   echo "smtpd_recipient_limit = 100"
   echo "smtpd_client_recipient_rate_limit = 200"
@@ -354,6 +406,12 @@ else
     systemctl is-active --quiet "$service" || systemctl start "$service"
   done
 fi
+# ready means signing: wait (bounded) for rspamd's milter to listen before saying so
+for _ in $(seq 120); do
+  if (: </dev/tcp/127.0.0.1/11332) 2>/dev/null; then break; fi
+  sleep 0.5
+done
+(: </dev/tcp/127.0.0.1/11332) 2>/dev/null || { echo "rspamd's milter does not listen on 127.0.0.1:11332" >&2; exit 1; }
 echo "ceres-mail: $MAIL_HOST ready for ${MAIL_DOMAINS[*]}"
 """
 
@@ -369,7 +427,8 @@ def render_mail_stage(inputs: InstallInputs) -> str:
             MAILBOX=inputs.mailbox,
             ALIASES=inputs.aliases,
             DKIM_SELECTOR=inputs.dkim_selector,
-            CERT_NAME=CERT_NAME,
+            CERT_DIR=inputs.cert_dir,
+            SECRETS=MAIL_SECRETS,
             MESSAGE_SIZE_LIMIT=str(MESSAGE_SIZE_LIMIT),
             VMAIL=f"{DATA_MOUNT_POINT}/vhosts",
         )

@@ -1,0 +1,196 @@
+"""The test "internet" of the end-to-end tests (DESIGN.md, test layer 5), as one session fixture.
+
+    dns     BIND, authoritative for example.com (the stack's zone, its DKIM key), example.net, the reverse zone
+    acme    pebble, the ACME CA the stack's certbot talks to (http-01 validated for real)
+    remote  mx.example.net, an MTA of another domain that judges DKIM, SPF and DMARC of what arrives
+    client  where the probes run: mail clients, a sending MTA, an attacker
+    mail    a fresh Debian 12 booted with systemd, first-booted by cloud-init from the stack's own snippets,
+            then installed over SSH, host key pinned, with the stack's own commands
+
+All on one bridge of the test's own (tests/testnet); apt reaches Debian only through the test's apt proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.dns_harness import named_argv, write_named_config
+from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
+from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
+from tests.testnet import AptProxy, NetnsHost, SystemHost, TestNet
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+PROBE = HERE / "probe.py"
+REMOTE_MTA = HERE / "remote_mta.py"
+PYTHON = sys.executable
+COMMAND_TIMEOUT = 1200.0  # one install stage, apt through a cold proxy included
+
+# TEST IMAGE ONLY: the harness has no disks to partition or grow and no clock to set (its hosts run
+# without CAP_SYS_TIME), so those cloud-init modules are left out; everything else runs as on the VM.
+TEST_IMAGE_CLOUD_CFG = """\
+# TEST IMAGE ONLY (tests/mailnet): no block devices and no clock in the test harness
+datasource_list: [NoCloud, None]
+network: {config: disabled}
+cloud_init_modules: [migrator, seed_random, bootcmd, write-files, set_hostname, update_hostname,
+  update_etc_hosts, ca-certs, rsyslog, users-groups, ssh]
+cloud_config_modules: [keyboard, locale, set-passwords, apt-pipelining, apt-configure, timezone, runcmd]
+cloud_final_modules: [package-update-upgrade-install, write-files-deferred, scripts-vendor, scripts-per-once,
+  scripts-per-boot, scripts-per-instance, scripts-user, ssh-authkey-fingerprints, final-message]
+"""
+
+
+@dataclass
+class MailNet:
+    net: TestNet
+    deployment: Deployment
+    mail: SystemHost
+    client: NetnsHost
+    remote: NetnsHost
+    acme: NetnsHost
+    dns: NetnsHost
+    workdir: Path
+    inbox: Path  #: where the remote MTA writes its verdicts
+    pebble_listener_ca: Path
+    mail_files: dict  #: what the mail host is booted with (cloud-init seed), to boot it again
+
+    def probe(self, name: str, *args: str, host: NetnsHost | None = None, timeout: float = 60) -> dict:
+        """Run a probe (tests/mailnet/probe.py) in the client namespace (or `host`) and return its JSON."""
+        result = (host or self.client).run([PYTHON, str(PROBE), name, *args], timeout=timeout)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def _ssh_argv(self, remote_command: str, extra: tuple[str, ...] = ()) -> list[str]:
+        """ssh as pulumi-command connects: the deploy key, and only the pinned host key trusted."""
+        # ssh keeps the first value of an option: the caller's extra options go first
+        return [
+            "ssh", "-F", "/dev/null", *extra, "-i", str(self.workdir / "deploy_key"),
+            "-o", f"UserKnownHostsFile={self.workdir / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            f"{self.deployment.ssh_user}@{self.deployment.ssh_host}", remote_command,
+        ]
+
+    def ssh(self, remote_command: str, stdin: str | None = None, timeout: float = COMMAND_TIMEOUT,
+            extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """Run a command on the mail host over SSH, standard input as the command's `stdin`."""
+        return self.client.run(self._ssh_argv(remote_command, extra), timeout=timeout,
+                               input=stdin if stdin is not None else "", stdin=None)
+
+    def ssh_background_install(self) -> subprocess.Popen:
+        """The whole install running in the background (to be interrupted); stdin files are mode 0600."""
+        lines = ["set -e"]
+        for index, command in enumerate(self.deployment.commands):
+            stdin_file = self.workdir / f"stdin-{index}"
+            stdin_file.write_text(command.stdin or "")
+            stdin_file.chmod(0o600)
+            lines.append(f"{shlex.join(self._ssh_argv(command.create))} < {shlex.quote(str(stdin_file))}")
+        script = self.workdir / "install.sh"
+        script.write_text("\n".join(lines) + "\n")
+        return self.client.popen(["bash", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def rebuild_mail_host(self) -> None:
+        """A fresh mail host at the same address, first-booted from the same snippets."""
+        self.net.remove_host("mail")
+        self.mail = self.net.add_system_host("mail", f"{ADDRESSES['mail']}/{PREFIX}", nameserver=ADDRESSES["dns"],
+                                             files=self.mail_files)
+        self.mail.wait_running(timeout=300)
+        # the new host has a new MAC: peers must not keep sending to the old one
+        for host in (self.client, self.remote, self.acme, self.dns):
+            host.run(["ip", "neigh", "flush", "all"])
+
+    def install(self) -> list[subprocess.CompletedProcess]:
+        """Every remote command of the graph, in its order; stops at the first failure."""
+        results = []
+        for command in self.deployment.commands:
+            started = time.monotonic()
+            result = self.ssh(command.create, command.stdin)
+            log.info("%s: exit %d in %.0f s", command.name, result.returncode, time.monotonic() - started)
+            results.append(result)
+            if result.returncode != 0:
+                break
+        return results
+
+    def verdicts(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.inbox.glob("*.json"), key=lambda p: int(p.stem))]
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:g} s")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def mailnet(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the test internet needs root (network namespaces, booting a Debian host)")
+    workdir = tmp_path_factory.mktemp("mailnet")
+    with AptProxy() as proxy, TestNet(apt_proxy=proxy) as net:
+        cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
+        pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
+        deployment = deploy(workdir / "stack", directory_url(ADDRESSES["acme"]), pebble_files.listener_cert_pem)
+        (workdir / "pebble-listener.pem").write_text(pebble_files.listener_cert_pem)
+
+        client = net.add_netns_host("client", cidr["client"])
+        dns = net.add_netns_host("dns", cidr["dns"])
+        (workdir / "named").mkdir()
+        named_conf = write_named_config(workdir / "named", deployment.zones, ADDRESSES["dns"])
+        dns.popen(named_argv(named_conf), stdout=subprocess.DEVNULL, stderr=(workdir / "named.log").open("w"))
+
+        def dns_ready() -> bool:
+            result = client.run([PYTHON, str(PROBE), "dns", "--host", ADDRESSES["dns"], "--name", "example.com",
+                                 "--subject", "SOA"], timeout=10)
+            return result.returncode == 0 and json.loads(result.stdout).get("rcode") == 0
+
+        _wait_for(dns_ready, 20, "BIND")
+
+        acme = net.add_netns_host("acme", cidr["acme"])
+        acme.popen(pebble_argv(pebble_files, ADDRESSES["dns"]), env={**os.environ, **PEBBLE_ENV},
+                   stdout=(workdir / "pebble.log").open("w"), stderr=subprocess.STDOUT)
+
+        remote = net.add_netns_host("remote", cidr["remote"])
+        inbox = workdir / "inbox"
+        remote.popen([PYTHON, str(REMOTE_MTA), ADDRESSES["remote"], ADDRESSES["dns"], str(inbox)],
+                     stdout=(workdir / "remote.log").open("w"), stderr=subprocess.STDOUT)
+
+        key = workdir / "deploy_key"
+        key.write_text(deployment.deploy_private_key)
+        key.chmod(0o600)
+        (workdir / "known_hosts").write_text(f"{deployment.ssh_host} {deployment.host_public_key}\n")
+
+        seed = "/var/lib/cloud/seed/nocloud"
+        mail_files = {
+            f"{seed}/user-data": deployment.user_data,
+            f"{seed}/vendor-data": deployment.vendor_data,
+            f"{seed}/meta-data": "instance-id: ceres-mail-e2e\nlocal-hostname: mail\n",
+            "/etc/cloud/cloud.cfg.d/99-test-image.cfg": TEST_IMAGE_CLOUD_CFG,
+        }
+        mail = net.add_system_host("mail", cidr["mail"], nameserver=ADDRESSES["dns"], files=mail_files)
+        mail.wait_running(timeout=300)
+        yield MailNet(net, deployment, mail, client, remote, acme, dns, workdir, inbox,
+                      workdir / "pebble-listener.pem", mail_files)
+
+
+@pytest.fixture(scope="session")
+def installed(mailnet):
+    """The install, run once for the session: every stage's CompletedProcess, in order."""
+    started = time.monotonic()
+    results = mailnet.install()
+    log.info("install: %.0f s", time.monotonic() - started)
+    failed = [r for r in results if r.returncode != 0]
+    if failed:
+        pytest.fail(f"install failed:\n{failed[0].stdout[-4000:]}\n{failed[0].stderr[-4000:]}", pytrace=False)
+    return results

@@ -1,0 +1,143 @@
+"""What the end-to-end tests deploy: a stack of this project, recorded, and everything taken from its plan.
+
+The commands, their standard input, the SSH connection (user, deploy key, pinned host key), the cloud-init
+snippets and the CERES Secret all come from the recorder's plan of a real stack file, so the tests run
+exactly what the graph declares, not a parallel copy. The zones the test DNS serves are `mailctl zone`'s
+rendering of the same stack, with the stack's own DKIM key.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+
+from components.builders.dns_records import Record, build_records, dkim_records, reverse_records
+from components.builders.zone_file import render_zone
+from mailctl.plan import Plan
+from mailctl.recorder import record
+from mailctl.zone import stack_settings
+from tests.conftest import PROJECT_DIR, stack_config
+
+PREFIX = 24
+ADDRESSES = {
+    "mail": "203.0.113.25",  # the stack's mail host (prod's address)
+    "dns": "203.0.113.53",  # authoritative for example.com, example.net and the reverse zone
+    "acme": "203.0.113.80",  # pebble
+    "remote": "203.0.113.99",  # mx.example.net, the receiving MTA of another domain
+    "client": "203.0.113.200",  # where the probes (mail clients, attackers) run
+}
+REMOTE_DOMAIN = "example.net"
+NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
+COMMAND = "command:remote:Command"
+STAGE_ORDER = ("-wait-cloud-init", "-install-packages", "-install-tls", "-install-mail")
+
+
+@dataclass(frozen=True)
+class RemoteCommand:
+    name: str
+    create: str
+    stdin: str | None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The parts of the plan the tests act on."""
+
+    plan: Plan
+    commands: tuple[RemoteCommand, ...]  #: in the order the graph runs them
+    ssh_host: str
+    ssh_user: str
+    deploy_private_key: str
+    host_public_key: str
+    user_data: str
+    vendor_data: str
+    ceres_env: dict[str, str]  #: the CERES Secret's data, exactly as CERES would read it
+    dkim_public_pem: str
+    zones: dict[str, str]
+    mta_sts_id: str
+
+
+def stack_file(acme_directory: str, acme_ca_pem: str) -> dict:
+    """prod's stack file, pointed at the test internet: its DNS server, its ACME CA, admin network."""
+    config = stack_config("prod")
+    for key in ("ceres-mail:ipv6Address", "ceres-mail:ipv6Gateway"):
+        config.pop(key)
+    config.update(
+        {
+            "ceres-mail:dnsResolvers": [ADDRESSES["dns"]],
+            "ceres-mail:adminCidrs": [f"{ADDRESSES['client'].rsplit('.', 1)[0]}.0/{PREFIX}"],
+            "ceres-mail:acmeDirectory": acme_directory,
+            "ceres-mail:acmeCaBundle": acme_ca_pem,
+        }
+    )
+    return config
+
+
+def _by_suffix(plan: Plan, suffix: str):
+    [found] = [r for r in plan.of_type(COMMAND) if r.name.endswith(suffix)]
+    return found
+
+
+def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str) -> Deployment:
+    """Write the test stack next to a copy of Pulumi.yaml, record it as after an apply, and extract."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_DIR / "Pulumi.yaml", workdir / "Pulumi.yaml")
+    (workdir / "Pulumi.e2e.yaml").write_text(yaml.safe_dump({"config": stack_file(acme_directory, acme_ca_pem)}))
+    raw: dict[str, dict] = {}
+    plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs))
+
+    ordered = [_by_suffix(plan, suffix) for suffix in STAGE_ORDER]
+    for before, after in zip(ordered, ordered[1:]):
+        assert before.urn in after.dependencies, f"{after.name} must run after {before.name}"
+    commands = tuple(RemoteCommand(c.name, raw[c.urn]["create"], raw[c.urn].get("stdin")) for c in ordered)
+    connection = raw[ordered[0].urn]["connection"]
+
+    snippets = {r.name: raw[r.urn]["sourceRaw"]["data"] for r in plan.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
+    [ceres_secret] = plan.of_type("kubernetes:core/v1:Secret")
+    mail_stdin = dict(line.split("=", 1) for line in commands[-1].stdin.splitlines())
+    dkim_private = base64.b64decode(mail_stdin["DKIM_PRIVATE_KEY"])
+    dkim_public = serialization.load_pem_private_key(dkim_private, None).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+    settings = stack_settings(workdir, "e2e")
+    inputs = settings.dns_inputs
+    records = build_records(inputs) + dkim_records(inputs, dkim_public) + reverse_records(inputs)
+    records += _remote_domain_records(inputs.ttl)
+    zones = {
+        zone: render_zone(zone, records, NAMESERVERS, inputs.ttl)
+        for zone in sorted({r.zone for r in records})
+    }
+    mta_sts = next(r for r in records if r.name == f"_mta-sts.{inputs.domain}")
+    return Deployment(
+        plan=plan,
+        commands=commands,
+        ssh_host=connection["host"],
+        ssh_user=connection["user"],
+        deploy_private_key=connection["privateKey"],
+        host_public_key=connection["hostKey"].strip(),
+        user_data=next(v for k, v in snippets.items() if k.endswith("-user-data")),
+        vendor_data=next(v for k, v in snippets.items() if k.endswith("-vendor-data")),
+        ceres_env=raw[ceres_secret.urn]["stringData"],
+        dkim_public_pem=dkim_public,
+        zones=zones,
+        mta_sts_id=b"".join(mta_sts.parsed().strings).decode().split("id=", 1)[1],
+    )
+
+
+def _remote_domain_records(ttl: int) -> list[Record]:
+    """example.net, the other domain: its MX host, SPF, and the PTR of its address."""
+    remote, mx = REMOTE_DOMAIN, f"mx.{REMOTE_DOMAIN}"
+    last = ADDRESSES["remote"].rsplit(".", 1)[1]
+    reverse_zone = ".".join(reversed(ADDRESSES["remote"].split(".")[:3])) + ".in-addr.arpa"
+    return [
+        Record(remote, remote, "MX", f"10 {mx}.", ttl, "test: the other domain's MX"),
+        Record(remote, mx, "A", ADDRESSES["remote"], ttl, "test: the other domain's mail host"),
+        Record(remote, remote, "TXT", '"v=spf1 mx -all"', ttl, "test: the other domain's SPF"),
+        Record(reverse_zone, f"{last}.{reverse_zone}", "PTR", f"{mx}.", ttl, "test: PTR of the other MX"),
+    ]
