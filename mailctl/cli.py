@@ -31,9 +31,11 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="offline plan of a stack: no cloud, credentials or Pulumi CLI")
     plan.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
-    form = plan.add_mutually_exclusive_group()
+    form = plan.add_mutually_exclusive_group()  # --json also applies to --diff
     form.add_argument("--json", action="store_true", help="the plan as JSON (the documented contract)")
     form.add_argument("--mermaid", action="store_true", help="the dependency graph as a Mermaid flowchart")
+    plan.add_argument("--diff", type=Path, metavar="BASE.json",
+                      help="what changes against a saved plan (`mailctl plan --json > BASE.json`)")
     zone = commands.add_parser("zone", help="the stack's DNS records as BIND zone files (dnspython)")
     zone.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     zone.add_argument("--domain", help="only this mail domain's zone")
@@ -103,6 +105,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from mailctl.render import render_mermaid, render_text
 
     plan = record(args.project_dir, args.stack)
+    if args.diff:
+        import json
+
+        from mailctl.diff import diff_json, diff_plans, render_diff
+        from mailctl.plan import Plan
+
+        try:
+            base = Plan.from_dict(json.loads(args.diff.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise StackFileError(f"{args.diff} is not a plan from `mailctl plan --json` ({error})") from None
+        changes = diff_plans(base, plan)
+        sys.stdout.write(diff_json(changes) if args.json else render_diff(changes))
+        return 1 if any(v["level"] == "mandatory" for v in plan.policy) else 0
     if args.json:
         sys.stdout.write(plan.to_json())
     elif args.mermaid:

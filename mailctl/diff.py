@@ -1,0 +1,101 @@
+"""`mailctl plan --diff BASE.json`: what a change does, between a saved plan and the current one.
+
+Resources are matched by URN. A resource is `replaced` when an input its provider cannot change in place
+differs; offline we cannot ask the provider, so the rule is conservative and explicit: a change of any
+input listed in REPLACING_INPUTS for its type (names and identities), or of its parent, is a replacement.
+Secrets stay "[secret]" on both sides: a rotated secret shows as unchanged, which is the price of never
+decrypting anything offline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailctl.plan import Plan
+
+# Inputs whose change the providers implement as delete-and-create.
+REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
+    "cloudflare:index/dnsRecord:DnsRecord": ("zoneId",),
+    "proxmoxve:index/vmLegacy:VmLegacy": ("nodeName", "vmId"),
+    "proxmoxve:download/file:File": ("nodeName", "datastoreId", "url", "fileName", "contentType"),
+    "proxmoxve:index/fileLegacy:FileLegacy": ("nodeName", "datastoreId", "sourceRaw", "contentType"),
+    "tls:index/privateKey:PrivateKey": ("algorithm", "rsaBits", "ecdsaCurve"),
+    "random:index/randomPassword:RandomPassword": ("length", "special"),
+    "kubernetes:core/v1:Secret": ("metadata",),
+    "keycloak:index/realm:Realm": ("realm",),
+}
+
+
+@dataclass
+class Change:
+    urn: str
+    type: str
+    name: str
+    action: str  #: added | removed | changed | replaced
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  #: input -> {"before", "after"}
+
+
+_MISSING = None
+
+
+def _leaf_changes(before: Any, after: Any, path: str, out: dict[str, dict[str, Any]]) -> None:
+    """The changed leaves, by path (`disks[1].size`), so a reviewer sees what changed, not a whole block."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(set(before) | set(after)):
+            _leaf_changes(before.get(key, _MISSING), after.get(key, _MISSING), f"{path}.{key}" if path else key, out)
+    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for index, (b, a) in enumerate(zip(before, after)):
+            _leaf_changes(b, a, f"{path}[{index}]", out)
+    elif before != after:
+        out[path] = {"before": before, "after": after}
+
+
+def _changed_inputs(before: dict, after: dict) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    _leaf_changes(before, after, "", out)
+    return out
+
+
+def diff_plans(base: Plan, head: Plan) -> list[Change]:
+    old, new = base.by_urn(), head.by_urn()
+    changes = []
+    for urn in sorted(set(old) | set(new)):
+        if urn not in old:
+            r = new[urn]
+            changes.append(Change(urn, r.type, r.name, "added"))
+        elif urn not in new:
+            r = old[urn]
+            changes.append(Change(urn, r.type, r.name, "removed"))
+        else:
+            before, after = old[urn], new[urn]
+            inputs = _changed_inputs(before.inputs, after.inputs)
+            options = _changed_inputs(before.options, after.options)
+            if not inputs and not options:
+                continue
+            top_level = {path.split(".", 1)[0].split("[", 1)[0] for path in inputs}
+            replacing = set(REPLACING_INPUTS.get(after.type, ())) & top_level
+            action = "replaced" if replacing or before.parent != after.parent else "changed"
+            changes.append(Change(urn, after.type, after.name, action,
+                                  {**inputs, **{f"options.{k}": v for k, v in options.items()}}))
+    return changes
+
+
+def render_diff(changes: list[Change]) -> str:
+    if not changes:
+        return "no changes\n"
+    marks = {"added": "+", "removed": "-", "changed": "~", "replaced": "+-"}
+    lines = []
+    for change in changes:
+        lines.append(f"{marks[change.action]} {change.name}  {change.type}  ({change.action})")
+        for key, values in change.inputs.items():
+            lines.append(f"    {key}: {json.dumps(values['before'], sort_keys=True)} => {json.dumps(values['after'], sort_keys=True)}")
+    counts = {a: sum(c.action == a for c in changes) for a in ("added", "changed", "replaced", "removed")}
+    lines.append("")
+    lines.append(", ".join(f"{n} {a}" for a, n in counts.items()))
+    return "\n".join(lines) + "\n"
+
+
+def diff_json(changes: list[Change]) -> str:
+    return json.dumps([change.__dict__ for change in changes], indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,62 @@
+"""`mailctl plan --diff`: what a pull request changes, offline, secrets still redacted."""
+
+from __future__ import annotations
+
+import json
+
+from mailctl.cli import main
+from mailctl.diff import diff_plans, render_diff
+from mailctl.recorder import record
+from tests.conftest import stack_config
+
+
+def plan_of(scratch_project, name: str, **changes):
+    config = stack_config("staging")
+    config.update({f"ceres-mail:{k}": v for k, v in changes.items()})
+    return record(scratch_project(name, config), name)
+
+
+def test_same_stack_has_no_changes(plans):
+    assert diff_plans(plans["staging"], plans["staging"]) == []
+    assert render_diff([]) == "no changes\n"
+
+
+def test_a_ttl_change_changes_every_record_in_place(scratch_project):
+    base, head = plan_of(scratch_project, "base"), plan_of(scratch_project, "base", dnsTtl=600)
+    changes = diff_plans(base, head)
+    assert {c.type for c in changes} == {"cloudflare:index/dnsRecord:DnsRecord"}
+    assert all(c.action == "changed" and c.inputs == {"ttl": {"before": 300, "after": 600}} for c in changes)
+
+
+def test_moving_the_vm_to_another_node_is_a_replacement(scratch_project):
+    base, head = plan_of(scratch_project, "base"), plan_of(scratch_project, "base", proxmoxNode="pve-lab2")
+    vm = next(c for c in diff_plans(base, head) if c.type == "proxmoxve:index/vmLegacy:VmLegacy")
+    assert vm.action == "replaced" and vm.inputs["nodeName"] == {"before": "pve-lab", "after": "pve-lab2"}
+
+
+def test_an_extra_domain_adds_its_records(scratch_project):
+    base = plan_of(scratch_project, "base")
+    head = plan_of(scratch_project, "base", extraDomains=["example.org=11111111111111111111111111111111"])
+    added = {c.name for c in diff_plans(base, head) if c.action == "added"}
+    assert {"ceres-mail-dns-mx-example.org", "ceres-mail-dns-txt-_dmarc.example.org"} <= added
+
+
+def test_a_changed_secret_stays_redacted(scratch_project):
+    """The Keycloak client secret changes in the stack file: the diff can only say [secret] on both sides."""
+    base = plan_of(scratch_project, "base")
+    head = plan_of(scratch_project, "base", keycloakClientSecret={"secure": "v1:b3RoZXI="}, keycloakClientId="other")
+    provider = next(c for c in diff_plans(base, head) if c.type == "pulumi:providers:keycloak")
+    assert provider.inputs == {"clientId": {"before": "ceres-mail-admin", "after": "other"}}
+    assert "offline-placeholder" not in render_diff(diff_plans(base, head))
+
+
+def test_cli_diff_in_text_and_json(tmp_path, capsys):
+    saved = tmp_path / "base.json"
+    assert main(["plan", "--stack", "staging", "--json"]) == 0
+    saved.write_text(capsys.readouterr().out)
+    assert main(["plan", "--stack", "staging", "--diff", str(saved)]) == 0
+    assert capsys.readouterr().out == "no changes\n"
+    assert main(["plan", "--stack", "prod", "--diff", str(saved), "--json"]) == 0
+    changes = json.loads(capsys.readouterr().out)
+    assert {"urn", "type", "name", "action", "inputs"} <= set(changes[0])
+    assert {c["action"] for c in changes} >= {"added", "removed"}, "prod and staging differ in their URNs"
