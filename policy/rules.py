@@ -1,21 +1,51 @@
-"""The policy rules: plain functions over (resource type, properties, options).
+"""The policy rules: plain functions over a stack's resources (type, properties, options, URN).
 
-Plain functions so that one definition runs in three places: the CrossGuard pack (`__main__.py`, for
-`pulumi preview --policy-pack policy`), `mailctl plan` (over the offline plan) and the tests. Each rule
-returns the violations it finds as messages that say how to fix them. A value a rule cannot see yet
-("[secret]", "(known after apply)") is never a violation: the engine judges it once it is known.
+Plain functions so that one definition runs in three places: the CrossGuard pack (`pack.py`, for
+`pulumi preview --policy-pack policy`), `mailctl plan` / `mailctl policy` (over the offline plan) and the
+tests. Each rule returns its violations as messages that say how to fix them. A value a rule cannot see
+("[secret]" offline, "(known after apply)") is never a violation: the engine judges it when it is known.
+In CrossGuard, secret values arrive wrapped (pulumi_policy.Secret) and are unwrapped here.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from components.builders.dns_records import SPF_MAX_LOOKUPS, spf_term_looks_up, txt_value
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 REALM = "keycloak:index/realm:Realm"
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
+FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
+COMMAND = "command:remote:Command"
+PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+K8S_SECRET = "kubernetes:core/v1:Secret"
 OPAQUE = ("[secret]", "(known after apply)")
+SECRET_INPUT_NAMES = ("password", "token", "apitoken", "privatekey", "clientsecret", "kubeconfig", "secret")
+ALLOWED_SMTP = {("587", "true", "false"), ("465", "false", "true")}
+
+
+@dataclass(frozen=True)
+class Resource:
+    type: str
+    props: Mapping[str, Any]
+    options: Mapping[str, Any]
+    urn: str
+
+    @property
+    def stack(self) -> str:
+        return self.urn.split("::", 1)[0].removeprefix("urn:pulumi:")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Thresholds, also in the pack's PolicyConfigSchema (`pulumi preview --policy-pack-config`)."""
+
+    min_dkim_bits: int = 2048
+    protected_stacks: tuple[str, ...] = ("prod",)
 
 
 @dataclass(frozen=True)
@@ -23,65 +53,191 @@ class Rule:
     name: str  #: kebab-case policy name
     description: str
     level: str  #: "mandatory" fails a plan/preview, "advisory" only reports
-    check: Callable[[str, Mapping[str, Any], Mapping[str, Any]], Iterable[str]]
+    check: Callable[[Resource, PolicyConfig], Iterable[str]] | None = None  #: one resource at a time
+    check_stack: Callable[[list[Resource], PolicyConfig], Iterable[tuple[str, str]]] | None = field(default=None)
+
+
+def unwrap(value: Any) -> Any:
+    """A CrossGuard secret's value (offline plans hold "[secret]" instead, which stays opaque)."""
+    return getattr(value, "value", value) if type(value).__name__ == "Secret" else value
 
 
 def _text(value: Any) -> str | None:
+    value = unwrap(value)
     return value if isinstance(value, str) and value not in OPAQUE else None
 
 
-def dns_record_not_proxied(type_: str, props: Mapping[str, Any], options: Mapping[str, Any]) -> Iterable[str]:
-    if type_ == DNS_RECORD and props.get("proxied") is True:
-        yield (f"{props.get('type')} {props.get('name')} is proxied: Cloudflare's proxy carries HTTP only and "
+def _txt(r: Resource) -> str | None:
+    content = _text(r.props.get("content")) if r.type == DNS_RECORD and r.props.get("type") == "TXT" else None
+    if content is None:
+        return None
+    return txt_value(content) if content.startswith('"') else content
+
+
+# --- resource rules ---------------------------------------------------------------------------------
+
+
+def dns_record_not_proxied(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    if r.type == DNS_RECORD and r.props.get("proxied") is True:
+        yield (f"{r.props.get('type')} {r.props.get('name')} is proxied: Cloudflare's proxy carries HTTP only and "
                "hides the mail host's address; set proxied to false")
 
 
-def dns_record_says_why(type_: str, props: Mapping[str, Any], options: Mapping[str, Any]) -> Iterable[str]:
-    if type_ == DNS_RECORD and not props.get("comment"):
-        yield f"{props.get('type')} {props.get('name')} has no comment; say why the record exists (the builder's reason)"
+def spf_is_strict_and_resolvable(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    value = _txt(r)
+    if not value or not value.startswith("v=spf1"):
+        return
+    terms = value.split()[1:]
+    if terms[-1] not in ("-all", "~all"):
+        yield f"SPF of {r.props.get('name')} ends with {terms[-1]!r}: anyone could send as the domain; end it with -all (RFC 7208 5.1)"
+    lookups = sum(spf_term_looks_up(t) for t in terms)
+    if lookups > SPF_MAX_LOOKUPS:
+        yield f"SPF of {r.props.get('name')} needs {lookups} DNS lookups; receivers permerror past {SPF_MAX_LOOKUPS} (RFC 7208 4.6.4)"
 
 
-def spf_refuses_other_senders(type_: str, props: Mapping[str, Any], options: Mapping[str, Any]) -> Iterable[str]:
-    content = _text(props.get("content")) if type_ == DNS_RECORD and props.get("type") == "TXT" else None
-    if content and content.startswith("v=spf1"):
-        last = content.split()[-1]
-        if last not in ("-all", "~all"):
-            yield (f"SPF of {props.get('name')} ends with {last!r}: anyone could send as the domain; "
-                   "end it with -all (RFC 7208 5.1)")
+def dkim_key_is_strong(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    if r.type != PRIVATE_KEY or "dkim" not in r.urn.rsplit("::", 1)[-1]:
+        return
+    algorithm = r.props.get("algorithm")
+    bits = r.props.get("rsaBits", 2048)
+    if algorithm == "RSA" and isinstance(bits, int) and bits < config.min_dkim_bits:
+        yield f"the DKIM key has {bits} bits; use at least {config.min_dkim_bits} (RFC 8301; dkimKeyBits)"
+    elif algorithm not in ("RSA", None):
+        yield f"the DKIM key is {algorithm}; receivers need an RSA key (Ed25519 only as a second, RSA-companioned key)"
 
 
-def dmarc_sends_reports(type_: str, props: Mapping[str, Any], options: Mapping[str, Any]) -> Iterable[str]:
-    content = _text(props.get("content")) if type_ == DNS_RECORD and props.get("type") == "TXT" else None
-    if content and content.startswith("v=DMARC1") and "rua=mailto:" not in content:
-        yield f"DMARC of {props.get('name')} has no rua: without aggregate reports p=none observes nothing"
-
-
-def keycloak_realm_is_protected(type_: str, props: Mapping[str, Any], options: Mapping[str, Any]) -> Iterable[str]:
-    if type_ == REALM and not options.get("protect"):
-        yield (f"realm {props.get('realm')} belongs to CERES and is not protected: a destroy would delete it; "
+def protected_where_it_matters(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    if r.type == REALM and not r.options.get("protect"):
+        yield (f"realm {r.props.get('realm')} belongs to CERES and is not protected: a destroy would delete it; "
                "declare it with protect=True")
+    if r.type == VM and r.stack in config.protected_stacks and not r.options.get("protect"):
+        yield f"the mail VM of stack {r.stack} is not protected: set protect: true (its mailboxes live on it)"
 
 
-def mail_vm_starts_on_boot(type_: str, props: Mapping[str, Any], options: Mapping[str, Any]) -> Iterable[str]:
-    if type_ == VM and props.get("onBoot") is not True:
-        yield f"VM {props.get('name')} does not start on boot: mail stops after a node reboot; set on_boot"
+def secret_inputs_are_secret(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    """Passwords, tokens, private keys and kubeconfigs must reach the engine as secrets."""
+
+    def walk(value: Any, path: str) -> Iterable[str]:
+        if type(value).__name__ == "Secret" or value in OPAQUE:
+            return
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                yield from walk(item, f"{path}.{key}" if path else key)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from walk(item, f"{path}[{index}]")
+        elif isinstance(value, str) and value and path.rsplit(".", 1)[-1].replace("_", "").lower() in SECRET_INPUT_NAMES:
+            yield f"{path} is plain text: pass it as a Pulumi secret (config get_secret, Output.secret)"
+
+    # a Kubernetes Secret is secret as a whole (its keys are CERES_* names, not "password")
+    if r.type != K8S_SECRET:
+        yield from walk(dict(r.props), "")
+
+
+def ssh_connection_pins_host_key(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    connection = unwrap(r.props.get("connection")) if r.type == COMMAND else None
+    if isinstance(connection, Mapping) and not _text(connection.get("hostKey")):
+        yield "the SSH connection has no hostKey: pin the host key the stack planted (trust on first use is not)"
+
+
+def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    if r.type != FIREWALL_RULES:
+        return
+    for rule in r.props.get("rules") or []:
+        ports = str(rule.get("dport", ""))
+        opens_ssh = rule.get("action") == "ACCEPT" and rule.get("type", "in") == "in" and "22" in ports.split(",")
+        source = rule.get("source") or ""
+        everyone = not source or any(ipaddress.ip_network(s.strip(), strict=False).prefixlen == 0 for s in source.split(","))
+        if opens_ssh and everyone:
+            yield "the firewall opens SSH (22) to the whole internet: restrict it to adminCidrs"
+
+
+def ceres_secret_is_consistent(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    """CERES must point at the mail host's A record with a valid port/TLS pair (seed 5.1)."""
+    a_names = {r.props.get("name") for r in resources if r.type == DNS_RECORD and r.props.get("type") == "A"}
+    for r in resources:
+        data = unwrap(r.props.get("stringData")) if r.type == K8S_SECRET else None
+        if not isinstance(data, Mapping) or "CERES_SMTP_HOST" not in data:
+            continue
+        values = {k: unwrap(v) for k, v in data.items()}
+        if a_names and values["CERES_SMTP_HOST"] not in a_names:
+            yield r.urn, f"CERES_SMTP_HOST {values['CERES_SMTP_HOST']} is not the mail host's A record ({', '.join(sorted(a_names))})"
+        combo = (values.get("CERES_SMTP_PORT"), values.get("CERES_SMTP_STARTTLS"), values.get("CERES_SMTP_TLS"))
+        if combo not in ALLOWED_SMTP:
+            yield r.urn, f"CERES port/STARTTLS/TLS {combo} is not 587+STARTTLS or 465+TLS"
+
+
+def dmarc_for_every_mail_domain(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    dmarc = {r.props.get("name") for r in resources if (_txt(r) or "").startswith("v=DMARC1")}
+    for r in resources:
+        if r.type == DNS_RECORD and r.props.get("type") == "MX" and f"_dmarc.{r.props.get('name')}" not in dmarc:
+            yield r.urn, f"{r.props.get('name')} receives mail but publishes no DMARC record (_dmarc.{r.props.get('name')})"
+
+
+# --- advisory ---------------------------------------------------------------------------------------
+
+
+def dmarc_moves_past_none(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    value = _txt(r) or ""
+    if value.startswith("v=DMARC1") and "p=none" in value.replace(" ", "") and r.stack in config.protected_stacks:
+        yield (f"DMARC of {r.props.get('name')} only observes (p=none, the seed's start): once the aggregate reports "
+               "show all your mail passing for 2-4 weeks, set dmarcPolicy to quarantine, later reject")
+
+
+def dns_says_why(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    if r.type == DNS_RECORD and not r.props.get("comment"):
+        yield f"{r.props.get('type')} {r.props.get('name')} has no comment; say why the record exists (the builder's reason)"
+
+
+def mail_vm_starts_on_boot(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    if r.type == VM and r.props.get("onBoot") is not True:
+        yield f"VM {r.props.get('name')} does not start on boot: mail stops after a node reboot; set on_boot"
+
+
+def transport_security_published(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    names = {r.props.get("name") for r in resources if r.type == DNS_RECORD}
+    for r in resources:
+        if r.type == DNS_RECORD and r.props.get("type") == "MX":
+            domain = r.props.get("name")
+            missing = [n for n in (f"_mta-sts.{domain}", f"_smtp._tls.{domain}") if n not in names]
+            if missing:
+                yield r.urn, f"{domain} has no {' or '.join(missing)}: senders cannot require or report TLS (RFC 8461, RFC 8460)"
+
+
+def ipv6_published(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    records = [r for r in resources if r.type == DNS_RECORD]
+    hosts = [r for r in records if r.props.get("type") == "A"]
+    if hosts and not any(r.props.get("type") == "AAAA" for r in records):
+        yield hosts[0].urn, "the mail host has no AAAA record: IPv6-only senders cannot reach it (set ipv6Address)"
 
 
 RULES: tuple[Rule, ...] = (
     Rule("dns-record-not-proxied", "Mail DNS records are never proxied by Cloudflare.", "mandatory", dns_record_not_proxied),
-    Rule("spf-refuses-other-senders", "SPF ends with -all or ~all.", "mandatory", spf_refuses_other_senders),
-    Rule("keycloak-realm-protected", "The CERES realm cannot be deleted by this stack.", "mandatory", keycloak_realm_is_protected),
-    Rule("dns-record-says-why", "Every DNS record carries its reason as a comment.", "advisory", dns_record_says_why),
-    Rule("dmarc-sends-reports", "DMARC asks for aggregate reports.", "advisory", dmarc_sends_reports),
+    Rule("spf-strict-and-resolvable", "SPF ends with -all or ~all and needs at most 10 lookups.", "mandatory", spf_is_strict_and_resolvable),
+    Rule("dkim-key-strong", "The DKIM key is RSA of at least minDkimBits.", "mandatory", dkim_key_is_strong),
+    Rule("protected-where-it-matters", "The CERES realm, and the VM in protected stacks, cannot be deleted.", "mandatory", protected_where_it_matters),
+    Rule("secret-inputs-are-secret", "Passwords, tokens, keys and kubeconfigs are Pulumi secrets.", "mandatory", secret_inputs_are_secret),
+    Rule("ssh-pins-host-key", "Every SSH connection pins the host key.", "mandatory", ssh_connection_pins_host_key),
+    Rule("ssh-not-open-to-the-world", "The VM firewall opens SSH to admin networks only.", "mandatory", ssh_not_open_to_the_world),
+    Rule("ceres-secret-consistent", "CERES points at the mail host with a valid port/TLS pair.", "mandatory", check_stack=ceres_secret_is_consistent),
+    Rule("dmarc-for-every-mail-domain", "Every domain with an MX publishes DMARC.", "mandatory", check_stack=dmarc_for_every_mail_domain),
+    Rule("dmarc-moves-past-none", "Protected stacks do not stay at p=none for ever.", "advisory", dmarc_moves_past_none),
+    Rule("dns-record-says-why", "Every DNS record carries its reason as a comment.", "advisory", dns_says_why),
     Rule("mail-vm-starts-on-boot", "The mail VM starts with its node.", "advisory", mail_vm_starts_on_boot),
+    Rule("transport-security-published", "MTA-STS and TLS-RPT for every mail domain.", "advisory", check_stack=transport_security_published),
+    Rule("ipv6-published", "The mail host has an AAAA record.", "advisory", check_stack=ipv6_published),
 )
 
 
-def evaluate(resources: Iterable[Any]) -> list[dict[str, str]]:
-    """Every rule over resources with `.type`, `.inputs`, `.options`, `.urn` (a Plan's resources)."""
+def evaluate(resources: Iterable[Any], config: PolicyConfig = PolicyConfig()) -> list[dict[str, str]]:
+    """Every rule over a Plan's resources (`.type`, `.inputs`, `.options`, `.urn`)."""
+    subjects = [Resource(r.type, r.inputs, r.options, r.urn) for r in resources]
     violations = []
-    for resource in resources:
-        for rule in RULES:
-            for message in rule.check(resource.type, resource.inputs, resource.options):
-                violations.append({"policy": rule.name, "level": rule.level, "urn": resource.urn, "message": message})
+    for rule in RULES:
+        found: list[tuple[str, str]] = []
+        if rule.check:
+            found += [(r.urn, message) for r in subjects for message in rule.check(r, config)]
+        if rule.check_stack:
+            found += list(rule.check_stack(subjects, config))
+        violations += [{"policy": rule.name, "level": rule.level, "urn": urn, "message": message} for urn, message in found]
     return violations
