@@ -8,12 +8,12 @@ STACK ?= prod
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
 WHEELHOUSE := .cache/wheels
 
-.PHONY: plan test bench docs venv dev system-deps wheelhouse clean
+.PHONY: plan test bench docs venv dev system-deps wheelhouse tools clean
 
 plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
 	$(BIN)/mailctl plan --stack $(STACK)
 
-test: dev system-deps wheelhouse  ## install what the tests need (system packages too, as root), run them all
+test: dev system-deps wheelhouse tools  ## install what the tests need (system packages too, as root), run them all
 	$(BIN)/python -m pytest
 
 bench: venv  ## time `mailctl plan` against the bare import of the same SDKs
@@ -56,6 +56,15 @@ $(WHEELHOUSE)/.complete: requirements.txt pyproject.toml
 	$(PIP) download --dest $(WHEELHOUSE) -r requirements.txt setuptools==80.9.0
 	@touch $@
 wheelhouse: dev $(WHEELHOUSE)/.complete
+
+# actionlint judges the GitHub workflows; it is a Go program, built from its pinned module version.
+ACTIONLINT := .cache/bin/actionlint
+ACTIONLINT_VERSION := v1.7.12
+$(ACTIONLINT):
+	@command -v go >/dev/null || { echo "make: Go 1.22 or newer is needed to build actionlint for the tests" >&2; exit 1; }
+	@echo "make: building actionlint $(ACTIONLINT_VERSION)"
+	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-mod=mod go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+tools: $(ACTIONLINT)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info
