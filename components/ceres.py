@@ -2,12 +2,16 @@
 
 CERES reads CERES_SMTP_* and CERES_MAIL_* from this Secret; CERES_MAIL_MODE=external tells its deploy
 not to install mailcow inside k3s. The password comes from MailServer, so the Secret is written only
-once the mailbox exists.
+once the mailbox exists. A Secret's new content reaches running pods only on restart: with
+`ceresDeployment` set, a checksum annotation on that Deployment's pod template rolls it when it changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import hashlib
+import json
 
 import pulumi
 import pulumi_kubernetes as kubernetes
@@ -23,6 +27,7 @@ class CeresSmtpArgs:
     secret_name: str  #: name of the Secret CERES mounts
     smtp: SmtpClient  #: where and how CERES submits mail, as whom
     smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
+    rollout_deployment: str = ""  #: CERES Deployment to roll on a change, "" for none
 
 
 class CeresSmtp(pulumi.ComponentResource):
@@ -49,6 +54,29 @@ class CeresSmtp(pulumi.ComponentResource):
             string_data=string_data,
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+        # Roll CERES when the settings change: a checksum of the Secret's content on its pod template
+        if args.rollout_deployment:
+            checksum = pulumi.Output.from_input(args.smtp_password).apply(
+                lambda password: hashlib.sha256(json.dumps({**plain, PASSWORD_KEY: password}, sort_keys=True).encode()).hexdigest()
+            )
+            kubernetes.apps.v1.DeploymentPatch(
+                f"{name}-rollout",
+                metadata=kubernetes.meta.v1.ObjectMetaPatchArgs(
+                    name=args.rollout_deployment,
+                    namespace=args.namespace,
+                    # take over only this annotation from CERES's own field manager
+                    annotations={"pulumi.com/patchForce": "true"},
+                ),
+                spec=kubernetes.apps.v1.DeploymentSpecPatchArgs(
+                    template=kubernetes.core.v1.PodTemplateSpecPatchArgs(
+                        metadata=kubernetes.meta.v1.ObjectMetaPatchArgs(
+                            annotations={"ceres-mail/smtp-checksum": checksum}
+                        )
+                    )
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
+            )
 
         self.secret_name = secret.metadata.apply(lambda metadata: metadata.name)
         # The Secret's data is secret as a whole; the plain part is exported so operators can read what

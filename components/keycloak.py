@@ -33,6 +33,7 @@ class KeycloakSmtpArgs:
     realm: str  #: the existing CERES realm (its name is also its import id)
     smtp: SmtpClient  #: the same submission settings CERES gets
     from_display_name: str
+    reply_to: str  #: "" for none
     smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
 
 
@@ -53,6 +54,9 @@ class KeycloakSmtp(pulumi.ComponentResource):
                 port=str(args.smtp.port),
                 from_=args.smtp.mail_from,
                 from_display_name=args.from_display_name,
+                reply_to=args.reply_to or None,
+                # bounces of Keycloak's mail come back to the mailbox it sends as
+                envelope_from=args.smtp.mail_from,
                 starttls=args.smtp.starttls,
                 ssl=args.smtp.tls,
                 auth=keycloak.RealmSmtpServerAuthArgs(

@@ -33,6 +33,7 @@ class MailPlatform(pulumi.ComponentResource):
     mta_sts_policy: pulumi.Output[str]
     ptr: pulumi.Output[dict[str, str]]
     ceres_settings: pulumi.Output[dict[str, str]]
+    smtp_password: pulumi.Output[str]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:index:Platform", name, None, opts)
@@ -115,6 +116,7 @@ class MailPlatform(pulumi.ComponentResource):
                 secret_name=settings.ceres_secret_name,
                 smtp=settings.smtp_client,
                 smtp_password=server.smtp_password,
+                rollout_deployment=settings.ceres_deployment,
             ),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.kubernetes]),
         )
@@ -123,7 +125,8 @@ class MailPlatform(pulumi.ComponentResource):
             KeycloakSmtpArgs(
                 realm=settings.keycloak_realm,
                 smtp=settings.smtp_client,
-                from_display_name="CERES",
+                from_display_name=settings.mail_from_name,
+                reply_to=settings.mail_reply_to,
                 smtp_password=server.smtp_password,
             ),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.keycloak]),
@@ -137,5 +140,6 @@ class MailPlatform(pulumi.ComponentResource):
             {address: settings.mail_host_fqdn for address in (settings.ipv4, settings.ipv6) if address}
         )
         self.ceres_settings = ceres.settings
+        self.smtp_password = server.smtp_password
         self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr, "ceres_settings": self.ceres_settings})
 

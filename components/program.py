@@ -21,6 +21,13 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     pulumi.export("mailHost", platform.mail_host)
     pulumi.export("mailFrom", settings.mail_from_address)
     pulumi.export("ceresSmtp", platform.ceres_settings)
+    # For CERES's own env-file install (seed 5.1: /etc/ceres/*.env): the plain lines, and how to add the
+    # secret one. The password stays an encrypted output; showing it is the operator's explicit choice.
+    pulumi.export("ceresEnvFile", platform.ceres_settings.apply(
+        lambda env: "".join(f"{key}={value}\n" for key, value in sorted(env.items()))))
+    pulumi.export("ceresSmtpPass", pulumi.Output.secret(platform.smtp_password))
+    pulumi.export("ceresEnvPassCommand", "printf 'CERES_SMTP_PASS=%s\\n' "
+                  "\"$(pulumi stack output ceresSmtpPass --show-secrets)\" >> /etc/ceres/mail.env")
     pulumi.export("ptr", platform.ptr)
     pulumi.export("ptrRecords", [f"{r.name}. {r.ttl} IN PTR {r.rdata}" for r in reverse_records(settings.dns_inputs)])
     pulumi.export("dkimTxt", platform.dkim_txt)

@@ -249,6 +249,8 @@ class Settings(BaseModel):
     mail_stack: Literal["native", "mailcow"] = "native"
     mail_user: Annotated[str, _matching(r"[a-z0-9][a-z0-9._-]{0,63}", "a mailbox local part (a-z 0-9 . _ -)")] = "no-reply"
     mail_from: OptionalEmail = ""
+    mail_from_name: Annotated[str, Field(min_length=1, max_length=64)] = "CERES"
+    mail_reply_to: OptionalEmail = ""
     smtp_port: Port = 587
     smtp_starttls: bool = True
     smtp_tls: bool = False
@@ -318,6 +320,7 @@ class Settings(BaseModel):
     kube_context: str = ""
     ceres_namespace: DnsLabel = "ceres"
     ceres_secret_name: DnsLabel = "ceres-smtp"
+    ceres_deployment: Annotated[str, AfterValidator(_optional(_dns_label))] = ""
     keycloak_url: HttpsUrl
     keycloak_realm: NonEmpty = "ceres"
     keycloak_admin_realm: NonEmpty = "master"

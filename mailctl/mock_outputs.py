@@ -15,8 +15,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
 
 
-def _private_key_outputs(algorithm: str) -> dict[str, str]:
-    key = ed25519.Ed25519PrivateKey.generate() if algorithm == "ED25519" else rsa.generate_private_key(65537, 2048)
+# Keys made once per resource name and process: two recordings of a stack then differ only where their
+# inputs differ (the tests rotate one value and compare), and RSA generation is paid once.
+# (The serialized forms are kept, not the key: OpenSSH serialization salts its check bytes anew each time.)
+_KEYS: dict[tuple[str, str, int], dict[str, str]] = {}
+
+
+def _private_key_outputs(name: str, algorithm: str, bits: int) -> dict[str, str]:
+    cache_key = (name, algorithm, bits)
+    if cache_key not in _KEYS:
+        key = ed25519.Ed25519PrivateKey.generate() if algorithm == "ED25519" else rsa.generate_private_key(65537, bits)
+        _KEYS[cache_key] = _serialized(key)
+    return dict(_KEYS[cache_key])
+
+
+def _serialized(key) -> dict[str, str]:
     public = key.public_key()
     return {
         "privateKeyPem": key.private_bytes(
@@ -38,7 +51,7 @@ def _private_key_outputs(algorithm: str) -> dict[str, str]:
 def _computed_outputs(args: MockResourceArgs) -> dict:
     """What the provider of `args.typ` computes on create (only the fields the program reads)."""
     if args.typ == "tls:index/privateKey:PrivateKey":
-        return _private_key_outputs(args.inputs.get("algorithm", "RSA"))
+        return _private_key_outputs(args.name, args.inputs.get("algorithm", "RSA"), int(args.inputs.get("rsaBits", 2048)))
     if args.typ == "random:index/randomPassword:RandomPassword":
         return {"result": secrets.token_urlsafe(24)}
     if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
@@ -49,14 +62,15 @@ def _computed_outputs(args: MockResourceArgs) -> dict:
 
 
 class OfflineMocks(Mocks):
-    def __init__(self, known_outputs: bool = False):
+    def __init__(self, known_outputs: bool = False, overrides: dict[str, dict] | None = None):
         self.known_outputs = known_outputs
+        self.overrides = overrides or {}  #: resource name -> computed outputs to return instead
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
         if not self.known_outputs:
             # preview: no id yet and only the inputs are known
             return "", dict(args.inputs)
-        return f"{args.name}-id", {**args.inputs, **_computed_outputs(args)}
+        return f"{args.name}-id", {**args.inputs, **_computed_outputs(args), **self.overrides.get(args.name, {})}
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
         return {}, None

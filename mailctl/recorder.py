@@ -137,6 +137,7 @@ def record(
     program: Callable[[tuple[str, ...]], Any] | None = None,
     known_outputs: bool = False,
     raw_inputs_hook: RawInputsHook | None = None,
+    mock_overrides: dict[str, dict] | None = None,
 ) -> Plan:
     """Run the program of `project_dir` for `stack` offline and return its Plan.
 
@@ -145,7 +146,8 @@ def record(
     prove that known secret values are still redacted.
     `raw_inputs_hook(urn, type, inputs)` sees each resource's inputs BEFORE redaction, secrets included;
     it exists for tests that compare values across resources (e.g. the pinned host key) and must never
-    be used to print anything.
+    be used to print anything. `mock_overrides` ({resource name: outputs}) fixes what the mock providers
+    compute, e.g. a rotated password.
     Raises SettingsError (bad config) or StackFileError (unreadable stack file).
     """
     config = load_stack(project_dir, stack)
@@ -156,14 +158,16 @@ def record(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return contextvars.Context().run(_record_in_context, config, program, known_outputs, raw_inputs_hook)
+        return contextvars.Context().run(
+            _record_in_context, config, program, known_outputs, raw_inputs_hook, mock_overrides
+        )
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
 
 
-def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_inputs_hook) -> Plan:
+def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_inputs_hook, mock_overrides) -> Plan:
     import pulumi
     from pulumi.runtime import config as runtime_config, mocks as runtime_mocks, rpc
     from pulumi.runtime.stack import run_pulumi_func
@@ -176,7 +180,7 @@ def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_in
 
     runtime_config.set_all_config(config.values, list(config.secret_keys))
     recording = _Recording()
-    mocks = OfflineMocks(known_outputs=known_outputs)
+    mocks = OfflineMocks(known_outputs=known_outputs, overrides=mock_overrides)
     runtime_mocks.set_mocks(
         mocks,
         project=config.project,

@@ -386,3 +386,44 @@ def test_outputs_give_ptr_mta_sts_policy_and_dkim_value(applied, prod_plan):
     assert outputs["dkimTxt"] == txt_value(dkim)
     assert outputs["dmarcExternalAuthorizations"] == []
     assert prod_plan.outputs["dkimTxt"] == UNKNOWN_TEXT
+
+
+def test_a_new_mail_password_changes_only_what_carries_it(project_dir):
+    """Rotate the mailbox password: the realm changes its SMTP auth only (never replaced), CERES gets
+    the new password, the mail stage re-runs with it; nothing else changes."""
+    runs = []
+    for password in ("first-password-0123456789abcdef", "second-password-0123456789abcde"):
+        raw: dict = {}
+        record(project_dir, "prod", known_outputs=True, raw_inputs_hook=lambda urn, t, i: raw.__setitem__(urn, i),
+               mock_overrides={"ceres-mail-mailbox-password": {"result": password}})
+        runs.append(raw)
+    changed = sorted(urn.rsplit("::", 1)[1] for urn in runs[0] if runs[0][urn] != runs[1][urn])
+    assert changed == ["ceres-mail-ceres-secret", "ceres-mail-keycloak-realm", "ceres-mail-server-install-mail"]
+    realm_urn = next(urn for urn in runs[0] if urn.endswith("::ceres-mail-keycloak-realm"))
+    before, after = runs[0][realm_urn], runs[1][realm_urn]
+    assert {k: v for k, v in before.items() if k != "smtpServer"} == {k: v for k, v in after.items() if k != "smtpServer"}
+    assert before["smtpServer"]["auth"]["password"] != after["smtpServer"]["auth"]["password"]
+    assert {**before["smtpServer"], "auth": None} == {**after["smtpServer"], "auth": None}
+
+
+def test_ceres_deployment_rolls_when_its_smtp_settings_change(scratch_project, project_dir):
+    """With ceresDeployment set, a checksum of the Secret's content sits on the pod template."""
+    from tests.conftest import stack_config
+
+    config = stack_config("prod")
+    config["ceres-mail:ceresDeployment"] = "ceres-ui"
+    plan = record(scratch_project("roll", config), "roll")
+    [patch] = plan.of_type("kubernetes:apps/v1:DeploymentPatch")
+    assert patch.inputs["metadata"]["name"] == "ceres-ui" and patch.inputs["metadata"]["namespace"] == "ceres"
+    assert patch.inputs["spec"]["template"]["metadata"]["annotations"] == {"ceres-mail/smtp-checksum": SECRET}
+    assert one(plan, K8S_SECRET).urn in patch.dependencies
+    assert record(project_dir, "prod").of_type("kubernetes:apps/v1:DeploymentPatch") == [], "off by default"
+
+
+def test_env_file_export_for_ceres_own_install(applied):
+    plan, _ = applied
+    lines = plan.outputs["ceresEnvFile"].splitlines()
+    assert "CERES_MAIL_MODE=external" in lines and "CERES_SMTP_PORT=587" in lines
+    assert not any(line.startswith("CERES_SMTP_PASS") for line in lines)
+    assert plan.outputs["ceresSmtpPass"] == SECRET
+    assert "--show-secrets" in plan.outputs["ceresEnvPassCommand"]
