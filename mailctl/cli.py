@@ -42,6 +42,19 @@ def _parser() -> argparse.ArgumentParser:
     zone.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
     zone.add_argument("--dkim-public-key", type=Path, metavar="PEM", help="include the DKIM record of this key")
 
+    verify = commands.add_parser("verify", help="live checks of the mail server from outside (seed section 6)")
+    where = verify.add_mutually_exclusive_group()
+    where.add_argument("--stack", help="check what this stack declares (Pulumi.<stack>.yaml)")
+    where.add_argument("--domain", help="check a mail domain without a stack (with --host)")
+    verify.add_argument("--host", help="the mail host (default: the stack's, or mail.<domain>)")
+    verify.add_argument("--resolver", action="append", default=[], metavar="IP", help="DNS server to ask (repeatable)")
+    verify.add_argument("--timeout", type=float, default=10.0, help="seconds for each network wait (default 10)")
+    verify.add_argument("--ca-file", help="CA to trust for TLS (default: the system's store)")
+    verify.add_argument("--password-file", type=Path, help="the no-reply mailbox password, to test logins")
+    verify.add_argument("--user", help="the mailbox to log in as (default: the stack's no-reply)")
+    verify.add_argument("--dkim-public-key", type=Path, metavar="PEM", help="the stack's DKIM key, to compare")
+    verify.add_argument("--json", action="store_true", help="results as JSON")
+
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
     policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
 
@@ -100,6 +113,37 @@ def cmd_zone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import dns.resolver
+
+    from components.builders.dns_records import build_records, dkim_value
+    from mailctl.verify.model import Target
+    from mailctl.verify.runner import exit_code, render_json, render_table, run_checks
+    from mailctl.zone import stack_settings
+
+    resolver = dns.resolver.Resolver(configure=not args.resolver)
+    if args.resolver:
+        resolver.nameservers = args.resolver
+    try:
+        password = args.password_file.read_text().strip() if args.password_file else ""
+        dkim_txt = dkim_value(args.dkim_public_key.read_text()) if args.dkim_public_key else ""
+    except OSError as error:
+        raise StackFileError(f"cannot read {error.filename}: {error.strerror}") from None
+    if args.domain:
+        target = Target(domain=args.domain, host=args.host or f"mail.{args.domain}", resolver=resolver,
+                        timeout=args.timeout, mailbox=args.user or f"no-reply@{args.domain}", password=password,
+                        cafile=args.ca_file, dkim_txt=dkim_txt)
+    else:
+        settings = stack_settings(args.project_dir, args.stack or "prod")
+        target = Target(domain=settings.domain, host=args.host or settings.mail_host_fqdn, resolver=resolver,
+                        timeout=args.timeout, expected=build_records(settings.dns_inputs),
+                        dkim_selector=settings.dkim_selector, dkim_txt=dkim_txt,
+                        mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file)
+    results = run_checks(target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr, flush=True))
+    sys.stdout.write(render_json(target, results) if args.json else render_table(target, results))
+    return exit_code(results)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from mailctl.recorder import record
     from mailctl.render import render_mermaid, render_text
@@ -133,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {
             "plan": cmd_plan,
             "zone": cmd_zone,
+            "verify": cmd_verify,
             "policy": cmd_policy,
             "config-reference": cmd_config_reference,
         }

@@ -15,7 +15,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 STACKS = ("prod", "staging")
 
 
-pytest_plugins = ["tests.plugins.no_skips"]
+# no_skips: CI rules; mailnet: the session fixtures of the end-to-end tests (booted only when used)
+pytest_plugins = ["tests.plugins.no_skips", "tests.mailnet.fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import time
 import pytest
 
 from components.builders.dns_records import mta_sts_id
-from tests.mailnet.fixtures import installed, mailnet  # noqa: F401  (session fixtures)
 from tests.mailnet.scenario import ADDRESSES, REMOTE_DOMAIN
 
 pytestmark = pytest.mark.slow

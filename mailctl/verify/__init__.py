@@ -1,0 +1,6 @@
+"""`mailctl verify`: live checks of the mail server from outside (seed section 6 and beyond).
+
+One module per protocol (dns_checks, smtp_checks, imap_checks, https_checks), each check a plain
+function returning `Result`s with a status, what was seen, and what to do about it. Every network wait is
+bounded by the target's timeout; DNS goes to the resolver the operator names (or the system's).
+"""

@@ -1,0 +1,103 @@
+"""DNS as published, against what the stack declares; PTR and forward-confirmed reverse DNS."""
+
+from __future__ import annotations
+
+import base64
+
+import dns.exception
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from components.builders.dns_records import dkim_record_name
+from mailctl.verify.model import FAIL, OK, WARN, Result, Target
+
+LOOKUP_ERRORS = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout)
+
+
+def _published(target: Target, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+    try:
+        return list(target.resolver.resolve(name, rdtype, lifetime=target.timeout))
+    except LOOKUP_ERRORS:
+        return []
+
+
+def _value(rdata: dns.rdata.Rdata) -> str:
+    if rdata.rdtype == dns.rdatatype.TXT:
+        return b"".join(rdata.strings).decode(errors="replace")
+    return rdata.to_text()
+
+
+def check_declared_records(target: Target) -> list[Result]:
+    """Every record the stack declares is published with its declared value."""
+    results = []
+    for record in target.expected:
+        if record.type == "PTR":
+            continue  # set at the IP provider: check_reverse_dns
+        wanted = _value(record.parsed())
+        published = [_value(r) for r in _published(target, record.name, record.type)]
+        check = f"dns {record.type} {record.name}"
+        if wanted in published:
+            results.append(Result(check, OK, wanted))
+        else:
+            seen = ", ".join(published) or "nothing"
+            results.append(Result(check, FAIL, f"published: {seen}",
+                                  f"publish {record.name} {record.type} {wanted!r} ({record.why})"))
+    return results
+
+
+def check_mail_records(target: Target) -> list[Result]:
+    """Without a stack: the seed's minimum, MX to the host, SPF, DMARC, the host's address."""
+    results = []
+    mx = [r.exchange.to_text(omit_final_dot=True) for r in _published(target, target.domain, "MX")]
+    results.append(Result(f"dns MX {target.domain}", OK if target.host in mx else FAIL, ", ".join(mx) or "no MX",
+                          "" if target.host in mx else f"publish {target.domain} MX 10 {target.host}."))
+    for name, prefix, fix in (
+        (target.domain, "v=spf1", f'publish {target.domain} TXT "v=spf1 mx -all"'),
+        (f"_dmarc.{target.domain}", "v=DMARC1", f'publish _dmarc.{target.domain} TXT "v=DMARC1; p=none; rua=mailto:dmarc@{target.domain}"'),
+    ):
+        values = [v for v in map(_value, _published(target, name, "TXT")) if v.startswith(prefix)]
+        results.append(Result(f"dns TXT {name}", OK if len(values) == 1 else FAIL,
+                              "; ".join(values) or f"no {prefix} record", "" if len(values) == 1 else fix))
+    return results
+
+
+def check_dkim(target: Target) -> list[Result]:
+    """The DKIM key is published, RSA of 2048 bits or more, and (with the stack's value) the stack's own."""
+    name = dkim_record_name(target.dkim_selector, target.domain)
+    values = [v for v in map(_value, _published(target, name, "TXT")) if "p=" in v]
+    check = f"dkim {name}"
+    if not values:
+        return [Result(check, FAIL, "no DKIM record", f"publish {name} TXT with the stack's key (pulumi stack output dkimTxt)")]
+    tags = dict(part.strip().split("=", 1) for part in values[0].split(";") if "=" in part)
+    try:
+        bits = load_der_public_key(base64.b64decode(tags.get("p", ""))).key_size
+    except (ValueError, TypeError):
+        return [Result(check, FAIL, "the p= key does not parse", "publish the key exactly as `pulumi stack output dkimTxt`")]
+    if target.dkim_txt and values[0].replace(" ", "") != target.dkim_txt.replace(" ", ""):
+        return [Result(check, FAIL, "a different key is published", "publish `pulumi stack output dkimTxt` at " + name)]
+    if bits < 2048:
+        return [Result(check, WARN, f"RSA {bits} bits", "use a 2048-bit key (dkimKeyBits)")]
+    return [Result(check, OK, f"RSA {bits} bits" + (", the stack's key" if target.dkim_txt else ""))]
+
+
+def check_reverse_dns(target: Target) -> list[Result]:
+    """Every address of the host has a PTR naming the host, and that name resolves back (FCrDNS)."""
+    results = []
+    for address in target.addresses():
+        check = f"ptr {address}"
+        names = [r.target.to_text(omit_final_dot=True) for r in
+                 _published(target, dns.reversename.from_address(address).to_text(), "PTR")]
+        if target.host not in names:
+            results.append(Result(check, FAIL, f"PTR: {', '.join(names) or 'none'}",
+                                  f"ask the IP provider to set the PTR of {address} to {target.host}"))
+            continue
+        back = {r.to_text() for t in ("A", "AAAA") for r in _published(target, target.host, t)}
+        results.append(Result(check, OK if address in back else FAIL, f"{address} -> {target.host} -> {', '.join(sorted(back))}",
+                              "" if address in back else f"publish {target.host} A/AAAA {address}"))
+    if not results:
+        results.append(Result(f"dns A {target.host}", FAIL, "the host has no address", f"publish {target.host} A"))
+    return results

@@ -1,0 +1,57 @@
+"""Runs every check against a target and renders the results (a table, or JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from mailctl.verify import dns_checks, https_checks, imap_checks, smtp_checks
+from mailctl.verify.model import FAIL, Result, Target
+
+CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
+    dns_checks.check_declared_records,
+    dns_checks.check_mail_records,
+    dns_checks.check_dkim,
+    dns_checks.check_reverse_dns,
+    smtp_checks.check_smtp,
+    smtp_checks.check_submission,
+    imap_checks.check_imaps,
+    https_checks.check_mta_sts,
+)
+
+
+def run_checks(target: Target, progress: Callable[[str], None] = lambda name: None) -> list[Result]:
+    results = []
+    for check in CHECKS:
+        if check is dns_checks.check_mail_records and target.expected:
+            continue  # the declared records say more than the seed's minimum
+        progress(check.__name__.removeprefix("check_"))
+        results += check(target)
+    return results
+
+
+def exit_code(results: list[Result]) -> int:
+    return 1 if any(r.status == FAIL for r in results) else 0
+
+
+def render_json(target: Target, results: list[Result]) -> str:
+    return json.dumps({"domain": target.domain, "host": target.host, "ok": exit_code(results) == 0,
+                       "results": [r.as_dict() for r in results]}, indent=2, sort_keys=True) + "\n"
+
+
+def render_table(target: Target, results: list[Result]) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mailctl verify {target.domain} ({target.host})", show_lines=False)
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    for r in results:
+        table.add_row(r.check, f"[{styles[r.status]}]{r.status}[/]", r.detail, r.fix)
+    console = Console(width=160, record=True, force_terminal=False, color_system=None)
+    with console.capture() as capture:
+        console.print(table)
+        failed = sum(r.status == FAIL for r in results)
+        console.print(f"{len(results)} checks, {failed} failed" + ("" if failed else ": all good"))
+    return capture.get()

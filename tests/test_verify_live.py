@@ -1,0 +1,156 @@
+"""`mailctl verify` against the test internet: green on the installed host, and exactly the broken check
+red (with its fix, and exit code 1) when one thing is broken at a time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.dns_harness import named_argv, write_named_config
+from tests.mailnet.fixtures import PROBE
+from tests.mailnet.scenario import ADDRESSES, PREFIX
+
+pytestmark = pytest.mark.slow
+SPARE_DNS = "203.0.113.54"
+
+
+@pytest.fixture(scope="module")
+def verify(mailnet, installed):
+    """Run `mailctl verify` for the test stack from the client namespace; returns (exit code, JSON)."""
+    work = mailnet.workdir
+    (work / "verify-pass").write_text(mailnet.deployment.ceres_env["CERES_SMTP_PASS"])
+    (work / "verify-pass").chmod(0o600)
+    (work / "dkim.pem").write_text(mailnet.deployment.dkim_public_pem)
+    fetched = json.loads(mailnet.client.run([sys.executable, str(PROBE), "fetch", "--host", ADDRESSES["acme"],
+                                             "--cafile", str(mailnet.pebble_listener_ca), "--path",
+                                             f"https://{ADDRESSES['acme']}:15000/roots/0"]).stdout)
+    (work / "pebble-root-verify.pem").write_text(fetched["body"])
+
+    def run(*extra: str, resolver: str = ADDRESSES["dns"]) -> tuple[int, dict]:
+        argv = [sys.executable, "-m", "mailctl.cli", "-C", str(work / "stack"), "verify", "--stack", "e2e",
+                "--resolver", resolver, "--ca-file", str(work / "pebble-root-verify.pem"), "--timeout", "15",
+                "--password-file", str(work / "verify-pass"), "--dkim-public-key", str(work / "dkim.pem"), "--json", *extra]
+        result = mailnet.client.run(argv, timeout=180)
+        return result.returncode, json.loads(result.stdout)
+
+    return run
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {r["check"]: r["status"] for r in report["results"]}
+
+
+def failed(report: dict) -> dict[str, dict]:
+    return {r["check"]: r for r in report["results"] if r["status"] == "fail"}
+
+
+@pytest.fixture
+def spare_dns(mailnet):
+    """A second BIND, on another address, serving edited zones (`serve(zones)`), stopped afterwards."""
+    host = mailnet.net.hosts.get("dns2") or mailnet.net.add_netns_host("dns2", f"{SPARE_DNS}/{PREFIX}")
+    started = []
+
+    def serve(zones: dict[str, str]) -> str:
+        directory = Path(tempfile.mkdtemp(prefix="named-spare-", dir=mailnet.workdir))
+        process = host.popen(named_argv(write_named_config(directory, zones, SPARE_DNS)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        for _ in range(50):
+            answer = host.run([sys.executable, str(PROBE), "dns", "--host", SPARE_DNS, "--name", "example.com",
+                               "--subject", "SOA"], timeout=10)
+            if answer.returncode == 0 and json.loads(answer.stdout).get("rcode") == 0:
+                return SPARE_DNS
+        raise TimeoutError("the spare BIND did not answer")
+
+    yield serve
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_green_on_the_installed_host(verify):
+    code, report = verify()
+    assert code == 0 and report["ok"] is True, failed(report)
+    checks = statuses(report)
+    for name in ("dkim ceres._domainkey.example.com", "ptr 203.0.113.25", "smtp 25 relay", "smtp 25 certificate",
+                 "submission 587 login", "imaps 993 login", "https 443 certificate", "mta-sts policy",
+                 "dns MX example.com", "dns TXT _dmarc.example.com"):
+        assert checks.get(name) == "ok", (name, checks)
+
+
+def test_a_missing_dkim_record_turns_the_dkim_check_red(verify, mailnet, spare_dns):
+    zones = dict(mailnet.deployment.zones)
+    zones["example.com"] = "\n".join(l for l in zones["example.com"].splitlines() if "_domainkey" not in l) + "\n"
+    code, report = verify(resolver=spare_dns(zones))
+    assert code == 1
+    bad = failed(report)
+    assert "dkim ceres._domainkey.example.com" in bad and "dkimTxt" in bad["dkim ceres._domainkey.example.com"]["fix"]
+    assert set(bad) == {"dkim ceres._domainkey.example.com"}, bad
+
+
+def test_a_wrong_ptr_turns_the_ptr_check_red(verify, mailnet, spare_dns):
+    zones = dict(mailnet.deployment.zones)
+    zones["113.0.203.in-addr.arpa"] = zones["113.0.203.in-addr.arpa"].replace("PTR mail.example.com.", "PTR host25.provider.example.")
+    code, report = verify(resolver=spare_dns(zones))
+    assert code == 1 and set(failed(report)) == {"ptr 203.0.113.25"}
+    assert "ask the IP provider" in failed(report)["ptr 203.0.113.25"]["fix"]
+
+
+def test_a_certificate_for_another_name_turns_tls_red(verify, mailnet, spare_dns):
+    zones = dict(mailnet.deployment.zones)
+    zones["example.com"] += "mail2 3600 IN A 203.0.113.25\n"
+    code, report = verify("--host", "mail2.example.com", resolver=spare_dns(zones))
+    assert code == 1
+    bad = failed(report)
+    for name in ("smtp 25 certificate", "submission 587 certificate", "imaps 993 certificate"):
+        assert name in bad and "install a certificate for mail2.example.com" in bad[name]["fix"], name
+
+
+def test_a_stopped_dovecot_turns_imaps_red(verify, mailnet):
+    mailnet.mail.exec(["systemctl", "stop", "dovecot"], check=True)
+    try:
+        code, report = verify()
+    finally:
+        mailnet.mail.exec(["systemctl", "start", "dovecot"], check=True)
+    assert code == 1
+    bad = failed(report)
+    assert "imaps 993" in bad and "Dovecot" in bad["imaps 993"]["fix"]
+    assert verify()[0] == 0, "green again once Dovecot runs"
+
+
+def test_an_open_relay_turns_the_relay_check_red(verify, mailnet):
+    """The classic mistake, made on purpose in the live config and undone after: every client counts as
+    local (mynetworks 0/0). Postfix itself refuses a config without any relay check, so this is the way an
+    open relay really happens. No message is ever sent: the check stops after RCPT."""
+    keys = ("mynetworks", "smtpd_relay_restrictions", "smtpd_recipient_restrictions")
+    original = {k: mailnet.mail.exec(["postconf", "-h", k], check=True).stdout.strip() for k in keys}
+    relaxed = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+    mailnet.mail.exec(["postconf", "-e", "mynetworks = 0.0.0.0/0 [::]/0", f"smtpd_relay_restrictions = {relaxed}",
+                       f"smtpd_recipient_restrictions = {relaxed}"], check=True)
+    mailnet.mail.exec(["postfix", "reload"], check=True)
+    time.sleep(2)  # let the master restart its smtpd processes
+    try:
+        code, report = verify()
+    finally:
+        mailnet.mail.exec(["postconf", "-e", *(f"{k} = {v}" for k, v in original.items())], check=True)
+        mailnet.mail.exec(["postfix", "reload"], check=True)
+        time.sleep(2)
+    assert code == 1 and set(failed(report)) == {"smtp 25 relay"}, failed(report)
+    assert "relays for anyone" in failed(report)["smtp 25 relay"]["fix"]
+    assert verify()[0] == 0, "green again once the config is restored"
+
+
+def test_text_output_is_a_table_with_fixes(verify, mailnet):
+    argv = [sys.executable, "-m", "mailctl.cli", "verify", "--domain", "example.com", "--host", "mail.example.com",
+            "--resolver", ADDRESSES["dns"], "--timeout", "5"]
+    result = mailnet.client.run(argv, timeout=180)
+    assert "mailctl verify example.com (mail.example.com)" in result.stdout
+    assert "checks," in result.stdout and "Traceback" not in result.stderr
+    # without the test CA the certificates are untrusted: red, and the exit code says so
+    assert result.returncode == 1
