@@ -154,3 +154,50 @@ def test_text_output_is_a_table_with_fixes(verify, mailnet):
     assert "checks," in result.stdout and "Traceback" not in result.stderr
     # without the test CA the certificates are untrusted: red, and the exit code says so
     assert result.returncode == 1
+
+
+def test_a_provided_certificate_is_installed_and_served(verify, mailnet):
+    """tlsMode provided: no ACME at all; the stack's certificate and key (0600) serve 587, 993 and 443.
+    Runs last: it replaces the mail host with one deployed from the provided-TLS recording."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.mailnet.acme import directory_url
+    from tests.mailnet.scenario import deploy
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ceres-mail test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    names = ["mail.example.com", "mta-sts.example.com"]
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = lambda cert: cert.public_bytes(serialization.Encoding.PEM).decode()  # noqa: E731
+    key_pem = leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+    provided = deploy(mailnet.workdir / "stack-provided", directory_url(ADDRESSES["acme"]),
+                      mailnet.pebble_listener_ca.read_text(), provided_tls=(pem(leaf), key_pem))
+    assert provided.host_public_key == mailnet.deployment.host_public_key, "same stack, same pinned host key"
+    mailnet.switch_deployment(provided)
+    results = mailnet.install()
+    assert [r.returncode for r in results] == [0, 0, 0, 0], results[-1].stderr[-2000:]
+    assert "provided by the stack" in results[2].stdout and "certbot" not in results[2].stdout.lower()
+    key_file = mailnet.mail.path("/etc/ceres-mail/tls/privkey.pem")
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    ca_file = mailnet.workdir / "provided-ca.pem"
+    ca_file.write_text(pem(ca))
+    for port, starttls, name in ((587, "smtp", "mail.example.com"), (993, "none", "mail.example.com"),
+                                 (443, "none", "mta-sts.example.com")):
+        cert = mailnet.probe("certificate", "--host", ADDRESSES["mail"], "--port", str(port), "--starttls", starttls,
+                             "--name", name, "--cafile", str(ca_file))
+        assert "exception" not in cert and "ceres-mail test CA" in cert["issuer"], (port, cert)
+    assert key_pem.strip().splitlines()[1] not in "".join(r.stdout + r.stderr for r in results), "the key was printed"

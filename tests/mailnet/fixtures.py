@@ -99,6 +99,14 @@ class MailNet:
         script.write_text("\n".join(lines) + "\n")
         return self.client.popen(["bash", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def switch_deployment(self, deployment: Deployment) -> None:
+        """Deploy another recording of the stack: a fresh mail host first-booted from its snippets."""
+        seed = "/var/lib/cloud/seed/nocloud"
+        self.deployment = deployment
+        self.mail_files = {**self.mail_files, f"{seed}/user-data": deployment.user_data,
+                           f"{seed}/vendor-data": deployment.vendor_data}
+        self.rebuild_mail_host()
+
     def rebuild_mail_host(self) -> None:
         """A fresh mail host at the same address, first-booted from the same snippets."""
         self.net.remove_host("mail")

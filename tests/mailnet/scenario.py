@@ -62,8 +62,10 @@ class Deployment:
     mta_sts_id: str
 
 
-def stack_file(acme_directory: str, acme_ca_pem: str) -> dict:
-    """prod's stack file, pointed at the test internet: its DNS server, its ACME CA, admin network."""
+def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None) -> dict:
+    """prod's stack file, pointed at the test internet: its DNS server, its ACME CA, admin network.
+    With `provided_tls` (certificate PEM, key PEM) the stack brings its own certificate instead
+    (the key stays plain in this throwaway file: the offline recorder cannot decrypt `secure:` values)."""
     config = stack_config("prod")
     for key in ("ceres-mail:ipv6Address", "ceres-mail:ipv6Gateway"):
         config.pop(key)
@@ -75,6 +77,9 @@ def stack_file(acme_directory: str, acme_ca_pem: str) -> dict:
             "ceres-mail:acmeCaBundle": acme_ca_pem,
         }
     )
+    if provided_tls:
+        config.update({"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": provided_tls[0],
+                       "ceres-mail:tlsPrivateKey": provided_tls[1]})
     return config
 
 
@@ -83,11 +88,14 @@ def _by_suffix(plan: Plan, suffix: str):
     return found
 
 
-def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str) -> Deployment:
-    """Write the test stack next to a copy of Pulumi.yaml, record it as after an apply, and extract."""
+def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None) -> Deployment:
+    """Write the test stack next to a copy of Pulumi.yaml, record it as after an apply, and extract.
+    (The mock providers keep each key per resource name for the process: a second deployment of the same
+    stack shares the first one's SSH host key, deploy key and DKIM key.)"""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", workdir / "Pulumi.yaml")
-    (workdir / "Pulumi.e2e.yaml").write_text(yaml.safe_dump({"config": stack_file(acme_directory, acme_ca_pem)}))
+    stack = stack_file(acme_directory, acme_ca_pem, provided_tls)
+    (workdir / "Pulumi.e2e.yaml").write_text(yaml.safe_dump({"config": stack}))
     raw: dict[str, dict] = {}
     plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs))
 
