@@ -102,7 +102,12 @@ PRELUDE = STRICT + r"""
 shopt -s lastpipe
 
 # put_file PATH MODE OWNER:GROUP < content: write only when it differs, so a re-run restarts nothing.
+# A written file is applied (reload/restart) at the end of the stage; until then a marker records that
+# it is pending, so a run interrupted in between still applies it the next time.
+PENDING=/var/lib/ceres-mail/$STAGE.pending
+install -d -m 0755 /var/lib/ceres-mail
 changed=0
+if [ -e "$PENDING" ]; then changed=1; fi
 put_file() {
   local path=$1 mode=$2 owner=$3 tmp
   tmp=$(mktemp)
@@ -111,6 +116,7 @@ put_file() {
     rm -f "$tmp"
     return 0
   fi
+  touch "$PENDING"
   install -D -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$tmp" "$path"
   rm -f "$tmp"
   changed=1
@@ -120,7 +126,8 @@ put_file() {
 
 
 def _header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...]) -> str:
-    lines = ["#!/usr/bin/env bash", f"# ceres-mail {stage} stage for {inputs.mail_host}; rendered by the stack, re-runs converge."]
+    lines = ["#!/usr/bin/env bash", f"# ceres-mail {stage} stage for {inputs.mail_host}; rendered by the stack, re-runs converge.",
+             f"STAGE={stage}"]
     for name, value in variables.items():
         if isinstance(value, tuple):
             lines.append(f"{name}=({' '.join(shlex.quote(v) for v in value)})")
@@ -130,7 +137,7 @@ def _header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...
 
 
 PACKAGES_BODY = r"""
-echo "== packages"
+echo "== $STAGE"
 # An interrupted earlier run (or crash) leaves dpkg mid-way: configure what was unpacked, reinstall what was
 # left half-installed, and let apt fix dependencies. All no-ops on a healthy system.
 dpkg --configure -a || true
@@ -198,12 +205,14 @@ NGINX
 }
 apply_nginx() {
   changed=0
+  if [ -e "$PENDING" ]; then changed=1; fi
   render_nginx | put_file /etc/nginx/sites-available/ceres-mail 0644 root:root
   ln -sfn /etc/nginx/sites-available/ceres-mail /etc/nginx/sites-enabled/ceres-mail
   if [ -e /etc/nginx/sites-enabled/default ]; then rm -f /etc/nginx/sites-enabled/default; changed=1; fi
   nginx -t -q
   systemctl enable --quiet nginx
   if [ "$changed" = 1 ] || ! systemctl is-active --quiet nginx; then systemctl reload-or-restart nginx; fi
+  rm -f "$PENDING"
 }
 apply_nginx
 
@@ -215,7 +224,7 @@ if [ "$TLS_MODE" = provided ]; then
   if [ "$changed" = 1 ]; then
     systemctl reload postfix dovecot 2>/dev/null || true
   fi
-  apply_nginx
+  apply_nginx  # applies nginx, clears the pending marker
   exit 0
 fi
 
@@ -226,6 +235,10 @@ if [ -n "$ACME_CA_BUNDLE" ]; then
   printf '[Service]\nEnvironment=REQUESTS_CA_BUNDLE=/etc/ceres-mail/acme-ca.pem\n' \
     | put_file /etc/systemd/system/certbot.service.d/ceres-mail-ca.conf 0644 root:root
   export REQUESTS_CA_BUNDLE=/etc/ceres-mail/acme-ca.pem
+fi
+# a certbot run killed half-way can leave a lineage without its certificate: start that one afresh
+if [ -e "/etc/letsencrypt/renewal/$CERT_NAME.conf" ] && ! openssl x509 -noout -in "$CERT_DIR/fullchain.pem" 2>/dev/null; then
+  certbot delete --non-interactive --cert-name "$CERT_NAME" || rm -f "/etc/letsencrypt/renewal/$CERT_NAME.conf"
 fi
 names=()
 for name in "${CERT_NAMES[@]}"; do names+=(-d "$name"); done
@@ -339,7 +352,7 @@ postconf -P \
   "submission/inet/smtpd_sasl_auth_enable=yes" \
   "submission/inet/smtpd_client_restrictions=permit_sasl_authenticated,reject" \
   "submission/inet/smtpd_sender_restrictions=reject_sender_login_mismatch"
-if [ "$(postfix_state)" != "$before" ]; then changed=1; echo "updated postfix settings"; fi
+if [ "$(postfix_state)" != "$before" ]; then changed=1; touch "$PENDING"; echo "updated postfix settings"; fi
 
 echo "== dovecot"
 put_file /etc/dovecot/conf.d/99-ceres-mail.conf 0644 root:root <<CONF
@@ -401,6 +414,7 @@ echo "== services"
 systemctl enable --quiet postfix dovecot rspamd redis-server
 if [ "$changed" = 1 ]; then
   systemctl restart redis-server rspamd dovecot postfix
+  rm -f "$PENDING"
 else
   for service in redis-server rspamd dovecot postfix; do
     systemctl is-active --quiet "$service" || systemctl start "$service"
