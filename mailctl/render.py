@@ -107,6 +107,7 @@ def _node_id(index: int) -> str:
 def render_mermaid(plan: Plan) -> str:
     """A Mermaid flowchart: components as subgraphs, resources as nodes, dependencies as arrows."""
     ordered = sorted(plan.resources, key=lambda r: r.urn)
+    by_urn = plan.by_urn()
     ids = {resource.urn: _node_id(i) for i, resource in enumerate(ordered)}
     lines = ["flowchart LR"]
 
@@ -126,6 +127,6 @@ def render_mermaid(plan: Plan) -> str:
         emit(root, 1)
     for resource in ordered:
         for dependency in resource.dependencies:
-            if dependency in ids and plan.by_urn()[dependency].custom:
+            if dependency in ids and by_urn[dependency].custom:
                 lines.append(f"  {ids[dependency]} --> {ids[resource.urn]}")
     return "\n".join(lines) + "\n"

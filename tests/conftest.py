@@ -35,6 +35,13 @@ def prod_plan(plans) -> Plan:
     return plans["prod"]
 
 
+def one(plan: Plan, type_: str, name_suffix: str = ""):
+    """The single resource of `type_` whose name ends with `name_suffix` (fails if there are 0 or 2+)."""
+    found = [r for r in plan.of_type(type_) if r.name.endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {type_} *{name_suffix}, found {[r.name for r in found]}"
+    return found[0]
+
+
 def stack_config(stack: str = "prod") -> dict:
     """The `config:` mapping of a committed stack file, to edit in a test."""
     return dict(yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"])

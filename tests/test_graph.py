@@ -15,6 +15,7 @@ from mailctl.plan import SECRET, UNKNOWN_TEXT, Plan
 from mailctl.recorder import record
 from mailctl.render import render_mermaid, render_text
 from mailctl.stackfile import SECURE_PLACEHOLDER
+from tests.conftest import one
 
 COMPONENT_TYPES = {
     "ceres-mail:index:Platform",
@@ -30,16 +31,6 @@ VM = "proxmoxve:index/vmLegacy:VmLegacy"
 K8S_SECRET = "kubernetes:core/v1:Secret"
 REALM = "keycloak:index/realm:Realm"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
-
-
-def one(plan: Plan, type_: str, name_suffix: str = ""):
-    found = [r for r in plan.of_type(type_) if r.name.endswith(name_suffix)]
-    assert len(found) == 1, f"expected one {type_} *{name_suffix}, found {[r.name for r in found]}"
-    return found[0]
-
-
-def component(plan: Plan, type_: str):
-    return one(plan, type_)
 
 
 def descendants(plan: Plan, urn: str) -> set[str]:
@@ -93,14 +84,14 @@ def test_every_part_is_a_component_with_its_stable_type(prod_plan):
     ],
 )
 def test_each_component_owns_real_resources_named_after_it(prod_plan, component_type, child_types):
-    parent = component(prod_plan, component_type)
+    parent = one(prod_plan, component_type)
     children = prod_plan.children(parent.urn)
     assert {c.type for c in children} == child_types, parent.urn
     assert all(c.name.startswith(parent.name + "-") for c in children), [c.name for c in children]
 
 
 def test_platform_owns_the_keys_password_and_explicit_providers(prod_plan):
-    platform = component(prod_plan, "ceres-mail:index:Platform")
+    platform = one(prod_plan, "ceres-mail:index:Platform")
     types = sorted(c.type for c in prod_plan.children(platform.urn) if c.custom)
     assert types == sorted(
         [
@@ -135,7 +126,7 @@ def test_cloud_resources_use_the_explicit_provider_of_their_cloud(prod_plan, pre
 
 def test_dns_has_no_dependency_path_to_the_vm(prod_plan):
     """DNS needs only the address and the DKIM key: it runs in parallel with the VM."""
-    vm_part = descendants(prod_plan, component(prod_plan, "ceres-mail:mail:Vm").urn)
+    vm_part = descendants(prod_plan, one(prod_plan, "ceres-mail:mail:Vm").urn)
     for record_ in prod_plan.of_type(DNS_RECORD):
         assert not reachable(prod_plan, record_.urn) & vm_part, record_.urn
 

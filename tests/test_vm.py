@@ -12,17 +12,12 @@ from cryptography.hazmat.primitives import serialization
 from components.builders.cloud_init import CloudInitInputs, build_user_data
 from components.settings import STACK_DEFAULT_SIZE, STACK_MINIMUM_SIZE
 from mailctl.recorder import record
-from tests.conftest import PROJECT_DIR, stack_config
+from tests.conftest import PROJECT_DIR, one, stack_config
 
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
 RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
 OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
-
-
-def one(plan, type_, suffix=""):
-    [found] = [r for r in plan.of_type(type_) if r.name.endswith(suffix)]
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ from mailctl.verify.tls_util import certificate_result, context, tls_failure
 
 def check_mta_sts(target: Target) -> list[Result]:
     host = f"mta-sts.{target.domain}"
-    addresses = target.addresses()
     try:
-        with socket.create_connection((addresses[0] if addresses else host, 443), timeout=target.timeout) as raw:
+        with socket.create_connection((target.connect_address(host), 443), timeout=target.timeout) as raw:
             with context(target.cafile).wrap_socket(raw, server_hostname=host) as sock:
                 results = [certificate_result("https 443 certificate", sock, host)]
                 sock.sendall(f"GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())

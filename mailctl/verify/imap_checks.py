@@ -21,10 +21,8 @@ class _NamedIMAP(imaplib.IMAP4_SSL):
 
 
 def check_imaps(target: Target) -> list[Result]:
-    addresses = target.addresses()
-    address = addresses[0] if addresses else target.host
     try:
-        with _NamedIMAP(address, target.host, context(target.cafile), target.timeout) as imap:
+        with _NamedIMAP(target.connect_address(), target.host, context(target.cafile), target.timeout) as imap:
             results = [certificate_result("imaps 993 certificate", imap.sock, target.host)]
             if not target.password:
                 return results + [Result("imaps 993 login", WARN, "no credentials given", "pass --password-file to test the login")]

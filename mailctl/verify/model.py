@@ -37,6 +37,11 @@ class Target:
     password: str = ""  #: its password ("" skips the logins)
     cafile: str | None = None  #: CA to trust for TLS (the system store when None)
 
+    def connect_address(self, fallback: str | None = None) -> str:
+        """Where to connect: the host's first address as the resolver gives it, else a name to resolve."""
+        addresses = self.addresses()
+        return addresses[0] if addresses else (fallback or self.host)
+
     def addresses(self) -> list[str]:
         found = []
         for rdtype in ("A", "AAAA"):

@@ -20,16 +20,11 @@ class _NamedSMTP(smtplib.SMTP):
         self._host = host
 
 
-def _address(target: Target) -> str:
-    addresses = target.addresses()
-    return addresses[0] if addresses else target.host
-
-
 def check_smtp(target: Target) -> list[Result]:
     """25: the banner names the host, STARTTLS with a valid certificate, no relay for a foreign domain."""
     results = []
     try:
-        with _NamedSMTP(_address(target), 25, target.host, target.timeout) as smtp:
+        with _NamedSMTP(target.connect_address(), 25, target.host, target.timeout) as smtp:
             code, greeting = smtp.ehlo("verify.ceres-mail.invalid")
             banner = greeting.decode(errors="replace").splitlines()[0]
             results.append(Result("smtp 25 banner", OK if banner.startswith(target.host) else WARN, banner,
@@ -60,7 +55,7 @@ def check_submission(target: Target) -> list[Result]:
     """587: AUTH only after STARTTLS, then a login with the no-reply credentials."""
     results = []
     try:
-        with _NamedSMTP(_address(target), 587, target.host, target.timeout) as smtp:
+        with _NamedSMTP(target.connect_address(), 587, target.host, target.timeout) as smtp:
             smtp.ehlo("verify.ceres-mail.invalid")
             early = smtp.has_extn("auth")
             results.append(Result("submission 587 auth before starttls", FAIL if early else OK,

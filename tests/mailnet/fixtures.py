@@ -63,7 +63,6 @@ class MailNet:
     workdir: Path
     inbox: Path  #: where the remote MTA writes its verdicts
     pebble_listener_ca: Path
-    mail_files: dict  #: what the mail host is booted with (cloud-init seed), to boot it again
 
     def probe(self, name: str, *args: str, host: NetnsHost | None = None, timeout: float = 60) -> dict:
         """Run a probe (tests/mailnet/probe.py) in the client namespace (or `host`) and return its JSON."""
@@ -101,17 +100,14 @@ class MailNet:
 
     def switch_deployment(self, deployment: Deployment) -> None:
         """Deploy another recording of the stack: a fresh mail host first-booted from its snippets."""
-        seed = "/var/lib/cloud/seed/nocloud"
         self.deployment = deployment
-        self.mail_files = {**self.mail_files, f"{seed}/user-data": deployment.user_data,
-                           f"{seed}/vendor-data": deployment.vendor_data}
         self.rebuild_mail_host()
 
     def rebuild_mail_host(self) -> None:
-        """A fresh mail host at the same address, first-booted from the same snippets."""
+        """A fresh mail host at the same address, first-booted from the deployment's snippets."""
         self.net.remove_host("mail")
         self.mail = self.net.add_system_host("mail", f"{ADDRESSES['mail']}/{PREFIX}", nameserver=ADDRESSES["dns"],
-                                             files=self.mail_files)
+                                             files=mail_host_files(self.deployment))
         self.mail.wait_running(timeout=300)
         # the new host has a new MAC: peers must not keep sending to the old one
         for host in (self.client, self.remote, self.acme, self.dns):
@@ -131,6 +127,17 @@ class MailNet:
 
     def verdicts(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(self.inbox.glob("*.json"), key=lambda p: int(p.stem))]
+
+
+def mail_host_files(deployment: Deployment) -> dict[str, str]:
+    """What the mail host boots with: the cloud-init NoCloud seed from the deployment's own snippets."""
+    seed = "/var/lib/cloud/seed/nocloud"
+    return {
+        f"{seed}/user-data": deployment.user_data,
+        f"{seed}/vendor-data": deployment.vendor_data,
+        f"{seed}/meta-data": "instance-id: ceres-mail-e2e\nlocal-hostname: mail\n",
+        "/etc/cloud/cloud.cfg.d/99-test-image.cfg": TEST_IMAGE_CLOUD_CFG,
+    }
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
@@ -179,17 +186,11 @@ def mailnet(tmp_path_factory):
         key.chmod(0o600)
         (workdir / "known_hosts").write_text(f"{deployment.ssh_host} {deployment.host_public_key}\n")
 
-        seed = "/var/lib/cloud/seed/nocloud"
-        mail_files = {
-            f"{seed}/user-data": deployment.user_data,
-            f"{seed}/vendor-data": deployment.vendor_data,
-            f"{seed}/meta-data": "instance-id: ceres-mail-e2e\nlocal-hostname: mail\n",
-            "/etc/cloud/cloud.cfg.d/99-test-image.cfg": TEST_IMAGE_CLOUD_CFG,
-        }
-        mail = net.add_system_host("mail", cidr["mail"], nameserver=ADDRESSES["dns"], files=mail_files)
+        mail = net.add_system_host("mail", cidr["mail"], nameserver=ADDRESSES["dns"],
+                                   files=mail_host_files(deployment))
         mail.wait_running(timeout=300)
         yield MailNet(net, deployment, mail, client, remote, acme, dns, workdir, inbox,
-                      workdir / "pebble-listener.pem", mail_files)
+                      workdir / "pebble-listener.pem")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from components.builders.zone_file import render_zone
 from mailctl.plan import Plan
 from mailctl.recorder import record
 from mailctl.zone import stack_settings
-from tests.conftest import PROJECT_DIR, stack_config
+from tests.conftest import PROJECT_DIR, one, stack_config
 
 PREFIX = 24
 ADDRESSES = {
@@ -83,11 +83,6 @@ def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, s
     return config
 
 
-def _by_suffix(plan: Plan, suffix: str):
-    [found] = [r for r in plan.of_type(COMMAND) if r.name.endswith(suffix)]
-    return found
-
-
 def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None) -> Deployment:
     """Write the test stack next to a copy of Pulumi.yaml, record it as after an apply, and extract.
     (The mock providers keep each key per resource name for the process: a second deployment of the same
@@ -99,7 +94,7 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
     raw: dict[str, dict] = {}
     plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs))
 
-    ordered = [_by_suffix(plan, suffix) for suffix in STAGE_ORDER]
+    ordered = [one(plan, COMMAND, suffix) for suffix in STAGE_ORDER]
     for before, after in zip(ordered, ordered[1:]):
         assert before.urn in after.dependencies, f"{after.name} must run after {before.name}"
     commands = tuple(RemoteCommand(c.name, raw[c.urn]["create"], raw[c.urn].get("stdin")) for c in ordered)
