@@ -104,6 +104,9 @@ class MailPlatform(pulumi.ComponentResource):
                 mailbox_password=mailbox_password.result,
                 dkim_private_key=dkim_key.private_key_pem,
                 tls_private_key=settings.tls_private_key,
+                stack=settings.mail_stack,
+                mailcow=settings.mailcow_inputs if settings.mail_stack == "mailcow" else None,
+                protect=settings.protect,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -43,6 +44,7 @@ from components.builders.dns_records import (
     spf_problems,
 )
 from components.builders.install_script import InstallInputs
+from components.builders.mailcow import MAILCOW_RELEASE, SAFE_VALUE, MailcowInputs
 
 PROJECT = "ceres-mail"
 
@@ -177,6 +179,15 @@ def _cloudflare_ttl(value: int) -> int:
     return value
 
 
+def _timezone(value: str) -> str:
+    if value not in _TIMEZONES:
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)")
+    return value
+
+
+_TIMEZONES = zoneinfo.available_timezones()
+
+
 def _optional(rule: Callable[[str], str]) -> Callable[[str], str]:
     """Empty string means "not set" for optional keys (Pulumi.yaml gives them "" as default)."""
     return lambda value: rule(value) if value else ""
@@ -227,11 +238,6 @@ STACK_MINIMUM_SIZE = {
 }
 
 
-# Stacks this version's MailServer can install (mailcow is declared, sized and validated, but its
-# installer is not there yet).
-INSTALLABLE_STACKS = frozenset({"native"})
-
-
 class Settings(BaseModel):
     """A stack's validated configuration. Frozen: components read it, nothing changes it."""
 
@@ -247,6 +253,9 @@ class Settings(BaseModel):
     domain: DomainName
     mail_host: OptionalDomainName = ""
     mail_stack: Literal["native", "mailcow"] = "native"
+    mailcow_version: Annotated[str, _matching(r"\d{4}-\d{2}[a-z]?", "a mailcow-dockerized release tag (e.g. 2026-07a)")] = MAILCOW_RELEASE
+    mailcow_clamav: bool = True
+    mailcow_timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
     mail_user: Annotated[str, _matching(r"[a-z0-9][a-z0-9._-]{0,63}", "a mailbox local part (a-z 0-9 . _ -)")] = "no-reply"
     mail_from: OptionalEmail = ""
     mail_from_name: Annotated[str, Field(min_length=1, max_length=64)] = "CERES"
@@ -379,6 +388,21 @@ class Settings(BaseModel):
         )
 
     @property
+    def mailcow_inputs(self) -> MailcowInputs:
+        """The mailcow stack's inputs: the common install inputs plus what only mailcow is told."""
+        return MailcowInputs(
+            install=self.install_inputs,
+            release=self.mailcow_version,
+            clamav=self.mailcow_clamav,
+            timezone=self.mailcow_timezone,
+            ipv6=bool(self.ipv6),
+            autodiscover=self.autoconfig,
+            mailbox_name=self.mail_from_name,
+            mta_sts_mode=self.mta_sts_mode,
+            mta_sts_max_age=self.mta_sts_max_age,
+        )
+
+    @property
     def dns_inputs(self) -> DnsInputs:
         """The record builder's inputs (shared by MailDns, `mailctl zone` and the tests)."""
         return DnsInputs(
@@ -502,8 +526,8 @@ def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         elif starttls and port not in (587, 25):
             problems.append(("smtpPort", f"{port} with smtpStarttls: STARTTLS submission is port 587 (seed 5.1)"))
 
-    if has("mail_stack") and v["mail_stack"] not in INSTALLABLE_STACKS:
-        problems.append(("mailStack", f"{v['mail_stack']!r} cannot be installed by this version yet; use 'native'"))
+    if has("mail_stack") and v["mail_stack"] == "mailcow":
+        problems += _mailcow_problems(v)
     if has("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"):
         floor = STACK_MINIMUM_SIZE[v["mail_stack"]]
         for key, value, minimum, unit in (
@@ -522,6 +546,19 @@ def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         extra = [entry.split("=", 1)[0] for entry in v["extra_domains"]]
         for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]}):
             problems.append(("extraDomains", f"{domain} is listed twice (or is the primary domain)"))
+    return problems
+
+
+def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What mailcow cannot do that the native stack can."""
+    problems = []
+    if "acme_ca_bundle" in v and v["acme_ca_bundle"]:
+        problems.append(("acmeCaBundle", "is not supported by the mailcow stack (acme-mailcow trusts only the public CAs); use tlsMode provided"))
+    for name in ("acme_email", "acme_directory"):
+        if v.get(name) and not SAFE_VALUE.fullmatch(v[name]):
+            problems.append((to_camel(name), f"{v[name]!r} cannot be written to mailcow.conf (letters, digits and _.,:/@+*- only)"))
+    if "domain" in v and "mail_host" in v and (v["mail_host"] or f"mail.{v['domain']}") == v["domain"]:
+        problems.append(("mailHost", f"{v['domain']} is the mail domain itself; mailcow needs a host name below it (e.g. mail.{v['domain']})"))
     return problems
 
 

@@ -9,6 +9,7 @@ prove known secrets are redacted too.
 from __future__ import annotations
 
 import secrets
+import string
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -53,7 +54,8 @@ def _computed_outputs(args: MockResourceArgs) -> dict:
     if args.typ == "tls:index/privateKey:PrivateKey":
         return _private_key_outputs(args.name, args.inputs.get("algorithm", "RSA"), int(args.inputs.get("rsaBits", 2048)))
     if args.typ == "random:index/randomPassword:RandomPassword":
-        return {"result": secrets.token_urlsafe(24)}
+        alphabet = string.ascii_letters + string.digits + ("" if args.inputs.get("special") is False else "!#%*+-=?@_")
+        return {"result": "".join(secrets.choice(alphabet) for _ in range(int(args.inputs.get("length", 32))))}
     if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
         return {"vmId": args.inputs.get("vmId") or 100}
     if args.typ == "command:remote:Command":

@@ -8,11 +8,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.builders.install_script import InstallInputs
 from mailctl.plan import Plan
 from mailctl.recorder import record
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STACKS = ("prod", "staging")
+
+# The install inputs of a plain one-domain stack, for the builder tests of both mail stacks
+INSTALL = InstallInputs(
+    domain="example.com",
+    mail_host="mail.example.com",
+    mailbox="no-reply@example.com",
+    dkim_selector="ceres",
+    acme_email="postmaster@example.com",
+)
 
 
 # no_skips: CI rules; mailnet: the session fixtures of the end-to-end tests (booted only when used)

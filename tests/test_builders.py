@@ -23,15 +23,7 @@ from components.builders.install_script import (
     render_secrets_stdin,
     render_tls_stage,
 )
-
-INSTALL = InstallInputs(
-    domain="example.com",
-    mail_host="mail.example.com",
-    mailbox="no-reply@example.com",
-    dkim_selector="ceres",
-    acme_email="postmaster@example.com",
-)
-
+from tests.conftest import INSTALL
 
 
 def openssh_pair():

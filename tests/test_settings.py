@@ -29,6 +29,28 @@ def test_committed_stacks_load_with_their_values(plans):
     assert plans["staging"].outputs["mailHost"] == "mail.staging.example.net"
 
 
+def self_signed(*names: str) -> str:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+PEBBLE_LIKE_CA = self_signed("acme-ca.example.net")
+
 # (what is wrong, edit to the prod stack, key named in the error, words the operator reads)
 BAD_CONFIGS = [
     ("domain missing", {"ceres-mail:domain": None}, "domain", "is required"),
@@ -55,7 +77,12 @@ BAD_CONFIGS = [
     ("sender not an address", {"ceres-mail:mailFrom": "no-reply"}, "mailFrom", "not a valid email address"),
     ("DMARC policy word", {"ceres-mail:dmarcPolicy": "block"}, "dmarcPolicy", "'block' is not allowed"),
     ("unknown mail stack", {"ceres-mail:mailStack": "exim"}, "mailStack", "'exim' is not allowed"),
-    ("mail stack not installable yet", {"ceres-mail:mailStack": "mailcow"}, "mailStack", "cannot be installed by this version yet"),
+    ("too small a disk for mailcow", {"ceres-mail:mailStack": "mailcow", "ceres-mail:vmDiskGib": 16}, "vmDiskGib", "below the mailcow stack's minimum of 20 GiB"),
+    ("private ACME CA with mailcow", {"ceres-mail:mailStack": "mailcow", "ceres-mail:acmeCaBundle": PEBBLE_LIKE_CA}, "acmeCaBundle", "not supported by the mailcow stack"),
+    ("mailcow on the bare domain", {"ceres-mail:mailStack": "mailcow", "ceres-mail:mailHost": "example.com"}, "mailHost", "mailcow needs a host name below it"),
+    ("ACME contact mailcow.conf cannot hold", {"ceres-mail:mailStack": "mailcow", "ceres-mail:acmeEmail": "o'neil@example.com"}, "acmeEmail", "cannot be written to mailcow.conf"),
+    ("mailcow release that is a branch", {"ceres-mail:mailcowVersion": "master"}, "mailcowVersion", "not a mailcow-dockerized release tag"),
+    ("time zone that does not exist", {"ceres-mail:mailcowTimezone": "Mars/Olympus"}, "mailcowTimezone", "not an IANA time zone"),
     ("broken SSH key", {"ceres-mail:adminSshKeys": ["ssh-ed25519 AAAA"]}, "adminSshKeys[0]", "not an OpenSSH public key"),
     ("plain-HTTP Proxmox API", {"ceres-mail:proxmoxEndpoint": "http://pve1.example.com:8006/"}, "proxmoxEndpoint", "not an https:// URL"),
     ("DKIM selector with underscore", {"ceres-mail:dkimSelector": "mail_2026"}, "dkimSelector", "not a DNS label"),
@@ -209,24 +236,6 @@ def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(proje
     assert "mx: mail.example.com" in inputs.mta_sts_policy
 
 
-def self_signed(*names: str) -> str:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def test_provided_certificate_must_name_the_mail_and_mta_sts_hosts(scratch_project):

@@ -104,10 +104,14 @@ shopt -s lastpipe
 # put_file PATH MODE OWNER:GROUP < content: write only when it differs, so a re-run restarts nothing.
 # A written file is applied (reload/restart) at the end of the stage; until then a marker records that
 # it is pending, so a run interrupted in between still applies it the next time.
-PENDING=/var/lib/ceres-mail/$STAGE.pending
-install -d -m 0755 /var/lib/ceres-mail
+# (CERES_MAIL_STATE moves the marker for the tests; sudo's env_reset keeps it out of a real run)
+STATE_DIR=${CERES_MAIL_STATE:-/var/lib/ceres-mail}
+PENDING=$STATE_DIR/$STAGE.pending
+install -d -m 0755 "$STATE_DIR"
+# shellcheck disable=SC2034  # `changed` is read by the stages that restart services
 changed=0
 if [ -e "$PENDING" ]; then changed=1; fi
+# shellcheck disable=SC2034
 put_file() {
   local path=$1 mode=$2 owner=$3 tmp
   tmp=$(mktemp)
@@ -125,10 +129,12 @@ put_file() {
 """
 
 
-def _header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...]) -> str:
+def script_header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...]) -> str:
     lines = ["#!/usr/bin/env bash", f"# ceres-mail {stage} stage for {inputs.mail_host}; rendered by the stack, re-runs converge.",
              f"STAGE={stage}"]
     for name, value in variables.items():
+        if any(c in "".join(value) for c in "$`"):
+            lines.append("# shellcheck disable=SC2016  # literal text, not an expansion")
         if isinstance(value, tuple):
             lines.append(f"{name}=({' '.join(shlex.quote(v) for v in value)})")
         else:
@@ -136,8 +142,9 @@ def _header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...
     return "\n".join(lines) + "\n"
 
 
-PACKAGES_BODY = r"""
-echo "== $STAGE"
+# Repairs what an interrupted earlier run (or crash) left in dpkg, then installs what PACKAGES lists and
+# is missing; `preseed` runs first when something is to be installed. Shared by both mail stacks.
+APT_REPAIR = r"""
 # An interrupted earlier run (or crash) leaves dpkg mid-way: configure what was unpacked, reinstall what was
 # left half-installed, and let apt fix dependencies. All no-ops on a healthy system.
 dpkg --configure -a || true
@@ -153,13 +160,15 @@ if ! apt-get -q check >/dev/null 2>&1; then
   apt-get -q update
   apt-get -q install -y -f --no-install-recommends
 fi
+"""
+
+APT_INSTALL_MISSING = r"""
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "postfix postfix/main_mailer_type select Internet Site" | debconf-set-selections
-  echo "postfix postfix/mailname string $MAIL_HOST" | debconf-set-selections
+  preseed
   apt-get -q update
   apt-get -q install -y --no-install-recommends "${missing[@]}"
 else
@@ -167,9 +176,20 @@ else
 fi
 """
 
+PACKAGES_BODY = (
+    '\necho "== $STAGE"\n'
+    + APT_REPAIR
+    + r"""preseed() {
+  echo "postfix postfix/main_mailer_type select Internet Site" | debconf-set-selections
+  echo "postfix postfix/mailname string $MAIL_HOST" | debconf-set-selections
+}
+"""
+    + APT_INSTALL_MISSING
+)
+
 
 def render_packages_stage(inputs: InstallInputs) -> str:
-    return _header("packages", inputs, MAIL_HOST=inputs.mail_host, PACKAGES=PACKAGES) + STRICT + PACKAGES_BODY
+    return script_header("packages", inputs, MAIL_HOST=inputs.mail_host, PACKAGES=PACKAGES) + STRICT + PACKAGES_BODY
 
 
 TLS_BODY = r"""
@@ -262,7 +282,7 @@ def stage_secrets(stage: str, inputs: InstallInputs) -> tuple[str, ...]:
 def render_tls_stage(inputs: InstallInputs) -> str:
     secrets = stage_secrets("tls", inputs)
     return (
-        _header(
+        script_header(
             "tls",
             inputs,
             TLS_MODE=inputs.tls_mode,
@@ -432,7 +452,7 @@ echo "ceres-mail: $MAIL_HOST ready for ${MAIL_DOMAINS[*]}"
 
 def render_mail_stage(inputs: InstallInputs) -> str:
     return (
-        _header(
+        script_header(
             "mail",
             inputs,
             DOMAIN=inputs.domain,
@@ -459,6 +479,20 @@ def render_wait_for_cloud_init() -> str:
 
 # The stages in the order they run, by name (the remote command of each is `<name>-install-<stage>`).
 STAGES = (("packages", render_packages_stage), ("tls", render_tls_stage), ("mail", render_mail_stage))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One remote install command: its name, its script, and the secrets it reads from stdin."""
+
+    name: str
+    script: str
+    secrets: tuple[str, ...] = ()
+
+
+def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
+    """The native stack's stages, rendered."""
+    return tuple(Stage(stage, render(inputs), stage_secrets(stage, inputs)) for stage, render in STAGES)
 
 
 def render_install_command(script: str, stage: str = "install") -> str:
