@@ -492,3 +492,9 @@ def test_applied_mailcow_secrets_travel_on_stdin_only(scratch_project):
     command_lines = "\n".join(raw[c.urn]["create"] for c in plan.of_type(COMMAND))
     forms = plan.to_json() + render_text(plan) + render_mermaid(plan)
     assert not any(value in command_lines or value in forms for value in received.values())
+
+
+def test_the_mailcow_stack_passes_the_same_policies_as_the_native_one(scratch_project):
+    native, mailcow = plan_of(scratch_project), plan_of(scratch_project, mailStack="mailcow")
+    assert mailcow.policy == native.policy, "the stack switch changes no policy verdict"
+    assert not [v for v in mailcow.policy if v["level"] == "mandatory"]
