@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from components.settings import SettingsError
+from components.settings import SettingsError, mail_host_of
 from mailctl.stackfile import StackFileError
 
 
@@ -130,7 +130,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except OSError as error:
         raise StackFileError(f"cannot read {error.filename}: {error.strerror}") from None
     if args.domain:
-        target = Target(domain=args.domain, host=args.host or f"mail.{args.domain}", resolver=resolver,
+        target = Target(domain=args.domain, host=mail_host_of(args.domain, args.host or ""), resolver=resolver,
                         timeout=args.timeout, mailbox=args.user or f"no-reply@{args.domain}", password=password,
                         cafile=args.ca_file, dkim_txt=dkim_txt)
     else:

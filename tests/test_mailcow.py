@@ -29,7 +29,6 @@ from dotenv import dotenv_values
 
 from components.builders.install_script import render_secrets_stdin
 from components.builders.mailcow import (
-    CONF_SECRET_LENGTHS,
     CONF_SECRETS,
     MailcowInputs,
     desired_state,
@@ -92,7 +91,7 @@ def alnum(length: int) -> str:
 
 
 def conf_secrets() -> dict[str, str]:
-    return {key: alnum(CONF_SECRET_LENGTHS[key]) for key in CONF_SECRETS}
+    return {key: alnum(secret.length) for key, secret in CONF_SECRETS.items()}
 
 
 def dkim_key() -> tuple[str, str]:
@@ -488,7 +487,7 @@ def test_applied_mailcow_secrets_travel_on_stdin_only(scratch_project):
     stdin = raw[one(plan, COMMAND, "-install-mailcow").urn]["stdin"]
     received = {name: base64.b64decode(value).decode() for name, _, value in (line.partition("=") for line in stdin.splitlines())}
     assert set(received) == set(CONF_SECRETS)
-    assert all(len(received[key]) == CONF_SECRET_LENGTHS[key] and received[key].isalnum() for key in CONF_SECRETS)
+    assert all(len(received[key]) == secret.length and received[key].isalnum() for key, secret in CONF_SECRETS.items())
     command_lines = "\n".join(raw[c.urn]["create"] for c in plan.of_type(COMMAND))
     forms = plan.to_json() + render_text(plan) + render_mermaid(plan)
     assert not any(value in command_lines or value in forms for value in received.values())

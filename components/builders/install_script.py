@@ -111,7 +111,7 @@ install -d -m 0755 "$STATE_DIR"
 # shellcheck disable=SC2034  # `changed` is read by the stages that restart services
 changed=0
 if [ -e "$PENDING" ]; then changed=1; fi
-# shellcheck disable=SC2034
+# shellcheck disable=SC2034  # (its `changed=1` likewise)
 put_file() {
   local path=$1 mode=$2 owner=$3 tmp
   tmp=$(mktemp)

@@ -53,10 +53,24 @@ IPV6_NETWORK = "fd4d:6169:6c63:6f77::/64"
 MAILBOX_QUOTA_MIB = 2048
 API_WAIT_TRIES = 180  #: 5 s apart, 15 minutes: the first start pulls and initialises every container
 
+
+@dataclass(frozen=True)
+class GeneratedSecret:
+    """A mailcow.conf secret the stack generates (alphanumeric, as mailcow.conf wants it)."""
+
+    length: int
+    label: str  #: what the stack calls it: its resource is <server>-mailcow-<label>
+
+
 # mailcow.conf keys whose values are secrets: rendered empty into the script, filled on the VM from stdin.
-CONF_SECRETS = ("API_KEY", "DBPASS", "DBROOT", "REDISPASS", "SOGO_URL_ENCRYPTION_KEY")
-# Lengths the stack generates them with (alphanumeric); SOGo's key must be exactly 16.
-CONF_SECRET_LENGTHS = {"API_KEY": 40, "DBPASS": 28, "DBROOT": 28, "REDISPASS": 28, "SOGO_URL_ENCRYPTION_KEY": 16}
+# SOGo's key must be exactly 16 characters.
+CONF_SECRETS = {
+    "API_KEY": GeneratedSecret(40, "api-key"),
+    "DBPASS": GeneratedSecret(28, "db-password"),
+    "DBROOT": GeneratedSecret(28, "db-root-password"),
+    "REDISPASS": GeneratedSecret(28, "redis-password"),
+    "SOGO_URL_ENCRYPTION_KEY": GeneratedSecret(16, "sogo-url-key"),
+}
 
 # What a mailcow.conf value may hold: the file is both sourced by bash and read by compose as .env.
 SAFE_VALUE = re.compile(r"[A-Za-z0-9_.,:/@+*-]*")
@@ -409,7 +423,7 @@ exit 1
 
 
 def mailcow_stage_secrets(inputs: MailcowInputs) -> tuple[str, ...]:
-    return CONF_SECRETS + (("TLS_PRIVATE_KEY",) if inputs.tls_provided else ())
+    return tuple(CONF_SECRETS) + (("TLS_PRIVATE_KEY",) if inputs.tls_provided else ())
 
 
 def render_mailcow_stage(inputs: MailcowInputs) -> str:
@@ -421,7 +435,7 @@ def render_mailcow_stage(inputs: MailcowInputs) -> str:
             MAILCOW_DIR=inputs.directory,
             MAIL_HOST=inputs.install.mail_host,
             MAILCOW_CONF=template,
-            CONF_SECRETS=CONF_SECRETS,
+            CONF_SECRETS=tuple(CONF_SECRETS),
             TLS_MODE=inputs.install.tls_mode,
             TLS_CERTIFICATE=inputs.install.tls_certificate.strip(),
             API_URL=inputs.api_url,
