@@ -8,13 +8,21 @@ STACK ?= prod
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
 WHEELHOUSE := .cache/wheels
 
-.PHONY: plan test bench docs venv dev system-deps wheelhouse tools clean
+.PHONY: plan test test-engine engine bench docs venv dev system-deps wheelhouse tools clean
 
 plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
 	$(BIN)/mailctl plan --stack $(STACK)
 
-test: dev system-deps wheelhouse tools  ## install what the tests need (system packages too, as root), run them all
+test: dev system-deps wheelhouse tools engine  ## install what the tests need (system packages too, as root), run them all
 	$(BIN)/python -m pytest
+
+test-engine: dev system-deps engine  ## only the real-engine layer: the Pulumi CLI runs the program (tests/engine)
+	$(BIN)/python -m pytest tests/engine
+
+# The Pulumi CLI, the real kubernetes provider and k3s, built from Go modules once per machine and kept
+# outside the clone, keyed by version (tests/engine/build/common.sh says where).
+engine: system-deps  ## build the real-engine test tools (cold: tens of minutes; warm: seconds)
+	@tests/engine/build/all.sh
 
 bench: venv  ## time `mailctl plan` against the bare import of the same SDKs
 	$(BIN)/python bench/bench_plan.py

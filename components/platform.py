@@ -37,7 +37,7 @@ class MailPlatform(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:index:Platform", name, None, opts)
-        providers = create_providers(name, settings, parent=self)
+        providers = create_providers(name, settings, former_parent=self)
         keep = pulumi.ResourceOptions(parent=self, protect=settings.protect)
 
         # Keys and passwords, owned by the stack and encrypted in its state

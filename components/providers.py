@@ -3,6 +3,13 @@
 Explicit providers (rather than ambient `proxmoxve:endpoint`-style config) keep every credential inside
 this project's validated settings, encrypted as a Pulumi secret, and make each resource say which
 account it lives in.
+
+The providers sit at the top of the stack, not under the Platform component. The engine steps every
+provider in every operation, `--target` or not; a provider under a component that the operation does not
+create (a first targeted preview or up) would refer to a parent missing from the state, and the engine
+refuses that. An alias keeps the URN the providers had under the Platform, so a stack deployed before
+this move keeps its providers (a provider whose URN changes is replaced, and with it everything it
+manages).
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ class Providers:
     keycloak: keycloak.Provider
 
 
-def create_providers(name: str, settings: Settings, parent: pulumi.Resource) -> Providers:
-    opts = pulumi.ResourceOptions(parent=parent)
+def create_providers(name: str, settings: Settings, former_parent: pulumi.Resource) -> Providers:
+    opts = pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=former_parent)])
     return Providers(
         # Proxmox VE: API token for the API; SSH (agent) to the node for the snippet upload
         proxmox=proxmoxve.Provider(

@@ -4,7 +4,8 @@ Plain functions so that one definition runs in three places: the CrossGuard pack
 `pulumi preview --policy-pack policy`), `mailctl plan` / `mailctl policy` (over the offline plan) and the
 tests. Each rule returns its violations as messages that say how to fix them. A value a rule cannot see
 ("[secret]" offline, "(known after apply)") is never a violation: the engine judges it when it is known.
-In CrossGuard, secret values arrive wrapped (pulumi_policy.Secret) and are unwrapped here.
+Offline, a secret input is the marker "[secret]"; under CrossGuard it arrives wrapped (pulumi_policy.Secret)
+for the rules that ask for secret marks (`needs_secret_marks`), and is unwrapped here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.builders.dns_records import SPF_MAX_LOOKUPS, spf_term_looks_up, txt_value
+from mailctl.plan import SECRET, UNKNOWN_TEXT as UNKNOWN
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 REALM = "keycloak:index/realm:Realm"
@@ -23,7 +25,7 @@ FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
 COMMAND = "command:remote:Command"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 K8S_SECRET = "kubernetes:core/v1:Secret"
-OPAQUE = ("[secret]", "(known after apply)")
+OPAQUE = (SECRET, UNKNOWN)  # values a rule cannot see: the offline plan's markers
 SECRET_INPUT_NAMES = ("password", "token", "apitoken", "privatekey", "clientsecret", "kubeconfig", "secret")
 ALLOWED_SMTP = {("587", "true", "false"), ("465", "false", "true")}
 
@@ -55,6 +57,8 @@ class Rule:
     level: str  #: "mandatory" fails a plan/preview, "advisory" only reports
     check: Callable[[Resource, PolicyConfig], Iterable[str]] | None = None  #: one resource at a time
     check_stack: Callable[[list[Resource], PolicyConfig], Iterable[tuple[str, str]]] | None = field(default=None)
+    #: judges whether values are secrets, so it needs inputs with their secret marks (see policy/pack.py)
+    needs_secret_marks: bool = False
 
 
 def unwrap(value: Any) -> Any:
@@ -216,7 +220,8 @@ RULES: tuple[Rule, ...] = (
     Rule("spf-strict-and-resolvable", "SPF ends with -all or ~all and needs at most 10 lookups.", "mandatory", spf_is_strict_and_resolvable),
     Rule("dkim-key-strong", "The DKIM key is RSA of at least minDkimBits.", "mandatory", dkim_key_is_strong),
     Rule("protected-where-it-matters", "The CERES realm, and the VM in protected stacks, cannot be deleted.", "mandatory", protected_where_it_matters),
-    Rule("secret-inputs-are-secret", "Passwords, tokens, keys and kubeconfigs are Pulumi secrets.", "mandatory", secret_inputs_are_secret),
+    Rule("secret-inputs-are-secret", "Passwords, tokens, keys and kubeconfigs are Pulumi secrets.", "mandatory", secret_inputs_are_secret,
+         needs_secret_marks=True),
     Rule("ssh-pins-host-key", "Every SSH connection pins the host key.", "mandatory", ssh_connection_pins_host_key),
     Rule("ssh-not-open-to-the-world", "The VM firewall opens SSH to admin networks only.", "mandatory", ssh_not_open_to_the_world),
     Rule("ceres-secret-consistent", "CERES points at the mail host with a valid port/TLS pair.", "mandatory", check_stack=ceres_secret_is_consistent),

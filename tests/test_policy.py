@@ -125,11 +125,39 @@ def test_crossguard_adapter_reports_the_same(prod_plan, name):
         for resource in resources:
             args = ResourceValidationArgs(resource.type, resource.inputs, resource.urn, resource.name,
                                           options_of(resource), None, {})
+            # the engine runs a resource's remediation pass before its analysis; a rule that needs secret
+            # marks looks in the first and reports in the second
+            if policy.has_remediation():
+                policy.remediate(args)
             policy.validate(args, lambda message, urn=None: reported.append(message))
     else:
         stack = [PolicyResource(r.type, r.inputs, r.urn, r.name, options_of(r), None, None, [], {}) for r in resources]
         policy.validate(StackValidationArgs(stack, {}), lambda message, urn=None: reported.append(message))
     assert reported == [v["message"] for v in evaluate(resources) if v["policy"] == name]
+
+
+def test_secrecy_is_judged_with_the_marks_the_remediation_pass_keeps():
+    """pulumi_policy drops secret marks before a validation; its remediation pass keeps them, inside proxies
+    that unwrap on every read. The secrecy rule reads past the proxies, so a secret passes and plain text
+    does not."""
+    from pulumi_policy.deserialize import deserialize_properties
+    from pulumi_policy.proxy import unknown_checking_proxy
+
+    from policy.pack import with_secret_marks
+
+    secret_sig = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
+    wire = {"apiToken": {**secret_sig, "value": "t0ken"}, "nested": {"password": "plain"},
+            "clientSecret": "04da6b54-80e4-46f7-96ec-b56ff0331ba9"}
+    as_remediation_sees_it = unknown_checking_proxy(deserialize_properties(wire, True))
+    assert as_remediation_sees_it["apiToken"] == "t0ken", "the proxies hide the mark on read"
+    policy = {p.name: p for p in policies()}["secret-inputs-are-secret"]
+    args = ResourceValidationArgs("pulumi:providers:cloudflare", as_remediation_sees_it, "urn:x", "x",
+                                  PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), []), None, {})
+    reported: list[str] = []
+    assert policy.remediate(args) is None, "the pass only looks; nothing is changed"
+    policy.validate(args, lambda message, urn=None: reported.append(message))
+    assert reported == ["nested.password is plain text: pass it as a Pulumi secret (config get_secret, Output.secret)"]
+    assert type(with_secret_marks(as_remediation_sees_it)["apiToken"]).__name__ == "Secret"
 
 
 def test_mandatory_violation_makes_plan_exit_nonzero(monkeypatch, capsys):

@@ -1,0 +1,107 @@
+"""A real Kubernetes API for the engine tests: k3s (built by `make engine`) as an API server only.
+
+CERES runs on k3s, so the real pulumi-kubernetes provider is pointed at k3s itself: kine on SQLite, no
+agent, kubelet or containerd, so pods never run, which these tests do not need (they check the Secret and
+the Deployment's pod template). It listens on 127.0.0.1 only, on a free port and the one after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_TIMEOUT_S = 180
+# Everything k3s would add on top of the API server is off: the tests need the API and nothing else.
+SERVER_FLAGS = (
+    "--disable-agent", "--disable=traefik,servicelb,metrics-server,local-storage,coredns",
+    "--disable-network-policy", "--disable-helm-controller", "--disable-cloud-controller",
+    "--disable-kube-proxy", "--disable-controller-manager", "--disable-scheduler",
+)
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p+1 free on 127.0.0.1 (k3s serves on both)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port < 65535:
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
+@dataclass
+class K3s:
+    """A running k3s API server and the admin kubeconfig it wrote."""
+
+    binary: Path
+    run_dir: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.run_dir / "kubeconfig.yaml"
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.kubeconfig_path.read_text()
+
+    def start(self) -> "K3s":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        port = _free_port_pair()
+        log = (self.run_dir / "k3s.log").open("w")
+        self.process = subprocess.Popen(
+            [str(self.binary), "server", *SERVER_FLAGS,
+             "--data-dir", str(self.run_dir / "data"), "--bind-address", "127.0.0.1",
+             "--advertise-address", "127.0.0.1", "--https-listen-port", str(port), "--tls-san", "127.0.0.1",
+             "--token", "ceres-mail-tests", "--write-kubeconfig", str(self.kubeconfig_path),
+             "--write-kubeconfig-mode", "600"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"k3s exited ({self.process.returncode}); see {self.run_dir / 'k3s.log'}")
+            if self.kubeconfig_path.is_file() and self._ready():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"k3s was not ready within {READY_TIMEOUT_S} s; see {self.run_dir / 'k3s.log'}")
+
+    def _ready(self) -> bool:
+        result = self.kubectl("get", "--raw", "/readyz", check=False)
+        return result.returncode == 0 and result.stdout.strip() == "ok"
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """k3s's embedded kubectl (argv[0] `kubectl`), against this server."""
+        return subprocess.run(
+            [str(self.binary.parent / "kubectl"), "--kubeconfig", str(self.kubeconfig_path), *args],
+            check=check, capture_output=True, text=True, input=stdin,
+        )
+
+    def get(self, kind: str, name: str, namespace: str) -> dict | None:
+        result = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def apply(self, manifest: dict) -> None:
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()

@@ -1,0 +1,245 @@
+"""What a stand-in provider is: its resource kinds, the SDK schema they are checked against, its world.
+
+`StandIn` does the work shared by every provider: it refuses properties the pinned SDK does not know,
+fills the provider's defaults, diffs into update or replace, and keeps each resource in the "world" (a
+folder standing for the cloud: one JSON file per resource, so a later `pulumi up`, refresh or import finds
+what an earlier one made). A `Kind` says what is particular to one resource type.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.engine.standins.values import changed_paths, matches, plain
+
+WORLD_ENV = "CERES_STANDIN_WORLD"
+
+
+class StandInError(Exception):
+    """A request the real provider would refuse; the message reaches the operator through the engine."""
+
+
+# --- the schema, from the pinned SDK ------------------------------------------------------------------
+
+
+def sdk_module(token: str):
+    """The SDK module that declares a type token: `proxmoxve:firewall/rulesLegacy:RulesLegacy` ->
+    pulumi_proxmoxve.firewall; `tls:index/privateKey:PrivateKey` -> pulumi_tls."""
+    package, module, _ = token.split(":")
+    top = importlib.import_module(f"pulumi_{package}")
+    section = module.split("/", 1)[0]
+    return top if section == "index" else importlib.import_module(f"pulumi_{package}.{section}")
+
+
+def _properties(cls) -> dict[str, Any]:
+    """Wire name -> getter of every property an SDK class declares."""
+    return {
+        getattr(member.fget, "_pulumi_name", attribute): member.fget
+        for attribute, member in vars(cls).items()
+        if isinstance(member, property)
+    }
+
+
+@lru_cache(maxsize=None)
+def input_schema(args_class) -> dict[str, tuple]:
+    """Wire name -> the nested Args classes its value may hold, for every input of an SDK Args class."""
+    module = importlib.import_module(args_class.__module__)
+    package = importlib.import_module(args_class.__module__.rsplit(".", 1)[0])
+    schema = {}
+    for name, getter in _properties(args_class).items():
+        annotation = str(getter.__annotations__.get("return", ""))
+        nested = []
+        for class_name in sorted(set(re.findall(r"\b(\w+Args)\b", annotation))):
+            found = getattr(module, class_name, None) or getattr(package, class_name, None)
+            if isinstance(found, type):
+                nested.append(found)
+        schema[name] = tuple(nested)
+    return schema
+
+
+def output_names(token: str) -> set[str]:
+    """Every output property the SDK's resource class reads back."""
+    return set(_properties(getattr(sdk_module(token), token.rsplit(":", 1)[1])))
+
+
+def unknown_properties(args_class, value: Any, path: str = "") -> list[tuple[str, str]]:
+    """(path, reason) for each property, at any depth, that the SDK's Args classes do not declare."""
+    if not isinstance(value, dict):
+        return []
+    schema = input_schema(args_class)
+    failures = []
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        if key.startswith("__"):
+            continue  # the engine's own bookkeeping (__defaults, __internal)
+        if key not in schema:
+            failures.append((where, f"unknown property {where!r}: {args_class.__name__} has no such input"))
+            continue
+        item = plain(item)
+        for nested in schema[key][:1]:
+            # a nested object, or a list of them
+            elements = list(enumerate(item)) if isinstance(item, list) else [(None, item)]
+            for index, element in elements:
+                failures += unknown_properties(nested, element, where if index is None else f"{where}[{index}]")
+    return failures
+
+
+# --- the world: what the cloud holds ------------------------------------------------------------------
+
+
+class World:
+    """One provider's cloud, as files: <world>/<provider>/<type>/<id>.json holding the resource's
+    properties. The tests read it to see what the engine really did (and seed it with what already exists,
+    such as CERES's realm)."""
+
+    def __init__(self, provider: str, root: Path | None = None):
+        root = root or Path(os.environ.get(WORLD_ENV, ""))
+        if not str(root):
+            raise StandInError(f"{WORLD_ENV} is not set: the stand-in has no world to keep resources in")
+        self.root = root / provider
+
+    def _path(self, token: str, resource_id: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", resource_id)
+        return self.root / token.rsplit(":", 1)[1] / f"{safe}.json"
+
+    def get(self, token: str, resource_id: str) -> dict | None:
+        path = self._path(token, resource_id)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put(self, token: str, resource_id: str, properties: dict) -> None:
+        path = self._path(token, resource_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(properties, indent=2, sort_keys=True))
+        temporary.replace(path)
+
+    def remove(self, token: str, resource_id: str) -> None:
+        self._path(token, resource_id).unlink(missing_ok=True)
+
+    def all(self, token: str) -> dict[str, dict]:
+        folder = self.root / token.rsplit(":", 1)[1]
+        return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+# --- kinds and the stand-in -----------------------------------------------------------------------------
+
+
+Compute = Callable[[dict, "Context"], dict]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a kind's functions may use besides the inputs: the world, the URN, the current outputs."""
+
+    world: World
+    urn: str
+    token: str
+    previous: dict = field(default_factory=dict)  #: the outputs before an update, {} on create
+
+
+def random_id(inputs: dict, context: Context) -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One resource type of a stand-in provider."""
+
+    token: str
+    defaults: dict = field(default_factory=dict)  #: inputs the real provider fills in when not given
+    replace_on: tuple[str, ...] = ()  #: input paths whose change replaces the resource ("*" for all)
+    compute: Compute | None = None  #: outputs the real provider computes at create
+    recompute: Compute | None = None  #: outputs it computes again on update (default: keep)
+    make_id: Callable[[dict, Context], str] = random_id
+    create_hook: Callable[[dict, Context], None] | None = None  #: refuses what the cloud would refuse
+    computed: tuple[str, ...] = ()  #: names of the computed outputs (unknown in a preview)
+    recomputed: tuple[str, ...] = ()  #: the computed outputs an update changes (unknown in its preview)
+
+    @property
+    def sdk_args(self):
+        return getattr(sdk_module(self.token), self.token.rsplit(":", 1)[1] + "Args")
+
+
+@dataclass
+class StandIn:
+    """A stand-in provider: its name as the engine knows it, the SDK version it answers for, its kinds."""
+
+    name: str
+    kinds: dict[str, Kind]
+    provider_args: str = "ProviderArgs"  #: the SDK class that declares the provider's configuration
+
+    @property
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version(f"pulumi_{self.name}")
+
+    def kind(self, token: str) -> Kind:
+        try:
+            return self.kinds[token]
+        except KeyError:
+            raise StandInError(f"resource type {token} is not one this stand-in knows") from None
+
+    @property
+    def world(self) -> World:
+        return World(self.name)
+
+    def check_config(self, news: dict) -> list[tuple[str, str]]:
+        args = getattr(importlib.import_module(f"pulumi_{self.name}"), self.provider_args)
+        config = {key: value for key, value in news.items() if key not in ("version", "pluginDownloadURL")}
+        return unknown_properties(args, config)
+
+    def check(self, token: str, news: dict) -> tuple[dict, list[tuple[str, str]]]:
+        kind = self.kind(token)
+        failures = unknown_properties(kind.sdk_args, news)
+        inputs = {**kind.defaults, **{key: value for key, value in news.items() if value is not None}}
+        return inputs, failures
+
+    def diff(self, token: str, olds: dict, news: dict, ignore: tuple[str, ...]) -> tuple[set[str], set[str]]:
+        kind = self.kind(token)
+        old_inputs = {key: value for key, value in olds.items() if not key.startswith("__")}
+        new_inputs = {key: value for key, value in news.items() if not key.startswith("__")}
+        # the old state holds outputs too: compare only what the program gives as inputs
+        input_names = set(input_schema(kind.sdk_args))
+        old_inputs = {key: value for key, value in old_inputs.items() if key in input_names}
+        changed = changed_paths(old_inputs, new_inputs, ignore)
+        return changed, {path for path in changed if matches(path, kind.replace_on)}
+
+    def create(self, token: str, urn: str, inputs: dict) -> tuple[str, dict]:
+        kind = self.kind(token)
+        context = Context(self.world, urn, token)
+        if kind.create_hook:
+            kind.create_hook(plain(inputs), context)
+        computed = kind.compute(plain(inputs), context) if kind.compute else {}
+        outputs = {**inputs, **computed}
+        resource_id = kind.make_id(plain(outputs), context)
+        context.world.put(token, resource_id, plain(outputs))
+        return resource_id, outputs
+
+    def read(self, token: str, resource_id: str, properties: dict) -> tuple[dict, dict] | None:
+        kind = self.kind(token)
+        held = self.world.get(token, resource_id)
+        if held is None:
+            return None
+        input_names = set(input_schema(kind.sdk_args))
+        return held, {key: value for key, value in held.items() if key in input_names}
+
+    def update(self, token: str, urn: str, resource_id: str, olds: dict, news: dict) -> dict:
+        kind = self.kind(token)
+        context = Context(self.world, urn, token, previous=plain(olds))
+        outputs = {**olds, **news}
+        if kind.recompute:
+            outputs.update(kind.recompute(plain(outputs), context))
+        context.world.put(token, resource_id, plain(outputs))
+        return outputs
+
+    def delete(self, token: str, resource_id: str, properties: dict) -> None:
+        self.world.remove(token, resource_id)

@@ -1,0 +1,43 @@
+"""Stands in for pulumi-command: remote.Command.
+
+Here it checks the connection the real provider would dial (host, user, deploy key, pinned host key) and
+records each run of the command in the world, without dialling: this layer proves what the engine does
+with the commands (order, re-runs, replacements, secrets), not what they do on a host. Each run appends
+the command's URN to the world's `runs.log`, so a test sees that a changed script re-ran its stage and
+that an unchanged one did not.
+"""
+
+from __future__ import annotations
+
+from tests.engine.standins.model import Context, Kind, StandIn, StandInError
+
+REQUIRED_CONNECTION = ("host", "user", "privateKey", "hostKey")
+RUN_LOG = "runs.log"
+
+
+def _run(inputs: dict, context: Context) -> dict:
+    connection = inputs.get("connection") or {}
+    missing = [name for name in REQUIRED_CONNECTION if not connection.get(name)]
+    if missing:
+        raise StandInError(f"{context.urn}: the connection has no {', '.join(missing)}")
+    context.world.root.mkdir(parents=True, exist_ok=True)
+    with (context.world.root / RUN_LOG).open("a") as log:
+        log.write(context.urn + "\n")
+    return {"stdout": "", "stderr": ""}
+
+
+STANDIN = StandIn(
+    name="command",
+    kinds={
+        "command:remote:Command": Kind(
+            token="command:remote:Command",
+            # a changed trigger replaces the command (and so runs it again); any other change updates it,
+            # which runs `create` again when there is no `update` command
+            replace_on=("triggers",),
+            compute=_run,
+            recompute=_run,
+            computed=("stdout", "stderr"),
+            recomputed=("stdout", "stderr"),
+        ),
+    },
+)
