@@ -1,0 +1,39 @@
+# Shared by the engine build scripts: where built tools are kept, and how one is built at most once.
+# Built binaries live outside the clone, keyed by name and version, because CI starts from a fresh clone
+# but keeps this machine's caches (Go's module and build caches included).
+# shellcheck shell=bash
+set -euo pipefail
+export PATH="$PATH:/usr/local/go/bin"
+ENGINE_CACHE="${CERES_MAIL_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ceres-mail/engine}"
+
+# have_built DIR FILE: true when DIR/FILE exists from a finished build (the .complete marker is written
+# last, so an interrupted build is redone rather than trusted).
+have_built() {
+  [ -f "$1/.complete" ] && [ -x "$1/$2" ]
+}
+
+# build_into DIR: prints a fresh scratch folder beside DIR for a build that is moved into place at the end.
+build_into() {
+  mkdir -p "$(dirname "$1")"
+  local scratch="$1.partial"
+  rm -rf "$scratch"
+  mkdir -p "$scratch"
+  printf '%s\n' "$scratch"
+}
+
+# finish_build SCRATCH DIR: marks the build complete and moves it into place in one rename.
+finish_build() {
+  touch "$1/.complete"
+  rm -rf "$2"
+  mv "$1" "$2"
+}
+
+# say MESSAGE: progress on stderr, prefixed so an operator knows which build speaks.
+say() {
+  printf 'engine: %s\n' "$*" >&2
+}
+
+# elapsed_since START: seconds since START (from `date +%s`).
+elapsed_since() {
+  echo $(( $(date +%s) - $1 ))
+}
