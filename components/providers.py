@@ -35,8 +35,13 @@ class Providers:
     keycloak: keycloak.Provider
 
 
+def provider_options(former_parent: pulumi.Resource) -> pulumi.ResourceOptions:
+    """Top of the stack, known by the URN the providers had under `former_parent` too."""
+    return pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=former_parent)])
+
+
 def create_providers(name: str, settings: Settings, former_parent: pulumi.Resource) -> Providers:
-    opts = pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=former_parent)])
+    opts = provider_options(former_parent)
     return Providers(
         # Proxmox VE: API token for the API; SSH (agent) to the node for the snippet upload
         proxmox=proxmoxve.Provider(

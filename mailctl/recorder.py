@@ -84,9 +84,11 @@ def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook |
         URNs as the engine builds them, additionalSecretOutputs wrapped as secrets."""
 
         def make_urn(self, parent: str, type_: str, name: str) -> str:
-            # The engine leaves the root Stack out of its children's qualified type.
+            # As the engine builds it: the qualified type is the parent's whole qualified type, then this
+            # type ("Platform$mail:Dns$…DnsRecord"); the root Stack is left out. The SDK's mock keeps only
+            # the parent's own type, which gives other URNs than a real preview from the third level on.
             if parent and parent != recording.stack_urn:
-                return super().make_urn(parent, type_, name)
+                type_ = parent.split("::")[2] + "$" + type_
             return super().make_urn("", type_, name)
 
         def RegisterResource(self, request):

@@ -4,6 +4,12 @@ Resource rules become ResourceValidationPolicy, cross-resource rules StackValida
 the policy config (`minDkimBits`, `protectedStacks`). Kept apart from `__main__.py` (which starts the
 policy server) so tests can build and call the policies.
 
+Values as the rules know them. pulumi_policy hands a policy its properties behind proxies that raise on
+any value not known yet (a preview's computed values), which would abort a rule for the whole resource
+(or, for a stack rule, the whole stack) at the first such value. The adapter reads past the proxies and
+gives the rules what the offline plan gives them: a value not known yet is "(known after apply)", which
+no rule judges, everything known is judged, and whole numbers are integers (the wire has only doubles).
+
 Where secretness can be seen. The engine sends a policy pack every input with its secret mark, but
 pulumi_policy (1.21) drops the marks before a validation runs: `Analyze` deserialises without them, so
 a secret token and a plain one are the same `str` to a validator. Only the remediation pass keeps them
@@ -58,22 +64,25 @@ def _config(values: Mapping[str, Any]) -> PolicyConfig:
 
 
 def _resource(type_: str, props: Mapping[str, Any], opts, urn: str) -> Resource:
-    return Resource(type_, props, {"protect": opts.protect, "ignoreChanges": list(opts.ignore_changes)}, urn)
+    return Resource(type_, plan_values(props), {"protect": opts.protect, "ignoreChanges": list(opts.ignore_changes)}, urn)
 
 
-def with_secret_marks(value: Any) -> Any:
-    """Plain dicts and lists of a remediation's proxied properties, `Secret` wrappers kept in place (the
-    proxies unwrap a secret on every read, which would hide exactly what the rule looks for)."""
+def plan_values(value: Any) -> Any:
+    """Plain dicts and lists of CrossGuard's proxied properties: values not known yet as the plan's marker,
+    and, in a remediation pass, `Secret` wrappers kept in place (the proxies unwrap a secret on every read,
+    which would hide exactly what the secrecy rule looks for)."""
     while type(value).__name__ in ("_DictProxy", "_ListProxy", "_DictSecretsProxy", "_ListSecretsProxy"):
         value = value[PROXY_TARGET]
     if isinstance(value, str) and value in UNKNOWN_SENTINELS:
         return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the engine's numbers are doubles; sizes and ports are integers, as offline
     if type(value).__name__ == "Secret":
-        return type(value)(with_secret_marks(value.value))
+        return type(value)(plan_values(value.value))
     if isinstance(value, Mapping):
-        return {key: with_secret_marks(item) for key, item in value.items()}
+        return {key: plan_values(item) for key, item in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, str):
-        return [with_secret_marks(item) for item in value]
+        return [plan_values(item) for item in value]
     return value
 
 
@@ -91,7 +100,7 @@ def _secret_marks_policy(rule: Rule, common: dict) -> ResourceValidationPolicy:
     found: dict[str, list[str]] = {}
 
     def look(args: ResourceValidationArgs):
-        resource = _resource(args.resource_type, with_secret_marks(args.props), args.opts, args.urn)
+        resource = _resource(args.resource_type, args.props, args.opts, args.urn)
         found[args.urn] = list(rule.check(resource, _config(args.get_config())))
         return None  # nothing to change: the violation is reported, not repaired
 

@@ -140,7 +140,8 @@ def secret_inputs_are_secret(r: Resource, config: PolicyConfig) -> Iterable[str]
 
 def ssh_connection_pins_host_key(r: Resource, config: PolicyConfig) -> Iterable[str]:
     connection = unwrap(r.props.get("connection")) if r.type == COMMAND else None
-    if isinstance(connection, Mapping) and not _text(connection.get("hostKey")):
+    # a host key not known yet (generated in the same preview) is there; only a missing one is not
+    if isinstance(connection, Mapping) and not unwrap(connection.get("hostKey")):
         yield "the SSH connection has no hostKey: pin the host key the stack planted (trust on first use is not)"
 
 

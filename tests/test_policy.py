@@ -143,7 +143,7 @@ def test_secrecy_is_judged_with_the_marks_the_remediation_pass_keeps():
     from pulumi_policy.deserialize import deserialize_properties
     from pulumi_policy.proxy import unknown_checking_proxy
 
-    from policy.pack import with_secret_marks
+    from policy.pack import plan_values
 
     secret_sig = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
     wire = {"apiToken": {**secret_sig, "value": "t0ken"}, "nested": {"password": "plain"},
@@ -157,7 +157,8 @@ def test_secrecy_is_judged_with_the_marks_the_remediation_pass_keeps():
     assert policy.remediate(args) is None, "the pass only looks; nothing is changed"
     policy.validate(args, lambda message, urn=None: reported.append(message))
     assert reported == ["nested.password is plain text: pass it as a Pulumi secret (config get_secret, Output.secret)"]
-    assert type(with_secret_marks(as_remediation_sees_it)["apiToken"]).__name__ == "Secret"
+    assert type(plan_values(as_remediation_sees_it)["apiToken"]).__name__ == "Secret"
+    assert plan_values(as_remediation_sees_it)["clientSecret"] == "(known after apply)"
 
 
 def test_mandatory_violation_makes_plan_exit_nonzero(monkeypatch, capsys):

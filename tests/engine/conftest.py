@@ -33,14 +33,25 @@ def engine_tools() -> EngineTools:
 
 
 def _ceres_deployment(namespace: str) -> dict:
+    """CERES's Deployment, scaled to zero: k3s runs no pods here, and the kubernetes provider waits for a
+    patched Deployment's rollout, which with no replicas is complete once the controller has seen it."""
     labels = {"app": CERES_DEPLOYMENT}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": CERES_DEPLOYMENT, "namespace": namespace},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+        "spec": {"replicas": 0, "selector": {"matchLabels": labels},
                  "template": {"metadata": {"labels": labels},
                               "spec": {"containers": [{"name": "ceres", "image": "ceres.example/ceres:1"}]}}},
     }
+
+
+def reset_ceres(server: K3s) -> None:
+    """CERES's namespaces as CERES keeps them, without anything a test's stack put there."""
+    for namespace in CERES_NAMESPACES:
+        server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        server.kubectl("delete", "secret", "--all", "-n", namespace, "--ignore-not-found")
+        server.kubectl("delete", "deployment", CERES_DEPLOYMENT, "-n", namespace, "--ignore-not-found")
+        server.apply(_ceres_deployment(namespace))
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +59,7 @@ def k3s(engine_tools, tmp_path_factory):
     """A real Kubernetes API with CERES's namespaces and its Deployment, as the cluster has them."""
     server = K3s(engine_tools.k3s, tmp_path_factory.mktemp("k3s")).start()
     try:
-        for namespace in CERES_NAMESPACES:
-            server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-            server.apply(_ceres_deployment(namespace))
+        reset_ceres(server)
         yield server
     finally:
         server.stop()
@@ -86,4 +95,5 @@ def engine_project(tmp_path: Path, engine_tools, k3s):
         seed_realm(project)
         return project
 
-    return make
+    yield make
+    reset_ceres(k3s)

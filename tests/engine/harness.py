@@ -105,11 +105,12 @@ class EngineProject:
         }
 
     def stack(self, name: str, source: str | None = None, config: dict[str, Any] | None = None,
-              secret_config: dict[str, str] | None = None):
+              secret_config: dict[str, str] | None = None, transforms: tuple[Callable, ...] = ()):
         """Create stack `name` from the repository's Pulumi.<source>.yaml (default: the same name).
 
         `config` overrides plain keys (None removes one); every `secure:` key of the file gets a fresh
-        real secret, `secret_config` chooses some of them."""
+        real secret, `secret_config` chooses some of them. `transforms` (Pulumi resource transforms)
+        change what the program registers, to stand for a program someone got wrong."""
         from pulumi import automation
 
         document = yaml.safe_load((REPO / f"Pulumi.{source or name}.yaml").read_text())
@@ -126,33 +127,47 @@ class EngineProject:
 
         chosen = {key if ":" in key else f"ceres-mail:{key}": value for key, value in (secret_config or {}).items()}
         stack = automation.create_stack(
-            stack_name=name,
-            project_name="ceres-mail",
-            program=self.program(name),
-            opts=automation.LocalWorkspaceOptions(
-                work_dir=str(self.work_dir),
-                env_vars=self.env,
-                # the built CLI, by its folder (<root>/bin/pulumi), not whatever `pulumi` PATH holds
-                pulumi_command=automation.PulumiCommand(root=str(self.tools.pulumi.parent.parent)),
-            ),
+            stack_name=name, project_name="ceres-mail", program=self.program(name, transforms),
+            opts=self._workspace_options(),
         )
         secret_values = {key: chosen.get(key) or self._secret_for(key) for key in secure} | chosen
         stack.set_all_config({key: automation.ConfigValue(value, secret=True) for key, value in secret_values.items()})
         self.secret_values.update(secret_values)
         return stack
 
+    def select(self, name: str, transforms: tuple[Callable, ...] = ()):
+        """The existing stack `name`, running the program with other transforms (none: the program as is)."""
+        from pulumi import automation
+
+        return automation.select_stack(stack_name=name, project_name="ceres-mail",
+                                       program=self.program(name, transforms), opts=self._workspace_options())
+
+    def _workspace_options(self):
+        from pulumi import automation
+
+        return automation.LocalWorkspaceOptions(
+            work_dir=str(self.work_dir),
+            env_vars=self.env,
+            # the built CLI, by its folder (<root>/bin/pulumi), not whatever `pulumi` PATH holds
+            pulumi_command=automation.PulumiCommand(root=str(self.tools.pulumi.parent.parent)),
+        )
+
     def _secret_for(self, key: str) -> str:
         if key.endswith(":kubeconfig") and self.kubeconfig:
             return self.kubeconfig
         return secrets.token_urlsafe(24)
 
-    def program(self, name: str) -> Callable[[], None]:
+    def program(self, name: str, transforms: tuple[Callable, ...] = ()) -> Callable[[], None]:
         work_dir = self.work_dir
 
         def run() -> None:
+            import pulumi
+
             from components import program
             from mailctl.stackfile import load_stack
 
+            for transform in transforms:
+                pulumi.runtime.register_resource_transform(transform)
             program.run(load_stack(work_dir, name).stack_keys)
 
         return run
@@ -160,6 +175,11 @@ class EngineProject:
     def export(self, stack) -> dict:
         """The stack's state as `pulumi stack export` gives it (secrets stay encrypted)."""
         return stack.export_stack().deployment
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """The built CLI run in this project with its backend, for what the Automation API does not offer."""
+        return subprocess.run([str(self.tools.pulumi), *args, "--cwd", str(self.work_dir)], env={**os.environ, **self.env},
+                              capture_output=True, text=True, check=check)
 
     def world_items(self, provider: str, type_name: str) -> dict[str, dict]:
         folder = self.world / provider / type_name
@@ -193,14 +213,19 @@ class EngineRun:
         """URN -> the state the engine planned for it (preview --json's newState)."""
         return {step["urn"]: step.get("newState") or {} for step in self.steps}
 
-    def ops(self) -> dict[str, str]:
-        """URN -> the step the engine took (create, same, update, replace, import, ...)."""
-        return {e.resource_pre_event.metadata.urn: e.resource_pre_event.metadata.op.value
-                for e in self.events if e.resource_pre_event}
+    def ops(self) -> dict[str, tuple[str, ...]]:
+        """URN -> the steps the engine took for it, in order (create, same, update, replace, import, ...);
+        an adopted resource has two: import, then update."""
+        ops: dict[str, tuple[str, ...]] = {}
+        for event in self.events:
+            if event.resource_pre_event:
+                metadata = event.resource_pre_event.metadata
+                ops[metadata.urn] = (*ops.get(metadata.urn, ()), metadata.op.value)
+        return ops
 
-    def changed(self) -> dict[str, str]:
-        """URN -> step, for the steps that change something (not same, not read)."""
-        return {urn: op for urn, op in self.ops().items() if op not in ("same", "read")}
+    def changed(self) -> dict[str, tuple[str, ...]]:
+        """URN -> steps, for the resources whose steps change something (not only same or read)."""
+        return {urn: steps for urn, steps in self.ops().items() if set(steps) - {"same", "read"}}
 
 
 def run_engine(operation: Callable, json_steps: bool = False, **kwargs) -> EngineRun:

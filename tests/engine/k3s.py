@@ -2,7 +2,8 @@
 
 CERES runs on k3s, so the real pulumi-kubernetes provider is pointed at k3s itself: kine on SQLite, no
 agent, kubelet or containerd, so pods never run, which these tests do not need (they check the Secret and
-the Deployment's pod template). It listens on 127.0.0.1 only, on a free port and the one after it.
+the Deployment's pod template). It listens on 127.0.0.1 only: on a free port and the one after it, and its
+controller manager on 127.0.0.1:10257, so one runs at a time.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READY_TIMEOUT_S = 180
-# Everything k3s would add on top of the API server is off: the tests need the API and nothing else.
+CONTROLLER_MANAGER_PORT = 10257  # fixed by k3s
+# What k3s adds on top of the API server is off, but for the controller manager: its garbage collector
+# finishes deletions (the kubernetes provider deletes in the foreground, which waits for it).
 SERVER_FLAGS = (
     "--disable-agent", "--disable=traefik,servicelb,metrics-server,local-storage,coredns",
     "--disable-network-policy", "--disable-helm-controller", "--disable-cloud-controller",
-    "--disable-kube-proxy", "--disable-controller-manager", "--disable-scheduler",
+    "--disable-kube-proxy", "--disable-scheduler",
 )
 
 
@@ -58,6 +61,12 @@ class K3s:
         return self.kubeconfig_path.read_text()
 
     def start(self) -> "K3s":
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", CONTROLLER_MANAGER_PORT))
+            except OSError:
+                raise RuntimeError(f"127.0.0.1:{CONTROLLER_MANAGER_PORT} is taken: another k3s still runs "
+                                   "(`pgrep -af 'k3s server'`)") from None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         port = _free_port_pair()
         log = (self.run_dir / "k3s.log").open("w")
@@ -80,15 +89,20 @@ class K3s:
         raise RuntimeError(f"k3s was not ready within {READY_TIMEOUT_S} s; see {self.run_dir / 'k3s.log'}")
 
     def _ready(self) -> bool:
-        result = self.kubectl("get", "--raw", "/readyz", check=False)
-        return result.returncode == 0 and result.stdout.strip() == "ok"
+        # /readyz can say ok before the API groups are served: wait for the ones the tests use too
+        ready = self.kubectl("get", "--raw", "/readyz", check=False)
+        return (ready.returncode == 0 and ready.stdout.strip() == "ok"
+                and self.kubectl("get", "deployments,secrets,namespaces", "-A", check=False).returncode == 0)
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         """k3s's embedded kubectl (argv[0] `kubectl`), against this server."""
-        return subprocess.run(
+        result = subprocess.run(
             [str(self.binary.parent / "kubectl"), "--kubeconfig", str(self.kubeconfig_path), *args],
-            check=check, capture_output=True, text=True, input=stdin,
+            capture_output=True, text=True, input=stdin,
         )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
 
     def get(self, kind: str, name: str, namespace: str) -> dict | None:
         result = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
@@ -98,10 +112,16 @@ class K3s:
         self.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of its group is left
+        except ProcessLookupError:
+            pass
+        self.process.wait()

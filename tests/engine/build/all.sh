@@ -29,11 +29,13 @@ while [ ${#pids[@]} -gt 0 ]; do
     fi
   done
   if [ ${#pids[@]} -gt 0 ]; then
-    for _ in $(seq 60); do
+    waited=0
+    while [ $waited -lt 60 ]; do
       sleep 1
+      waited=$((waited + 1))
       for script in "${!pids[@]}"; do kill -0 "${pids[$script]}" 2>/dev/null || break 2; done
     done
-    [ ${#pids[@]} -gt 0 ] && say "still building after $(elapsed_since "$start") s: ${!pids[*]}"
+    [ $waited -ge 60 ] && say "still building after $(elapsed_since "$start") s: ${!pids[*]}"
   fi
 done
 [ ${#failed[@]} -eq 0 ] || { say "failed: ${failed[*]}"; exit 1; }

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from tests.engine.standins.model import Context, Kind, StandIn, StandInError
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-IDENTITY = ("zoneId", "name", "type", "content")
+IDENTITY = ("zoneId", "name", "type", "content", "data", "priority")
 
 
 def _refuse_identical(inputs: dict, context: Context) -> None:
@@ -33,8 +33,7 @@ class CloudflareDns(StandIn):
     """Reads an imported record by `<zone id>/<record id>`, the form the real provider's import takes."""
 
     def read(self, token, resource_id, properties):
-        found = super().read(token, resource_id.rsplit("/", 1)[-1], properties)
-        return found
+        return super().read(token, resource_id.rsplit("/", 1)[-1], properties)
 
 
 STANDIN = CloudflareDns(

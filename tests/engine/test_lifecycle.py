@@ -1,0 +1,139 @@
+"""`pulumi up`, again, after one change, `--target`, and `destroy` under the real engine."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+from pulumi.automation import ConfigValue
+
+from components import providers
+from mailctl.diff import diff_plans
+from mailctl.recorder import record
+from tests.engine.conftest import CERES_REALM_FIELDS
+from tests.engine.harness import run_engine
+from tests.engine.standins.remote_commands import RUN_LOG
+
+REALM = "keycloak:index/realm:Realm"
+RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+
+
+def urn_of(run_or_state, type_: str, name_suffix: str) -> str:
+    urns = run_or_state if isinstance(run_or_state, (list, set, dict)) else run_or_state.ops()
+    [urn] = [u for u in urns if u.split("::")[-2].endswith(type_) and u.endswith(name_suffix)]
+    return urn
+
+
+@pytest.fixture
+def staging_up(engine_project):
+    """A staging-like stack after its first `pulumi up`."""
+    project = engine_project("staging")
+    stack = project.stack("staging")
+    first = run_engine(stack.up)
+    assert first.ok, first.output[-3000:]
+    return project, stack, first
+
+
+def test_first_up_adopts_the_realm_and_owns_only_its_smtp_block(staging_up):
+    project, stack, first = staging_up
+    realm_urn = urn_of(first, REALM, "-keycloak-realm")
+    assert first.ops()[realm_urn] == ("import", "update"), "adopted as it is, then given its SMTP block"
+    [realm] = [r for r in project.export(stack)["resources"] if r["urn"] == realm_urn]
+    assert realm["importID"] == "ceres" and realm["protect"] and realm["retainOnDelete"]
+    held = project.world_items("keycloak", "Realm")["ceres"]
+    assert {key: held[key] for key in CERES_REALM_FIELDS} == CERES_REALM_FIELDS, "every other field as CERES had it"
+    assert held["smtpServer"]["host"] == "mail.staging.example.net"
+    assert held["smtpServer"]["auth"]["username"] == "no-reply@staging.example.net"
+
+
+def test_a_second_up_changes_nothing(staging_up):
+    project, stack, first = staging_up
+    runs_before = (project.world / "command" / RUN_LOG).read_text()
+    second = run_engine(stack.up, expect_no_changes=True)
+    assert second.ok, second.output[-3000:]
+    assert second.changed() == {}
+    assert (project.world / "command" / RUN_LOG).read_text() == runs_before, "no install stage ran again"
+
+
+def _engine_changes(run) -> dict[str, tuple[str, set[str]]]:
+    """URN -> (changed | replaced, the top-level inputs that changed), from a preview's steps."""
+    changes = {}
+    for event in run.events:
+        pre = event.resource_pre_event
+        if pre is None or pre.metadata.op.value in ("same", "read"):
+            continue
+        action = "replaced" if pre.metadata.op.value in ("replace", "create-replacement", "delete-replaced") else "changed"
+        paths = set(pre.metadata.detailed_diff or {}) or set(pre.metadata.diffs or [])
+        changes[pre.metadata.urn] = (action, {p.split(".", 1)[0].split("[", 1)[0] for p in paths})
+    return changes
+
+
+@pytest.mark.parametrize("key, value", [("dnsTtl", 600), ("mailFromName", "CERES Staging")])
+def test_one_config_change_shows_in_the_preview_as_in_mailctl_plan_diff(staging_up, key, value):
+    project, stack, first = staging_up
+    base = record(project.work_dir, "staging")
+    stack.set_config(f"ceres-mail:{key}", ConfigValue(str(value)))
+    head = record(project.work_dir, "staging")
+    offline = {
+        change.urn: (change.action, {p.split(".", 1)[0].split("[", 1)[0] for p in change.inputs})
+        for change in diff_plans(base, head)
+    }
+    preview = run_engine(stack.preview, diff=True)
+    assert preview.ok, preview.output[-3000:]
+    assert offline, f"changing {key} changes something"
+    assert _engine_changes(preview) == offline
+
+
+def test_targeted_preview_and_up_touch_only_the_target(staging_up):
+    project, stack, first = staging_up
+    stack.set_config("ceres-mail:dnsTtl", ConfigValue("900"))
+    mx = urn_of(first, RECORD, "-mx-staging.example.net")
+    preview = run_engine(stack.preview, target=[mx])
+    assert preview.ok, preview.output[-3000:]
+    assert preview.changed() == {mx: ("update",)}
+    up = run_engine(stack.up, target=[mx])
+    assert up.ok, up.output[-3000:]
+    assert up.changed() == {mx: ("update",)}
+    records = project.world_items("cloudflare", "DnsRecord").values()
+    assert {r["name"]: r["ttl"] for r in records if r["type"] == "MX"} == {"staging.example.net": 900}
+    assert {r["ttl"] for r in records if r["type"] != "MX"} == {300}, "untargeted records keep their TTL"
+
+
+def test_destroy_is_refused_for_protected_resources_and_retain_on_delete_is_honoured(engine_project):
+    """prod protects its VM, records, keys and the realm: destroy stops; once unprotected, destroy
+    removes what the stack owns and leaves the VM and CERES's realm in place (retainOnDelete)."""
+    project = engine_project("prod")
+    stack = project.stack("prod")
+    up = run_engine(stack.up)
+    assert up.ok, up.output[-3000:]
+    refused = run_engine(stack.destroy)
+    assert not refused.ok and "protected" in refused.output
+    assert project.world_items("proxmoxve", "VmLegacy"), "nothing was deleted"
+
+    project.cli("state", "unprotect", "--all", "--yes", "--stack", "prod")
+    destroyed = run_engine(stack.destroy)
+    assert destroyed.ok, destroyed.output[-3000:]
+    assert list(project.world_items("proxmoxve", "VmLegacy")) == ["2501"], "the VM is retained"
+    assert "ceres" in project.world_items("keycloak", "Realm"), "CERES's realm is retained"
+    assert project.world_items("cloudflare", "DnsRecord") == {}
+    assert project.world_items("proxmoxve", "FileLegacy") == {}
+
+
+def providers_under_the_platform(former_parent):
+    """The layout before the providers moved to the top of the stack: under the Platform component.
+    (Transforms cannot change a parent, so the test swaps the options the providers are made with.)"""
+    return pulumi.ResourceOptions(parent=former_parent)
+
+
+def test_a_stack_deployed_with_the_providers_under_the_platform_keeps_them(engine_project):
+    """Moving the providers renames them; their alias makes the move a rename, not a new provider that
+    would replace every resource it manages."""
+    project = engine_project("staging")
+    old_layout = project.stack("staging")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(providers, "provider_options", providers_under_the_platform)
+        first = run_engine(old_layout.up)
+    assert first.ok, first.output[-3000:]
+    assert any("Platform$pulumi:providers:" in urn for urn in first.ops())
+    moved = run_engine(old_layout.preview, diff=True)
+    assert moved.ok, moved.output[-3000:]
+    assert {urn: steps for urn, steps in moved.changed().items()} == {}

@@ -1,0 +1,64 @@
+"""The policy pack under the real CrossGuard refuses a bad stack with exactly its mandatory violations.
+
+A stack whose settings are valid cannot hold these mistakes (settings refuse a 1024-bit DKIM key and SSH
+open to all), so each bad stack is the real program with a Pulumi resource transform standing for the
+edit that broke it: the engine and the pack see what such a program would register."""
+
+from __future__ import annotations
+
+import pulumi
+
+from tests.engine.harness import run_engine
+
+SSH_FROM_ANYWHERE = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22", "comment": "ssh"}
+
+
+def _changed(args: pulumi.ResourceTransformArgs, **props) -> pulumi.ResourceTransformResult:
+    return pulumi.ResourceTransformResult({**args.props, **props}, args.opts)
+
+
+def proxied_mail_host(args):
+    if args.type_ == "cloudflare:index/dnsRecord:DnsRecord" and args.props.get("type") == "A":
+        return _changed(args, proxied=True)
+
+
+def ssh_open_to_all(args):
+    if args.type_ == "proxmoxve:firewall/rulesLegacy:RulesLegacy":
+        return _changed(args, rules=[*args.props["rules"], SSH_FROM_ANYWHERE])
+
+
+def weak_dkim_key(args):
+    if args.type_ == "tls:index/privateKey:PrivateKey" and args.name.endswith("-dkim-key"):
+        return _changed(args, rsaBits=1024)
+
+
+def plain_cloudflare_token(args):
+    if args.type_ == "pulumi:providers:cloudflare":
+        return _changed(args, apiToken="plain-text-cloudflare-token")
+
+
+def _mandatory(run) -> list[tuple[str, str]]:
+    return sorted((v["policy"], v["urn"].rsplit("::", 1)[-1]) for v in run.violations if v["level"] == "mandatory")
+
+
+def test_a_bad_stack_fails_with_exactly_its_mandatory_violations(engine_project):
+    project = engine_project("staging")
+    stack = project.stack("staging", transforms=(proxied_mail_host, ssh_open_to_all, weak_dkim_key))
+    run = run_engine(stack.preview, policy_packs=[project.policy_pack])
+    assert not run.ok, "a mandatory violation fails the preview"
+    assert _mandatory(run) == [
+        ("dkim-key-strong", "ceres-mail-dkim-key"),
+        ("dns-record-not-proxied", "ceres-mail-dns-a-mail.staging.example.net"),
+        ("ssh-not-open-to-the-world", "ceres-mail-vm-firewall-rules"),
+    ]
+
+
+def test_a_plain_text_credential_is_caught_under_crossguard(engine_project):
+    """The engine hides nothing: a token passed in clear reaches the pack as plain text and fails it."""
+    project = engine_project("staging")
+    stack = project.stack("staging", transforms=(plain_cloudflare_token,))
+    run = run_engine(stack.preview, policy_packs=[project.policy_pack])
+    assert not run.ok
+    assert _mandatory(run) == [("secret-inputs-are-secret", "ceres-mail-provider-cloudflare")]
+    assert "apiToken is plain text" in run.output
+    assert "plain-text-cloudflare-token" not in run.output
