@@ -104,6 +104,23 @@ def test_opaque_values_are_not_violations(prod_plan):
     assert command.inputs["connection"] == "[secret]" and evaluate([command]) == []
 
 
+def test_a_host_key_not_known_yet_is_pinned_and_a_missing_one_is_not(prod_plan):
+    """In a preview the generated host key is not known yet: that is not a missing key."""
+    command = next(r for r in prod_plan.of_type(COMMAND) if r.name.endswith("-install-mail"))
+    pending = {"host": "203.0.113.25", "user": "ceres", "hostKey": "(known after apply)"}
+    assert evaluate([with_inputs(command, connection=pending)]) == []
+    [violation] = evaluate([with_inputs(command, connection={**pending, "hostKey": ""})])
+    assert violation["policy"] == "ssh-pins-host-key"
+
+
+def test_crossguard_numbers_reach_the_rules_as_integers():
+    """The engine's numbers are doubles on the wire; rules compare sizes as integers, as offline."""
+    from policy.pack import plan_values
+
+    assert plan_values({"rsaBits": 1024.0, "ttl": 300.5}) == {"rsaBits": 1024, "ttl": 300.5}
+    assert type(plan_values({"rsaBits": 1024.0})["rsaBits"]) is int
+
+
 def options_of(resource) -> PolicyResourceOptions:
     return PolicyResourceOptions(
         protect=resource.options["protect"],

@@ -9,8 +9,6 @@ serves; this module only translates between the protocol and plain Python values
 from __future__ import annotations
 
 import json
-import sys
-import threading
 from concurrent import futures
 
 import grpc
@@ -18,7 +16,7 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import plugin_pb2, provider_pb2, provider_pb2_grpc
 
 from tests.engine.standins.model import StandIn, StandInError
-from tests.engine.standins.values import changed_paths, plain, with_unknowns
+from tests.engine.standins.values import UNKNOWN, changed_paths, with_unknowns
 
 DiffResponse = provider_pb2.DiffResponse
 PropertyDiff = provider_pb2.PropertyDiff
@@ -138,8 +136,9 @@ class _Service(provider_pb2_grpc.ResourceProviderServicer):
         olds, news = _from_struct(request.olds), _from_struct(request.news)
         try:
             if request.preview:
-                kind = self.standin.kind(request.type)
-                return provider_pb2.UpdateResponse(properties=_to_struct(with_unknowns({**olds, **news}, kind.recomputed)))
+                # what the update computes again is not known until it ran
+                recomputed = {name: UNKNOWN for name in self.standin.kind(request.type).recomputed}
+                return provider_pb2.UpdateResponse(properties=_to_struct({**olds, **news, **recomputed}))
             outputs = self.standin.update(request.type, request.urn, request.id, olds, news)
         except StandInError as error:
             self._abort(context, error)
@@ -160,9 +159,5 @@ def serve(standin: StandIn) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
-    # The engine kills the plugin when it is done; until then the server threads do the work.
-    threading.Event().wait()
-    sys.exit(0)
+    server.wait_for_termination()  # the engine kills the plugin when it is done with it
 
-
-__all__ = ["serve", "plain"]
