@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+# pip says which package it collects, one line each: a cold install takes a minute or more and must not
+# look stuck. (Once installed, the marker files below skip it.)
+PIP := $(BIN)/python -m pip --disable-pip-version-check --progress-bar off
 STACK ?= prod
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
 WHEELHOUSE := .cache/wheels
@@ -33,8 +35,10 @@ docs: venv  ## regenerate the README's config reference from Pulumi.yaml
 venv: $(VENV)/.runtime
 dev: $(VENV)/.dev
 
+# The interpreter is checked first (pyproject.toml's requires-python), so a wrong one leaves no .venv.
 # Debian ships venv apart from python3 (python3-venv); as root, install it when venv creation fails.
 $(BIN)/python:
+	@$(PYTHON) tools/check_python.py
 	@echo "make: creating $(VENV) with $$($(PYTHON) --version)"
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  rm -rf $(VENV); \

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
+from pulumi.runtime import config as pulumi_config
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from pydantic import (
@@ -55,7 +56,8 @@ class SettingsError(pulumi.RunError):
 
     def __init__(self, problems: list[tuple[str, str]]):
         self.problems = sorted(set(problems))
-        lines = [f"  {PROJECT}:{key}: {why}" for key, why in self.problems]
+        # a key of this project is named as the stack file names it; a full key (another namespace) as is
+        lines = [f"  {key if ':' in key else f'{PROJECT}:{key}'}: {why}" for key, why in self.problems]
         super().__init__(
             f"the stack configuration has {len(self.problems)} problem(s):\n" + "\n".join(lines)
         )
@@ -634,12 +636,31 @@ def _describe(error: dict) -> str:
     if error["type"] == "value_error":
         # our own rules, whose messages already quote the value
         return error["msg"].removeprefix("Value error, ")
+    if error["type"] in ("json_invalid", "list_type"):
+        # every JSON-typed key holds a list: a single value given where a list belongs
+        return f"{error['input']!r} must be a list: a YAML list in the stack file, or JSON such as [\"a\", \"b\"]"
     if error["type"] == "literal_error":
         return f"{error['input']!r} is not allowed: {error['msg'].lower()}"
     return f"{error['input']!r}: {error['msg'].lower()}"
 
 
-def validate(raw: Mapping[str, Any]) -> Settings:
+def misplaced_keys(full_keys: Iterable[str]) -> list[tuple[str, str]]:
+    """Keys meant for this project that the Pulumi CLI hands to no one, so their defaults would stay in
+    force unnoticed: one written without a namespace (`dmarcPolicy`; the CLI ignores it) or under another
+    namespace that holds one of this project's key names (`ceres-mial:dnsTtl`)."""
+    problems = []
+    for full_key in sorted(full_keys):
+        namespace, separator, name = full_key.rpartition(":")
+        if not separator and name in CONFIG_KEYS:
+            problems.append((name, f"is written `{name}` without its namespace; the Pulumi CLI ignores such a key, "
+                                   f"so the default would stay: write `{PROJECT}:{name}`"))
+        elif separator and namespace != PROJECT and name in CONFIG_KEYS:
+            problems.append((full_key, f"is in namespace {namespace!r}, which nothing reads, so {PROJECT}:{name} "
+                                       f"would keep its default: write `{PROJECT}:{name}`"))
+    return problems
+
+
+def validate(raw: Mapping[str, Any], misplaced: Iterable[str] = ()) -> Settings:
     """Check raw config values (keyed by config key) and return frozen Settings, or raise SettingsError.
 
     Each field is checked on its own first, so that the cross-field rules still run on every key that
@@ -667,6 +688,7 @@ def validate(raw: Mapping[str, Any]) -> Settings:
     unknown = set(raw) - CONFIG_KEYS
     # (an undeclared key is reported below; the loop above only visits declared ones)
     problems += [(key, "is not a key of this project (see Pulumi.yaml)") for key in sorted(unknown)]
+    problems += misplaced_keys(misplaced)
     problems += _cross_field_problems(good)
     if problems:
         raise SettingsError(problems)
@@ -690,4 +712,5 @@ def load(config: pulumi.Config | None = None, stack_keys: Iterable[str] = ()) ->
     for name, info in Settings.model_fields.items():
         key = to_camel(name)
         raw[key] = config.get_secret(key) if _is_secret(info) else config.get(key)
-    return validate(raw)
+    # every key the engine passed, whatever its namespace (the SDK offers no public list of them)
+    return validate(raw, misplaced=pulumi_config.CONFIG.get().keys())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -61,6 +62,23 @@ def _unwrap_secrets(value: Any) -> Any:
     return value
 
 
+def _close_worker_loop() -> None:
+    """Close the event loop the SDK's mock made for this worker thread, if it made one.
+
+    The SDK registers resources from executor threads, and its mock monitor runs coroutines there on a
+    loop of the thread's own that nobody closes; Python 3.12 reports such a loop when the garbage collector
+    finds it at exit ("Invalid file descriptor: -1"), which an operator would read as a crash."""
+    if threading.current_thread() is threading.main_thread():
+        return
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return  # none was made
+    if not loop.is_running():
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 def _struct_to_plan(struct) -> dict[str, Any]:
     return _redact(json_format.MessageToDict(struct, preserving_proto_field_name=True))
 
@@ -92,6 +110,12 @@ def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook |
             return super().make_urn("", type_, name)
 
         def RegisterResource(self, request):
+            try:
+                return self._record(request)
+            finally:
+                _close_worker_loop()
+
+        def _record(self, request):
             response = super().RegisterResource(request)
             if request.type == STACK_TYPE:
                 recording.stack_urn = response.urn

@@ -105,7 +105,10 @@ def _secret_marks_policy(rule: Rule, common: dict) -> ResourceValidationPolicy:
         return None  # nothing to change: the violation is reported, not repaired
 
     def report(args: ResourceValidationArgs, report_violation) -> None:
-        for message in found.pop(args.urn, []):
+        if args.urn not in found:
+            # the pack config set another level, so the engine skipped the remediation pass: say so
+            args.not_applicable("this rule looks in the remediation pass, which runs at the level 'remediate' only")
+        for message in found.pop(args.urn):
             report_violation(message)
 
     return ResourceValidationPolicy(

@@ -55,6 +55,14 @@ def test_make_plan_works_offline_without_credentials(fresh_clone):
     assert "Traceback" not in result.stderr
 
 
+def test_a_cold_make_plan_shows_its_progress(fresh_clone):
+    """The cold install takes a minute or more: pip names each package as it comes, so it never looks stuck."""
+    clone, _, result = fresh_clone
+    collected = [line for line in result.stdout.splitlines() if line.startswith("Collecting ")]
+    assert any(line.startswith("Collecting pulumi==") for line in collected), result.stdout[:2000]
+    assert len(collected) >= 40, "one line per pinned package"
+
+
 def test_venv_has_the_project_editable_with_mailctl(fresh_clone):
     clone, env, _ = fresh_clone
     result = subprocess.run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -55,6 +57,36 @@ def test_bad_stack_exits_2_naming_keys_without_traceback(scratch_project):
     assert "ceres-mail:domain:" in result.stderr and "ceres-mail:smtpPort:" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "written, expected",
+    [
+        ({"dmarcPolicy": "reject"}, "ceres-mail:dmarcPolicy: is written `dmarcPolicy` without its namespace"),
+        ({"ceres-mial:dmarcPolicy": "reject"}, "ceres-mial:dmarcPolicy: is in namespace 'ceres-mial', which nothing reads"),
+        ({"ceres-mail:adminCidrs": "198.51.100.0/28"}, "ceres-mail:adminCidrs: '198.51.100.0/28' must be a list"),
+    ],
+)
+def test_a_key_the_cli_would_ignore_or_misread_is_refused(scratch_project, written, expected):
+    """The Pulumi CLI passes a key without namespace to no one and one under a misspelt namespace to no
+    one who reads it: DMARC would silently stay p=none. The plan refuses both, naming the key."""
+    project = scratch_project("typo", {**stack_config("staging"), **written})
+    result = run_mailctl("-C", str(project), "plan", "--stack", "typo")
+    assert result.returncode == 2, result.stdout[-500:]
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_secret_in_clear_in_the_stack_file_is_refused_without_showing_it(scratch_project):
+    """The Pulumi CLI refuses it ("must be encrypted as it's secret"); so does the plan, before the value
+    could be shown anywhere."""
+    token = "cf-token-that-must-not-be-printed"
+    project = scratch_project("leaky", {**stack_config("staging"), "ceres-mail:cloudflareApiToken": token})
+    result = run_mailctl("-C", str(project), "plan", "--stack", "leaky")
+    assert result.returncode == 2
+    assert "ceres-mail:cloudflareApiToken is in clear in Pulumi.leaky.yaml" in result.stderr
+    assert "pulumi config set --secret cloudflareApiToken" in result.stderr
+    assert token not in result.stderr + result.stdout
 
 
 def test_unknown_stack_is_a_clear_error(project_dir):

@@ -9,6 +9,7 @@ mail host from scratch to interrupt installs on purpose.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import subprocess
 import time
@@ -222,11 +223,16 @@ def test_mta_sts_policy_is_served_and_matches_the_dns_id(mailnet, pebble_root):
 # --- 6. interrupted installs converge -------------------------------------------------------------------
 
 
+KILL_SEED_ENV = "CERES_MAIL_KILL_SEED"
+
+
 def test_installs_killed_at_random_points_converge(mailnet, installed):
     """Rebuild the host from scratch; three times, kill the install at a random moment; then run it to the
-    end: the result is the same configuration as an uninterrupted install."""
+    end: the result is the same configuration as an uninterrupted install. The moments come from a seed
+    that the test prints; setting CERES_MAIL_KILL_SEED to it replays the same moments."""
     reference = effective_config(mailnet)
-    seed = random.randrange(1 << 32)
+    seed = int(os.environ.get(KILL_SEED_ENV) or random.randrange(1 << 32))
+    print(f"kill moments from seed {seed}; replay with {KILL_SEED_ENV}={seed}")
     chance = random.Random(seed)
     mailnet.rebuild_mail_host()
     for attempt in range(3):
@@ -242,6 +248,6 @@ def test_installs_killed_at_random_points_converge(mailnet, installed):
         # a killed dpkg leaves its lock and half-configured packages, as a real crash would
         print(f"attempt {attempt + 1}: killed after {delay:.1f} s (seed {seed})")
     final = mailnet.install()
-    assert [r.returncode for r in final] == [0, 0, 0, 0], f"seed {seed}: {final[-1].stdout[-3000:]}{final[-1].stderr[-3000:]}"
-    assert effective_config(mailnet) == reference, f"seed {seed}"
+    assert [r.returncode for r in final] == [0, 0, 0, 0], f"{KILL_SEED_ENV}={seed}: {final[-1].stdout[-3000:]}{final[-1].stderr[-3000:]}"
+    assert effective_config(mailnet) == reference, f"{KILL_SEED_ENV}={seed}"
     assert all("ActiveState=active" in s for s in service_starts(mailnet).values())

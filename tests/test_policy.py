@@ -174,6 +174,9 @@ def test_secrecy_is_judged_with_the_marks_the_remediation_pass_keeps():
     assert policy.remediate(args) is None, "the pass only looks; nothing is changed"
     policy.validate(args, lambda message, urn=None: reported.append(message))
     assert reported == ["nested.password is plain text: pass it as a Pulumi secret (config get_secret, Output.secret)"]
+    with pytest.raises(Exception) as not_applicable:
+        policy.validate(args, lambda message, urn=None: None)  # no remediation pass ran (another level)
+    assert "remediation pass" in not_applicable.value.reason
     assert type(plan_values(as_remediation_sees_it)["apiToken"]).__name__ == "Secret"
     assert plan_values(as_remediation_sees_it)["clientSecret"] == "(known after apply)"
 

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -55,11 +56,10 @@ def write_executable(path: Path, text: str) -> Path:
 def plugin_bin(folder: Path, tools: EngineTools) -> Path:
     """A folder for PATH holding the CLI, the real kubernetes plugin and the stand-in plugins."""
     folder.mkdir(parents=True, exist_ok=True)
-    python = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "python"
     for name in STANDIN_NAMES:
         write_executable(
             folder / f"pulumi-resource-{name}",
-            f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{python}" -m tests.engine.standins {name} "$@"\n',
+            f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{sys.executable}" -m tests.engine.standins {name} "$@"\n',
         )
     (folder / "pulumi-resource-kubernetes").symlink_to(tools.kubernetes_provider)
     (folder / "pulumi").symlink_to(tools.pulumi)
@@ -71,11 +71,10 @@ def policy_shim(folder: Path) -> Path:
 
     Users with a normal Pulumi install pass the folder (`--policy-pack policy`); the folder form needs the
     Python language host, which cannot be built here, so the tests start the same pack directly."""
-    python = REPO / ".venv" / "bin" / "python"
     pack = REPO / "policy"
     return write_executable(
         folder / "ceres-mail-policy-pack",
-        f'#!/bin/sh\ncd "{pack}"\nexec "{python}" -u -m pulumi.policy "$1" "{pack}"\n',
+        f'#!/bin/sh\ncd "{pack}"\nexec "{sys.executable}" -u -m pulumi.policy "$1" "{pack}"\n',
     )
 
 

@@ -119,3 +119,14 @@ def test_the_preview_shows_no_secret(previews, stack):
     assert [key for key, value in project.secret_values.items() if value in rendered] == []
     providers = {urn: state for urn, state in run.registrations.items() if "::ceres-mail-provider-" in urn}
     assert all(SECRET in str(state["inputs"]) for state in providers.values()), providers.keys()
+
+
+def test_the_real_preview_refuses_a_key_under_a_misspelt_namespace(engine_project):
+    """The CLI itself accepts `ceres-mial:dmarcPolicy` and hands it to no one who reads it; the program
+    sees every key the engine passes and stops the preview, naming it."""
+    project = engine_project("staging")
+    stack = project.stack("staging", config={"ceres-mial:dmarcPolicy": "reject"})
+    run = run_engine(stack.preview)
+    assert not run.ok
+    assert "ceres-mial:dmarcPolicy: is in namespace 'ceres-mial', which nothing reads" in run.output
+    assert "Traceback" not in run.output

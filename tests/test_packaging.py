@@ -1,0 +1,78 @@
+"""The package declares what it imports: installing ceres-mail anywhere brings every library it uses."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+
+from tests.conftest import PROJECT_DIR
+
+FIRST_PARTY = {"components", "mailctl", "policy"}
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def imported_modules() -> dict[str, str]:
+    """Top-level module -> a file importing it, for every import in the shipped packages."""
+    found: dict[str, str] = {}
+    for package in sorted(FIRST_PARTY):
+        for path in sorted((PROJECT_DIR / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(path.relative_to(PROJECT_DIR)))
+    return found
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    declared = {
+        _normalized(re.split(r"[<>=!~ \[;]", requirement, maxsplit=1)[0])
+        for requirement in tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    distributions = packages_distributions()
+    missing = {
+        module: where for module, where in imported_modules().items()
+        if module not in FIRST_PARTY and module not in sys.stdlib_module_names
+        and not {_normalized(d) for d in distributions.get(module, [module])} & declared
+    }
+    assert missing == {}, "imported but not in pyproject.toml's dependencies"
+
+
+def test_the_pulumi_sdk_is_pinned_to_the_minor_the_recorder_was_written_for():
+    """The recorder subclasses the SDK's mock monitor and uses its rpc helpers: internals of one minor."""
+    [pulumi] = [r for r in tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+                if re.split(r"[<>=!~ ]", r, maxsplit=1)[0] == "pulumi"]
+    pinned = re.search(r"^pulumi==(\S+)$", (PROJECT_DIR / "requirements.txt").read_text(), re.M).group(1)
+    major, minor, _ = pinned.split(".")
+    assert pulumi == f"pulumi>={major}.{minor},<{major}.{int(minor) + 1}"
+
+
+def test_make_refuses_an_unsupported_python_before_making_the_venv(tmp_path):
+    """`make plan` with Python 3.10 says what is needed and leaves no .venv to break the next try."""
+    import shutil
+    import subprocess
+
+    for name in ("Makefile", "pyproject.toml", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(PROJECT_DIR / name, tmp_path / name)
+    shutil.copytree(PROJECT_DIR / "tools", tmp_path / "tools")
+    old_python = tmp_path / "python3.10"
+    old_python.write_text(
+        "#!/bin/sh\n"
+        f"exec {sys.executable} -c 'import runpy, sys; sys.version_info = (3, 10, 13, \"final\", 0); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name=\"__main__\")' \"$@\"\n"
+    )
+    old_python.chmod(0o755)
+    result = subprocess.run(["make", "plan", f"PYTHON={old_python}"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "is Python 3.10.13; ceres-mail needs Python >=3.11,<3.14" in result.stderr
+    assert not (tmp_path / ".venv").exists()
