@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pip says which package it collects, one line each: a cold install takes a minute or more and must not
 # look stuck. (Once installed, the marker files below skip it.)
-PIP := $(BIN)/python -m pip --disable-pip-version-check --progress-bar off
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+PIP_INSTALL := $(PIP) install --progress-bar off
 STACK ?= prod
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
 WHEELHOUSE := .cache/wheels
@@ -51,13 +52,13 @@ $(BIN)/python:
 
 $(VENV)/.runtime: $(BIN)/python requirements.txt pyproject.toml
 	@echo "make: installing the pinned runtime (requirements.txt) and ceres-mail into $(VENV)"
-	$(PIP) install -r requirements.txt
-	$(PIP) install --no-deps -e .
+	$(PIP_INSTALL) -r requirements.txt
+	$(PIP_INSTALL) --no-deps -e .
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	@echo "make: installing the pinned test tools (requirements-dev.txt)"
-	$(PIP) install -r requirements-dev.txt
+	$(PIP_INSTALL) -r requirements-dev.txt
 	@touch $@
 
 system-deps:
@@ -65,7 +66,7 @@ system-deps:
 
 $(WHEELHOUSE)/.complete: requirements.txt pyproject.toml
 	@echo "make: filling $(WHEELHOUSE) with the pinned wheels"
-	$(PIP) download --dest $(WHEELHOUSE) -r requirements.txt setuptools==80.9.0
+	$(PIP) download --progress-bar off --dest $(WHEELHOUSE) -r requirements.txt setuptools==80.9.0
 	@touch $@
 wheelhouse: dev $(WHEELHOUSE)/.complete
 

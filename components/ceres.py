@@ -1,4 +1,4 @@
-"""CeresSmtp: the Kubernetes Secret that gives CERES its SMTP settings (seed 5.1 and 5.3).
+"""CeresSmtp: the Kubernetes Secret that gives CERES its SMTP settings.
 
 CERES reads CERES_SMTP_* and CERES_MAIL_* from this Secret; CERES_MAIL_MODE=external tells its deploy
 not to install mailcow inside k3s. The password comes from MailServer, so the Secret is written only

@@ -1,4 +1,4 @@
-"""MailDns: the mail domains' records on Cloudflare (seed section 3 and the RFCs the builder cites).
+"""MailDns: the mail domains' records on Cloudflare (the RFCs the builder cites).
 
 Needs only the static address and the DKIM public key, so it runs in parallel with the VM. Records are
 never proxied (Cloudflare's proxy carries HTTP only; MX targets must resolve to the real host). The

@@ -1,4 +1,4 @@
-"""KeycloakSmtp: the SMTP settings of CERES's existing Keycloak realm (seed 5.2).
+"""KeycloakSmtp: the SMTP settings of CERES's existing Keycloak realm.
 
 The realm belongs to CERES, not to this stack. It is imported (adopted, never created), protected (a
 `pulumi destroy` or a mistake cannot delete it), and every realm field except `smtp_server` is in

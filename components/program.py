@@ -21,7 +21,7 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     pulumi.export("mailHost", platform.mail_host)
     pulumi.export("mailFrom", settings.mail_from_address)
     pulumi.export("ceresSmtp", platform.ceres_settings)
-    # For CERES's own env-file install (seed 5.1: /etc/ceres/*.env): the plain lines, and how to add the
+    # For CERES's own env-file install (it reads /etc/ceres/*.env): the plain lines, and how to add the
     # secret one. The password stays an encrypted output; showing it is the operator's explicit choice.
     pulumi.export("ceresEnvFile", platform.ceres_settings.apply(
         lambda env: "".join(f"{key}={value}\n" for key, value in sorted(env.items()))))

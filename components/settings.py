@@ -103,7 +103,7 @@ def _public_interface(value: str) -> str:
     if private_v4 or address.is_loopback or address.is_link_local or address.is_multicast:
         raise ValueError(
             f"{address} cannot be reached from the internet; a mail server needs a public static "
-            "address (seed 1)"
+            "address"
         )
     if address.is_unspecified or interface.network.network_address == address and interface.network.num_addresses > 1:
         raise ValueError(f"{value!r} is a network address, not a host address")
@@ -221,7 +221,7 @@ class SecretMarker:
 Secret = Annotated[pulumi.Output, SecretMarker()]
 
 def mail_host_of(domain: str, mail_host: str = "") -> str:
-    """The mail host: mail.<domain> unless one is named (seed 1)."""
+    """The mail host: mail.<domain> unless one is named."""
     return mail_host or f"mail.{domain}"
 
 
@@ -351,12 +351,12 @@ class Settings(BaseModel):
 
     @property
     def mail_host_fqdn(self) -> str:
-        """The mail host, mail.<domain> unless mailHost says otherwise (seed 1)."""
+        """The mail host, mail.<domain> unless mailHost says otherwise."""
         return mail_host_of(self.domain, self.mail_host)
 
     @property
     def mailbox_address(self) -> str:
-        """The mailbox CERES and Keycloak log in as (seed 5.1: no-reply@<domain>)."""
+        """The mailbox CERES and Keycloak log in as (no-reply@<domain> unless mailUser says otherwise)."""
         return f"{self.mail_user}@{self.domain}"
 
     @property
@@ -365,7 +365,7 @@ class Settings(BaseModel):
 
     @property
     def smtp_client(self) -> SmtpClient:
-        """Submission settings of CERES and Keycloak, one definition for both (seed 5.1, 5.2)."""
+        """Submission settings of CERES and Keycloak, one definition for both."""
         return SmtpClient(
             host=self.mail_host_fqdn,
             port=self.smtp_port,
@@ -535,7 +535,7 @@ def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         elif tls and port != 465:
             problems.append(("smtpPort", f"{port} with smtpTls: implicit TLS submission is port 465 (RFC 8314)"))
         elif starttls and port not in (587, 25):
-            problems.append(("smtpPort", f"{port} with smtpStarttls: STARTTLS submission is port 587 (seed 5.1)"))
+            problems.append(("smtpPort", f"{port} with smtpStarttls: STARTTLS submission is port 587 (RFC 6409)"))
 
     if has("mail_stack") and v["mail_stack"] == "mailcow":
         problems += _mailcow_problems(v)

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     zone.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
     zone.add_argument("--dkim-public-key", type=Path, metavar="PEM", help="include the DKIM record of this key")
 
-    verify = commands.add_parser("verify", help="live checks of the mail server from outside (seed section 6)")
+    verify = commands.add_parser("verify", help="live checks of the mail server from outside: DNS, PTR, SMTP, submission, IMAPS, MTA-STS")
     where = verify.add_mutually_exclusive_group()
     where.add_argument("--stack", help="check what this stack declares (Pulumi.<stack>.yaml)")
     where.add_argument("--domain", help="check a mail domain without a stack (with --host)")

@@ -1,4 +1,4 @@
-"""The Plan: what a stack declares, as plain data with a stable JSON form (DESIGN.md, "Plan JSON").
+"""The Plan: what a stack declares, as plain data with a stable JSON form (docs/plan-format.md).
 
 Everything in a Plan is already redacted: secrets are "[secret]", values a provider computes are
 "(known after apply)". Sorting is fixed everywhere so two runs give byte-identical output.

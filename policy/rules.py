@@ -158,7 +158,7 @@ def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str
 
 
 def ceres_secret_is_consistent(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
-    """CERES must point at the mail host's A record with a valid port/TLS pair (seed 5.1)."""
+    """CERES must point at the mail host's A record with a valid port/TLS pair (RFC 6409 587+STARTTLS, RFC 8314 465+TLS)."""
     a_names = {r.props.get("name") for r in resources if r.type == DNS_RECORD and r.props.get("type") == "A"}
     for r in resources:
         data = unwrap(r.props.get("stringData")) if r.type == K8S_SECRET else None
@@ -185,7 +185,7 @@ def dmarc_for_every_mail_domain(resources: list[Resource], config: PolicyConfig)
 def dmarc_moves_past_none(r: Resource, config: PolicyConfig) -> Iterable[str]:
     value = _txt(r) or ""
     if value.startswith("v=DMARC1") and "p=none" in value.replace(" ", "") and r.stack in config.protected_stacks:
-        yield (f"DMARC of {r.props.get('name')} only observes (p=none, the seed's start): once the aggregate reports "
+        yield (f"DMARC of {r.props.get('name')} only observes (p=none, the observation start): once the aggregate reports "
                "show all your mail passing for 2-4 weeks, set dmarcPolicy to quarantine, later reject")
 
 

@@ -1,4 +1,4 @@
-"""Pure builders: deterministic text, the seed's values, and third-party judges where they exist."""
+"""Pure builders: deterministic text, the documented values, and third-party judges where they exist."""
 
 from __future__ import annotations
 

@@ -34,8 +34,8 @@ def by_name_type(records):
     return {(r.name, r.type): r for r in records}
 
 
-def test_seed_records_for_one_domain():
-    """Seed section 3: A, MX 10 mail host, SPF `v=spf1 mx -all`, DMARC p=none with rua/ruf, fo=1."""
+def test_minimal_records_for_one_domain():
+    """The minimal records: A, MX 10 mail host, SPF `v=spf1 mx -all`, DMARC p=none with rua/ruf, fo=1."""
     got = by_name_type(build_records(SINGLE))
     assert got[("mail.example.com", "A")].rdata == "203.0.113.25"
     assert got[("mail.example.com", "AAAA")].rdata == "2001:db8:25::25"

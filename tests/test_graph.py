@@ -1,4 +1,4 @@
-"""The graph under the recorder: parts, types, edges, options, secrets (DESIGN.md "The graph")."""
+"""The graph under the recorder: parts, types, edges, options, secrets (README, "The graph")."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def records(plan: Plan) -> dict[tuple[str, str], dict]:
 
 
 def test_prod_domain_gets_the_seed_records(prod_plan):
-    """Seed section 3: A, MX 10, SPF `v=spf1 mx -all`, DKIM, DMARC p=none with rua/ruf and fo=1."""
+    """The minimal records: A, MX 10, SPF `v=spf1 mx -all`, DKIM, DMARC p=none with rua/ruf and fo=1."""
     got = records(prod_plan)
     assert got[("A", "mail.example.com")]["content"] == "203.0.113.25"
     assert got[("AAAA", "mail.example.com")]["content"] == "2001:db8:25::25"
@@ -202,7 +202,7 @@ def test_vm_is_sized_addressed_and_protected(prod_plan, plans):
 
 
 def test_ceres_secret_carries_the_seed_variables_exactly(applied):
-    """Seed 5.1/5.3: names and value forms, CERES_MAIL_MODE=external; the password from the stack."""
+    """CERES's variables: names and value forms, CERES_MAIL_MODE=external; the password from the stack."""
     plan, raw = applied
     data = raw[one(plan, K8S_SECRET).urn]["stringData"]
     password = raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]

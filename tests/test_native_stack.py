@@ -1,5 +1,5 @@
 """The native mail stack, installed by the graph's own commands on a real Debian host in the test
-internet, and judged by real peers (DESIGN.md test layer 5).
+internet, and judged by real peers (README, Tests).
 
 One session fixture boots the hosts and runs the install once (tests/mailnet/fixtures.py); the tests
 then act as CERES, as other mail servers, as mail clients and as attackers. The last test rebuilds the

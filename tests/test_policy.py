@@ -28,7 +28,7 @@ def test_committed_stacks_pass_every_mandatory_rule(plans, stack):
     assert mandatory(plans[stack]) == []
 
 
-def test_advisories_say_what_the_seed_start_leaves_open(plans):
+def test_advisories_say_what_the_observation_start_leaves_open(plans):
     assert [v["policy"] for v in plans["prod"].policy] == ["dmarc-moves-past-none"]
     assert [v["policy"] for v in plans["staging"].policy] == ["ipv6-published"], "staging has no IPv6"
 

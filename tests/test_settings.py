@@ -23,7 +23,7 @@ def refused(scratch_project, config: dict) -> SettingsError:
 
 
 def test_committed_stacks_load_with_their_values(plans):
-    """prod and staging validate; derived values follow the seed's defaults."""
+    """prod and staging validate; derived values follow the documented defaults."""
     assert plans["prod"].outputs["mailHost"] == "mail.example.com"
     assert plans["prod"].outputs["mailFrom"] == "no-reply@example.com"
     assert plans["staging"].outputs["mailHost"] == "mail.staging.example.net"

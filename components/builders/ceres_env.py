@@ -1,7 +1,7 @@
-"""The environment CERES reads to send mail through the external server (seed section 5).
+"""The environment CERES reads to send mail through the external server .
 
-Names and value forms are the seed's exactly: lower-case "true"/"false", the port as digits, and
-CERES_MAIL_MODE=external so CERES does not deploy its in-cluster mailcow (seed 5.3).
+Names and value forms are the ones CERES reads: lower-case "true"/"false", the port as digits, and
+CERES_MAIL_MODE=external so CERES does not deploy its in-cluster mailcow.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The DNS records of the mail domains, as plain data (seed section 3, and the RFCs each record cites).
+"""The DNS records of the mail domains, as plain data (what a mail domain needs to receive and to be believed, and the RFCs each record cites).
 
 Each record is held in zone-file presentation form (`rdata`, absolute names with the trailing dot) and
 carries the reason it exists; the reason becomes the Cloudflare comment, the zone-file comment and what
@@ -124,7 +124,7 @@ def txt_value(rdata: str) -> str:
 
 
 def spf_value(extra: tuple[str, ...]) -> str:
-    """The seed's minimal SPF (`v=spf1 mx -all`) with operator mechanisms before the final -all."""
+    """The minimal SPF (`v=spf1 mx -all`) with operator mechanisms before the final -all."""
     return " ".join(("v=spf1", "mx", *extra, "-all"))
 
 
@@ -192,7 +192,7 @@ def _within(name: str, domain: str) -> bool:
 
 
 def dmarc_value(dmarc: Dmarc) -> str:
-    """The seed's DMARC start `v=DMARC1; p=none; rua=…; ruf=…; fo=1`, plus pct/adkim/aspf where they
+    """The DMARC starting point `v=DMARC1; p=none; rua=…; ruf=…; fo=1`, plus pct/adkim/aspf where they
     differ from the RFC defaults (100, r, r)."""
     tags = ["v=DMARC1", f"p={dmarc.policy}"]
     if dmarc.pct != 100:
@@ -253,7 +253,7 @@ def reverse_records(inputs: DnsInputs) -> list[Record]:
             zone = ".".join(name.split(".")[1:]) if ipaddress.ip_address(address).version == 4 else name
             records.append(
                 Record(zone, name, "PTR", fqdn(inputs.mail_host), inputs.ttl,
-                       "Required at the IP provider: receivers reject mail from an address whose PTR does not name the host (seed 3.6)")
+                       "Required at the IP provider: receivers reject mail from an address whose PTR does not name the host (forward-confirmed reverse DNS, RFC 8601 2.7.3)")
             )
     return records
 

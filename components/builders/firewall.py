@@ -1,4 +1,4 @@
-"""Inbound rules of the mail VM's Proxmox firewall (seed section 2: ports 25, 587, 993, 443).
+"""Inbound rules of the mail VM's Proxmox firewall (ports 25, 587, 993 and 443).
 
 Everything not listed is dropped (input policy DROP). Rules without a source apply to IPv4 and IPv6
 alike, so the IPv6 side mirrors the IPv4 side by construction; ICMP needs one rule per family.
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 # (port, why): open to the whole internet
 PUBLIC_TCP = (
-    (25, "SMTP: mail from the internet to the MX (seed 2)"),
+    (25, "SMTP: mail from the internet to the MX (RFC 5321)"),
     (80, "HTTP: ACME http-01 challenges of the certificate (certbot)"),
-    (443, "HTTPS: MTA-STS policy, webmail and admin UI (seed 2)"),
-    (587, "submission with STARTTLS: CERES, Keycloak and mail clients (seed 2)"),
-    (993, "IMAPS (seed 2)"),
+    (443, "HTTPS: MTA-STS policy (RFC 8461), webmail and admin UI"),
+    (587, "submission with STARTTLS: CERES, Keycloak and mail clients (RFC 6409)"),
+    (993, "IMAPS (RFC 8314)"),
 )
 
 

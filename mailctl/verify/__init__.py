@@ -1,4 +1,4 @@
-"""`mailctl verify`: live checks of the mail server from outside (seed section 6 and beyond).
+"""`mailctl verify`: live checks of the mail server from outside (what a receiving MTA and a mail client will check).
 
 One module per protocol (dns_checks, smtp_checks, imap_checks, https_checks), each check a plain
 function returning `Result`s with a status, what was seen, and what to do about it. Every network wait is

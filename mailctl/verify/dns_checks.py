@@ -50,7 +50,7 @@ def check_declared_records(target: Target) -> list[Result]:
 
 
 def check_mail_records(target: Target) -> list[Result]:
-    """Without a stack: the seed's minimum, MX to the host, SPF, DMARC, the host's address."""
+    """Without a stack: the minimum every mail domain needs, MX to the host, SPF, DMARC, the host's address."""
     results = []
     mx = [r.exchange.to_text(omit_final_dot=True) for r in _published(target, target.domain, "MX")]
     results.append(Result(f"dns MX {target.domain}", OK if target.host in mx else FAIL, ", ".join(mx) or "no MX",

@@ -24,7 +24,7 @@ def run_checks(target: Target, progress: Callable[[str], None] = lambda name: No
     results = []
     for check in CHECKS:
         if check is dns_checks.check_mail_records and target.expected:
-            continue  # the declared records say more than the seed's minimum
+            continue  # the declared records say more than the minimum every mail domain needs
         progress(check.__name__.removeprefix("check_"))
         results += check(target)
     return results
