@@ -3,17 +3,22 @@
 Resources are matched by URN. A resource is `replaced` when an input its provider cannot change in place
 differs; offline we cannot ask the provider, so the rule is conservative and explicit: a change of any
 input listed in REPLACING_INPUTS for its type (names and identities), or of its parent, is a replacement.
+A remote command that changes in place `re-runs`: with no `update` command, pulumi-command runs `create`
+again on any change, which for an install stage means the stage runs on the host again. A changed
+multi-line value (a stage's script) is shown as a unified diff of its lines.
 Secrets stay "[secret]" on both sides: a rotated secret shows as unchanged, which is the price of never
 decrypting anything offline.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailctl.plan import Plan
+from policy.rules import COMMAND
 
 # Inputs whose change the providers implement as delete-and-create.
 REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
@@ -33,7 +38,7 @@ class Change:
     urn: str
     type: str
     name: str
-    action: str  #: added | removed | changed | replaced
+    action: str  #: added | removed | changed | re-runs | replaced
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  #: input -> {"before", "after"}
 
 
@@ -77,6 +82,8 @@ def diff_plans(base: Plan, head: Plan) -> list[Change]:
             top_level = {path.split(".", 1)[0].split("[", 1)[0] for path in inputs}
             replacing = set(REPLACING_INPUTS.get(after.type, ())) & top_level
             action = "replaced" if replacing or before.parent != after.parent else "changed"
+            if action == "changed" and after.type == COMMAND and inputs:
+                action = "re-runs"
             changes.append(Change(urn, after.type, after.name, action,
                                   {**inputs, **{f"options.{k}": v for k, v in options.items()}}))
     return changes
@@ -85,16 +92,24 @@ def diff_plans(base: Plan, head: Plan) -> list[Change]:
 def render_diff(changes: list[Change]) -> str:
     if not changes:
         return "no changes\n"
-    marks = {"added": "+", "removed": "-", "changed": "~", "replaced": "+-"}
+    marks = {"added": "+", "removed": "-", "changed": "~", "re-runs": "~>", "replaced": "+-"}
     lines = []
     for change in changes:
         lines.append(f"{marks[change.action]} {change.name}  {change.type}  ({change.action})")
         for key, values in change.inputs.items():
-            lines.append(f"    {key}: {json.dumps(values['before'], sort_keys=True)} => {json.dumps(values['after'], sort_keys=True)}")
-    counts = {a: sum(c.action == a for c in changes) for a in ("added", "changed", "replaced", "removed")}
+            lines += _render_value_change(key, values["before"], values["after"])
+    counts = {a: sum(c.action == a for c in changes) for a in ("added", "changed", "re-runs", "replaced", "removed")}
     lines.append("")
     lines.append(", ".join(f"{n} {a}" for a, n in counts.items()))
     return "\n".join(lines) + "\n"
+
+
+def _render_value_change(key: str, before: Any, after: Any) -> list[str]:
+    """One line `key: before => after`, or for text of several lines (a script) its unified diff."""
+    if isinstance(before, str) and isinstance(after, str) and ("\n" in before or "\n" in after):
+        hunks = difflib.unified_diff(before.splitlines(), after.splitlines(), "before", "after", lineterm="", n=2)
+        return [f"    {key}:"] + [f"      {line}" for line in hunks]
+    return [f"    {key}: {json.dumps(before, sort_keys=True)} => {json.dumps(after, sort_keys=True)}"]
 
 
 def diff_json(changes: list[Change]) -> str:

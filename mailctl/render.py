@@ -17,6 +17,7 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "cloudflare:index/dnsRecord:DnsRecord": ("type", "name", "content", "priority", "data", "ttl", "proxied"),
     "command:remote:Command": ("create", "connection", "stdin"),
     "kubernetes:core/v1:Secret": ("metadata", "stringData"),
+    "kubernetes:apps/v1:DeploymentPatch": ("metadata", "spec"),
     "keycloak:index/realm:Realm": ("realm", "smtpServer"),
     "tls:index/privateKey:PrivateKey": ("algorithm", "rsaBits"),
     "random:index/randomPassword:RandomPassword": ("length",),
@@ -39,6 +40,15 @@ def _item(value: Any) -> str:
         return _short(value)
     facts = " ".join(f"{k}={_short(v, 60)}" for k, v in sorted(value.items()) if k != "comment")
     return _short(facts + (f"  # {value['comment']}" if "comment" in value else ""), 160)
+
+
+def _leaves(value: Any, path: str) -> list[tuple[str, Any]]:
+    """(path, value) of every scalar in a nested value, in key order: `ipConfigs[0].ipv6.gateway`."""
+    if isinstance(value, dict) and value:
+        return [leaf for key in sorted(value) for leaf in _leaves(value[key], f"{path}.{key}" if path else key)]
+    if isinstance(value, list) and value:
+        return [leaf for index, item in enumerate(value) for leaf in _leaves(item, f"{path}[{index}]")]
+    return [(path, value)]
 
 
 def _flags(resource: PlannedResource) -> str:
@@ -69,9 +79,10 @@ def render_text(plan: Plan) -> str:
                 lines.append(f"{pad}    {key}:")
                 lines.extend(f"{pad}      - {_item(item)}" for item in value)
             elif isinstance(value, dict) and len(_short(value, 10_000)) > 110:
-                # a long block (initialization, smtpServer): one line per field
+                # a long block (initialization, smtpServer, a patch's spec): one line per value, by its path,
+                # so nothing an operator checks (an IPv6 gateway deep in ipConfigs) is cut off
                 lines.append(f"{pad}    {key}:")
-                lines.extend(f"{pad}      {inner}: {_short(item)}" for inner, item in sorted(value.items()))
+                lines.extend(f"{pad}      {path}: {_short(leaf)}" for path, leaf in _leaves(value, ""))
             else:
                 lines.append(f"{pad}    {key}: {_short(value)}")
         for child in plan.children(resource.urn):

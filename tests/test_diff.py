@@ -34,6 +34,23 @@ def test_moving_the_vm_to_another_node_is_a_replacement(scratch_project):
     assert vm.action == "replaced" and vm.inputs["nodeName"] == {"before": "pve-lab", "after": "pve-lab2"}
 
 
+def test_a_changed_install_script_re_runs_its_stage_and_shows_as_a_line_diff(scratch_project):
+    """pulumi-command runs `create` again on any change: the reviewer sees which stage runs again on the
+    host, and what changed in its script, line by line."""
+    base = plan_of(scratch_project, "base")
+    head = plan_of(scratch_project, "base", acmeEmail="ops@staging.example.net")
+    changes = diff_plans(base, head)
+    tls = next(c for c in changes if c.name.endswith("-install-tls"))
+    assert tls.action == "re-runs"
+    assert {c.name for c in changes if c.action == "re-runs"} == {tls.name}
+    text = render_diff(changes)
+    assert "~> ceres-mail-server-install-tls  command:remote:Command  (re-runs)" in text
+    assert "      --- before" in text and "      +++ after" in text
+    added = [line for line in text.splitlines() if line.startswith("      +") and "ops@staging.example.net" in line]
+    assert added, text
+    assert "1 re-runs" in text.splitlines()[-1]
+
+
 def test_an_extra_domain_adds_its_records(scratch_project):
     base = plan_of(scratch_project, "base")
     head = plan_of(scratch_project, "base", extraDomains=["example.org=11111111111111111111111111111111"])

@@ -89,6 +89,17 @@ def test_a_secret_in_clear_in_the_stack_file_is_refused_without_showing_it(scrat
     assert token not in result.stderr + result.stdout
 
 
+def test_the_text_plan_shows_what_an_operator_checks(scratch_project):
+    """Deep values by their path, none cut off (the IPv6 gateway), and the inputs of CERES's rollout patch."""
+    project = scratch_project("rollout", {**stack_config("prod"), "ceres-mail:ceresDeployment": "ceres"})
+    text = run_mailctl("-C", str(project), "plan", "--stack", "rollout").stdout
+    assert "ipConfigs[0].ipv6.gateway: 2001:db8:25::1" in text
+    assert "ipConfigs[0].ipv4.address: 203.0.113.25/24" in text
+    patch = text[text.index("ceres-mail-ceres-rollout"):].split("\n    + ", 1)[0]
+    assert '"name": "ceres", "namespace": "ceres"' in patch
+    assert '"ceres-mail/smtp-checksum": "[secret]"' in patch, "derived from the password, so a secret too"
+
+
 def test_unknown_stack_is_a_clear_error(project_dir):
     result = run_mailctl("plan", "--stack", "nosuch")
     assert result.returncode == 2

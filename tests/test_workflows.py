@@ -45,6 +45,33 @@ def test_pull_requests_test_diff_and_preview_every_stack():
     assert preview["with"]["comment-on-pr"] is True
 
 
+def test_a_plan_that_fails_its_policy_is_still_commented_then_fails_the_job(tmp_path):
+    """The plans step runs as GitHub runs it (`bash -e`), with a mailctl whose --diff exits 1 (a mandatory
+    violation): the comment is written in full, the status is handed on, and the last step fails on it."""
+    steps = workflow("pull-request.yml")["jobs"]["plan-diff"]["steps"]
+    plans = next(s for s in steps if s.get("id") == "plans")
+    for tree in ("base", "head"):
+        (tmp_path / tree / ".venv" / "bin").mkdir(parents=True)
+        mailctl = tmp_path / tree / ".venv" / "bin" / "mailctl"
+        mailctl.write_text('#!/bin/sh\ncase "$*" in *--diff*) echo "[mandatory] dns-record-not-proxied: ..."; exit 1;; '
+                           '*--mermaid*) echo "flowchart LR";; *) echo "{}";; esac\n')
+        mailctl.chmod(0o755)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "make").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "make").chmod(0o755)
+    output = tmp_path / "github-output"
+    result = subprocess.run(["bash", "-e", "-c", plans["run"]], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": f"{fake_bin}:/usr/bin:/bin", "STACK": "prod", "GITHUB_OUTPUT": str(output)})
+    assert result.returncode == 0, result.stderr
+    comment = (tmp_path / "comment.md").read_text()
+    assert "[mandatory] dns-record-not-proxied" in comment and "flowchart LR" in comment
+    assert output.read_text() == "status=1\n"
+    comment_step = next(i for i, s in enumerate(steps) if "gh pr comment" in s.get("run", ""))
+    fail_step = next(i for i, s in enumerate(steps) if s.get("if") == "steps.plans.outputs.status != '0'")
+    assert comment_step < fail_step and "exit 1" in steps[fail_step]["run"]
+
+
 def test_deploys_go_to_staging_then_to_a_protected_prod():
     jobs = workflow("deploy.yml")["jobs"]
     assert jobs["prod"]["needs"] == "staging" and jobs["prod"]["environment"] == "production"

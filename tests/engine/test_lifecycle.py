@@ -62,12 +62,16 @@ def _engine_changes(run) -> dict[str, tuple[str, set[str]]]:
         if pre is None or pre.metadata.op.value in ("same", "read"):
             continue
         action = "replaced" if pre.metadata.op.value in ("replace", "create-replacement", "delete-replaced") else "changed"
+        if action == "changed" and pre.metadata.type == "command:remote:Command":
+            action = "re-runs"  # pulumi-command runs `create` again on an update (mailctl plan --diff says so)
         paths = set(pre.metadata.detailed_diff or {}) or set(pre.metadata.diffs or [])
         changes[pre.metadata.urn] = (action, {p.split(".", 1)[0].split("[", 1)[0] for p in paths})
     return changes
 
 
-@pytest.mark.parametrize("key, value", [("dnsTtl", 600), ("mailFromName", "CERES Staging")])
+@pytest.mark.parametrize(
+    "key, value", [("dnsTtl", 600), ("mailFromName", "CERES Staging"), ("acmeEmail", "ops@staging.example.net")]
+)
 def test_one_config_change_shows_in_the_preview_as_in_mailctl_plan_diff(staging_up, key, value):
     project, stack, first = staging_up
     base = record(project.work_dir, "staging")
