@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--mermaid", action="store_true", help="the dependency graph as a Mermaid flowchart")
     plan.add_argument("--diff", type=Path, metavar="BASE.json",
                       help="what changes against a saved plan (`mailctl plan --json > BASE.json`)")
+    plan.add_argument("--by-name", action="store_true",
+                      help="with --diff: match resources by name, to compare two stacks (their URNs differ)")
     zone = commands.add_parser("zone", help="the stack's DNS records as BIND zone files (dnspython)")
     zone.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     zone.add_argument("--domain", help="only this mail domain's zone")
@@ -159,7 +161,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
             base = Plan.from_dict(json.loads(args.diff.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise StackFileError(f"{args.diff} is not a plan from `mailctl plan --json` ({error})") from None
-        changes = diff_plans(base, plan)
+        if base.stack != plan.stack and not args.by_name:
+            # every URN names its stack: without --by-name each resource would show as removed and added
+            print(f"mailctl: {args.diff} is a plan of stack {base.stack!r}, not {plan.stack!r}: resources are "
+                  "matched by URN, which names the stack; add --by-name to compare the two stacks", file=sys.stderr)
+        changes = diff_plans(base, plan, by_name=args.by_name)
         sys.stdout.write(diff_json(changes) if args.json else render_diff(changes))
         return 1 if any(v["level"] == "mandatory" for v in plan.policy) else 0
     if args.json:

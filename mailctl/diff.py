@@ -63,25 +63,42 @@ def _changed_inputs(before: dict, after: dict) -> dict[str, dict[str, Any]]:
     return out
 
 
-def diff_plans(base: Plan, head: Plan) -> list[Change]:
-    old, new = base.by_urn(), head.by_urn()
+def _stackless(urn: str | None) -> str | None:
+    """A URN without its stack (`urn:pulumi:prod::…` -> `…`): the same resource in two stacks compares equal."""
+    return urn.split("::", 1)[1] if urn else urn
+
+
+def _stackless_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {**options, "provider": _stackless(options.get("provider"))}
+
+
+def diff_plans(base: Plan, head: Plan, by_name: bool = False) -> list[Change]:
+    """The changes from `base` to `head`, resources matched by URN, or with `by_name` by their name (two
+    stacks of the project name their resources alike, while each URN names its stack)."""
+    if by_name:
+        old = {r.name: r for r in base.resources}
+        new = {r.name: r for r in head.resources}
+    else:
+        old, new = base.by_urn(), head.by_urn()
     changes = []
-    for urn in sorted(set(old) | set(new)):
-        if urn not in old:
-            r = new[urn]
+    for key in sorted(set(old) | set(new)):
+        urn = new[key].urn if key in new else old[key].urn
+        if key not in old:
+            r = new[key]
             changes.append(Change(urn, r.type, r.name, "added"))
-        elif urn not in new:
-            r = old[urn]
+        elif key not in new:
+            r = old[key]
             changes.append(Change(urn, r.type, r.name, "removed"))
         else:
-            before, after = old[urn], new[urn]
+            before, after = old[key], new[key]
             inputs = _changed_inputs(before.inputs, after.inputs)
-            options = _changed_inputs(before.options, after.options)
+            options = _changed_inputs(_stackless_options(before.options), _stackless_options(after.options))
             if not inputs and not options:
                 continue
             top_level = {path.split(".", 1)[0].split("[", 1)[0] for path in inputs}
             replacing = set(REPLACING_INPUTS.get(after.type, ())) & top_level
-            action = "replaced" if replacing or before.parent != after.parent else "changed"
+            moved = _stackless(before.parent) != _stackless(after.parent)
+            action = "replaced" if replacing or moved else "changed"
             if action == "changed" and after.type == COMMAND and inputs:
                 action = "re-runs"
             changes.append(Change(urn, after.type, after.name, action,

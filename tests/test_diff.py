@@ -67,6 +67,24 @@ def test_a_changed_secret_stays_redacted(scratch_project):
     assert "offline-placeholder" not in render_diff(diff_plans(base, head))
 
 
+def test_two_stacks_compare_by_name_and_a_urn_diff_across_stacks_warns(tmp_path, capsys):
+    """staging against prod: by URN everything is removed and added (each URN names its stack), so the
+    diff warns; by name it shows what really differs between the stacks."""
+    saved = tmp_path / "staging.json"
+    assert main(["plan", "--stack", "staging", "--json"]) == 0
+    saved.write_text(capsys.readouterr().out)
+    main(["plan", "--stack", "prod", "--diff", str(saved)])
+    assert "is a plan of stack 'staging', not 'prod'" in capsys.readouterr().err
+    main(["plan", "--stack", "prod", "--diff", str(saved), "--by-name", "--json"])
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    changes = {c["name"]: c for c in json.loads(captured.out)}
+    assert changes["ceres-mail-vm-vm"]["action"] == "replaced", "another node"
+    assert changes["ceres-mail-vm-vm"]["inputs"]["nodeName"] == {"before": "pve-lab", "after": "pve1"}
+    assert "ceres-mail-provider-cloudflare" not in changes, "the same provider in both stacks: no change"
+    assert changes["ceres-mail-dns-aaaa-mail.example.com"]["action"] == "added", "only prod has IPv6"
+
+
 def test_cli_diff_in_text_and_json(tmp_path, capsys):
     saved = tmp_path / "base.json"
     assert main(["plan", "--stack", "staging", "--json"]) == 0
