@@ -30,6 +30,7 @@ class MailPlatform(pulumi.ComponentResource):
 
     mail_host: pulumi.Output[str]
     dkim_txt: pulumi.Output[str]
+    dkim_public_key_pem: pulumi.Output[str]
     mta_sts_policy: pulumi.Output[str]
     ptr: pulumi.Output[dict[str, str]]
     ceres_settings: pulumi.Output[dict[str, str]]
@@ -137,6 +138,8 @@ class MailPlatform(pulumi.ComponentResource):
 
         self.mail_host = pulumi.Output.from_input(settings.mail_host_fqdn)
         self.dkim_txt = dns.dkim_txt
+        # the public half, for `mailctl zone` and `mailctl verify` (the private key never leaves the state)
+        self.dkim_public_key_pem = dkim_key.public_key_pem
         self.mta_sts_policy = dns.mta_sts_policy
         # PTR is set at the IP provider, not here: export what it must be so the operator can set it
         self.ptr = pulumi.Output.from_input(

@@ -42,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     zone.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     zone.add_argument("--domain", help="only this mail domain's zone")
     zone.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
-    zone.add_argument("--dkim-public-key", type=Path, metavar="PEM", help="include the DKIM record of this key")
+    zone.add_argument("--dkim-public-key", metavar="PEM",
+                      help="include the DKIM records of this public key: a PEM file, - for stdin "
+                           "(`pulumi stack output dkimPublicKeyPem | mailctl zone --dkim-public-key -`), or the "
+                           "JSON of `pulumi stack output --json` holding dkimPublicKeyPem")
+    zone.add_argument("--out", type=Path, metavar="DIR",
+                      help="write one <domain>.zone file per mail domain (each one zone named-checkzone accepts)")
 
     verify = commands.add_parser("verify", help="live checks of the mail server from outside: DNS, PTR, SMTP, submission, IMAPS, MTA-STS")
     where = verify.add_mutually_exclusive_group()
@@ -99,7 +104,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_zone(args: argparse.Namespace) -> int:
-    from mailctl.zone import render_reverse, render_stack_zones, stack_settings
+    from mailctl.zone import read_dkim_public_key, render_reverse, render_stack_zones, stack_settings, zone_files
 
     settings = stack_settings(args.project_dir, args.stack)
     if args.domain and args.domain not in settings.mail_domains:
@@ -107,10 +112,13 @@ def cmd_zone(args: argparse.Namespace) -> int:
     if args.reverse:
         sys.stdout.write(render_reverse(settings))
         return 0
-    try:
-        pem = args.dkim_public_key.read_text() if args.dkim_public_key else ""
-    except OSError as error:
-        raise StackFileError(f"cannot read {args.dkim_public_key}: {error.strerror}") from None
+    pem = read_dkim_public_key(args.dkim_public_key) if args.dkim_public_key else ""
+    if args.out:
+        for domain, text in zone_files(settings, args.stack, args.domain, pem).items():
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"{domain}.zone").write_text(text)
+            print(f"mailctl: wrote {args.out / f'{domain}.zone'}", file=sys.stderr)
+        return 0
     sys.stdout.write(render_stack_zones(settings, args.stack, args.domain, pem))
     return 0
 

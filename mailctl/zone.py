@@ -1,12 +1,15 @@
 """`mailctl zone`: the stack's DNS records as BIND zone files, offline.
 
 The settings come from the stack file exactly as `mailctl plan` reads them; the DKIM key exists only in
-the stack's state, so its record is included when the operator passes the public key
-(`pulumi stack output dkimTxt` gives the value; `--dkim-public-key` takes the PEM).
+the stack's state, so its records are included when the operator passes the public key: the PEM that
+`pulumi stack output dkimPublicKeyPem` prints (a file, or - for stdin), or the whole
+`pulumi stack output --json`.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 from components.builders.dns_records import (
@@ -18,7 +21,9 @@ from components.builders.dns_records import (
 )
 from components.builders.zone_file import render_rrsets, render_zone
 from components.settings import Settings, validate
-from mailctl.stackfile import load_stack
+from mailctl.stackfile import StackFileError, load_stack
+
+DKIM_OUTPUT = "dkimPublicKeyPem"  # the stack output holding the DKIM public key (components/program.py)
 
 
 def stack_settings(project_dir: Path, stack: str) -> Settings:
@@ -31,21 +36,45 @@ def stack_settings(project_dir: Path, stack: str) -> Settings:
     return validate(raw)
 
 
-def render_stack_zones(settings: Settings, stack: str, domain: str | None = None, dkim_public_key_pem: str = "") -> str:
+def read_dkim_public_key(source: str) -> str:
+    """The DKIM public key PEM from a file or stdin ("-"), holding either the PEM itself or the JSON of
+    `pulumi stack output --json`."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as error:
+        raise StackFileError(f"cannot read {source}: {error.strerror}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            text = json.loads(text)[DKIM_OUTPUT]
+        except (ValueError, KeyError):
+            raise StackFileError(f"{source} holds no {DKIM_OUTPUT}: give `pulumi stack output --json` of the "
+                                 "stack, or the PEM itself") from None
+    if "BEGIN PUBLIC KEY" not in text:
+        raise StackFileError(f"{source} is not a PEM public key (`pulumi stack output {DKIM_OUTPUT}`)")
+    return text
+
+
+def zone_files(settings: Settings, stack: str, domain: str | None = None, dkim_public_key_pem: str = "") -> dict[str, str]:
+    """Mail domain -> its zone file, each a single zone that named-checkzone accepts."""
     inputs = settings.dns_inputs
     records = build_records(inputs)
     if dkim_public_key_pem:
         records += dkim_records(inputs, dkim_public_key_pem)
-    zones = [domain] if domain else list(inputs.mail_domains)
-    out = []
-    for origin in zones:
+    files = {}
+    for origin in [domain] if domain else list(inputs.mail_domains):
         header = [f"zone {origin} of stack {stack}, rendered by ceres-mail (mailctl zone)"]
         if not dkim_public_key_pem:
             header.append(
-                f"DKIM: {dkim_record_name(inputs.dkim_selector, origin)} TXT is the stack's own key; "
-                "add it with --dkim-public-key (see `pulumi stack output dkimTxt`)"
+                f"DKIM: {dkim_record_name(inputs.dkim_selector, origin)} TXT is the stack's own key; add it with "
+                f"`pulumi stack output {DKIM_OUTPUT} | mailctl zone --dkim-public-key -`"
             )
-        out.append(render_zone(origin, records, tuple(settings.zone_nameservers), inputs.ttl, "\n".join(header)))
+        files[origin] = render_zone(origin, records, tuple(settings.zone_nameservers), inputs.ttl, "\n".join(header))
+    return files
+
+
+def render_stack_zones(settings: Settings, stack: str, domain: str | None = None, dkim_public_key_pem: str = "") -> str:
+    inputs = settings.dns_inputs
+    out = list(zone_files(settings, stack, domain, dkim_public_key_pem).values())
     external = external_authorizations(inputs)
     if external and not domain:
         out.append("; Publish these in zones this stack does not manage (RFC 7489 7.1):\n"

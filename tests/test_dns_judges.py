@@ -70,6 +70,32 @@ def test_named_checkzone_accepts_a_multi_domain_stack(scratch_project, dkim_keys
         assert_accepted(domain, render_stack_zones(settings, "multi", domain, dkim_keys[1]))
 
 
+def test_mailctl_zone_writes_one_accepted_zone_per_domain_with_the_key_from_the_stack_outputs(
+        scratch_project, dkim_keys, tmp_path):
+    """The DKIM key comes as `pulumi stack output --json` gives it, on stdin; `--out` writes a zone file per
+    mail domain, each one named-checkzone loads as it is, each with the DKIM record."""
+    import json
+    import subprocess
+    import sys
+
+    config = stack_config("prod")
+    config["ceres-mail:extraDomains"] = ["example.org=11111111111111111111111111111111"]
+    project = scratch_project("multi", config)
+    outputs = json.dumps({"dkimPublicKeyPem": dkim_keys[1], "mailHost": "mail.example.com"})
+    result = subprocess.run(
+        [sys.executable, "-m", "mailctl.cli", "-C", str(project), "zone", "--stack", "multi",
+         "--dkim-public-key", "-", "--out", str(tmp_path / "zones")],
+        input=outputs, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "zones").iterdir())
+    assert written == ["example.com.zone", "example.org.zone"]
+    for domain in ("example.com", "example.org"):
+        text = (tmp_path / "zones" / f"{domain}.zone").read_text()
+        assert_accepted(domain, text)
+        assert "ceres._domainkey" in text and "v=DKIM1" in text
+
+
 def test_named_checkzone_refuses_a_broken_zone():
     """The judge can say no: an MX whose target is a CNAME (RFC 2181 10.3)."""
     records = build_records(replace(SINGLE, mail_host="mta-sts.example.com"))

@@ -389,6 +389,7 @@ def test_outputs_give_ptr_mta_sts_policy_and_dkim_value(applied, prod_plan):
     assert outputs["mtaStsPolicy"] == "version: STSv1\nmode: testing\nmx: mail.example.com\nmax_age: 604800\n"
     dkim = records(plan)[("TXT", "ceres._domainkey.example.com")]["content"]
     assert outputs["dkimTxt"] == txt_value(dkim)
+    assert outputs["dkimPublicKeyPem"].startswith("-----BEGIN PUBLIC KEY-----"), "for mailctl zone and verify"
     assert outputs["dmarcExternalAuthorizations"] == []
     assert prod_plan.outputs["dkimTxt"] == UNKNOWN_TEXT
 
