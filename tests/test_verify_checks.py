@@ -120,3 +120,27 @@ def test_relay_is_judged_by_the_answer_to_rcpt(monkeypatch, code, expected):
     relay = status(results, "smtp 25 relay")
     assert relay.status == expected
     assert status(results, "smtp 25 banner").status == "ok"
+
+
+def test_a_dead_resolver_is_reported_as_such_at_once_not_as_missing_records():
+    """Nothing listens on the resolver's port: one red row naming the resolver, no record blamed."""
+    import socket
+    import time
+
+    from mailctl.verify.runner import exit_code, run_checks
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free again once closed: nothing answers there
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], port
+    started = time.monotonic()
+    results = run_checks(Target(domain="example.com", host="mail.example.com", resolver=resolver, timeout=3))
+    assert [(r.check, r.status) for r in results] == [("dns resolver", "fail")]
+    assert "not your records" in results[0].fix and "127.0.0.1" in results[0].detail
+    assert exit_code(results) == 1
+    assert time.monotonic() - started < 10
+
+
+def test_a_resolver_that_answers_no_such_name_works():
+    assert dns_checks.check_resolver(target({}))[0].status == "ok"

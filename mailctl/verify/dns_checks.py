@@ -31,6 +31,21 @@ def _value(rdata: dns.rdata.Rdata) -> str:
     return rdata.to_text()
 
 
+def check_resolver(target: Target) -> list[Result]:
+    """The resolver answers at all (any answer, even "no such name"). When it does not, every record would
+    look missing, and the fix is the resolver, not the records."""
+    try:
+        target.resolver.resolve(target.domain, "SOA", lifetime=target.timeout)
+    except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
+        servers = ", ".join(getattr(target.resolver, "nameservers", []) or ["the system's"])
+        return [Result("dns resolver", FAIL, f"no DNS answer from {servers} ({type(error).__name__})",
+                       "this is the resolver, not your records: check --resolver (does a DNS server answer "
+                       "there?) or the machine's /etc/resolv.conf, then run verify again")]
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        pass  # an answer: the resolver works
+    return [Result("dns resolver", OK, "answers")]
+
+
 def check_declared_records(target: Target) -> list[Result]:
     """Every record the stack declares is published with its declared value."""
     results = []

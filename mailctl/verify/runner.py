@@ -21,7 +21,10 @@ CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
 
 
 def run_checks(target: Target, progress: Callable[[str], None] = lambda name: None) -> list[Result]:
-    results = []
+    progress("resolver")
+    results = dns_checks.check_resolver(target)
+    if results[0].status == FAIL:
+        return results  # fail fast: with no DNS every other check would only repeat it, slowly
     for check in CHECKS:
         if check is dns_checks.check_mail_records and target.expected:
             continue  # the declared records say more than the minimum every mail domain needs
