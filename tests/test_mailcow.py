@@ -461,11 +461,11 @@ def test_mailcow_stages_run_in_order_and_ceres_waits_for_the_configured_mailbox(
     assert stdin == {"init": None, "docker": None, "release": None, "mailcow": "[secret]", "configure": "[secret]"}
 
 
-def test_a_new_mailcow_release_changes_that_one_step(scratch_project):
+def test_a_new_mailcow_release_re_runs_that_one_step(scratch_project):
     base = plan_of(scratch_project, mailStack="mailcow")
     head = plan_of(scratch_project, mailStack="mailcow", mailcowVersion="2026-09")
     changes = diff_plans(base, head)
-    assert [(c.name, c.action) for c in changes] == [("ceres-mail-server-install-release", "changed")]
+    assert [(c.name, c.action) for c in changes] == [("ceres-mail-server-install-release", "re-runs")]
     assert "MAILCOW_RELEASE=2026-09" in one(head, COMMAND, "-install-release").inputs["create"]
 
 
