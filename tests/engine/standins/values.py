@@ -5,9 +5,12 @@ from __future__ import annotations
 import fnmatch
 from typing import Any, Iterable
 
-SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+from pulumi.runtime import rpc
+
+# the wire's markers, as the SDK itself writes them
+SIG_KEY = rpc._special_sig_key
+SECRET_SIG = rpc._special_secret_sig
+UNKNOWN = rpc.UNKNOWN
 
 
 def is_secret(value: Any) -> bool:
