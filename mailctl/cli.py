@@ -114,8 +114,8 @@ def cmd_zone(args: argparse.Namespace) -> int:
         return 0
     pem = read_dkim_public_key(args.dkim_public_key) if args.dkim_public_key else ""
     if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
         for domain, text in zone_files(settings, args.stack, args.domain, pem).items():
-            args.out.mkdir(parents=True, exist_ok=True)
             (args.out / f"{domain}.zone").write_text(text)
             print(f"mailctl: wrote {args.out / f'{domain}.zone'}", file=sys.stderr)
         return 0

@@ -1,4 +1,4 @@
-"""The environment CERES reads to send mail through the external server .
+"""The environment CERES reads to send mail through the external server.
 
 Names and value forms are the ones CERES reads: lower-case "true"/"false", the port as digits, and
 CERES_MAIL_MODE=external so CERES does not deploy its in-cluster mailcow.
