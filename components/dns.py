@@ -42,13 +42,16 @@ class MailDns(pulumi.ComponentResource):
     record_keys: pulumi.Output[list[str]]
     mta_sts_policy: pulumi.Output[str]
     dkim_txt: pulumi.Output[str]
+    records: dict[str, cloudflare.DnsRecord]  #: every record resource, by record key
 
     def __init__(self, name: str, args: MailDnsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:mail:Dns", name, None, opts)
 
+        self.records = {}
+
         def declare(key: str, zone: str, record_name: str, type_: str, fields: dict, ttl: int, why: str):
             record_id = args.import_ids.get(key)
-            return cloudflare.DnsRecord(
+            self.records[key] = cloudflare.DnsRecord(
                 f"{name}-{key}",
                 zone_id=args.zone_ids[zone],
                 name=record_name,
@@ -65,7 +68,7 @@ class MailDns(pulumi.ComponentResource):
             )
 
         # Records whose content is known now
-        static = build_records(args.records)
+        static = self._static = build_records(args.records)
         for record in static:
             declare(record.key, record.zone, record.name, record.type, cloudflare_fields(record), record.ttl, record.why)
 
@@ -84,3 +87,15 @@ class MailDns(pulumi.ComponentResource):
         self.register_outputs(
             {"record_keys": self.record_keys, "mta_sts_policy": self.mta_sts_policy, "dkim_txt": self.dkim_txt}
         )
+
+    def resolving(self, names: tuple[str, ...]) -> list[cloudflare.DnsRecord]:
+        """The address records (A, AAAA, or a CNAME to them) that make `names` resolve, in key order.
+
+        What a certificate's http-01 challenge needs published before the ACME server looks the names up.
+        """
+        wanted = {name.lower() for name in names}
+        return [
+            self.records[record.key]
+            for record in sorted(self._static, key=lambda record: record.key)
+            if record.type in ("A", "AAAA", "CNAME") and record.name in wanted
+        ]

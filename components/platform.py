@@ -98,6 +98,7 @@ class MailPlatform(pulumi.ComponentResource):
             f"{name}-server",
             MailServerArgs(
                 install=settings.install_inputs,
+                vm=vm.vm,
                 ssh_host=vm.ssh_host,
                 ssh_user=settings.admin_user,
                 ssh_private_key=deploy_key.private_key_openssh,

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import pulumi
 
 from components import settings as stack_settings
+from components.builders.ceres_env import STACK_OUTPUT as CERES_OUTPUT
 from components.builders.dns_records import external_authorizations, reverse_records
 from components.platform import MailPlatform
 
@@ -20,7 +21,7 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     platform = MailPlatform("ceres-mail", settings)
     pulumi.export("mailHost", platform.mail_host)
     pulumi.export("mailFrom", settings.mail_from_address)
-    pulumi.export("ceresSmtp", platform.ceres_settings)
+    pulumi.export(CERES_OUTPUT, platform.ceres_settings)
     # For CERES's own env-file install (it reads /etc/ceres/*.env): the plain lines, and how to add the
     # secret one. The password stays an encrypted output; showing it is the operator's explicit choice.
     pulumi.export("ceresEnvFile", platform.ceres_settings.apply(

@@ -34,6 +34,7 @@ class MailServerArgs:
     """What the install step needs."""
 
     install: InstallInputs  #: plain values the scripts are rendered from
+    vm: pulumi.Resource  #: the VM itself: a replaced VM is a new, empty host, so every command is replaced with it
     ssh_host: pulumi.Input[str]  #: the VM's address, an Output of the VM (data edge)
     ssh_user: str  #: the admin user cloud-init created
     ssh_private_key: pulumi.Input[str]  #: secret: the stack's deploy key
@@ -68,7 +69,7 @@ class MailServer(pulumi.ComponentResource):
             f"{name}-wait-cloud-init",
             connection=connection,
             create=render_wait_for_cloud_init(),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, replace_with=[args.vm]),
         )
 
         # The secrets stages may read; mailcow's own are generated here, only for that stack
@@ -89,15 +90,18 @@ class MailServer(pulumi.ComponentResource):
         else:
             stages = native_stages(args.install)
 
-        # The install stages, one after the other; the secrets a stage needs go to its stdin only
+        # The install stages, one after the other; the secrets a stage needs go to its stdin only, and so do
+        # the files it needs on the host (its script carries their sha256, so a changed file re-runs it)
         for stage in stages:
             stdin = (
                 pulumi.Output.secret(
                     pulumi.Output.all(*(available[n] for n in stage.secrets)).apply(
-                        lambda values, names=stage.secrets: render_secrets_stdin(dict(zip(names, values)))
+                        lambda values, names=stage.secrets, files=stage.files: render_secrets_stdin(
+                            {**dict(zip(names, values)), **dict(files)}
+                        )
                     )
                 )
-                if stage.secrets
+                if stage.secrets or stage.files
                 else None
             )
             previous = command.remote.Command(
@@ -106,7 +110,7 @@ class MailServer(pulumi.ComponentResource):
                 create=render_install_command(stage.script, stage.name),
                 stdin=stdin,
                 logging=command.remote.Logging.STDOUT_AND_STDERR,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[previous]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[previous], replace_with=[args.vm]),
             )
         self.install = previous
 

@@ -46,6 +46,7 @@ from components.builders.dns_records import (
     spf_problems,
 )
 from components.builders.install_script import InstallInputs
+from components.builders.ports import submission_problem
 from components.builders.mailcow import MAILCOW_RELEASE, SAFE_VALUE, MailcowInputs
 
 PROJECT = "ceres-mail"
@@ -527,15 +528,9 @@ def _cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems.append(("ipv6Address", f"{v['ipv6_address']} is not an IPv6 address"))
 
     if has("smtp_port", "smtp_starttls", "smtp_tls"):
-        port, starttls, tls = v["smtp_port"], v["smtp_starttls"], v["smtp_tls"]
-        if starttls and tls:
-            problems.append(("smtpTls", "smtpStarttls and smtpTls are both true; a connection uses one of them"))
-        elif not starttls and not tls:
-            problems.append(("smtpStarttls", "smtpStarttls and smtpTls are both false: the password would cross the network in clear"))
-        elif tls and port != 465:
-            problems.append(("smtpPort", f"{port} with smtpTls: implicit TLS submission is port 465 (RFC 8314)"))
-        elif starttls and port not in (587, 25):
-            problems.append(("smtpPort", f"{port} with smtpStarttls: STARTTLS submission is port 587 (RFC 6409)"))
+        if problem := submission_problem(v["smtp_port"], v["smtp_starttls"], v["smtp_tls"]):
+            key = "smtpPort" if v["smtp_starttls"] != v["smtp_tls"] else ("smtpTls" if v["smtp_tls"] else "smtpStarttls")
+            problems.append((key, problem))
 
     if has("mail_stack") and v["mail_stack"] == "mailcow":
         problems += _mailcow_problems(v)

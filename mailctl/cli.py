@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--ca-file", help="CA to trust for TLS (default: the system's store)")
     verify.add_argument("--password-file", type=Path, help="the no-reply mailbox password, to test logins")
     verify.add_argument("--user", help="the mailbox to log in as (default: the stack's no-reply)")
-    verify.add_argument("--dkim-public-key", type=Path, metavar="PEM", help="the stack's DKIM key, to compare")
+    verify.add_argument("--dkim-public-key", metavar="PEM",
+                        help="the stack's DKIM key, to compare with every mail domain's record: a PEM file, - for "
+                             "stdin, or the JSON of `pulumi stack output --json` holding dkimPublicKeyPem")
     verify.add_argument("--json", action="store_true", help="results as JSON")
 
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
@@ -100,7 +102,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
         plan = Plan.from_dict(json.loads(args.plan_file.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StackFileError(f"{args.plan_file} is not a plan from `mailctl plan --json` ({error})") from None
-    return _report_policy(evaluate(plan.resources))
+    return _report_policy(evaluate(plan.resources, outputs=(plan.stack_urn, plan.outputs)))
 
 
 def cmd_zone(args: argparse.Namespace) -> int:
@@ -126,19 +128,19 @@ def cmd_zone(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import dns.resolver
 
-    from components.builders.dns_records import build_records, dkim_value
+    from components.builders.dns_records import build_records, dkim_value, mta_sts_policy
     from mailctl.verify.model import Target
     from mailctl.verify.runner import exit_code, render_json, render_table, run_checks
-    from mailctl.zone import stack_settings
+    from mailctl.zone import read_dkim_public_key, stack_settings
 
     resolver = dns.resolver.Resolver(configure=not args.resolver)
     if args.resolver:
         resolver.nameservers = args.resolver
     try:
         password = args.password_file.read_text().strip() if args.password_file else ""
-        dkim_txt = dkim_value(args.dkim_public_key.read_text()) if args.dkim_public_key else ""
     except OSError as error:
         raise StackFileError(f"cannot read {error.filename}: {error.strerror}") from None
+    dkim_txt = dkim_value(read_dkim_public_key(args.dkim_public_key)) if args.dkim_public_key else ""
     if args.domain:
         target = Target(domain=args.domain, host=mail_host_of(args.domain, args.host or ""), resolver=resolver,
                         timeout=args.timeout, mailbox=args.user or f"no-reply@{args.domain}", password=password,
@@ -147,6 +149,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         settings = stack_settings(args.project_dir, args.stack or "prod")
         target = Target(domain=settings.domain, host=args.host or settings.mail_host_fqdn, resolver=resolver,
                         timeout=args.timeout, expected=build_records(settings.dns_inputs),
+                        extra_domains=settings.mail_domains[1:], mta_sts_policy=mta_sts_policy(settings.dns_inputs),
                         dkim_selector=settings.dkim_selector, dkim_txt=dkim_txt,
                         mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file)
     results = run_checks(target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr, flush=True))

@@ -34,6 +34,11 @@ class Plan:
     outputs: dict[str, Any]
     policy: list[dict[str, str]] = field(default_factory=list)
 
+    @property
+    def stack_urn(self) -> str:
+        """The root Stack resource's URN, as the engine names it (its outputs are the plan's)."""
+        return f"urn:pulumi:{self.stack}::{self.project}::pulumi:pulumi:Stack::{self.project}-{self.stack}"
+
     def by_urn(self) -> dict[str, PlannedResource]:
         return {resource.urn: resource for resource in self.resources}
 

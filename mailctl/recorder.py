@@ -136,6 +136,8 @@ def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook |
                         "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else False,
                         "ignoreChanges": sorted(request.ignoreChanges),
                         "importId": request.importId or None,
+                        # replaced whenever one of these is (a new VM must get its install again)
+                        "replaceWith": sorted(request.replace_with),
                         # a provider reference is "<urn>::<id>"; the id is unknown in a preview
                         "provider": request.provider.rsplit("::", 1)[0] if request.provider else None,
                     },
@@ -217,11 +219,12 @@ def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_in
     _sync_await(run_pulumi_func(lambda: program(config.stack_keys)))
 
     stack = pulumi.runtime.get_root_resource()
-    outputs = _sync_await(rpc.serialize_properties(stack.outputs, {})) if stack.outputs else None
-    return Plan(
+    serialized = _sync_await(rpc.serialize_properties(stack.outputs, {})) if stack.outputs else None
+    plan = Plan(
         project=config.project,
         stack=config.stack,
         resources=recording.resources,
-        outputs=_struct_to_plan(outputs) if outputs is not None else {},
-        policy=evaluate(recording.resources),
+        outputs=_struct_to_plan(serialized) if serialized is not None else {},
     )
+    plan.policy = evaluate(plan.resources, outputs=(plan.stack_urn, plan.outputs))
+    return plan

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.builders.ceres_env import STACK_OUTPUT as CERES_OUTPUT
 from components.builders.dns_records import SPF_MAX_LOOKUPS, spf_term_looks_up, txt_value
+from components.builders.ports import submission_problem
 from mailctl.plan import SECRET, UNKNOWN_TEXT as UNKNOWN
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
@@ -25,9 +27,9 @@ FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
 COMMAND = "command:remote:Command"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 K8S_SECRET = "kubernetes:core/v1:Secret"
+STACK = "pulumi:pulumi:Stack"  #: its props are the stack's outputs
 OPAQUE = (SECRET, UNKNOWN)  # values a rule cannot see: the offline plan's markers
 SECRET_INPUT_NAMES = ("password", "token", "apitoken", "privatekey", "clientsecret", "kubeconfig", "secret")
-ALLOWED_SMTP = {("587", "true", "false"), ("465", "false", "true")}
 
 
 @dataclass(frozen=True)
@@ -157,19 +159,48 @@ def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str
             yield "the firewall opens SSH (22) to the whole internet: restrict it to adminCidrs"
 
 
-def ceres_secret_is_consistent(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
-    """CERES must point at the mail host's A record with a valid port/TLS pair (RFC 6409 587+STARTTLS, RFC 8314 465+TLS)."""
-    a_names = {r.props.get("name") for r in resources if r.type == DNS_RECORD and r.props.get("type") == "A"}
+def _submission_clients(resources: list[Resource]) -> Iterable[tuple[str, str, Mapping[str, str]]]:
+    """(urn, who, {host, port, starttls, tls}) of each SMTP client the stack configures, where visible.
+
+    CERES's Secret is secret as a whole offline (the kubernetes SDK wraps stringData), so CERES is read
+    from the stack's `ceresSmtp` output too (the same values, minus the password); Keycloak's realm
+    keeps everything but the password in clear."""
     for r in resources:
-        data = unwrap(r.props.get("stringData")) if r.type == K8S_SECRET else None
-        if not isinstance(data, Mapping) or "CERES_SMTP_HOST" not in data:
+        if r.type == K8S_SECRET:
+            data = unwrap(r.props.get("stringData"))
+            env = {k: unwrap(v) for k, v in data.items()} if isinstance(data, Mapping) else {}
+            who = "CERES's Secret"
+        elif r.type == STACK:
+            env = r.props.get(CERES_OUTPUT) if isinstance(r.props.get(CERES_OUTPUT), Mapping) else {}
+            who = f"CERES (stack output {CERES_OUTPUT})"
+        elif r.type == REALM and isinstance(unwrap(r.props.get("smtpServer")), Mapping):
+            smtp = unwrap(r.props["smtpServer"])
+            env = {"CERES_SMTP_HOST": smtp.get("host"), "CERES_SMTP_PORT": smtp.get("port"),
+                   "CERES_SMTP_STARTTLS": smtp.get("starttls"), "CERES_SMTP_TLS": smtp.get("ssl")}
+            who = f"Keycloak realm {r.props.get('realm')}"
+        else:
             continue
-        values = {k: unwrap(v) for k, v in data.items()}
-        if a_names and values["CERES_SMTP_HOST"] not in a_names:
-            yield r.urn, f"CERES_SMTP_HOST {values['CERES_SMTP_HOST']} is not the mail host's A record ({', '.join(sorted(a_names))})"
-        combo = (values.get("CERES_SMTP_PORT"), values.get("CERES_SMTP_STARTTLS"), values.get("CERES_SMTP_TLS"))
-        if combo not in ALLOWED_SMTP:
-            yield r.urn, f"CERES port/STARTTLS/TLS {combo} is not 587+STARTTLS or 465+TLS"
+        client = {key: unwrap(env.get(f"CERES_SMTP_{key.upper()}")) for key in ("host", "port", "starttls", "tls")}
+        if all(isinstance(value, (str, int, bool)) and value not in OPAQUE for value in client.values()):
+            yield r.urn, who, {key: str(value).lower() for key, value in client.items()}
+
+
+def ceres_secret_is_consistent(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    """CERES and Keycloak submit to the mail host's address record, on a port the host serves with the TLS
+    that port speaks (`components.builders.ports`), and both the same way."""
+    hosts = {r.props.get("name") for r in resources if r.type == DNS_RECORD and r.props.get("type") in ("A", "AAAA")}
+    seen: dict[tuple[str, ...], tuple[str, str]] = {}
+    for urn, who, client in _submission_clients(resources):
+        if hosts and client["host"] not in hosts:
+            yield urn, f"{who} submits to {client['host']}, which is not the mail host's address record ({', '.join(sorted(hosts))})"
+        port = int(client["port"]) if client["port"].isdigit() else 0
+        if problem := submission_problem(port, client["starttls"] == "true", client["tls"] == "true"):
+            yield urn, f"{who}: {problem}"
+        seen.setdefault(tuple(client.values()), (urn, who))
+    if len(seen) > 1:
+        described = "; ".join(f"{who}: {host}:{port} starttls={starttls} tls={tls}"
+                              for (host, port, starttls, tls), (_, who) in sorted(seen.items()))
+        yield max(urn for urn, _ in seen.values()), f"CERES and Keycloak submit differently ({described}): both read smtpPort/smtpStarttls/smtpTls"
 
 
 def dmarc_for_every_mail_domain(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
@@ -225,7 +256,7 @@ RULES: tuple[Rule, ...] = (
          needs_secret_marks=True),
     Rule("ssh-pins-host-key", "Every SSH connection pins the host key.", "mandatory", ssh_connection_pins_host_key),
     Rule("ssh-not-open-to-the-world", "The VM firewall opens SSH to admin networks only.", "mandatory", ssh_not_open_to_the_world),
-    Rule("ceres-secret-consistent", "CERES points at the mail host with a valid port/TLS pair.", "mandatory", check_stack=ceres_secret_is_consistent),
+    Rule("ceres-secret-consistent", "CERES and Keycloak submit to the mail host on a port it serves, with its TLS.", "mandatory", check_stack=ceres_secret_is_consistent),
     Rule("dmarc-for-every-mail-domain", "Every domain with an MX publishes DMARC.", "mandatory", check_stack=dmarc_for_every_mail_domain),
     Rule("dmarc-moves-past-none", "Protected stacks do not stay at p=none for ever.", "advisory", dmarc_moves_past_none),
     Rule("dns-record-says-why", "Every DNS record carries its reason as a comment.", "advisory", dns_says_why),
@@ -235,9 +266,13 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def evaluate(resources: Iterable[Any], config: PolicyConfig = PolicyConfig()) -> list[dict[str, str]]:
-    """Every rule over a Plan's resources (`.type`, `.inputs`, `.options`, `.urn`)."""
+def evaluate(resources: Iterable[Any], config: PolicyConfig = PolicyConfig(),
+             outputs: tuple[str, Mapping[str, Any]] | None = None) -> list[dict[str, str]]:
+    """Every rule over a Plan's resources (`.type`, `.inputs`, `.options`, `.urn`), and the stack's
+    outputs as `(stack urn, outputs)` when known: CrossGuard shows the rules the root Stack resource too."""
     subjects = [Resource(r.type, r.inputs, r.options, r.urn) for r in resources]
+    if outputs is not None:
+        subjects.append(Resource(STACK, outputs[1], {}, outputs[0]))
     violations = []
     for rule in RULES:
         found: list[tuple[str, str]] = []

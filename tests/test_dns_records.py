@@ -186,7 +186,9 @@ def test_tls_rpt_caa_and_srv():
     assert txt_value(got[("_smtp._tls.example.com", "TXT")].rdata) == "v=TLSRPTv1; rua=mailto:tls-reports@example.com"
     caa = sorted(r.rdata for r in records if r.type == "CAA")
     assert caa == ['0 iodef "mailto:postmaster@example.com"', '0 issue "letsencrypt.org"']
-    assert got[("_submission._tcp.example.com", "SRV")].rdata == "0 1 587 mail.example.com."
+    # implicit TLS preferred over STARTTLS (RFC 8314 5.1): the lower priority wins
+    assert got[("_submissions._tcp.example.com", "SRV")].rdata == "0 1 465 mail.example.com."
+    assert got[("_submission._tcp.example.com", "SRV")].rdata == "10 1 587 mail.example.com."
     assert got[("_imaps._tcp.example.com", "SRV")].rdata == "0 1 993 mail.example.com."
     assert got[("_pop3._tcp.example.com", "SRV")].rdata == "0 0 0 ."
 
@@ -210,7 +212,7 @@ def test_reverse_records_name_the_mail_host():
         ("example.com", "MX", {"content": "mail.example.com", "priority": 10}),
         ("mail.example.com", "A", {"content": "203.0.113.25"}),
         ("mta-sts.example.com", "CNAME", {"content": "mail.example.com"}),
-        ("_submission._tcp.example.com", "SRV", {"data": {"priority": 0, "weight": 1, "port": 587, "target": "mail.example.com"}}),
+        ("_submission._tcp.example.com", "SRV", {"data": {"priority": 10, "weight": 1, "port": 587, "target": "mail.example.com"}}),
         ("_imap._tcp.example.com", "SRV", {"data": {"priority": 0, "weight": 0, "port": 0, "target": "."}}),
         ("example.com", "TXT", {"content": '"v=spf1 mx -all"'}),
     ],

@@ -158,7 +158,7 @@ def records(plan: Plan) -> dict[tuple[str, str], dict]:
     return {(r.inputs["type"], r.inputs["name"]): r.inputs for r in plan.of_type(DNS_RECORD)}
 
 
-def test_prod_domain_gets_the_seed_records(prod_plan):
+def test_prod_domain_gets_the_minimal_records(prod_plan):
     """The minimal records: A, MX 10, SPF `v=spf1 mx -all`, DKIM, DMARC p=none with rua/ruf and fo=1."""
     got = records(prod_plan)
     assert got[("A", "mail.example.com")]["content"] == "203.0.113.25"

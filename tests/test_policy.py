@@ -50,9 +50,7 @@ def broken(plan: Plan) -> dict[str, list]:
     dkim = next(r for r in plan.of_type(PRIVATE_KEY) if r.name.endswith("-dkim-key"))
     command = next(r for r in plan.of_type(COMMAND) if r.name.endswith("-install-mail"))
     firewall = first(plan, FIREWALL_RULES)
-    secret = first(plan, K8S_SECRET)
-    ceres = {"CERES_SMTP_HOST": "smtp.example.org", "CERES_SMTP_PORT": "587", "CERES_SMTP_STARTTLS": "true",
-             "CERES_SMTP_TLS": "false"}
+    smtp_elsewhere = {**realm.inputs["smtpServer"], "host": "smtp.example.org"}
     mx = [r for r in plan.of_type(DNS_RECORD) if r.inputs["type"] == "MX"]
     cases = {
         "dns-record-not-proxied": [with_inputs(a, proxied=True)],
@@ -62,7 +60,7 @@ def broken(plan: Plan) -> dict[str, list]:
         "secret-inputs-are-secret": [with_inputs(first(plan, "pulumi:providers:cloudflare"), apiToken="plain-token")],
         "ssh-pins-host-key": [with_inputs(command, connection={"host": "203.0.113.25", "user": "ceres"})],
         "ssh-not-open-to-the-world": [with_inputs(firewall, rules=[{"action": "ACCEPT", "type": "in", "proto": "tcp", "dport": "22"}])],
-        "ceres-secret-consistent": [a, with_inputs(secret, stringData=ceres)],
+        "ceres-secret-consistent": [a, with_inputs(realm, smtpServer=smtp_elsewhere)],
         "dmarc-for-every-mail-domain": [*mx],
         "dmarc-moves-past-none": [dmarc],
         "dns-record-says-why": [with_inputs(a, comment="")],
@@ -82,6 +80,48 @@ def test_rule_reports_its_crafted_violation(prod_plan, name):
     violations = [v for v in evaluate(broken(prod_plan)[name]) if v["policy"] == name]
     assert violations, f"{name} found nothing"
     assert all(len(v["message"]) > 30 for v in violations)
+
+
+def record_with(project_dir, **tampered):
+    """The prod plan of a program that bypasses settings validation with `tampered` values, as a bug in
+    the program would: the policy is the net under the settings' own checks."""
+    import pulumi
+
+    from components import settings as stack_settings
+    from components.builders.ceres_env import STACK_OUTPUT
+    from components.platform import MailPlatform
+    from mailctl.recorder import record
+
+    def program(stack_keys):
+        settings = stack_settings.load(stack_keys=stack_keys).model_copy(update=tampered)
+        pulumi.export(STACK_OUTPUT, MailPlatform("ceres-mail", settings).ceres_settings)
+
+    return record(project_dir, "prod", program=program)
+
+
+def consistency(plan: Plan) -> list[str]:
+    return [v["message"] for v in plan.policy if v["policy"] == "ceres-secret-consistent"]
+
+
+def test_ceres_consistency_is_judged_on_what_the_program_records(project_dir):
+    """CERES's Secret is one secret offline; the rule reads CERES from the stack output and Keycloak from
+    its realm, both as the program recorded them: a port the host does not serve is caught in each."""
+    assert consistency(record_with(project_dir)) == []
+    messages = consistency(record_with(project_dir, smtp_port=2525))
+    assert sorted(messages) == [
+        "CERES (stack output ceresSmtp): port 2525 with STARTTLS: RFC 6409 STARTTLS submission is port 587",
+        "Keycloak realm ceres: port 2525 with STARTTLS: RFC 6409 STARTTLS submission is port 587",
+    ]
+
+
+def test_ceres_and_keycloak_submitting_differently_is_a_violation(prod_plan):
+    realm = first(prod_plan, REALM)
+    implicit = with_inputs(realm, smtpServer={**realm.inputs["smtpServer"], "port": 465, "starttls": False, "ssl": True})
+    stack = replace(realm, type="pulumi:pulumi:Stack", urn=prod_plan.stack_urn, inputs=prod_plan.outputs)
+    [violation] = [v for v in evaluate([first(prod_plan, DNS_RECORD, type="A"), implicit, stack])
+                   if v["policy"] == "ceres-secret-consistent"]
+    assert "CERES and Keycloak submit differently" in violation["message"]
+    assert "465" in violation["message"] and "587" in violation["message"]
 
 
 def test_more_than_ten_spf_lookups_is_mandatory(prod_plan):

@@ -68,6 +68,7 @@ BAD_CONFIGS = [
     ("STARTTLS and TLS together", {"ceres-mail:smtpTls": True}, "smtpTls", "both true"),
     ("neither STARTTLS nor TLS", {"ceres-mail:smtpStarttls": False}, "smtpStarttls", "in clear"),
     ("STARTTLS on the implicit-TLS port", {"ceres-mail:smtpPort": 465}, "smtpPort", "STARTTLS submission is port 587"),
+    ("STARTTLS on the MX port", {"ceres-mail:smtpPort": 25}, "smtpPort", "STARTTLS submission is port 587"),
     ("TLS on the STARTTLS port", {"ceres-mail:smtpTls": True, "ceres-mail:smtpStarttls": False}, "smtpPort", "implicit TLS submission is port 465"),
     ("VM memory below the stack's floor", {"ceres-mail:vmMemoryMib": 512}, "vmMemoryMib", "below the native stack's minimum of 1024 MiB"),
     ("too little memory for mailcow", {"ceres-mail:mailStack": "mailcow", "ceres-mail:vmMemoryMib": 4096}, "vmMemoryMib", "below the mailcow stack's minimum of 6144 MiB"),

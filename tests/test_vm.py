@@ -55,6 +55,7 @@ def test_firewall_rules_are_exactly_the_mail_ports_icmp_and_admin_ssh(prod_plan)
         ("tcp", "25", None),
         ("tcp", "80", None),
         ("tcp", "443", None),
+        ("tcp", "465", None),
         ("tcp", "587", None),
         ("tcp", "993", None),
         ("tcp", "22", "198.51.100.0/28"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PASSWORD_KEY = "CERES_SMTP_PASS"
+STACK_OUTPUT = "ceresSmtp"  #: the stack output with every CERES_* value but the password
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ import dns.rdatatype
 import dns.reversename
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
+from components.builders.ports import NOT_OFFERED_SRV, PUBLIC
+
 TXT_STRING_MAX = 255  # RFC 1035 3.3: one character-string carries at most 255 bytes
 SPF_MAX_LOOKUPS = 10  # RFC 7208 4.6.4
 SPF_MAX_BYTES = 450  # RFC 7208 3.4: keep the answer within a 512-byte UDP response
 SPF_LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")  # RFC 7208 4.6.4, with the redirect modifier
-SUBMISSION_PORT, IMAPS_PORT = 587, 993
 
 
 @dataclass(frozen=True)
@@ -286,12 +287,15 @@ def _domain_records(inputs: DnsInputs, domain: str) -> list[Record]:
         rec(f"mta-sts.{domain}", "CNAME", host, "Recommended: the HTTPS host that serves the MTA-STS policy (RFC 8461 3.3)"),
         rec(f"_smtp._tls.{domain}", "TXT", txt_rdata(f"v=TLSRPTv1; rua=mailto:{inputs.tls_rpt_address}"),
             "Recommended: senders report TLS failures to us (RFC 8460)"),
-        rec(f"_submission._tcp.{domain}", "SRV", f"0 1 {SUBMISSION_PORT} {host}", "Recommended: mail clients find submission with STARTTLS (RFC 6186)"),
-        rec(f"_imaps._tcp.{domain}", "SRV", f"0 1 {IMAPS_PORT} {host}", "Recommended: mail clients find IMAP over TLS (RFC 6186, RFC 8314)"),
     ]
+    # What mail clients discover (RFC 6186), implicit TLS preferred (RFC 8314 5.1)
+    for service in (s for s in PUBLIC if s.srv):
+        records.append(rec(f"{service.srv}.{domain}", "SRV", f"{service.srv_priority} 1 {service.port} {host}",
+                           f"Recommended: mail clients find {service.name} on port {service.port}, {service.tls} TLS (RFC 6186, RFC 8314)"))
     # Services this host does not offer, said explicitly so clients do not guess (RFC 6186 4)
-    for service in ("imap", "pop3", "pop3s"):
-        records.append(rec(f"_{service}._tcp.{domain}", "SRV", "0 0 0 .", f"Recommended: {service} is not offered here (RFC 6186 4)"))
+    for label in NOT_OFFERED_SRV:
+        service = label.split(".")[0].lstrip("_")
+        records.append(rec(f"{label}.{domain}", "SRV", "0 0 0 .", f"Recommended: {service} is not offered here (RFC 6186 4)"))
     for issuer in inputs.caa_issuers:
         records.append(rec(domain, "CAA", f'0 issue "{issuer}"', f"Recommended: only {issuer} may issue certificates (RFC 8659)", f"caa-{domain}-issue-{issuer}"))
     if inputs.caa_issuers:

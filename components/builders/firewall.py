@@ -1,4 +1,4 @@
-"""Inbound rules of the mail VM's Proxmox firewall (ports 25, 587, 993 and 443).
+"""Inbound rules of the mail VM's Proxmox firewall: the public services of `ports`, SSH from admins.
 
 Everything not listed is dropped (input policy DROP). Rules without a source apply to IPv4 and IPv6
 alike, so the IPv6 side mirrors the IPv4 side by construction; ICMP needs one rule per family.
@@ -9,14 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-# (port, why): open to the whole internet
-PUBLIC_TCP = (
-    (25, "SMTP: mail from the internet to the MX (RFC 5321)"),
-    (80, "HTTP: ACME http-01 challenges of the certificate (certbot)"),
-    (443, "HTTPS: MTA-STS policy (RFC 8461), webmail and admin UI"),
-    (587, "submission with STARTTLS: CERES, Keycloak and mail clients (RFC 6409)"),
-    (993, "IMAPS (RFC 8314)"),
-)
+from components.builders.ports import PUBLIC
 
 
 @dataclass(frozen=True)
@@ -35,7 +28,7 @@ def firewall_rules(admin_cidrs: tuple[str, ...]) -> list[FirewallRule]:
         FirewallRule("icmp", "ICMP: ping and path-MTU discovery over IPv4"),
         FirewallRule("ipv6-icmp", "ICMPv6: ping and path-MTU discovery over IPv6"),
     ]
-    rules += [FirewallRule("tcp", why, dport=str(port)) for port, why in PUBLIC_TCP]
+    rules += [FirewallRule("tcp", service.why, dport=str(service.port)) for service in PUBLIC]
     for cidr in sorted(admin_cidrs, key=lambda c: (ipaddress.ip_network(c).version, ipaddress.ip_network(c))):
         rules.append(FirewallRule("tcp", f"SSH from admin network {cidr} only", dport="22", source=cidr))
     return rules
