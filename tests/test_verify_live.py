@@ -18,6 +18,8 @@ from tests.mailnet.scenario import ADDRESSES, PREFIX
 
 pytestmark = pytest.mark.slow
 SPARE_DNS = "203.0.113.54"
+NOTHING_THERE = "203.0.113.26"  # on the test bridge, no host: connections to it fail
+POLICY_FILE = "/var/www/mta-sts/.well-known/mta-sts.txt"
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def test_green_on_the_installed_host(verify):
     checks = statuses(report)
     for name in ("dkim ceres._domainkey.example.com", "ptr 203.0.113.25", "smtp 25 relay", "smtp 25 certificate",
                  "submission 587 login", "imaps 993 login", "https 443 certificate", "mta-sts policy",
-                 "dns MX example.com", "dns TXT _dmarc.example.com"):
+                 "mta-sts id", "dns MX example.com", "dns TXT _dmarc.example.com"):
         assert checks.get(name) == "ok", (name, checks)
 
 
@@ -110,6 +112,38 @@ def test_a_wrong_ptr_turns_the_ptr_check_red(verify, mailnet, spare_dns):
     code, report = verify(resolver=spare_dns(zones))
     assert code == 1 and set(failed(report)) == {"ptr 203.0.113.25"}
     assert "ask the IP provider" in failed(report)["ptr 203.0.113.25"]["fix"]
+
+
+def test_the_https_check_connects_where_the_resolver_points(verify, mailnet, spare_dns):
+    """mta-sts.<domain> moved to an address where nothing listens: the HTTPS check goes where --resolver
+    says, not to the mail host's address."""
+    zones = dict(mailnet.deployment.zones)
+    kept = [line for line in zones["example.com"].splitlines() if not line.startswith("mta-sts ")]
+    zones["example.com"] = "\n".join(kept) + f"\nmta-sts 3600 IN A {NOTHING_THERE}\n"
+    code, report = verify(resolver=spare_dns(zones))
+    assert code == 1 and set(failed(report)) == {"dns CNAME mta-sts.example.com", "https 443"}, failed(report)
+    assert NOTHING_THERE in failed(report)["https 443"]["detail"]
+
+
+def test_a_stale_mta_sts_id_turns_the_id_check_red(verify, mailnet, spare_dns):
+    zones = dict(mailnet.deployment.zones)
+    zones["example.com"] = zones["example.com"].replace(f"id={mailnet.deployment.mta_sts_id}", "id=0123456789abcdef0123")
+    code, report = verify(resolver=spare_dns(zones))
+    assert code == 1 and set(failed(report)) == {"dns TXT _mta-sts.example.com", "mta-sts id"}, failed(report)
+    assert f"id={mailnet.deployment.mta_sts_id}" in failed(report)["mta-sts id"]["fix"]
+
+
+def test_a_served_policy_with_another_mode_turns_the_policy_check_red(verify, mailnet):
+    policy = mailnet.mail.path(POLICY_FILE)
+    served = policy.read_text()
+    assert "mode: testing" in served
+    policy.write_text(served.replace("mode: testing", "mode: enforce"))
+    try:
+        code, report = verify()
+    finally:
+        policy.write_text(served)
+    assert code == 1 and set(failed(report)) == {"mta-sts policy"}, failed(report)
+    assert "mode enforce, the stack declares testing" in failed(report)["mta-sts policy"]["detail"]
 
 
 def test_a_certificate_for_another_name_turns_tls_red(verify, mailnet, spare_dns):

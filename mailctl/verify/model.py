@@ -1,14 +1,20 @@
-"""What the checks share: the target under test and the result of one check."""
+"""What the checks share: the target under test, its DNS as the operator's resolver gives it, and the
+result of one check."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import dns.exception
+import dns.rdata
 import dns.resolver
 
 from components.builders.dns_records import Record
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+
+#: what a lookup may end in that means "nothing published (that we can see)"
+LOOKUP_ERRORS = (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout)
 
 
 @dataclass(frozen=True)
@@ -26,27 +32,32 @@ class Result:
 class Target:
     """The mail server to check, and what it should look like."""
 
-    domain: str
+    domain: str  #: the primary mail domain
     host: str
     resolver: dns.resolver.Resolver
     timeout: float = 10.0
     expected: list[Record] = field(default_factory=list)  #: records the stack declares ([] without --stack)
+    extra_domains: tuple[str, ...] = ()  #: the stack's other mail domains (each signs with the same DKIM key)
     dkim_selector: str = "ceres"
     dkim_txt: str = ""  #: the stack's DKIM value (v=DKIM1; k=rsa; p=...), "" when not known
+    mta_sts_policy: str = ""  #: the MTA-STS policy text the stack serves, "" without a stack
     mailbox: str = ""  #: the no-reply user
     password: str = ""  #: its password ("" skips the logins)
     cafile: str | None = None  #: CA to trust for TLS (the system store when None)
 
-    def connect_address(self, fallback: str | None = None) -> str:
-        """Where to connect: the host's first address as the resolver gives it, else a name to resolve."""
-        addresses = self.addresses()
-        return addresses[0] if addresses else (fallback or self.host)
+    @property
+    def mail_domains(self) -> tuple[str, ...]:
+        """The primary domain first, then the extra ones (what the stack publishes records for)."""
+        return (self.domain, *(d for d in self.extra_domains if d != self.domain))
 
-    def addresses(self) -> list[str]:
-        found = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                found += [r.to_text() for r in self.resolver.resolve(self.host, rdtype, lifetime=self.timeout)]
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
-                pass
-        return found
+    def lookup(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        """`name`'s records of `rdtype` from the operator's resolver; [] when there are none to see."""
+        try:
+            return list(self.resolver.resolve(name, rdtype, lifetime=self.timeout))
+        except LOOKUP_ERRORS:
+            return []
+
+    def addresses(self, name: str | None = None) -> list[str]:
+        """The A, then AAAA, addresses of `name` (the mail host by default) as the operator's resolver gives
+        them: the checks connect where the operator's DNS points, never where this machine's resolver does."""
+        return [r.to_text() for rdtype in ("A", "AAAA") for r in self.lookup(name or self.host, rdtype)]

@@ -1,4 +1,5 @@
-"""SMTP on 25 (the MX) and submission on 587 (CERES, Keycloak, mail clients)."""
+"""SMTP on 25 (the MX) and submission (CERES, Keycloak, mail clients): 587 with STARTTLS, and any other
+port with the TLS mode it speaks (RFC 8314 implicit TLS on 465)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,43 @@ import smtplib
 import socket
 import ssl
 
+from components.builders.ports import SMTP, SUBMISSION, TlsMode
 from mailctl.verify.model import FAIL, OK, WARN, Result, Target
+from mailctl.verify.net import connection_failure, open_connection
 from mailctl.verify.tls_util import certificate_result, context, tls_failure
 
+STARTTLS, IMPLICIT_TLS = "starttls", "implicit"  #: how a port starts TLS (components/builders/ports.py)
+EHLO_NAME = "verify.ceres-mail.invalid"
 FOREIGN_RECIPIENT = "relay-test@example.invalid"  # never delivered: the check stops after RCPT
 
 
 class _NamedSMTP(smtplib.SMTP):
-    """Connect to an address, check the certificate against the host name."""
+    """SMTP to the host at an address the operator's resolver gives (net.open_connection), the certificate
+    checked against the host name (smtplib uses the name it connects to as SNI). The EHLO name is given,
+    so smtplib does not ask the system resolver for this machine's own name either."""
 
-    def __init__(self, address: str, port: int, host: str, timeout: float):
-        super().__init__(address, port, timeout=timeout)
-        self._host = host
+    def __init__(self, target: Target, port: int, tls: TlsMode = STARTTLS):
+        self._target = target
+        self._implicit_context = context(target.cafile) if tls == IMPLICIT_TLS else None
+        super().__init__(target.host, port, local_hostname=EHLO_NAME, timeout=target.timeout)
+
+    def _get_socket(self, host, port, timeout):
+        sock = open_connection(self._target, host, port)
+        if self._implicit_context is None:
+            return sock
+        try:
+            return self._implicit_context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def check_smtp(target: Target) -> list[Result]:
     """25: the banner names the host, STARTTLS with a valid certificate, no relay for a foreign domain."""
     results = []
     try:
-        with _NamedSMTP(target.connect_address(), 25, target.host, target.timeout) as smtp:
-            code, greeting = smtp.ehlo("verify.ceres-mail.invalid")
+        with _NamedSMTP(target, SMTP.port, SMTP.tls) as smtp:
+            code, greeting = smtp.ehlo(EHLO_NAME)
             banner = greeting.decode(errors="replace").splitlines()[0]
             results.append(Result("smtp 25 banner", OK if banner.startswith(target.host) else WARN, banner,
                                   "" if banner.startswith(target.host) else f"set Postfix myhostname to {target.host}"))
@@ -38,7 +56,7 @@ def check_smtp(target: Target) -> list[Result]:
             except (ssl.SSLError, ssl.CertificateError) as error:
                 results.append(tls_failure("smtp 25 certificate", error, target.host))
                 return results
-            smtp.ehlo("verify.ceres-mail.invalid")
+            smtp.ehlo(EHLO_NAME)
             smtp.mail(f"verify@{target.domain}")
             code, reply = smtp.rcpt(FOREIGN_RECIPIENT)
             smtp.rset()
@@ -46,36 +64,47 @@ def check_smtp(target: Target) -> list[Result]:
             results.append(Result("smtp 25 relay", OK if refused else FAIL, f"RCPT to a foreign domain: {code} {reply.decode(errors='replace')}",
                                   "" if refused else "the server relays for anyone: restore smtpd_relay_restrictions (rerun the mail stage)"))
     except (OSError, smtplib.SMTPException) as error:
-        results.append(Result("smtp 25", FAIL, f"{type(error).__name__}: {error}",
-                              "check that port 25 is open (VM firewall, provider) and Postfix runs"))
+        results.append(connection_failure("smtp 25", error, "check that port 25 is open (VM firewall, provider) and Postfix runs",
+                                          f"{target.host} A (and AAAA)"))
     return results
 
 
 def check_submission(target: Target) -> list[Result]:
-    """587: AUTH only after STARTTLS, then a login with the no-reply credentials."""
+    """587 with STARTTLS (RFC 6409)."""
+    return check_submission_port(target, SUBMISSION.port, SUBMISSION.tls)
+
+
+def check_submission_port(target: Target, port: int, tls: TlsMode) -> list[Result]:
+    """Submission on `port`, TLS by `tls` (STARTTLS or IMPLICIT_TLS): with STARTTLS, AUTH must not be offered
+    before it (the password would cross in clear); then the certificate, and a login with the no-reply
+    credentials."""
+    name = f"submission {port}"
     results = []
     try:
-        with _NamedSMTP(target.connect_address(), 587, target.host, target.timeout) as smtp:
-            smtp.ehlo("verify.ceres-mail.invalid")
-            early = smtp.has_extn("auth")
-            results.append(Result("submission 587 auth before starttls", FAIL if early else OK,
-                                  "AUTH offered in clear" if early else "AUTH not offered before STARTTLS",
-                                  "set smtpd_tls_auth_only = yes" if early else ""))
-            try:
-                smtp.starttls(context=context(target.cafile))
-            except (ssl.SSLError, ssl.CertificateError) as error:
-                return results + [tls_failure("submission 587 certificate", error, target.host)]
-            results.append(certificate_result("submission 587 certificate", smtp.sock, target.host))
-            smtp.ehlo("verify.ceres-mail.invalid")
+        with _NamedSMTP(target, port, tls) as smtp:
+            smtp.ehlo(EHLO_NAME)
+            if tls == STARTTLS:
+                early = smtp.has_extn("auth")
+                results.append(Result(f"{name} auth before starttls", FAIL if early else OK,
+                                      "AUTH offered in clear" if early else "AUTH not offered before STARTTLS",
+                                      "set smtpd_tls_auth_only = yes" if early else ""))
+                try:
+                    smtp.starttls(context=context(target.cafile))
+                except (ssl.SSLError, ssl.CertificateError) as error:
+                    return results + [tls_failure(f"{name} certificate", error, target.host)]
+                smtp.ehlo(EHLO_NAME)
+            results.append(certificate_result(f"{name} certificate", smtp.sock, target.host))
             if not target.password:
-                results.append(Result("submission 587 login", WARN, "no credentials given", "pass --password-file to test the login"))
+                results.append(Result(f"{name} login", WARN, "no credentials given", "pass --password-file to test the login"))
             else:
                 smtp.login(target.mailbox, target.password)
-                results.append(Result("submission 587 login", OK, f"logged in as {target.mailbox}"))
+                results.append(Result(f"{name} login", OK, f"logged in as {target.mailbox}"))
     except smtplib.SMTPAuthenticationError as error:
-        results.append(Result("submission 587 login", FAIL, f"{error.smtp_code} {error.smtp_error.decode(errors='replace')}",
+        results.append(Result(f"{name} login", FAIL, f"{error.smtp_code} {error.smtp_error.decode(errors='replace')}",
                               "check the mailbox password (the mail stage writes it) and Dovecot's auth log"))
+    except (ssl.SSLError, ssl.CertificateError) as error:  # implicit TLS: the handshake is part of connecting
+        results.append(tls_failure(f"{name} certificate", error, target.host))
     except (OSError, smtplib.SMTPException, socket.timeout) as error:
-        results.append(Result("submission 587", FAIL, f"{type(error).__name__}: {error}",
-                              "check that port 587 is open and Postfix's submission service runs"))
+        results.append(connection_failure(name, error, f"check that port {port} is open and Postfix's submission service runs",
+                                          f"{target.host} A (and AAAA)"))
     return results
