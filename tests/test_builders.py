@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
 from components.builders.install_script import (
+    CUT,
     SECRETS_READER,
     STAGES,
     InstallInputs,
@@ -22,8 +24,11 @@ from components.builders.install_script import (
     render_mail_stage,
     render_secrets_stdin,
     render_tls_stage,
+    template,
 )
-from tests.conftest import INSTALL
+from tests.conftest import INSTALL, PROJECT_DIR
+
+SHELL_DIR = PROJECT_DIR / "components/builders/shell"
 
 
 def openssh_pair():
@@ -76,6 +81,53 @@ def test_install_stage_passes_shellcheck(stage, render):
         pytest.skip("shellcheck is not installed (make test installs it as root)")
     result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=render(INSTALL), text=True, capture_output=True)
     assert result.returncode == 0, result.stdout
+
+
+def shell_templates(*folders: str) -> list[str]:
+    return sorted(str(path.relative_to(SHELL_DIR)) for folder in folders for path in (SHELL_DIR / folder).glob("*.sh"))
+
+
+def shellcheck_template(path: str) -> None:
+    """shellcheck finds nothing in the template as it is on disk (its preamble says what is set elsewhere)."""
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (make test installs it as root)")
+    result = subprocess.run(["shellcheck", "--shell=bash", path], cwd=SHELL_DIR, text=True, capture_output=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("path", shell_templates("lib", "native"))
+def test_shell_template_passes_shellcheck_as_it_is(path):
+    shellcheck_template(path)
+
+
+def test_every_shell_template_renders_only_what_follows_its_preamble():
+    """The line that ends the preamble is there once, and no include is left unexpanded."""
+    paths = sorted(str(p.relative_to(SHELL_DIR)) for p in SHELL_DIR.rglob("*") if p.is_file())
+    assert paths == shell_templates("lib", "native", "mailcow"), "every file is a .sh template the shellcheck tests see"
+    for path in paths:
+        assert (SHELL_DIR / path).read_text().count(CUT) == 1, path
+        assert "# ---- include" not in template(path) and CUT not in template(path), path
+
+
+def header_variables(script: str) -> set[str]:
+    """The variables a rendered script's header sets, as bash sees them."""
+    header = script.split("\nset -euo pipefail\n", 1)[0]
+    names = subprocess.run(["env", "-i", "bash", "--norc", "-c", header + "\ncompgen -v"], capture_output=True, text=True, check=True)
+    bare = subprocess.run(["env", "-i", "bash", "--norc", "-c", "true\ncompgen -v"], capture_output=True, text=True, check=True)
+    return set(names.stdout.split()) - set(bare.stdout.split())
+
+
+def documented_variables(path: str) -> set[str]:
+    """The UPPER_CASE names a template's preamble mentions."""
+    return set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", (SHELL_DIR / path).read_text().split(CUT, 1)[0]))
+
+
+@pytest.mark.parametrize("tls_mode", ["acme", "provided"])
+@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
+def test_each_stage_template_names_the_header_variables_it_is_rendered_with(stage, render, tls_mode):
+    """A template's preamble lists what the header sets, so a reader (and shellcheck's user) knows."""
+    script = render(InstallInputs(**{**INSTALL.__dict__, "tls_mode": tls_mode}))
+    assert header_variables(script) - documented_variables(f"native/{stage}.sh") == set()
 
 
 @pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])

@@ -1,17 +1,19 @@
 """The mailcow stack: static checks, the stages run against stand-ins, and the graph.
 
 mailcow's images cannot be pulled on these machines, so what is proven here is everything up to them:
-every rendered script passes shellcheck; mailcow.conf parses back key by key (as bash sources it and as
-compose reads .env); the `mailcow` stage writes that file with the secrets filled in from stdin and
-starts compose (a recording `docker`); the `release` stage clones, keeps and moves the pinned tag
-against a local git repository and runs mailcow's update procedure only on a move; the `configure`
-stage drives a local fake of mailcow's API (tests/mailcow_fake.py) and makes no write on a re-run. The
+every rendered script, and every template in components/builders/shell/mailcow as it is, passes
+shellcheck; mailcow.conf parses back key by key (as bash sources it and as compose reads .env); the
+`mailcow` stage writes that file with the secrets filled in from stdin and starts compose (a recording
+`docker`); the `release` stage clones, keeps and moves the pinned tag against a local git repository
+and runs mailcow's update procedure only on a move; the `configure` stage (mailcow_api.py on its stdin)
+drives a local fake of mailcow's API (tests/mailcow_fake.py) and makes no write on a re-run. The
 graph test shows that switching stacks changes only the install part and the VM's size.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import secrets as random_secrets
@@ -27,10 +29,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dotenv import dotenv_values
 
+from components.builders import mailcow as mailcow_module
 from components.builders.install_script import render_secrets_stdin
 from components.builders.mailcow import (
     CONF_SECRETS,
     MailcowInputs,
+    api_program,
     desired_state,
     mailcow_conf,
     mailcow_stages,
@@ -41,8 +45,9 @@ from components.builders.mailcow import (
 from mailctl.diff import diff_plans
 from mailctl.recorder import record
 from mailctl.render import render_mermaid, render_text
-from tests.conftest import INSTALL as ONE_DOMAIN, one, stack_config
+from tests.conftest import INSTALL as ONE_DOMAIN, PROJECT_DIR, one, stack_config
 from tests.mailcow_fake import FakeMailcow, serve
+from tests.test_builders import documented_variables, header_variables, shell_templates, shellcheck_template
 
 INSTALL = replace(
     ONE_DOMAIN,
@@ -127,6 +132,17 @@ def test_every_mailcow_stage_passes_shellcheck_and_is_deterministic(inputs):
     for stage in stages:
         result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=stage.script, text=True, capture_output=True)
         assert result.returncode == 0, f"{stage.name}:\n{result.stdout}"
+
+
+@pytest.mark.parametrize("path", shell_templates("mailcow"))
+def test_mailcow_template_passes_shellcheck_as_it_is(path):
+    shellcheck_template(path)
+
+
+@pytest.mark.parametrize("inputs", [MAILCOW, PROVIDED], ids=["acme", "provided-tls"])
+def test_each_mailcow_template_names_the_header_variables_it_is_rendered_with(inputs):
+    for stage in mailcow_stages(inputs):
+        assert header_variables(stage.script) - documented_variables(f"mailcow/{stage.name}.sh") == set(), stage.name
 
 
 def test_secrets_go_only_to_the_stages_that_use_them_and_never_into_a_script():
@@ -324,10 +340,14 @@ def mailcow_api(tmp_path):
     stop()
 
 
-def configure(running, secrets: dict[str, str], tmp_path: Path, inputs: MailcowInputs = MAILCOW) -> subprocess.CompletedProcess:
+def configure(running, secrets: dict[str, str], tmp_path: Path, inputs: MailcowInputs = MAILCOW,
+              program: str | None = None) -> subprocess.CompletedProcess:
+    """The configure stage as the stack runs it: its stdin the secrets and mailcow_api.py (or `program`)."""
     inputs = replace(inputs, api_url=running.api_url, imap_endpoint=running.imap_endpoint)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
-    return run_stage(render_configure_stage(inputs), "configure", secrets, env, tmp_path)
+    [stage] = [s for s in mailcow_stages(inputs) if s.name == "configure"]
+    files = dict(stage.files) if program is None else {"API_PROGRAM": program}
+    return run_stage(stage.script, "configure", {**secrets, **files}, env, tmp_path)
 
 
 @pytest.fixture
@@ -414,6 +434,25 @@ def test_a_wrong_api_key_is_reported_as_such(mailcow_api, stack_secrets, tmp_pat
     assert posts(mailcow_api.state) == []
 
 
+def test_mailcow_api_travels_on_stdin_and_the_script_carries_its_hash(monkeypatch):
+    """mailcow_api.py is a file on the stage's stdin, not an argument; its sha256 in the script re-runs
+    the stage when the program changes, though stdin is secret and never diffed."""
+    [stage] = [s for s in mailcow_stages(MAILCOW) if s.name == "configure"]
+    program = (PROJECT_DIR / "components/builders/mailcow_api.py").read_text().rstrip("\n") + "\n"
+    assert stage.files == (("API_PROGRAM", program),) and "def converge" not in stage.script
+    assert f"API_PROGRAM_SHA256={hashlib.sha256(program.encode()).hexdigest()}\n" in stage.script
+    assert "SECRETS=(API_KEY DKIM_PRIVATE_KEY MAILBOX_PASSWORD API_PROGRAM)\n" in stage.script
+    monkeypatch.setattr(mailcow_module, "api_program", lambda: program + "# changed\n")
+    assert render_configure_stage(MAILCOW) != stage.script
+
+
+def test_a_program_other_than_the_rendered_one_is_not_run(mailcow_api, stack_secrets, tmp_path):
+    secrets, _ = stack_secrets
+    result = configure(mailcow_api, secrets, tmp_path, program=api_program() + "print('not this one')\n")
+    assert result.returncode == 2 and "mailcow_api.py on stdin is not the one this stage was rendered with" in result.stderr
+    assert mailcow_api.state.calls == []
+
+
 def test_desired_state_holds_no_secret_and_names_every_domain():
     state = desired_state(MAILCOW)
     assert '"domains": ["example.com", "example.org"]' in state and "password" not in state.lower()
@@ -491,6 +530,10 @@ def test_applied_mailcow_secrets_travel_on_stdin_only(scratch_project):
     command_lines = "\n".join(raw[c.urn]["create"] for c in plan.of_type(COMMAND))
     forms = plan.to_json() + render_text(plan) + render_mermaid(plan)
     assert not any(value in command_lines or value in forms for value in received.values())
+    # mailcow_api.py goes along with the configure stage's secrets, not into its command line
+    configure_stdin = raw[one(plan, COMMAND, "-install-configure").urn]["stdin"]
+    programs = [base64.b64decode(line.partition("=")[2]).decode() for line in configure_stdin.splitlines() if line.startswith("API_PROGRAM=")]
+    assert programs == [api_program()] and "def converge" not in command_lines
 
 
 def test_the_mailcow_stack_passes_the_same_policies_as_the_native_one(scratch_project):

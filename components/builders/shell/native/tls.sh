@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# native/tls.sh: the native stack's `tls` stage: nginx for ACME http-01 and the MTA-STS policy, then the
+# certificate (certbot, or the one the stack provides). Rendered after the header, lib/strict.sh,
+# lib/prelude.sh and, with a provided certificate, lib/secrets.sh (which sets TLS_PRIVATE_KEY).
+# From the header: STAGE, TLS_MODE, CERT_NAME, CERT_DIR, CERT_NAMES (array), ACME_DIRECTORY, ACME_EMAIL,
+# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY; SECRETS (array) with a provided certificate.
+# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# after a header of quoted values; the lines above it are for readers and shellcheck only.
+# ---- rendered below ----
+
+echo "== web: ACME http-01 and MTA-STS"
+install -d -m 0755 /var/www/acme /var/www/mta-sts/.well-known
+printf '%s' "$MTA_STS_POLICY" | put_file /var/www/mta-sts/.well-known/mta-sts.txt 0644 root:root
+
+render_nginx() {
+  cat <<NGINX
+# ceres-mail: ACME http-01 for every certificate name, MTA-STS policy over HTTPS (RFC 8461 3.3)
+server {
+    listen 80 default_server;
+    listen [::]:80 default_server;
+    server_name _;
+    location /.well-known/acme-challenge/ { root /var/www/acme; }
+    location / { return 301 https://\$host\$request_uri; }
+}
+NGINX
+  if [ -s "$CERT_DIR/fullchain.pem" ]; then
+    cat <<NGINX
+server {
+    listen 443 ssl default_server;
+    listen [::]:443 ssl default_server;
+    server_name ${CERT_NAMES[*]};
+    ssl_certificate $CERT_DIR/fullchain.pem;
+    ssl_certificate_key $CERT_DIR/privkey.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location = /.well-known/mta-sts.txt { root /var/www/mta-sts; default_type text/plain; }
+    location / { return 404; }
+}
+NGINX
+  fi
+}
+apply_nginx() {
+  changed=0
+  if [ -e "$PENDING" ]; then changed=1; fi
+  render_nginx | put_file /etc/nginx/sites-available/ceres-mail 0644 root:root
+  ln -sfn /etc/nginx/sites-available/ceres-mail /etc/nginx/sites-enabled/ceres-mail
+  if [ -e /etc/nginx/sites-enabled/default ]; then rm -f /etc/nginx/sites-enabled/default; changed=1; fi
+  nginx -t -q
+  systemctl enable --quiet nginx
+  if [ "$changed" = 1 ] || ! systemctl is-active --quiet nginx; then systemctl reload-or-restart nginx; fi
+  rm -f "$PENDING"
+}
+apply_nginx
+
+if [ "$TLS_MODE" = provided ]; then
+  echo "== certificate for ${CERT_NAMES[*]}: provided by the stack"
+  printf '%s\n' "$TLS_CERTIFICATE" | put_file "$CERT_DIR/fullchain.pem" 0644 root:root
+  # shellcheck disable=SC2154  # set by the secrets reader
+  printf '%s\n' "$TLS_PRIVATE_KEY" | put_file "$CERT_DIR/privkey.pem" 0600 root:root
+  if [ "$changed" = 1 ]; then
+    systemctl reload postfix dovecot 2>/dev/null || true
+  fi
+  apply_nginx  # applies nginx, clears the pending marker
+  exit 0
+fi
+
+echo "== certificate for ${CERT_NAMES[*]}"
+if [ -n "$ACME_CA_BUNDLE" ]; then
+  # a private ACME server: trust its CA for certbot only, also in the renewal timer
+  printf '%s\n' "$ACME_CA_BUNDLE" | put_file /etc/ceres-mail/acme-ca.pem 0644 root:root
+  printf '[Service]\nEnvironment=REQUESTS_CA_BUNDLE=/etc/ceres-mail/acme-ca.pem\n' \
+    | put_file /etc/systemd/system/certbot.service.d/ceres-mail-ca.conf 0644 root:root
+  export REQUESTS_CA_BUNDLE=/etc/ceres-mail/acme-ca.pem
+fi
+# a certbot run killed half-way can leave a lineage without its certificate: start that one afresh
+if [ -e "/etc/letsencrypt/renewal/$CERT_NAME.conf" ] && ! openssl x509 -noout -in "$CERT_DIR/fullchain.pem" 2>/dev/null; then
+  certbot delete --non-interactive --cert-name "$CERT_NAME" || rm -f "/etc/letsencrypt/renewal/$CERT_NAME.conf"
+fi
+names=()
+for name in "${CERT_NAMES[@]}"; do names+=(-d "$name"); done
+certbot certonly --non-interactive --agree-tos --webroot -w /var/www/acme \
+  --cert-name "$CERT_NAME" --keep-until-expiring --expand \
+  --server "$ACME_DIRECTORY" -m "$ACME_EMAIL" "${names[@]}" \
+  --deploy-hook "systemctl reload postfix dovecot nginx 2>/dev/null || true"
+apply_nginx
