@@ -88,14 +88,12 @@ class MailDns(pulumi.ComponentResource):
             {"record_keys": self.record_keys, "mta_sts_policy": self.mta_sts_policy, "dkim_txt": self.dkim_txt}
         )
 
-    def resolving(self, names: tuple[str, ...]) -> list[cloudflare.DnsRecord]:
-        """The address records (A, AAAA, or a CNAME to them) that make `names` resolve, in key order.
+    def address_records(self) -> dict[str, list[cloudflare.DnsRecord]]:
+        """Host name -> the records that make it resolve (A, AAAA, or a CNAME to them), in key order.
 
-        What a certificate's http-01 challenge needs published before the ACME server looks the names up.
-        """
-        wanted = {name.lower() for name in names}
-        return [
-            self.records[record.key]
-            for record in sorted(self._static, key=lambda record: record.key)
-            if record.type in ("A", "AAAA", "CNAME") and record.name in wanted
-        ]
+        What a certificate's http-01 challenge needs published before the ACME server looks a name up."""
+        by_name: dict[str, list[cloudflare.DnsRecord]] = {}
+        for record in sorted(self._static, key=lambda record: record.key):
+            if record.type in ("A", "AAAA", "CNAME"):
+                by_name.setdefault(record.name, []).append(self.records[record.key])
+        return by_name

@@ -99,6 +99,7 @@ class MailPlatform(pulumi.ComponentResource):
             MailServerArgs(
                 install=settings.install_inputs,
                 vm=vm.vm,
+                address_records=dns.address_records(),
                 ssh_host=vm.ssh_host,
                 ssh_user=settings.admin_user,
                 ssh_private_key=deploy_key.private_key_openssh,

@@ -13,6 +13,7 @@ Keycloak, the policies and `mailctl verify` do not know which one runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -35,6 +36,8 @@ class MailServerArgs:
 
     install: InstallInputs  #: plain values the scripts are rendered from
     vm: pulumi.Resource  #: the VM itself: a replaced VM is a new, empty host, so every command is replaced with it
+    #: host name -> the DNS records that make it resolve: a stage that asks for a certificate waits for them
+    address_records: Mapping[str, Sequence[pulumi.Resource]]
     ssh_host: pulumi.Input[str]  #: the VM's address, an Output of the VM (data edge)
     ssh_user: str  #: the admin user cloud-init created
     ssh_private_key: pulumi.Input[str]  #: secret: the stack's deploy key
@@ -110,7 +113,12 @@ class MailServer(pulumi.ComponentResource):
                 create=render_install_command(stage.script, stage.name),
                 stdin=stdin,
                 logging=command.remote.Logging.STDOUT_AND_STDERR,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[previous], replace_with=[args.vm]),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    # the ACME server looks up every name it certifies: those records first (DNS never waits for the VM)
+                    depends_on=[previous, *(r for host in stage.certifies for r in args.address_records.get(host, ()))],
+                    replace_with=[args.vm],
+                ),
             )
         self.install = previous
 

@@ -146,9 +146,36 @@ def test_ceres_and_keycloak_wait_for_the_mailbox(prod_plan, type_):
     assert one(prod_plan, COMMAND, "-install-mail").urn in one(prod_plan, type_).dependencies
 
 
-def test_no_resource_waits_for_dns(prod_plan):
-    dns = {r.urn for r in prod_plan.of_type(DNS_RECORD)}
-    assert not any(set(r.dependencies) & dns for r in prod_plan.resources)
+def test_every_install_command_is_replaced_with_its_vm(prod_plan, mailcow_plan):
+    """A replaced VM is a new, empty host at the same address: every command must run on it again."""
+    for plan in (prod_plan, mailcow_plan):
+        vm = one(plan, VM).urn
+        commands = plan.of_type(COMMAND)
+        assert commands and all(c.options["replaceWith"] == [vm] for c in commands)
+    assert "[replaced with ceres-mail-vm-vm]" in render_text(prod_plan)
+
+
+def dns_waited_for(plan: Plan) -> dict[str, set[tuple[str, str]]]:
+    """resource name -> the (type, name) of the DNS records it waits for."""
+    dns = {r.urn: (r.inputs["type"], r.inputs["name"]) for r in plan.of_type(DNS_RECORD)}
+    return {r.name: {dns[d] for d in r.dependencies if d in dns} for r in plan.resources if set(r.dependencies) & set(dns)}
+
+
+def test_only_the_certificate_stage_waits_for_the_names_it_certifies(multi_plan):
+    """The http-01 challenge looks up the mail host and every mta-sts host: the stage that asks for the
+    certificate waits for exactly those records, and nothing else waits for DNS."""
+    assert dns_waited_for(multi_plan) == {
+        "ceres-mail-server-install-tls": {
+            ("A", "mail.example.com"), ("AAAA", "mail.example.com"),
+            ("CNAME", "mta-sts.example.com"), ("CNAME", "mta-sts.example.org"),
+        },
+    }
+
+
+def test_mailcow_asks_for_its_certificate_once_its_names_resolve(mailcow_plan):
+    [(stage, names)] = dns_waited_for(mailcow_plan).items()
+    assert stage == "ceres-mail-server-install-mailcow"
+    assert {name for _, name in names} == {"mail.example.com", "mta-sts.example.com"}
 
 
 # --- inputs that matter to the operator --------------------------------------------------------------
@@ -201,7 +228,7 @@ def test_vm_is_sized_addressed_and_protected(prod_plan, plans):
     assert staging_vm.inputs["protection"] is False and staging_vm.options["protect"] is False
 
 
-def test_ceres_secret_carries_the_seed_variables_exactly(applied):
+def test_ceres_secret_carries_the_ceres_variables_exactly(applied):
     """CERES's variables: names and value forms, CERES_MAIL_MODE=external; the password from the stack."""
     plan, raw = applied
     data = raw[one(plan, K8S_SECRET).urn]["stringData"]
@@ -354,6 +381,18 @@ def multi_plan(tmp_path_factory):
     config["ceres-mail:dnsImportIds"] = ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]
     (project / "Pulumi.multi.yaml").write_text(yaml.safe_dump({"config": config}))
     return record(project, "multi")
+
+
+@pytest.fixture(scope="module")
+def mailcow_plan(tmp_path_factory):
+    from tests.conftest import PROJECT_DIR, stack_config
+
+    project = tmp_path_factory.mktemp("mailcow")
+    (project / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    config = {**stack_config("prod"), "ceres-mail:mailStack": "mailcow", "ceres-mail:ipv6Address": "",
+              "ceres-mail:ipv6Gateway": ""}
+    (project / "Pulumi.mailcow.yaml").write_text(yaml.safe_dump({"config": config}))
+    return record(project, "mailcow")
 
 
 def test_each_domains_records_go_to_its_own_zone(multi_plan):

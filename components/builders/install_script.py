@@ -202,11 +202,17 @@ class Stage:
     script: str
     secrets: tuple[str, ...] = ()  #: names of the secrets on stdin
     files: tuple[tuple[str, str], ...] = ()
+    #: host names the stage asks an ACME server to certify (http-01): it must wait until they resolve
+    certifies: tuple[str, ...] = ()
 
 
 def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
     """The native stack's stages, rendered."""
-    return tuple(Stage(stage, render(inputs), stage_secrets(stage, inputs)) for stage, render in STAGES)
+    acme_names = inputs.certificate_names if inputs.tls_mode == "acme" else ()
+    return tuple(
+        Stage(stage, render(inputs), stage_secrets(stage, inputs), certifies=acme_names if stage == "tls" else ())
+        for stage, render in STAGES
+    )
 
 
 def render_install_command(script: str, stage: str = "install") -> str:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
-from components.builders import mailcow_api
+from components.builders import mailcow_api, ports
 from components.builders.cloud_init import DATA_MOUNT_POINT
 from components.builders.install_script import (
     LETS_ENCRYPT,
@@ -122,16 +122,16 @@ def conf_values(inputs: MailcowInputs, secrets: Mapping[str, str]) -> list[tuple
         ("DBPASS", secrets["DBPASS"]),
         ("DBROOT", secrets["DBROOT"]),
         ("REDISPASS", secrets["REDISPASS"]),
-        ("HTTP_PORT", "80"),
+        ("HTTP_PORT", str(ports.HTTP.port)),
         ("HTTP_BIND", ""),
-        ("HTTPS_PORT", "443"),
+        ("HTTPS_PORT", str(ports.HTTPS.port)),
         ("HTTPS_BIND", ""),
         ("HTTP_REDIRECT", "y"),
-        ("SMTP_PORT", "25"),
-        ("SMTPS_PORT", "465"),
-        ("SUBMISSION_PORT", "587"),
+        ("SMTP_PORT", str(ports.SMTP.port)),
+        ("SMTPS_PORT", str(ports.SUBMISSIONS.port)),
+        ("SUBMISSION_PORT", str(ports.SUBMISSION.port)),
         ("IMAP_PORT", "143"),
-        ("IMAPS_PORT", "993"),
+        ("IMAPS_PORT", str(ports.IMAPS.port)),
         ("POP_PORT", "110"),
         ("POPS_PORT", "995"),
         ("SIEVE_PORT", "4190"),
@@ -300,11 +300,23 @@ def render_configure_stage(inputs: MailcowInputs) -> str:
     )
 
 
+def certificate_names(inputs: MailcowInputs) -> tuple[str, ...]:
+    """What acme-mailcow asks Let's Encrypt (or DIRECTORY_URL) for when `docker compose up` starts it:
+    the mail host, ADDITIONAL_SAN and, with AUTODISCOVER_SAN, each domain's autoconfig./autodiscover. names."""
+    if inputs.tls_provided:
+        return ()
+    install = inputs.install
+    names = list(install.certificate_names)
+    if inputs.autodiscover:
+        names += [f"{prefix}.{domain}" for domain in install.domains for prefix in ("autoconfig", "autodiscover")]
+    return tuple(names)
+
+
 def mailcow_stages(inputs: MailcowInputs) -> tuple[Stage, ...]:
     """The mailcow stack's stages, rendered, in the order they run."""
     return (
         Stage("docker", render_docker_stage(inputs)),
         Stage("release", render_release_stage(inputs)),
-        Stage("mailcow", render_mailcow_stage(inputs), mailcow_stage_secrets(inputs)),
+        Stage("mailcow", render_mailcow_stage(inputs), mailcow_stage_secrets(inputs), certifies=certificate_names(inputs)),
         Stage("configure", render_configure_stage(inputs), CONFIGURE_SECRETS, ((API_PROGRAM, api_program()),)),
     )

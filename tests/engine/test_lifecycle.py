@@ -141,3 +141,19 @@ def test_a_stack_deployed_with_the_providers_under_the_platform_keeps_them(engin
     moved = run_engine(old_layout.preview, diff=True)
     assert moved.ok, moved.output[-3000:]
     assert {urn: steps for urn, steps in moved.changed().items()} == {}
+
+
+def test_a_replaced_vm_gets_its_mail_stack_installed_again(staging_up):
+    """A new VM is an empty host at the same address: every install command runs on it again, in order."""
+    project, stack, first = staging_up
+    runs_log = project.world / "command" / RUN_LOG
+    runs_before = runs_log.read_text().splitlines()
+    stack.set_config("ceres-mail:proxmoxNode", ConfigValue("pve-lab2"))  # the VM moves: a new VM
+    up = run_engine(stack.up)
+    assert up.ok, up.output[-3000:]
+    replaced = {urn.rsplit("::", 1)[-1] for urn, steps in up.changed().items() if "create-replacement" in steps}
+    stages = [name for name in (urn.rsplit("::", 1)[-1] for urn in first.ops()) if "-server-" in name and "mailcow" not in name]
+    assert "ceres-mail-vm-vm" in replaced
+    assert set(stages) <= replaced, f"not run on the new VM: {sorted(set(stages) - replaced)}"
+    runs_after = runs_log.read_text().splitlines()[len(runs_before):]
+    assert len(runs_after) == len(stages), "each stage ran once on the new VM"
