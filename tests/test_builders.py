@@ -17,6 +17,7 @@ from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
 from components.builders.install_script import (
     CUT,
+    DATA_DISK,
     SECRETS_READER,
     STAGES,
     InstallInputs,
@@ -215,3 +216,30 @@ def test_ceres_env_uses_the_seed_names_and_value_forms():
         "CERES_MAIL_FROM": "no-reply@example.com",
         "CERES_MAIL_MODE": "external",
     }
+
+
+def run_data_disk_check(mount: str) -> subprocess.CompletedProcess:
+    header = "".join(f"{name}={value}\n" for name, value in {**DATA_DISK, "DATA_MOUNT": mount}.items())
+    return subprocess.run(["bash", "-c", header + template("lib/strict.sh") + template("lib/data_disk.sh")],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_mail_is_refused_a_directory_on_the_system_disk(tmp_path):
+    """cloud-init mounts the data disk `nofail`: without it the mail directory is a plain directory on the
+    system disk, and the stage stops there, naming the disk it expected."""
+    refused = run_data_disk_check(str(tmp_path))
+    assert refused.returncode == 1
+    assert f"not mounted on {tmp_path}: expected /dev/sdb (filesystem LABEL=maildata)" in refused.stderr
+    # a filesystem of its own mounted there passes (here: /proc, which is never the root filesystem)
+    mounted = run_data_disk_check("/proc")
+    assert mounted.returncode == 0, mounted.stderr
+    assert "mail data on proc at /proc" in mounted.stdout
+
+
+def test_the_stages_that_store_mail_check_the_data_disk_first():
+    from components.builders.mailcow import MailcowInputs, render_docker_stage
+
+    mail = render_mail_stage(INSTALL)
+    assert mail.index("is not mounted on $DATA_MOUNT") < mail.index("install -d -m 0750 -o vmail")
+    docker = render_docker_stage(MailcowInputs(install=INSTALL))
+    assert docker.index("is not mounted on $DATA_MOUNT") < docker.index('"data-root"')

@@ -16,7 +16,10 @@ import time
 
 import pytest
 
+from xml.etree import ElementTree
+
 from components.builders.dns_records import mta_sts_id
+from components.builders.ports import STRICT_TLS_PORTS
 from tests.mailnet.scenario import ADDRESSES, REMOTE_DOMAIN
 
 pytestmark = pytest.mark.slow
@@ -144,6 +147,31 @@ def test_ceres_credentials_submit_mail_that_passes_dkim_spf_and_dmarc(mailnet, c
     assert verdict["peer"] == MAIL and verdict["helo"] == "mail.example.com"
 
 
+def test_ceres_credentials_submit_on_465_with_implicit_tls(mailnet, credentials, pebble_root):
+    """CERES set to smtpPort 465 / smtpTls (RFC 8314): the same credentials deliver, signed."""
+    env = mailnet.deployment.ceres_env
+    subject = f"implicit tls {time.time_ns()}"
+    sent = mailnet.probe("submit", "--host", MAIL, "--name", env["CERES_SMTP_HOST"], "--port", "465",
+                         "--tls-mode", "implicit", "--cafile", str(pebble_root),
+                         "--user", env["CERES_SMTP_USER"], "--password-file", str(credentials),
+                         "--sender", env["CERES_MAIL_FROM"], "--to", f"newuser@{REMOTE_DOMAIN}", "--subject", subject)
+    assert sent.get("sent") is True, sent
+    deadline = time.monotonic() + 60
+    while not (verdict := next((v for v in mailnet.verdicts() if v["subject"] == subject), None)):
+        assert time.monotonic() < deadline, mailnet.mail.exec(["journalctl", "-u", "postfix@-", "-n", "50"]).stdout
+        time.sleep(1)
+    assert verdict["dkim"] == "pass" and verdict["dmarc_aligned"] is True, verdict
+
+
+def test_465_refuses_to_send_as_another_address(mailnet, credentials, pebble_root):
+    env = mailnet.deployment.ceres_env
+    sent = mailnet.probe("submit", "--host", MAIL, "--name", env["CERES_SMTP_HOST"], "--port", "465",
+                         "--tls-mode", "implicit", "--cafile", str(pebble_root),
+                         "--user", env["CERES_SMTP_USER"], "--password-file", str(credentials),
+                         "--sender", "ceo@example.com", "--to", f"newuser@{REMOTE_DOMAIN}", "--subject", "spoof")
+    assert "Sender address rejected" in sent.get("exception", ""), sent
+
+
 # --- 3. mail from another domain arrives and is read over IMAPS -------------------------------------
 
 
@@ -157,6 +185,12 @@ def test_mail_from_another_domain_is_delivered_and_read_over_imaps(mailnet, cred
                          "--wait", "60", timeout=90)
     assert read.get("found") is True, read
     assert subject in read["message"]
+    # and it is stored on the mail data disk, not on the system disk
+    stored = mailnet.mail.exec(["grep", "-rl", subject, "/var/mail/vhosts/example.com/no-reply/Maildir"])
+    assert stored.returncode == 0 and stored.stdout.strip(), stored
+    for path in stored.stdout.split():
+        filesystem = mailnet.mail.exec(["findmnt", "-n", "-o", "SOURCE", "--target", path]).stdout.strip()
+        assert filesystem == "maildata", (path, filesystem)
 
 
 # --- 4. what must be refused ------------------------------------------------------------------------
@@ -174,19 +208,62 @@ def test_no_auth_before_starttls(mailnet, installed):
     assert result["auth_offered"] is False and result["code"] >= 500, result
 
 
-@pytest.mark.parametrize("port, starttls", [(587, "smtp"), (993, "none"), (443, "none")])
-@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
-def test_old_tls_versions_are_refused(mailnet, installed, port, starttls, version):
-    result = mailnet.probe("tls-version", "--host", MAIL, "--port", str(port), "--starttls", starttls,
-                           "--version", version, "--name", "mail.example.com")
-    assert result["handshake"] is False, result
+TLS_PORTS = [(25, "smtp"), (465, "none"), (587, "smtp"), (993, "none"), (443, "none")]
 
 
-@pytest.mark.parametrize("port, starttls", [(587, "smtp"), (993, "none")])
-def test_tls_1_2_is_accepted(mailnet, installed, port, starttls):
-    result = mailnet.probe("tls-version", "--host", MAIL, "--port", str(port), "--starttls", starttls,
-                           "--version", "TLSv1_2")
-    assert result == {"handshake": True, "tls_version": "TLSv1.2"}
+@pytest.mark.parametrize("port, starttls", TLS_PORTS)
+def test_old_tls_versions_are_refused_where_tls_1_2_is_accepted(mailnet, installed, port, starttls):
+    """TLS 1.2 first, so a port that is simply closed cannot pass as one that refuses old versions; then
+    TLS 1.0 and 1.1 are refused on every port, 25 included (the README's minimum for it is TLS 1.2 too)."""
+    accepted = mailnet.probe("tls-version", "--host", MAIL, "--port", str(port), "--starttls", starttls,
+                             "--version", "TLSv1_2")
+    assert accepted == {"handshake": True, "tls_version": "TLSv1.2"}, accepted
+    for version in ("TLSv1", "TLSv1_1"):
+        result = mailnet.probe("tls-version", "--host", MAIL, "--port", str(port), "--starttls", starttls,
+                               "--version", version, "--name", "mail.example.com")
+        assert result["handshake"] is False, (version, result)
+
+
+def sslscan(mailnet, port: int, starttls: str) -> list[tuple[str, str]]:
+    """(protocol, cipher) of every suite the port accepts, as Debian's sslscan finds them from the client."""
+    argv = ["sslscan", "--no-colour", "--no-heartbleed", "--no-fallback", "--xml=-", "--sni-name=mail.example.com"]
+    argv += ["--starttls-smtp"] if starttls == "smtp" else []
+    result = mailnet.client.run([*argv, f"{MAIL}:{port}"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    document = ElementTree.fromstring(result.stdout[result.stdout.index("<?xml"):])
+    return sorted((c.get("sslversion"), c.get("cipher")) for c in document.iter("cipher"))
+
+
+def weak_suites(suites: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What Mozilla's "intermediate" profile does not allow: below TLS 1.2, or a TLS 1.2 suite without an
+    AEAD cipher (CBC: LUCKY13) or without an ephemeral key exchange (no forward secrecy)."""
+    return [
+        (protocol, cipher) for protocol, cipher in suites
+        if protocol not in ("TLSv1.2", "TLSv1.3")
+        or protocol == "TLSv1.2" and not (cipher.startswith(("ECDHE-", "DHE-")) and ("GCM" in cipher or "CHACHA20" in cipher))
+    ]
+
+
+@pytest.mark.parametrize("port, starttls", [p for p in TLS_PORTS if p[0] in STRICT_TLS_PORTS])
+def test_client_ports_offer_only_intermediate_suites(mailnet, installed, port, starttls):
+    suites = sslscan(mailnet, port, starttls)
+    assert {p for p, _ in suites} == {"TLSv1.2", "TLSv1.3"}, suites
+    assert weak_suites(suites) == [], f"port {port}"
+
+
+def test_port_25_stays_open_to_older_senders(mailnet, installed):
+    """Opportunistic TLS on the MX (RFC 7435): wider than the client ports on purpose, never below TLS 1.2."""
+    suites = sslscan(mailnet, 25, "smtp")
+    assert {p for p, _ in suites} == {"TLSv1.2", "TLSv1.3"}, suites
+    assert weak_suites(suites), "port 25 offers more than the strict suites"
+
+
+def test_https_never_compresses_over_tls(mailnet, pebble_root):
+    """HTTP compression over TLS leaks secrets by size (BREACH): asked for gzip, nginx answers plain."""
+    served = mailnet.probe("https", "--host", MAIL, "--name", "mta-sts.example.com", "--cafile", str(pebble_root),
+                           "--accept-encoding")
+    assert served.get("status") == 200, served
+    assert "content-encoding" not in served["headers"], served["headers"]
 
 
 def test_imap_without_tls_is_closed(mailnet, installed):

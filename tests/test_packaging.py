@@ -76,3 +76,24 @@ def test_make_refuses_an_unsupported_python_before_making_the_venv(tmp_path):
     assert result.returncode != 0
     assert "is Python 3.10.13; ceres-mail needs Python >=3.11,<3.14" in result.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+def test_the_built_wheel_ships_every_package_and_shell_template(tmp_path):
+    """A wheel built from the project holds every subpackage and the install stages' .sh templates: an
+    installed mailctl renders the stages from site-packages, not from a checkout."""
+    import subprocess
+    import zipfile
+
+    wheelhouse = PROJECT_DIR / ".cache" / "wheels"  # the pinned build backend, offline (make wheelhouse)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--find-links", str(wheelhouse), "-q",
+         "-w", str(tmp_path), str(PROJECT_DIR)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = tmp_path.glob("ceres_mail-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in sorted(p.parent for p in PROJECT_DIR.glob("*/**/__init__.py") if p.parts[len(PROJECT_DIR.parts)] in FIRST_PARTY):
+        assert f"{package.relative_to(PROJECT_DIR).as_posix()}/__init__.py" in names, package
+    templates = {p.relative_to(PROJECT_DIR).as_posix() for p in (PROJECT_DIR / "components/builders/shell").rglob("*.sh")}
+    assert templates and templates <= names, sorted(templates - names)

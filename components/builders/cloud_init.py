@@ -16,6 +16,7 @@ import yaml
 
 DATA_DISK_DEVICE = "/dev/sdb"
 DATA_MOUNT_POINT = "/var/mail"
+DATA_DISK_LABEL = "maildata"  #: the data disk's filesystem label, what /etc/fstab mounts it by
 # Below this much memory the VM gets a swap file, so a burst (apt, rspamd's maps) does not OOM-kill mail.
 SWAP_BELOW_MIB = 4096
 SWAP_BYTES = 2 * 1024**3
@@ -87,8 +88,8 @@ def build_user_data(inputs: CloudInitInputs) -> str:
         "ssh_genkeytypes": ["ed25519"],
         # mail data lives on its own disk: the system disk can be rebuilt without touching mailboxes
         "disk_setup": {DATA_DISK_DEVICE: {"table_type": "gpt", "layout": True, "overwrite": False}},
-        "fs_setup": [{"label": "maildata", "filesystem": "ext4", "device": DATA_DISK_DEVICE, "partition": "auto"}],
-        "mounts": [["LABEL=maildata", DATA_MOUNT_POINT, "ext4", "defaults,nofail", "0", "2"]],
+        "fs_setup": [{"label": DATA_DISK_LABEL, "filesystem": "ext4", "device": DATA_DISK_DEVICE, "partition": "auto"}],
+        "mounts": [[f"LABEL={DATA_DISK_LABEL}", DATA_MOUNT_POINT, "ext4", "defaults,nofail", "0", "2"]],
         "package_update": True,
         # qemu-guest-agent starts by itself once Proxmox's virtio port appears (udev); sshd starts after
         # cloud-init's init stage, so it reads the hardening drop-in written above

@@ -291,7 +291,7 @@ def _domain_records(inputs: DnsInputs, domain: str) -> list[Record]:
     # What mail clients discover (RFC 6186), implicit TLS preferred (RFC 8314 5.1)
     for service in (s for s in PUBLIC if s.srv):
         records.append(rec(f"{service.srv}.{domain}", "SRV", f"{service.srv_priority} 1 {service.port} {host}",
-                           f"Recommended: mail clients find {service.name} on port {service.port}, {service.tls} TLS (RFC 6186, RFC 8314)"))
+                           f"Recommended: mail clients find {service.name} on port {service.port} with {service.tls_words} (RFC 6186, RFC 8314)"))
     # Services this host does not offer, said explicitly so clients do not guess (RFC 6186 4)
     for label in NOT_OFFERED_SRV:
         service = label.split(".")[0].lstrip("_")

@@ -31,7 +31,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
-from components.builders.cloud_init import DATA_MOUNT_POINT
+from components.builders.cloud_init import DATA_DISK_DEVICE, DATA_DISK_LABEL, DATA_MOUNT_POINT
+from components.builders.ports import STRICT_TLS12_CIPHERS
+
+#: What lib/data_disk.sh checks: the data disk cloud-init formats and mounts (the header's values).
+DATA_DISK = {"DATA_MOUNT": DATA_MOUNT_POINT, "DATA_DEVICE": DATA_DISK_DEVICE, "DATA_LABEL": DATA_DISK_LABEL}
+#: The OpenSSL cipher list of the ports that require TLS (see ports.STRICT_TLS_PORTS).
+STRICT_CIPHERS = ":".join(STRICT_TLS12_CIPHERS)
 
 # The secrets each stage reads from its standard input.
 MAIL_SECRETS = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")
@@ -158,6 +164,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
         ACME_CA_BUNDLE=inputs.acme_ca_bundle.strip(),
         TLS_CERTIFICATE=inputs.tls_certificate.strip(),
         MTA_STS_POLICY=inputs.mta_sts_policy,
+        STRICT_CIPHERS=STRICT_CIPHERS,
         **({"SECRETS": secrets} if secrets else {}),
     )
 
@@ -177,6 +184,8 @@ def render_mail_stage(inputs: InstallInputs) -> str:
         SECRETS=MAIL_SECRETS,
         MESSAGE_SIZE_LIMIT=str(MESSAGE_SIZE_LIMIT),
         VMAIL=f"{DATA_MOUNT_POINT}/vhosts",
+        STRICT_CIPHERS=STRICT_CIPHERS,
+        **DATA_DISK,
     )
 
 

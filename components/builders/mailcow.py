@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 from components.builders import mailcow_api, ports
-from components.builders.cloud_init import DATA_MOUNT_POINT
 from components.builders.install_script import (
+    DATA_DISK,
     LETS_ENCRYPT,
     PRELUDE,
     READ_SECRETS,
@@ -232,7 +232,7 @@ def render_docker_stage(inputs: MailcowInputs) -> str:
         DOCKER_APT_KEY_FINGERPRINT=DOCKER_APT_KEY_FINGERPRINT,
         DOCKER_VERSION=DOCKER_VERSION,
         COMPOSE_VERSION=COMPOSE_VERSION,
-        DATA_DIR=DATA_MOUNT_POINT,
+        **DATA_DISK,
     )
 
 

@@ -29,6 +29,11 @@ class Service:
     srv_priority: int = 0  #: lower is preferred; RFC 8314 5.1 prefers implicit TLS over STARTTLS
     standard: str = ""  #: the RFC that puts this service on this port
 
+    @property
+    def tls_words(self) -> str:
+        return {"implicit": "implicit TLS", "starttls": "STARTTLS", "opportunistic": "opportunistic STARTTLS",
+                "plain": "no TLS"}[self.tls]
+
 
 SMTP = Service(25, "smtp", "opportunistic", "SMTP: mail from the internet to the MX (RFC 5321)")
 HTTP = Service(80, "http", "plain", "HTTP: ACME http-01 challenges of the certificate")
@@ -48,6 +53,16 @@ NOT_OFFERED_SRV = ("_imap._tcp", "_pop3._tcp", "_pop3s._tcp")
 #: Ports that offer only TLS 1.2+ with AEAD, forward-secret suites (Mozilla's "intermediate" profile).
 #: Port 25 is left wider on purpose: see `SMTP.tls`.
 STRICT_TLS_PORTS = tuple(s.port for s in PUBLIC if s.tls in ("implicit", "starttls"))
+#: The TLS 1.2 suites the strict ports offer (OpenSSL names): ECDHE key exchange (forward secrecy) with an
+#: AEAD cipher (GCM or ChaCha20-Poly1305), no CBC (LUCKY13) and no static RSA. TLS 1.3 suites are all AEAD.
+STRICT_TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+)
 
 
 def submission_service(port: int) -> Service | None:

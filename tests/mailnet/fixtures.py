@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from components.builders.cloud_init import DATA_DISK_LABEL, DATA_MOUNT_POINT
 from tests.dns_harness import named_argv, write_named_config
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
@@ -36,6 +37,9 @@ PROBE = HERE / "probe.py"
 REMOTE_MTA = HERE / "remote_mta.py"
 PYTHON = sys.executable
 COMMAND_TIMEOUT = 1200.0  # one install stage, apt through a cold proxy included
+# The VM's mail data disk: a filesystem of its own on the mail directory (cloud-init's disk_setup does
+# not run in the test host), named as the stack labels it
+MAIL_DISKS = {DATA_MOUNT_POINT: DATA_DISK_LABEL}
 
 # TEST IMAGE ONLY: the harness has no disks to partition or grow and no clock to set (its hosts run
 # without CAP_SYS_TIME), so those cloud-init modules are left out; everything else runs as on the VM.
@@ -107,7 +111,7 @@ class MailNet:
         """A fresh mail host at the same address, first-booted from the deployment's snippets."""
         self.net.remove_host("mail")
         self.mail = self.net.add_system_host("mail", f"{ADDRESSES['mail']}/{PREFIX}", nameserver=ADDRESSES["dns"],
-                                             files=mail_host_files(self.deployment))
+                                             files=mail_host_files(self.deployment), disks=MAIL_DISKS)
         self.mail.wait_running(timeout=300)
         # the new host has a new MAC: peers must not keep sending to the old one
         for host in (self.client, self.remote, self.acme, self.dns):
@@ -187,7 +191,7 @@ def mailnet(tmp_path_factory):
         (workdir / "known_hosts").write_text(f"{deployment.ssh_host} {deployment.host_public_key}\n")
 
         mail = net.add_system_host("mail", cidr["mail"], nameserver=ADDRESSES["dns"],
-                                   files=mail_host_files(deployment))
+                                   files=mail_host_files(deployment), disks=MAIL_DISKS)
         mail.wait_running(timeout=300)
         yield MailNet(net, deployment, mail, client, remote, acme, dns, workdir, inbox,
                       workdir / "pebble-listener.pem")

@@ -70,14 +70,31 @@ def message(sender: str, recipient: str, subject: str) -> EmailMessage:
     return msg
 
 
+class NamedSMTPS(smtplib.SMTP_SSL):
+    """smtplib.SMTP_SSL (implicit TLS, port 465) that connects to an address, checking a host name."""
+
+    def __init__(self, address: str, port: int, name: str, ssl_context: ssl.SSLContext):
+        self._name = name
+        super().__init__(address, port, timeout=20, context=ssl_context)
+
+    def _get_socket(self, host, port, timeout):
+        sock = socket.create_connection((host, port), timeout)
+        return self.context.wrap_socket(sock, server_hostname=self._name)
+
+
 def probe_submit(args) -> dict:
-    """A mail client (CERES): 587, STARTTLS, AUTH, send."""
+    """A mail client (CERES): STARTTLS (587) or implicit TLS (465, --tls-mode implicit), AUTH, send."""
     password = open(args.password_file).read()
-    with NamedSMTP(args.host, args.port, args.name) as smtp:
+    if args.tls_mode == "implicit":
+        connection = NamedSMTPS(args.host, args.port, args.name, context(args.cafile, args.name))
+    else:
+        connection = NamedSMTP(args.host, args.port, args.name)
+    with connection as smtp:
         smtp.ehlo("client.example.net")
-        smtp.starttls(context=context(args.cafile, args.name))
+        if args.tls_mode != "implicit":
+            smtp.starttls(context=context(args.cafile, args.name))
+            smtp.ehlo("client.example.net")
         tls = describe(smtp.sock)
-        smtp.ehlo("client.example.net")
         smtp.login(args.user, password)
         refused = smtp.send_message(message(args.sender, args.to, args.subject))
     return {"sent": not refused, "refused": {k: list(v) for k, v in refused.items()}, **tls}
@@ -179,12 +196,15 @@ def probe_https(args) -> dict:
     with socket.create_connection((args.host, 443), timeout=20) as raw:
         with ctx.wrap_socket(raw, server_hostname=args.name) as sock:
             info = describe(sock)
-            sock.sendall(f"GET {args.path} HTTP/1.0\r\nHost: {args.name}\r\n\r\n".encode())
+            extra = "Accept-Encoding: gzip, deflate, br\r\n" if args.accept_encoding else ""
+            sock.sendall(f"GET {args.path} HTTP/1.0\r\nHost: {args.name}\r\n{extra}\r\n".encode())
             response = b""
             while chunk := sock.recv(65536):
                 response += chunk
     head, _, body = response.partition(b"\r\n\r\n")
-    return {"status": int(head.split()[1]), "body": body.decode(errors="replace"), **info}
+    status_line, *header_lines = head.decode(errors="replace").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return {"status": int(status_line.split()[1]), "headers": headers, "body": body.decode(errors="replace"), **info}
 
 
 def probe_fetch(args) -> dict:
@@ -222,6 +242,8 @@ def main() -> None:
     parser.add_argument("--starttls", default="none")
     parser.add_argument("--path", default="/.well-known/mta-sts.txt")
     parser.add_argument("--wait", type=float, default=30)
+    parser.add_argument("--tls-mode", default="starttls", choices=("starttls", "implicit"))
+    parser.add_argument("--accept-encoding", action="store_true", help="ask for a compressed response (BREACH check)")
     args = parser.parse_args()
     probes = {
         "submit": probe_submit,

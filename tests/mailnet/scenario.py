@@ -2,8 +2,8 @@
 
 The commands, their standard input, the SSH connection (user, deploy key, pinned host key), the cloud-init
 snippets and the CERES Secret all come from the recorder's plan of a real stack file, so the tests run
-exactly what the graph declares, not a parallel copy. The zones the test DNS serves are `mailctl zone`'s
-rendering of the same stack, with the stack's own DKIM key.
+exactly what the graph declares, not a parallel copy. The zones the test DNS serves are the plan's own
+Cloudflare records (DKIM included, with the stack's key), read as Cloudflare would serve them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from components.builders.dns_records import Record, build_records, dkim_records, reverse_records
+from components.builders.dns_records import Record, reverse_records
 from components.builders.zone_file import render_zone
 from mailctl.plan import Plan
 from mailctl.recorder import record
@@ -34,6 +34,7 @@ ADDRESSES = {
 REMOTE_DOMAIN = "example.net"
 NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
 COMMAND = "command:remote:Command"
+DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 STAGE_ORDER = ("-wait-cloud-init", "-install-packages", "-install-tls", "-install-mail")
 
 
@@ -110,8 +111,11 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
 
     settings = stack_settings(workdir, "e2e")
     inputs = settings.dns_inputs
-    records = build_records(inputs) + dkim_records(inputs, dkim_public) + reverse_records(inputs)
-    records += _remote_domain_records(inputs.ttl)
+    # what the plan declares to Cloudflare, read back as Cloudflare would serve it; PTRs are set at the IP
+    # provider (not declared), so they come from the builder
+    zone_of = {zone_id: domain for domain, zone_id in settings.zone_ids.items()}
+    records = [cloudflare_record(zone_of[raw[r.urn]["zoneId"]], raw[r.urn]) for r in plan.of_type(DNS_RECORD)]
+    records += reverse_records(inputs) + _remote_domain_records(inputs.ttl)
     zones = {
         zone: render_zone(zone, records, NAMESERVERS, inputs.ttl)
         for zone in sorted({r.zone for r in records})
@@ -131,6 +135,22 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
         zones=zones,
         mta_sts_id=b"".join(mta_sts.parsed().strings).decode().split("id=", 1)[1],
     )
+
+
+def cloudflare_record(zone: str, fields: dict) -> Record:
+    """The record a Cloudflare DnsRecord's inputs make, in zone-file form: how Cloudflare reads
+    `content`, `priority` and `data` per type (a name in content is a host name, without its dot)."""
+    type_, data = fields["type"], fields.get("data") or {}
+    rdata = {
+        "A": lambda: fields["content"],
+        "AAAA": lambda: fields["content"],
+        "CNAME": lambda: f"{fields['content']}.",
+        "MX": lambda: f"{int(fields['priority'])} {fields['content']}.",
+        "TXT": lambda: fields["content"],
+        "SRV": lambda: f"{int(data['priority'])} {int(data['weight'])} {int(data['port'])} {data['target'].rstrip('.')}.",
+        "CAA": lambda: f'{int(data["flags"])} {data["tag"]} "{data["value"]}"',
+    }[type_]()
+    return Record(zone, fields["name"], type_, rdata, int(fields["ttl"]), fields.get("comment", ""))
 
 
 def _remote_domain_records(ttl: int) -> list[Record]:

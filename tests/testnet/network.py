@@ -59,7 +59,7 @@ BOOT_SCRIPT = r"""
 set -eu
 root=$1; name=$2
 mount --make-rprivate /
-mount --bind "$root" "$root"
+mount --rbind "$root" "$root"  # recursive: the disks mounted below root come along
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount --bind "$root/proc/sys" "$root/proc/sys"
 mount --bind "$root/proc/sys/net" "$root/proc/sys/net"
@@ -175,7 +175,8 @@ class SystemHost(_Host):
 
     def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None, *,
                  nameserver: str | None = None, gateway: str | None = None,
-                 files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True):
+                 files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True,
+                 disks: dict[str, str] | None = None):
         super().__init__(net, name, ipv4_cidr, ipv6_cidr)
         self.dir = net.run_dir / name
         self.root = self.dir / "root"
@@ -185,6 +186,7 @@ class SystemHost(_Host):
         try:
             started = time.monotonic()
             self._mount_root()
+            self._mount_disks(disks or {})
             self._plug_in(gateway)
             if net.apt_proxy:
                 self.apt_address = _ipv4(net.apt_proxy.attach(self.netns))
@@ -261,6 +263,13 @@ class SystemHost(_Host):
         options = f"lowerdir={image},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}"
         linux.sh(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
         self._stack.callback(linux.unmount_all, self.dir)
+
+    def _mount_disks(self, disks: dict[str, str]) -> None:
+        """A filesystem of its own at each path (a tmpfs named after the disk), as a VM's extra disk would be."""
+        for path, label in sorted(disks.items()):
+            target = _inside(self.root, path)
+            _make_parents(target)
+            linux.sh(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0755", label, str(target)])
 
     def _write_host_files(self, nameserver: str | None, relax_sandbox: bool, files: dict[str, FileSpec]) -> None:
         """Per-host identity, resolver and apt proxy; then the caller's files, which win over ours."""
@@ -362,15 +371,18 @@ class TestNet:
 
     def add_system_host(self, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None, *,
                         nameserver: str | None = None, gateway: str | None = None,
-                        files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True) -> SystemHost:
+                        files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True,
+                        disks: dict[str, str] | None = None) -> SystemHost:
         """Boot a Debian host (returns once its systemd runs: `host.wait_running()` waits for the rest).
 
         files: {absolute path in the host: content or (content, mode, uid, gid)}, written before boot (e.g. a
         cloud-init NoCloud seed under /var/lib/cloud/seed/nocloud/; without one, cloud-init is disabled).
         relax_sandbox: add the TEST-IMAGE-ONLY drop-in that resets systemd's service sandboxing.
+        disks: {absolute path in the host: name}: a filesystem of its own mounted there before boot (a tmpfs),
+        where a VM would mount an extra disk.
         """
         return self._add(SystemHost, name, ipv4_cidr, ipv6_cidr, nameserver=nameserver, gateway=gateway,
-                         files=files, relax_sandbox=relax_sandbox)
+                         files=files, relax_sandbox=relax_sandbox, disks=disks)
 
     def remove_host(self, name: str) -> None:
         """Stop host `name` and forget it (its name and addresses can be used again)."""

@@ -3,7 +3,7 @@
 # plugin from Docker's apt repository, versions pinned and held. Rendered after the header, lib/strict.sh
 # and lib/prelude.sh (put_file, PENDING).
 # From the header: STAGE, PACKAGES (array), DOCKER_APT_URL, DOCKER_APT_KEY_FINGERPRINT, DOCKER_VERSION,
-# COMPOSE_VERSION, DATA_DIR.
+# COMPOSE_VERSION, and for lib/data_disk.sh: DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -24,8 +24,9 @@ for mta in exim4 postfix; do
 done
 # Docker keeps its data (mailcow's mail volume among it) on the mail data disk; set only before Docker's
 # first install, since moving data-root later would hide what is already stored
+# ---- include lib/data_disk.sh ----
 if [ ! -e /etc/docker/daemon.json ] && ! command -v dockerd >/dev/null; then
-  printf '{\n  "data-root": "%s/docker"\n}\n' "$DATA_DIR" | put_file /etc/docker/daemon.json 0644 root:root
+  printf '{\n  "data-root": "%s/docker"\n}\n' "$DATA_MOUNT" | put_file /etc/docker/daemon.json 0644 root:root
 fi
 if [ "$(installed_version docker-ce)" != "$DOCKER_VERSION" ] || [ "$(installed_version docker-ce-cli)" != "$DOCKER_VERSION" ] \
    || [ "$(installed_version docker-compose-plugin)" != "$COMPOSE_VERSION" ]; then

@@ -3,10 +3,12 @@
 # Rendered after the header, lib/strict.sh, lib/prelude.sh (put_file, changed, PENDING) and lib/secrets.sh
 # (MAILBOX_PASSWORD, DKIM_PRIVATE_KEY).
 # From the header: STAGE, DOMAIN, MAIL_HOST, MAIL_DOMAINS (array), MAILBOX, ALIASES (array),
-# DKIM_SELECTOR, CERT_DIR, SECRETS (array), MESSAGE_SIZE_LIMIT, VMAIL.
+# DKIM_SELECTOR, CERT_DIR, SECRETS (array), MESSAGE_SIZE_LIMIT, VMAIL, STRICT_CIPHERS, and for
+# lib/data_disk.sh (included first): DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
+# ---- include lib/data_disk.sh ----
 
 # shellcheck disable=SC2154  # MAILBOX_PASSWORD and DKIM_PRIVATE_KEY are set by the secrets reader
 echo "== mailbox $MAILBOX"
@@ -32,11 +34,22 @@ printf '%s %s\n' "$MAILBOX" "$MAILBOX" | put_file /etc/postfix/ceres-senders 064
 for map in ceres-mailboxes ceres-aliases ceres-senders; do
   [ /etc/postfix/$map.db -nt /etc/postfix/$map ] || postmap /etc/postfix/$map
 done
+postfix_state() { { postconf -n; postconf -M; postconf -P; } | sha256sum; }
+before=$(postfix_state)
+# Every setting the stack relies on is set here, also those Debian's postinst writes on a fresh install
+# (mynetworks, mailbox_size_limit, recipient_delimiter, relayhost, aliases): a postinst killed half-way
+# leaves them out, and nothing would put them back.
 {
   echo "myhostname = $MAIL_HOST"
   echo "mydomain = $DOMAIN"
   echo "myorigin = \$mydomain"
   echo "mydestination = localhost"
+  echo "mynetworks = 127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128"
+  echo "relayhost ="
+  echo "alias_maps = hash:/etc/aliases"
+  echo "alias_database = hash:/etc/aliases"
+  echo "mailbox_size_limit = 0"
+  echo "recipient_delimiter = +"
   echo "inet_interfaces = all"
   echo "inet_protocols = all"
   echo "virtual_mailbox_domains = ${MAIL_DOMAINS[*]}"
@@ -45,9 +58,14 @@ done
   echo "virtual_transport = lmtp:unix:private/dovecot-lmtp"
   echo "smtpd_tls_cert_file = $CERT_DIR/fullchain.pem"
   echo "smtpd_tls_key_file = $CERT_DIR/privkey.pem"
+  # port 25 stays opportunistic and wide (RFC 7435): a sender that cannot do our best TLS still delivers
   echo "smtpd_tls_security_level = may"
   echo "smtpd_tls_protocols = >=TLSv1.2"
+  # the submission ports require TLS, and get only AEAD suites with forward secrecy
   echo "smtpd_tls_mandatory_protocols = >=TLSv1.2"
+  echo "smtpd_tls_mandatory_ciphers = high"
+  echo "tls_high_cipherlist = $STRICT_CIPHERS"
+  echo "tls_preempt_cipherlist = no"
   echo "smtp_tls_security_level = may"
   echo "smtp_tls_protocols = >=TLSv1.2"
   echo "smtpd_sasl_type = dovecot"
@@ -65,18 +83,19 @@ done
   echo "smtpd_recipient_limit = 100"
   echo "smtpd_client_recipient_rate_limit = 200"
   echo "anvil_rate_time_unit = 60s"
-} >/tmp/ceres-postfix-settings
-postfix_state() { { postconf -n; postconf -M; postconf -P; } | sha256sum; }
-before=$(postfix_state)
-xargs -d '\n' postconf -e </tmp/ceres-postfix-settings
-rm -f /tmp/ceres-postfix-settings
-postconf -M submission/inet="submission inet n - y - - smtpd"
-postconf -P \
-  "submission/inet/syslog_name=postfix/submission" \
-  "submission/inet/smtpd_tls_security_level=encrypt" \
-  "submission/inet/smtpd_sasl_auth_enable=yes" \
-  "submission/inet/smtpd_client_restrictions=permit_sasl_authenticated,reject" \
-  "submission/inet/smtpd_sender_restrictions=reject_sender_login_mismatch"
+} | xargs -d '\n' postconf -e
+# Submission: STARTTLS on 587 (RFC 6409) and implicit TLS on 465 (RFC 8314), the same rules on both:
+# TLS before anything else, SASL only there, a client may send only as the address it logged in as.
+for service in submission submissions; do
+  postconf -M "$service/inet=$service inet n - y - - smtpd"
+  postconf -P \
+    "$service/inet/syslog_name=postfix/$service" \
+    "$service/inet/smtpd_tls_security_level=encrypt" \
+    "$service/inet/smtpd_sasl_auth_enable=yes" \
+    "$service/inet/smtpd_client_restrictions=permit_sasl_authenticated,reject" \
+    "$service/inet/smtpd_sender_restrictions=reject_sender_login_mismatch"
+done
+postconf -P "submissions/inet/smtpd_tls_wrappermode=yes"
 if [ "$(postfix_state)" != "$before" ]; then changed=1; touch "$PENDING"; echo "updated postfix settings"; fi
 
 echo "== dovecot"
@@ -85,6 +104,8 @@ put_file /etc/dovecot/conf.d/99-ceres-mail.conf 0644 root:root <<CONF
 protocols = imap lmtp
 ssl = required
 ssl_min_protocol = TLSv1.2
+ssl_cipher_list = $STRICT_CIPHERS
+ssl_prefer_server_ciphers = no
 ssl_cert = <$CERT_DIR/fullchain.pem
 ssl_key = <$CERT_DIR/privkey.pem
 disable_plaintext_auth = yes

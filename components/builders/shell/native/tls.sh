@@ -3,7 +3,7 @@
 # certificate (certbot, or the one the stack provides). Rendered after the header, lib/strict.sh,
 # lib/prelude.sh and, with a provided certificate, lib/secrets.sh (which sets TLS_PRIVATE_KEY).
 # From the header: STAGE, TLS_MODE, CERT_NAME, CERT_DIR, CERT_NAMES (array), ACME_DIRECTORY, ACME_EMAIL,
-# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY; SECRETS (array) with a provided certificate.
+# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS; SECRETS (array) with a provided certificate.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -32,22 +32,39 @@ server {
     ssl_certificate $CERT_DIR/fullchain.pem;
     ssl_certificate_key $CERT_DIR/privkey.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers $STRICT_CIPHERS;
+    ssl_prefer_server_ciphers off;
+    # no HTTP compression over TLS (BREACH); the policy is a few bytes anyway
+    gzip off;
     location = /.well-known/mta-sts.txt { root /var/www/mta-sts; default_type text/plain; }
     location / { return 404; }
 }
 NGINX
   fi
 }
+# apply_nginx: write nginx's site and apply it now (certbot's http-01 needs it before the certificate
+# exists). Whether the stage changed anything stays in `changed`; the pending marker is cleared only at
+# the end of the stage, once every service that reads the certificate has been reloaded.
 apply_nginx() {
+  local site_changed=0 stage_changed=$changed
   changed=0
-  if [ -e "$PENDING" ]; then changed=1; fi
   render_nginx | put_file /etc/nginx/sites-available/ceres-mail 0644 root:root
+  site_changed=$changed
+  changed=$((stage_changed || site_changed))
   ln -sfn /etc/nginx/sites-available/ceres-mail /etc/nginx/sites-enabled/ceres-mail
-  if [ -e /etc/nginx/sites-enabled/default ]; then rm -f /etc/nginx/sites-enabled/default; changed=1; fi
+  if [ -e /etc/nginx/sites-enabled/default ]; then rm -f /etc/nginx/sites-enabled/default; site_changed=1; fi
   nginx -t -q
   systemctl enable --quiet nginx
-  if [ "$changed" = 1 ] || ! systemctl is-active --quiet nginx; then systemctl reload-or-restart nginx; fi
-  rm -f "$PENDING"
+  if [ "$site_changed" = 1 ] || [ -e "$PENDING" ] || ! systemctl is-active --quiet nginx; then
+    systemctl reload-or-restart nginx
+  fi
+}
+# reload_tls_readers: Postfix and Dovecot read the certificate at start; a running one reloads, and a
+# failed reload fails the stage (the marker stays, so the next run tries again)
+reload_tls_readers() {
+  for service in postfix dovecot; do
+    if systemctl is-active --quiet "$service"; then systemctl reload "$service"; fi
+  done
 }
 apply_nginx
 
@@ -56,10 +73,9 @@ if [ "$TLS_MODE" = provided ]; then
   printf '%s\n' "$TLS_CERTIFICATE" | put_file "$CERT_DIR/fullchain.pem" 0644 root:root
   # shellcheck disable=SC2154  # set by the secrets reader
   printf '%s\n' "$TLS_PRIVATE_KEY" | put_file "$CERT_DIR/privkey.pem" 0600 root:root
-  if [ "$changed" = 1 ]; then
-    systemctl reload postfix dovecot 2>/dev/null || true
-  fi
-  apply_nginx  # applies nginx, clears the pending marker
+  apply_nginx  # now with the 443 server
+  if [ "$changed" = 1 ] || [ -e "$PENDING" ]; then reload_tls_readers; fi
+  rm -f "$PENDING"
   exit 0
 fi
 
@@ -82,3 +98,4 @@ certbot certonly --non-interactive --agree-tos --webroot -w /var/www/acme \
   --server "$ACME_DIRECTORY" -m "$ACME_EMAIL" "${names[@]}" \
   --deploy-hook "systemctl reload postfix dovecot nginx 2>/dev/null || true"
 apply_nginx
+rm -f "$PENDING"
