@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 from hypothesis import given, strategies as st
 
-from components import settings as stack_settings
+from components.settings import rules, values
 from components.settings import CONFIG_KEYS, SECRET_KEYS, UNDECLARED_KEYS, Settings, SettingsError
 from mailctl.recorder import record
 from mailctl.zone import stack_settings as settings_of_stack
@@ -209,8 +209,8 @@ labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 @given(st.lists(labels, min_size=1, max_size=4), st.sampled_from(["com", "net", "org", "example"]))
 def test_any_ldh_domain_is_accepted_and_its_mail_host_is_inside(parts, tld):
     domain = ".".join([*parts, tld])
-    assert stack_settings._domain_name(domain.upper() + ".") == domain
-    assert stack_settings._within(f"mail.{domain}", domain)
+    assert values.domain_name(domain.upper() + ".") == domain
+    assert rules.within(f"mail.{domain}", domain)
 
 
 forbidden = st.builds(lambda a, bad, b: a + bad + b, st.text(max_size=10), st.sampled_from(" _/@!*:"), st.text(max_size=10))
@@ -219,7 +219,7 @@ forbidden = st.builds(lambda a, bad, b: a + bad + b, st.text(max_size=10), st.sa
 @given(forbidden)
 def test_names_with_forbidden_characters_are_refused(name):
     with pytest.raises(ValueError):
-        stack_settings._domain_name(f"{name}.example.com")
+        values.domain_name(f"{name}.example.com")
 
 
 def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(project_dir):

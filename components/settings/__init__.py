@@ -1,0 +1,30 @@
+"""Stack settings: the one reader of `pulumi.Config`, in four parts.
+
+- `values.py`: value types, each with its own rule (a domain name, a public address, an SSH key).
+- `schema.py`: `SettingsSchema`, one typed field per config key; `CONFIG_KEYS`, `SECRET_KEYS`.
+- `rules.py`: the rules over several keys, and those over what the settings build.
+- `derived.py`: `Settings`, the schema plus what the components are built from.
+- `reading.py`: `load` (from `pulumi.Config`) and `validate` (from raw values), every problem in one
+  `SettingsError`.
+"""
+
+from components.settings.derived import STACK_DEFAULT_SIZE, STACK_MINIMUM_SIZE, Settings, VmSize, mail_host_of
+from components.settings.reading import SettingsError, load, misplaced_keys, validate
+from components.settings.schema import CONFIG_KEYS, PROJECT, SECRET_KEYS, UNDECLARED_KEYS, SettingsSchema
+
+__all__ = [
+    "CONFIG_KEYS",
+    "PROJECT",
+    "SECRET_KEYS",
+    "STACK_DEFAULT_SIZE",
+    "STACK_MINIMUM_SIZE",
+    "UNDECLARED_KEYS",
+    "Settings",
+    "SettingsError",
+    "SettingsSchema",
+    "VmSize",
+    "load",
+    "mail_host_of",
+    "misplaced_keys",
+    "validate",
+]

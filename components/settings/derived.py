@@ -1,0 +1,181 @@
+"""What the components are built from: values derived from the keys, one definition each.
+
+`Settings` is the schema plus these properties; a component gets the inputs it needs from here rather than
+copying keys one by one, so a default (mail.<domain>, postmaster@<domain>, the stack's VM size) is
+decided once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from components.builders.ceres_env import SmtpClient
+from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
+from components.builders.install_script import InstallInputs
+from components.builders.mailcow import MailcowInputs
+from components.settings.schema import SettingsSchema
+
+
+def mail_host_of(domain: str, mail_host: str = "") -> str:
+    """The mail host: mail.<domain> unless one is named."""
+    return mail_host or f"mail.{domain}"
+
+
+# --- mail stacks: what each needs from its VM -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VmSize:
+    """Cores, memory and system disk of the mail VM."""
+
+    cores: int
+    memory_mib: int
+    disk_gib: int
+
+
+# Defaults and floors per mail stack. mailcow documents 6 GiB RAM as its minimum (ClamAV, SOGo,
+# Solr are in the bundle); the native stack runs comfortably in 2 GiB.
+STACK_DEFAULT_SIZE = {
+    "native": VmSize(cores=2, memory_mib=2048, disk_gib=20),
+    "mailcow": VmSize(cores=2, memory_mib=6144, disk_gib=40),
+}
+STACK_MINIMUM_SIZE = {
+    "native": VmSize(cores=1, memory_mib=1024, disk_gib=10),
+    "mailcow": VmSize(cores=2, memory_mib=6144, disk_gib=20),
+}
+
+
+class Settings(SettingsSchema):
+    """A stack's validated configuration and what its components are built from."""
+
+    @property
+    def mail_host_fqdn(self) -> str:
+        """The mail host, mail.<domain> unless mailHost says otherwise."""
+        return mail_host_of(self.domain, self.mail_host)
+
+    @property
+    def mailbox_address(self) -> str:
+        """The mailbox CERES and Keycloak log in as (no-reply@<domain> unless mailUser says otherwise)."""
+        return f"{self.mail_user}@{self.domain}"
+
+    @property
+    def mail_from_address(self) -> str:
+        return self.mail_from or self.mailbox_address
+
+    @property
+    def smtp_client(self) -> SmtpClient:
+        """Submission settings of CERES and Keycloak, one definition for both."""
+        return SmtpClient(
+            host=self.mail_host_fqdn,
+            port=self.smtp_port,
+            starttls=self.smtp_starttls,
+            tls=self.smtp_tls,
+            user=self.mailbox_address,
+            mail_from=self.mail_from_address,
+        )
+
+    @property
+    def install_inputs(self) -> InstallInputs:
+        """The install scripts' inputs: the mailbox, its aliases, the certificate and MTA-STS."""
+        inputs = self.dns_inputs
+        # postmaster@ and abuse@ every domain (RFC 2142), and the report mailboxes this host receives
+        wanted = [f"{local}@{domain}" for domain in self.mail_domains for local in ("postmaster", "abuse")]
+        wanted += [inputs.dmarc.rua, inputs.dmarc.ruf, inputs.tls_rpt_address]
+        aliases = sorted({a for a in wanted if a.rsplit("@", 1)[1] in self.mail_domains} - {self.mailbox_address})
+        return InstallInputs(
+            domain=self.domain,
+            mail_host=self.mail_host_fqdn,
+            mailbox=self.mailbox_address,
+            dkim_selector=self.dkim_selector,
+            acme_email=self.acme_contact,
+            mail_domains=self.mail_domains,
+            aliases=tuple(aliases),
+            mta_sts_policy=mta_sts_policy(inputs),
+            acme_directory=self.acme_directory,
+            acme_ca_bundle=self.acme_ca_bundle,
+            tls_mode=self.tls_mode,
+            tls_certificate=self.tls_certificate,
+        )
+
+    @property
+    def mailcow_inputs(self) -> MailcowInputs:
+        """The mailcow stack's inputs: the common install inputs plus what only mailcow is told."""
+        return MailcowInputs(
+            install=self.install_inputs,
+            release=self.mailcow_version,
+            clamav=self.mailcow_clamav,
+            timezone=self.mailcow_timezone,
+            ipv6=bool(self.ipv6),
+            autodiscover=self.autoconfig,
+            mailbox_name=self.mail_from_name,
+            mta_sts_mode=self.mta_sts_mode,
+            mta_sts_max_age=self.mta_sts_max_age,
+        )
+
+    @property
+    def dns_inputs(self) -> DnsInputs:
+        """The record builder's inputs (shared by MailDns, `mailctl zone` and the tests)."""
+        return DnsInputs(
+            domain=self.domain,
+            mail_host=self.mail_host_fqdn,
+            ipv4=self.ipv4,
+            ipv6=self.ipv6,
+            mx_priority=self.mx_priority,
+            ttl=self.dns_ttl,
+            spf_extra=tuple(self.spf_extra),
+            dkim_selector=self.dkim_selector,
+            dmarc=Dmarc(
+                rua=self.dmarc_rua or f"dmarc@{self.domain}",
+                ruf=self.dmarc_ruf or self.dmarc_rua or f"dmarc@{self.domain}",
+                policy=self.dmarc_policy,
+                pct=self.dmarc_pct,
+                adkim=self.dmarc_adkim,
+                aspf=self.dmarc_aspf,
+            ),
+            tls_rpt_address=self.tls_rpt_address or f"tls-reports@{self.domain}",
+            caa_iodef=self.caa_iodef or f"mailto:postmaster@{self.domain}",
+            extra_domains=self.mail_domains[1:],
+            mta_sts_mode=self.mta_sts_mode,
+            mta_sts_max_age=self.mta_sts_max_age,
+            caa_issuers=tuple(self.caa_issuers),
+            autoconfig=self.autoconfig,
+        )
+
+    @property
+    def acme_contact(self) -> str:
+        return self.acme_email or f"postmaster@{self.domain}"
+
+    @property
+    def mail_domains(self) -> tuple[str, ...]:
+        """The primary domain first, then the extra ones."""
+        return (self.domain, *(entry.split("=", 1)[0] for entry in self.extra_domains))
+
+    @property
+    def zone_ids(self) -> dict[str, str]:
+        """Cloudflare zone id of every mail domain."""
+        return {self.domain: self.cloudflare_zone_id, **dict(entry.split("=", 1) for entry in self.extra_domains)}
+
+    @property
+    def import_ids(self) -> dict[str, str]:
+        """Record key -> Cloudflare record id, for records adopted rather than created."""
+        return dict(entry.split("=", 1) for entry in self.dns_import_ids)
+
+    @property
+    def ipv4(self) -> str:
+        """The bare public IPv4 address (A record, SSH target, PTR)."""
+        return str(ipaddress.ip_interface(self.ipv4_address).ip)
+
+    @property
+    def ipv6(self) -> str:
+        return str(ipaddress.ip_interface(self.ipv6_address).ip) if self.ipv6_address else ""
+
+    @property
+    def vm_size(self) -> VmSize:
+        """Sizes from config, each 0 replaced by the mail stack's default."""
+        default = STACK_DEFAULT_SIZE[self.mail_stack]
+        return VmSize(
+            cores=self.vm_cores or default.cores,
+            memory_mib=self.vm_memory_mib or default.memory_mib,
+            disk_gib=self.vm_disk_gib or default.disk_gib,
+        )

@@ -1,0 +1,133 @@
+"""Reading and checking a stack's config: the one place that reads `pulumi.Config`.
+
+Values are checked field by field (pydantic) and then across fields (`rules.py`), and every problem is
+gathered into ONE `SettingsError` before any resource is registered, so an operator fixes a stack file in
+one pass instead of one key per `pulumi up`.
+
+`SettingsError` is a `pulumi.RunError`: the Pulumi language host prints its message without a traceback,
+and `mailctl` prints it the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
+
+import pulumi
+from pulumi.runtime import config as pulumi_config
+from pydantic import TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from components.settings.derived import Settings
+from components.settings.rules import cross_field_problems, import_problems
+from components.settings.schema import CONFIG_KEYS, PROJECT, is_secret
+
+
+class SettingsError(pulumi.RunError):
+    """Every bad config value of a stack, one line each, naming the key."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = sorted(set(problems))
+        # a key of this project is named as the stack file names it; a full key (another namespace) as is
+        lines = [f"  {key if ':' in key else f'{PROJECT}:{key}'}: {why}" for key, why in self.problems]
+        super().__init__(
+            f"the stack configuration has {len(self.problems)} problem(s):\n" + "\n".join(lines)
+        )
+
+
+def _field_checker(info: FieldInfo) -> TypeAdapter:
+    annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    return TypeAdapter(annotation)
+
+
+# One checker per plain field, built once: a stack is validated many times in the tests and plans.
+_FIELD_CHECKERS = {
+    name: _field_checker(info) for name, info in Settings.model_fields.items() if not is_secret(info)
+}
+
+
+def _describe(error: dict) -> str:
+    if error["type"] == "missing":
+        return "is required: set it with `pulumi config set` (see the README's config reference)"
+    if error["type"] == "value_error":
+        # our own rules, whose messages already quote the value
+        return error["msg"].removeprefix("Value error, ")
+    if error["type"] in ("json_invalid", "list_type"):
+        # every JSON-typed key holds a list: a single value given where a list belongs
+        return f"{error['input']!r} must be a list: a YAML list in the stack file, or JSON such as [\"a\", \"b\"]"
+    if error["type"] == "literal_error":
+        return f"{error['input']!r} is not allowed: {error['msg'].lower()}"
+    return f"{error['input']!r}: {error['msg'].lower()}"
+
+
+def misplaced_keys(full_keys: Iterable[str]) -> list[tuple[str, str]]:
+    """Keys meant for this project that the Pulumi CLI hands to no one, so their defaults would stay in
+    force unnoticed: one written without a namespace (`dmarcPolicy`; the CLI ignores it) or under another
+    namespace that holds one of this project's key names (`ceres-mial:dnsTtl`)."""
+    problems = []
+    for full_key in sorted(full_keys):
+        namespace, separator, name = full_key.rpartition(":")
+        if not separator and name in CONFIG_KEYS:
+            problems.append((name, f"is written `{name}` without its namespace; the Pulumi CLI ignores such a key, "
+                                   f"so the default would stay: write `{PROJECT}:{name}`"))
+        elif separator and namespace != PROJECT and name in CONFIG_KEYS:
+            problems.append((full_key, f"is in namespace {namespace!r}, which nothing reads, so {PROJECT}:{name} "
+                                       f"would keep its default: write `{PROJECT}:{name}`"))
+    return problems
+
+
+def validate(raw: Mapping[str, Any], misplaced: Iterable[str] = ()) -> Settings:
+    """Check raw config values (keyed by config key) and return frozen Settings, or raise SettingsError.
+
+    Each field is checked on its own first, so that the cross-field rules still run on every key that
+    is fine by itself and the operator sees all problems at once.
+    """
+    problems: list[tuple[str, str]] = []
+    good: dict[str, Any] = {}
+    for name, info in Settings.model_fields.items():
+        key = to_camel(name)
+        if key not in raw or raw[key] is None:
+            if info.is_required():
+                problems.append((key, _describe({"type": "missing"})))
+            else:
+                good[name] = info.get_default(call_default_factory=True)
+            continue
+        if is_secret(info):
+            good[name] = raw[key]
+            continue
+        try:
+            good[name] = _FIELD_CHECKERS[name].validate_python(raw[key])
+        except ValidationError as error:
+            for detail in error.errors():
+                where = "".join(f"[{part}]" for part in detail["loc"])
+                problems.append((key + where, _describe(detail)))
+    unknown = set(raw) - CONFIG_KEYS
+    # (an undeclared key is reported below; the loop above only visits declared ones)
+    problems += [(key, "is not a key of this project (see Pulumi.yaml)") for key in sorted(unknown)]
+    problems += misplaced_keys(misplaced)
+    problems += cross_field_problems(good)
+    if problems:
+        raise SettingsError(problems)
+    # Every value passed its check above; constructing without a second validation also keeps the
+    # already-parsed JSON lists from being parsed again.
+    settings = Settings.model_construct(**good)
+    # Rules over what the settings build (the record set) run once the settings themselves are sound.
+    if problems := import_problems(settings):
+        raise SettingsError(problems)
+    return settings
+
+
+def load(config: pulumi.Config | None = None, stack_keys: Iterable[str] = ()) -> Settings:
+    """Read every declared key of the current stack and validate it.
+
+    `stack_keys` are the keys the stack file sets (the offline recorder knows them); any that this
+    project does not declare is reported, since a typo would otherwise silently fall back to a default.
+    """
+    config = config or pulumi.Config(PROJECT)
+    raw: dict[str, Any] = {key: None for key in stack_keys}
+    for name, info in Settings.model_fields.items():
+        key = to_camel(name)
+        raw[key] = config.get_secret(key) if is_secret(info) else config.get(key)
+    # every key the engine passed, whatever its namespace (the SDK offers no public list of them)
+    return validate(raw, misplaced=pulumi_config.CONFIG.get().keys())

@@ -1,0 +1,136 @@
+"""The rules that need several keys at once, and those over what the settings build.
+
+`cross_field_problems` sees only the keys that passed their own check, so every rule runs on what is
+sound and the operator gets every problem of a stack in one error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography import x509
+from pydantic.alias_generators import to_camel
+
+from components.builders.dns_records import build_records, dkim_record_name, spf_problems
+from components.builders.mailcow import SAFE_VALUE
+from components.builders.ports import submission_problem
+from components.settings.derived import STACK_MINIMUM_SIZE, Settings, mail_host_of
+
+
+def within(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
+def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Rules over several keys. `v` holds only the keys that passed their own check."""
+    problems: list[tuple[str, str]] = []
+
+    def has(*names: str) -> bool:
+        return all(name in v for name in names)
+
+    if has("domain", "mail_host") and v["mail_host"] and not within(v["mail_host"], v["domain"]):
+        problems.append(("mailHost", f"{v['mail_host']} is not inside the mail domain {v['domain']}"))
+    if has("domain", "mail_from") and v["mail_from"]:
+        sender_domain = v["mail_from"].rsplit("@", 1)[1].lower()
+        if not within(sender_domain, v["domain"]):
+            problems.append(
+                ("mailFrom", f"{v['mail_from']} is outside {v['domain']}: DMARC alignment would fail")
+            )
+    for family, address_key, gateway_key in (("4", "ipv4_address", "ipv4_gateway"), ("6", "ipv6_address", "ipv6_gateway")):
+        if not has(address_key, gateway_key):
+            continue
+        address, gateway = v[address_key], v[gateway_key]
+        if not address:
+            if gateway:
+                problems.append((to_camel(gateway_key), f"is set but {to_camel(address_key)} is empty"))
+            continue
+        if not gateway:
+            problems.append((to_camel(gateway_key), f"is required when {to_camel(address_key)} is set"))
+            continue
+        network = ipaddress.ip_interface(address).network
+        if ipaddress.ip_address(gateway).version != network.version:
+            problems.append((to_camel(gateway_key), f"{gateway} is not an IPv{family} address"))
+        elif ipaddress.ip_address(gateway) not in network:
+            problems.append((to_camel(gateway_key), f"{gateway} is not inside {network}"))
+        elif ipaddress.ip_address(gateway) == ipaddress.ip_interface(address).ip:
+            problems.append((to_camel(gateway_key), f"{gateway} is the VM's own address"))
+    if has("ipv4_address") and ipaddress.ip_interface(v["ipv4_address"]).version != 4:
+        problems.append(("ipv4Address", f"{v['ipv4_address']} is not an IPv4 address"))
+    if has("ipv6_address") and v["ipv6_address"] and ipaddress.ip_interface(v["ipv6_address"]).version != 6:
+        problems.append(("ipv6Address", f"{v['ipv6_address']} is not an IPv6 address"))
+
+    if has("smtp_port", "smtp_starttls", "smtp_tls"):
+        if problem := submission_problem(v["smtp_port"], v["smtp_starttls"], v["smtp_tls"]):
+            key = "smtpPort" if v["smtp_starttls"] != v["smtp_tls"] else ("smtpTls" if v["smtp_tls"] else "smtpStarttls")
+            problems.append((key, problem))
+
+    if has("mail_stack") and v["mail_stack"] == "mailcow":
+        problems += _mailcow_problems(v)
+    if has("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"):
+        floor = STACK_MINIMUM_SIZE[v["mail_stack"]]
+        for key, value, minimum, unit in (
+            ("vmCores", v["vm_cores"], floor.cores, "cores"),
+            ("vmMemoryMib", v["vm_memory_mib"], floor.memory_mib, "MiB"),
+            ("vmDiskGib", v["vm_disk_gib"], floor.disk_gib, "GiB"),
+        ):
+            if value and value < minimum:
+                problems.append((key, f"{value} {unit} is below the {v['mail_stack']} stack's minimum of {minimum} {unit}"))
+
+    if has("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"):
+        problems += _tls_problems(v)
+    if has("spf_extra"):
+        problems += [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]
+    if has("domain", "extra_domains"):
+        extra = [entry.split("=", 1)[0] for entry in v["extra_domains"]]
+        for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]}):
+            problems.append(("extraDomains", f"{domain} is listed twice (or is the primary domain)"))
+    return problems
+
+
+def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What mailcow cannot do that the native stack can."""
+    problems = []
+    if v.get("acme_ca_bundle"):
+        problems.append(("acmeCaBundle", "is not supported by the mailcow stack (acme-mailcow trusts only the public CAs); use tlsMode provided"))
+    for name in ("acme_email", "acme_directory"):
+        if v.get(name) and not SAFE_VALUE.fullmatch(v[name]):
+            problems.append((to_camel(name), f"{v[name]!r} cannot be written to mailcow.conf (letters, digits and _.,:/@+*- only)"))
+    if "domain" in v and v.get("mail_host") == v["domain"]:
+        problems.append(("mailHost", f"{v['domain']} is the mail domain itself; mailcow needs a host name below it (e.g. mail.{v['domain']})"))
+    return problems
+
+
+def _tls_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A provided certificate needs its key and must name the mail host and every mta-sts host."""
+    if v["tls_mode"] == "acme":
+        return [("tlsCertificate", "is set but tlsMode is acme; set tlsMode to provided")] if v["tls_certificate"] else []
+    problems = []
+    if v["tls_private_key"] is None:
+        problems.append(("tlsPrivateKey", "is required with tlsMode provided: `pulumi config set --secret tlsPrivateKey`"))
+    if not v["tls_certificate"]:
+        return problems + [("tlsCertificate", "is required with tlsMode provided")]
+    leaf = x509.load_pem_x509_certificates(v["tls_certificate"].encode())[0]
+    try:
+        names = set(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = set()
+    domains = [v["domain"], *(entry.split("=", 1)[0] for entry in v["extra_domains"])]
+    wanted = [mail_host_of(v["domain"], v["mail_host"]), *(f"mta-sts.{d}" for d in domains)]
+    missing = [n for n in wanted if n not in names and f"*.{n.split('.', 1)[1]}" not in names]
+    if missing:
+        problems.append(("tlsCertificate", f"does not name {', '.join(missing)} (it names {', '.join(sorted(names)) or 'nothing'})"))
+    return problems
+
+
+def import_problems(settings: Settings) -> list[tuple[str, str]]:
+    """dnsImportIds may only name records this stack declares (else the import would adopt nothing)."""
+    inputs = settings.dns_inputs
+    keys = {r.key for r in build_records(inputs)}
+    keys |= {f"txt-{dkim_record_name(inputs.dkim_selector, d)}" for d in inputs.mail_domains}
+    return [
+        ("dnsImportIds", f"{key!r} is not a record of this stack (see the record keys in `mailctl plan`)")
+        for key in settings.import_ids
+        if key not in keys
+    ]

@@ -1,0 +1,175 @@
+"""Value types of the settings: each carries its own rule, so a field's annotation says what it accepts.
+
+A rule raises ValueError with a message that quotes the value; `reading.py` puts the config key in front.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Callable
+from typing import Annotated
+
+import pulumi
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from pydantic import AfterValidator, EmailStr, Field, TypeAdapter
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def domain_name(value: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2:
+        raise ValueError(f"{value!r} is not a fully qualified domain name (e.g. example.com)")
+    if not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a valid domain name: labels are letters, digits and inner hyphens, "
+            "1-63 characters"
+        )
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is not a domain name: its last label is numeric")
+    return name
+
+
+def dns_label(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError(f"{value!r} is not a DNS label (letters, digits, inner hyphens, 1-63)")
+    return value
+
+
+def public_interface(value: str) -> str:
+    try:
+        interface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address with prefix length (e.g. 203.0.113.25/24)")
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length (e.g. 203.0.113.25/24)")
+    address = interface.ip
+    private_v4 = address.version == 4 and any(
+        address in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    )
+    if private_v4 or address.is_loopback or address.is_link_local or address.is_multicast:
+        raise ValueError(
+            f"{address} cannot be reached from the internet; a mail server needs a public static "
+            "address"
+        )
+    if address.is_unspecified or interface.network.network_address == address and interface.network.num_addresses > 1:
+        raise ValueError(f"{value!r} is a network address, not a host address")
+    return str(interface)
+
+
+def ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address")
+
+
+def admin_cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a network in CIDR form ({error})")
+    if network.prefixlen == 0:
+        raise ValueError(f"{value!r} would open SSH to the whole internet; list your admin networks")
+    return str(network)
+
+
+def ssh_public_key(value: str) -> str:
+    try:
+        load_ssh_public_key(value.strip().encode())
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"not an OpenSSH public key ({error})")
+    return value.strip()
+
+
+def pem_certificates(value: str) -> str:
+    try:
+        certificates = x509.load_pem_x509_certificates(value.encode())
+    except ValueError as error:
+        raise ValueError(f"not PEM certificates ({error})")
+    if not certificates:
+        raise ValueError("holds no PEM certificate")
+    return value
+
+
+def https_url(value: str) -> str:
+    if not re.match(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/.*)?$", value):
+        raise ValueError(f"{value!r} is not an https:// URL")
+    return value
+
+
+def matching(pattern: str, what: str) -> AfterValidator:
+    """A string rule whose error says in words what was expected (pydantic's would print the regex)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def domain_and_zone(value: str) -> str:
+    domain, separator, zone_id = value.partition("=")
+    if not separator or not re.fullmatch(r"[0-9a-f]{32}", zone_id):
+        raise ValueError(f"{value!r} is not <domain>=<32-hex Cloudflare zone id>")
+    return f"{domain_name(domain)}={zone_id}"
+
+
+def dkim_key_size(value: int) -> int:
+    if value not in (2048, 3072, 4096):
+        raise ValueError(f"{value} is not allowed: 2048, 3072 or 4096 (RFC 8301; 2048 fits every DNS host)")
+    return value
+
+
+def cloudflare_ttl(value: int) -> int:
+    if not (value == 1 or 60 <= value <= 86400):
+        raise ValueError(f"{value}: Cloudflare accepts 1 (automatic) or 60..86400")
+    return value
+
+
+@functools.cache
+def _timezones() -> frozenset[str]:
+    """Read once, and only when a stack sets a time zone: listing them takes ~20 ms."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def timezone(value: str) -> str:
+    if value not in _timezones():
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)")
+    return value
+
+
+def optional(rule: Callable[[str], str]) -> Callable[[str], str]:
+    """Empty string means "not set" for optional keys (Pulumi.yaml gives them "" as default)."""
+    return lambda value: rule(value) if value else ""
+
+
+DomainName = Annotated[str, AfterValidator(domain_name)]
+OptionalDomainName = Annotated[str, AfterValidator(optional(domain_name))]
+DnsLabel = Annotated[str, AfterValidator(dns_label)]
+PublicInterface = Annotated[str, AfterValidator(public_interface)]
+OptionalPublicInterface = Annotated[str, AfterValidator(optional(public_interface))]
+IpAddress = Annotated[str, AfterValidator(ip_address)]
+OptionalIpAddress = Annotated[str, AfterValidator(optional(ip_address))]
+AdminCidr = Annotated[str, AfterValidator(admin_cidr)]
+SshPublicKey = Annotated[str, AfterValidator(ssh_public_key)]
+HttpsUrl = Annotated[str, AfterValidator(https_url)]
+OptionalEmail = Annotated[str, AfterValidator(optional(lambda v: TypeAdapter(EmailStr).validate_python(v)))]
+OptionalPemCertificates = Annotated[str, AfterValidator(optional(pem_certificates))]
+Port = Annotated[int, Field(ge=1, le=65535)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class SecretMarker:
+    """Marks a field read with `get_secret`: its value is a secret `pulumi.Output`, never plain text."""
+
+
+Secret = Annotated[pulumi.Output, SecretMarker()]
+OptionalSecret = Annotated[pulumi.Output | None, SecretMarker()]
