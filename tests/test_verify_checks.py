@@ -245,17 +245,17 @@ def test_a_resolver_that_answers_no_such_name_works():
 
 # --- TCP checks: where they connect, and TLS against the host name ---------------------------------
 
-MAIL_V4, MAIL_V6, STS_V4 = "127.0.0.2", "::1", "127.0.0.3"
+MAIL_V4, MAIL_V6, STS_V4, ORG_STS_V4 = "127.0.0.2", "::1", "127.0.0.3", "127.0.0.4"
 ADDRESSED = {("mail.example.com", "A"): [MAIL_V4], ("mail.example.com", "AAAA"): [MAIL_V6],
              ("mta-sts.example.com", "A"): [STS_V4]}
-TLS_NAMES = ("mail.example.com", "mta-sts.example.com")
+TLS_NAMES = ("mail.example.com", "mta-sts.example.com", "mta-sts.example.org")
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A CA (the --ca-file) and a server context with its certificate for the mail and MTA-STS hosts."""
+def certificate_authority(tmp_path_factory):
+    """A CA (the --ca-file), and `leaf(names)`: a server context with a certificate of that CA for `names`."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "verify test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
@@ -265,21 +265,34 @@ def pki(tmp_path_factory):
                                        encipher_only=False, decipher_only=False), critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAMES[0])]))
-            .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(2).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in TLS_NAMES]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
     directory = tmp_path_factory.mktemp("pki")
     (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (directory / "leaf.key").write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                                serialization.NoEncryption()))
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(directory / "leaf.pem", directory / "leaf.key")
-    return str(directory / "ca.pem"), server
+
+    def leaf(names: tuple[str, ...]) -> ssl.SSLContext:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        stem = directory / str(cert.serial_number)
+        stem.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        stem.with_suffix(".key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()))
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(stem.with_suffix(".pem"), stem.with_suffix(".key"))
+        return server
+
+    return str(directory / "ca.pem"), leaf
+
+
+@pytest.fixture(scope="module")
+def pki(certificate_authority):
+    """The --ca-file, and a server context with its certificate for the mail host and every MTA-STS host."""
+    cafile, leaf = certificate_authority
+    return cafile, leaf(TLS_NAMES)
 
 
 class Network:
@@ -328,15 +341,20 @@ class Network:
         finally:
             sock.close()
 
-    def done(self):
+    def done(self, refused_certificates: int = 0):
+        """Every server finished without error, but the `refused_certificates` handshakes where the client
+        (rightly) refused the certificate it was shown."""
         for thread in self.threads:
             thread.join(10)
-        assert not self.errors, self.errors
+        refused = [e for e in self.errors if isinstance(e, ssl.SSLError) and "ALERT_BAD_CERTIFICATE" in str(e)]
+        assert len(refused) == len(self.errors) == refused_certificates, self.errors
 
 
-def smtp_server(tls: ssl.SSLContext, implicit: bool = False, rcpt_code: int = 554, sni: list | None = None):
-    """A scripted Postfix: STARTTLS (or TLS from the start), AUTH only under TLS, RCPT answered `rcpt_code`;
-    the TLS server names clients ask for go to `sni`."""
+def smtp_server(tls: ssl.SSLContext, implicit: bool = False, rcpt_code: int = 554, sni: list | None = None,
+                auth: bool = True, starttls: bool = True):
+    """A scripted Postfix: STARTTLS (or TLS from the start), AUTH only under TLS (never without `auth`), RCPT
+    answered `rcpt_code`; the TLS server names clients ask for go to `sni`. Without `starttls` it offers no
+    TLS at all."""
     sni = [] if sni is None else sni
 
     def serve(sock: socket.socket) -> None:
@@ -351,7 +369,8 @@ def smtp_server(tls: ssl.SSLContext, implicit: bool = False, rcpt_code: int = 55
         while line := reader.readline():
             command = line.decode().strip().upper()
             if command.startswith("EHLO"):
-                extra = b"250 AUTH PLAIN\r\n" if secure else b"250 STARTTLS\r\n"
+                extra = ((b"250 AUTH PLAIN LOGIN\r\n" if auth else b"250 8BITMIME\r\n") if secure
+                         else b"250 STARTTLS\r\n" if starttls else b"250 8BITMIME\r\n")
                 sock.sendall(b"250-mail.example.com\r\n" + extra)
             elif command == "STARTTLS":
                 sock.sendall(b"220 go ahead\r\n")
@@ -413,10 +432,11 @@ def test_every_address_the_resolver_gives_is_tried_and_each_answer_is_reported(m
     checked = target(ADDRESSED, cafile=cafile, timeout=5)
     rows = (smtp_checks.check_smtp(checked) + smtp_checks.check_submission(checked) + imap_checks.check_imaps(checked)
             + https_checks.check_mta_sts(checked))
-    assert network.attempts == [(MAIL_V4, 25), (MAIL_V6, 25), (MAIL_V4, 587), (MAIL_V6, 587), (MAIL_V4, 993),
-                                (MAIL_V6, 993), (STS_V4, 443)]
-    for check, addresses in (("smtp 25", (MAIL_V4, MAIL_V6)), ("submission 587", (MAIL_V4, MAIL_V6)),
-                             ("imaps 993", (MAIL_V4, MAIL_V6)), ("https 443", (STS_V4,))):
+    assert network.attempts == [(MAIL_V4, 25), (MAIL_V6, 25), (MAIL_V4, 465), (MAIL_V6, 465), (MAIL_V4, 587),
+                                (MAIL_V6, 587), (MAIL_V4, 993), (MAIL_V6, 993), (STS_V4, 443)]
+    for check, addresses in (("smtp 25", (MAIL_V4, MAIL_V6)), ("submission 465", (MAIL_V4, MAIL_V6)),
+                             ("submission 587", (MAIL_V4, MAIL_V6)), ("imaps 993", (MAIL_V4, MAIL_V6)),
+                             ("https 443 mta-sts.example.com", (STS_V4,))):
         row = status(rows, check)
         assert row.status == "fail" and all(f"{a}: ConnectionRefusedError" in row.detail for a in addresses), row
         assert "is open" in row.fix
@@ -430,23 +450,131 @@ def test_a_name_the_resolver_does_not_know_is_not_connected_to_at_all(monkeypatc
     rows = (smtp_checks.check_smtp(checked) + smtp_checks.check_submission(checked) + imap_checks.check_imaps(checked)
             + https_checks.check_mta_sts(checked))
     assert network.attempts == []
-    for check in ("smtp 25", "submission 587", "imaps 993"):
+    for check in ("smtp 25", "submission 465", "submission 587", "imaps 993"):
         row = status(rows, check)
         assert row.status == "fail" and row.detail == "the resolver gives no A/AAAA for mail.example.com", row
         assert row.fix.startswith("publish mail.example.com A (and AAAA)")
-    assert status(rows, "https 443").fix.startswith("publish mta-sts.example.com CNAME mail.example.com.")
+    assert status(rows, "https 443 mta-sts.example.com").fix.startswith("publish mta-sts.example.com CNAME mail.example.com.")
 
 
-def test_submission_on_an_implicit_tls_port_is_the_same_check(monkeypatch, pki):
-    """465 (RFC 8314) reuses the submission check: TLS from the first byte, then the login."""
+CREDENTIALS = {"mailbox": "no-reply@example.com", "password": "secret"}
+
+
+def rows(results) -> list[tuple[str, str]]:
+    return [(r.check, r.status) for r in results]
+
+
+def test_submission_on_465_is_tls_at_connect_then_certificate_auth_and_login(monkeypatch, pki):
+    """465 (RFC 8314): TLS from the first byte, so AUTH is only ever offered over TLS; then the login."""
     cafile, tls = pki
     sni = []
     network = Network(monkeypatch, {(MAIL_V4, 465): smtp_server(tls, implicit=True, sni=sni)})
-    results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, mailbox="no-reply@example.com",
-                                                       password="secret"), 465, smtp_checks.IMPLICIT_TLS)
+    results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
+                                                465, smtp_checks.IMPLICIT_TLS)
     network.done()
-    assert [(r.check, r.status) for r in results] == [("submission 465 certificate", "ok"), ("submission 465 login", "ok")]
+    assert rows(results) == [("submission 465 tls", "ok"), ("submission 465 certificate", "ok"),
+                             ("submission 465 auth", "ok"), ("submission 465 login", "ok")], results
+    assert "TLS at connect" in results[0].detail
+    assert results[2].detail == "AUTH PLAIN LOGIN offered only over TLS (TLS from connect)"
     assert sni == ["mail.example.com"]
+
+
+def test_submission_on_587_refuses_auth_before_starttls_then_logs_in(monkeypatch, pki):
+    cafile, tls = pki
+    network = Network(monkeypatch, {(MAIL_V4, 587): smtp_server(tls)})
+    results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
+                                                587, smtp_checks.STARTTLS)
+    network.done()
+    assert rows(results) == [("submission 587 auth before starttls", "ok"), ("submission 587 tls", "ok"),
+                             ("submission 587 certificate", "ok"), ("submission 587 auth", "ok"),
+                             ("submission 587 login", "ok")], results
+    assert results[3].detail == "AUTH PLAIN LOGIN offered only over TLS (after STARTTLS)"
+
+
+def test_587_without_starttls_is_a_red_tls_row_and_nothing_is_sent_in_clear(monkeypatch, pki):
+    cafile, tls = pki
+    network = Network(monkeypatch, {(MAIL_V4, 587): smtp_server(tls, starttls=False)})
+    results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
+                                                587, smtp_checks.STARTTLS)
+    network.done()
+    assert rows(results) == [("submission 587 auth before starttls", "ok"), ("submission 587 tls", "fail")], results
+    assert results[1].fix.startswith("set smtpd_tls_security_level=encrypt on Postfix's submission service (master.cf)")
+
+
+def test_submission_checks_every_service_of_the_ports_module_in_its_tls_mode(monkeypatch, pki):
+    """No port is written in the check: it loops over ports.SUBMISSION_SERVICES (465 implicit, 587 STARTTLS)."""
+    from components.builders import ports
+
+    cafile, tls = pki
+    network = Network(monkeypatch, {(MAIL_V4, ports.SUBMISSIONS.port): smtp_server(tls, implicit=True),
+                                    (MAIL_V4, ports.SUBMISSION.port): smtp_server(tls)})
+    results = smtp_checks.check_submission(target(ADDRESSED, cafile=cafile, timeout=5))
+    network.done()
+    assert [port for _, port in network.attempts] == [s.port for s in ports.SUBMISSION_SERVICES] == [465, 587]
+    assert rows(results) == [("submission 465 tls", "ok"), ("submission 465 certificate", "ok"),
+                             ("submission 465 auth", "ok"), ("submission 465 login", "warn"),
+                             ("submission 587 auth before starttls", "ok"), ("submission 587 tls", "ok"),
+                             ("submission 587 certificate", "ok"), ("submission 587 auth", "ok"),
+                             ("submission 587 login", "warn")], results
+    assert status(results, "submission 465 login").fix == "pass --password-file to test the login"
+
+    only = (ports.Service(2465, "submissions", "implicit", "test"),)
+    monkeypatch.setattr(ports, "SUBMISSION_SERVICES", only)
+    monkeypatch.setattr(smtp_checks, "SUBMISSION_SERVICES", only)
+    network = Network(monkeypatch)
+    assert [r.check for r in smtp_checks.check_submission(target(ADDRESSED, cafile=cafile, timeout=5))] == ["submission 2465"]
+    assert network.attempts == [(MAIL_V4, 2465), (MAIL_V6, 2465)]
+
+
+def plain_smtp_server(sock: socket.socket) -> None:
+    """Postfix's submissions service without wrapper mode: a plain banner where TLS should start."""
+    sock.sendall(b"220 mail.example.com ESMTP\r\n")
+    try:
+        while sock.recv(4096):  # the client's TLS hello, unanswered
+            pass
+    except ConnectionResetError:  # the client gave up with our banner unread
+        pass
+
+
+def test_465_answering_in_plain_text_is_a_red_tls_row_with_the_wrapper_mode_fix(monkeypatch, pki):
+    cafile, _ = pki
+    network = Network(monkeypatch, {(MAIL_V4, 465): plain_smtp_server})
+    results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
+                                                465, smtp_checks.IMPLICIT_TLS)
+    network.done()
+    assert rows(results) == [("submission 465 tls", "fail")], results
+    assert results[0].detail.startswith("no TLS at connect: SSLError")
+    assert "smtpd_tls_wrappermode=yes on Postfix's submissions service (master.cf)" in results[0].fix
+
+
+def test_465_with_a_certificate_for_another_name_is_a_red_certificate_row(monkeypatch, certificate_authority):
+    cafile, leaf = certificate_authority
+    network = Network(monkeypatch, {(MAIL_V4, 465): smtp_server(leaf(("other.example.com",)), implicit=True)})
+    results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
+                                                465, smtp_checks.IMPLICIT_TLS)
+    network.done(refused_certificates=1)
+    assert rows(results) == [("submission 465 certificate", "fail")], results
+    assert "install a certificate for mail.example.com" in results[0].fix
+
+
+def test_465_without_auth_is_a_red_auth_row_and_no_login_is_tried(monkeypatch, pki):
+    cafile, tls = pki
+    network = Network(monkeypatch, {(MAIL_V4, 465): smtp_server(tls, implicit=True, auth=False)})
+    results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
+                                                465, smtp_checks.IMPLICIT_TLS)
+    network.done()
+    assert rows(results) == [("submission 465 tls", "ok"), ("submission 465 certificate", "ok"),
+                             ("submission 465 auth", "fail")], results
+    assert results[2].detail == "AUTH not offered (TLS from connect)"
+    assert "smtpd_sasl_auth_enable=yes on Postfix's submissions service" in results[2].fix
+
+
+def test_465_refusing_connections_says_which_service_to_start(monkeypatch, pki):
+    cafile, _ = pki
+    Network(monkeypatch)
+    [row] = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5), 465, smtp_checks.IMPLICIT_TLS)
+    assert (row.check, row.status) == ("submission 465", "fail")
+    assert row.fix == "check that port 465 is open and Postfix's submissions service (master.cf) runs"
 
 
 STACK_INPUTS = SINGLE.__class__(**{**SINGLE.__dict__, "mta_sts_mode": "enforce", "mta_sts_max_age": 604800})
@@ -471,14 +599,14 @@ def run_mta_sts(monkeypatch, pki, served: str, checked: Target):
 def test_mta_sts_policy_and_id_as_the_stack_declares_are_green(monkeypatch, pki):
     served = STACK_POLICY.replace("\n", "\r\n")  # RFC 8461 3.2 lines end in CRLF; either is read
     results = run_mta_sts(monkeypatch, pki, served, sts_target(pki[0], mta_sts_id(STACK_POLICY), mta_sts_policy=STACK_POLICY))
-    assert [(r.check, r.status) for r in results] == [("https 443 certificate", "ok"), ("mta-sts policy", "ok"),
-                                                      ("mta-sts id", "ok")], results
+    assert rows(results) == [("https 443 certificate mta-sts.example.com", "ok"), ("mta-sts policy example.com", "ok"),
+                             ("mta-sts id example.com", "ok")], results
 
 
 def test_mta_sts_mode_and_max_age_are_compared_with_the_stack(monkeypatch, pki):
     served = STACK_POLICY.replace("mode: enforce", "mode: testing").replace("max_age: 604800", "max_age: 86400")
     results = run_mta_sts(monkeypatch, pki, served, sts_target(pki[0], mta_sts_id(STACK_POLICY), mta_sts_policy=STACK_POLICY))
-    policy = status(results, "mta-sts policy")
+    policy = status(results, "mta-sts policy example.com")
     assert policy.status == "fail"
     assert "mode testing, the stack declares enforce" in policy.detail
     assert "max_age 86400, the stack declares 604800" in policy.detail
@@ -489,8 +617,8 @@ def test_the_mta_sts_id_in_dns_must_be_the_one_of_the_stack_policy(monkeypatch, 
     """The policy changed (testing -> enforce) but the DNS id did not: senders keep the cached old policy."""
     old = mta_sts_id(mta_sts_policy(SINGLE))
     results = run_mta_sts(monkeypatch, pki, STACK_POLICY, sts_target(pki[0], old, mta_sts_policy=STACK_POLICY))
-    assert status(results, "mta-sts policy").status == "ok"
-    row = status(results, "mta-sts id")
+    assert status(results, "mta-sts policy example.com").status == "ok"
+    row = status(results, "mta-sts id example.com")
     assert row.status == "fail" and row.detail == f"id {old}, the stack's policy has id {mta_sts_id(STACK_POLICY)}"
     assert row.fix.startswith(f'publish _mta-sts.example.com TXT "v=STSv1; id={mta_sts_id(STACK_POLICY)}"')
 
@@ -502,8 +630,67 @@ def test_the_mta_sts_id_in_dns_must_be_the_one_of_the_stack_policy(monkeypatch, 
 ])
 def test_without_a_stack_the_policy_is_judged_by_rfc_8461(monkeypatch, pki, served, good):
     results = run_mta_sts(monkeypatch, pki, served, sts_target(pki[0], "20240101"))
-    assert status(results, "mta-sts policy").status == ("ok" if good else "fail")
-    assert status(results, "mta-sts id").status == "ok"
+    assert status(results, "mta-sts policy example.com").status == ("ok" if good else "fail")
+    assert status(results, "mta-sts id example.com").status == "ok"
+
+
+MULTI = {**ADDRESSED, ("mta-sts.example.org", "A"): [ORG_STS_V4]}
+
+
+def test_mta_sts_is_checked_for_every_mail_domain(monkeypatch, pki):
+    """The stack publishes mta-sts.<domain> and _mta-sts.<domain> for every mail domain and the certificate
+    names them all: each domain gets its certificate, policy and id rows, fetched from its own host."""
+    cafile, tls = pki
+    stack_id = mta_sts_id(STACK_POLICY)
+    answers = {**MULTI, ("_mta-sts.example.com", "TXT"): [f'"v=STSv1; id={stack_id}"'],
+               ("_mta-sts.example.org", "TXT"): [f'"v=STSv1; id={stack_id}"']}
+    requests, sni = [], []
+    network = Network(monkeypatch, {(STS_V4, 443): https_server(tls, STACK_POLICY, requests, sni),
+                                    (ORG_STS_V4, 443): https_server(tls, STACK_POLICY, requests, sni)})
+    results = https_checks.check_mta_sts(target(answers, cafile=cafile, timeout=5, extra_domains=("example.org",),
+                                                mta_sts_policy=STACK_POLICY))
+    network.done()
+    assert rows(results) == [("https 443 certificate mta-sts.example.com", "ok"), ("mta-sts policy example.com", "ok"),
+                             ("mta-sts id example.com", "ok"),
+                             ("https 443 certificate mta-sts.example.org", "ok"), ("mta-sts policy example.org", "ok"),
+                             ("mta-sts id example.org", "ok")], results
+    assert network.attempts == [(STS_V4, 443), (ORG_STS_V4, 443)]
+    assert sni == ["mta-sts.example.com", "mta-sts.example.org"]
+    assert ["\r\nHost: mta-sts.example.com\r\n" in requests[0], "\r\nHost: mta-sts.example.org\r\n" in requests[1]] == [True, True]
+
+
+def test_an_extra_domain_whose_name_the_certificate_misses_and_whose_id_is_missing_is_red_on_its_own_rows(
+        monkeypatch, certificate_authority):
+    cafile, leaf = certificate_authority
+    primary_only = leaf(("mail.example.com", "mta-sts.example.com"))
+    stack_id = mta_sts_id(STACK_POLICY)
+    answers = {**MULTI, ("_mta-sts.example.com", "TXT"): [f'"v=STSv1; id={stack_id}"']}
+    requests, sni = [], []
+    network = Network(monkeypatch, {(STS_V4, 443): https_server(primary_only, STACK_POLICY, requests, sni),
+                                    (ORG_STS_V4, 443): https_server(primary_only, STACK_POLICY, requests, sni)})
+    results = https_checks.check_mta_sts(target(answers, cafile=cafile, timeout=5, extra_domains=("example.org",),
+                                                mta_sts_policy=STACK_POLICY))
+    network.done(refused_certificates=1)
+    assert rows(results) == [("https 443 certificate mta-sts.example.com", "ok"), ("mta-sts policy example.com", "ok"),
+                             ("mta-sts id example.com", "ok"),
+                             ("https 443 certificate mta-sts.example.org", "fail"), ("mta-sts id example.org", "fail")], results
+    assert "SSLCertVerificationError" in results[3].detail and "mta-sts.example.org" in results[3].detail
+    assert "install a certificate for mta-sts.example.org" in results[3].fix
+    assert sni == ["mta-sts.example.com", "mta-sts.example.org"] and len(requests) == 1
+    assert results[4].detail == "no v=STSv1 TXT at _mta-sts.example.org: senders see no MTA-STS policy"
+    assert results[4].fix == f'publish _mta-sts.example.org TXT "v=STSv1; id={stack_id}"'
+
+
+def test_an_extra_domain_without_a_policy_host_says_what_to_publish(monkeypatch, pki):
+    cafile, tls = pki
+    requests, sni = [], []
+    network = Network(monkeypatch, {(STS_V4, 443): https_server(tls, STACK_POLICY, requests, sni)})
+    results = https_checks.check_mta_sts(target(ADDRESSED, cafile=cafile, timeout=5, extra_domains=("example.org",)))
+    network.done()
+    row = status(results, "https 443 mta-sts.example.org")
+    assert row.status == "fail" and row.detail == "the resolver gives no A/AAAA for mta-sts.example.org"
+    assert row.fix.startswith("publish mta-sts.example.org CNAME mail.example.com.")
+    assert status(results, "mta-sts policy example.com").status == "ok"
 
 
 @pytest.mark.judge
@@ -521,4 +708,4 @@ def test_tcp_checks_follow_the_resolver_through_a_cname(monkeypatch):
         results = https_checks.check_mta_sts(Target(domain="example.com", host="mail.example.com",
                                                     resolver=resolver_for(address), timeout=3))
     assert network.attempts == [(MAIL_V4, 443), (MAIL_V6, 443)]
-    assert status(results, "https 443").status == "fail"
+    assert status(results, "https 443 mta-sts.example.com").status == "fail"

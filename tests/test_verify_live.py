@@ -91,9 +91,24 @@ def test_green_on_the_installed_host(verify):
     assert code == 0 and report["ok"] is True, failed(report)
     checks = statuses(report)
     for name in ("dkim ceres._domainkey.example.com", "ptr 203.0.113.25", "smtp 25 relay", "smtp 25 certificate",
-                 "submission 587 login", "imaps 993 login", "https 443 certificate", "mta-sts policy",
-                 "mta-sts id", "dns MX example.com", "dns TXT _dmarc.example.com"):
+                 "submission 587 auth before starttls", "submission 587 tls", "submission 587 certificate",
+                 "submission 587 auth", "submission 587 login", "imaps 993 login",
+                 "https 443 certificate mta-sts.example.com", "mta-sts policy example.com", "mta-sts id example.com",
+                 "dns MX example.com", "dns TXT _dmarc.example.com"):
         assert checks.get(name) == "ok", (name, checks)
+
+
+def test_465_is_implicit_tls_with_the_certificate_auth_and_login(verify):
+    """Submission over implicit TLS (RFC 8314), next to 587: TLS at connect, the certificate, AUTH (only
+    ever over TLS there), and the login with the stack's credentials."""
+    code, report = verify()
+    checks = statuses(report)
+    rows = {r["check"]: r for r in report["results"]}
+    for name in ("submission 465 tls", "submission 465 certificate", "submission 465 auth", "submission 465 login"):
+        assert checks.get(name) == "ok", (name, rows.get(name) or checks)
+    assert "TLS at connect" in rows["submission 465 tls"]["detail"]
+    assert "offered only over TLS (TLS from connect)" in rows["submission 465 auth"]["detail"]
+    assert code == 0, failed(report)
 
 
 def test_a_missing_dkim_record_turns_the_dkim_check_red(verify, mailnet, spare_dns):
@@ -121,16 +136,16 @@ def test_the_https_check_connects_where_the_resolver_points(verify, mailnet, spa
     kept = [line for line in zones["example.com"].splitlines() if not line.startswith("mta-sts ")]
     zones["example.com"] = "\n".join(kept) + f"\nmta-sts 3600 IN A {NOTHING_THERE}\n"
     code, report = verify(resolver=spare_dns(zones))
-    assert code == 1 and set(failed(report)) == {"dns CNAME mta-sts.example.com", "https 443"}, failed(report)
-    assert NOTHING_THERE in failed(report)["https 443"]["detail"]
+    assert code == 1 and set(failed(report)) == {"dns CNAME mta-sts.example.com", "https 443 mta-sts.example.com"}, failed(report)
+    assert NOTHING_THERE in failed(report)["https 443 mta-sts.example.com"]["detail"]
 
 
 def test_a_stale_mta_sts_id_turns_the_id_check_red(verify, mailnet, spare_dns):
     zones = dict(mailnet.deployment.zones)
     zones["example.com"] = zones["example.com"].replace(f"id={mailnet.deployment.mta_sts_id}", "id=0123456789abcdef0123")
     code, report = verify(resolver=spare_dns(zones))
-    assert code == 1 and set(failed(report)) == {"dns TXT _mta-sts.example.com", "mta-sts id"}, failed(report)
-    assert f"id={mailnet.deployment.mta_sts_id}" in failed(report)["mta-sts id"]["fix"]
+    assert code == 1 and set(failed(report)) == {"dns TXT _mta-sts.example.com", "mta-sts id example.com"}, failed(report)
+    assert f"id={mailnet.deployment.mta_sts_id}" in failed(report)["mta-sts id example.com"]["fix"]
 
 
 def test_a_served_policy_with_another_mode_turns_the_policy_check_red(verify, mailnet):
@@ -142,8 +157,8 @@ def test_a_served_policy_with_another_mode_turns_the_policy_check_red(verify, ma
         code, report = verify()
     finally:
         policy.write_text(served)
-    assert code == 1 and set(failed(report)) == {"mta-sts policy"}, failed(report)
-    assert "mode enforce, the stack declares testing" in failed(report)["mta-sts policy"]["detail"]
+    assert code == 1 and set(failed(report)) == {"mta-sts policy example.com"}, failed(report)
+    assert "mode enforce, the stack declares testing" in failed(report)["mta-sts policy example.com"]["detail"]
 
 
 def test_a_certificate_for_another_name_turns_tls_red(verify, mailnet, spare_dns):
@@ -152,7 +167,7 @@ def test_a_certificate_for_another_name_turns_tls_red(verify, mailnet, spare_dns
     code, report = verify("--host", "mail2.example.com", resolver=spare_dns(zones))
     assert code == 1
     bad = failed(report)
-    for name in ("smtp 25 certificate", "submission 587 certificate", "imaps 993 certificate"):
+    for name in ("smtp 25 certificate", "submission 465 certificate", "submission 587 certificate", "imaps 993 certificate"):
         assert name in bad and "install a certificate for mail2.example.com" in bad[name]["fix"], name
 
 
@@ -200,7 +215,7 @@ def test_text_output_is_a_table_with_fixes(verify, mailnet):
 
 
 def test_a_provided_certificate_is_installed_and_served(verify, mailnet):
-    """tlsMode provided: no ACME at all; the stack's certificate and key (0600) serve 587, 993 and 443.
+    """tlsMode provided: no ACME at all; the stack's certificate and key (0600) serve 465, 587, 993 and 443.
     Runs last: it replaces the mail host with one deployed from the provided-TLS recording."""
     import datetime
 
@@ -238,8 +253,8 @@ def test_a_provided_certificate_is_installed_and_served(verify, mailnet):
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     ca_file = mailnet.workdir / "provided-ca.pem"
     ca_file.write_text(pem(ca))
-    for port, starttls, name in ((587, "smtp", "mail.example.com"), (993, "none", "mail.example.com"),
-                                 (443, "none", "mta-sts.example.com")):
+    for port, starttls, name in ((465, "none", "mail.example.com"), (587, "smtp", "mail.example.com"),
+                                 (993, "none", "mail.example.com"), (443, "none", "mta-sts.example.com")):
         cert = mailnet.probe("certificate", "--host", ADDRESSES["mail"], "--port", str(port), "--starttls", starttls,
                              "--name", name, "--cafile", str(ca_file))
         assert "exception" not in cert and "ceres-mail test CA" in cert["issuer"], (port, cert)

@@ -1,5 +1,6 @@
-"""HTTPS 443 on the MTA-STS host: the certificate, the policy against the stack's (version, mode, mx,
-max_age), and the DNS id that tells senders when to fetch the policy again (RFC 8461)."""
+"""HTTPS 443 on the MTA-STS host of every mail domain (`mta-sts.<domain>`): the certificate for that name,
+the policy against the stack's (version, mode, mx, max_age), and the DNS id that tells senders when to fetch
+the policy again (RFC 8461)."""
 
 from __future__ import annotations
 
@@ -38,32 +39,41 @@ class _PolicyConnection(http.client.HTTPSConnection):
 
 
 def check_mta_sts(target: Target) -> list[Result]:
-    """The policy as a sender fetches it, and the DNS record that announces it."""
-    host = f"mta-sts.{target.domain}"
-    results, policy = _fetch_policy(target, host)
+    """Every mail domain's policy host: the stack publishes `mta-sts.<domain>` (CNAME to the mail host) and
+    `_mta-sts.<domain>` TXT for each one, and a sender of mail to a domain fetches that domain's policy, so
+    each domain gets its rows (certificate, policy, id), like DKIM."""
+    return [result for domain in target.mail_domains for result in check_mta_sts_domain(target, domain)]
+
+
+def check_mta_sts_domain(target: Target, domain: str) -> list[Result]:
+    """One domain's policy as a sender fetches it from `mta-sts.<domain>`, and the DNS record that announces it."""
+    host = f"mta-sts.{domain}"
+    results, policy = _fetch_policy(target, domain, host)
     if policy is not None:
-        results.append(_policy_result(target, host, policy))
-    return results + [_policy_id_result(target)]
+        results.append(_policy_result(target, domain, host, policy))
+    return results + [_policy_id_result(target, domain)]
 
 
-def _fetch_policy(target: Target, host: str) -> tuple[list[Result], str | None]:
+def _fetch_policy(target: Target, domain: str, host: str) -> tuple[list[Result], str | None]:
     """The certificate row, and the body of a 200 (senders follow no redirect, RFC 8461 3.3), else None."""
+    check = f"https {HTTPS.port}"
     connection = _PolicyConnection(target, host)
     try:
         connection.connect()
-        results = [certificate_result("https 443 certificate", connection.sock, host)]
+        results = [certificate_result(f"{check} certificate {host}", connection.sock, host)]
         connection.request("GET", POLICY_PATH)
         response = connection.getresponse()
         body = response.read().decode(errors="replace")
     except (ssl.SSLError, ssl.CertificateError) as error:
-        return [tls_failure("https 443 certificate", error, host)], None
+        return [tls_failure(f"{check} certificate {host}", error, host)], None
     except (OSError, http.client.HTTPException) as error:
-        return [connection_failure("https 443", error, "check that port 443 is open and nginx runs",
+        return [connection_failure(f"{check} {host}", error, f"check that port {HTTPS.port} is open and nginx runs",
                                    f"{host} CNAME {target.host}.")], None
     finally:
         connection.close()
     if response.status != 200:
-        return results + [Result("mta-sts policy", FAIL, f"HTTP {response.status} {response.reason} for {POLICY_PATH}",
+        return results + [Result(f"mta-sts policy {domain}", FAIL,
+                                 f"HTTP {response.status} {response.reason} for {POLICY_PATH}",
                                  _serve_policy(target, host))], None
     return results, body
 
@@ -82,13 +92,13 @@ def _shown(fields: dict[str, list[str]], key: str) -> str:
     return ", ".join(fields.get(key, [])) or "missing"
 
 
-def _policy_result(target: Target, host: str, text: str) -> Result:
-    served = policy_fields(text)
+def _policy_result(target: Target, domain: str, host: str, text: str) -> Result:
+    check, served = f"mta-sts policy {domain}", policy_fields(text)
     detail = ", ".join(f"{key} {_shown(served, key)}" for key in ("mode", "max_age", "mx"))
     wrong = _stack_differences(target, served) if target.mta_sts_policy else _rfc_problems(target, served)
     if not wrong:
-        return Result("mta-sts policy", OK, detail + (", as the stack declares" if target.mta_sts_policy else ""))
-    return Result("mta-sts policy", FAIL, f"{detail}: {'; '.join(wrong)}", _serve_policy(target, host))
+        return Result(check, OK, detail + (", as the stack declares" if target.mta_sts_policy else ""))
+    return Result(check, FAIL, f"{detail}: {'; '.join(wrong)}", _serve_policy(target, host))
 
 
 def _stack_differences(target: Target, served: dict[str, list[str]]) -> list[str]:
@@ -131,11 +141,11 @@ def _serve_policy(target: Target, host: str) -> str:
     return f"serve a policy (RFC 8461 3.2: version STSv1, mode, mx {target.host}, max_age) at https://{host}{POLICY_PATH}"
 
 
-def _policy_id_result(target: Target) -> Result:
+def _policy_id_result(target: Target, domain: str) -> Result:
     """`_mta-sts.<domain>` TXT: one v=STSv1 record (senders ignore several, RFC 8461 3.1) whose id is the one
     the stack derives from its policy. Senders keep a cached policy until the id changes, so a stale id
     keeps them on the old mode and mx for up to max_age."""
-    name, check = f"_mta-sts.{target.domain}", "mta-sts id"
+    name, check = f"_mta-sts.{domain}", f"mta-sts id {domain}"
     wanted = mta_sts_id(target.mta_sts_policy) if target.mta_sts_policy else ""
     publish = f'publish {name} TXT "v=STSv1; id={wanted or "<a new id each time the policy changes>"}"'
     values = [b"".join(r.strings).decode(errors="replace") for r in target.lookup(name, "TXT")]

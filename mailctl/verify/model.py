@@ -37,7 +37,7 @@ class Target:
     resolver: dns.resolver.Resolver
     timeout: float = 10.0
     expected: list[Record] = field(default_factory=list)  #: records the stack declares ([] without --stack)
-    extra_domains: tuple[str, ...] = ()  #: the stack's other mail domains (each signs with the same DKIM key)
+    extra_domains: tuple[str, ...] = ()  #: the stack's other mail domains (the same DKIM key, each its MTA-STS host)
     dkim_selector: str = "ceres"
     dkim_txt: str = ""  #: the stack's DKIM value (v=DKIM1; k=rsa; p=...), "" when not known
     mta_sts_policy: str = ""  #: the MTA-STS policy text the stack serves, "" without a stack
