@@ -16,6 +16,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 import secrets as random_secrets
 import shutil
 import stat
@@ -33,6 +34,7 @@ from components.builders import mailcow as mailcow_module
 from components.builders.install_script import render_secrets_stdin
 from components.builders.mailcow import (
     CONF_SECRETS,
+    MAILCOW_RELEASE_COMMITS,
     MailcowInputs,
     api_program,
     desired_state,
@@ -301,8 +303,11 @@ def test_release_stage_clones_keeps_and_moves_the_pinned_tag(sandbox, upstream):
     checkout = tmp_path / "opt-mailcow"
     pinned = replace(MAILCOW, directory=str(checkout), repository=f"file://{work}")
 
-    def at(tag: str) -> subprocess.CompletedProcess:
-        return run_stage(render_release_stage(replace(pinned, release=tag)), "release", None, env, tmp_path)
+    def at(tag: str, commit: str = "") -> subprocess.CompletedProcess:
+        """The stage pinned to `tag` at the commit it names upstream now (or at `commit`)."""
+        if not commit:
+            commit = git("rev-parse", "--quiet", "--verify", f"refs/tags/{tag}^{{commit}}", cwd=work) if tag in git("tag", cwd=work).split() else "0" * 40
+        return run_stage(render_release_stage(replace(pinned, release=tag, commit=commit)), "release", None, env, tmp_path)
 
     first = at("2026-05")
     assert first.returncode == 0, first.stderr
@@ -327,6 +332,29 @@ def test_release_stage_clones_keeps_and_moves_the_pinned_tag(sandbox, upstream):
     missing = at("2027-01")
     assert missing.returncode == 1 and "has no release tag '2027-01' (mailcowVersion)" in missing.stderr
     assert (checkout / "VERSION").read_text() == "2026-09", "a refused move leaves the installation as it was"
+
+
+@needs_root
+def test_a_moved_release_tag_is_refused(sandbox, upstream):
+    """Tags move; the stage checks out a release only while its tag names the pinned commit."""
+    tmp_path, _, _, env = sandbox
+    work, release = upstream
+    pinned = git("rev-parse", "refs/tags/2026-07a^{commit}", cwd=work)
+    inputs = replace(MAILCOW, directory=str(tmp_path / "opt-mailcow"), repository=f"file://{work}",
+                     release="2026-07a", commit=pinned)
+    (work / "VERSION").write_text("something else")
+    git("commit", "-q", "-am", "moved", cwd=work)
+    git("tag", "-f", "2026-07a", cwd=work)
+    refused = run_stage(render_release_stage(inputs), "release", None, env, tmp_path)
+    assert refused.returncode == 1
+    assert f"tag 2026-07a names {git('rev-parse', 'HEAD', cwd=work)}, not the pinned commit {pinned}" in refused.stderr
+    assert not (tmp_path / "opt-mailcow").exists(), "nothing is left checked out"
+
+
+def test_the_default_release_is_pinned_to_a_commit():
+    assert MAILCOW.release in MAILCOW_RELEASE_COMMITS
+    assert re.fullmatch(r"[0-9a-f]{40}", MAILCOW.commit) and MAILCOW.commit == MAILCOW_RELEASE_COMMITS[MAILCOW.release]
+    assert f"MAILCOW_COMMIT={MAILCOW.commit}" in render_release_stage(MAILCOW)
 
 
 # --- the configure stage, against a fake of mailcow's API ------------------------------------------

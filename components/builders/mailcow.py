@@ -39,6 +39,14 @@ from components.builders.install_script import (
 
 MAILCOW_REPOSITORY = "https://github.com/mailcow/mailcow-dockerized"
 MAILCOW_RELEASE = "2026-07a"  #: the default of `mailcowVersion`; generate_config.sh of this tag is mirrored below
+#: Release tags with the commit each pointed at when this project pinned it: a tag can be moved (or
+#: re-pushed by whoever controls the repository), a commit cannot, so the release stage checks out the
+#: tag only while it still names this commit.
+MAILCOW_RELEASE_COMMITS = {
+    "2026-05c": "2ac4b1deaee50e1284d644cecc16dcb0b37e67e2",
+    "2026-07": "96a70652c320d1c76979610df13c71f363ecc2de",
+    "2026-07a": "489db905122d20487e29c9a8438b311c403442ab",
+}
 MAILCOW_DIR = "/opt/mailcow-dockerized"
 
 # Docker's apt repository: the signing key is fetched and accepted only with this fingerprint
@@ -83,6 +91,7 @@ class MailcowInputs:
 
     install: InstallInputs
     release: str = MAILCOW_RELEASE
+    commit: str = MAILCOW_RELEASE_COMMITS[MAILCOW_RELEASE]  #: the commit `release` must name (40 hex)
     clamav: bool = True
     timezone: str = "UTC"
     ipv6: bool = False
@@ -246,6 +255,7 @@ def render_release_stage(inputs: MailcowInputs) -> str:
         MAILCOW_DIR=inputs.directory,
         MAILCOW_REPOSITORY=inputs.repository,
         MAILCOW_RELEASE=inputs.release,
+        MAILCOW_COMMIT=inputs.commit,
     )
 
 

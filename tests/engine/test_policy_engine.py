@@ -62,3 +62,24 @@ def test_a_plain_text_credential_is_caught_under_crossguard(engine_project):
     assert _mandatory(run) == [("secret-inputs-are-secret", "ceres-mail-provider-cloudflare")]
     assert "apiToken is plain text" in run.output
     assert "plain-text-cloudflare-token" not in run.output
+
+
+def keycloak_on_a_port_the_host_does_not_serve(args):
+    if args.type_ == "keycloak:index/realm:Realm":
+        # the block as the program gives it (a dict; only its password is an Output), one value changed
+        return _changed(args, smtpServer={**args.props["smtpServer"], "port": "2525"})
+
+
+def test_ceres_and_keycloak_consistency_is_judged_under_crossguard(engine_project):
+    """The realm's SMTP block is plain under CrossGuard as offline: a port the mail host does not serve is
+    refused, and so is Keycloak submitting otherwise than CERES."""
+    project = engine_project("staging")
+    stack = project.stack("staging", transforms=(keycloak_on_a_port_the_host_does_not_serve,))
+    run = run_engine(stack.preview, policy_packs=[project.policy_pack])
+    assert not run.ok
+    # (the engine prefixes each message with the policy's description)
+    messages = [v["message"].splitlines()[-1] for v in run.violations if v["policy"] == "ceres-secret-consistent"]
+    assert "Keycloak realm ceres: port 2525 with STARTTLS: RFC 6409 STARTTLS submission is port 587" in messages, messages
+    # CERES is read from the stack's ceresSmtp output, which CrossGuard shows on the root Stack resource
+    assert any(m.startswith("CERES and Keycloak submit differently") and "ceresSmtp): mail.staging.example.net:587" in m
+               for m in messages), messages
