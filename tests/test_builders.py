@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -243,3 +245,97 @@ def test_the_stages_that_store_mail_check_the_data_disk_first():
     assert mail.index("is not mounted on $DATA_MOUNT") < mail.index("install -d -m 0750 -o vmail")
     docker = render_docker_stage(MailcowInputs(install=INSTALL))
     assert docker.index("is not mounted on $DATA_MOUNT") < docker.index('"data-root"')
+
+
+# --- the tls stage run for real, on an overlay of this machine's root (nothing reaches the machine) ------
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+# records every call; `reload <unit>` fails while /record/fail-reload-<unit> exists
+echo "systemctl $*" >>/record/systemctl.log
+case "$1" in
+  reload) [ ! -e "/record/fail-reload-$2" ] ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+def run_in_scratch_root(tmp_path, script: str, stage: str, stdin: str) -> subprocess.CompletedProcess:
+    """Run a stage as root in a chroot whose root is an overlay of `/`: it sees a real Debian, its writes
+    land in tmp_path/upper, and systemctl and nginx are fakes that only record (there is no init to ask)."""
+    upper, work, root = tmp_path / "upper", tmp_path / "work", tmp_path / "root"
+    # (and what the packages stage installed: nginx's site folders)
+    for directory in (upper / "usr/local/bin", upper / "record", upper / "etc/nginx/sites-enabled",
+                      upper / "etc/nginx/sites-available", work, root):
+        directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (("systemctl", FAKE_SYSTEMCTL), ("nginx", "#!/bin/sh\nexit 0\n")):
+        (upper / "usr/local/bin" / name).write_text(text)
+        (upper / "usr/local/bin" / name).chmod(0o755)
+    (tmp_path / "script").write_text(script)
+    inner = (f"mount -t overlay overlay -o lowerdir=/,upperdir={upper},workdir={work} {root} && "
+             f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc && "
+             f"cp {tmp_path / 'script'} {root}/stage.sh && "
+             f"exec chroot {root} env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin CERES_MAIL_STATE=/state "
+             f"bash /stage.sh ceres-mail-{stage}")
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", inner],
+                          input=stdin, text=True, capture_output=True, timeout=120)
+
+
+def self_signed(names: tuple[str, ...]) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts an overlay (make test runs as root)")
+def test_a_failed_reload_of_a_provided_certificate_is_retried_not_forgotten(tmp_path):
+    """A new certificate must reach Postfix and Dovecot. A reload that fails fails the stage and leaves
+    the pending marker, so the next run reloads even though no file changes any more."""
+    provided = InstallInputs(**{**INSTALL.__dict__, "tls_mode": "provided"})
+    names = provided.certificate_names
+    upper = tmp_path / "upper"
+    log, marker = upper / "record/systemctl.log", upper / "state/tls.pending"
+
+    def run(certificate: tuple[str, str]) -> subprocess.CompletedProcess:
+        inputs = replace(provided, tls_certificate=certificate[0])
+        return run_in_scratch_root(tmp_path, render_tls_stage(inputs), "tls",
+                                   render_secrets_stdin({"TLS_PRIVATE_KEY": certificate[1]}))
+
+    first = run(self_signed(names))
+    assert first.returncode == 0, first.stderr
+    assert {"systemctl reload postfix", "systemctl reload dovecot"} <= set(log.read_text().splitlines())
+    assert not marker.exists()
+
+    log.unlink()
+    (upper / "record/fail-reload-dovecot").touch()
+    renewed = self_signed(names)
+    failed = run(renewed)
+    assert failed.returncode != 0, "a failed reload fails the stage"
+    assert marker.exists(), "and the change stays pending"
+
+    (upper / "record/fail-reload-dovecot").unlink()
+    log.unlink()
+    retried = run(renewed)
+    assert retried.returncode == 0, retried.stderr
+    assert "updated" not in retried.stdout, "no file changed this time"
+    assert {"systemctl reload postfix", "systemctl reload dovecot"} <= set(log.read_text().splitlines())
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
+def test_no_stage_uses_a_fixed_temporary_path(stage, render):
+    """A fixed /tmp name can be pre-created by another user and is left behind by a failed run:
+    temporary files come from mktemp, and the Postfix settings go through a pipe."""
+    assert "/tmp/" not in render(INSTALL)
