@@ -98,7 +98,7 @@ def shellcheck_template(path: str) -> None:
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize("path", shell_templates("lib", "native"))
+@pytest.mark.parametrize("path", shell_templates("common", "lib", "native"))
 def test_shell_template_passes_shellcheck_as_it_is(path):
     shellcheck_template(path)
 
@@ -106,7 +106,7 @@ def test_shell_template_passes_shellcheck_as_it_is(path):
 def test_every_shell_template_renders_only_what_follows_its_preamble():
     """The line that ends the preamble is there once, and no include is left unexpanded."""
     paths = sorted(str(p.relative_to(SHELL_DIR)) for p in SHELL_DIR.rglob("*") if p.is_file())
-    assert paths == shell_templates("lib", "native", "mailcow"), "every file is a .sh template the shellcheck tests see"
+    assert paths == shell_templates("common", "lib", "native", "mailcow"), "every file is a .sh template the shellcheck tests see"
     for path in paths:
         assert (SHELL_DIR / path).read_text().count(CUT) == 1, path
         assert "# ---- include" not in template(path) and CUT not in template(path), path
@@ -339,3 +339,36 @@ def test_no_stage_uses_a_fixed_temporary_path(stage, render):
     """A fixed /tmp name can be pre-created by another user and is left behind by a failed run:
     temporary files come from mktemp, and the Postfix settings go through a pipe."""
     assert "/tmp/" not in render(INSTALL)
+
+
+def ssh_key(comment: str) -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + f" {comment}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts an overlay (make test runs as root)")
+def test_the_access_stage_keeps_the_admin_keys_as_declared(tmp_path):
+    """cloud-init plants adminSshKeys at first boot only: the access stage brings a rotated list to a
+    running VM, drops a key taken off it, and always keeps the deploy key the install logs in with."""
+    from components.builders.install_script import AccessInputs, access_stage
+
+    deploy, old, new = ssh_key("deploy"), ssh_key("ops-old"), ssh_key("ops-new")
+    authorized = tmp_path / "upper/home/ceres/.ssh/authorized_keys"
+
+    def run(*admin_keys: str) -> subprocess.CompletedProcess:
+        stage = access_stage(AccessInputs("mail.example.com", "ceres", admin_keys))
+        assert stage.secrets == ("DEPLOY_PUBLIC_KEY",)
+        user = "id ceres >/dev/null 2>&1 || useradd --create-home ceres\n"  # what cloud-init did at first boot
+        return run_in_scratch_root(tmp_path, user + stage.script, "access",
+                                   render_secrets_stdin({"DEPLOY_PUBLIC_KEY": deploy}))
+
+    first = run(old)
+    assert first.returncode == 0, first.stderr
+    keys = [line for line in authorized.read_text().splitlines() if not line.startswith("#")]
+    assert keys == [old, deploy]
+    assert oct(authorized.stat().st_mode & 0o777) == "0o600"
+    rotated = run(new)
+    assert rotated.returncode == 0, rotated.stderr
+    assert [line for line in authorized.read_text().splitlines() if not line.startswith("#")] == [new, deploy]
+    again = run(new)
+    assert again.returncode == 0 and "updated" not in again.stdout

@@ -118,8 +118,8 @@ READ_SECRETS = ("lib/secrets.sh",)
 SECRETS_READER = template("lib/secrets.sh")
 
 
-def script_header(stage: str, inputs: InstallInputs, **variables: str | tuple[str, ...]) -> str:
-    lines = ["#!/usr/bin/env bash", f"# ceres-mail {stage} stage for {inputs.mail_host}; rendered by the stack, re-runs converge.",
+def script_header(stage: str, host: str, **variables: str | tuple[str, ...]) -> str:
+    lines = ["#!/usr/bin/env bash", f"# ceres-mail {stage} stage for {host}; rendered by the stack, re-runs converge.",
              f"STAGE={stage}"]
     for name, value in variables.items():
         if any(c in "".join(value) for c in "$`"):
@@ -131,13 +131,13 @@ def script_header(stage: str, inputs: InstallInputs, **variables: str | tuple[st
     return "\n".join(lines) + "\n"
 
 
-def render_script(stage: str, inputs: InstallInputs, templates: Iterable[str], **variables: str | tuple[str, ...]) -> str:
+def render_script(stage: str, host: str, templates: Iterable[str], **variables: str | tuple[str, ...]) -> str:
     """A stage's script: its header of quoted values, then the text of its templates in order."""
-    return script_header(stage, inputs, **variables) + "".join(template(path) for path in templates)
+    return script_header(stage, host, **variables) + "".join(template(path) for path in templates)
 
 
 def render_packages_stage(inputs: InstallInputs) -> str:
-    return render_script("packages", inputs, (*STRICT, "native/packages.sh"), MAIL_HOST=inputs.mail_host, PACKAGES=PACKAGES)
+    return render_script("packages", inputs.mail_host, (*STRICT, "native/packages.sh"), MAIL_HOST=inputs.mail_host, PACKAGES=PACKAGES)
 
 
 def stage_secrets(stage: str, inputs: InstallInputs) -> tuple[str, ...]:
@@ -153,7 +153,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
     secrets = stage_secrets("tls", inputs)
     return render_script(
         "tls",
-        inputs,
+        inputs.mail_host,
         (*PRELUDE, *(READ_SECRETS if secrets else ()), "native/tls.sh"),
         TLS_MODE=inputs.tls_mode,
         CERT_NAME=CERT_NAME,
@@ -172,7 +172,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
 def render_mail_stage(inputs: InstallInputs) -> str:
     return render_script(
         "mail",
-        inputs,
+        inputs.mail_host,
         (*PRELUDE, *READ_SECRETS, "native/mail.sh"),
         DOMAIN=inputs.domain,
         MAIL_HOST=inputs.mail_host,
@@ -187,6 +187,30 @@ def render_mail_stage(inputs: InstallInputs) -> str:
         STRICT_CIPHERS=STRICT_CIPHERS,
         **DATA_DISK,
     )
+
+
+#: What the access stage reads on its stdin: the stack's deploy key is known only once the stack made it.
+ACCESS_INPUTS = ("DEPLOY_PUBLIC_KEY",)
+
+
+@dataclass(frozen=True)
+class AccessInputs:
+    """Who may log in to the VM over SSH: the admin user and the keys the stack declares for it."""
+
+    mail_host: str
+    admin_user: str
+    admin_keys: tuple[str, ...]  #: adminSshKeys; the deploy key is added on the VM from stdin
+
+
+def render_access_stage(inputs: AccessInputs) -> str:
+    return render_script("access", inputs.mail_host, (*PRELUDE, *READ_SECRETS, "common/access.sh"),
+                         ADMIN_USER=inputs.admin_user, ADMIN_KEYS=inputs.admin_keys, SECRETS=ACCESS_INPUTS)
+
+
+def access_stage(inputs: AccessInputs) -> Stage:
+    """The first stage of every mail stack: the admin's authorized_keys, kept as the stack declares them
+    (cloud-init plants them at first boot only, so a rotated key would otherwise never reach the VM)."""
+    return Stage("access", render_access_stage(inputs), ACCESS_INPUTS)
 
 
 def render_wait_for_cloud_init() -> str:

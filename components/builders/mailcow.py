@@ -234,7 +234,7 @@ def desired_state(inputs: MailcowInputs) -> str:
 def render_docker_stage(inputs: MailcowInputs) -> str:
     return render_script(
         "docker",
-        inputs.install,
+        inputs.install.mail_host,
         (*PRELUDE, "mailcow/docker.sh"),
         PACKAGES=BASE_PACKAGES,
         DOCKER_APT_URL=DOCKER_APT_URL,
@@ -250,7 +250,7 @@ def render_docker_stage(inputs: MailcowInputs) -> str:
 def render_release_stage(inputs: MailcowInputs) -> str:
     return render_script(
         "release",
-        inputs.install,
+        inputs.install.mail_host,
         (*PRELUDE, "mailcow/release.sh"),
         MAILCOW_DIR=inputs.directory,
         MAILCOW_REPOSITORY=inputs.repository,
@@ -269,7 +269,7 @@ def render_mailcow_stage(inputs: MailcowInputs) -> str:
     template = mailcow_conf(inputs, {key: "" for key in CONF_SECRETS})
     return render_script(
         "mailcow",
-        inputs.install,
+        inputs.install.mail_host,
         (*PRELUDE, *READ_SECRETS, "mailcow/mailcow.sh"),
         MAILCOW_DIR=inputs.directory,
         MAIL_HOST=inputs.install.mail_host,
@@ -302,7 +302,7 @@ def api_program() -> str:
 def render_configure_stage(inputs: MailcowInputs) -> str:
     return render_script(
         "configure",
-        inputs.install,
+        inputs.install.mail_host,
         (*STRICT, *READ_SECRETS, "mailcow/configure.sh"),
         DESIRED=desired_state(inputs),
         API_PROGRAM_SHA256=hashlib.sha256(api_program().encode()).hexdigest(),
