@@ -30,8 +30,8 @@ engine: system-deps  ## build the real-engine test tools (cold: tens of minutes;
 bench: venv  ## time `mailctl plan` against the bare import of the same SDKs
 	$(BIN)/python bench/bench_plan.py
 
-docs: venv  ## regenerate the README's config reference from Pulumi.yaml
-	$(BIN)/mailctl config-reference --update-readme
+docs: venv  ## write Pulumi.yaml's config block and the README's config reference from the settings schema
+	$(BIN)/mailctl config-reference --write
 
 venv: $(VENV)/.runtime
 dev: $(VENV)/.dev

@@ -14,11 +14,10 @@ import pulumi
 import pulumi_cloudflare as cloudflare
 
 from components.builders.dns_records import (
-    DKIM_WHY,
     DnsInputs,
     build_records,
     cloudflare_fields,
-    dkim_record_name,
+    dkim_records,
     dkim_value,
     mta_sts_policy,
     txt_rdata,
@@ -72,16 +71,13 @@ class MailDns(pulumi.ComponentResource):
         for record in static:
             declare(record.key, record.zone, record.name, record.type, cloudflare_fields(record), record.ttl, record.why)
 
-        # DKIM in every mail domain: same builder, content once the key exists
+        # DKIM in every mail domain: the builder's records, their content once the key exists
         self.dkim_txt = pulumi.Output.from_input(args.dkim_public_key_pem).apply(dkim_value)
-        dkim_keys = []
-        for domain in args.records.mail_domains:
-            record_name = dkim_record_name(args.records.dkim_selector, domain)
-            dkim_keys.append(f"txt-{record_name}")
-            declare(dkim_keys[-1], domain, record_name, "TXT", {"content": self.dkim_txt.apply(txt_rdata)},
-                    args.records.ttl, DKIM_WHY)
+        for record in dkim_records(args.records):
+            declare(record.key, record.zone, record.name, record.type, {"content": self.dkim_txt.apply(txt_rdata)},
+                    record.ttl, record.why)
 
-        self.record_keys = pulumi.Output.from_input(sorted([r.key for r in static] + dkim_keys))
+        self.record_keys = pulumi.Output.from_input(sorted(self.records))
         # served by the mail host at https://mta-sts.<domain>/.well-known/mta-sts.txt
         self.mta_sts_policy = pulumi.Output.from_input(mta_sts_policy(args.records))
         self.register_outputs(

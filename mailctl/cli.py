@@ -67,19 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
     policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
 
-    docs = commands.add_parser("config-reference", help="print the README's config reference (from Pulumi.yaml)")
-    docs.add_argument("--update-readme", action="store_true", help="rewrite the block in README.md instead")
+    docs = commands.add_parser("config-reference", help="print the README's config reference (from the settings schema)")
+    docs.add_argument("--write", action="store_true",
+                      help="write Pulumi.yaml's config block and the README's reference instead (make docs)")
     return parser
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:
-    from mailctl.config_reference import render_config_reference, update_readme
+    from mailctl.config_reference import render_config_reference, write
 
-    if args.update_readme:
-        changed = update_readme(args.project_dir)
-        print("README.md config reference " + ("updated" if changed else "already up to date"))
+    if args.write:
+        changed = write(args.project_dir)
+        print(f"wrote {', '.join(path.name for path in changed)}" if changed else "Pulumi.yaml and README.md already up to date")
     else:
-        print(render_config_reference(args.project_dir))
+        print(render_config_reference())
     return 0
 
 

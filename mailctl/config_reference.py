@@ -1,18 +1,108 @@
-"""The README's config reference, generated from Pulumi.yaml so the two cannot drift.
+"""Pulumi.yaml's config block and the README's config reference, both written from the settings schema.
 
-`make docs` rewrites the block between the markers in README.md; a test fails when they differ.
+`SettingsSchema` (components/settings/schema.py) is the one home of every key's type, default and
+description. `make docs` (`mailctl config-reference --write`) writes both files from it; a test fails when
+either differs from what it would write, so the CLI's defaults, the program's and the documented ones are
+the same by construction.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import typing
 from pathlib import Path
 from typing import Any
 
-from mailctl.stackfile import load_project
+import yaml
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
-BEGIN = "<!-- config-reference:begin (generated from Pulumi.yaml by `make docs`) -->"
+from components.settings.schema import PROJECT, SECTIONS, UNDECLARED_KEYS, SettingsSchema, is_secret
+
+SCHEMA = "components/settings/schema.py"
+BEGIN = f"<!-- config-reference:begin (generated from {SCHEMA} by `make docs`) -->"
 END = "<!-- config-reference:end -->"
+# Pulumi.yaml is written from this line to its end; the project's name and runtime above it are by hand.
+PULUMI_BEGIN = f"# Written by `make docs` from {SCHEMA}, from here to the end: change a key there.\n"
+RULE_WIDTH = 103  # the section headings' rules end in this column
+
+
+def _pulumi_type(info: FieldInfo) -> str:
+    if is_secret(info):
+        return "string"
+    annotation = info.annotation
+    if typing.get_origin(annotation) is list:
+        return "array"
+    return {bool: "boolean", int: "integer"}.get(annotation, "string")
+
+
+def _declaration(info: FieldInfo) -> dict[str, Any]:
+    """A key as Pulumi.yaml declares it. A secret has no default: the CLI would refuse a plaintext one."""
+    declaration: dict[str, Any] = {"type": _pulumi_type(info)}
+    if declaration["type"] == "array":
+        declaration["items"] = {"type": "string"}
+    if is_secret(info):
+        declaration["secret"] = True
+    declaration["description"] = info.description
+    if not info.is_required() and not is_secret(info):
+        default = info.get_default(call_default_factory=True)
+        declaration["default"] = list(default) if isinstance(default, tuple) else default
+    return declaration
+
+
+def declarations(undeclared: bool = False) -> dict[str, dict[str, Any]]:
+    """Config key -> its declaration, in the schema's order: the declared keys, or (`undeclared`) the
+    optional secrets Pulumi cannot declare (UNDECLARED_KEYS)."""
+    keys = {to_camel(name): info for name, info in SettingsSchema.model_fields.items()}
+    return {key: _declaration(info) for key, info in keys.items() if (key in UNDECLARED_KEYS) == undeclared}
+
+
+# --- Pulumi.yaml ----------------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar every YAML reader takes for this value: plain where it reads back the same (and
+    cannot be taken for a number or a date), else double-quoted."""
+    if isinstance(value, (bool, int)):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return json.dumps(value)
+    try:
+        plain_reads_back = yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        plain_reads_back = False
+    if plain_reads_back and value.strip() == value and re.match(r"[A-Za-z]", value):
+        return value
+    return json.dumps(value)
+
+
+def render_pulumi_config() -> str:
+    """The `config:` block of Pulumi.yaml, with its heading line."""
+    lines = [PULUMI_BEGIN.rstrip("\n"), "config:"]
+    for key, declaration in declarations().items():
+        if key in SECTIONS:
+            heading = f"  # --- {SECTIONS[key]} "
+            lines.append(heading + "-" * (RULE_WIDTH - len(heading)))
+        lines.append(f"  {key}:")
+        for field, value in declaration.items():
+            if field == "items":
+                lines += ["    items:", f"      type: {value['type']}"]
+            else:
+                lines.append(f"    {field}: {_scalar(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def updated_pulumi_yaml(text: str) -> str:
+    """Pulumi.yaml's text with its config block written from the schema."""
+    return text[: text.index(PULUMI_BEGIN)] + render_pulumi_config()
+
+
+# --- README.md ------------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _default(declaration: dict[str, Any]) -> str:
@@ -26,30 +116,53 @@ def _default(declaration: dict[str, Any]) -> str:
     return f"`{json.dumps(value) if not isinstance(value, str) else value}`"
 
 
-def render_config_reference(project_dir: Path) -> str:
-    project = load_project(project_dir)
-    lines = [
-        BEGIN,
+def _type(declaration: dict[str, Any]) -> str:
+    if declaration["type"] == "array":
+        return f"array of {declaration['items']['type']}"
+    return declaration["type"]
+
+
+def render_config_reference() -> str:
+    """The README's block: every declared key, then the keys read but not declared."""
+    lines = [BEGIN, "", "| key | type | default | description |", "|---|---|---|---|"]
+    for key, declaration in declarations().items():
+        lines.append(f"| `{PROJECT}:{key}` | {_type(declaration)} | {_default(declaration)} | "
+                     f"{_cell(declaration['description'])} |")
+    lines += [
+        "",
+        "These keys are read but not declared above, because Pulumi cannot declare an optional secret (a",
+        "declared key without a default must be set in every stack, and a secret cannot carry a default):",
         "",
         "| key | type | default | description |",
         "|---|---|---|---|",
     ]
-    for key, declaration in project["config"].items():
-        type_ = declaration["type"]
-        if type_ == "array":
-            type_ = f"array of {declaration['items']['type']}"
-        description = " ".join(declaration["description"].split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-        lines.append(f"| `{project['name']}:{key}` | {type_} | {_default(declaration)} | {description} |")
+    for key, declaration in declarations(undeclared=True).items():
+        lines.append(f"| `{PROJECT}:{key}` | {_type(declaration)}, secret | none | {_cell(declaration['description'])} |")
     lines += ["", END]
     return "\n".join(lines)
 
 
-def update_readme(project_dir: Path) -> bool:
-    """Rewrite the generated block of README.md; True when it changed."""
-    readme = project_dir / "README.md"
-    text = readme.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    updated = text[:start] + render_config_reference(project_dir) + text[end:]
-    if updated != text:
-        readme.write_text(updated)
-    return updated != text
+def updated_readme(text: str) -> str:
+    """README.md's text with its generated block written from the schema."""
+    start, end = text.index(BEGIN.split(" (", 1)[0]), text.index(END) + len(END)
+    return text[:start] + render_config_reference() + text[end:]
+
+
+# --- `make docs` ----------------------------------------------------------------------------------
+
+WRITERS = {"Pulumi.yaml": updated_pulumi_yaml, "README.md": updated_readme}
+
+
+def written_files(project_dir: Path) -> dict[Path, str]:
+    """Each file `make docs` writes, with the text it would hold."""
+    return {project_dir / name: update((project_dir / name).read_text()) for name, update in WRITERS.items()}
+
+
+def write(project_dir: Path) -> list[Path]:
+    """Write Pulumi.yaml's config block and the README's reference; the files that changed."""
+    changed = []
+    for path, text in written_files(project_dir).items():
+        if path.read_text() != text:
+            path.write_text(text)
+            changed.append(path)
+    return changed

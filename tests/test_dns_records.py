@@ -20,6 +20,7 @@ from components.builders.dns_records import (
     external_authorizations,
     mta_sts_id,
     mta_sts_policy,
+    record_key,
     reverse_records,
     spf_lookups,
     spf_problems,
@@ -77,6 +78,16 @@ def test_host_records_once_and_each_domain_its_own_set():
             assert expected in names, f"{expected} missing for {domain}"
     dkim = dkim_records(MULTI, dkim_key_pair()[1])
     assert sorted(r.name for r in dkim) == sorted(f"ceres._domainkey.{d}" for d in MULTI.mail_domains)
+
+
+def test_dkim_records_before_the_key_exists_are_those_after_but_for_their_content():
+    """MailDns declares them before the key exists and the settings check imports against them: the same
+    records, keys and reasons as `mailctl zone` renders once the key is known."""
+    without, with_key = dkim_records(MULTI), dkim_records(MULTI, dkim_key_pair()[1])
+    strip = lambda records: [(r.zone, r.name, r.type, r.ttl, r.why, r.key) for r in records]
+    assert strip(without) == strip(with_key)
+    assert [r.key for r in without] == [record_key("TXT", f"ceres._domainkey.{d}") for d in MULTI.mail_domains]
+    assert {r.rdata for r in without} == {'""'}
 
 
 def test_every_record_lives_in_its_own_zone():

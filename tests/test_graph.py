@@ -371,16 +371,22 @@ def test_plan_is_byte_identical_across_processes(stack):
 
 
 @pytest.fixture(scope="module")
-def multi_plan(tmp_path_factory):
+def multi_project(tmp_path_factory):
     from tests.conftest import PROJECT_DIR, stack_config
 
     project = tmp_path_factory.mktemp("multi")
     (project / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
     config = stack_config("prod")
     config["ceres-mail:extraDomains"] = ["example.org=11111111111111111111111111111111"]
-    config["ceres-mail:dnsImportIds"] = ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]
+    config["ceres-mail:dnsImportIds"] = ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59",
+                                         "txt-ceres._domainkey.example.org=9f3c1a7e5b2d4c6e8a0b1c2d3e4f5a6b"]
     (project / "Pulumi.multi.yaml").write_text(yaml.safe_dump({"config": config}))
-    return record(project, "multi")
+    return project
+
+
+@pytest.fixture(scope="module")
+def multi_plan(multi_project):
+    return record(multi_project, "multi")
 
 
 @pytest.fixture(scope="module")
@@ -407,10 +413,23 @@ def test_each_domains_records_go_to_its_own_zone(multi_plan):
 
 
 def test_existing_records_are_adopted_by_id_not_duplicated(multi_plan):
+    """A DKIM record too: the settings check an import's key against the records MailDns declares."""
     adopted = [r for r in multi_plan.of_type(DNS_RECORD) if r.options["importId"]]
     assert [(r.name, r.options["importId"]) for r in adopted] == [
-        ("ceres-mail-dns-mx-example.org", "11111111111111111111111111111111/372e67954025e0ba6aaa6d586b9e0b59")
+        ("ceres-mail-dns-mx-example.org", "11111111111111111111111111111111/372e67954025e0ba6aaa6d586b9e0b59"),
+        ("ceres-mail-dns-txt-ceres._domainkey.example.org",
+         "11111111111111111111111111111111/9f3c1a7e5b2d4c6e8a0b1c2d3e4f5a6b"),
     ]
+
+
+def test_every_record_resource_is_named_by_its_builder_record_key(multi_project, multi_plan):
+    """One record-key format (dns_records.record_key), the same for the plan, dnsImportIds and the builder."""
+    from components.builders.dns_records import build_records, dkim_records
+    from mailctl.zone import stack_settings
+
+    inputs = stack_settings(multi_project, "multi").dns_inputs
+    built = [*build_records(inputs), *dkim_records(inputs)]
+    assert sorted(r.name for r in multi_plan.of_type(DNS_RECORD)) == sorted(f"ceres-mail-dns-{r.key}" for r in built)
 
 
 def test_every_record_is_explicit_unproxied_and_commented(prod_plan):

@@ -125,12 +125,29 @@ def test_yaml_that_is_not_yaml_is_a_clear_error(tmp_path, project_dir):
     assert "Traceback" not in result.stderr
 
 
-def test_readme_config_reference_is_generated_from_pulumi_yaml(project_dir):
-    """Run `make docs` after changing Pulumi.yaml: the README's reference must match it exactly."""
-    from mailctl.config_reference import render_config_reference
+def test_pulumi_yaml_and_the_readme_reference_are_what_make_docs_writes(project_dir):
+    """Every key's type, default and description live in the settings schema only: run `make docs` after
+    changing one there, and commit what it writes."""
+    from mailctl.config_reference import written_files
 
-    readme = (project_dir / "README.md").read_text()
-    assert render_config_reference(project_dir) in readme
+    for path, text in written_files(project_dir).items():
+        assert path.read_text() == text, f"{path.name} differs from what `make docs` writes: run `make docs`"
+
+
+def test_make_docs_puts_back_a_default_changed_by_hand(tmp_path, project_dir):
+    """A default edited in Pulumi.yaml alone (the CLI would apply it, the program would not) is rewritten
+    from the schema; the project's own lines above the config block stay."""
+    for name in ("Pulumi.yaml", "README.md"):
+        (tmp_path / name).write_text((project_dir / name).read_text())
+    drifted = (project_dir / "Pulumi.yaml").read_text().replace("    default: 3600\n", "    default: 300\n")
+    (tmp_path / "Pulumi.yaml").write_text(drifted.replace("name: ceres-mail\n", "name: ceres-mail\n# by hand\n"))
+    result = run_mailctl("-C", str(tmp_path), "config-reference", "--write")
+    assert result.returncode == 0 and result.stdout.strip() == "wrote Pulumi.yaml", result.stdout + result.stderr
+    written = (tmp_path / "Pulumi.yaml").read_text()
+    assert "# by hand\n" in written
+    assert written.replace("# by hand\n", "") == (project_dir / "Pulumi.yaml").read_text()
+    again = run_mailctl("-C", str(tmp_path), "config-reference", "--write")
+    assert again.stdout.strip() == "Pulumi.yaml and README.md already up to date"
 
 
 def test_readme_starts_with_the_two_commands(project_dir):

@@ -172,6 +172,11 @@ def test_secret_keys_are_declared_secret_and_only_they(project_dir):
     assert {k for k, d in declared(project_dir).items() if d.get("secret")} == SECRET_KEYS - UNDECLARED_KEYS
 
 
+def test_no_secret_carries_a_default(project_dir):
+    """The Pulumi CLI refuses a plaintext default for a secret key ("must be encrypted")."""
+    assert not [k for k, d in declared(project_dir).items() if d.get("secret") and "default" in d]
+
+
 def test_every_declaration_has_a_type_and_a_description(project_dir):
     for key, declaration in declared(project_dir).items():
         assert declaration.get("type") in {"string", "integer", "boolean", "array"}, key
@@ -220,6 +225,18 @@ forbidden = st.builds(lambda a, bad, b: a + bad + b, st.text(max_size=10), st.sa
 def test_names_with_forbidden_characters_are_refused(name):
     with pytest.raises(ValueError):
         values.domain_name(f"{name}.example.com")
+
+
+def test_list_entries_are_parsed_once_into_pairs(scratch_project):
+    """`<name>=<id>` entries are split by their value type only; every reader takes the pair."""
+    zone, record_id = "1" * 32, "2" * 32
+    config = {**stack_config("prod"), "ceres-mail:extraDomains": [f"Example.ORG.={zone}"],
+              "ceres-mail:dnsImportIds": [f"mx-example.org={record_id}"]}
+    settings = settings_of_stack(scratch_project("pairs", config), "pairs")
+    assert list(settings.extra_domains) == [values.ZoneEntry(domain="example.org", zone_id=zone)]
+    assert settings.mail_domains == ("example.com", "example.org")
+    assert settings.zone_ids == {"example.com": "023e105f4ecef8ad9ca31a8372d0c353", "example.org": zone}
+    assert settings.import_ids == {"mx-example.org": record_id}
 
 
 def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(project_dir):

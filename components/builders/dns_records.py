@@ -81,10 +81,16 @@ class Record:
         # parse now: an invalid record fails here, in the builder, not at the provider
         dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(self.type), self.rdata)
         if not self.key:
-            object.__setattr__(self, "key", f"{self.type.lower()}-{self.name}")
+            object.__setattr__(self, "key", record_key(self.type, self.name))
 
     def parsed(self) -> dns.rdata.Rdata:
         return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(self.type), self.rdata)
+
+
+def record_key(type_: str, name: str) -> str:
+    """A record's stable id, `<type>-<owner name>` (mx-example.com): its resource name in the plan and
+    what `dnsImportIds` names. Made here only, so the three agree."""
+    return f"{type_.lower()}-{name}"
 
 
 def fqdn(name: str) -> str:
@@ -172,9 +178,13 @@ def dkim_value(public_key_pem: str) -> str:
 DKIM_WHY = "Required: receivers verify the DKIM signature of every message with this key (RFC 6376)"
 
 
-def dkim_records(inputs: DnsInputs, public_key_pem: str) -> list[Record]:
-    """One DKIM TXT per mail domain, all with the stack's key (rspamd signs every domain with it)."""
-    value = txt_rdata(dkim_value(public_key_pem))
+def dkim_records(inputs: DnsInputs, public_key_pem: str = "") -> list[Record]:
+    """One DKIM TXT per mail domain, all with the stack's key (rspamd signs every domain with it).
+
+    Without the key the records hold an empty string: the key exists only once the stack has made it, so
+    MailDns declares these records with their content as an Output of the key, and the settings check
+    imports against their keys, before it exists."""
+    value = txt_rdata(dkim_value(public_key_pem) if public_key_pem else "")
     return [
         Record(domain, dkim_record_name(inputs.dkim_selector, domain), "TXT", value, inputs.ttl, DKIM_WHY)
         for domain in inputs.mail_domains

@@ -8,6 +8,7 @@ decided once.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from components.builders.ceres_env import SmtpClient
@@ -15,11 +16,17 @@ from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
 from components.builders.install_script import InstallInputs
 from components.builders.mailcow import MailcowInputs
 from components.settings.schema import SettingsSchema
+from components.settings.values import ZoneEntry
 
 
 def mail_host_of(domain: str, mail_host: str = "") -> str:
     """The mail host: mail.<domain> unless one is named."""
     return mail_host or f"mail.{domain}"
+
+
+def mail_domains_of(domain: str, extra_domains: Iterable[ZoneEntry]) -> tuple[str, ...]:
+    """The primary domain first, then the extra ones (the rules need it before `Settings` exists)."""
+    return (domain, *(entry.domain for entry in extra_domains))
 
 
 # --- mail stacks: what each needs from its VM -----------------------------------------------------
@@ -149,17 +156,17 @@ class Settings(SettingsSchema):
     @property
     def mail_domains(self) -> tuple[str, ...]:
         """The primary domain first, then the extra ones."""
-        return (self.domain, *(entry.split("=", 1)[0] for entry in self.extra_domains))
+        return mail_domains_of(self.domain, self.extra_domains)
 
     @property
     def zone_ids(self) -> dict[str, str]:
         """Cloudflare zone id of every mail domain."""
-        return {self.domain: self.cloudflare_zone_id, **dict(entry.split("=", 1) for entry in self.extra_domains)}
+        return {self.domain: self.cloudflare_zone_id, **dict(self.extra_domains)}
 
     @property
     def import_ids(self) -> dict[str, str]:
         """Record key -> Cloudflare record id, for records adopted rather than created."""
-        return dict(entry.split("=", 1) for entry in self.dns_import_ids)
+        return dict(self.dns_import_ids)
 
     @property
     def ipv4(self) -> str:

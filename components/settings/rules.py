@@ -13,10 +13,10 @@ from typing import Any
 from cryptography import x509
 from pydantic.alias_generators import to_camel
 
-from components.builders.dns_records import build_records, dkim_record_name, spf_problems
+from components.builders.dns_records import build_records, dkim_records, spf_problems
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
-from components.settings.derived import STACK_MINIMUM_SIZE, Settings, mail_host_of
+from components.settings.derived import STACK_MINIMUM_SIZE, Settings, mail_domains_of, mail_host_of
 
 
 def within(host: str, domain: str) -> bool:
@@ -83,7 +83,7 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     if has("spf_extra"):
         problems += [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]
     if has("domain", "extra_domains"):
-        extra = [entry.split("=", 1)[0] for entry in v["extra_domains"]]
+        extra = [entry.domain for entry in v["extra_domains"]]
         for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]}):
             problems.append(("extraDomains", f"{domain} is listed twice (or is the primary domain)"))
     return problems
@@ -116,7 +116,7 @@ def _tls_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         names = set(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         names = set()
-    domains = [v["domain"], *(entry.split("=", 1)[0] for entry in v["extra_domains"])]
+    domains = mail_domains_of(v["domain"], v["extra_domains"])
     wanted = [mail_host_of(v["domain"], v["mail_host"]), *(f"mta-sts.{d}" for d in domains)]
     missing = [n for n in wanted if n not in names and f"*.{n.split('.', 1)[1]}" not in names]
     if missing:
@@ -127,8 +127,7 @@ def _tls_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
 def import_problems(settings: Settings) -> list[tuple[str, str]]:
     """dnsImportIds may only name records this stack declares (else the import would adopt nothing)."""
     inputs = settings.dns_inputs
-    keys = {r.key for r in build_records(inputs)}
-    keys |= {f"txt-{dkim_record_name(inputs.dkim_selector, d)}" for d in inputs.mail_domains}
+    keys = {r.key for r in (*build_records(inputs), *dkim_records(inputs))}
     return [
         ("dnsImportIds", f"{key!r} is not a record of this stack (see the record keys in `mailctl plan`)")
         for key in settings.import_ids

@@ -8,43 +8,60 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Json
+from pydantic import BaseModel, ConfigDict, Field, Json
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from components.builders.mailcow import MAILCOW_RELEASE
 from components.settings.values import (
     AdminCidr,
+    CloudflareTtl,
+    CloudflareZoneId,
+    DkimKeyBits,
+    DnsImport,
     DnsLabel,
     DomainName,
+    ExtraDomain,
     HttpsUrl,
     IpAddress,
+    LinuxUser,
+    LocalPart,
+    MailcowRelease,
     NonEmpty,
+    OptionalDnsLabel,
     OptionalDomainName,
     OptionalEmail,
     OptionalIpAddress,
+    OptionalPemCertificates,
     OptionalPublicInterface,
+    OptionalReportUrl,
     OptionalSecret,
+    OptionalSha512,
     Port,
     PublicInterface,
     Secret,
     SecretMarker,
+    SpfMechanism,
     SshPublicKey,
-    cloudflare_ttl,
-    dkim_key_size,
-    dns_label,
-    domain_and_zone,
-    matching,
-    optional,
-    pem_certificates,
-    timezone,
+    Timezone,
 )
 
 PROJECT = "ceres-mail"
 
+# Headings of Pulumi.yaml's config block: each group starts at the key named here and runs to the next.
+SECTIONS = {
+    "domain": "the mail domain",
+    "ipv4Address": "network of the mail VM",
+    "proxmoxNode": "the VM on Proxmox VE",
+    "cloudflareZoneId": "DNS on Cloudflare",
+    "proxmoxEndpoint": "providers (credentials)",
+}
+
 
 class SettingsSchema(BaseModel):
-    """Every key of a stack, checked on its own. Frozen: components read settings, nothing changes them."""
+    """Every key of a stack, its default and its description, checked on its own. `make docs` writes
+    Pulumi.yaml's config block and the README's reference from this class: it is where a key is changed.
+    Frozen: components read settings, nothing changes them."""
 
     model_config = ConfigDict(
         frozen=True,
@@ -54,93 +71,159 @@ class SettingsSchema(BaseModel):
         arbitrary_types_allowed=True,
     )
 
-    # the mail domain
-    domain: DomainName
-    mail_host: OptionalDomainName = ""
-    mail_stack: Literal["native", "mailcow"] = "native"
-    mailcow_version: Annotated[str, matching(r"\d{4}-\d{2}[a-z]?", "a mailcow-dockerized release tag (e.g. 2026-07a)")] = MAILCOW_RELEASE
-    mailcow_clamav: bool = True
-    mailcow_timezone: Annotated[str, AfterValidator(timezone)] = "UTC"
-    mail_user: Annotated[str, matching(r"[a-z0-9][a-z0-9._-]{0,63}", "a mailbox local part (a-z 0-9 . _ -)")] = "no-reply"
-    mail_from: OptionalEmail = ""
-    mail_from_name: Annotated[str, Field(min_length=1, max_length=64)] = "CERES"
-    mail_reply_to: OptionalEmail = ""
-    smtp_port: Port = 587
-    smtp_starttls: bool = True
-    smtp_tls: bool = False
-    acme_email: OptionalEmail = ""
-    tls_mode: Literal["acme", "provided"] = "acme"
-    tls_certificate: Annotated[str, AfterValidator(optional(pem_certificates))] = ""
-    tls_private_key: OptionalSecret = None
-    acme_directory: HttpsUrl = "https://acme-v02.api.letsencrypt.org/directory"
-    acme_ca_bundle: Annotated[str, AfterValidator(optional(pem_certificates))] = ""
-    # network
-    ipv4_address: PublicInterface
-    ipv4_gateway: IpAddress
-    ipv6_address: OptionalPublicInterface = ""
-    ipv6_gateway: OptionalIpAddress = ""
-    dns_resolvers: Json[Annotated[list[IpAddress], Field(min_length=1)]] = ("9.9.9.9", "149.112.112.112")
-    admin_cidrs: Json[Annotated[list[AdminCidr], Field(min_length=1)]]
-    admin_user: Annotated[str, matching(r"[a-z_][a-z0-9_-]{0,31}", "a Linux user name")] = "ceres"
-    admin_ssh_keys: Json[Annotated[list[SshPublicKey], Field(min_length=1)]]
-    # Proxmox VE
-    proxmox_node: NonEmpty
-    proxmox_datastore: NonEmpty = "local-lvm"
-    proxmox_file_datastore: NonEmpty = "local"
-    proxmox_bridge: NonEmpty = "vmbr0"
-    vm_id: Annotated[int, Field(ge=0, le=999_999_999)] = 0
-    vm_cores: Annotated[int, Field(ge=0, le=128)] = 0
-    vm_memory_mib: Annotated[int, Field(ge=0)] = 0
-    vm_disk_gib: Annotated[int, Field(ge=0)] = 0
-    vm_data_disk_gib: Annotated[int, Field(ge=1)] = 20
-    image_url: HttpsUrl = (
-        "https://cloud.debian.org/images/cloud/bookworm/20250210-2019/"
-        "debian-12-genericcloud-amd64-20250210-2019.qcow2"
-    )
-    image_checksum: Annotated[str, matching(r"([0-9a-f]{128})?", "a SHA-512 in hex (128 characters)")] = (
-        "a58d86525d75fd8e139a2302531ce5d2ab75ef0273cfe78f9d53aada4b23efd4"
-        "5f8433b4806fa4570cfe981c8fae26f5e5e855cbd66ba2198862f28125fd2d45"
-    )
-    protect: bool = True
-    # DNS
-    cloudflare_zone_id: Annotated[str, matching(r"[0-9a-f]{32}", "a Cloudflare zone id (32 hex digits)")]
-    dns_ttl: Annotated[int, AfterValidator(cloudflare_ttl)] = 3600
-    mx_priority: Annotated[int, Field(ge=0, le=65535)] = 10
-    spf_extra: Json[list[Annotated[str, matching(r"[+?~-]?(ip4:|ip6:|a|mx|include:|exists:)\S*", "an SPF mechanism (ip4:, ip6:, a, mx, include:, exists:)")]]] = ()
-    dkim_selector: DnsLabel = "ceres"
-    dkim_key_bits: Annotated[int, AfterValidator(dkim_key_size)] = 2048
-    dmarc_policy: Literal["none", "quarantine", "reject"] = "none"
-    dmarc_pct: Annotated[int, Field(ge=0, le=100)] = 100
-    dmarc_adkim: Literal["r", "s"] = "r"
-    dmarc_aspf: Literal["r", "s"] = "r"
-    dmarc_rua: OptionalEmail = ""
-    dmarc_ruf: OptionalEmail = ""
-    extra_domains: Json[list[Annotated[str, AfterValidator(domain_and_zone)]]] = ()
-    mta_sts_mode: Literal["testing", "enforce", "none"] = "testing"
-    mta_sts_max_age: Annotated[int, Field(ge=86400, le=31557600)] = 604800
-    tls_rpt_address: OptionalEmail = ""
-    caa_issuers: Json[list[DomainName]] = ("letsencrypt.org",)
-    caa_iodef: Annotated[str, matching(r"((mailto:\S+@\S+)|(https://\S+))?", "a mailto: or https: URL")] = ""
-    autoconfig: bool = False
-    zone_nameservers: Json[Annotated[list[DomainName], Field(min_length=1)]] = ("ns1.cloudflare.com", "ns2.cloudflare.com")
-    dns_import_ids: Json[list[Annotated[str, matching(r"[a-z0-9-]+-[a-z0-9._-]+=[0-9a-f]{32}", "<record key>=<32-hex Cloudflare record id>")]]] = ()
-    # providers
-    proxmox_endpoint: HttpsUrl
-    proxmox_api_token: Secret
-    proxmox_insecure: bool = False
-    proxmox_ssh_user: NonEmpty = "root"
-    cloudflare_api_token: Secret
-    kubeconfig: Secret
-    kube_context: str = ""
-    ceres_namespace: DnsLabel = "ceres"
-    ceres_secret_name: DnsLabel = "ceres-smtp"
-    ceres_deployment: Annotated[str, AfterValidator(optional(dns_label))] = ""
-    keycloak_url: HttpsUrl
-    keycloak_realm: NonEmpty = "ceres"
-    keycloak_admin_realm: NonEmpty = "master"
-    keycloak_client_id: NonEmpty
-    keycloak_client_secret: Secret
+    domain: DomainName = Field(
+        description="Mail domain the server receives and sends for (MX, SPF, DKIM, DMARC are published here).")
+    mail_host: OptionalDomainName = Field(
+        "", description="Fully qualified name of the mail host, inside `domain`. Empty means mail.<domain>.")
+    mail_stack: Literal["native", "mailcow"] = Field("native", description=(
+        "Mail stack installed on the VM, `native` (Debian's Postfix + Dovecot + rspamd) or `mailcow` "
+        "(mailcow-dockerized, an all-in-one with webmail and admin UI; 6 GiB RAM and 20 GiB disk at least)."))
+    mailcow_version: MailcowRelease = Field(MAILCOW_RELEASE, description=(
+        "mailcow-dockerized release tag installed with mailStack mailcow; raising it runs mailcow's update "
+        "procedure (it never goes back)."))
+    mailcow_clamav: bool = Field(
+        True, description="Run mailcow's ClamAV virus scanner (about 1 GiB of RAM); false sets SKIP_CLAMD=y.")
+    mailcow_timezone: Timezone = Field("UTC", description=(
+        "IANA time zone of mailcow's containers (its TZ, used in logs and schedules), e.g. Europe/Berlin."))
+    mail_user: LocalPart = Field(
+        "no-reply", description="Local part of the mailbox CERES and Keycloak send as (CERES's convention is no-reply).")
+    mail_from: OptionalEmail = Field(
+        "", description="From address of CERES and Keycloak mail. Empty means <mailUser>@<domain>.")
+    mail_from_name: str = Field("CERES", min_length=1, max_length=64, description=(
+        "Display name of the From address in Keycloak's mail (password resets, verification)."))
+    mail_reply_to: OptionalEmail = Field("", description=(
+        "Reply-To of Keycloak's mail, e.g. a support mailbox. Empty means none (replies go to the From mailbox)."))
+    smtp_port: Port = Field(
+        587, description="Submission port CERES and Keycloak use, 587 with STARTTLS or 465 with implicit TLS.")
+    smtp_starttls: bool = Field(
+        True, description="Clients upgrade the submission connection with STARTTLS (CERES_SMTP_STARTTLS).")
+    smtp_tls: bool = Field(False, description="Clients speak TLS from the first byte, port 465 (CERES_SMTP_TLS).")
+    acme_email: OptionalEmail = Field(
+        "", description="Contact address for the ACME (Let's Encrypt) account. Empty means postmaster@<domain>.")
+    tls_mode: Literal["acme", "provided"] = Field("acme", description=(
+        "Where the TLS certificate comes from, acme (http-01 from acmeDirectory) or provided (tlsCertificate, "
+        "with the secret tlsPrivateKey)."))
+    tls_certificate: OptionalPemCertificates = Field("", description=(
+        "With tlsMode provided, the PEM chain (leaf first) for the mail host and every mta-sts.<domain>. Its "
+        "key is the secret tlsPrivateKey, set with `pulumi config set --secret tlsPrivateKey` (not declared "
+        "here, see the README)."))
+    tls_private_key: OptionalSecret = Field(None, description=(
+        "With `tlsMode: provided`, the private key of `tlsCertificate` (PEM). Set it with "
+        "`pulumi config set --secret tlsPrivateKey \"$(cat key.pem)\"`."))
+    acme_directory: HttpsUrl = Field("https://acme-v02.api.letsencrypt.org/directory", description=(
+        "ACME directory the certificate comes from (http-01 through nginx on the mail host)."))
+    acme_ca_bundle: OptionalPemCertificates = Field("", description=(
+        "PEM of the CA of a private ACME server (e.g. step-ca), trusted by certbot only. Empty trusts the "
+        "system store."))
 
+    ipv4_address: PublicInterface = Field(
+        description="Static public IPv4 address of the mail VM with its prefix length, e.g. 203.0.113.25/24.")
+    ipv4_gateway: IpAddress = Field(description="IPv4 gateway of the mail VM, inside the ipv4Address network.")
+    ipv6_address: OptionalPublicInterface = Field(
+        "", description="Static public IPv6 address with prefix length; empty means no IPv6 (no AAAA record).")
+    ipv6_gateway: OptionalIpAddress = Field(
+        "", description="IPv6 gateway, inside the ipv6Address network; required when ipv6Address is set.")
+    dns_resolvers: Json[Annotated[list[IpAddress], Field(min_length=1)]] = Field(
+        ("9.9.9.9", "149.112.112.112"),
+        description="Resolvers the mail VM uses (cloud-init); rspamd and Postfix look up SPF/DKIM/DNSBL here.")
+    admin_cidrs: Json[Annotated[list[AdminCidr], Field(min_length=1)]] = Field(
+        description="Networks allowed to reach SSH on the mail VM; never 0.0.0.0/0 or ::/0.")
+    admin_user: LinuxUser = Field("ceres", description=(
+        "Admin login created on the VM by cloud-init; the install commands log in as this user."))
+    admin_ssh_keys: Json[Annotated[list[SshPublicKey], Field(min_length=1)]] = Field(
+        description="Operators' OpenSSH public keys for the admin user (the stack adds its own deploy key).")
+
+    proxmox_node: NonEmpty = Field(description="Proxmox VE node the VM runs on.")
+    proxmox_datastore: NonEmpty = Field("local-lvm", description="Datastore for the VM's disks.")
+    proxmox_file_datastore: NonEmpty = Field("local", description=(
+        "Datastore (with `import` and `snippets` content) for the cloud image and cloud-init snippet."))
+    proxmox_bridge: NonEmpty = Field("vmbr0", description="Bridge the VM's virtio NIC is attached to.")
+    vm_id: int = Field(0, ge=0, le=999_999_999, description="Proxmox VM id; 0 lets Proxmox choose the next free id.")
+    vm_cores: int = Field(0, ge=0, le=128, description=(
+        "vCPUs of the VM; 0 means the mail stack's default (native 2, mailcow 2)."))
+    vm_memory_mib: int = Field(0, ge=0, description=(
+        "Memory of the VM in MiB; 0 means the mail stack's default (native 2048, mailcow 6144)."))
+    vm_disk_gib: int = Field(0, ge=0, description=(
+        "System disk of the VM in GiB; 0 means the mail stack's default (native 20, mailcow 40)."))
+    vm_data_disk_gib: int = Field(20, ge=1, description="Separate disk for mail data (/var/mail, mailboxes) in GiB.")
+    image_url: HttpsUrl = Field(
+        "https://cloud.debian.org/images/cloud/bookworm/20250210-2019/debian-12-genericcloud-amd64-20250210-2019.qcow2",
+        description="Debian 12 (bookworm) generic cloud image the VM boots from, a dated build so it never moves.")
+    image_checksum: OptionalSha512 = Field(
+        "a58d86525d75fd8e139a2302531ce5d2ab75ef0273cfe78f9d53aada4b23efd4"
+        "5f8433b4806fa4570cfe981c8fae26f5e5e855cbd66ba2198862f28125fd2d45",
+        description=("SHA-512 of imageUrl as Debian publishes it in the build's SHA512SUMS; Proxmox refuses a "
+                     "download that does not match. Empty skips the check."))
+    protect: bool = Field(True, description=(
+        "Protect the VM, keys and records from deletion (Pulumi protect + Proxmox protection)."))
+
+    cloudflare_zone_id: CloudflareZoneId = Field(description="Cloudflare zone id of `domain`.")
+    dns_ttl: CloudflareTtl = Field(
+        3600, description="TTL of every record in seconds (1 is Cloudflare's automatic, else 60..86400).")
+    mx_priority: int = Field(10, ge=0, le=65535, description="MX preference of the mail host.")
+    spf_extra: Json[list[SpfMechanism]] = Field(
+        (), description="Extra SPF mechanisms placed before -all, e.g. ip4:198.51.100.7.")
+    dkim_selector: DnsLabel = Field("ceres", description="DKIM selector, published at <selector>._domainkey.<domain>.")
+    dkim_key_bits: DkimKeyBits = Field(2048, description=(
+        "Size of the stack's RSA DKIM key, 2048 (default), 3072 or 4096 (RFC 8301 rules out less than 1024; "
+        "2048 fits every DNS host)."))
+    dmarc_policy: Literal["none", "quarantine", "reject"] = Field("none", description=(
+        "DMARC policy, none (observe only, where a new domain starts), quarantine or reject."))
+    dmarc_pct: int = Field(100, ge=0, le=100, description=(
+        "Percentage of failing mail the DMARC policy applies to (pct=), 0..100."))
+    dmarc_adkim: Literal["r", "s"] = Field("r", description="DKIM alignment, r (relaxed) or s (strict).")
+    dmarc_aspf: Literal["r", "s"] = Field("r", description="SPF alignment, r (relaxed) or s (strict).")
+    dmarc_rua: OptionalEmail = Field("", description=(
+        "Mailbox for DMARC aggregate reports (rua). Empty means dmarc@<domain>; outside a mail domain it needs "
+        "an authorization record there (RFC 7489 7.1)."))
+    dmarc_ruf: OptionalEmail = Field(
+        "", description="Mailbox for DMARC failure reports (ruf). Empty means the dmarcRua mailbox.")
+    extra_domains: Json[list[ExtraDomain]] = Field((), description=(
+        "More mail domains on the same host, each as <domain>=<Cloudflare zone id>; each gets MX, SPF, DKIM, "
+        "DMARC, MTA-STS, TLS-RPT, SRV and CAA records."))
+    mta_sts_mode: Literal["testing", "enforce", "none"] = Field("testing", description=(
+        "MTA-STS mode, testing (report only), enforce, or none (to retire the policy)."))
+    mta_sts_max_age: int = Field(604800, ge=86400, le=31557600, description=(
+        "Seconds senders cache the MTA-STS policy (RFC 8461 max_age, at most 31557600)."))
+    tls_rpt_address: OptionalEmail = Field(
+        "", description="Mailbox for SMTP TLS reports (RFC 8460). Empty means tls-reports@<domain>.")
+    caa_issuers: Json[list[DomainName]] = Field(("letsencrypt.org",), description=(
+        "Certificate authorities allowed to issue for the mail domains (CAA issue); empty publishes no CAA."))
+    caa_iodef: OptionalReportUrl = Field("", description=(
+        "Where CAs report refused issuance (CAA iodef), a mailto: or https: URL. Empty means "
+        "mailto:postmaster@<domain>."))
+    autoconfig: bool = Field(
+        False, description="Publish autoconfig.<domain> for mail clients' automatic configuration.")
+    zone_nameservers: Json[Annotated[list[DomainName], Field(min_length=1)]] = Field(
+        ("ns1.cloudflare.com", "ns2.cloudflare.com"),
+        description=("The zone's Cloudflare nameservers (from the dashboard); used only for the NS and SOA of "
+                     "`mailctl zone`."))
+    dns_import_ids: Json[list[DnsImport]] = Field((), description=(
+        "Records that already exist in Cloudflare, adopted instead of duplicated, each <record key>=<Cloudflare "
+        "record id> (keys as in `mailctl plan`, e.g. mx-example.com)."))
+
+    proxmox_endpoint: HttpsUrl = Field(description="Proxmox VE API URL, https://host:8006/.")
+    proxmox_api_token: Secret = Field(description="Proxmox VE API token, USER@REALM!TOKENID=UUID.")
+    proxmox_insecure: bool = Field(
+        False, description="Skip TLS verification of the Proxmox API (self-signed lab clusters only).")
+    proxmox_ssh_user: NonEmpty = Field("root", description=(
+        "SSH user on the node, for the snippet upload the Proxmox API cannot do (uses ssh-agent)."))
+    cloudflare_api_token: Secret = Field(description="Cloudflare API token with Zone.DNS edit on the zone.")
+    kubeconfig: Secret = Field(description="Kubeconfig of the CERES k3s cluster (its credentials make it a secret).")
+    kube_context: str = Field("", description="Context in the kubeconfig; empty uses its current context.")
+    ceres_namespace: DnsLabel = Field("ceres", description="Namespace of CERES in the cluster.")
+    ceres_secret_name: DnsLabel = Field(
+        "ceres-smtp", description="Name of the Secret that carries CERES_SMTP_* and CERES_MAIL_* to CERES.")
+    ceres_deployment: OptionalDnsLabel = Field("", description=(
+        "CERES Deployment to roll when its SMTP settings change (a checksum annotation on its pod template), so "
+        "a rotated password takes effect. Empty rolls nothing."))
+    keycloak_url: HttpsUrl = Field(description="Keycloak base URL, e.g. https://sso.example.com.")
+    keycloak_realm: NonEmpty = Field("ceres", description=(
+        "Existing realm of CERES whose SMTP settings this stack owns (never created or deleted)."))
+    keycloak_admin_realm: NonEmpty = Field("master", description="Realm of the admin client below.")
+    keycloak_client_id: NonEmpty = Field(
+        description="Confidential client (service account with realm-admin) the provider logs in with.")
+    keycloak_client_secret: Secret = Field(description="Secret of keycloakClientId.")
 
 def is_secret(info: FieldInfo) -> bool:
     return any(isinstance(m, SecretMarker) for m in info.metadata)

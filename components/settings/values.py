@@ -10,12 +10,12 @@ import ipaddress
 import re
 import zoneinfo
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import pulumi
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-from pydantic import AfterValidator, EmailStr, Field, TypeAdapter
+from pydantic import AfterValidator, EmailStr, Field, PlainValidator, TypeAdapter
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -115,13 +115,6 @@ def matching(pattern: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def domain_and_zone(value: str) -> str:
-    domain, separator, zone_id = value.partition("=")
-    if not separator or not re.fullmatch(r"[0-9a-f]{32}", zone_id):
-        raise ValueError(f"{value!r} is not <domain>=<32-hex Cloudflare zone id>")
-    return f"{domain_name(domain)}={zone_id}"
-
-
 def dkim_key_size(value: int) -> int:
     if value not in (2048, 3072, 4096):
         raise ValueError(f"{value} is not allowed: 2048, 3072 or 4096 (RFC 8301; 2048 fits every DNS host)")
@@ -151,6 +144,34 @@ def optional(rule: Callable[[str], str]) -> Callable[[str], str]:
     return lambda value: rule(value) if value else ""
 
 
+class ZoneEntry(NamedTuple):
+    """An `extraDomains` entry: a mail domain and the Cloudflare zone it lives in."""
+
+    domain: str
+    zone_id: str
+
+
+class ImportEntry(NamedTuple):
+    """A `dnsImportIds` entry: a record key (as in `mailctl plan`) and the Cloudflare record it adopts."""
+
+    key: str
+    record_id: str
+
+
+def keyed_entry(entry: type[ZoneEntry] | type[ImportEntry], form: str, name_rule: Callable[[str], str] = str,
+                id_pattern: str = r"[0-9a-f]{32}") -> PlainValidator:
+    """`<name>=<id>` list entries, parsed here and only here into (name, id): every reader takes the pair."""
+    ids = re.compile(id_pattern)
+
+    def parse(value: object) -> ZoneEntry | ImportEntry:
+        name, separator, ident = value.partition("=") if isinstance(value, str) else ("", "", "")
+        if not separator or not ids.fullmatch(ident):
+            raise ValueError(f"{value!r} is not {form}")
+        return entry(name_rule(name), ident)
+
+    return PlainValidator(parse)
+
+
 DomainName = Annotated[str, AfterValidator(domain_name)]
 OptionalDomainName = Annotated[str, AfterValidator(optional(domain_name))]
 DnsLabel = Annotated[str, AfterValidator(dns_label)]
@@ -163,6 +184,21 @@ SshPublicKey = Annotated[str, AfterValidator(ssh_public_key)]
 HttpsUrl = Annotated[str, AfterValidator(https_url)]
 OptionalEmail = Annotated[str, AfterValidator(optional(lambda v: TypeAdapter(EmailStr).validate_python(v)))]
 OptionalPemCertificates = Annotated[str, AfterValidator(optional(pem_certificates))]
+OptionalDnsLabel = Annotated[str, AfterValidator(optional(dns_label))]
+Timezone = Annotated[str, AfterValidator(timezone)]
+MailcowRelease = Annotated[str, matching(r"\d{4}-\d{2}[a-z]?", "a mailcow-dockerized release tag (e.g. 2026-07a)")]
+LocalPart = Annotated[str, matching(r"[a-z0-9][a-z0-9._-]{0,63}", "a mailbox local part (a-z 0-9 . _ -)")]
+LinuxUser = Annotated[str, matching(r"[a-z_][a-z0-9_-]{0,31}", "a Linux user name")]
+OptionalSha512 = Annotated[str, matching(r"([0-9a-f]{128})?", "a SHA-512 in hex (128 characters)")]
+CloudflareZoneId = Annotated[str, matching(r"[0-9a-f]{32}", "a Cloudflare zone id (32 hex digits)")]
+CloudflareTtl = Annotated[int, AfterValidator(cloudflare_ttl)]
+DkimKeyBits = Annotated[int, AfterValidator(dkim_key_size)]
+SpfMechanism = Annotated[
+    str, matching(r"[+?~-]?(ip4:|ip6:|a|mx|include:|exists:)\S*", "an SPF mechanism (ip4:, ip6:, a, mx, include:, exists:)")
+]
+OptionalReportUrl = Annotated[str, matching(r"((mailto:\S+@\S+)|(https://\S+))?", "a mailto: or https: URL")]
+ExtraDomain = Annotated[ZoneEntry, keyed_entry(ZoneEntry, "<domain>=<32-hex Cloudflare zone id>", domain_name)]
+DnsImport = Annotated[ImportEntry, keyed_entry(ImportEntry, "<record key>=<32-hex Cloudflare record id>")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
