@@ -16,18 +16,16 @@ import json
 import pulumi
 import pulumi_kubernetes as kubernetes
 
-from components.builders.ceres_env import PASSWORD_KEY, SmtpClient, ceres_smtp_env
+from components.builders.ceres_env import PASSWORD_KEY, ceres_smtp_env
+from components.builders.inputs import CeresInputs
 
 
 @dataclass(frozen=True)
 class CeresSmtpArgs:
     """The SMTP settings CERES gets."""
 
-    namespace: str  #: CERES's namespace
-    secret_name: str  #: name of the Secret CERES mounts
-    smtp: SmtpClient  #: where and how CERES submits mail, as whom
+    ceres: CeresInputs  #: CERES's namespace and Secret, the submission settings, the Deployment to roll
     smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
-    rollout_deployment: str = ""  #: CERES Deployment to roll on a change, "" for none
 
 
 class CeresSmtp(pulumi.ComponentResource):
@@ -39,15 +37,15 @@ class CeresSmtp(pulumi.ComponentResource):
     def __init__(self, name: str, args: CeresSmtpArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:ceres:Smtp", name, None, opts)
         # Every value but the password is plain; the password stays a secret
-        plain = ceres_smtp_env(args.smtp)
+        plain = ceres_smtp_env(args.ceres.smtp)
         string_data = {**plain, PASSWORD_KEY: pulumi.Output.secret(args.smtp_password)}
 
         # The Secret CERES mounts
         secret = kubernetes.core.v1.Secret(
             f"{name}-secret",
             metadata=kubernetes.meta.v1.ObjectMetaArgs(
-                name=args.secret_name,
-                namespace=args.namespace,
+                name=args.ceres.secret_name,
+                namespace=args.ceres.namespace,
                 labels={"app.kubernetes.io/managed-by": "ceres-mail", "app.kubernetes.io/part-of": "ceres"},
             ),
             type="Opaque",
@@ -56,15 +54,15 @@ class CeresSmtp(pulumi.ComponentResource):
         )
 
         # Roll CERES when the settings change: a checksum of the Secret's content on its pod template
-        if args.rollout_deployment:
+        if args.ceres.rollout_deployment:
             checksum = pulumi.Output.from_input(args.smtp_password).apply(
                 lambda password: hashlib.sha256(json.dumps({**plain, PASSWORD_KEY: password}, sort_keys=True).encode()).hexdigest()
             )
             kubernetes.apps.v1.DeploymentPatch(
                 f"{name}-rollout",
                 metadata=kubernetes.meta.v1.ObjectMetaPatchArgs(
-                    name=args.rollout_deployment,
-                    namespace=args.namespace,
+                    name=args.ceres.rollout_deployment,
+                    namespace=args.ceres.namespace,
                     # take over only this annotation from CERES's own field manager
                     annotations={"pulumi.com/patchForce": "true"},
                 ),

@@ -8,13 +8,12 @@ stack manages only the records it declares: records that already exist are adopt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_cloudflare as cloudflare
 
 from components.builders.dns_records import (
-    DnsInputs,
     build_records,
     cloudflare_fields,
     dkim_records,
@@ -22,17 +21,15 @@ from components.builders.dns_records import (
     mta_sts_policy,
     txt_rdata,
 )
+from components.builders.inputs import DnsZoneInputs
 
 
 @dataclass(frozen=True)
 class MailDnsArgs:
     """What the record set is built from."""
 
-    zone_ids: dict[str, str]  #: Cloudflare zone id of each mail domain
-    records: DnsInputs  #: plain inputs of the pure record builder
+    zones: DnsZoneInputs  #: the records' plain inputs, their zones, the records adopted by id, protection
     dkim_public_key_pem: pulumi.Input[str]  #: the stack's DKIM key (public half)
-    protect: bool  #: keep records from being deleted by accident
-    import_ids: dict[str, str] = field(default_factory=dict)  #: record key -> existing Cloudflare id
 
 
 class MailDns(pulumi.ComponentResource):
@@ -49,10 +46,10 @@ class MailDns(pulumi.ComponentResource):
         self.records = {}
 
         def declare(key: str, zone: str, record_name: str, type_: str, fields: dict, ttl: int, why: str):
-            record_id = args.import_ids.get(key)
+            record_id = args.zones.import_ids.get(key)
             self.records[key] = cloudflare.DnsRecord(
                 f"{name}-{key}",
-                zone_id=args.zone_ids[zone],
+                zone_id=args.zones.zone_ids[zone],
                 name=record_name,
                 type=type_,
                 ttl=ttl,
@@ -61,25 +58,25 @@ class MailDns(pulumi.ComponentResource):
                 **fields,
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    protect=args.protect,
-                    import_=f"{args.zone_ids[zone]}/{record_id}" if record_id else None,
+                    protect=args.zones.protect,
+                    import_=f"{args.zones.zone_ids[zone]}/{record_id}" if record_id else None,
                 ),
             )
 
         # Records whose content is known now
-        static = self._static = build_records(args.records)
+        static = self._static = build_records(args.zones.records)
         for record in static:
             declare(record.key, record.zone, record.name, record.type, cloudflare_fields(record), record.ttl, record.why)
 
         # DKIM in every mail domain: the builder's records, their content once the key exists
         self.dkim_txt = pulumi.Output.from_input(args.dkim_public_key_pem).apply(dkim_value)
-        for record in dkim_records(args.records):
+        for record in dkim_records(args.zones.records):
             declare(record.key, record.zone, record.name, record.type, {"content": self.dkim_txt.apply(txt_rdata)},
                     record.ttl, record.why)
 
         self.record_keys = pulumi.Output.from_input(sorted(self.records))
         # served by the mail host at https://mta-sts.<domain>/.well-known/mta-sts.txt
-        self.mta_sts_policy = pulumi.Output.from_input(mta_sts_policy(args.records))
+        self.mta_sts_policy = pulumi.Output.from_input(mta_sts_policy(args.zones.records))
         self.register_outputs(
             {"record_keys": self.record_keys, "mta_sts_policy": self.mta_sts_policy, "dkim_txt": self.dkim_txt}
         )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_keycloak as keycloak
 
-from components.builders.ceres_env import SmtpClient
+from components.builders.inputs import KeycloakInputs
 
 # The one realm field this stack owns.
 OWNED_FIELDS = ("realm", "smtp_server")
@@ -30,10 +30,7 @@ def unowned_realm_fields() -> list[str]:
 class KeycloakSmtpArgs:
     """The realm and the SMTP server it sends through."""
 
-    realm: str  #: the existing CERES realm (its name is also its import id)
-    smtp: SmtpClient  #: the same submission settings CERES gets
-    from_display_name: str
-    reply_to: str  #: "" for none
+    keycloak: KeycloakInputs  #: the existing CERES realm, the submission settings, From name, Reply-To
     smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
 
 
@@ -48,24 +45,24 @@ class KeycloakSmtp(pulumi.ComponentResource):
         # The existing realm, adopted; only its SMTP block is ours
         realm = keycloak.Realm(
             f"{name}-realm",
-            realm=args.realm,
+            realm=args.keycloak.realm,
             smtp_server=keycloak.RealmSmtpServerArgs(
-                host=args.smtp.host,
-                port=str(args.smtp.port),
-                from_=args.smtp.mail_from,
-                from_display_name=args.from_display_name,
-                reply_to=args.reply_to or None,
+                host=args.keycloak.smtp.host,
+                port=str(args.keycloak.smtp.port),
+                from_=args.keycloak.smtp.mail_from,
+                from_display_name=args.keycloak.from_display_name,
+                reply_to=args.keycloak.reply_to or None,
                 # bounces of Keycloak's mail come back to the mailbox it sends as
-                envelope_from=args.smtp.mail_from,
-                starttls=args.smtp.starttls,
-                ssl=args.smtp.tls,
+                envelope_from=args.keycloak.smtp.mail_from,
+                starttls=args.keycloak.smtp.starttls,
+                ssl=args.keycloak.smtp.tls,
                 auth=keycloak.RealmSmtpServerAuthArgs(
-                    username=args.smtp.user, password=pulumi.Output.secret(args.smtp_password)
+                    username=args.keycloak.smtp.user, password=pulumi.Output.secret(args.smtp_password)
                 ),
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                import_=args.realm,
+                import_=args.keycloak.realm,
                 protect=True,
                 retain_on_delete=True,
                 ignore_changes=unowned_realm_fields(),

@@ -7,7 +7,9 @@
 
 Edges are data edges: the VM's address flows into the SSH connection, the mailbox password flows out of
 MailServer into CERES and Keycloak only once the install ran. Nothing here decides anything a pure
-builder or the settings could.
+builder or the settings could: each part gets the plain inputs the settings build for it
+(`settings.vm_inputs`, `dns_zone_inputs`, `server_inputs` with the chosen mail stack, `ceres_inputs`,
+`keycloak_inputs`) and the values only known here as Outputs (keys, passwords, the VM's address).
 """
 
 from __future__ import annotations
@@ -50,32 +52,13 @@ class MailPlatform(pulumi.ComponentResource):
         )
 
         # The VM
-        size = settings.vm_size
         vm = MailVm(
             f"{name}-vm",
             MailVmArgs(
-                fqdn=settings.mail_host_fqdn,
-                node=settings.proxmox_node,
-                datastore=settings.proxmox_datastore,
-                file_datastore=settings.proxmox_file_datastore,
-                bridge=settings.proxmox_bridge,
-                vm_id=settings.vm_id,
-                size=size,
-                data_disk_gib=settings.vm_data_disk_gib,
-                image_url=settings.image_url,
-                image_checksum=settings.image_checksum,
-                ipv4_address=settings.ipv4_address,
-                ipv4_gateway=settings.ipv4_gateway,
-                ipv6_address=settings.ipv6_address,
-                ipv6_gateway=settings.ipv6_gateway,
-                dns_resolvers=tuple(settings.dns_resolvers),
-                admin_user=settings.admin_user,
-                admin_ssh_keys=tuple(settings.admin_ssh_keys),
-                admin_cidrs=tuple(settings.admin_cidrs),
+                vm=settings.vm_inputs,
                 deploy_public_key=deploy_key.public_key_openssh,
                 host_key_private=host_key.private_key_openssh,
                 host_key_public=host_key.public_key_openssh,
-                protect=settings.protect,
             ),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.proxmox]),
         )
@@ -83,13 +66,7 @@ class MailPlatform(pulumi.ComponentResource):
         # DNS, in parallel with the VM
         dns = MailDns(
             f"{name}-dns",
-            MailDnsArgs(
-                zone_ids=settings.zone_ids,
-                records=settings.dns_inputs,
-                dkim_public_key_pem=dkim_key.public_key_pem,
-                protect=settings.protect,
-                import_ids=settings.import_ids,
-            ),
+            MailDnsArgs(zones=settings.dns_zone_inputs, dkim_public_key_pem=dkim_key.public_key_pem),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.cloudflare]),
         )
 
@@ -97,19 +74,15 @@ class MailPlatform(pulumi.ComponentResource):
         server = MailServer(
             f"{name}-server",
             MailServerArgs(
-                install=settings.install_inputs,
+                server=settings.server_inputs,
                 vm=vm.vm,
                 address_records=dns.address_records(),
                 ssh_host=vm.ssh_host,
-                ssh_user=settings.admin_user,
                 ssh_private_key=deploy_key.private_key_openssh,
                 host_public_key=host_key.public_key_openssh,
                 mailbox_password=mailbox_password.result,
                 dkim_private_key=dkim_key.private_key_pem,
                 tls_private_key=settings.tls_private_key,
-                stack=settings.mail_stack,
-                mailcow=settings.mailcow_inputs if settings.mail_stack == "mailcow" else None,
-                protect=settings.protect,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -117,24 +90,12 @@ class MailPlatform(pulumi.ComponentResource):
         # CERES and Keycloak, switched to the mailbox once it exists
         ceres = CeresSmtp(
             f"{name}-ceres",
-            CeresSmtpArgs(
-                namespace=settings.ceres_namespace,
-                secret_name=settings.ceres_secret_name,
-                smtp=settings.smtp_client,
-                smtp_password=server.smtp_password,
-                rollout_deployment=settings.ceres_deployment,
-            ),
+            CeresSmtpArgs(ceres=settings.ceres_inputs, smtp_password=server.smtp_password),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.kubernetes]),
         )
         KeycloakSmtp(
             f"{name}-keycloak",
-            KeycloakSmtpArgs(
-                realm=settings.keycloak_realm,
-                smtp=settings.smtp_client,
-                from_display_name=settings.mail_from_name,
-                reply_to=settings.mail_reply_to,
-                smtp_password=server.smtp_password,
-            ),
+            KeycloakSmtpArgs(keycloak=settings.keycloak_inputs, smtp_password=server.smtp_password),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.keycloak]),
         )
 

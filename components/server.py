@@ -1,7 +1,7 @@
 """MailServer: the mail stack installed on the VM over SSH (pulumi-command), native or mailcow.
 
-Remote commands on one pinned connection, in order: wait for cloud-init, then the stack's install stages
-(native: components/builders/install_script.py; mailcow: components/builders/mailcow.py). Each stage is
+Remote commands on one pinned connection, in order: wait for cloud-init, then the install stages of the
+mail stack chosen (components/builders/mail_stacks.py: native or mailcow). Each stage is
 its own command, so a change to one stage's script re-runs that stage only (a command re-runs when its
 `create` text changes, and the text is the rendered script). The connection trusts only the host key the
 stack generated and planted through cloud-init. Secrets reach the VM on a stage's standard input, never
@@ -20,34 +20,24 @@ import pulumi
 import pulumi_command as command
 import pulumi_random as random
 
-from components.builders.install_script import (
-    InstallInputs,
-    native_stages,
-    render_install_command,
-    render_secrets_stdin,
-    render_wait_for_cloud_init,
-)
-from components.builders.mailcow import CONF_SECRETS, MailcowInputs, mailcow_stages
+from components.builders.install_script import render_install_command, render_secrets_stdin, render_wait_for_cloud_init
+from components.builders.mail_stacks import ServerInputs
 
 
 @dataclass(frozen=True)
 class MailServerArgs:
     """What the install step needs."""
 
-    install: InstallInputs  #: plain values the scripts are rendered from
+    server: ServerInputs  #: the mail stack (its stages and generated secrets), the SSH user, protection
     vm: pulumi.Resource  #: the VM itself: a replaced VM is a new, empty host, so every command is replaced with it
     #: host name -> the DNS records that make it resolve: a stage that asks for a certificate waits for them
     address_records: Mapping[str, Sequence[pulumi.Resource]]
     ssh_host: pulumi.Input[str]  #: the VM's address, an Output of the VM (data edge)
-    ssh_user: str  #: the admin user cloud-init created
     ssh_private_key: pulumi.Input[str]  #: secret: the stack's deploy key
     host_public_key: pulumi.Input[str]  #: the pinned host key, OpenSSH format
     mailbox_password: pulumi.Input[str]  #: secret: the no-reply mailbox password
     dkim_private_key: pulumi.Input[str]  #: secret: the DKIM signing key (PEM)
     tls_private_key: pulumi.Input[str] | None = None  #: secret: the provided certificate's key, if any
-    stack: str = "native"  #: "native" or "mailcow"
-    mailcow: MailcowInputs | None = None  #: with stack "mailcow": what only mailcow is told
-    protect: bool = False  #: protect the secrets the stack generates for mailcow
 
 
 class MailServer(pulumi.ComponentResource):
@@ -57,9 +47,10 @@ class MailServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MailServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:mail:Server", name, None, opts)
+        stack = args.server.stack
         connection = command.remote.ConnectionArgs(
             host=args.ssh_host,
-            user=args.ssh_user,
+            user=args.server.ssh_user,
             private_key=args.ssh_private_key,
             host_key=args.host_public_key,
             # first boot installs packages before sshd has our key: retry for ~10 minutes
@@ -75,27 +66,23 @@ class MailServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, replace_with=[args.vm]),
         )
 
-        # The secrets stages may read; mailcow's own are generated here, only for that stack
+        # The secrets stages may read: the platform's, and those the stack generates for itself (mailcow's)
         available = {
             "MAILBOX_PASSWORD": args.mailbox_password,
             "DKIM_PRIVATE_KEY": args.dkim_private_key,
             "TLS_PRIVATE_KEY": args.tls_private_key,
         }
-        if args.stack == "mailcow":
-            stages = mailcow_stages(args.mailcow)
-            for key, secret in CONF_SECRETS.items():
-                available[key] = random.RandomPassword(
-                    f"{name}-mailcow-{secret.label}",
-                    length=secret.length,
-                    special=False,
-                    opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
-                ).result
-        else:
-            stages = native_stages(args.install)
+        for key, secret in stack.generated_secrets.items():
+            available[key] = random.RandomPassword(
+                f"{name}-{stack.name}-{secret.label}",
+                length=secret.length,
+                special=False,
+                opts=pulumi.ResourceOptions(parent=self, protect=args.server.protect),
+            ).result
 
         # The install stages, one after the other; the secrets a stage needs go to its stdin only, and so do
         # the files it needs on the host (its script carries their sha256, so a changed file re-runs it)
-        for stage in stages:
+        for stage in stack.stages():
             stdin = (
                 pulumi.Output.secret(
                     pulumi.Output.all(*(available[n] for n in stage.secrets)).apply(

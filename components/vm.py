@@ -17,35 +17,17 @@ import pulumi_proxmoxve as proxmoxve
 
 from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
 from components.builders.firewall import firewall_rules
-from components.settings import VmSize
+from components.builders.inputs import VmInputs
 
 
 @dataclass(frozen=True)
 class MailVmArgs:
     """What the VM is built from."""
 
-    fqdn: str  #: mail host name; its first label is the VM name and hostname
-    node: str  #: Proxmox node that runs the VM
-    datastore: str  #: datastore for the system and data disks
-    file_datastore: str  #: datastore for the cloud image and the cloud-init snippets
-    bridge: str  #: bridge of the virtio NIC
-    vm_id: int  #: fixed VM id, 0 for the next free one
-    size: VmSize  #: cores, memory, system disk (mail stack defaults applied)
-    data_disk_gib: int  #: separate mail data disk
-    image_url: str  #: Debian cloud image, a dated build
-    image_checksum: str  #: SHA-512 of the image, "" to skip
-    ipv4_address: str  #: static IPv4 with prefix
-    ipv4_gateway: str
-    ipv6_address: str  #: "" for none
-    ipv6_gateway: str
-    dns_resolvers: tuple[str, ...]
-    admin_user: str
-    admin_ssh_keys: tuple[str, ...]
-    admin_cidrs: tuple[str, ...]  #: the only networks SSH is open to
+    vm: VmInputs  #: plain values from the settings
     deploy_public_key: pulumi.Input[str]  #: the stack's own key the install commands log in with
     host_key_private: pulumi.Input[str]  #: secret: the pinned ed25519 host key (vendor-data only)
     host_key_public: pulumi.Input[str]
-    protect: bool  #: Pulumi protect + Proxmox protection flag
 
 
 class MailVm(pulumi.ComponentResource):
@@ -57,18 +39,18 @@ class MailVm(pulumi.ComponentResource):
     def __init__(self, name: str, args: MailVmArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:mail:Vm", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        hostname = args.fqdn.split(".", 1)[0]
+        hostname = args.vm.fqdn.split(".", 1)[0]
 
         # Debian 12 generic cloud image, downloaded by the node itself
         image = proxmoxve.download.File(
             f"{name}-image",
-            node_name=args.node,
-            datastore_id=args.file_datastore,
+            node_name=args.vm.node,
+            datastore_id=args.vm.file_datastore,
             content_type="import",
-            url=args.image_url,
-            file_name=args.image_url.rsplit("/", 1)[1],
-            checksum=args.image_checksum or None,
-            checksum_algorithm="sha512" if args.image_checksum else None,
+            url=args.vm.image_url,
+            file_name=args.vm.image_url.rsplit("/", 1)[1],
+            checksum=args.vm.image_checksum or None,
+            checksum_algorithm="sha512" if args.vm.image_checksum else None,
             overwrite=False,
             opts=child,
         )
@@ -78,18 +60,18 @@ class MailVm(pulumi.ComponentResource):
             lambda deploy_key: build_user_data(
                 CloudInitInputs(
                     hostname=hostname,
-                    fqdn=args.fqdn,
-                    admin_user=args.admin_user,
-                    admin_ssh_keys=args.admin_ssh_keys,
+                    fqdn=args.vm.fqdn,
+                    admin_user=args.vm.admin_user,
+                    admin_ssh_keys=args.vm.admin_ssh_keys,
                     deploy_public_key=deploy_key,
-                    memory_mib=args.size.memory_mib,
+                    memory_mib=args.vm.size.memory_mib,
                 )
             )
         )
         user_data_file = proxmoxve.FileLegacy(
             f"{name}-user-data",
-            node_name=args.node,
-            datastore_id=args.file_datastore,
+            node_name=args.vm.node,
+            datastore_id=args.vm.file_datastore,
             content_type="snippets",
             source_raw=proxmoxve.FileLegacySourceRawArgs(data=user_data, file_name=f"{hostname}-user-data.yaml"),
             opts=child,
@@ -100,8 +82,8 @@ class MailVm(pulumi.ComponentResource):
         )
         vendor_data_file = proxmoxve.FileLegacy(
             f"{name}-vendor-data",
-            node_name=args.node,
-            datastore_id=args.file_datastore,
+            node_name=args.vm.node,
+            datastore_id=args.vm.file_datastore,
             content_type="snippets",
             source_raw=proxmoxve.FileLegacySourceRawArgs(
                 data=pulumi.Output.secret(vendor_data), file_name=f"{hostname}-vendor-data.yaml"
@@ -111,62 +93,62 @@ class MailVm(pulumi.ComponentResource):
 
         ip_config = proxmoxve.VmLegacyInitializationIpConfigArgs(
             ipv4=proxmoxve.VmLegacyInitializationIpConfigIpv4Args(
-                address=args.ipv4_address, gateway=args.ipv4_gateway
+                address=args.vm.ipv4_address, gateway=args.vm.ipv4_gateway
             ),
             ipv6=proxmoxve.VmLegacyInitializationIpConfigIpv6Args(
-                address=args.ipv6_address, gateway=args.ipv6_gateway
+                address=args.vm.ipv6_address, gateway=args.vm.ipv6_gateway
             )
-            if args.ipv6_address
+            if args.vm.ipv6_address
             else None,
         )
         # The VM: system disk imported from the image, mail data on a disk of its own
         self.vm = proxmoxve.VmLegacy(
             f"{name}-vm",
             name=hostname,
-            node_name=args.node,
-            vm_id=args.vm_id or None,
-            description=f"ceres-mail: mail server {args.fqdn}",
+            node_name=args.vm.node,
+            vm_id=args.vm.vm_id or None,
+            description=f"ceres-mail: mail server {args.vm.fqdn}",
             tags=["ceres-mail", "mail"],
             on_boot=True,
             started=True,
-            protection=args.protect,
+            protection=args.vm.protect,
             agent=proxmoxve.VmLegacyAgentArgs(enabled=True),
             operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
-            cpu=proxmoxve.VmLegacyCpuArgs(cores=args.size.cores, type="x86-64-v2-AES"),
-            memory=proxmoxve.VmLegacyMemoryArgs(dedicated=args.size.memory_mib),
+            cpu=proxmoxve.VmLegacyCpuArgs(cores=args.vm.size.cores, type="x86-64-v2-AES"),
+            memory=proxmoxve.VmLegacyMemoryArgs(dedicated=args.vm.size.memory_mib),
             scsi_hardware="virtio-scsi-single",
             disks=[
                 proxmoxve.VmLegacyDiskArgs(
                     interface="scsi0",
-                    datastore_id=args.datastore,
+                    datastore_id=args.vm.datastore,
                     import_from=image.id,
-                    size=args.size.disk_gib,
+                    size=args.vm.size.disk_gib,
                     discard="on",
                     iothread=True,
                 ),
                 proxmoxve.VmLegacyDiskArgs(
                     interface="scsi1",
-                    datastore_id=args.datastore,
-                    size=args.data_disk_gib,
+                    datastore_id=args.vm.datastore,
+                    size=args.vm.data_disk_gib,
                     discard="on",
                     iothread=True,
                 ),
             ],
-            network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=args.bridge, model="virtio", firewall=True)],
+            network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=args.vm.bridge, model="virtio", firewall=True)],
             initialization=proxmoxve.VmLegacyInitializationArgs(
-                datastore_id=args.datastore,
+                datastore_id=args.vm.datastore,
                 ip_configs=[ip_config],
                 dns=proxmoxve.VmLegacyInitializationDnsArgs(
-                    domain=args.fqdn.split(".", 1)[1], servers=list(args.dns_resolvers)
+                    domain=args.vm.fqdn.split(".", 1)[1], servers=list(args.vm.dns_resolvers)
                 ),
                 user_data_file_id=user_data_file.id,
                 vendor_data_file_id=vendor_data_file.id,
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                protect=args.protect,
+                protect=args.vm.protect,
                 # a protected VM is also left in place if it ever leaves the program
-                retain_on_delete=args.protect,
+                retain_on_delete=args.vm.protect,
                 ignore_changes=[
                     # The image and the cloud-init snippets matter at first boot only. A newer image or
                     # an edited snippet would otherwise replace the VM (the provider forces replacement
@@ -182,7 +164,7 @@ class MailVm(pulumi.ComponentResource):
         firewall_opts = pulumi.ResourceOptions(parent=self)
         proxmoxve.firewall.OptionsLegacy(
             f"{name}-firewall-options",
-            node_name=args.node,
+            node_name=args.vm.node,
             vm_id=self.vm.vm_id,
             enabled=True,
             input_policy="DROP",
@@ -194,7 +176,7 @@ class MailVm(pulumi.ComponentResource):
         )
         proxmoxve.firewall.RulesLegacy(
             f"{name}-firewall-rules",
-            node_name=args.node,
+            node_name=args.vm.node,
             vm_id=self.vm.vm_id,
             rules=[
                 proxmoxve.firewall.RulesLegacyRuleArgs(
@@ -205,7 +187,7 @@ class MailVm(pulumi.ComponentResource):
                     source=rule.source or None,
                     comment=rule.comment,
                 )
-                for rule in firewall_rules(args.admin_cidrs)
+                for rule in firewall_rules(args.vm.admin_cidrs)
             ],
             opts=firewall_opts,
         )
@@ -213,5 +195,5 @@ class MailVm(pulumi.ComponentResource):
         self.vm_id = self.vm.vm_id
         # The address the install step dials. It is the static address from config, passed through the
         # VM's id so that the SSH commands carry a data edge to the VM (they wait for it to exist).
-        self.ssh_host = self.vm.id.apply(lambda _: args.ipv4_address.split("/", 1)[0])
+        self.ssh_host = self.vm.id.apply(lambda _: args.vm.ipv4_address.split("/", 1)[0])
         self.register_outputs({"vm_id": self.vm_id, "ssh_host": self.ssh_host})

@@ -10,7 +10,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from components.builders.cloud_init import CloudInitInputs, build_user_data
-from components.settings import STACK_DEFAULT_SIZE, STACK_MINIMUM_SIZE
+from components.builders.mail_stacks import MailcowStack, NativeStack
 from mailctl.recorder import record
 from tests.conftest import PROJECT_DIR, one, stack_config
 
@@ -76,9 +76,9 @@ def test_ssh_is_open_only_to_the_admin_networks_of_each_stack(plans):
 
 
 def test_sizes_follow_the_mail_stack_defaults_and_floors():
-    assert STACK_DEFAULT_SIZE["native"].cores == 2 and STACK_DEFAULT_SIZE["native"].memory_mib == 2048
-    assert STACK_DEFAULT_SIZE["native"].disk_gib == 20
-    assert STACK_DEFAULT_SIZE["mailcow"].memory_mib >= 6144 and STACK_MINIMUM_SIZE["mailcow"].memory_mib >= 6144
+    assert NativeStack.default_size.cores == 2 and NativeStack.default_size.memory_mib == 2048
+    assert NativeStack.default_size.disk_gib == 20
+    assert MailcowStack.default_size.memory_mib >= 6144 and MailcowStack.minimum_size.memory_mib >= 6144
 
 
 def test_configured_sizes_reach_the_vm(scratch_project):

@@ -8,7 +8,8 @@
   `SettingsError`.
 """
 
-from components.settings.derived import STACK_DEFAULT_SIZE, STACK_MINIMUM_SIZE, Settings, VmSize, mail_host_of
+from components.builders.inputs import VmSize
+from components.settings.derived import Settings, mail_host_of
 from components.settings.reading import SettingsError, load, misplaced_keys, validate
 from components.settings.schema import CONFIG_KEYS, PROJECT, SECRET_KEYS, UNDECLARED_KEYS, SettingsSchema
 
@@ -16,8 +17,6 @@ __all__ = [
     "CONFIG_KEYS",
     "PROJECT",
     "SECRET_KEYS",
-    "STACK_DEFAULT_SIZE",
-    "STACK_MINIMUM_SIZE",
     "UNDECLARED_KEYS",
     "Settings",
     "SettingsError",

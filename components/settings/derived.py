@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
+from components.builders.inputs import CeresInputs, DnsZoneInputs, KeycloakInputs, VmInputs, VmSize
 from components.builders.install_script import InstallInputs
+from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MailcowInputs
 from components.settings.schema import SettingsSchema
 from components.settings.values import ZoneEntry
@@ -27,30 +28,6 @@ def mail_host_of(domain: str, mail_host: str = "") -> str:
 def mail_domains_of(domain: str, extra_domains: Iterable[ZoneEntry]) -> tuple[str, ...]:
     """The primary domain first, then the extra ones (the rules need it before `Settings` exists)."""
     return (domain, *(entry.domain for entry in extra_domains))
-
-
-# --- mail stacks: what each needs from its VM -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VmSize:
-    """Cores, memory and system disk of the mail VM."""
-
-    cores: int
-    memory_mib: int
-    disk_gib: int
-
-
-# Defaults and floors per mail stack. mailcow documents 6 GiB RAM as its minimum (ClamAV, SOGo,
-# Solr are in the bundle); the native stack runs comfortably in 2 GiB.
-STACK_DEFAULT_SIZE = {
-    "native": VmSize(cores=2, memory_mib=2048, disk_gib=20),
-    "mailcow": VmSize(cores=2, memory_mib=6144, disk_gib=40),
-}
-STACK_MINIMUM_SIZE = {
-    "native": VmSize(cores=1, memory_mib=1024, disk_gib=10),
-    "mailcow": VmSize(cores=2, memory_mib=6144, disk_gib=20),
-}
 
 
 class Settings(SettingsSchema):
@@ -178,11 +155,64 @@ class Settings(SettingsSchema):
         return str(ipaddress.ip_interface(self.ipv6_address).ip) if self.ipv6_address else ""
 
     @property
+    def mail_stack_choice(self) -> MailStack:
+        """The mail stack `mailStack` names, with its inputs."""
+        if self.mail_stack == MailcowStack.name:
+            return MailcowStack(self.mailcow_inputs)
+        return NativeStack(self.install_inputs)
+
+    @property
     def vm_size(self) -> VmSize:
         """Sizes from config, each 0 replaced by the mail stack's default."""
-        default = STACK_DEFAULT_SIZE[self.mail_stack]
+        default = STACKS[self.mail_stack].default_size
         return VmSize(
             cores=self.vm_cores or default.cores,
             memory_mib=self.vm_memory_mib or default.memory_mib,
             disk_gib=self.vm_disk_gib or default.disk_gib,
         )
+
+    @property
+    def vm_inputs(self) -> VmInputs:
+        """The VM's inputs but its keys."""
+        return VmInputs(
+            fqdn=self.mail_host_fqdn,
+            node=self.proxmox_node,
+            datastore=self.proxmox_datastore,
+            file_datastore=self.proxmox_file_datastore,
+            bridge=self.proxmox_bridge,
+            vm_id=self.vm_id,
+            size=self.vm_size,
+            data_disk_gib=self.vm_data_disk_gib,
+            image_url=self.image_url,
+            image_checksum=self.image_checksum,
+            ipv4_address=self.ipv4_address,
+            ipv4_gateway=self.ipv4_gateway,
+            ipv6_address=self.ipv6_address,
+            ipv6_gateway=self.ipv6_gateway,
+            dns_resolvers=tuple(self.dns_resolvers),
+            admin_user=self.admin_user,
+            admin_ssh_keys=tuple(self.admin_ssh_keys),
+            admin_cidrs=tuple(self.admin_cidrs),
+            protect=self.protect,
+        )
+
+    @property
+    def dns_zone_inputs(self) -> DnsZoneInputs:
+        """The records and the Cloudflare zones they go to, with the records adopted rather than created."""
+        return DnsZoneInputs(records=self.dns_inputs, zone_ids=self.zone_ids, import_ids=self.import_ids,
+                             protect=self.protect)
+
+    @property
+    def server_inputs(self) -> ServerInputs:
+        """The mail stack to install, as the admin user cloud-init creates."""
+        return ServerInputs(stack=self.mail_stack_choice, ssh_user=self.admin_user, protect=self.protect)
+
+    @property
+    def ceres_inputs(self) -> CeresInputs:
+        return CeresInputs(namespace=self.ceres_namespace, secret_name=self.ceres_secret_name, smtp=self.smtp_client,
+                           rollout_deployment=self.ceres_deployment)
+
+    @property
+    def keycloak_inputs(self) -> KeycloakInputs:
+        return KeycloakInputs(realm=self.keycloak_realm, smtp=self.smtp_client, from_display_name=self.mail_from_name,
+                              reply_to=self.mail_reply_to)

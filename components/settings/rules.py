@@ -16,7 +16,8 @@ from pydantic.alias_generators import to_camel
 from components.builders.dns_records import build_records, dkim_records, spf_problems
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
-from components.settings.derived import STACK_MINIMUM_SIZE, Settings, mail_domains_of, mail_host_of
+from components.builders.mail_stacks import STACKS
+from components.settings.derived import Settings, mail_domains_of, mail_host_of
 
 
 def within(host: str, domain: str) -> bool:
@@ -69,7 +70,7 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     if has("mail_stack") and v["mail_stack"] == "mailcow":
         problems += _mailcow_problems(v)
     if has("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"):
-        floor = STACK_MINIMUM_SIZE[v["mail_stack"]]
+        floor = STACKS[v["mail_stack"]].minimum_size
         for key, value, minimum, unit in (
             ("vmCores", v["vm_cores"], floor.cores, "cores"),
             ("vmMemoryMib", v["vm_memory_mib"], floor.memory_mib, "MiB"),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, Json
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from components.builders.mail_stacks import MailcowStack, MailStackName, NativeStack, sizes_by_stack
 from components.builders.mailcow import MAILCOW_RELEASE
 from components.settings.values import (
     AdminCidr,
@@ -75,9 +76,11 @@ class SettingsSchema(BaseModel):
         description="Mail domain the server receives and sends for (MX, SPF, DKIM, DMARC are published here).")
     mail_host: OptionalDomainName = Field(
         "", description="Fully qualified name of the mail host, inside `domain`. Empty means mail.<domain>.")
-    mail_stack: Literal["native", "mailcow"] = Field("native", description=(
+    mail_stack: MailStackName = Field(NativeStack.name, description=(
         "Mail stack installed on the VM, `native` (Debian's Postfix + Dovecot + rspamd) or `mailcow` "
-        "(mailcow-dockerized, an all-in-one with webmail and admin UI; 6 GiB RAM and 20 GiB disk at least)."))
+        "(mailcow-dockerized, an all-in-one with webmail and admin UI; "
+        f"{MailcowStack.minimum_size.memory_mib // 1024} GiB RAM and {MailcowStack.minimum_size.disk_gib} GiB "
+        "disk at least)."))
     mailcow_version: MailcowRelease = Field(MAILCOW_RELEASE, description=(
         "mailcow-dockerized release tag installed with mailStack mailcow; raising it runs mailcow's update "
         "procedure (it never goes back)."))
@@ -140,11 +143,11 @@ class SettingsSchema(BaseModel):
     proxmox_bridge: NonEmpty = Field("vmbr0", description="Bridge the VM's virtio NIC is attached to.")
     vm_id: int = Field(0, ge=0, le=999_999_999, description="Proxmox VM id; 0 lets Proxmox choose the next free id.")
     vm_cores: int = Field(0, ge=0, le=128, description=(
-        "vCPUs of the VM; 0 means the mail stack's default (native 2, mailcow 2)."))
+        f"vCPUs of the VM; 0 means the mail stack's default ({sizes_by_stack('cores')})."))
     vm_memory_mib: int = Field(0, ge=0, description=(
-        "Memory of the VM in MiB; 0 means the mail stack's default (native 2048, mailcow 6144)."))
+        f"Memory of the VM in MiB; 0 means the mail stack's default ({sizes_by_stack('memory_mib')})."))
     vm_disk_gib: int = Field(0, ge=0, description=(
-        "System disk of the VM in GiB; 0 means the mail stack's default (native 20, mailcow 40)."))
+        f"System disk of the VM in GiB; 0 means the mail stack's default ({sizes_by_stack('disk_gib')})."))
     vm_data_disk_gib: int = Field(20, ge=1, description="Separate disk for mail data (/var/mail, mailboxes) in GiB.")
     image_url: HttpsUrl = Field(
         "https://cloud.debian.org/images/cloud/bookworm/20250210-2019/debian-12-genericcloud-amd64-20250210-2019.qcow2",

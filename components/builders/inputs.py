@@ -1,0 +1,78 @@
+"""The plain inputs of the components, as the settings build them (components/settings/derived.py).
+
+A component's args are one of these plus the values only known as Outputs (keys, passwords, the VM's
+address); MailPlatform copies no key into them one by one. No Pulumi import: the settings and `mailctl`
+build them without loading a provider SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from components.builders.ceres_env import SmtpClient
+from components.builders.dns_records import DnsInputs
+
+
+@dataclass(frozen=True)
+class VmSize:
+    """Cores, memory and system disk of the mail VM."""
+
+    cores: int
+    memory_mib: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
+class VmInputs:
+    """What the VM is built from, but its keys."""
+
+    fqdn: str  #: mail host name; its first label is the VM name and hostname
+    node: str  #: Proxmox node that runs the VM
+    datastore: str  #: datastore for the system and data disks
+    file_datastore: str  #: datastore for the cloud image and the cloud-init snippets
+    bridge: str  #: bridge of the virtio NIC
+    vm_id: int  #: fixed VM id, 0 for the next free one
+    size: VmSize  #: cores, memory, system disk (mail stack defaults applied)
+    data_disk_gib: int  #: separate mail data disk
+    image_url: str  #: Debian cloud image, a dated build
+    image_checksum: str  #: SHA-512 of the image, "" to skip
+    ipv4_address: str  #: static IPv4 with prefix
+    ipv4_gateway: str
+    ipv6_address: str  #: "" for none
+    ipv6_gateway: str
+    dns_resolvers: tuple[str, ...]
+    admin_user: str
+    admin_ssh_keys: tuple[str, ...]
+    admin_cidrs: tuple[str, ...]  #: the only networks SSH is open to
+    protect: bool  #: Pulumi protect + Proxmox protection flag
+
+
+@dataclass(frozen=True)
+class DnsZoneInputs:
+    """The records of every mail domain and where they go in Cloudflare."""
+
+    records: DnsInputs  #: plain inputs of the pure record builder
+    zone_ids: Mapping[str, str]  #: Cloudflare zone id of each mail domain
+    import_ids: Mapping[str, str]  #: record key -> existing Cloudflare id
+    protect: bool  #: keep records from being deleted by accident
+
+
+@dataclass(frozen=True)
+class CeresInputs:
+    """Where CERES reads its SMTP settings, and the settings."""
+
+    namespace: str  #: CERES's namespace
+    secret_name: str  #: name of the Secret CERES mounts
+    smtp: SmtpClient  #: where and how CERES submits mail, as whom
+    rollout_deployment: str = ""  #: CERES Deployment to roll on a change, "" for none
+
+
+@dataclass(frozen=True)
+class KeycloakInputs:
+    """The realm and the SMTP server it sends through."""
+
+    realm: str  #: the existing CERES realm (its name is also its import id)
+    smtp: SmtpClient  #: the same submission settings CERES gets
+    from_display_name: str
+    reply_to: str  #: "" for none
