@@ -49,7 +49,14 @@ def create_providers(name: str, settings: Settings, former_parent: pulumi.Resour
             endpoint=settings.proxmox_endpoint,
             api_token=settings.proxmox_api_token,
             insecure=settings.proxmox_insecure,
-            ssh=proxmoxve.ProviderSshArgs(agent=True, username=settings.proxmox_ssh_user),
+            ssh=proxmoxve.ProviderSshArgs(
+                agent=True,
+                username=settings.proxmox_ssh_user,
+                # the address dialled is the one whose host key the deploy pins, not whatever the API lists
+                nodes=[proxmoxve.ProviderSshNodeArgs(name=settings.proxmox_node, address=settings.proxmox_ssh_address)]
+                if settings.proxmox_ssh_address
+                else None,
+            ),
             opts=opts,
         ),
         # Cloudflare: a token scoped to DNS edit on the zone

@@ -101,6 +101,23 @@ def test_platform_owns_the_keys_and_password(prod_plan):
     assert algorithms == ["ED25519", "ED25519", "RSA2048"]
 
 
+@pytest.mark.parametrize("address, nodes", [
+    ("", None),
+    ("10.0.0.2", [{"address": "10.0.0.2", "name": "pve1"}]),
+    ("PVE1.lan", [{"address": "pve1.lan", "name": "pve1"}]),
+])
+def test_the_proxmox_provider_dials_the_ssh_address_the_deploy_pins(scratch_project, address, nodes):
+    """proxmoxSshAddress, when set, is the address of proxmoxNode the snippet upload connects to; empty
+    leaves it to what the Proxmox API reports."""
+    from tests.conftest import stack_config
+
+    config = {**stack_config("prod"), **({"ceres-mail:proxmoxSshAddress": address} if address else {})}
+    plan = record(scratch_project("ssh", config), "ssh")
+    [provider] = [r for r in plan.resources if r.type == "pulumi:providers:proxmoxve"]
+    ssh = json.loads(provider.inputs["ssh"])
+    assert (ssh.get("nodes"), ssh["agent"], ssh["username"]) == (nodes, True, "root")
+
+
 def test_explicit_providers_sit_at_the_top_of_the_stack(prod_plan):
     """The engine steps providers in every operation, --target or not: under a component that a targeted
     operation does not create, they would refer to a parent missing from the state."""

@@ -86,6 +86,8 @@ BAD_CONFIGS = [
     ("time zone that does not exist", {"ceres-mail:mailcowTimezone": "Mars/Olympus"}, "mailcowTimezone", "not an IANA time zone"),
     ("broken SSH key", {"ceres-mail:adminSshKeys": ["ssh-ed25519 AAAA"]}, "adminSshKeys[0]", "not an OpenSSH public key"),
     ("plain-HTTP Proxmox API", {"ceres-mail:proxmoxEndpoint": "http://pve1.example.com:8006/"}, "proxmoxEndpoint", "not an https:// URL"),
+    ("Proxmox SSH address with a port", {"ceres-mail:proxmoxSshAddress": "10.0.0.2:22"}, "proxmoxSshAddress", "neither an IP address nor a host name"),
+    ("Proxmox SSH address of too few octets", {"ceres-mail:proxmoxSshAddress": "10.0.2"}, "proxmoxSshAddress", "neither an IP address nor a host name"),
     ("DKIM selector with underscore", {"ceres-mail:dkimSelector": "mail_2026"}, "dkimSelector", "not a DNS label"),
     ("TTL Cloudflare refuses", {"ceres-mail:dnsTtl": 30}, "dnsTtl", "Cloudflare accepts 1"),
     ("missing secret token", {"ceres-mail:proxmoxApiToken": None}, "proxmoxApiToken", "is required"),

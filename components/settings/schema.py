@@ -32,6 +32,7 @@ from components.settings.values import (
     OptionalDnsLabel,
     OptionalDomainName,
     OptionalEmail,
+    OptionalHostAddress,
     OptionalIpAddress,
     OptionalPemCertificates,
     OptionalPublicInterface,
@@ -211,6 +212,9 @@ class SettingsSchema(BaseModel):
         False, description="Skip TLS verification of the Proxmox API (self-signed lab clusters only).")
     proxmox_ssh_user: NonEmpty = Field("root", description=(
         "SSH user on the node, for the snippet upload the Proxmox API cannot do (uses ssh-agent)."))
+    proxmox_ssh_address: OptionalHostAddress = Field("", description=(
+        "Address (IP or host name) the Proxmox provider dials for that SSH upload to proxmoxNode, the one whose "
+        "host key the deploy pins. Empty means the address the Proxmox API reports for the node."))
     cloudflare_api_token: Secret = Field(description="Cloudflare API token with Zone.DNS edit on the zone.")
     kubeconfig: Secret = Field(description="Kubeconfig of the CERES k3s cluster (its credentials make it a secret).")
     kube_context: str = Field("", description="Context in the kubeconfig; empty uses its current context.")

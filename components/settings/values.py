@@ -69,6 +69,19 @@ def ip_address(value: str) -> str:
         raise ValueError(f"{value!r} is not an IP address")
 
 
+def host_address(value: str) -> str:
+    """An IP address, or a host name of one label or more (a Proxmox node often has a short name)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    name = value.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError(f"{value!r} is neither an IP address nor a host name")
+    return name
+
+
 def admin_cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
@@ -179,6 +192,7 @@ PublicInterface = Annotated[str, AfterValidator(public_interface)]
 OptionalPublicInterface = Annotated[str, AfterValidator(optional(public_interface))]
 IpAddress = Annotated[str, AfterValidator(ip_address)]
 OptionalIpAddress = Annotated[str, AfterValidator(optional(ip_address))]
+OptionalHostAddress = Annotated[str, AfterValidator(optional(host_address))]
 AdminCidr = Annotated[str, AfterValidator(admin_cidr)]
 SshPublicKey = Annotated[str, AfterValidator(ssh_public_key)]
 HttpsUrl = Annotated[str, AfterValidator(https_url)]
