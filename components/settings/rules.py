@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 from components.builders.dns_records import build_records, dkim_records, spf_problems
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
-from components.builders.mail_stacks import STACKS
+from components.builders.mail_stacks import STACKS, MailcowStack
 from components.settings.derived import Settings, mail_domains_of, mail_host_of
 
 
@@ -67,7 +67,7 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             key = "smtpPort" if v["smtp_starttls"] != v["smtp_tls"] else ("smtpTls" if v["smtp_tls"] else "smtpStarttls")
             problems.append((key, problem))
 
-    if has("mail_stack") and v["mail_stack"] == "mailcow":
+    if has("mail_stack") and v["mail_stack"] == MailcowStack.name:
         problems += _mailcow_problems(v)
     if has("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"):
         floor = STACKS[v["mail_stack"]].minimum_size
