@@ -32,7 +32,7 @@ class CeresSmtp(pulumi.ComponentResource):
     """CERES's SMTP Secret."""
 
     secret_name: pulumi.Output[str]
-    settings: pulumi.Output[dict[str, str]]
+    ceres_env: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: CeresSmtpArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:ceres:Smtp", name, None, opts)
@@ -79,5 +79,5 @@ class CeresSmtp(pulumi.ComponentResource):
         self.secret_name = secret.metadata.apply(lambda metadata: metadata.name)
         # The Secret's data is secret as a whole; the plain part is exported so operators can read what
         # CERES gets without decrypting anything
-        self.settings = pulumi.Output.from_input(plain)
-        self.register_outputs({"secret_name": self.secret_name, "settings": self.settings})
+        self.ceres_env = pulumi.Output.from_input(plain)
+        self.register_outputs({"secret_name": self.secret_name, "ceres_env": self.ceres_env})

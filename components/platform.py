@@ -35,7 +35,7 @@ class MailPlatform(pulumi.ComponentResource):
     dkim_public_key_pem: pulumi.Output[str]
     mta_sts_policy: pulumi.Output[str]
     ptr: pulumi.Output[dict[str, str]]
-    ceres_settings: pulumi.Output[dict[str, str]]
+    ceres_env: pulumi.Output[dict[str, str]]  #: every CERES_* value but the password
     smtp_password: pulumi.Output[str]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
@@ -79,6 +79,7 @@ class MailPlatform(pulumi.ComponentResource):
                 address_records=dns.address_records(),
                 ssh_host=vm.ssh_host,
                 ssh_private_key=deploy_key.private_key_openssh,
+                ssh_public_key=deploy_key.public_key_openssh,
                 host_public_key=host_key.public_key_openssh,
                 mailbox_password=mailbox_password.result,
                 dkim_private_key=dkim_key.private_key_pem,
@@ -108,7 +109,7 @@ class MailPlatform(pulumi.ComponentResource):
         self.ptr = pulumi.Output.from_input(
             {address: settings.mail_host_fqdn for address in (settings.ipv4, settings.ipv6) if address}
         )
-        self.ceres_settings = ceres.settings
+        self.ceres_env = ceres.ceres_env
         self.smtp_password = server.smtp_password
-        self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr, "ceres_settings": self.ceres_settings})
+        self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr, "ceres_env": self.ceres_env})
 

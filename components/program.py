@@ -21,10 +21,10 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     platform = MailPlatform("ceres-mail", settings)
     pulumi.export("mailHost", platform.mail_host)
     pulumi.export("mailFrom", settings.mail_from_address)
-    pulumi.export(CERES_OUTPUT, platform.ceres_settings)
+    pulumi.export(CERES_OUTPUT, platform.ceres_env)
     # For CERES's own env-file install (it reads /etc/ceres/*.env): the plain lines, and how to add the
     # secret one. The password stays an encrypted output; showing it is the operator's explicit choice.
-    pulumi.export("ceresEnvFile", platform.ceres_settings.apply(
+    pulumi.export("ceresEnvFile", platform.ceres_env.apply(
         lambda env: "".join(f"{key}={value}\n" for key, value in sorted(env.items()))))
     pulumi.export("ceresSmtpPass", pulumi.Output.secret(platform.smtp_password))
     pulumi.export("ceresEnvPassCommand", "printf 'CERES_SMTP_PASS=%s\\n' "

@@ -1,6 +1,7 @@
 """MailServer: the mail stack installed on the VM over SSH (pulumi-command), native or mailcow.
 
-Remote commands on one pinned connection, in order: wait for cloud-init, then the install stages of the
+Remote commands on one pinned connection, in order: wait for cloud-init, the `access` stage (the admin's
+SSH keys as declared, so a rotated adminSshKeys reaches a running VM), then the install stages of the
 mail stack chosen (components/builders/mail_stacks.py: native or mailcow). Each stage is
 its own command, so a change to one stage's script re-runs that stage only (a command re-runs when its
 `create` text changes, and the text is the rendered script). The connection trusts only the host key the
@@ -34,6 +35,7 @@ class MailServerArgs:
     address_records: Mapping[str, Sequence[pulumi.Resource]]
     ssh_host: pulumi.Input[str]  #: the VM's address, an Output of the VM (data edge)
     ssh_private_key: pulumi.Input[str]  #: secret: the stack's deploy key
+    ssh_public_key: pulumi.Input[str]  #: its public half, which the access stage keeps authorized
     host_public_key: pulumi.Input[str]  #: the pinned host key, OpenSSH format
     mailbox_password: pulumi.Input[str]  #: secret: the no-reply mailbox password
     dkim_private_key: pulumi.Input[str]  #: secret: the DKIM signing key (PEM)
@@ -47,7 +49,7 @@ class MailServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MailServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:mail:Server", name, None, opts)
-        stack = args.server.stack
+        mail_stack = args.server.mail_stack
         connection = command.remote.ConnectionArgs(
             host=args.ssh_host,
             user=args.server.ssh_user,
@@ -68,13 +70,14 @@ class MailServer(pulumi.ComponentResource):
 
         # The secrets stages may read: the platform's, and those the stack generates for itself (mailcow's)
         available = {
+            "DEPLOY_PUBLIC_KEY": args.ssh_public_key,
             "MAILBOX_PASSWORD": args.mailbox_password,
             "DKIM_PRIVATE_KEY": args.dkim_private_key,
             "TLS_PRIVATE_KEY": args.tls_private_key,
         }
-        for key, secret in stack.generated_secrets.items():
+        for key, secret in mail_stack.generated_secrets.items():
             available[key] = random.RandomPassword(
-                f"{name}-{stack.name}-{secret.label}",
+                f"{name}-{mail_stack.name}-{secret.label}",
                 length=secret.length,
                 special=False,
                 opts=pulumi.ResourceOptions(parent=self, protect=args.server.protect),
@@ -82,7 +85,7 @@ class MailServer(pulumi.ComponentResource):
 
         # The install stages, one after the other; the secrets a stage needs go to its stdin only, and so do
         # the files it needs on the host (its script carries their sha256, so a changed file re-runs it)
-        for stage in stack.stages():
+        for stage in args.server.stages():
             stdin = (
                 pulumi.Output.secret(
                     pulumi.Output.all(*(available[n] for n in stage.secrets)).apply(

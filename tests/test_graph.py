@@ -149,8 +149,8 @@ def test_dns_has_no_dependency_path_to_the_vm(prod_plan):
 
 
 def test_install_stages_run_in_order_after_the_vm_and_cloud_init(prod_plan):
-    """wait-cloud-init -> packages -> tls -> mail, each on the VM (data edge through its address)."""
-    order = ["-wait-cloud-init", "-install-packages", "-install-tls", "-install-mail"]
+    """wait-cloud-init -> access -> packages -> tls -> mail, each on the VM (data edge through its address)."""
+    order = ["-wait-cloud-init", "-install-access", "-install-packages", "-install-tls", "-install-mail"]
     for before, after in zip(order, order[1:]):
         assert one(prod_plan, COMMAND, before).urn in one(prod_plan, COMMAND, after).dependencies, after
     for command in prod_plan.of_type(COMMAND):
@@ -309,7 +309,10 @@ def test_ssh_connection_pins_the_host_key_planted_by_cloud_init(applied):
 def test_install_command_lines_hold_no_secret(applied):
     plan, raw = applied
     for command in plan.of_type(COMMAND):
-        assert "stdin" not in raw[command.urn] or command.name.endswith("-install-mail"), "secrets go to the mail stage only"
+        assert "stdin" not in raw[command.urn] or command.name.endswith(("-install-mail", "-install-access")), \
+            "secrets go to the mail stage only"
+    access = dict(line.split("=", 1) for line in raw[one(plan, COMMAND, "-install-access").urn]["stdin"].splitlines())
+    assert list(access) == ["DEPLOY_PUBLIC_KEY"], "the access stage reads the deploy key, nothing secret"
     install = raw[one(plan, COMMAND, "-install-mail").urn]
     password = raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]
     assert password not in install["create"]

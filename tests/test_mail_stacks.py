@@ -42,7 +42,7 @@ def test_the_settings_choose_a_stack_with_its_stages_secrets_and_sizes(scratch_p
     assert [stage.name for stage in stack.stages()] == stages
     assert set(stack.generated_secrets) == generated
     assert settings.vm_size == kind.default_size
-    assert settings.server_inputs.stack == stack
+    assert settings.server_inputs.mail_stack == stack
 
 
 def test_each_generated_secret_is_a_random_password_of_the_server(scratch_project):

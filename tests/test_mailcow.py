@@ -518,22 +518,24 @@ def test_switching_native_to_mailcow_changes_only_the_install_part_and_the_vm_si
 
 def test_mailcow_stages_run_in_order_and_ceres_waits_for_the_configured_mailbox(scratch_project):
     plan = plan_of(scratch_project, mailStack="mailcow")
-    order = ["-wait-cloud-init", "-install-docker", "-install-release", "-install-mailcow", "-install-configure"]
+    order = ["-wait-cloud-init", "-install-access", "-install-docker", "-install-release", "-install-mailcow",
+             "-install-configure"]
     for before, after in zip(order, order[1:]):
         assert one(plan, COMMAND, before).urn in one(plan, COMMAND, after).dependencies
     configured = one(plan, COMMAND, "-install-configure").urn
     for type_ in ("kubernetes:core/v1:Secret", "keycloak:index/realm:Realm"):
         assert configured in one(plan, type_).dependencies
     stdin = {r.name.rsplit("-", 1)[1]: r.inputs.get("stdin") for r in plan.of_type(COMMAND)}
-    assert stdin == {"init": None, "docker": None, "release": None, "mailcow": "[secret]", "configure": "[secret]"}
+    assert stdin == {"init": None, "access": "[secret]", "docker": None, "release": None, "mailcow": "[secret]",
+                     "configure": "[secret]"}
 
 
 def test_a_new_mailcow_release_re_runs_that_one_step(scratch_project):
     base = plan_of(scratch_project, mailStack="mailcow")
-    head = plan_of(scratch_project, mailStack="mailcow", mailcowVersion="2026-09")
-    changes = diff_plans(base, head)
+    older = plan_of(scratch_project, mailStack="mailcow", mailcowVersion="2026-07")
+    changes = diff_plans(older, base)
     assert [(c.name, c.action) for c in changes] == [("ceres-mail-server-install-release", "re-runs")]
-    assert "MAILCOW_RELEASE=2026-09" in one(head, COMMAND, "-install-release").inputs["create"]
+    assert f"MAILCOW_COMMIT={MAILCOW_RELEASE_COMMITS['2026-07a']}" in one(base, COMMAND, "-install-release").inputs["create"]
 
 
 def test_clamav_off_changes_only_mailcow_conf(scratch_project):

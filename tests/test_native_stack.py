@@ -13,14 +13,15 @@ import os
 import random
 import subprocess
 import time
+from xml.etree import ElementTree
 
 import pytest
-
-from xml.etree import ElementTree
+from cryptography.hazmat.primitives import serialization
 
 from components.builders.dns_records import mta_sts_id
 from components.builders.ports import STRICT_TLS_PORTS
-from tests.mailnet.scenario import ADDRESSES, REMOTE_DOMAIN
+from tests.conftest import stack_config
+from tests.mailnet.scenario import ADDRESSES, REMOTE_DOMAIN, STAGE_ORDER
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +95,7 @@ def test_first_boot_ran_cloud_init_from_the_stacks_snippets(mailnet):
 
 
 def test_install_succeeds_over_ssh_with_the_pinned_host_key(installed):
-    assert [r.returncode for r in installed] == [0, 0, 0, 0]
+    assert [r.returncode for r in installed] == [0] * len(STAGE_ORDER)
     assert "ceres-mail: mail.example.com ready for example.com" in installed[-1].stdout
 
 
@@ -110,7 +111,7 @@ def test_rerun_changes_no_file_and_restarts_no_service(mailnet, installed):
     hashes, starts = file_hashes(mailnet), service_starts(mailnet)
     assert all("ActiveState=active" in state for state in starts.values()), starts
     again = mailnet.install()
-    assert [r.returncode for r in again] == [0, 0, 0, 0], again[-1].stderr
+    assert [r.returncode for r in again] == [0] * len(STAGE_ORDER), again[-1].stderr
     updated = [line for r in again for line in r.stdout.splitlines() if line.startswith("updated ")]
     assert updated == []
     assert file_hashes(mailnet) == hashes
@@ -316,7 +317,7 @@ def test_installs_killed_at_random_points_converge(mailnet, installed):
         ssh = mailnet.ssh_background_install()
         delay = chance.uniform(1.0, 25.0)
         time.sleep(delay)
-        mailnet.mail.exec(["pkill", "-KILL", "-f", "ceres-mail-(packages|tls|mail)"])
+        mailnet.mail.exec(["pkill", "-KILL", "-f", "ceres-mail-(access|packages|tls|mail)"])
         mailnet.mail.exec(["pkill", "-KILL", "-f", "apt-get|dpkg|certbot"])
         try:
             ssh.wait(timeout=60)
@@ -325,6 +326,16 @@ def test_installs_killed_at_random_points_converge(mailnet, installed):
         # a killed dpkg leaves its lock and half-configured packages, as a real crash would
         print(f"attempt {attempt + 1}: killed after {delay:.1f} s (seed {seed})")
     final = mailnet.install()
-    assert [r.returncode for r in final] == [0, 0, 0, 0], f"{KILL_SEED_ENV}={seed}: {final[-1].stdout[-3000:]}{final[-1].stderr[-3000:]}"
+    assert [r.returncode for r in final] == [0] * len(STAGE_ORDER), f"{KILL_SEED_ENV}={seed}: {final[-1].stdout[-3000:]}{final[-1].stderr[-3000:]}"
     assert effective_config(mailnet) == reference, f"{KILL_SEED_ENV}={seed}"
     assert all("ActiveState=active" in s for s in service_starts(mailnet).values())
+
+
+def test_the_admin_logs_in_with_the_declared_keys_and_the_deploy_key(mailnet, installed):
+    """The access stage keeps authorized_keys as the stack declares it (adminSshKeys, then the deploy key)."""
+    declared = stack_config("prod")["ceres-mail:adminSshKeys"]
+    lines = mailnet.mail.path("/home/ceres/.ssh/authorized_keys").read_text().splitlines()
+    keys = [line.split()[:2] for line in lines if not line.startswith("#")]
+    deploy = serialization.load_ssh_private_key(mailnet.deployment.deploy_private_key.encode(), None).public_key()
+    deploy_key = deploy.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode().split()
+    assert keys == [*(key.split()[:2] for key in declared), deploy_key]

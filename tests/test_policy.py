@@ -94,7 +94,7 @@ def record_with(project_dir, **tampered):
 
     def program(stack_keys):
         settings = stack_settings.load(stack_keys=stack_keys).model_copy(update=tampered)
-        pulumi.export(STACK_OUTPUT, MailPlatform("ceres-mail", settings).ceres_settings)
+        pulumi.export(STACK_OUTPUT, MailPlatform("ceres-mail", settings).ceres_env)
 
     return record(project_dir, "prod", program=program)
 

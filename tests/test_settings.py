@@ -83,6 +83,7 @@ BAD_CONFIGS = [
     ("mailcow on the bare domain", {"ceres-mail:mailStack": "mailcow", "ceres-mail:mailHost": "example.com"}, "mailHost", "mailcow needs a host name below it"),
     ("ACME contact mailcow.conf cannot hold", {"ceres-mail:mailStack": "mailcow", "ceres-mail:acmeEmail": "o'neil@example.com"}, "acmeEmail", "cannot be written to mailcow.conf"),
     ("mailcow release that is a branch", {"ceres-mail:mailcowVersion": "master"}, "mailcowVersion", "not a mailcow-dockerized release tag"),
+    ("mailcow release not pinned", {"ceres-mail:mailcowVersion": "2027-01"}, "mailcowVersion", "not a release this project pins"),
     ("time zone that does not exist", {"ceres-mail:mailcowTimezone": "Mars/Olympus"}, "mailcowTimezone", "not an IANA time zone"),
     ("broken SSH key", {"ceres-mail:adminSshKeys": ["ssh-ed25519 AAAA"]}, "adminSshKeys[0]", "not an OpenSSH public key"),
     ("plain-HTTP Proxmox API", {"ceres-mail:proxmoxEndpoint": "http://pve1.example.com:8006/"}, "proxmoxEndpoint", "not an https:// URL"),

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal
 
 from components.builders.inputs import VmSize
-from components.builders.install_script import InstallInputs, Stage, native_stages
+from components.builders.install_script import AccessInputs, InstallInputs, Stage, access_stage, native_stages
 from components.builders.mailcow import CONF_SECRETS, GeneratedSecret, MailcowInputs, mailcow_stages
 
 
@@ -81,6 +81,14 @@ def sizes_by_stack(size: str) -> str:
 class ServerInputs:
     """What MailServer installs, and as whom."""
 
-    stack: MailStack
-    ssh_user: str  #: the admin user cloud-init created
+    mail_stack: MailStack  #: "stack" alone would be the Pulumi stack
+    access: AccessInputs  #: the admin user cloud-init created (the SSH user) and its declared keys
     protect: bool  #: protect the secrets the stack generates
+
+    @property
+    def ssh_user(self) -> str:
+        return self.access.admin_user
+
+    def stages(self) -> tuple[Stage, ...]:
+        """Every stage in order: the admin's keys first (both stacks), then the mail stack's own."""
+        return (access_stage(self.access), *self.mail_stack.stages())

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
 from components.builders.inputs import CeresInputs, DnsZoneInputs, KeycloakInputs, VmInputs, VmSize
-from components.builders.install_script import InstallInputs
+from components.builders.install_script import AccessInputs, InstallInputs
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
-from components.builders.mailcow import MailcowInputs
+from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
 from components.settings.schema import SettingsSchema
 from components.settings.values import ZoneEntry
 
@@ -88,6 +88,7 @@ class Settings(SettingsSchema):
         return MailcowInputs(
             install=self.install_inputs,
             release=self.mailcow_version,
+            commit=MAILCOW_RELEASE_COMMITS[self.mailcow_version],
             clamav=self.mailcow_clamav,
             timezone=self.mailcow_timezone,
             ipv6=bool(self.ipv6),
@@ -205,7 +206,8 @@ class Settings(SettingsSchema):
     @property
     def server_inputs(self) -> ServerInputs:
         """The mail stack to install, as the admin user cloud-init creates."""
-        return ServerInputs(stack=self.mail_stack_choice, ssh_user=self.admin_user, protect=self.protect)
+        access = AccessInputs(self.mail_host_fqdn, self.admin_user, tuple(self.admin_ssh_keys))
+        return ServerInputs(mail_stack=self.mail_stack_choice, access=access, protect=self.protect)
 
     @property
     def ceres_inputs(self) -> CeresInputs:

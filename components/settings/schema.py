@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from components.builders.mail_stacks import MailcowStack, MailStackName, NativeStack, sizes_by_stack
-from components.builders.mailcow import MAILCOW_RELEASE
+from components.builders.mailcow import MAILCOW_RELEASE, MAILCOW_RELEASE_COMMITS
 from components.settings.values import (
     AdminCidr,
     CloudflareTtl,
@@ -83,8 +83,9 @@ class SettingsSchema(BaseModel):
         f"{MailcowStack.minimum_size.memory_mib // 1024} GiB RAM and {MailcowStack.minimum_size.disk_gib} GiB "
         "disk at least)."))
     mailcow_version: MailcowRelease = Field(MAILCOW_RELEASE, description=(
-        "mailcow-dockerized release tag installed with mailStack mailcow; raising it runs mailcow's update "
-        "procedure (it never goes back)."))
+        "mailcow-dockerized release tag installed with mailStack mailcow, one this project pins to its commit "
+        f"({', '.join(sorted(MAILCOW_RELEASE_COMMITS))}; a moved tag is refused); raising it runs mailcow's "
+        "update procedure (it never goes back)."))
     mailcow_clamav: bool = Field(
         True, description="Run mailcow's ClamAV virus scanner (about 1 GiB of RAM); false sets SKIP_CLAMD=y.")
     mailcow_timezone: Timezone = Field("UTC", description=(

@@ -17,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from pydantic import AfterValidator, EmailStr, Field, PlainValidator, TypeAdapter
 
+from components.builders.mailcow import MAILCOW_RELEASE_COMMITS
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -152,6 +154,15 @@ def timezone(value: str) -> str:
     return value
 
 
+def pinned_mailcow_release(value: str) -> str:
+    """A release the project pins by commit (a tag alone can be moved)."""
+    if value not in MAILCOW_RELEASE_COMMITS:
+        raise ValueError(
+            f"{value!r} is not a release this project pins ({', '.join(sorted(MAILCOW_RELEASE_COMMITS))}): a new "
+            "one is added to MAILCOW_RELEASE_COMMITS in components/builders/mailcow.py with the commit its tag names")
+    return value
+
+
 def optional(rule: Callable[[str], str]) -> Callable[[str], str]:
     """Empty string means "not set" for optional keys (Pulumi.yaml gives them "" as default)."""
     return lambda value: rule(value) if value else ""
@@ -200,7 +211,8 @@ OptionalEmail = Annotated[str, AfterValidator(optional(lambda v: TypeAdapter(Ema
 OptionalPemCertificates = Annotated[str, AfterValidator(optional(pem_certificates))]
 OptionalDnsLabel = Annotated[str, AfterValidator(optional(dns_label))]
 Timezone = Annotated[str, AfterValidator(timezone)]
-MailcowRelease = Annotated[str, matching(r"\d{4}-\d{2}[a-z]?", "a mailcow-dockerized release tag (e.g. 2026-07a)")]
+MailcowRelease = Annotated[str, matching(r"\d{4}-\d{2}[a-z]?", "a mailcow-dockerized release tag (e.g. 2026-07a)"),
+                           AfterValidator(pinned_mailcow_release)]
 LocalPart = Annotated[str, matching(r"[a-z0-9][a-z0-9._-]{0,63}", "a mailbox local part (a-z 0-9 . _ -)")]
 LinuxUser = Annotated[str, matching(r"[a-z_][a-z0-9_-]{0,31}", "a Linux user name")]
 OptionalSha512 = Annotated[str, matching(r"([0-9a-f]{128})?", "a SHA-512 in hex (128 characters)")]

@@ -35,7 +35,7 @@ REMOTE_DOMAIN = "example.net"
 NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-STAGE_ORDER = ("-wait-cloud-init", "-install-packages", "-install-tls", "-install-mail")
+STAGE_ORDER = ("-wait-cloud-init", "-install-access", "-install-packages", "-install-tls", "-install-mail")
 
 
 @dataclass(frozen=True)
