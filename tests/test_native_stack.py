@@ -130,6 +130,15 @@ def test_secrets_stay_out_of_the_install_output(mailnet, installed):
 # --- 2. CERES sends: DKIM, SPF, DMARC as judged by the receiving MTA --------------------------------
 
 
+def verdict_on(mailnet, subject: str, timeout: float = 60) -> dict:
+    """The receiving MTA's verdict on the message with `subject`, once it arrived (polled)."""
+    deadline = time.monotonic() + timeout
+    while not (verdict := next((v for v in mailnet.verdicts() if v["subject"] == subject), None)):
+        assert time.monotonic() < deadline, mailnet.mail.exec(["journalctl", "-u", "postfix@-", "-n", "50"]).stdout
+        time.sleep(1)
+    return verdict
+
+
 def test_ceres_credentials_submit_mail_that_passes_dkim_spf_and_dmarc(mailnet, credentials):
     env = mailnet.deployment.ceres_env
     assert (env["CERES_SMTP_PORT"], env["CERES_SMTP_STARTTLS"], env["CERES_SMTP_TLS"]) == ("587", "true", "false")
@@ -138,10 +147,7 @@ def test_ceres_credentials_submit_mail_that_passes_dkim_spf_and_dmarc(mailnet, c
                          "--user", env["CERES_SMTP_USER"], "--password-file", str(credentials),
                          "--sender", env["CERES_MAIL_FROM"], "--to", f"newuser@{REMOTE_DOMAIN}", "--subject", subject)
     assert sent.get("sent") is True, sent
-    deadline = time.monotonic() + 60
-    while not (verdict := next((v for v in mailnet.verdicts() if v["subject"] == subject), None)):
-        assert time.monotonic() < deadline, mailnet.mail.exec(["journalctl", "-u", "postfix@-", "-n", "50"]).stdout
-        time.sleep(1)
+    verdict = verdict_on(mailnet, subject)
     assert verdict["dkim"] == "pass" and verdict["dkim_domain"] == "example.com" and verdict["dkim_selector"] == "ceres"
     assert verdict["spf"] == "pass", verdict
     assert verdict["dmarc_aligned"] is True
@@ -157,10 +163,7 @@ def test_ceres_credentials_submit_on_465_with_implicit_tls(mailnet, credentials,
                          "--user", env["CERES_SMTP_USER"], "--password-file", str(credentials),
                          "--sender", env["CERES_MAIL_FROM"], "--to", f"newuser@{REMOTE_DOMAIN}", "--subject", subject)
     assert sent.get("sent") is True, sent
-    deadline = time.monotonic() + 60
-    while not (verdict := next((v for v in mailnet.verdicts() if v["subject"] == subject), None)):
-        assert time.monotonic() < deadline, mailnet.mail.exec(["journalctl", "-u", "postfix@-", "-n", "50"]).stdout
-        time.sleep(1)
+    verdict = verdict_on(mailnet, subject)
     assert verdict["dkim"] == "pass" and verdict["dmarc_aligned"] is True, verdict
 
 
