@@ -11,6 +11,7 @@ Secrets are redacted at the moment they are recorded: a secret value never enter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from dataclasses import dataclass, field
@@ -77,6 +78,28 @@ def _close_worker_loop() -> None:
     if not loop.is_running():
         loop.close()
         asyncio.set_event_loop(None)
+
+
+@contextlib.contextmanager
+def _no_source_positions():
+    """Register without the source position of each resource, which a recording never keeps.
+
+    The engine shows a resource's source position in its diagnostics; the SDK finds it for every
+    registration by extracting the whole Python stack with its source lines, and to give those lines
+    linecache reads every file on the stack in full, the SDKs' generated modules of thousands of lines
+    included (about 15 ms and 2 MiB for the prod stack). Offline nothing reads it, so the SDK is handed
+    the empty trace it sends itself when it finds no frame of the program's; the Plan is the same."""
+    from pulumi.runtime import resource as runtime_resource
+
+    original = getattr(runtime_resource, "_get_stack_trace", None)
+    if original is None:  # an SDK without it: nothing to skip
+        yield
+        return
+    runtime_resource._get_stack_trace = runtime_resource.source_pb2.StackTrace
+    try:
+        yield
+    finally:
+        runtime_resource._get_stack_trace = original
 
 
 def _struct_to_plan(struct) -> dict[str, Any]:
@@ -216,7 +239,8 @@ def _record_in_context(config: StackConfig, program, known_outputs: bool, raw_in
         preview=not known_outputs,
         monitor=_make_monitor(mocks, recording, raw_inputs_hook),
     )
-    _sync_await(run_pulumi_func(lambda: program(config.stack_keys)))
+    with _no_source_positions():
+        _sync_await(run_pulumi_func(lambda: program(config.stack_keys)))
 
     stack = pulumi.runtime.get_root_resource()
     serialized = _sync_await(rpc.serialize_properties(stack.outputs, {})) if stack.outputs else None
