@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
-from components.builders import mailcow_api, ports
+from components.builders import ports
 from components.builders.install_script import (
     DATA_DISK,
     LETS_ENCRYPT,
@@ -295,7 +295,7 @@ def api_program() -> str:
     (The reader on the VM drops trailing newlines, as any `$(...)` does; the configure stage writes the
     text with one.) Its sha256 is then the file's own, as `sha256sum mailcow_api.py` shows it.
     """
-    text = resources.files(mailcow_api.__package__).joinpath("mailcow_api.py").read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath("mailcow_api.py").read_text(encoding="utf-8")
     return text.rstrip("\n") + "\n"
 
 

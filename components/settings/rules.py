@@ -10,7 +10,6 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography import x509
 from pydantic.alias_generators import to_camel
 
 from components.builders.dns_records import build_records, dkim_records, spf_problems
@@ -112,6 +111,8 @@ def _tls_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems.append(("tlsPrivateKey", "is required with tlsMode provided: `pulumi config set --secret tlsPrivateKey`"))
     if not v["tls_certificate"]:
         return problems + [("tlsCertificate", "is required with tlsMode provided")]
+    from cryptography import x509  # here: only a stack that brings its certificate pays for loading X.509
+
     leaf = x509.load_pem_x509_certificates(v["tls_certificate"].encode())[0]
     try:
         names = set(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))

@@ -71,6 +71,8 @@ class SettingsSchema(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         arbitrary_types_allowed=True,
+        # built only with model_construct after the per-field checks: its own validator is never used
+        defer_build=True,
     )
 
     domain: DomainName = Field(
