@@ -147,7 +147,7 @@ def test_checkdmarc_parses_spf_without_warnings(served, domain):
 
 @pytest.mark.parametrize("domain", MULTI.mail_domains)
 def test_checkdmarc_parses_dmarc_and_only_notes_the_seeds_observation_mode(served, domain):
-    """The seed starts with p=none (observe); checkdmarc's one remark is exactly that, nothing else."""
+    """A new domain starts with p=none (observe); checkdmarc's one remark is exactly that, nothing else."""
     record = txt(served, f"_dmarc.{domain}", "v=DMARC1")
     result = checkdmarc.dmarc.parse_dmarc_record(record, domain, nameservers=[served], timeout=3)
     assert result["warnings"] == [f"A p tag value of none makes DMARC unenforced on email sent as {domain}."]
