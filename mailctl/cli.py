@@ -6,8 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from components.builders.dns_records import DKIM_OUTPUT
 from components.settings import SettingsError, mail_host_of
 from mailctl.stackfile import StackFileError
+
+#: What --dkim-public-key takes, in `mailctl zone` and `mailctl verify` alike (mailctl.zone.read_dkim_public_key)
+DKIM_KEY_SOURCES = f"a PEM file, - for stdin, or the JSON of `pulumi stack output --json` holding {DKIM_OUTPUT}"
 
 
 def _project_dir(value: str) -> Path:
@@ -43,9 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     zone.add_argument("--domain", help="only this mail domain's zone")
     zone.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
     zone.add_argument("--dkim-public-key", metavar="PEM",
-                      help="include the DKIM records of this public key: a PEM file, - for stdin "
-                           "(`pulumi stack output dkimPublicKeyPem | mailctl zone --dkim-public-key -`), or the "
-                           "JSON of `pulumi stack output --json` holding dkimPublicKeyPem")
+                      help=f"include the DKIM records of this public key: {DKIM_KEY_SOURCES} "
+                           f"(`pulumi stack output {DKIM_OUTPUT} | mailctl zone --dkim-public-key -`)")
     zone.add_argument("--out", type=Path, metavar="DIR",
                       help="write one <domain>.zone file per mail domain (each one zone named-checkzone accepts)")
 
@@ -60,8 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--password-file", type=Path, help="the no-reply mailbox password, to test logins")
     verify.add_argument("--user", help="the mailbox to log in as (default: the stack's no-reply)")
     verify.add_argument("--dkim-public-key", metavar="PEM",
-                        help="the stack's DKIM key, to compare with every mail domain's record: a PEM file, - for "
-                             "stdin, or the JSON of `pulumi stack output --json` holding dkimPublicKeyPem")
+                        help=f"the stack's DKIM key, to compare with every mail domain's record: {DKIM_KEY_SOURCES}")
     verify.add_argument("--json", action="store_true", help="results as JSON")
 
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from components.builders.dns_records import (
+    DKIM_OUTPUT,
     build_records,
     dkim_record_name,
     dkim_records,
@@ -23,7 +24,6 @@ from components.builders.zone_file import render_rrsets, render_zone
 from components.settings import Settings, validate
 from mailctl.stackfile import StackFileError, load_stack
 
-DKIM_OUTPUT = "dkimPublicKeyPem"  # the stack output holding the DKIM public key (components/program.py)
 
 
 def stack_settings(project_dir: Path, stack: str) -> Settings:

@@ -175,6 +175,7 @@ def dkim_value(public_key_pem: str) -> str:
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
 
+DKIM_OUTPUT = "dkimPublicKeyPem"  #: the stack output with the DKIM public key, which `mailctl zone` and `verify` read
 DKIM_WHY = "Required: receivers verify the DKIM signature of every message with this key (RFC 6376)"
 
 
