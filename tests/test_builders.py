@@ -29,7 +29,7 @@ from components.builders.install_script import (
     render_tls_stage,
     template,
 )
-from tests.conftest import INSTALL, PROJECT_DIR
+from tests.conftest import INSTALL, PROJECT_DIR, self_signed
 
 SHELL_DIR = PROJECT_DIR / "components/builders/shell"
 
@@ -280,25 +280,6 @@ def run_in_scratch_root(tmp_path, script: str, stage: str, stdin: str) -> subpro
                           input=stdin, text=True, capture_output=True, timeout=120)
 
 
-def self_signed(names: tuple[str, ...]) -> tuple[str, str]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts an overlay (make test runs as root)")
 def test_a_failed_reload_of_a_provided_certificate_is_retried_not_forgotten(tmp_path):
     """A new certificate must reach Postfix and Dovecot. A reload that fails fails the stage and leaves
@@ -313,14 +294,14 @@ def test_a_failed_reload_of_a_provided_certificate_is_retried_not_forgotten(tmp_
         return run_in_scratch_root(tmp_path, render_tls_stage(inputs), "tls",
                                    render_secrets_stdin({"TLS_PRIVATE_KEY": certificate[1]}))
 
-    first = run(self_signed(names))
+    first = run(self_signed(*names))
     assert first.returncode == 0, first.stderr
     assert {"systemctl reload postfix", "systemctl reload dovecot"} <= set(log.read_text().splitlines())
     assert not marker.exists()
 
     log.unlink()
     (upper / "record/fail-reload-dovecot").touch()
-    renewed = self_signed(names)
+    renewed = self_signed(*names)
     failed = run(renewed)
     assert failed.returncode != 0, "a failed reload fails the stage"
     assert marker.exists(), "and the change stays pending"

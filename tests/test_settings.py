@@ -13,7 +13,7 @@ from components.settings import rules, values
 from components.settings import CONFIG_KEYS, SECRET_KEYS, UNDECLARED_KEYS, Settings, SettingsError
 from mailctl.recorder import record
 from mailctl.zone import stack_settings as settings_of_stack
-from tests.conftest import stack_config
+from tests.conftest import self_signed, stack_config
 
 
 def refused(scratch_project, config: dict) -> SettingsError:
@@ -29,27 +29,7 @@ def test_committed_stacks_load_with_their_values(plans):
     assert plans["staging"].outputs["mailHost"] == "mail.staging.example.net"
 
 
-def self_signed(*names: str) -> str:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-PEBBLE_LIKE_CA = self_signed("acme-ca.example.net")
+PEBBLE_LIKE_CA = self_signed("acme-ca.example.net")[0]
 
 # (what is wrong, edit to the prod stack, key named in the error, words the operator reads)
 BAD_CONFIGS = [
@@ -262,7 +242,7 @@ def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(proje
 
 def test_provided_certificate_must_name_the_mail_and_mta_sts_hosts(scratch_project):
     config = stack_config("prod")
-    config.update({"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": self_signed("mail.example.com"),
+    config.update({"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": self_signed("mail.example.com")[0],
                    "ceres-mail:tlsPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}})
     lines = str(refused(scratch_project, config)).splitlines()
     assert any("ceres-mail:tlsCertificate: does not name mta-sts.example.com" in line for line in lines), lines
@@ -271,7 +251,7 @@ def test_provided_certificate_must_name_the_mail_and_mta_sts_hosts(scratch_proje
 def test_provided_certificate_goes_to_the_tls_stage_with_its_key_as_a_secret(scratch_project):
     config = stack_config("prod")
     config.update({"ceres-mail:tlsMode": "provided",
-                   "ceres-mail:tlsCertificate": self_signed("mail.example.com", "mta-sts.example.com"),
+                   "ceres-mail:tlsCertificate": self_signed("mail.example.com", "mta-sts.example.com")[0],
                    "ceres-mail:tlsPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}})
     plan = record(scratch_project("tls", config), "tls")
     [tls] = [r for r in plan.of_type("command:remote:Command") if r.name.endswith("-install-tls")]
