@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from components.builders.cloud_init import DATA_DISK_DEVICE, DATA_DISK_LABEL, DATA_MOUNT_POINT
-from components.builders.ports import STRICT_TLS12_CIPHERS
+from components.builders.ports import HTTP, HTTPS, IMAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
 
 #: What lib/data_disk.sh checks: the data disk cloud-init formats and mounts (the header's values).
 DATA_DISK = {"DATA_MOUNT": DATA_MOUNT_POINT, "DATA_DEVICE": DATA_DISK_DEVICE, "DATA_LABEL": DATA_DISK_LABEL}
@@ -165,6 +165,8 @@ def render_tls_stage(inputs: InstallInputs) -> str:
         TLS_CERTIFICATE=inputs.tls_certificate.strip(),
         MTA_STS_POLICY=inputs.mta_sts_policy,
         STRICT_CIPHERS=STRICT_CIPHERS,
+        HTTP_PORT=str(HTTP.port),
+        HTTPS_PORT=str(HTTPS.port),
         **({"SECRETS": secrets} if secrets else {}),
     )
 
@@ -185,6 +187,9 @@ def render_mail_stage(inputs: InstallInputs) -> str:
         MESSAGE_SIZE_LIMIT=str(MESSAGE_SIZE_LIMIT),
         VMAIL=f"{DATA_MOUNT_POINT}/vhosts",
         STRICT_CIPHERS=STRICT_CIPHERS,
+        SUBMISSION_SERVICES=tuple(service.name for service in SUBMISSION_SERVICES),
+        IMPLICIT_TLS_SERVICES=tuple(service.name for service in SUBMISSION_SERVICES if service.tls == "implicit"),
+        IMAPS_PORT=str(IMAPS.port),
         **DATA_DISK,
     )
 

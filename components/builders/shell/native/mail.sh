@@ -3,8 +3,9 @@
 # Rendered after the header, lib/strict.sh, lib/prelude.sh (put_file, changed, PENDING) and lib/secrets.sh
 # (MAILBOX_PASSWORD, DKIM_PRIVATE_KEY).
 # From the header: STAGE, DOMAIN, MAIL_HOST, MAIL_DOMAINS (array), MAILBOX, ALIASES (array),
-# DKIM_SELECTOR, CERT_DIR, SECRETS (array), MESSAGE_SIZE_LIMIT, VMAIL, STRICT_CIPHERS, and for
-# lib/data_disk.sh (included first): DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
+# DKIM_SELECTOR, CERT_DIR, SECRETS (array), MESSAGE_SIZE_LIMIT, VMAIL, STRICT_CIPHERS,
+# SUBMISSION_SERVICES (array: Postfix service names), IMPLICIT_TLS_SERVICES (array: those of them with TLS
+# at connect), IMAPS_PORT, and for lib/data_disk.sh (included first): DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -86,7 +87,7 @@ before=$(postfix_state)
 } | xargs -d '\n' postconf -e
 # Submission: STARTTLS on 587 (RFC 6409) and implicit TLS on 465 (RFC 8314), the same rules on both:
 # TLS before anything else, SASL only there, a client may send only as the address it logged in as.
-for service in submission submissions; do
+for service in "${SUBMISSION_SERVICES[@]}"; do
   postconf -M "$service/inet=$service inet n - y - - smtpd"
   postconf -P \
     "$service/inet/syslog_name=postfix/$service" \
@@ -95,7 +96,7 @@ for service in submission submissions; do
     "$service/inet/smtpd_client_restrictions=permit_sasl_authenticated,reject" \
     "$service/inet/smtpd_sender_restrictions=reject_sender_login_mismatch"
 done
-postconf -P "submissions/inet/smtpd_tls_wrappermode=yes"
+for service in "${IMPLICIT_TLS_SERVICES[@]}"; do postconf -P "$service/inet/smtpd_tls_wrappermode=yes"; done
 if [ "$(postfix_state)" != "$before" ]; then changed=1; touch "$PENDING"; echo "updated postfix settings"; fi
 
 echo "== dovecot"
@@ -124,7 +125,7 @@ service imap-login {
     port = 0
   }
   inet_listener imaps {
-    port = 993
+    port = $IMAPS_PORT
     ssl = yes
   }
 }

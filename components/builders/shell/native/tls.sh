@@ -3,7 +3,7 @@
 # certificate (certbot, or the one the stack provides). Rendered after the header, lib/strict.sh,
 # lib/prelude.sh and, with a provided certificate, lib/secrets.sh (which sets TLS_PRIVATE_KEY).
 # From the header: STAGE, TLS_MODE, CERT_NAME, CERT_DIR, CERT_NAMES (array), ACME_DIRECTORY, ACME_EMAIL,
-# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS; SECRETS (array) with a provided certificate.
+# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS, HTTP_PORT, HTTPS_PORT; SECRETS (array) with a provided certificate.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -16,8 +16,8 @@ render_nginx() {
   cat <<NGINX
 # ceres-mail: ACME http-01 for every certificate name, MTA-STS policy over HTTPS (RFC 8461 3.3)
 server {
-    listen 80 default_server;
-    listen [::]:80 default_server;
+    listen $HTTP_PORT default_server;
+    listen [::]:$HTTP_PORT default_server;
     server_name _;
     location /.well-known/acme-challenge/ { root /var/www/acme; }
     location / { return 301 https://\$host\$request_uri; }
@@ -26,8 +26,8 @@ NGINX
   if [ -s "$CERT_DIR/fullchain.pem" ]; then
     cat <<NGINX
 server {
-    listen 443 ssl default_server;
-    listen [::]:443 ssl default_server;
+    listen $HTTPS_PORT ssl default_server;
+    listen [::]:$HTTPS_PORT ssl default_server;
     server_name ${CERT_NAMES[*]};
     ssl_certificate $CERT_DIR/fullchain.pem;
     ssl_certificate_key $CERT_DIR/privkey.pem;
