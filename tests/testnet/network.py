@@ -116,7 +116,7 @@ class _Host:
         """Create the namespace, its veth to the wire's bridge and its addresses (and route via `gateway`)."""
         linux.add_netns(self.netns)
         self._stack.callback(linux.delete_netns, self.netns)
-        port = self.net._port_name()
+        port = self.port = self.net._port_name()
         linux.ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", self.netns,
                  netns=self.net.wire)
         self._stack.callback(linux.delete_link, port, self.net.wire)
@@ -137,23 +137,40 @@ class _Host:
 
 
 class NetnsHost(_Host):
-    """A network namespace on the wire where tests run this machine's programs (its files, its .venv)."""
+    """A network namespace on the wire where tests run this machine's programs (its files, its .venv).
 
-    def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None):
+    With `nameserver`, its programs resolve names there: each runs in a mount namespace of its own whose
+    /etc/resolv.conf names that server (programs that use the system resolver, a JVM say, need it; the
+    machine's own resolv.conf is never touched)."""
+
+    def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None,
+                 nameserver: str | None = None):
         super().__init__(net, name, ipv4_cidr, ipv6_cidr)
         self._processes: list[subprocess.Popen] = []
+        self._resolv_conf: Path | None = None
         try:
+            if nameserver:
+                self._resolv_conf = net.run_dir / f"{name}.resolv.conf"
+                self._resolv_conf.write_text(f"nameserver {nameserver}\n")
             self._plug_in()
             self._stack.callback(self._stop_processes)
         except BaseException:
             self.stop()
             raise
 
+    def argv(self, argv: list[str]) -> list[str]:
+        """`argv` as it runs inside this host (its network, and its resolv.conf if it has one)."""
+        argv = [str(a) for a in argv]
+        if self._resolv_conf:
+            argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                    'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self._resolv_conf), *argv]
+        return linux.netns_exec(self.netns, argv)
+
     def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
         """Start `argv` inside the namespace, in its own process group; stopped (TERM, then KILL) with the host."""
         kwargs.setdefault("start_new_session", True)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        process = subprocess.Popen(linux.netns_exec(self.netns, [str(a) for a in argv]), **kwargs)
+        process = subprocess.Popen(self.argv(argv), **kwargs)
         self._processes.append(process)
         return process
 
@@ -162,7 +179,7 @@ class NetnsHost(_Host):
         kwargs.setdefault("capture_output", "stdout" not in kwargs and "stderr" not in kwargs)
         kwargs.setdefault("text", True)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run(linux.netns_exec(self.netns, [str(a) for a in argv]), timeout=timeout, **kwargs)
+        return subprocess.run(self.argv(argv), timeout=timeout, **kwargs)
 
     def _stop_processes(self) -> None:
         for process in self._processes:
@@ -366,8 +383,9 @@ class TestNet:
         """Stop every host, delete the wire and the run directory (idempotent; runs every step)."""
         self._stack.close()
 
-    def add_netns_host(self, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None) -> NetnsHost:
-        return self._add(NetnsHost, name, ipv4_cidr, ipv6_cidr)
+    def add_netns_host(self, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None,
+                       nameserver: str | None = None) -> NetnsHost:
+        return self._add(NetnsHost, name, ipv4_cidr, ipv6_cidr, nameserver=nameserver)
 
     def add_system_host(self, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None, *,
                         nameserver: str | None = None, gateway: str | None = None,
