@@ -11,7 +11,7 @@ STACK ?= prod
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
 WHEELHOUSE := .cache/wheels
 
-.PHONY: plan test test-engine engine bench docs venv dev system-deps wheelhouse tools clean
+.PHONY: plan test test-engine test-e2e engine bench docs venv dev system-deps wheelhouse tools clean
 
 plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
 	$(BIN)/mailctl plan --stack $(STACK)
@@ -21,6 +21,9 @@ test: dev system-deps wheelhouse tools engine  ## install what the tests need (s
 
 test-engine: dev system-deps engine  ## only the real-engine layer: the Pulumi CLI runs the program (tests/engine)
 	$(BIN)/python -m pytest tests/engine
+
+test-e2e: dev system-deps engine  ## only the end-to-end layer: `pulumi up` of the whole graph into the test internet (tests/e2e)
+	$(BIN)/python -m pytest tests/e2e
 
 # The Pulumi CLI, the real kubernetes provider and k3s, built from Go modules once per machine and kept
 # outside the clone, keyed by version (tests/engine/build/common.sh says where).

@@ -1,8 +1,9 @@
 """KeycloakSmtp: the SMTP settings of CERES's existing Keycloak realm.
 
-The realm belongs to CERES, not to this stack. It is imported (adopted, never created), protected (a
-`pulumi destroy` or a mistake cannot delete it), and every realm field except `smtp_server` is in
-ignore_changes, so this stack owns exactly the SMTP block and nothing else.
+The realm belongs to CERES, not to this stack. It is imported (adopted, never created), never deleted
+(retain_on_delete: `pulumi destroy` or a resource leaving the program releases it from the state and
+leaves it in Keycloak), protected where the stack protects its resources (prod), and every realm field
+except `smtp_server` is in ignore_changes, so this stack owns exactly the SMTP block and nothing else.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class KeycloakSmtpArgs:
 
     keycloak: KeycloakInputs  #: the existing CERES realm, the submission settings, From name, Reply-To
     smtp_password: pulumi.Input[str]  #: secret, from MailServer: known once the mailbox exists
+    protect: bool = True  #: refuse `pulumi destroy` while the realm is in the stack (the stack's `protect`)
 
 
 class KeycloakSmtp(pulumi.ComponentResource):
@@ -63,7 +65,8 @@ class KeycloakSmtp(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 import_=args.keycloak.realm,
-                protect=True,
+                protect=args.protect,
+                # whatever the protection, destroying the stack never deletes CERES's realm
                 retain_on_delete=True,
                 ignore_changes=unowned_realm_fields(),
             ),

@@ -96,7 +96,8 @@ class MailPlatform(pulumi.ComponentResource):
         )
         KeycloakSmtp(
             f"{name}-keycloak",
-            KeycloakSmtpArgs(keycloak=settings.keycloak_inputs, smtp_password=server.smtp_password),
+            KeycloakSmtpArgs(keycloak=settings.keycloak_inputs, smtp_password=server.smtp_password,
+                             protect=settings.protect),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.keycloak]),
         )
 

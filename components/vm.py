@@ -149,6 +149,9 @@ class MailVm(pulumi.ComponentResource):
                 protect=args.vm.protect,
                 # a protected VM is also left in place if it ever leaves the program
                 retain_on_delete=args.vm.protect,
+                # a new VM takes the same static address: the old one must be gone first, or the install
+                # would reach the old host at that address (whose host key is the same, the stack's)
+                delete_before_replace=True,
                 ignore_changes=[
                     # The image and the cloud-init snippets matter at first boot only. A newer image or
                     # an edited snippet would otherwise replace the VM (the provider forces replacement
@@ -161,7 +164,8 @@ class MailVm(pulumi.ComponentResource):
         )
 
         # Firewall: on, inbound DROP, then the mail ports and SSH from the admin networks
-        firewall_opts = pulumi.ResourceOptions(parent=self)
+        # A VM's firewall goes with the VM on Proxmox: a new VM gets its own, even at the same VM id
+        firewall_opts = pulumi.ResourceOptions(parent=self, replace_with=[self.vm])
         proxmoxve.firewall.OptionsLegacy(
             f"{name}-firewall-options",
             node_name=args.vm.node,

@@ -162,6 +162,8 @@ def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook |
                         "importId": request.importId or None,
                         # replaced whenever one of these is (a new VM must get its install again)
                         "replaceWith": sorted(request.replace_with),
+                        # the old one goes before the new one comes (a VM's static address holds one host)
+                        "deleteBeforeReplace": bool(request.deleteBeforeReplace),
                         # a provider reference is "<urn>::<id>"; the id is unknown in a preview
                         "provider": request.provider.rsplit("::", 1)[0] if request.provider else None,
                     },

@@ -58,6 +58,8 @@ def _flags(resource: PlannedResource) -> str:
         flags.append(f"import={options['importId']}")
     if options.get("ignoreChanges"):
         flags.append(f"ignoreChanges={len(options['ignoreChanges'])} fields")
+    if options.get("deleteBeforeReplace"):
+        flags.append("deleteBeforeReplace")
     if options.get("replaceWith"):
         flags.append("replaced with " + ", ".join(urn.rsplit("::", 1)[-1] for urn in options["replaceWith"]))
     return f"  [{', '.join(flags)}]" if flags else ""

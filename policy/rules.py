@@ -113,9 +113,13 @@ def dkim_key_is_strong(r: Resource, config: PolicyConfig) -> Iterable[str]:
 
 
 def protected_where_it_matters(r: Resource, config: PolicyConfig) -> Iterable[str]:
-    if r.type == REALM and not r.options.get("protect"):
-        yield (f"realm {r.props.get('realm')} belongs to CERES and is not protected: a destroy would delete it; "
-               "declare it with protect=True")
+    """CERES's realm is never deleted by this stack (retainOnDelete; CrossGuard does not show that option,
+    the offline plan does) and cannot be destroyed at all in protected stacks; nor can their VM."""
+    if r.type == REALM and r.options.get("retainOnDelete") is False:
+        yield (f"realm {r.props.get('realm')} belongs to CERES: a destroy would delete it; declare it with "
+               "retain_on_delete=True")
+    if r.type == REALM and r.stack in config.protected_stacks and not r.options.get("protect"):
+        yield f"realm {r.props.get('realm')} of protected stack {r.stack} is not protected: declare it with protect=True"
     if r.type == VM and r.stack in config.protected_stacks and not r.options.get("protect"):
         yield f"the mail VM of stack {r.stack} is not protected: set protect: true (its mailboxes live on it)"
 
@@ -251,7 +255,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dns-record-not-proxied", "Mail DNS records are never proxied by Cloudflare.", "mandatory", dns_record_not_proxied),
     Rule("spf-strict-and-resolvable", "SPF ends with -all or ~all and needs at most 10 lookups.", "mandatory", spf_is_strict_and_resolvable),
     Rule("dkim-key-strong", "The DKIM key is RSA of at least minDkimBits.", "mandatory", dkim_key_is_strong),
-    Rule("protected-where-it-matters", "The CERES realm, and the VM in protected stacks, cannot be deleted.", "mandatory", protected_where_it_matters),
+    Rule("protected-where-it-matters", "The CERES realm is never deleted; it and the VM are protected in protected stacks.", "mandatory", protected_where_it_matters),
     Rule("secret-inputs-are-secret", "Passwords, tokens, keys and kubeconfigs are Pulumi secrets.", "mandatory", secret_inputs_are_secret,
          needs_secret_marks=True),
     Rule("ssh-pins-host-key", "Every SSH connection pins the host key.", "mandatory", ssh_connection_pins_host_key),

@@ -26,7 +26,7 @@ INSTALL = InstallInputs(
 
 
 # no_skips: CI rules; mailnet: the session fixtures of the end-to-end tests (booted only when used)
-pytest_plugins = ["tests.plugins.no_skips", "tests.mailnet.fixtures"]
+pytest_plugins = ["tests.plugins.no_skips", "tests.mailnet.fixtures", "tests.engine.fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -172,6 +172,16 @@ def test_every_install_command_is_replaced_with_its_vm(prod_plan, mailcow_plan):
     assert "[replaced with ceres-mail-vm-vm]" in render_text(prod_plan)
 
 
+def test_a_vm_is_deleted_before_its_replacement_and_takes_its_firewall_along(prod_plan):
+    """Two VMs cannot hold one static address: the old goes first, or the install would reach it. Proxmox
+    removes a VM's firewall with the VM, so the firewall is created again for the new one."""
+    vm = one(prod_plan, VM)
+    assert vm.options["deleteBeforeReplace"] is True
+    firewall = [r for r in prod_plan.resources if r.type.startswith("proxmoxve:firewall/")]
+    assert len(firewall) == 2 and all(r.options["replaceWith"] == [vm.urn] for r in firewall)
+    assert "deleteBeforeReplace" in render_text(prod_plan)
+
+
 def dns_waited_for(plan: Plan) -> dict[str, set[tuple[str, str]]]:
     """resource name -> the (type, name) of the DNS records it waits for."""
     dns = {r.urn: (r.inputs["type"], r.inputs["name"]) for r in plan.of_type(DNS_RECORD)}
@@ -283,6 +293,12 @@ def test_keycloak_realm_is_adopted_protected_and_only_smtp_is_owned(prod_plan):
     assert {"displayName", "enabled", "loginTheme", "internationalization", "attributes"} <= ignored
     assert not ignored & {"smtpServer", "realm"}
     assert set(realm.inputs) - {"smtpServer", "realm"} == set(), "the realm declares nothing but SMTP"
+
+
+def test_an_unprotected_stack_can_be_destroyed_and_still_keeps_the_realm(plans):
+    """staging protects nothing (so `pulumi destroy` runs), yet destroying it never deletes CERES's realm."""
+    options = one(plans["staging"], REALM).options
+    assert options["protect"] is False and options["retainOnDelete"] is True
 
 
 def test_ssh_connection_pins_the_host_key_planted_by_cloud_init(applied):

@@ -71,6 +71,15 @@ def broken(plan: Plan) -> dict[str, list]:
     return cases
 
 
+def test_the_realm_may_be_unprotected_in_staging_but_never_deletable(plans):
+    """staging leaves its realm unprotected so the stack can be destroyed; the realm stays (retainOnDelete)."""
+    realm = first(plans["staging"], REALM)
+    judged = lambda resource: [v["message"] for v in evaluate([resource]) if v["policy"] == "protected-where-it-matters"]  # noqa: E731
+    assert judged(realm) == []
+    [message] = judged(replace(realm, options={**realm.options, "retainOnDelete": False}))
+    assert "retain_on_delete=True" in message
+
+
 def test_every_rule_has_a_crafted_violation(prod_plan):
     assert set(broken(prod_plan)) == {rule.name for rule in RULES}
 

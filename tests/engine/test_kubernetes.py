@@ -8,7 +8,7 @@ import pytest
 from pulumi.automation import ConfigValue
 
 from components.builders.ceres_env import PASSWORD_KEY
-from tests.engine.conftest import CERES_DEPLOYMENT
+from tests.engine.fixtures import CERES_DEPLOYMENT
 from tests.engine.harness import run_engine
 
 NAMESPACE = "ceres-staging"

@@ -9,7 +9,7 @@ from pulumi.automation import ConfigValue
 from components import providers
 from mailctl.diff import diff_plans
 from mailctl.recorder import record
-from tests.engine.conftest import CERES_REALM_FIELDS
+from tests.engine.fixtures import CERES_REALM_FIELDS
 from tests.engine.harness import run_engine
 from tests.engine.standins.remote_commands import RUN_LOG
 
@@ -38,7 +38,8 @@ def test_first_up_adopts_the_realm_and_owns_only_its_smtp_block(staging_up):
     realm_urn = urn_of(first, REALM, "-keycloak-realm")
     assert first.ops()[realm_urn] == ("import", "update"), "adopted as it is, then given its SMTP block"
     [realm] = [r for r in project.export(stack)["resources"] if r["urn"] == realm_urn]
-    assert realm["importID"] == "ceres" and realm["protect"] and realm["retainOnDelete"]
+    # staging protects nothing, so it can be destroyed; the realm is never deleted all the same
+    assert realm["importID"] == "ceres" and not realm.get("protect") and realm["retainOnDelete"]
     held = project.world_items("keycloak", "Realm")["ceres"]
     assert {key: held[key] for key in CERES_REALM_FIELDS} == CERES_REALM_FIELDS, "every other field as CERES had it"
     assert held["smtpServer"]["host"] == "mail.staging.example.net"

@@ -17,7 +17,8 @@ STACK_TYPE = "pulumi:pulumi:Stack"
 @pytest.fixture(scope="module")
 def previews(engine_tools, k3s, tmp_path_factory):
     """stack -> (offline plan, the real preview with the policy pack), made once for the module."""
-    from tests.engine.conftest import kubeconfig_for, seed_realm
+    from tests.engine.conftest import seed_realm
+    from tests.engine.fixtures import kubeconfig_for
     from tests.engine.harness import EngineProject
 
     made = {}

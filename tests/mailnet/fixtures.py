@@ -135,11 +135,17 @@ class MailNet:
 
 def mail_host_files(deployment: Deployment) -> dict[str, str]:
     """What the mail host boots with: the cloud-init NoCloud seed from the deployment's own snippets."""
+    return nocloud_files(deployment.user_data, deployment.vendor_data)
+
+
+def nocloud_files(user_data: str, vendor_data: str, instance_id: str = "ceres-mail-e2e") -> dict[str, str]:
+    """A host first-booted by cloud-init from these snippets (NoCloud seed), as Proxmox's cloud-init
+    drive hands them to a VM; a new instance id is a new machine to cloud-init."""
     seed = "/var/lib/cloud/seed/nocloud"
     return {
-        f"{seed}/user-data": deployment.user_data,
-        f"{seed}/vendor-data": deployment.vendor_data,
-        f"{seed}/meta-data": "instance-id: ceres-mail-e2e\nlocal-hostname: mail\n",
+        f"{seed}/user-data": user_data,
+        f"{seed}/vendor-data": vendor_data,
+        f"{seed}/meta-data": f"instance-id: {instance_id}\nlocal-hostname: mail\n",
         "/etc/cloud/cloud.cfg.d/99-test-image.cfg": TEST_IMAGE_CLOUD_CFG,
     }
 

@@ -63,6 +63,8 @@ class Judge:
             "rcpt_tos": envelope.rcpt_tos,
             "from_domain": from_domain,
             "subject": message.get("Subject", ""),
+            "from": message.get("From", ""),
+            "reply_to": message.get("Reply-To", ""),
             "message_id": message.get("Message-ID", ""),
             "dkim": "pass" if dkim_pass else "fail",
             "dkim_domain": dkim_domain,

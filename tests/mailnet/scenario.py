@@ -115,7 +115,7 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
     # provider (not declared), so they come from the builder
     zone_of = {zone_id: domain for domain, zone_id in settings.zone_ids.items()}
     records = [cloudflare_record(zone_of[raw[r.urn]["zoneId"]], raw[r.urn]) for r in plan.of_type(DNS_RECORD)]
-    records += reverse_records(inputs) + _remote_domain_records(inputs.ttl)
+    records += reverse_records(inputs) + remote_domain_records(inputs.ttl)
     zones = {
         zone: render_zone(zone, records, NAMESERVERS, inputs.ttl)
         for zone in sorted({r.zone for r in records})
@@ -153,7 +153,7 @@ def cloudflare_record(zone: str, fields: dict) -> Record:
     return Record(zone, fields["name"], type_, rdata, int(fields["ttl"]), fields.get("comment", ""))
 
 
-def _remote_domain_records(ttl: int) -> list[Record]:
+def remote_domain_records(ttl: int) -> list[Record]:
     """example.net, the other domain: its MX host, SPF, and the PTR of its address."""
     remote, mx = REMOTE_DOMAIN, f"mx.{REMOTE_DOMAIN}"
     last = ADDRESSES["remote"].rsplit(".", 1)[1]

@@ -4,12 +4,17 @@ The world keeps each record by its id with its zone. Creating a record that is a
 the same name, type and content is refused as Cloudflare refuses it ("an identical record already
 exists"), which is why the program adopts existing records by id (`dnsImportIds`); such a record is read
 back by `<zone id>/<record id>`, the import id the real provider takes.
+
+With a test internet behind it (cloud.py), the zones are served for real: after every change the test's
+authoritative server (BIND) serves each zone with exactly the records the world holds, and the change
+returns only once it is served, as a record is live once Cloudflare's API has answered.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from tests.engine.standins import cloud
 from tests.engine.standins.model import Context, Kind, StandIn, StandInError
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
@@ -27,6 +32,12 @@ def _stamps(inputs: dict, context: Context) -> dict:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return {"createdOn": context.previous.get("createdOn", now), "modifiedOn": now,
             "proxiable": inputs["type"] in ("A", "AAAA", "CNAME")}
+
+
+def _serve_zones(operation: str, outputs: dict, context: Context) -> None:
+    if cloud.backed():
+        # the cloud reads the records itself, under its lock: records created in parallel are never lost
+        cloud.call("dns.serve", records_folder=str(context.world.root / RECORD.rsplit(":", 1)[1]))
 
 
 class CloudflareDns(StandIn):
@@ -48,6 +59,7 @@ STANDIN = CloudflareDns(
             recompute=_stamps,
             computed=("createdOn", "modifiedOn", "proxiable"),
             recomputed=("modifiedOn",),
+            after=_serve_zones,
         ),
     },
 )

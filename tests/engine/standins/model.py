@@ -162,6 +162,9 @@ class Kind:
     create_hook: Callable[[dict, Context], None] | None = None  #: refuses what the cloud would refuse
     computed: tuple[str, ...] = ()  #: names of the computed outputs (unknown in a preview)
     recomputed: tuple[str, ...] = ()  #: the computed outputs an update changes (unknown in its preview)
+    #: what the cloud does once the world holds the change ("create", "update" or "delete", the resource's
+    #: outputs): in the end-to-end layer it acts on the test internet (boots a host, serves a zone)
+    after: Callable[[str, dict, Context], None] | None = None
 
     @property
     def sdk_args(self):
@@ -175,6 +178,7 @@ class StandIn:
     name: str
     kinds: dict[str, Kind]
     provider_args: str = "ProviderArgs"  #: the SDK class that declares the provider's configuration
+    config: dict = field(default_factory=dict)  #: the provider's configuration, once the engine configured it
 
     @property
     def version(self) -> str:
@@ -222,6 +226,8 @@ class StandIn:
         outputs = {**inputs, **computed}
         resource_id = kind.make_id(plain(outputs), context)
         context.world.put(token, resource_id, plain(outputs))
+        if kind.after:
+            kind.after("create", plain(outputs), context)
         return resource_id, outputs
 
     def read(self, token: str, resource_id: str, properties: dict) -> tuple[dict, dict] | None:
@@ -239,7 +245,12 @@ class StandIn:
         if kind.recompute:
             outputs.update(kind.recompute(plain(outputs), context))
         context.world.put(token, resource_id, plain(outputs))
+        if kind.after:
+            kind.after("update", plain(outputs), context)
         return outputs
 
-    def delete(self, token: str, resource_id: str, properties: dict) -> None:
+    def delete(self, token: str, resource_id: str, properties: dict, urn: str = "") -> None:
         self.world.remove(token, resource_id)
+        kind = self.kind(token)
+        if kind.after:
+            kind.after("delete", plain(properties), Context(self.world, urn, token, previous=plain(properties)))

@@ -16,7 +16,7 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import plugin_pb2, provider_pb2, provider_pb2_grpc
 
 from tests.engine.standins.model import StandIn, StandInError
-from tests.engine.standins.values import UNKNOWN, changed_paths, with_unknowns
+from tests.engine.standins.values import UNKNOWN, changed_paths, plain, with_unknowns
 
 DiffResponse = provider_pb2.DiffResponse
 PropertyDiff = provider_pb2.PropertyDiff
@@ -73,6 +73,9 @@ class _Service(provider_pb2_grpc.ResourceProviderServicer):
         return DiffResponse(changes=DiffResponse.DIFF_SOME if changed else DiffResponse.DIFF_NONE, diffs=changed)
 
     def Configure(self, request, context):
+        # the provider's own configuration (a URL, credentials): the stand-ins that call an API log in with it
+        self.standin.config = plain(_from_struct(request.args)) if request.HasField("args") else {
+            key.rsplit(":", 1)[-1]: value for key, value in request.variables.items()}
         return provider_pb2.ConfigureResponse(acceptSecrets=True, supportsPreview=True, acceptResources=True)
 
     def Cancel(self, request, context):
@@ -146,7 +149,7 @@ class _Service(provider_pb2_grpc.ResourceProviderServicer):
 
     def Delete(self, request, context):
         try:
-            self.standin.delete(request.type, request.id, _from_struct(request.properties))
+            self.standin.delete(request.type, request.id, _from_struct(request.properties), request.urn)
         except StandInError as error:
             self._abort(context, error)
         return empty_pb2.Empty()

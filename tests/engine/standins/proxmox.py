@@ -4,10 +4,15 @@ The world is one Proxmox node's view: files by volume id, VMs by VM id. Creating
 is taken and disks or snippets that do not exist, as Proxmox does; the firewall belongs to a VM that
 exists. What replaces a VM is what the real provider forces a new VM for (node, id, the imported disk,
 the cloud-init snippets), so the program's ignore_changes on first-boot inputs are tested against it.
+
+With a test internet behind it (cloud.py), the VM is real: creating it boots a fresh Debian host at the
+VM's static address, first-booted by cloud-init from the two snippets the graph uploaded; deleting it
+removes that host; the firewall's options and rules are enforced in front of it.
 """
 
 from __future__ import annotations
 
+from tests.engine.standins import cloud
 from tests.engine.standins.model import Context, Kind, StandIn, StandInError
 
 FILE = "proxmoxve:download/file:File"
@@ -51,8 +56,13 @@ def _check_vm(inputs: dict, context: Context) -> None:
 
 def _vm(inputs: dict, context: Context) -> dict:
     vm_id = _vm_id(inputs, context)
-    addresses = [c["ipv4"]["address"].split("/")[0] for c in (inputs.get("initialization") or {}).get("ipConfigs", [])
-                 if c.get("ipv4")]
+    init = inputs.get("initialization") or {}
+    cidrs = [c["ipv4"]["address"] for c in init.get("ipConfigs", []) if c.get("ipv4")]
+    addresses = [cidr.split("/")[0] for cidr in cidrs]
+    if cloud.backed() and inputs.get("started", True):
+        snippet = lambda key: context.world.get(SNIPPET, init[key])["sourceRaw"]["data"]  # noqa: E731
+        cloud.call("vm.create", vm_id=vm_id, ipv4_cidr=cidrs[0],
+                   user_data=snippet("userDataFileId"), vendor_data=snippet("vendorDataFileId"))
     return {
         "vmId": vm_id,
         "ipv4Addresses": [["127.0.0.1"], addresses],
@@ -69,6 +79,20 @@ def _check_firewall(inputs: dict, context: Context) -> None:
 
 def _firewall_id(part: str):
     return lambda outputs, context: f"{outputs['nodeName']}/{outputs['vmId']}/{part}"
+
+
+def _vm_changed(operation: str, outputs: dict, context: Context) -> None:
+    if operation == "delete" and cloud.backed():
+        cloud.call("vm.delete", vm_id=outputs["vmId"])
+
+
+def _firewall_changed(part: str):
+    """The VM's firewall as Proxmox enforces it: its options and its rules, each a resource of its own."""
+    def changed(operation: str, outputs: dict, context: Context) -> None:
+        if cloud.backed():
+            cloud.call("firewall.set", vm_id=outputs["vmId"], part=part,
+                       settings=None if operation == "delete" else outputs)
+    return changed
 
 
 STANDIN = StandIn(
@@ -100,18 +124,21 @@ STANDIN = StandIn(
             compute=_vm,
             computed=("vmId", "ipv4Addresses", "ipv6Addresses", "macAddresses", "networkInterfaceNames"),
             make_id=lambda outputs, context: str(outputs["vmId"]),
+            after=_vm_changed,
         ),
         FIREWALL_OPTIONS: Kind(
             token=FIREWALL_OPTIONS,
             replace_on=("nodeName", "vmId", "containerId"),
             create_hook=_check_firewall,
             make_id=_firewall_id("options"),
+            after=_firewall_changed("options"),
         ),
         FIREWALL_RULES: Kind(
             token=FIREWALL_RULES,
             replace_on=("nodeName", "vmId", "containerId"),
             create_hook=_check_firewall,
             make_id=_firewall_id("rules"),
+            after=_firewall_changed("rules"),
         ),
     },
 )
