@@ -172,8 +172,9 @@ class EngineProject:
         return run
 
     def export(self, stack) -> dict:
-        """The stack's state as `pulumi stack export` gives it (secrets stay encrypted)."""
-        return stack.export_stack().deployment
+        """The stack's state as `pulumi stack export` gives it, secrets encrypted (the Automation API's
+        export_stack adds --show-secrets, which is not what is stored)."""
+        return json.loads(self.cli("stack", "export", "--stack", stack.name).stdout)["deployment"]
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """The built CLI run in this project with its backend, for what the Automation API does not offer."""

@@ -1,0 +1,227 @@
+"""The end-to-end layer's world: an empty test internet, CERES's platform, and a project to `pulumi up`.
+
+    dns       BIND, authoritative for the stack's zone (served from the Cloudflare stand-in's records),
+              the other domain and the reverse zone
+    acme      pebble, the ACME CA (http-01 validated for real)
+    remote    mx.example.net, another domain's MTA, judging DKIM, SPF and DMARC of what arrives
+    client    the operator's machine (the deployer: SSH, HTTPS to Keycloak) and where mail clients run
+    sso       CERES's Keycloak, real (Maven Central, a JDK from PyPI), with CERES's realm in it
+    vm<id>    booted by the Proxmox stand-in when the graph creates the VM; nothing else exists before
+
+k3s (the real Kubernetes API, CERES's Deployment in it) runs on this machine's loopback, as in the engine
+layer. Everything that boots once per session is a session fixture; one stack is taken through the
+scenario by the tests in order (test_up.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import dns.reversename
+import pytest
+
+from components.builders.dns_records import Record
+from tests.conftest import self_signed, stack_config
+from tests.e2e.cloud import TestCloud
+from tests.e2e.http_call import netns_sender
+from tests.e2e.keycloak import KeycloakAdmin, start_keycloak
+from tests.e2e.zones import ZoneServer
+from tests.engine.fixtures import CERES_DEPLOYMENT, kubeconfig_for, reset_ceres
+from tests.engine.harness import EngineProject, EngineRun, run_engine
+from tests.engine.k3s import K3s
+from tests.engine.standins.cloud import CLOUD_ENV
+from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
+from tests.mailnet.fixtures import MAIL_DISKS, nocloud_files
+from tests.mailnet.scenario import remote_domain_records
+from tests.testnet import AptProxy, NetnsHost, TestNet
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+PROBE = HERE.parent / "mailnet" / "probe.py"
+REMOTE_MTA = HERE.parent / "mailnet" / "remote_mta.py"
+CERES_POD = HERE / "ceres_pod.py"
+PYTHON = sys.executable
+
+PREFIX = 24
+ADDRESSES = {
+    "mail": "203.0.113.25",  # the VM's static address, as the stack declares it
+    "dns": "203.0.113.53",
+    "acme": "203.0.113.80",
+    "remote": "203.0.113.99",
+    "sso": "203.0.113.150",  # CERES's Keycloak
+    "client": "203.0.113.200",  # the operator's machine, inside adminCidrs
+}
+DOMAIN = "example.com"
+MAIL_HOST = f"mail.{DOMAIN}"
+SSO_HOST, SSO_PORT = f"sso.{DOMAIN}", 8443
+ADMIN_CIDR = "203.0.113.192/26"  # the client is inside, the remote MTA is not
+STACK = "e2e"
+REALM = "ceres"
+# CERES's realm as it exists before this stack touches it: fields of its own, which must survive
+REALM_FIELDS = {"displayName": "CERES", "displayNameHtml": "<b>CERES</b>", "enabled": True, "loginTheme": "keycloak",
+                "registrationAllowed": False, "resetPasswordAllowed": True, "accessTokenLifespan": 300}
+STACK_CONFIG = {
+    # staging's stack file, pointed at the test internet
+    "domain": DOMAIN,
+    "ipv4Address": f"{ADDRESSES['mail']}/{PREFIX}",
+    "ipv4Gateway": "203.0.113.1",
+    "adminCidrs": [ADMIN_CIDR],
+    "dnsResolvers": [ADDRESSES["dns"]],
+    "keycloakUrl": f"https://{SSO_HOST}:{SSO_PORT}",
+    "mailFromName": "CERES Platform",
+    "mailReplyTo": f"support@{DOMAIN}",
+    "ceresDeployment": CERES_DEPLOYMENT,  # rolled when its SMTP settings change
+}
+CERES_SECRET = ("ceres-staging", "ceres-smtp")  #: staging's ceresNamespace, the default ceresSecretName
+
+
+def platform_records(ttl: int) -> list[Record]:
+    """What the zones hold without the stack: CERES's SSO host, the PTR of the mail address (set at the
+    IP provider), and the other domain."""
+    ptr = dns.reversename.from_address(ADDRESSES["mail"]).to_text(omit_final_dot=True)
+    return [
+        Record(DOMAIN, SSO_HOST, "A", ADDRESSES["sso"], ttl, "test: CERES's Keycloak"),
+        Record(ptr.split(".", 1)[1], ptr, "PTR", f"{MAIL_HOST}.", ttl, "test: PTR of the mail address, at the IP provider"),
+        *remote_domain_records(ttl),
+    ]
+
+
+@dataclass
+class EndToEnd:
+    """The test internet, the platform in it, and the one stack the scenario takes through its life."""
+
+    net: TestNet
+    cloud: TestCloud
+    zones: ZoneServer
+    client: NetnsHost
+    remote: NetnsHost
+    k3s: K3s
+    keycloak: KeycloakAdmin
+    project: EngineProject
+    stack: object  #: pulumi.automation.Stack
+    workdir: Path
+    inbox: Path
+    pebble_root: Path
+
+    def up(self, **options) -> EngineRun:
+        started = time.monotonic()
+        run = run_engine(self.stack.up, **options)
+        log.info("pulumi up: %s in %.0f s", "ok" if run.ok else "FAILED", time.monotonic() - started)
+        return run
+
+    def probe(self, name: str, *args: str, timeout: float = 60) -> dict:
+        result = self.client.run([PYTHON, str(PROBE), name, *args], timeout=timeout)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def verdict(self, wanted: Callable[[dict], bool], timeout: float = 120) -> dict:
+        """The remote MTA's verdict on the first message `wanted` accepts, once it arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for path in sorted(self.inbox.glob("*.json")):
+                verdict = json.loads(path.read_text())
+                if wanted(verdict):
+                    return verdict
+            time.sleep(1)
+        raise AssertionError(f"no such message reached the remote MTA in {timeout:g} s; it has "
+                             f"{[json.loads(p.read_text())['subject'] for p in self.inbox.glob('*.json')]}")
+
+    def ceres_secret_env(self) -> dict[str, str]:
+        """The CERES Secret as a pod gets it with envFrom: read from k3s's API, each key a variable."""
+        namespace, name = CERES_SECRET
+        secret = self.k3s.get("secret", name, namespace)
+        assert secret is not None, f"no Secret {namespace}/{name} in the cluster"
+        return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+    def ceres_send(self, to: str, subject: str, env: dict[str, str] | None = None) -> dict:
+        """CERES (tests/e2e/ceres_pod.py) sends, its environment exactly the Secret's."""
+        pod_env = {"PATH": os.environ["PATH"], **(env if env is not None else self.ceres_secret_env())}
+        result = self.client.run([PYTHON, str(CERES_POD), "--to", to, "--subject", subject,
+                                  "--cafile", str(self.pebble_root)], env=pod_env, timeout=90)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:g} s")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory, engine_tools, k3s):
+    if os.geteuid() != 0:
+        pytest.skip("the test internet needs root (network namespaces, booting a Debian host)")
+    workdir = tmp_path_factory.mktemp("e2e")
+    cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
+    with AptProxy() as proxy, TestNet(apt_proxy=proxy) as net:
+        dns_host = net.add_netns_host("dns", cidr["dns"])
+        client = net.add_netns_host("client", cidr["client"], nameserver=ADDRESSES["dns"])
+        sso = net.add_netns_host("sso", cidr["sso"], nameserver=ADDRESSES["dns"])
+        acme = net.add_netns_host("acme", cidr["acme"])
+        remote = net.add_netns_host("remote", cidr["remote"])
+
+        project = EngineProject(workdir / "project", engine_tools, kubeconfig=kubeconfig_for(k3s, "staging"))
+        staging = stack_config("staging")
+        zones = ZoneServer(dns_host, workdir / "named", {staging["ceres-mail:cloudflareZoneId"]: DOMAIN},
+                           platform_records(300), ttl=300).start()
+
+        pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
+        acme.popen(pebble_argv(pebble_files, ADDRESSES["dns"]), env={**os.environ, **PEBBLE_ENV},
+                   stdout=(workdir / "pebble.log").open("w"), stderr=subprocess.STDOUT)
+        listener_ca = workdir / "pebble-listener.pem"
+        listener_ca.write_text(pebble_files.listener_cert_pem)
+        pebble_root = workdir / "pebble-root.pem"
+
+        def pebble_root_fetched() -> bool:
+            result = client.run([PYTHON, str(PROBE), "fetch", "--host", ADDRESSES["acme"], "--cafile", str(listener_ca),
+                                 "--path", f"https://{ADDRESSES['acme']}:15000/roots/0"], timeout=10)
+            fetched = json.loads(result.stdout) if result.returncode == 0 else {}
+            if fetched.get("status") == 200:
+                pebble_root.write_text(fetched["body"])
+            return pebble_root.exists()
+
+        _wait(pebble_root_fetched, 30, "pebble")
+
+        inbox = workdir / "inbox"
+        remote.popen([PYTHON, str(REMOTE_MTA), ADDRESSES["remote"], ADDRESSES["dns"], str(inbox)],
+                     stdout=(workdir / "remote.log").open("w"), stderr=subprocess.STDOUT)
+
+        # CERES's Keycloak: HTTPS with a certificate the operator's machine trusts, SMTP trusting the ACME CA
+        sso_cert, sso_key = self_signed(SSO_HOST)
+        sso_ca = workdir / "sso-ca.pem"
+        sso_ca.write_text(sso_cert)
+        admin_password = base64.b64encode(os.urandom(18)).decode()
+        start_keycloak(sso, workdir / "keycloak", hostname=SSO_HOST, https_port=SSO_PORT, tls_cert_pem=sso_cert,
+                       tls_key_pem=sso_key, trusted_ca_pem=pebble_root.read_text(), admin_password=admin_password)
+        send = netns_sender(client, str(sso_ca))
+        keycloak = KeycloakAdmin(f"https://{SSO_HOST}:{SSO_PORT}", send, password=admin_password)
+        client_secret = keycloak.create_provider_client(staging["ceres-mail:keycloakClientId"])
+        keycloak.create_realm({"realm": REALM, **REALM_FIELDS})
+
+        cloud = TestCloud(net, workdir / "cloud", zones=zones, deployer=client, nameserver=ADDRESSES["dns"],
+                          vm_files=lambda vm_id, user_data, vendor_data: nocloud_files(user_data, vendor_data, f"vm-{vm_id}"),
+                          vm_disks=MAIL_DISKS, http_sender=send)
+        (workdir / "cloud").mkdir()
+        reset_ceres(k3s)
+        with cloud.serve(workdir / "cloud.sock") as socket_path:
+            project.env[CLOUD_ENV] = str(socket_path)
+            stack = project.stack(STACK, source="staging", config={
+                **STACK_CONFIG, "acmeDirectory": directory_url(ADDRESSES["acme"]),
+                "acmeCaBundle": pebble_files.listener_cert_pem,
+            }, secret_config={"keycloakClientSecret": client_secret})
+            yield EndToEnd(net, cloud, zones, client, remote, k3s, keycloak, project, stack, workdir, inbox, pebble_root)
+        zones.stop()
+        reset_ceres(k3s)
