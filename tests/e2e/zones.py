@@ -61,7 +61,12 @@ class ZoneServer:
     def serve(self, records_folder: str) -> None:
         """Serve exactly the DnsRecords held in `records_folder` (the stand-in's world), and wait for it."""
         with self._lock:
-            held = [json.loads(path.read_text()) for path in sorted(Path(records_folder).glob("*.json"))]
+            held = []
+            for path in sorted(Path(records_folder).glob("*.json")):
+                try:
+                    held.append(json.loads(path.read_text()))
+                except FileNotFoundError:
+                    continue  # deleted meanwhile by a parallel call, which serves the zones again after
             unknown = sorted({fields["zoneId"] for fields in held} - set(self.zone_of))
             if unknown:
                 raise ValueError(f"zone {unknown[0]} does not exist in this account (Cloudflare error 7003)")
