@@ -25,7 +25,6 @@ import json
 import logging
 import re
 import socketserver
-import subprocess
 import tempfile
 import threading
 import time

@@ -119,8 +119,9 @@ class EndToEnd:
         log.info("pulumi up: %s in %.0f s", "ok" if run.ok else "FAILED", time.monotonic() - started)
         return run
 
-    def probe(self, name: str, *args: str, timeout: float = 60) -> dict:
-        result = self.client.run([PYTHON, str(PROBE), name, *args], timeout=timeout)
+    def probe(self, name: str, *args: str, timeout: float = 60, host: NetnsHost | None = None) -> dict:
+        """A probe (tests/mailnet/probe.py) from the client, or from `host`; its JSON answer."""
+        result = (host or self.client).run([PYTHON, str(PROBE), name, *args], timeout=timeout)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -225,3 +226,22 @@ def e2e(tmp_path_factory, engine_tools, k3s):
             yield EndToEnd(net, cloud, zones, client, remote, k3s, keycloak, project, stack, workdir, inbox, pebble_root)
         zones.stop()
         reset_ceres(k3s)
+
+
+@pytest.fixture(scope="session")
+def deployed(e2e):
+    """The first `pulumi up`, from an empty test internet: (its run, when it started)."""
+    assert e2e.cloud.vms == {}, "the test internet starts empty"
+    started = time.monotonic()
+    run = e2e.up()
+    assert run.ok, run.output[-6000:]
+    return run, started
+
+
+@pytest.fixture(scope="session")
+def mailbox_password(e2e, deployed) -> Path:
+    """A file (mode 0600) with the mailbox password as the Secret gives it to CERES, read when asked."""
+    path = e2e.workdir / "mailbox-password"
+    path.touch(mode=0o600)
+    path.write_text(e2e.ceres_secret_env()["CERES_SMTP_PASS"])
+    return path

@@ -21,8 +21,29 @@ tests reach Keycloak only through a test host. Facts of Keycloak that its users 
 - `PUT /admin/realms/{realm}` with only `{"smtpServer": {...}}` changes nothing else of the realm; inside
   that block it replaces, it does not merge. The stored SMTP password reads back as `**********`.
 - The admin tokens of master last 60 s; `KeycloakAdmin` renews them by itself.
-- Keycloak checks the SMTP server's certificate chain and host name; `trusted_ca_pem` is what it trusts on
-  top of the JDK's own CA list.
+- Keycloak checks the SMTP server's certificate chain and host name against `trusted_ca_pem` only.
+
+What it trusts for its outgoing TLS (SMTP, its HTTP client): exactly the certificates of `trusted_ca_pem`,
+none of the JDK's 146 public CAs (lib/security/cacerts), so a test shows that its own CA is what makes a
+connection succeed. How Keycloak 26 decides (its TruststoreBuilder and FileTruststoreProviderFactory, and
+seen in runs of 26.7.3):
+- Given `--truststore-paths` (or any file in conf/truststores, or a Kubernetes service account CA, which it
+  looks for by default), it MERGES those certificates with the JVM's default trust store (the JDK's cacerts,
+  or what -Djavax.net.ssl.trustStore names) into data/keycloak-truststore.p12 (seen: 147 entries for one CA)
+  and points javax.net.ssl.trustStore at it. No option turns that merge off: `--truststore-paths` always
+  means "these and the JDK's".
+- Given none of them, it leaves the JVM's trust as it is, and its truststore SPI (`file`, which SMTP and its
+  HTTP client use) loads the store javax.net.ssl.trustStore names; the JDK's cacerts only if none is named.
+So `start_keycloak` writes a PKCS12 trust store of exactly those certificates (run_dir/tls/truststore.p12,
+see _build_trust_store), names it with -Djavax.net.ssl.trustStore, -Type and -Password in the JVM options of
+that start, passes no `--truststore-paths`, turns the Kubernetes CA off (`--truststore-kubernetes-enabled=false`)
+and refuses a conf/truststores that holds anything. The JVM's default SSLContext and Keycloak's truststore SPI
+then trust that store and nothing else; a chain to any other CA fails with "PKIX path building failed".
+Keycloak's log category org.keycloak.truststore runs at DEBUG, where it names the store it loaded and the
+subject of every certificate in it: `Keycloak.trusted_subjects()` returns those, and
+`Keycloak.merged_trust_store()` whether it wrote a merged store after all.
+The trust options are per start, like -XX:AOTCache: not part of JAVA_OPTS_APPEND, so not of the `.complete`
+marker, and a new store each start neither invalidates the AOT cache nor rebuilds anything.
 """
 
 from __future__ import annotations
@@ -54,12 +75,23 @@ KEYCLOAK_VERSION = "26.7.3"
 ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:tar.gz"
 # Build-time options, fixed by `kc.sh build`; `start --optimized` then skips Quarkus' build check.
 BUILD_OPTIONS = ("--db=dev-file",)
-# Run-time options every start uses on top of the per-start ones (HTTPS, hostname, trust).
-RUN_OPTIONS = ("--cache=local", "--http-enabled=false", "--log-console-color=false")
+# Run-time options every start uses on top of the per-start ones (HTTPS, hostname, trust). No Kubernetes CA:
+# any extra trust source makes Keycloak merge the JDK's CAs back in (module docstring). Its truststore SPI
+# logs the store and every certificate it loads at DEBUG (what Keycloak.trusted_subjects reads).
+RUN_OPTIONS = ("--cache=local", "--http-enabled=false", "--log-console-color=false",
+               "--truststore-kubernetes-enabled=false", "--log-level=INFO,org.keycloak.truststore:debug")
 # A modest heap; C1 only: on 2 busy cores the optimising compiler costs more start time than it gains
 # (measured: a third less CPU until ready). The test server serves a few hundred requests at most.
 JAVA_OPTS_APPEND = "-Xmx768m -XX:TieredStopAtLevel=1"
 AOT_CACHE = "keycloak.aot"  # the JVM's ahead-of-time cache, written by a training start (see _train_aot_cache)
+TRUST_STORE = "truststore.p12"  # in run_dir/tls: exactly trusted_ca_pem, what the JVM and Keycloak trust
+# The JVM reads the store with it; the store holds public certificates only, so it is no secret.
+TRUST_STORE_PASSWORD = "public-certificates-only"
+MERGED_TRUST_STORE = "keycloak-truststore.p12"  # what Keycloak writes to data/ when it merges (never, here)
+# What Keycloak's truststore SPI logs at DEBUG about the store it loaded (FileTruststoreProviderFactory).
+TRUST_STORE_LOADED = re.compile(r"File truststore provider initialized: (.*), Truststore type: (\S+)")
+TRUSTED_CERTIFICATE = re.compile(r"(?:Trusted root CA|Intermediate CA) found in truststore : alias : .* \| "
+                                 r"Subject DN : (.*)$")
 STARTED = re.compile(r"Keycloak \S+ on JVM .* started in")
 ADMIN_USERNAME = "admin"
 MARKER = ".complete"
@@ -199,14 +231,16 @@ def _train_aot_cache(built: Path, scratch: Path) -> None:
     cert, key = _throwaway_certificate("localhost")
     (tls / "cert.pem").write_text(cert)
     (tls / "key.pem").write_text(key)
+    _build_trust_store(tls / TRUST_STORE, cert)  # trust set as every start sets it (see start_keycloak)
     # timeout: should this process die without stopping it (SIGKILL), the training JVM still ends
     argv = ["timeout", "--kill-after=30", str(int(TRAINING_TIMEOUT)),
             "unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
             str(built / "bin" / "kc.sh"), "start", "--optimized", *RUN_OPTIONS, "--https-port=8443",
             f"--https-certificate-file={tls / 'cert.pem'}", f"--https-certificate-key-file={tls / 'key.pem'}",
-            "--hostname=https://localhost:8443", f"--truststore-paths={tls / 'cert.pem'}"]
+            "--hostname=https://localhost:8443"]
     environment = {**_java_environment(), "HOME": str(scratch),
-                   "JAVA_OPTS_APPEND": f"{JAVA_OPTS_APPEND} -XX:AOTCacheOutput={built / AOT_CACHE}",
+                   "JAVA_OPTS_APPEND": f"{JAVA_OPTS_APPEND} {_trust_options(tls / TRUST_STORE)} "
+                                       f"-XX:AOTCacheOutput={built / AOT_CACHE}",
                    "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USERNAME, "KC_BOOTSTRAP_ADMIN_PASSWORD": secrets.token_hex(16)}
     output = scratch / "training.log"
     log.info("keycloak: a training start for the JVM's AOT cache (about a minute)")
@@ -260,6 +294,41 @@ def _throwaway_certificate(name: str) -> tuple[str, str]:
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
+def _build_trust_store(store: Path, trusted_ca_pem: str) -> int:
+    """Write `store`: a PKCS12 trust store holding exactly the certificates of `trusted_ca_pem`; their number.
+
+    Java's kind of PKCS12 trust store (each certificate a trustedCertEntry, alias `trusted-<n>`), written by
+    `cryptography` in milliseconds: the JDK's keytool writes the same but costs a JVM start (about a second
+    on a busy machine) per certificate. What the JVM read from it, Keycloak logs (Keycloak.trusted_subjects).
+    ValueError if `trusted_ca_pem` holds no certificate.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+
+    try:
+        certificates = x509.load_pem_x509_certificates(trusted_ca_pem.encode())
+    except ValueError as error:
+        raise ValueError(f"trusted_ca_pem: no PEM certificate in it ({error})") from None
+    if _whitespace_or_quote(store):
+        raise ValueError(f"{store}: the JVM's options cannot carry this path (whitespace or quotes)")
+    entries = [pkcs12.PKCS12Certificate(certificate, f"trusted-{number}".encode())
+               for number, certificate in enumerate(certificates, 1)]
+    with store.open("xb") as out:  # a store is built once, into a folder of its own
+        out.write(pkcs12.serialize_java_truststore(entries, BestAvailableEncryption(TRUST_STORE_PASSWORD.encode())))
+    return len(certificates)
+
+
+def _trust_options(store: Path) -> str:
+    """The JVM options that make `store` the JVM's trust store, and so Keycloak's (module docstring)."""
+    return (f"-Djavax.net.ssl.trustStore={store} -Djavax.net.ssl.trustStoreType=PKCS12 "
+            f"-Djavax.net.ssl.trustStorePassword={TRUST_STORE_PASSWORD}")
+
+
+def _whitespace_or_quote(path: Path) -> bool:
+    """kc.sh splits JAVA_OPTS_APPEND at whitespace (xargs), so paths in it must not hold any, nor quotes."""
+    return bool(re.search(r"[\s'\"\\]", str(path)))
+
+
 def _run_logged(argv: list[str], output: Path, what: str, timeout: float, **kwargs) -> None:
     """Run a long build step, its output into `output`; log that it still runs; raise with its last lines."""
     started = time.monotonic()
@@ -304,7 +373,7 @@ class Keycloak:
     """A Keycloak started by `start_keycloak` inside a test host."""
 
     def __init__(self, host, process: subprocess.Popen, *, url: str, home: Path, log_path: Path,
-                 admin_password: str, cafile: Path, send: Send):
+                 admin_password: str, cafile: Path, send: Send, trust_store: Path):
         self.host = host
         self.process = process
         self.url = url  # https://<hostname>:<https_port>, what tokens name as their issuer's base
@@ -314,11 +383,36 @@ class Keycloak:
         self.admin_password = admin_password
         self.cafile = cafile  # the server certificate as given (written to run_dir)
         self.send = send  # requests from inside its own host, over loopback
+        self.trust_store = trust_store  # the PKCS12 store built from trusted_ca_pem, named to the JVM
 
     def admin(self, send: Send | None = None) -> KeycloakAdmin:
         """An admin client logged in as the bootstrap admin (through `send`, by default from its own host)."""
         return KeycloakAdmin(self.url, send or self.send, username=self.admin_username,
                              password=self.admin_password)
+
+    def trusted_subjects(self) -> list[str]:
+        """The subject of every certificate Keycloak trusts for its outgoing TLS, as Java prints them
+        ("CN=..., O=..."), in the order it loaded them: read from its own log (module docstring).
+
+        RuntimeError unless it says it loaded exactly one store, and that is `trust_store`, the one built from
+        trusted_ca_pem: so the list is what it really trusts, not what it was meant to."""
+        stores, subjects = [], []
+        with self.log_path.open(errors="replace") as lines:
+            for line in lines:
+                if loaded := TRUST_STORE_LOADED.search(line):
+                    stores.append(loaded.group(1))
+                elif certificate := TRUSTED_CERTIFICATE.search(line.rstrip("\n")):
+                    subjects.append(certificate.group(1).strip())
+        if stores != [str(self.trust_store)]:
+            raise RuntimeError(f"keycloak in {self.host.name}: expected it to load the trust store "
+                               f"{self.trust_store} once; its log names {stores or 'none'}")
+        return subjects
+
+    def merged_trust_store(self) -> Path | None:
+        """The trust store Keycloak merges with the JDK's CAs when given extra trust sources (it writes it to
+        data/ at start), if it wrote one; None is what this module's starts must show."""
+        merged = self.home / "data" / MERGED_TRUST_STORE
+        return merged if merged.exists() else None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return _tail(self.log_path, lines)
@@ -358,8 +452,8 @@ def start_keycloak(host, run_dir: Path, *, hostname: str, https_port: int, tls_c
     hostname, https_port: it serves HTTPS only, on every address of the host, on `https_port`, and names
       itself https://<hostname>:<https_port> (token issuers, links in mails).
     tls_cert_pem, tls_key_pem: its server certificate (chain) and key.
-    trusted_ca_pem: the CA certificates it trusts for its outgoing TLS (SMTP, HTTPS), in addition to the
-      JDK's own list.
+    trusted_ca_pem: the CA certificates it trusts for its outgoing TLS (SMTP, HTTPS), and the only ones: none
+      of the JDK's own list (see the module docstring; Keycloak.trusted_subjects() tells what it loaded).
     admin_password: of the bootstrap admin `admin` of the master realm.
     Ready means GET /realms/master answers 200 (asked from inside `host`, over loopback, with the host name
     kept for TLS). TimeoutError after `timeout` s, RuntimeError if it exits first; both with its last log lines.
@@ -381,20 +475,27 @@ def start_keycloak(host, run_dir: Path, *, hostname: str, https_port: int, tls_c
     key.touch(mode=0o600)
     key.chmod(0o600)
     key.write_text(tls_key_pem)
-    trusted.write_text(trusted_ca_pem)
+    trusted.write_text(trusted_ca_pem)  # for people reading run_dir; Keycloak reads the store below
+    trust_store = tls.resolve() / TRUST_STORE
+    _build_trust_store(trust_store, trusted_ca_pem)
+    extra_trust = [entry.name for entry in (server / "conf" / "truststores").glob("*")]
+    if extra_trust:  # Keycloak would merge them, and the JDK's CAs with them
+        raise RuntimeError(f"keycloak: {server / 'conf' / 'truststores'} holds {extra_trust}; it must be empty")
     url = f"https://{hostname}:{https_port}"
     argv = [str(server / "bin" / "kc.sh"), "start", "--optimized", *RUN_OPTIONS,
             f"--https-port={https_port}", f"--https-certificate-file={cert}",
-            f"--https-certificate-key-file={key}", f"--hostname={url}", f"--truststore-paths={trusted}"]
+            f"--https-certificate-key-file={key}", f"--hostname={url}"]
     environment = {**_java_environment(), "HOME": str(run_dir),
                    "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USERNAME, "KC_BOOTSTRAP_ADMIN_PASSWORD": admin_password}
+    environment["JAVA_OPTS_APPEND"] += " " + _trust_options(trust_store)  # per start: not in the marker
     if (home / AOT_CACHE).is_file():  # a JVM that cannot use it (another JDK, say) says so and goes without
         environment["JAVA_OPTS_APPEND"] += f" -XX:AOTCache={home / AOT_CACHE}"
     log_path = run_dir / "keycloak.log"
     with log_path.open("wb") as output:
         process = host.popen(argv, env=environment, cwd=str(server), stdout=output, stderr=subprocess.STDOUT)
     keycloak = Keycloak(host, process, url=url, home=server, log_path=log_path, admin_password=admin_password,
-                        cafile=cert, send=netns_sender(host, str(cert), resolve={hostname: "127.0.0.1"}))
+                        cafile=cert, send=netns_sender(host, str(cert), resolve={hostname: "127.0.0.1"}),
+                        trust_store=trust_store)
     log.info("keycloak: starting %s in %s (pid %d, log %s)", url, host.name, process.pid, log_path)
     try:
         _wait_ready(keycloak, started, timeout)

@@ -89,17 +89,8 @@ def tcp_open(host, port: int) -> bool:
 # --- 1. from empty to working ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def first_up(e2e):
-    assert e2e.cloud.vms == {}, "the test internet starts empty"
-    started = time.monotonic()
-    run = e2e.up()
-    assert run.ok, run.output[-6000:]
-    return run, started
-
-
-def test_one_up_takes_an_empty_test_internet_to_a_working_mail_server(e2e, first_up):
-    run, started = first_up
+def test_one_up_takes_an_empty_test_internet_to_a_working_mail_server(e2e, deployed):
+    run, started = deployed
     assert [name for name in stages_started_since(e2e, started)] == [f"ceres-mail-server{s}" for s in STAGE_ORDER]
     outputs = e2e.stack.outputs()
     dkim_json = e2e.workdir / "outputs.json"
@@ -112,7 +103,7 @@ def test_one_up_takes_an_empty_test_internet_to_a_working_mail_server(e2e, first
     assert outputs["ceresSmtpPass"].value not in verify.stdout + verify.stderr
 
 
-def test_the_certificate_stage_ran_once_its_names_were_served(e2e, first_up):
+def test_the_certificate_stage_ran_once_its_names_were_served(e2e, deployed):
     """certbot's http-01 needs mail.<domain> (A) and mta-sts.<domain> (CNAME) served: the stage waits."""
     [tls_started] = e2e.cloud.journal.when("ssh.start", "ceres-mail-server-install-tls")
     needed = {(MAIL_HOST, "A"), (f"mta-sts.{DOMAIN}", "CNAME")}
@@ -120,7 +111,7 @@ def test_the_certificate_stage_ran_once_its_names_were_served(e2e, first_up):
     assert served_at and served_at[0] < tls_started
 
 
-def test_the_firewall_closes_what_the_graph_leaves_closed(e2e, first_up):
+def test_the_firewall_closes_what_the_graph_leaves_closed(e2e, deployed):
     """SSH only from adminCidrs; the public mail ports from anywhere; nothing else, enforced in front of the VM."""
     assert tcp_open(e2e.client, 22), "the admin network reaches SSH"
     assert not tcp_open(e2e.remote, 22), "SSH is closed to the rest of the internet"
@@ -128,8 +119,8 @@ def test_the_firewall_closes_what_the_graph_leaves_closed(e2e, first_up):
     assert not tcp_open(e2e.remote, 143), "a port the graph does not open is closed"
 
 
-def test_the_secret_never_appears_in_the_engine_output(e2e, first_up):
-    run, _ = first_up
+def test_the_secret_never_appears_in_the_engine_output(e2e, deployed):
+    run, _ = deployed
     secret = e2e.stack.outputs()["ceresSmtpPass"].value
     assert secret not in run.output
     assert secret not in json.dumps(e2e.project.export(e2e.stack))
@@ -138,7 +129,7 @@ def test_the_secret_never_appears_in_the_engine_output(e2e, first_up):
 # --- 2 and 3. the consumers send --------------------------------------------------------------------------
 
 
-def test_keycloak_sends_a_reset_password_mail_signed_and_aligned(e2e, first_up):
+def test_keycloak_sends_a_reset_password_mail_signed_and_aligned(e2e, deployed):
     verdict = keycloak_sends(e2e, "alice")
     assert (verdict["dkim"], verdict["spf"], verdict["dmarc_aligned"]) == ("pass", "pass", True), verdict
     assert verdict["peer"] == MAIL, "through the mail host"
@@ -149,7 +140,7 @@ def test_keycloak_sends_a_reset_password_mail_signed_and_aligned(e2e, first_up):
     assert f"[{ADDRESSES['sso']}]" in log and f"sasl_username=no-reply@{DOMAIN}" in log, "Keycloak logged in on 587"
 
 
-def test_ceres_sends_with_exactly_the_secret_it_reads_from_the_cluster(e2e, first_up):
+def test_ceres_sends_with_exactly_the_secret_it_reads_from_the_cluster(e2e, deployed):
     env = e2e.ceres_secret_env()
     assert env["CERES_SMTP_HOST"] == MAIL_HOST and env["CERES_SMTP_PORT"] == "587"
     assert env["CERES_SMTP_STARTTLS"] == "true" and env["CERES_SMTP_TLS"] == "false"
@@ -162,7 +153,7 @@ def test_ceres_sends_with_exactly_the_secret_it_reads_from_the_cluster(e2e, firs
 # --- 4. a second up changes nothing --------------------------------------------------------------------
 
 
-def test_a_second_up_changes_no_resource_no_file_and_no_service(e2e, first_up):
+def test_a_second_up_changes_no_resource_no_file_and_no_service(e2e, deployed):
     before = host_state(e2e)
     started = time.monotonic()
     run = e2e.up()
@@ -175,7 +166,7 @@ def test_a_second_up_changes_no_resource_no_file_and_no_service(e2e, first_up):
 # --- the clients on 465 and back ---------------------------------------------------------------------------
 
 
-def test_clients_moved_to_465_send_with_implicit_tls(e2e, first_up):
+def test_clients_moved_to_465_send_with_implicit_tls(e2e, deployed):
     for key, value in (("smtpPort", "465"), ("smtpTls", "true"), ("smtpStarttls", "false")):
         e2e.stack.set_config(f"ceres-mail:{key}", ConfigValue(value))
     moved = e2e.up()
@@ -198,7 +189,7 @@ def test_clients_moved_to_465_send_with_implicit_tls(e2e, first_up):
 # --- 5. password rotation ---------------------------------------------------------------------------------
 
 
-def test_a_rotated_password_reaches_the_mailbox_the_secret_and_the_realm_in_one_up(e2e, first_up):
+def test_a_rotated_password_reaches_the_mailbox_the_secret_and_the_realm_in_one_up(e2e, deployed):
     old = e2e.ceres_secret_env()["CERES_SMTP_PASS"]
     annotation = lambda: (e2e.k3s.get("deployment", CERES_DEPLOYMENT, CERES_SECRET[0])["spec"]["template"]  # noqa: E731
                           ["metadata"].get("annotations", {}))
@@ -219,7 +210,7 @@ def test_a_rotated_password_reaches_the_mailbox_the_secret_and_the_realm_in_one_
 # --- 6. VM replacement ------------------------------------------------------------------------------------
 
 
-def test_a_replaced_vm_is_a_fresh_host_with_the_mail_stack_installed_again(e2e, first_up):
+def test_a_replaced_vm_is_a_fresh_host_with_the_mail_stack_installed_again(e2e, deployed):
     password = e2e.ceres_secret_env()["CERES_SMTP_PASS"]
     old_host = e2e.cloud.vm_host()
     marker = old_host.path("/root/old-host")
@@ -256,7 +247,7 @@ def _cli_process() -> int | None:
     return None
 
 
-def test_an_interrupted_up_is_refreshed_and_converges(e2e, first_up):
+def test_an_interrupted_up_is_refreshed_and_converges(e2e, deployed):
     started = time.monotonic()
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(run=e2e.up(replace=[resource_urn(e2e, VM, "-vm-vm")])))
@@ -284,7 +275,7 @@ def test_an_interrupted_up_is_refreshed_and_converges(e2e, first_up):
 # --- 7. destroy ----------------------------------------------------------------------------------------------
 
 
-def test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_realm(e2e, first_up):
+def test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_realm(e2e, deployed):
     realm_before = e2e.keycloak.realm(REALM)
     run = e2e.stack.destroy(on_output=lambda line: None)
     assert run.summary.result == "succeeded"
