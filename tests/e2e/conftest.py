@@ -42,7 +42,7 @@ from tests.engine.standins.cloud import CLOUD_ENV
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.fixtures import MAIL_DISKS, nocloud_files
 from tests.mailnet.scenario import remote_domain_records
-from tests.testnet import AptProxy, NetnsHost, TestNet
+from tests.testnet import AptProxy, NetnsHost, TestNet, linux
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,6 @@ class EndToEnd:
         return json.loads(result.stdout)
 
 
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout:g} s")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory, engine_tools, k3s):
     if os.geteuid() != 0:
@@ -194,7 +186,7 @@ def e2e(tmp_path_factory, engine_tools, k3s):
                 pebble_root.write_text(fetched["body"])
             return pebble_root.exists()
 
-        _wait(pebble_root_fetched, 30, "pebble")
+        linux.wait_until(pebble_root_fetched, 30, "pebble")
 
         inbox = workdir / "inbox"
         remote.popen([PYTHON, str(REMOTE_MTA), ADDRESSES["remote"], ADDRESSES["dns"], str(inbox)],

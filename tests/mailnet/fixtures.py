@@ -28,7 +28,7 @@ from components.builders.cloud_init import DATA_DISK_LABEL, DATA_MOUNT_POINT
 from tests.dns_harness import named_argv, write_named_config
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
-from tests.testnet import AptProxy, NetnsHost, SystemHost, TestNet
+from tests.testnet import AptProxy, NetnsHost, SystemHost, TestNet, linux
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +150,6 @@ def nocloud_files(user_data: str, vendor_data: str, instance_id: str = "ceres-ma
     }
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout:g} s")
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="session")
 def mailnet(tmp_path_factory):
     if os.geteuid() != 0:
@@ -180,7 +172,7 @@ def mailnet(tmp_path_factory):
                                  "--subject", "SOA"], timeout=10)
             return result.returncode == 0 and json.loads(result.stdout).get("rcode") == 0
 
-        _wait_for(dns_ready, 20, "BIND")
+        linux.wait_until(dns_ready, 20, "BIND")
 
         acme = net.add_netns_host("acme", cidr["acme"])
         acme.popen(pebble_argv(pebble_files, ADDRESSES["dns"]), env={**os.environ, **PEBBLE_ENV},
