@@ -42,7 +42,7 @@ from tests.engine.standins.cloud import CLOUD_ENV
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.fixtures import MAIL_DISKS, nocloud_files
 from tests.mailnet.scenario import remote_domain_records
-from tests.testnet import AptProxy, NetnsHost, TestNet, linux
+from tests.testnet import NetnsHost, TestNet, linux
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,10 @@ class EndToEnd:
 
 
 @pytest.fixture(scope="session")
-def e2e(tmp_path_factory, engine_tools, k3s):
-    if os.geteuid() != 0:
-        pytest.skip("the test internet needs root (network namespaces, booting a Debian host)")
+def e2e(tmp_path_factory, engine_tools, k3s, shared_apt_proxy):
     workdir = tmp_path_factory.mktemp("e2e")
     cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
-    with AptProxy() as proxy, TestNet(apt_proxy=proxy) as net:
+    with TestNet(apt_proxy=shared_apt_proxy) as net:
         dns_host = net.add_netns_host("dns", cidr["dns"])
         client = net.add_netns_host("client", cidr["client"], nameserver=ADDRESSES["dns"])
         sso = net.add_netns_host("sso", cidr["sso"], nameserver=ADDRESSES["dns"])

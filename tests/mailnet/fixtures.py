@@ -151,11 +151,19 @@ def nocloud_files(user_data: str, vendor_data: str, instance_id: str = "ceres-ma
 
 
 @pytest.fixture(scope="session")
-def mailnet(tmp_path_factory):
+def shared_apt_proxy():
+    """The session's apt proxy, for every test internet of the session: it holds the persistent package
+    cache for its life, so a second proxy would start with an empty one and download everything again."""
     if os.geteuid() != 0:
         pytest.skip("the test internet needs root (network namespaces, booting a Debian host)")
+    with AptProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def mailnet(tmp_path_factory, shared_apt_proxy):
     workdir = tmp_path_factory.mktemp("mailnet")
-    with AptProxy() as proxy, TestNet(apt_proxy=proxy) as net:
+    with TestNet(apt_proxy=shared_apt_proxy) as net:
         cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
         pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
         deployment = deploy(workdir / "stack", directory_url(ADDRESSES["acme"]), pebble_files.listener_cert_pem)
