@@ -478,9 +478,10 @@ def start_keycloak(host, run_dir: Path, *, hostname: str, https_port: int, tls_c
     trusted.write_text(trusted_ca_pem)  # for people reading run_dir; Keycloak reads the store below
     trust_store = tls.resolve() / TRUST_STORE
     _build_trust_store(trust_store, trusted_ca_pem)
-    extra_trust = [entry.name for entry in (server / "conf" / "truststores").glob("*")]
+    truststores = server / "conf" / "truststores"
+    extra_trust = sorted(entry.name for entry in truststores.iterdir()) if truststores.is_dir() else []
     if extra_trust:  # Keycloak would merge them, and the JDK's CAs with them
-        raise RuntimeError(f"keycloak: {server / 'conf' / 'truststores'} holds {extra_trust}; it must be empty")
+        raise RuntimeError(f"keycloak: {truststores} holds {extra_trust}; it must be empty")
     url = f"https://{hostname}:{https_port}"
     argv = [str(server / "bin" / "kc.sh"), "start", "--optimized", *RUN_OPTIONS,
             f"--https-port={https_port}", f"--https-certificate-file={cert}",
