@@ -33,7 +33,7 @@ from components.builders.dns_records import Record
 from tests.conftest import self_signed, stack_config
 from tests.e2e.cloud import TestCloud
 from tests.e2e.http_call import netns_sender
-from tests.e2e.keycloak import KeycloakAdmin, start_keycloak
+from tests.e2e.keycloak import Keycloak, KeycloakAdmin, start_keycloak
 from tests.e2e.zones import ZoneServer
 from tests.engine.fixtures import CERES_DEPLOYMENT, kubeconfig_for, reset_ceres
 from tests.engine.harness import EngineProject, EngineRun, run_engine
@@ -106,7 +106,8 @@ class EndToEnd:
     client: NetnsHost
     remote: NetnsHost
     k3s: K3s
-    keycloak: KeycloakAdmin
+    sso: Keycloak  #: the server (what it trusts, its log)
+    keycloak: KeycloakAdmin  #: its admin API, as CERES's administrators use it
     project: EngineProject
     stack: object  #: pulumi.automation.Stack
     workdir: Path
@@ -195,7 +196,7 @@ def e2e(tmp_path_factory, engine_tools, k3s, shared_apt_proxy):
         sso_ca = workdir / "sso-ca.pem"
         sso_ca.write_text(sso_cert)
         admin_password = base64.b64encode(os.urandom(18)).decode()
-        start_keycloak(sso, workdir / "keycloak", hostname=SSO_HOST, https_port=SSO_PORT, tls_cert_pem=sso_cert,
+        sso_server = start_keycloak(sso, workdir / "keycloak", hostname=SSO_HOST, https_port=SSO_PORT, tls_cert_pem=sso_cert,
                        tls_key_pem=sso_key, trusted_ca_pem=pebble_root.read_text(), admin_password=admin_password)
         send = netns_sender(client, str(sso_ca))
         keycloak = KeycloakAdmin(f"https://{SSO_HOST}:{SSO_PORT}", send, password=admin_password)
@@ -213,7 +214,8 @@ def e2e(tmp_path_factory, engine_tools, k3s, shared_apt_proxy):
                 **STACK_CONFIG, "acmeDirectory": directory_url(ADDRESSES["acme"]),
                 "acmeCaBundle": pebble_files.listener_cert_pem,
             }, secret_config={"keycloakClientSecret": client_secret})
-            yield EndToEnd(net, cloud, zones, client, remote, k3s, keycloak, project, stack, workdir, inbox, pebble_root)
+            yield EndToEnd(net, cloud, zones, client, remote, k3s, sso_server, keycloak, project, stack, workdir, inbox,
+                           pebble_root)
         zones.stop()
         reset_ceres(k3s)
 

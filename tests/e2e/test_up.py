@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from pulumi.automation import ConfigValue
 
 from tests.e2e.conftest import ADDRESSES, CERES_SECRET, DOMAIN, MAIL_HOST, PYTHON, REALM, REALM_FIELDS, STACK, STACK_CONFIG
@@ -130,6 +131,9 @@ def test_the_secret_never_appears_in_the_engine_output(e2e, deployed):
 
 
 def test_keycloak_sends_a_reset_password_mail_signed_and_aligned(e2e, deployed):
+    acme_root = x509.load_pem_x509_certificate(e2e.pebble_root.read_bytes())
+    assert e2e.sso.trusted_subjects() == [acme_root.subject.rfc4514_string()], "Keycloak trusts the ACME CA only"
+    assert e2e.sso.merged_trust_store() is None, "no JDK public CA merged in"
     verdict = keycloak_sends(e2e, "alice")
     assert (verdict["dkim"], verdict["spf"], verdict["dmarc_aligned"]) == ("pass", "pass", True), verdict
     assert verdict["peer"] == MAIL, "through the mail host"
