@@ -8,6 +8,7 @@ stack manages only the records it declares: records that already exist are adopt
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -29,7 +30,8 @@ class MailDnsArgs:
     """What the record set is built from."""
 
     zones: DnsZoneInputs  #: the records' plain inputs, their zones, the records adopted by id, protection
-    dkim_public_key_pem: pulumi.Input[str]  #: the stack's DKIM key (public half)
+    #: selector -> its DKIM key (public half), for the signing selector and every published one
+    dkim_public_key_pems: Mapping[str, pulumi.Input[str]]
 
 
 class MailDns(pulumi.ComponentResource):
@@ -68,10 +70,13 @@ class MailDns(pulumi.ComponentResource):
         for record in static:
             declare(record.key, record.zone, record.name, record.type, cloudflare_fields(record), record.ttl, record.why)
 
-        # DKIM in every mail domain: the builder's records, their content once the key exists
-        self.dkim_txt = pulumi.Output.from_input(args.dkim_public_key_pem).apply(dkim_value)
+        # DKIM of every selector in every mail domain: the builder's records, their content once the key exists
+        dkim_values = {selector: pulumi.Output.from_input(pem).apply(dkim_value)
+                       for selector, pem in args.dkim_public_key_pems.items()}
+        self.dkim_txt = dkim_values[args.zones.records.dkim_selector]
         for record in dkim_records(args.zones.records):
-            declare(record.key, record.zone, record.name, record.type, {"content": self.dkim_txt.apply(txt_rdata)},
+            selector = record.name.split("._domainkey.", 1)[0]
+            declare(record.key, record.zone, record.name, record.type, {"content": dkim_values[selector].apply(txt_rdata)},
                     record.ttl, record.why)
 
         self.record_keys = pulumi.Output.from_input(sorted(self.records))

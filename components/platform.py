@@ -32,7 +32,8 @@ class MailPlatform(pulumi.ComponentResource):
 
     mail_host: pulumi.Output[str]
     dkim_txt: pulumi.Output[str]
-    dkim_public_key_pem: pulumi.Output[str]
+    dkim_public_key_pem: pulumi.Output[str]  #: the signing selector's key
+    dkim_public_keys: pulumi.Output[dict[str, str]]  #: selector -> key, every published selector
     mta_sts_policy: pulumi.Output[str]
     ptr: pulumi.Output[dict[str, str]]
     ceres_env: pulumi.Output[dict[str, str]]  #: every CERES_* value but the password
@@ -44,7 +45,8 @@ class MailPlatform(pulumi.ComponentResource):
         keep = pulumi.ResourceOptions(parent=self, protect=settings.protect)
 
         # Keys and passwords, owned by the stack and encrypted in its state
-        dkim_key = tls.PrivateKey(f"{name}-dkim-key", algorithm="RSA", rsa_bits=settings.dkim_key_bits, opts=keep)
+        dkim_keys = dkim_keys_by_selector(name, settings, keep)
+        dkim_key = dkim_keys[settings.dkim_selector]
         host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=keep)
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=keep)
         mailbox_password = random.RandomPassword(
@@ -66,7 +68,8 @@ class MailPlatform(pulumi.ComponentResource):
         # DNS, in parallel with the VM
         dns = MailDns(
             f"{name}-dns",
-            MailDnsArgs(zones=settings.dns_zone_inputs, dkim_public_key_pem=dkim_key.public_key_pem),
+            MailDnsArgs(zones=settings.dns_zone_inputs,
+                        dkim_public_key_pems={selector: key.public_key_pem for selector, key in dkim_keys.items()}),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.cloudflare]),
         )
 
@@ -105,6 +108,8 @@ class MailPlatform(pulumi.ComponentResource):
         self.dkim_txt = dns.dkim_txt
         # the public half, for `mailctl zone` and `mailctl verify` (the private key never leaves the state)
         self.dkim_public_key_pem = dkim_key.public_key_pem
+        self.dkim_public_keys = pulumi.Output.all(
+            **{selector: key.public_key_pem for selector, key in dkim_keys.items()})
         self.mta_sts_policy = dns.mta_sts_policy
         # PTR is set at the IP provider, not here: export what it must be so the operator can set it
         self.ptr = pulumi.Output.from_input(
@@ -114,3 +119,23 @@ class MailPlatform(pulumi.ComponentResource):
         self.smtp_password = server.smtp_password
         self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr, "ceres_env": self.ceres_env})
 
+
+def dkim_keys_by_selector(name: str, settings: Settings, keep: pulumi.ResourceOptions) -> dict[str, tls.PrivateKey]:
+    """One RSA key per DKIM selector, the signing one and every published one, so a rotation only ever
+    adds or removes a selector's key and never changes another's.
+
+    A key's size is `dkimKeyBits` when it is made; a changed size applies to selectors made after
+    (ignore_changes), never replacing a key that is published. The signing selector's key is also known by
+    the name the stack's single key had before keys were per selector, so an existing stack keeps its key."""
+    return {
+        selector: tls.PrivateKey(
+            f"{name}-dkim-key-{selector}",
+            algorithm="RSA",
+            rsa_bits=settings.dkim_key_bits,
+            opts=pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(
+                ignore_changes=["rsaBits"],
+                aliases=[pulumi.Alias(name=f"{name}-dkim-key")] if selector == settings.dkim_selector else None,
+            )),
+        )
+        for selector in settings.dns_inputs.dkim_selectors
+    }

@@ -11,7 +11,7 @@ import pulumi
 
 from components import settings as stack_settings
 from components.builders.ceres_env import STACK_OUTPUT as CERES_OUTPUT
-from components.builders.dns_records import DKIM_OUTPUT, external_authorizations, reverse_records
+from components.builders.dns_records import DKIM_KEYS_OUTPUT, DKIM_OUTPUT, external_authorizations, reverse_records
 from components.platform import MailPlatform
 
 
@@ -33,6 +33,7 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     pulumi.export("ptrRecords", [f"{r.name}. {r.ttl} IN PTR {r.rdata}" for r in reverse_records(settings.dns_inputs)])
     pulumi.export("dkimTxt", platform.dkim_txt)
     pulumi.export(DKIM_OUTPUT, platform.dkim_public_key_pem)
+    pulumi.export(DKIM_KEYS_OUTPUT, platform.dkim_public_keys)
     pulumi.export("mtaStsPolicy", platform.mta_sts_policy)
     # DMARC report authorizations that belong in zones this stack does not manage (RFC 7489 7.1)
     pulumi.export(

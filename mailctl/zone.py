@@ -59,7 +59,8 @@ def zone_files(settings: Settings, stack: str, domain: str | None = None, dkim_p
     inputs = settings.dns_inputs
     records = build_records(inputs)
     if dkim_public_key_pem:
-        records += dkim_records(inputs, dkim_public_key_pem)
+        records += [r for r in dkim_records(inputs, {inputs.dkim_selector: dkim_public_key_pem})
+                    if r.name.startswith(f"{inputs.dkim_selector}._domainkey.")]
     files = {}
     for origin in [domain] if domain else list(inputs.mail_domains):
         header = [f"zone {origin} of stack {stack}, rendered by ceres-mail (mailctl zone)"]

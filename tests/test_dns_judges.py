@@ -37,7 +37,7 @@ def dkim_keys():
 
 
 def zones_of(inputs, public_pem) -> dict[str, str]:
-    records = build_records(inputs) + dkim_records(inputs, public_pem)
+    records = build_records(inputs) + dkim_records(inputs, {inputs.dkim_selector: public_pem})
     return {domain: render_zone(domain, records, NAMESERVERS, inputs.ttl) for domain in inputs.mail_domains}
 
 

@@ -12,10 +12,12 @@ import pytest
 from hypothesis import given, strategies as st
 
 from components.builders.dns_records import (
+    DKIM_WHY,
     Dmarc,
     build_records,
     cloudflare_fields,
     dkim_records,
+    dkim_value,
     dmarc_value,
     external_authorizations,
     mta_sts_id,
@@ -52,7 +54,7 @@ def test_no_aaaa_without_ipv6():
 
 
 def test_every_record_says_why_and_has_a_unique_key():
-    records = build_records(MULTI) + dkim_records(MULTI, dkim_key_pair()[1])
+    records = build_records(MULTI) + dkim_records(MULTI, {"ceres": dkim_key_pair()[1]})
     assert all(r.why for r in records)
     duplicates = [key for key, n in Counter(r.key for r in records).items() if n > 1]
     assert duplicates == []
@@ -76,14 +78,14 @@ def test_host_records_once_and_each_domain_its_own_set():
             (f"autoconfig.{domain}", "CNAME"),
         ]:
             assert expected in names, f"{expected} missing for {domain}"
-    dkim = dkim_records(MULTI, dkim_key_pair()[1])
+    dkim = dkim_records(MULTI, {"ceres": dkim_key_pair()[1]})
     assert sorted(r.name for r in dkim) == sorted(f"ceres._domainkey.{d}" for d in MULTI.mail_domains)
 
 
 def test_dkim_records_before_the_key_exists_are_those_after_but_for_their_content():
     """MailDns declares them before the key exists and the settings check imports against them: the same
     records, keys and reasons as `mailctl zone` renders once the key is known."""
-    without, with_key = dkim_records(MULTI), dkim_records(MULTI, dkim_key_pair()[1])
+    without, with_key = dkim_records(MULTI), dkim_records(MULTI, {"ceres": dkim_key_pair()[1]})
     strip = lambda records: [(r.zone, r.name, r.type, r.ttl, r.why, r.key) for r in records]
     assert strip(without) == strip(with_key)
     assert [r.key for r in without] == [record_key("TXT", f"ceres._domainkey.{d}") for d in MULTI.mail_domains]
@@ -142,8 +144,22 @@ def test_txt_escapes_quotes_backslashes_and_control_bytes(value):
     assert txt_value(txt_rdata(value)) == value
 
 
+def test_each_published_selector_gets_its_own_record_in_every_domain_with_its_own_key():
+    """A rotation publishes the next (or previous) key beside the signing one: one record per selector and
+    domain, each with its selector's key, the signing one first and saying it signs."""
+    rotating = replace(MULTI, dkim_published=("ceres2026",))
+    old_pem, new_pem = dkim_key_pair()[1], dkim_key_pair()[1]
+    records = dkim_records(rotating, {"ceres": old_pem, "ceres2026": new_pem})
+    assert [r.name for r in records] == [f"{s}._domainkey.{d}" for s in ("ceres", "ceres2026") for d in MULTI.mail_domains]
+    for record in records:
+        pem = old_pem if record.name.startswith("ceres.") else new_pem
+        assert txt_value(record.rdata) == dkim_value(pem)
+        assert (record.why == DKIM_WHY) == record.name.startswith("ceres.")
+    assert len({r.key for r in records}) == len(records)
+
+
 def test_dkim_key_is_split_into_strings_under_255():
-    record = dkim_records(SINGLE, dkim_key_pair()[1])[0]
+    record = dkim_records(SINGLE, {"ceres": dkim_key_pair()[1]})[0]
     strings = record.parsed().strings
     assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
     assert txt_value(record.rdata).startswith("v=DKIM1; k=rsa; p=MII")

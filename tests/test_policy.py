@@ -47,7 +47,7 @@ def broken(plan: Plan) -> dict[str, list]:
     dmarc = first(plan, DNS_RECORD, type="TXT", name="_dmarc.example.com")
     a = first(plan, DNS_RECORD, type="A")
     realm, vm = first(plan, REALM), first(plan, VM)
-    dkim = next(r for r in plan.of_type(PRIVATE_KEY) if r.name.endswith("-dkim-key"))
+    dkim = next(r for r in plan.of_type(PRIVATE_KEY) if r.name.endswith("-dkim-key-ceres"))
     command = next(r for r in plan.of_type(COMMAND) if r.name.endswith("-install-mail"))
     firewall = first(plan, FIREWALL_RULES)
     smtp_elsewhere = {**realm.inputs["smtpServer"], "host": "smtp.example.org"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dns.rdata
@@ -50,7 +51,7 @@ class DnsInputs:
     mx_priority: int
     ttl: int
     spf_extra: tuple[str, ...]
-    dkim_selector: str
+    dkim_selector: str  #: the selector that signs
     dmarc: Dmarc
     tls_rpt_address: str  #: mailbox for TLS-RPT reports
     caa_iodef: str  #: URL a CA reports refused issuance to (mailto:…)
@@ -59,10 +60,16 @@ class DnsInputs:
     mta_sts_max_age: int = 604800
     caa_issuers: tuple[str, ...] = ("letsencrypt.org",)
     autoconfig: bool = False
+    dkim_published: tuple[str, ...] = ()  #: selectors published without signing (a rotation's next or previous key)
 
     @property
     def mail_domains(self) -> tuple[str, ...]:
         return (self.domain, *self.extra_domains)
+
+    @property
+    def dkim_selectors(self) -> tuple[str, ...]:
+        """Every selector with a key and a record: the signing one first."""
+        return (self.dkim_selector, *self.dkim_published)
 
 
 @dataclass(frozen=True)
@@ -175,19 +182,26 @@ def dkim_value(public_key_pem: str) -> str:
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
 
-DKIM_OUTPUT = "dkimPublicKeyPem"  #: the stack output with the DKIM public key, which `mailctl zone` and `verify` read
+DKIM_OUTPUT = "dkimPublicKeyPem"  #: the stack output with the signing DKIM key, which `mailctl zone` and `verify` read
+DKIM_KEYS_OUTPUT = "dkimPublicKeys"  #: the stack output with every published selector's key: {selector: PEM}
 DKIM_WHY = "Required: receivers verify the DKIM signature of every message with this key (RFC 6376)"
+DKIM_PUBLISHED_WHY = ("Published, not signing (dkimPublishedSelectors): the next key ahead of a rotation, or the "
+                      "previous one, kept until mail signed with it can no longer arrive")
 
 
-def dkim_records(inputs: DnsInputs, public_key_pem: str = "") -> list[Record]:
-    """One DKIM TXT per mail domain, all with the stack's key (rspamd signs every domain with it).
+def dkim_records(inputs: DnsInputs, public_keys: Mapping[str, str] | None = None) -> list[Record]:
+    """One DKIM TXT per selector (the signing one, then the published ones) and mail domain; rspamd signs
+    every domain with the signing selector's key.
 
-    Without the key the records hold an empty string: the key exists only once the stack has made it, so
-    MailDns declares these records with their content as an Output of the key, and the settings check
-    imports against their keys, before it exists."""
-    value = txt_rdata(dkim_value(public_key_pem) if public_key_pem else "")
+    `public_keys` maps a selector to its key (PEM). A selector without one gets an empty string: the keys
+    exist only once the stack has made them, so MailDns declares these records with their content as an
+    Output of each key, and the settings check imports against their keys, before any exists."""
+    keys = public_keys or {}
     return [
-        Record(domain, dkim_record_name(inputs.dkim_selector, domain), "TXT", value, inputs.ttl, DKIM_WHY)
+        Record(domain, dkim_record_name(selector, domain), "TXT",
+               txt_rdata(dkim_value(keys[selector]) if keys.get(selector) else ""), inputs.ttl,
+               DKIM_WHY if selector == inputs.dkim_selector else DKIM_PUBLISHED_WHY)
+        for selector in inputs.dkim_selectors
         for domain in inputs.mail_domains
     ]
 

@@ -110,6 +110,7 @@ class Settings(SettingsSchema):
             ttl=self.dns_ttl,
             spf_extra=tuple(self.spf_extra),
             dkim_selector=self.dkim_selector,
+            dkim_published=tuple(self.dkim_published_selectors),
             dmarc=Dmarc(
                 rua=self.dmarc_rua or f"dmarc@{self.domain}",
                 ruf=self.dmarc_ruf or self.dmarc_rua or f"dmarc@{self.domain}",

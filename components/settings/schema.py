@@ -170,7 +170,11 @@ class SettingsSchema(BaseModel):
     mx_priority: int = Field(10, ge=0, le=65535, description="MX preference of the mail host.")
     spf_extra: Json[list[SpfMechanism]] = Field(
         (), description="Extra SPF mechanisms placed before -all, e.g. ip4:198.51.100.7.")
-    dkim_selector: DnsLabel = Field("ceres", description="DKIM selector, published at <selector>._domainkey.<domain>.")
+    dkim_selector: DnsLabel = Field("ceres", description=(
+        "DKIM selector that signs, published at <selector>._domainkey.<domain> (a key of its own, made by the stack)."))
+    dkim_published_selectors: Json[list[DnsLabel]] = Field((), description=(
+        "More DKIM selectors whose keys exist and are published but do not sign: the next key, published ahead of "
+        "a rotation, or the previous one, kept for mail in flight (README, DKIM key rotation)."))
     dkim_key_bits: DkimKeyBits = Field(2048, description=(
         "Size of the stack's RSA DKIM key, 2048 (default), 3072 or 4096 (RFC 8301 rules out less than 1024; "
         "2048 fits every DNS host)."))

@@ -28,7 +28,7 @@ def ssh_open_to_all(args):
 
 
 def weak_dkim_key(args):
-    if args.type_ == "tls:index/privateKey:PrivateKey" and args.name.endswith("-dkim-key"):
+    if args.type_ == "tls:index/privateKey:PrivateKey" and args.name.endswith("-dkim-key-ceres"):
         return _changed(args, rsaBits=1024)
 
 
@@ -47,7 +47,7 @@ def test_a_bad_stack_fails_with_exactly_its_mandatory_violations(engine_project)
     run = run_engine(stack.preview, policy_packs=[project.policy_pack])
     assert not run.ok, "a mandatory violation fails the preview"
     assert _mandatory(run) == [
-        ("dkim-key-strong", "ceres-mail-dkim-key"),
+        ("dkim-key-strong", "ceres-mail-dkim-key-ceres"),
         ("dns-record-not-proxied", "ceres-mail-dns-a-mail.staging.example.net"),
         ("ssh-not-open-to-the-world", "ceres-mail-vm-firewall-rules"),
     ]

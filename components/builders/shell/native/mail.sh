@@ -147,6 +147,14 @@ CONF
 
 echo "== rspamd: DKIM signing as $DKIM_SELECTOR._domainkey"
 printf '%s\n' "$DKIM_PRIVATE_KEY" | put_file "/var/lib/rspamd/dkim/$DKIM_SELECTOR.key" 0640 root:_rspamd
+# only the signing key lives on the host: a rotated-out key is gone from here with the switch
+for retired in /var/lib/rspamd/dkim/*.key; do
+  if [ -e "$retired" ] && [ "$retired" != "/var/lib/rspamd/dkim/$DKIM_SELECTOR.key" ]; then
+    rm -f "$retired"
+    echo "removed $retired"
+    changed=1
+  fi
+done
 put_file /etc/rspamd/local.d/dkim_signing.conf 0644 root:root <<CONF
 # ceres-mail: one key for every mail domain, signing what authenticated users send
 path = "/var/lib/rspamd/dkim/\$selector.key";
