@@ -134,7 +134,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from components.builders.dns_records import build_records, dkim_value, mta_sts_policy
     from mailctl.verify.model import Target
     from mailctl.verify.runner import exit_code, render_json, render_table, run_checks
-    from mailctl.zone import read_dkim_public_key, stack_settings
+    from mailctl.zone import read_dkim_public_key, read_dkim_public_keys, stack_settings
 
     resolver = dns.resolver.Resolver(configure=not args.resolver)
     if args.resolver:
@@ -143,17 +143,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
         password = args.password_file.read_text().strip() if args.password_file else ""
     except OSError as error:
         raise StackFileError(f"cannot read {error.filename}: {error.strerror}") from None
-    dkim_txt = dkim_value(read_dkim_public_key(args.dkim_public_key)) if args.dkim_public_key else ""
     if args.domain:
+        dkim_txt = dkim_value(read_dkim_public_key(args.dkim_public_key)) if args.dkim_public_key else ""
         target = Target(domain=args.domain, host=mail_host_of(args.domain, args.host or ""), resolver=resolver,
                         timeout=args.timeout, mailbox=args.user or f"no-reply@{args.domain}", password=password,
                         cafile=args.ca_file, dkim_txt=dkim_txt)
     else:
         settings = stack_settings(args.project_dir, args.stack or "prod")
+        keys = read_dkim_public_keys(args.dkim_public_key, settings.dkim_selector) if args.dkim_public_key else {}
+        txt = {selector: dkim_value(pem) for selector, pem in keys.items()}
         target = Target(domain=settings.domain, host=args.host or settings.mail_host_fqdn, resolver=resolver,
                         timeout=args.timeout, expected=build_records(settings.dns_inputs),
                         extra_domains=settings.mail_domains[1:], mta_sts_policy=mta_sts_policy(settings.dns_inputs),
-                        dkim_selector=settings.dkim_selector, dkim_txt=dkim_txt,
+                        dkim_selector=settings.dkim_selector, dkim_txt=txt.get(settings.dkim_selector, ""),
+                        dkim_published={s: txt.get(s, "") for s in settings.dns_inputs.dkim_published},
                         mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file)
     results = run_checks(target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr, flush=True))
     sys.stdout.write(render_json(target, results) if args.json else render_table(target, results))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from components.builders.dns_records import (
+    DKIM_KEYS_OUTPUT,
     DKIM_OUTPUT,
     build_records,
     dkim_record_name,
@@ -36,13 +37,31 @@ def stack_settings(project_dir: Path, stack: str) -> Settings:
     return validate(raw)
 
 
-def read_dkim_public_key(source: str) -> str:
-    """The DKIM public key PEM from a file or stdin ("-"), holding either the PEM itself or the JSON of
-    `pulumi stack output --json`."""
+def read_dkim_public_keys(source: str, signing_selector: str) -> dict[str, str]:
+    """Selector -> DKIM public key PEM from a file or stdin ("-"): the JSON of `pulumi stack output --json`
+    gives every published selector's key (dkimPublicKeys); a PEM alone is the signing selector's."""
+    text = _read(source)
+    if text.lstrip().startswith("{"):
+        try:
+            outputs = json.loads(text)
+        except ValueError:
+            raise StackFileError(f"{source} is neither JSON of `pulumi stack output --json` nor a PEM") from None
+        if isinstance(outputs.get(DKIM_KEYS_OUTPUT), dict):
+            return dict(outputs[DKIM_KEYS_OUTPUT])
+    return {signing_selector: read_dkim_public_key(source, text)}
+
+
+def _read(source: str) -> str:
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        return sys.stdin.read() if source == "-" else Path(source).read_text()
     except OSError as error:
         raise StackFileError(f"cannot read {source}: {error.strerror}") from None
+
+
+def read_dkim_public_key(source: str, text: str | None = None) -> str:
+    """The DKIM public key PEM from a file or stdin ("-"), holding either the PEM itself or the JSON of
+    `pulumi stack output --json` (the signing selector's key, dkimPublicKeyPem)."""
+    text = _read(source) if text is None else text
     if text.lstrip().startswith("{"):
         try:
             text = json.loads(text)[DKIM_OUTPUT]

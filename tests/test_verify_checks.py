@@ -83,9 +83,9 @@ def test_dkim_is_checked_for_every_mail_domain_of_the_stack(keys):
     answers = {("ceres._domainkey.example.com", "TXT"): [f'"{dkim_value(mine)[:200]}" "{dkim_value(mine)[200:]}"'],
                ("ceres._domainkey.example.net", "TXT"): [f'"{dkim_value(other)[:200]}" "{dkim_value(other)[200:]}"']}
     results = dns_checks.check_dkim(target(answers, extra_domains=("example.org", "example.net"), dkim_txt=dkim_value(mine)))
-    assert [(r.check, r.status) for r in results] == [("dkim ceres._domainkey.example.com", "ok"),
-                                                        ("dkim ceres._domainkey.example.org", "fail"),
-                                                        ("dkim ceres._domainkey.example.net", "fail")]
+    assert [(r.check, r.status) for r in results] == [("dkim ceres._domainkey.example.com (signs)", "ok"),
+                                                        ("dkim ceres._domainkey.example.org (signs)", "fail"),
+                                                        ("dkim ceres._domainkey.example.net (signs)", "fail")]
     assert "publish ceres._domainkey.example.org TXT" in results[1].fix
     assert results[2].detail == "a different key is published"
     assert results[2].fix.endswith("at ceres._domainkey.example.net")
@@ -115,6 +115,40 @@ def test_verify_of_a_stack_checks_each_mail_domain_with_the_key_from_the_stack_o
     assert checked.mail_domains == ("example.com", "example.org")
     assert checked.dkim_txt == dkim_value(public)
     assert checked.mta_sts_policy == mta_sts_policy(stack_settings(project, "multi").dns_inputs)
+
+
+def test_every_published_selector_is_checked_against_its_own_key_and_says_whether_it_signs(keys):
+    """Mid-rotation: `ceres` signs, `ceres2026` is published ahead. Each is checked against the stack's key
+    for that selector; a published key not served yet is red (it must be served before it signs)."""
+    (_, signing), (_, upcoming) = keys
+    served = {("ceres._domainkey.example.com", "TXT"): [f'"{dkim_value(signing)[:200]}" "{dkim_value(signing)[200:]}"']}
+    checked = target(served, dkim_txt=dkim_value(signing), dkim_published={"ceres2026": dkim_value(upcoming)})
+    assert [(r.check, r.status) for r in dns_checks.check_dkim(checked)] == [
+        ("dkim ceres._domainkey.example.com (signs)", "ok"),
+        ("dkim ceres2026._domainkey.example.com (published, not signing)", "fail")]
+    served[("ceres2026._domainkey.example.com", "TXT")] = [f'"{dkim_value(upcoming)[:200]}" "{dkim_value(upcoming)[200:]}"']
+    assert {r.status for r in dns_checks.check_dkim(checked)} == {"ok"}
+
+
+def test_verify_reads_each_selectors_key_from_the_stack_outputs(keys, scratch_project, monkeypatch, tmp_path):
+    import json
+
+    from mailctl import cli
+    from mailctl.verify import runner
+    from tests.conftest import stack_config
+
+    (_, signing), (_, upcoming) = keys
+    config = {**stack_config("prod"), "ceres-mail:dkimPublishedSelectors": ["ceres2026"]}
+    project = scratch_project("rotating", config)
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"dkimPublicKeyPem": signing, "dkimPublicKeys": {"ceres": signing, "ceres2026": upcoming}}))
+    seen = []
+    monkeypatch.setattr(runner, "run_checks", lambda target, progress: seen.append(target) or [])
+    assert cli.main(["-C", str(project), "verify", "--stack", "rotating", "--resolver", "127.0.0.1",
+                     "--dkim-public-key", str(outputs), "--json"]) == 0
+    [checked] = seen
+    assert (checked.dkim_selector, checked.dkim_txt) == ("ceres", dkim_value(signing))
+    assert checked.dkim_published == {"ceres2026": dkim_value(upcoming)}
 
 
 def test_dkim_missing_different_and_right(keys):

@@ -90,7 +90,7 @@ def test_green_on_the_installed_host(verify):
     code, report = verify()
     assert code == 0 and report["ok"] is True, failed(report)
     checks = statuses(report)
-    for name in ("dkim ceres._domainkey.example.com", "ptr 203.0.113.25", "smtp 25 relay", "smtp 25 certificate",
+    for name in ("dkim ceres._domainkey.example.com (signs)", "ptr 203.0.113.25", "smtp 25 relay", "smtp 25 certificate",
                  "submission 587 auth before starttls", "submission 587 tls", "submission 587 certificate",
                  "submission 587 auth", "submission 587 login", "imaps 993 login",
                  "https 443 certificate mta-sts.example.com", "mta-sts policy example.com", "mta-sts id example.com",
@@ -117,8 +117,8 @@ def test_a_missing_dkim_record_turns_the_dkim_check_red(verify, mailnet, spare_d
     code, report = verify(resolver=spare_dns(zones))
     assert code == 1
     bad = failed(report)
-    assert "dkim ceres._domainkey.example.com" in bad and "dkimTxt" in bad["dkim ceres._domainkey.example.com"]["fix"]
-    assert set(bad) == {"dkim ceres._domainkey.example.com"}, bad
+    assert "dkim ceres._domainkey.example.com (signs)" in bad and "dkimTxt" in bad["dkim ceres._domainkey.example.com (signs)"]["fix"]
+    assert set(bad) == {"dkim ceres._domainkey.example.com (signs)"}, bad
 
 
 def test_a_wrong_ptr_turns_the_ptr_check_red(verify, mailnet, spare_dns):

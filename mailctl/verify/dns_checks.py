@@ -71,28 +71,35 @@ def check_mail_records(target: Target) -> list[Result]:
 
 
 def check_dkim(target: Target) -> list[Result]:
-    """Every mail domain's DKIM key is published: rspamd signs each domain's mail with the stack's key, so a
-    domain without the record has all its mail fail DKIM (and DMARC), however well the primary is set up."""
-    return [_dkim_result(target, domain) for domain in target.mail_domains]
+    """Every mail domain's DKIM keys are published: rspamd signs each domain's mail with the signing
+    selector's key, so a domain without that record has all its mail fail DKIM (and DMARC), however well
+    the primary is set up; a published selector (the next key of a rotation, or the previous one) must be
+    served as the stack has it before it signs, and while mail signed with it may still arrive."""
+    selectors = {target.dkim_selector: target.dkim_txt, **target.dkim_published}
+    return [_dkim_result(target, domain, selector, expected)
+            for selector, expected in selectors.items() for domain in target.mail_domains]
 
 
-def _dkim_result(target: Target, domain: str) -> Result:
-    """One domain's key: published, RSA of 2048 bits or more, and (with the stack's value) the stack's own."""
-    name = dkim_record_name(target.dkim_selector, domain)
+def _dkim_result(target: Target, domain: str, selector: str, expected: str) -> Result:
+    """One selector's key in one domain: published, RSA of 2048 bits or more, and (with the stack's value)
+    the stack's own; the check says whether the selector signs."""
+    name = dkim_record_name(selector, domain)
     values = [v for v in map(_value, target.lookup(name, "TXT")) if "p=" in v]
-    check = f"dkim {name}"
+    role = "signs" if selector == target.dkim_selector else "published, not signing"
+    check = f"dkim {name} ({role})"
+    output = "dkimTxt" if selector == target.dkim_selector else f"dkimPublicKeys {selector}"
     if not values:
-        return Result(check, FAIL, "no DKIM record", f"publish {name} TXT with the stack's key (pulumi stack output dkimTxt)")
+        return Result(check, FAIL, "no DKIM record", f"publish {name} TXT with the stack's key (pulumi stack output {output})")
     tags = dict(part.strip().split("=", 1) for part in values[0].split(";") if "=" in part)
     try:
         bits = load_der_public_key(base64.b64decode(tags.get("p", ""))).key_size
     except (ValueError, TypeError):
-        return Result(check, FAIL, "the p= key does not parse", f"publish at {name} the key exactly as `pulumi stack output dkimTxt`")
-    if target.dkim_txt and values[0].replace(" ", "") != target.dkim_txt.replace(" ", ""):
-        return Result(check, FAIL, "a different key is published", "publish `pulumi stack output dkimTxt` at " + name)
+        return Result(check, FAIL, "the p= key does not parse", f"publish at {name} the key exactly as `pulumi stack output {output}`")
+    if expected and values[0].replace(" ", "") != expected.replace(" ", ""):
+        return Result(check, FAIL, "a different key is published", f"publish `pulumi stack output {output}` at {name}")
     if bits < 2048:
         return Result(check, WARN, f"RSA {bits} bits", "use a 2048-bit key (dkimKeyBits)")
-    return Result(check, OK, f"RSA {bits} bits" + (", the stack's key" if target.dkim_txt else ""))
+    return Result(check, OK, f"RSA {bits} bits" + (", the stack's key" if expected else ""))
 
 
 def _same_address(a: str, b: str) -> bool:

@@ -38,8 +38,10 @@ class Target:
     timeout: float = 10.0
     expected: list[Record] = field(default_factory=list)  #: records the stack declares ([] without --stack)
     extra_domains: tuple[str, ...] = ()  #: the stack's other mail domains (the same DKIM key, each its MTA-STS host)
-    dkim_selector: str = "ceres"
+    dkim_selector: str = "ceres"  #: the selector that signs
     dkim_txt: str = ""  #: the stack's DKIM value (v=DKIM1; k=rsa; p=...), "" when not known
+    #: selectors published without signing (a rotation's next or previous key) -> the stack's value, "" when not known
+    dkim_published: dict[str, str] = field(default_factory=dict)
     mta_sts_policy: str = ""  #: the MTA-STS policy text the stack serves, "" without a stack
     mailbox: str = ""  #: the no-reply user
     password: str = ""  #: its password ("" skips the logins)

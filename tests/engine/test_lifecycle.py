@@ -6,7 +6,7 @@ import pulumi
 import pytest
 from pulumi.automation import ConfigValue
 
-from components import providers
+from components import platform, providers
 from mailctl.diff import diff_plans
 from mailctl.recorder import record
 from tests.engine.fixtures import CERES_REALM_FIELDS
@@ -158,3 +158,38 @@ def test_a_replaced_vm_gets_its_mail_stack_installed_again(staging_up):
     assert set(stages) <= replaced, f"not run on the new VM: {sorted(set(stages) - replaced)}"
     runs_after = runs_log.read_text().splitlines()[len(runs_before):]
     assert len(runs_after) == len(stages), "each stage ran once on the new VM"
+
+
+def single_dkim_key(name, settings, keep):
+    """The stack's one DKIM key, declared as it was before keys were per selector."""
+    import pulumi_tls as tls
+
+    return {settings.dkim_selector: tls.PrivateKey(f"{name}-dkim-key", algorithm="RSA",
+                                                   rsa_bits=settings.dkim_key_bits, opts=keep)}
+
+
+def test_a_stack_with_the_single_dkim_key_keeps_it_when_keys_go_per_selector(engine_project):
+    """The signing selector's key is known by the old name too: the move renames it, and no record,
+    install stage or key changes (a new key would break every signature in flight)."""
+    project = engine_project("staging")
+    stack = project.stack("staging")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(platform, "dkim_keys_by_selector", single_dkim_key)
+        first = run_engine(stack.up)
+    assert first.ok, first.output[-3000:]
+    moved = run_engine(stack.preview, diff=True)
+    assert moved.ok, moved.output[-3000:]
+    assert moved.changed() == {}
+
+
+def test_publishing_a_next_dkim_selector_adds_its_key_and_records_and_changes_nothing_else(staging_up):
+    """Step 1 of a rotation: the next key is made and published, the signing key and the host stay."""
+    project, stack, first = staging_up
+    runs_before = (project.world / "command" / RUN_LOG).read_text()
+    stack.set_config("ceres-mail:dkimPublishedSelectors", ConfigValue('["ceres2026"]'))
+    up = run_engine(stack.up)
+    assert up.ok, up.output[-3000:]
+    created = {urn.rsplit("::", 1)[-1] for urn, steps in up.changed().items() if steps == ("create",)}
+    assert created == {"ceres-mail-dkim-key-ceres2026", "ceres-mail-dns-txt-ceres2026._domainkey.staging.example.net"}
+    assert set(up.changed()) == {urn for urn in up.changed() if urn.rsplit("::", 1)[-1] in created}
+    assert (project.world / "command" / RUN_LOG).read_text() == runs_before, "no install stage ran"
