@@ -171,7 +171,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.diff:
         import json
 
-        from mailctl.diff import diff_json, diff_plans, render_diff
+        from mailctl.diff import diff_json, diff_plans, render_diff, render_problems, transition_problems
         from mailctl.plan import Plan
 
         try:
@@ -184,7 +184,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                   "matched by URN, which names the stack; add --by-name to compare the two stacks", file=sys.stderr)
         changes = diff_plans(base, plan, by_name=args.by_name)
         sys.stdout.write(diff_json(changes) if args.json else render_diff(changes))
-        return 1 if any(v["level"] == "mandatory" for v in plan.policy) else 0
+        problems = transition_problems(base, plan)
+        # on stderr with --json, which keeps its documented form (the list of changes)
+        (sys.stderr if args.json else sys.stdout).write(render_problems(problems))
+        return 1 if problems or any(v["level"] == "mandatory" for v in plan.policy) else 0
     if args.json:
         sys.stdout.write(plan.to_json())
     elif args.mermaid:

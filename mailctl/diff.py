@@ -17,8 +17,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.builders.dns_records import DKIM_WHY
 from mailctl.plan import Plan
-from policy.rules import COMMAND
+from policy.rules import COMMAND, DNS_RECORD
 
 # Inputs whose change the providers implement as delete-and-create.
 REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
@@ -131,3 +132,36 @@ def _render_value_change(key: str, before: Any, after: Any) -> list[str]:
 
 def diff_json(changes: list[Change]) -> str:
     return json.dumps([change.__dict__ for change in changes], indent=2, sort_keys=True) + "\n"
+
+
+# --- changes that are unsafe as a step, whatever each side looks like on its own -----------------------
+
+
+def dkim_selectors(plan: Plan) -> tuple[set[str], set[str]]:
+    """(signing, published) selectors of a plan, read from its DKIM records (their comment says which signs)."""
+    signing, published = set(), set()
+    for record in plan.of_type(DNS_RECORD):
+        name = str(record.inputs.get("name", ""))
+        if record.inputs.get("type") == "TXT" and "._domainkey." in name:
+            selector = name.split("._domainkey.", 1)[0]
+            (signing if record.inputs.get("comment") == DKIM_WHY else published).add(selector)
+    return signing, published
+
+
+def transition_problems(base: Plan, head: Plan) -> list[dict[str, str]]:
+    """Mandatory problems of going from `base` to `head` in one step: a DKIM switch to a selector whose
+    record `base` did not already publish (its record may not be served everywhere yet, so receivers
+    would fail the new signatures; README, DKIM key rotation)."""
+    base_signing, base_published = dkim_selectors(base)
+    head_signing, _ = dkim_selectors(head)
+    return [
+        {"policy": "dkim-switch-after-publishing", "level": "mandatory",
+         "message": f"dkimSelector switches to {selector}, which {base.stack}'s base plan did not publish: its record may "
+                    f"not be served everywhere yet. First publish it (dkimPublishedSelectors: [{selector}]), wait at "
+                    "least the record's TTL until `mailctl verify` shows it, then switch"}
+        for selector in sorted(head_signing - base_signing - base_published)
+    ]
+
+
+def render_problems(problems: list[dict[str, str]]) -> str:
+    return "".join(f"[{p['level']}] {p['policy']}: {p['message']}\n" for p in problems)

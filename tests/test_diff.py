@@ -95,3 +95,27 @@ def test_cli_diff_in_text_and_json(tmp_path, capsys):
     changes = json.loads(capsys.readouterr().out)
     assert {"urn", "type", "name", "action", "inputs"} <= set(changes[0])
     assert {c["action"] for c in changes} >= {"added", "removed"}, "prod and staging differ in their URNs"
+
+
+def test_switching_dkim_to_a_selector_the_base_did_not_publish_is_a_mandatory_problem(scratch_project):
+    """Step 2 of a rotation is safe only after step 1: the new selector's record served before it signs."""
+    from mailctl.diff import transition_problems
+
+    before = plan_of(scratch_project, "base")
+    skipped = plan_of(scratch_project, "skipped", dkimSelector="ceres2026")
+    [problem] = transition_problems(before, skipped)
+    assert problem["level"] == "mandatory" and "dkimPublishedSelectors: [ceres2026]" in problem["message"]
+
+    published = plan_of(scratch_project, "published", dkimPublishedSelectors=["ceres2026"])
+    switched = plan_of(scratch_project, "switched", dkimSelector="ceres2026", dkimPublishedSelectors=["ceres"])
+    assert transition_problems(before, published) == [], "step 1: publish ahead"
+    assert transition_problems(published, switched) == [], "step 2: switch to the published one"
+    assert transition_problems(switched, plan_of(scratch_project, "retired", dkimSelector="ceres2026")) == [], "step 3"
+
+
+def test_plan_diff_exits_1_on_a_dkim_switch_that_skips_publishing(scratch_project, tmp_path, capsys, monkeypatch):
+    base = tmp_path / "base.json"
+    base.write_text(plan_of(scratch_project, "prod").to_json())
+    project = scratch_project("prod", {**stack_config("prod"), "ceres-mail:dkimSelector": "ceres2026"})
+    assert main(["-C", str(project), "plan", "--stack", "prod", "--diff", str(base)]) == 1
+    assert "[mandatory] dkim-switch-after-publishing" in capsys.readouterr().out
