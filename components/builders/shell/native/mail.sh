@@ -146,6 +146,9 @@ service auth {
 CONF
 
 echo "== rspamd: DKIM signing as $DKIM_SELECTOR._domainkey"
+# what changes here needs rspamd alone: a DKIM rotation's switch restarts nothing else
+changed_before_rspamd=$changed
+changed=0
 printf '%s\n' "$DKIM_PRIVATE_KEY" | put_file "/var/lib/rspamd/dkim/$DKIM_SELECTOR.key" 0640 root:_rspamd
 # only the signing key lives on the host: a rotated-out key is gone from here with the switch
 for retired in /var/lib/rspamd/dkim/*.key; do
@@ -164,11 +167,16 @@ sign_local = true;
 use_domain = "header";
 allow_username_mismatch = false;
 CONF
+rspamd_changed=$changed
+changed=$changed_before_rspamd
 
 echo "== services"
 systemctl enable --quiet postfix dovecot rspamd redis-server
 if [ "$changed" = 1 ]; then
   systemctl restart redis-server rspamd dovecot postfix
+  rm -f "$PENDING"
+elif [ "$rspamd_changed" = 1 ]; then
+  systemctl restart rspamd
   rm -f "$PENDING"
 else
   for service in redis-server rspamd dovecot postfix; do
