@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
     policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
 
+    dkim = commands.add_parser("dkim", help="DKIM keys: the next safe step of a key rotation")
+    dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True)
+    rotate = dkim_commands.add_parser("rotate", help="print the next step of a rotation to a new selector (README, DKIM key rotation)")
+    rotate.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
+    rotate.add_argument("--to", required=True, metavar="SELECTOR", help="the selector that is to sign, e.g. ceres2026")
+    rotate.add_argument("--write", action="store_true", help="also set the step's config in Pulumi.<stack>.yaml")
+
     docs = commands.add_parser("config-reference", help="print the README's config reference (from the settings schema)")
     docs.add_argument("--write", action="store_true",
                       help="write Pulumi.yaml's config block and the README's reference instead (make docs)")
@@ -163,6 +170,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
+def cmd_dkim(args: argparse.Namespace) -> int:
+    from components.settings import values
+    from mailctl.dkim import next_step, render_step, with_config
+    from mailctl.stackfile import load_stack
+    from mailctl.zone import stack_settings
+
+    try:
+        values.dns_label(args.to)
+    except ValueError as error:
+        raise StackFileError(f"--to: {error}") from None
+    settings = stack_settings(args.project_dir, args.stack)
+    inputs = settings.dns_inputs
+    step = next_step(inputs.dkim_selector, inputs.dkim_published, args.to, inputs.ttl)
+    project = load_stack(args.project_dir, args.stack).project
+    retired = tuple(f"urn:pulumi:{args.stack}::{project}::ceres-mail:index:Platform$tls:index/privateKey:PrivateKey"
+                    f"::ceres-mail-dkim-key-{selector}"
+                    for selector in inputs.dkim_published if settings.protect and step.config.get("dkimPublishedSelectors") == [])
+    sys.stdout.write(render_step(step, args.stack, retired))
+    if args.write and step.config:
+        path = args.project_dir / f"Pulumi.{args.stack}.yaml"
+        path.write_text(with_config(path.read_text(), project, step.config))
+        stack_settings(args.project_dir, args.stack)  # the edited file still validates
+        print(f"mailctl: wrote {', '.join(step.config)} to {path}; review it, then pulumi up", file=sys.stderr)
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from mailctl.recorder import record
     from mailctl.render import render_mermaid, render_text
@@ -206,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             "verify": cmd_verify,
             "policy": cmd_policy,
             "config-reference": cmd_config_reference,
+            "dkim": cmd_dkim,
         }
         return commands[args.command](args)
     except SettingsError as error:

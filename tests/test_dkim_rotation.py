@@ -1,0 +1,68 @@
+"""`mailctl dkim rotate`: the next safe step of a DKIM key rotation, from where the stack stands."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mailctl.cli import main
+from mailctl.dkim import next_step, with_config
+from tests.conftest import PROJECT_DIR, stack_config
+
+
+@pytest.mark.parametrize("signing, published, title, config", [
+    ("ceres", (), "step 1 of 3", {"dkimPublishedSelectors": ["ceres2026"]}),
+    ("ceres", ("ceres2026",), "step 2 of 3", {"dkimSelector": "ceres2026", "dkimPublishedSelectors": ["ceres"]}),
+    ("ceres2026", ("ceres",), "step 3 of 3", {"dkimPublishedSelectors": []}),
+])
+def test_each_step_follows_from_where_the_stack_stands(signing, published, title, config):
+    step = next_step(signing, published, "ceres2026", ttl=300)
+    assert step.title.startswith(title) and step.config == config
+
+
+def test_the_switch_waits_for_the_ttl_and_verify_and_the_retirement_for_a_week():
+    switch = next_step("ceres", ("ceres2026",), "ceres2026", ttl=300)
+    assert any("300 s" in condition for condition in switch.before)
+    assert any("mailctl verify" in condition and "published, not signing" in condition for condition in switch.before)
+    retire = next_step("ceres2026", ("ceres",), "ceres2026", ttl=300)
+    assert any("7 days" in condition for condition in retire.before)
+    assert next_step("ceres2026", (), "ceres2026", ttl=300).done
+
+
+def test_write_takes_a_stack_file_through_the_three_steps_and_keeps_its_comments(tmp_path, capsys):
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    original = (PROJECT_DIR / "Pulumi.staging.yaml").read_text()
+    stack_file = tmp_path / "Pulumi.staging.yaml"
+    stack_file.write_text(original)
+    seen = []
+    for _ in range(3):
+        assert main(["-C", str(tmp_path), "dkim", "rotate", "--stack", "staging", "--to", "ceres2026", "--write"]) == 0
+        config = yaml.safe_load(stack_file.read_text())["config"]
+        seen.append((config.get("ceres-mail:dkimSelector", "ceres"), config["ceres-mail:dkimPublishedSelectors"]))
+    assert seen == [("ceres", ["ceres2026"]), ("ceres2026", ["ceres"]), ("ceres2026", [])]
+    assert stack_file.read_text().startswith(original.split("config:")[0]), "the comments stay"
+    assert {k: v for k, v in config.items() if "dkim" not in k} == {k: v for k, v in stack_config("staging").items()}
+    assert main(["-C", str(tmp_path), "dkim", "rotate", "--stack", "staging", "--to", "ceres2026"]) == 0
+    assert "the rotation is complete" in capsys.readouterr().out
+
+
+def test_without_write_nothing_changes_and_a_bad_selector_is_refused(tmp_path, capsys):
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    original = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
+    (tmp_path / "Pulumi.prod.yaml").write_text(original)
+    assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres2026"]) == 0
+    assert "pulumi config set --stack prod ceres-mail:dkimPublishedSelectors '[\"ceres2026\"]'" in capsys.readouterr().out
+    assert (tmp_path / "Pulumi.prod.yaml").read_text() == original
+    assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres_2026"]) == 2
+    assert "--to: 'ceres_2026' is not a DNS label" in capsys.readouterr().err
+
+
+def test_retiring_a_protected_key_says_to_unprotect_it_first(tmp_path, capsys):
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    prod = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
+    (tmp_path / "Pulumi.prod.yaml").write_text(with_config(prod, "ceres-mail", {
+        "dkimSelector": "ceres2026", "dkimPublishedSelectors": ["ceres"]}))
+    assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres2026"]) == 0
+    out = capsys.readouterr().out
+    assert "pulumi state unprotect --stack prod 'urn:pulumi:prod::ceres-mail::" in out
+    assert out.index("state unprotect") < out.index("config set")
