@@ -337,15 +337,9 @@ def _run_logged(argv: list[str], output: Path, what: str, timeout: float, **kwar
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True, **kwargs)
         try:
-            next_note = started + PROGRESS_EVERY
-            while process.poll() is None:
-                now = time.monotonic()
-                if now - started > timeout:
-                    raise TimeoutError(f"keycloak: {what}: still running after {timeout:g} s:\n{_tail(output)}")
-                if now >= next_note:
-                    log.info("keycloak: %s: still running (%.0f s)", what, now - started)
-                    next_note += PROGRESS_EVERY
-                time.sleep(0.5)
+            linux.wait_until(lambda: process.poll() is not None, timeout, f"keycloak: {what}", every=PROGRESS_EVERY)
+        except TimeoutError:
+            raise TimeoutError(f"keycloak: {what}: still running after {timeout:g} s:\n{_tail(output)}") from None
         finally:
             linux.stop_process(process, what)
     if process.returncode != 0:

@@ -129,19 +129,29 @@ def providers_under_the_platform(former_parent):
     return pulumi.ResourceOptions(parent=former_parent)
 
 
+def up_as_before(project, module, attribute: str, before):
+    """A staging stack deployed by the program as it was before a move (`module.attribute` was `before`):
+    the stack and its first up."""
+    stack = project.stack("staging")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, attribute, before)
+        first = run_engine(stack.up)
+    assert first.ok, first.output[-3000:]
+    return stack, first
+
+
+def assert_the_program_as_it_is_changes_nothing(stack) -> None:
+    moved = run_engine(stack.preview, diff=True)
+    assert moved.ok, moved.output[-3000:]
+    assert moved.changed() == {}
+
+
 def test_a_stack_deployed_with_the_providers_under_the_platform_keeps_them(engine_project):
     """Moving the providers renames them; their alias makes the move a rename, not a new provider that
     would replace every resource it manages."""
-    project = engine_project("staging")
-    old_layout = project.stack("staging")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(providers, "provider_options", providers_under_the_platform)
-        first = run_engine(old_layout.up)
-    assert first.ok, first.output[-3000:]
+    stack, first = up_as_before(engine_project("staging"), providers, "provider_options", providers_under_the_platform)
     assert any("Platform$pulumi:providers:" in urn for urn in first.ops())
-    moved = run_engine(old_layout.preview, diff=True)
-    assert moved.ok, moved.output[-3000:]
-    assert {urn: steps for urn, steps in moved.changed().items()} == {}
+    assert_the_program_as_it_is_changes_nothing(stack)
 
 
 def test_a_replaced_vm_gets_its_mail_stack_installed_again(staging_up):
@@ -171,15 +181,9 @@ def single_dkim_key(name, settings, keep):
 def test_a_stack_with_the_single_dkim_key_keeps_it_when_keys_go_per_selector(engine_project):
     """The signing selector's key is known by the old name too: the move renames it, and no record,
     install stage or key changes (a new key would break every signature in flight)."""
-    project = engine_project("staging")
-    stack = project.stack("staging")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(platform, "dkim_keys_by_selector", single_dkim_key)
-        first = run_engine(stack.up)
-    assert first.ok, first.output[-3000:]
-    moved = run_engine(stack.preview, diff=True)
-    assert moved.ok, moved.output[-3000:]
-    assert moved.changed() == {}
+    stack, first = up_as_before(engine_project("staging"), platform, "dkim_keys_by_selector", single_dkim_key)
+    assert any(urn.endswith("::ceres-mail-dkim-key") for urn in first.ops())
+    assert_the_program_as_it_is_changes_nothing(stack)
 
 
 def test_publishing_a_next_dkim_selector_adds_its_key_and_records_and_changes_nothing_else(staging_up):
