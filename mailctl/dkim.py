@@ -8,7 +8,6 @@ with it can no longer arrive. Which step is next follows from the stack's `dkimS
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 RETIRE_AFTER_DAYS = 7  #: receivers retry for up to 5 days (RFC 5321 4.5.4.1); reports and forwards come later
@@ -60,10 +59,18 @@ def render_step(step: Step, stack: str, retired_keys: tuple[str, ...] = ()) -> s
     lines.append("then:")
     lines += [f"  pulumi state unprotect --stack {stack} '{urn}'" for urn in retired_keys]
     for key, value in step.config.items():
-        shown = json.dumps(value) if isinstance(value, list) else str(value)
-        lines.append(f"  pulumi config set --stack {stack} ceres-mail:{key} '{shown}'")
+        lines += [f"  {command}" for command in config_commands(stack, f"ceres-mail:{key}", value)]
     lines += [f"  pulumi up --stack {stack}", "  mailctl dkim rotate again for the next step"]
     return "\n".join(lines) + "\n"
+
+
+def config_commands(stack: str, key: str, value: object) -> list[str]:
+    """The `pulumi config` lines that set `key` to `value`. The CLI types a list key as array<string> (its
+    declaration in Pulumi.yaml), so a list is set item by item with --path, after removing the old one."""
+    if not isinstance(value, list):
+        return [f"pulumi config set --stack {stack} {key} {value}"]
+    return [f"pulumi config rm --stack {stack} {key}",
+            *(f"pulumi config set --stack {stack} --path '{key}[{index}]' {item}" for index, item in enumerate(value))]
 
 
 def with_config(text: str, project: str, values: dict[str, object]) -> str:

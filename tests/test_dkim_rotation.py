@@ -51,7 +51,10 @@ def test_without_write_nothing_changes_and_a_bad_selector_is_refused(tmp_path, c
     original = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
     (tmp_path / "Pulumi.prod.yaml").write_text(original)
     assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres2026"]) == 0
-    assert "pulumi config set --stack prod ceres-mail:dkimPublishedSelectors '[\"ceres2026\"]'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # the CLI types the key as a list (Pulumi.yaml), so it is set item by item
+    assert "pulumi config rm --stack prod ceres-mail:dkimPublishedSelectors\n" in out
+    assert "pulumi config set --stack prod --path 'ceres-mail:dkimPublishedSelectors[0]' ceres2026\n" in out
     assert (tmp_path / "Pulumi.prod.yaml").read_text() == original
     assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres_2026"]) == 2
     assert "--to: 'ceres_2026' is not a DNS label" in capsys.readouterr().err
@@ -65,4 +68,4 @@ def test_retiring_a_protected_key_says_to_unprotect_it_first(tmp_path, capsys):
     assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres2026"]) == 0
     out = capsys.readouterr().out
     assert "pulumi state unprotect --stack prod 'urn:pulumi:prod::ceres-mail::" in out
-    assert out.index("state unprotect") < out.index("config set")
+    assert out.index("state unprotect") < out.index("config rm")

@@ -190,7 +190,8 @@ def test_publishing_a_next_dkim_selector_adds_its_key_and_records_and_changes_no
     """Step 1 of a rotation: the next key is made and published, the signing key and the host stay."""
     project, stack, first = staging_up
     runs_before = (project.world / "command" / RUN_LOG).read_text()
-    stack.set_config("ceres-mail:dkimPublishedSelectors", ConfigValue('["ceres2026"]'))
+    # as `mailctl dkim rotate` says to: the CLI types the key as a list, set item by item
+    stack.set_config("ceres-mail:dkimPublishedSelectors[0]", ConfigValue("ceres2026"), path=True)
     up = run_engine(stack.up)
     assert up.ok, up.output[-3000:]
     created = {urn.rsplit("::", 1)[-1] for urn, steps in up.changed().items() if steps == ("create",)}
