@@ -18,6 +18,7 @@ from components.builders.dns_records import (
     build_records,
     cloudflare_fields,
     dkim_records,
+    dkim_selector_of,
     dkim_value,
     mta_sts_policy,
     txt_rdata,
@@ -75,8 +76,8 @@ class MailDns(pulumi.ComponentResource):
                        for selector, pem in args.dkim_public_key_pems.items()}
         self.dkim_txt = dkim_values[args.zones.records.dkim_selector]
         for record in dkim_records(args.zones.records):
-            selector = record.name.split("._domainkey.", 1)[0]
-            declare(record.key, record.zone, record.name, record.type, {"content": dkim_values[selector].apply(txt_rdata)},
+            declare(record.key, record.zone, record.name, record.type,
+                    {"content": dkim_values[dkim_selector_of(record.name)].apply(txt_rdata)},
                     record.ttl, record.why)
 
         self.record_keys = pulumi.Output.from_input(sorted(self.records))

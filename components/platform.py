@@ -47,6 +47,7 @@ class MailPlatform(pulumi.ComponentResource):
         # Keys and passwords, owned by the stack and encrypted in its state
         dkim_keys = dkim_keys_by_selector(name, settings, keep)
         dkim_key = dkim_keys[settings.dkim_selector]
+        dkim_public_pems = {selector: key.public_key_pem for selector, key in dkim_keys.items()}
         host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=keep)
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=keep)
         mailbox_password = random.RandomPassword(
@@ -68,8 +69,7 @@ class MailPlatform(pulumi.ComponentResource):
         # DNS, in parallel with the VM
         dns = MailDns(
             f"{name}-dns",
-            MailDnsArgs(zones=settings.dns_zone_inputs,
-                        dkim_public_key_pems={selector: key.public_key_pem for selector, key in dkim_keys.items()}),
+            MailDnsArgs(zones=settings.dns_zone_inputs, dkim_public_key_pems=dkim_public_pems),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.cloudflare]),
         )
 
@@ -108,8 +108,7 @@ class MailPlatform(pulumi.ComponentResource):
         self.dkim_txt = dns.dkim_txt
         # the public half, for `mailctl zone` and `mailctl verify` (the private key never leaves the state)
         self.dkim_public_key_pem = dkim_key.public_key_pem
-        self.dkim_public_keys = pulumi.Output.all(
-            **{selector: key.public_key_pem for selector, key in dkim_keys.items()})
+        self.dkim_public_keys = pulumi.Output.all(**dkim_public_pems)
         self.mta_sts_policy = dns.mta_sts_policy
         # PTR is set at the IP provider, not here: export what it must be so the operator can set it
         self.ptr = pulumi.Output.from_input(

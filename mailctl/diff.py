@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.builders.dns_records import DKIM_WHY
+from components.builders.dns_records import DKIM_WHY, dkim_selector_of
 from mailctl.plan import Plan
 from policy.rules import COMMAND, DNS_RECORD
 
@@ -143,7 +143,7 @@ def dkim_selectors(plan: Plan) -> tuple[set[str], set[str]]:
     for record in plan.of_type(DNS_RECORD):
         name = str(record.inputs.get("name", ""))
         if record.inputs.get("type") == "TXT" and "._domainkey." in name:
-            selector = name.split("._domainkey.", 1)[0]
+            selector = dkim_selector_of(name)
             (signing if record.inputs.get("comment") == DKIM_WHY else published).add(selector)
     return signing, published
 

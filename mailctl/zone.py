@@ -18,6 +18,7 @@ from components.builders.dns_records import (
     build_records,
     dkim_record_name,
     dkim_records,
+    dkim_selector_of,
     external_authorizations,
     reverse_records,
 )
@@ -79,7 +80,7 @@ def zone_files(settings: Settings, stack: str, domain: str | None = None, dkim_p
     records = build_records(inputs)
     if dkim_public_key_pem:
         records += [r for r in dkim_records(inputs, {inputs.dkim_selector: dkim_public_key_pem})
-                    if r.name.startswith(f"{inputs.dkim_selector}._domainkey.")]
+                    if dkim_selector_of(r.name) == inputs.dkim_selector]
     files = {}
     for origin in [domain] if domain else list(inputs.mail_domains):
         header = [f"zone {origin} of stack {stack}, rendered by ceres-mail (mailctl zone)"]

@@ -175,6 +175,11 @@ def dkim_record_name(selector: str, domain: str) -> str:
     return f"{selector}._domainkey.{domain}"
 
 
+def dkim_selector_of(record_name: str) -> str:
+    """The selector a DKIM record name is published for (the inverse of dkim_record_name)."""
+    return record_name.split("._domainkey.", 1)[0]
+
+
 def dkim_value(public_key_pem: str) -> str:
     """DKIM key record (RFC 6376 3.6.1): p= is the base64 DER SubjectPublicKeyInfo of the RSA key."""
     key = load_pem_public_key(public_key_pem.encode())
