@@ -41,7 +41,8 @@ from tests.engine.k3s import K3s
 from tests.engine.standins.cloud import CLOUD_ENV
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.fixtures import MAIL_DISKS, nocloud_files
-from tests.mailnet.scenario import remote_domain_records
+from tests.mailnet.scenario import ADDRESSES as TEST_INTERNET
+from tests.mailnet.scenario import PREFIX, remote_domain_records
 from tests.testnet import NetnsHost, TestNet, linux
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,9 @@ REMOTE_MTA = HERE.parent / "mailnet" / "remote_mta.py"
 CERES_POD = HERE / "ceres_pod.py"
 PYTHON = sys.executable
 
-PREFIX = 24
-ADDRESSES = {
-    "mail": "203.0.113.25",  # the VM's static address, as the stack declares it
-    "dns": "203.0.113.53",
-    "acme": "203.0.113.80",
-    "remote": "203.0.113.99",
-    "sso": "203.0.113.150",  # CERES's Keycloak
-    "client": "203.0.113.200",  # the operator's machine, inside adminCidrs
-}
+# the test internet's addresses (the VM's static address as "mail"; "client" is the operator's machine,
+# inside adminCidrs), and CERES's Keycloak
+ADDRESSES = {**TEST_INTERNET, "sso": "203.0.113.150"}
 DOMAIN = "example.com"
 MAIL_HOST = f"mail.{DOMAIN}"
 SSO_HOST, SSO_PORT = f"sso.{DOMAIN}", 8443
