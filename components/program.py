@@ -11,7 +11,13 @@ import pulumi
 
 from components import settings as stack_settings
 from components.builders.ceres_env import STACK_OUTPUT as CERES_OUTPUT
-from components.builders.dns_records import DKIM_KEYS_OUTPUT, DKIM_OUTPUT, external_authorizations, reverse_records
+from components.builders.dns_records import (
+    DKIM_KEYS_OUTPUT,
+    DKIM_OUTPUT,
+    DKIM_SIGNING_OUTPUT,
+    external_authorizations,
+    reverse_records,
+)
 from components.platform import MailPlatform
 
 
@@ -34,6 +40,7 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     pulumi.export("dkimTxt", platform.dkim_txt)
     pulumi.export(DKIM_OUTPUT, platform.dkim_public_key_pem)
     pulumi.export(DKIM_KEYS_OUTPUT, platform.dkim_public_keys)
+    pulumi.export(DKIM_SIGNING_OUTPUT, {"selector": settings.dkim_selector, "maxAgeDays": settings.dkim_max_age_days})
     pulumi.export("mtaStsPolicy", platform.mta_sts_policy)
     # DMARC report authorizations that belong in zones this stack does not manage (RFC 7489 7.1)
     pulumi.export(

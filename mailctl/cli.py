@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
     policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
+    policy.add_argument("--state", metavar="EXPORT.json",
+                        help="the stack's `pulumi stack export` ('-' for stdin): resource ages, for dkim-key-not-too-old")
 
     dkim = commands.add_parser("dkim", help="DKIM keys: the next safe step of a key rotation")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True)
@@ -106,13 +108,22 @@ def cmd_policy(args: argparse.Namespace) -> int:
     import json
 
     from mailctl.plan import Plan
+    from mailctl.state import StateError, created_times
     from policy.rules import evaluate
 
     try:
         plan = Plan.from_dict(json.loads(args.plan_file.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StackFileError(f"{args.plan_file} is not a plan from `mailctl plan --json` ({error})") from None
-    return _report_policy(evaluate(plan.resources, outputs=(plan.stack_urn, plan.outputs)))
+    created = {}
+    if args.state:
+        try:
+            created = created_times(sys.stdin.read() if args.state == "-" else Path(args.state).read_text())
+        except OSError as error:
+            raise StackFileError(f"--state: cannot read {args.state}: {error.strerror}") from None
+        except StateError as error:
+            raise StackFileError(f"--state: {args.state} is {error}") from None
+    return _report_policy(evaluate(plan.resources, outputs=(plan.stack_urn, plan.outputs), created=created))
 
 
 def cmd_zone(args: argparse.Namespace) -> int:
@@ -171,6 +182,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dkim(args: argparse.Namespace) -> int:
+    import datetime
+
     from components.settings import values
     from mailctl.dkim import next_step, render_step, with_config
     from mailctl.stackfile import load_stack
@@ -182,7 +195,8 @@ def cmd_dkim(args: argparse.Namespace) -> int:
         raise StackFileError(f"--to: {error}") from None
     settings = stack_settings(args.project_dir, args.stack)
     inputs = settings.dns_inputs
-    step = next_step(inputs.dkim_selector, inputs.dkim_published, args.to, inputs.ttl)
+    step = next_step(settings.dkim_selector, tuple(settings.dkim_published_selectors), args.to, inputs.ttl,
+                     datetime.datetime.now(datetime.timezone.utc).date())
     project = load_stack(args.project_dir, args.stack).project
     retired = tuple(f"urn:pulumi:{args.stack}::{project}::ceres-mail:index:Platform$tls:index/privateKey:PrivateKey"
                     f"::ceres-mail-dkim-key-{selector}"

@@ -18,7 +18,7 @@ import yaml
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
-from components.settings.schema import PROJECT, SECTIONS, UNDECLARED_KEYS, SettingsSchema, is_secret
+from components.settings.schema import MIXED_LIST_KEYS, PROJECT, SECTIONS, UNDECLARED_KEYS, SettingsSchema, is_secret
 
 SCHEMA = "components/settings/schema.py"
 BEGIN = f"<!-- config-reference:begin (generated from {SCHEMA} by `make docs`) -->"
@@ -37,10 +37,11 @@ def _pulumi_type(info: FieldInfo) -> str:
     return {bool: "boolean", int: "integer"}.get(annotation, "string")
 
 
-def _declaration(info: FieldInfo) -> dict[str, Any]:
-    """A key as Pulumi.yaml declares it. A secret has no default: the CLI would refuse a plaintext one."""
-    declaration: dict[str, Any] = {"type": _pulumi_type(info)}
-    if declaration["type"] == "array":
+def _declaration(key: str, info: FieldInfo) -> dict[str, Any]:
+    """A key as Pulumi.yaml declares it. A secret has no default: the CLI would refuse a plaintext one; a
+    list of strings and objects has no type, which Pulumi has no word for (MIXED_LIST_KEYS)."""
+    declaration: dict[str, Any] = {} if key in MIXED_LIST_KEYS else {"type": _pulumi_type(info)}
+    if declaration.get("type") == "array":
         declaration["items"] = {"type": "string"}
     if is_secret(info):
         declaration["secret"] = True
@@ -55,13 +56,13 @@ def declarations(undeclared: bool = False) -> dict[str, dict[str, Any]]:
     """Config key -> its declaration, in the schema's order: the declared keys, or (`undeclared`) the
     optional secrets Pulumi cannot declare (UNDECLARED_KEYS)."""
     keys = {to_camel(name): info for name, info in SettingsSchema.model_fields.items()}
-    return {key: _declaration(info) for key, info in keys.items() if (key in UNDECLARED_KEYS) == undeclared}
+    return {key: _declaration(key, info) for key, info in keys.items() if (key in UNDECLARED_KEYS) == undeclared}
 
 
 # --- Pulumi.yaml ----------------------------------------------------------------------------------
 
 
-def _scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
     """A YAML scalar every YAML reader takes for this value: plain where it reads back the same (and
     cannot be taken for a number or a date), else double-quoted."""
     if isinstance(value, (bool, int)):
@@ -89,7 +90,7 @@ def render_pulumi_config() -> str:
             if field == "items":
                 lines += ["    items:", f"      type: {value['type']}"]
             else:
-                lines.append(f"    {field}: {_scalar(value)}")
+                lines.append(f"    {field}: {yaml_scalar(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -117,6 +118,8 @@ def _default(declaration: dict[str, Any]) -> str:
 
 
 def _type(declaration: dict[str, Any]) -> str:
+    if "type" not in declaration:
+        return "array of string or object"
     if declaration["type"] == "array":
         return f"array of {declaration['items']['type']}"
     return declaration["type"]

@@ -3,12 +3,19 @@
 A rotation is three stack changes, each safe on its own (README, DKIM key rotation): publish the new
 selector, switch signing to it once its record is served everywhere, retire the old one after mail signed
 with it can no longer arrive. Which step is next follows from the stack's `dkimSelector` and
-`dkimPublishedSelectors` alone, so the command reads the stack file and nothing else.
+`dkimPublishedSelectors` alone, so the command reads the stack file and nothing else. Each selector it
+publishes carries its reason, with the day: what it is for and when it may go, for whoever reads the
+stack file or the DNS record next (the policy advises on a published selector without one).
 """
 
 from __future__ import annotations
 
+import datetime
+import shlex
 from dataclasses import dataclass
+
+from components.settings.values import PublishedSelector
+from mailctl.config_reference import yaml_scalar
 
 RETIRE_AFTER_DAYS = 7  #: receivers retry for up to 5 days (RFC 5321 4.5.4.1); reports and forwards come later
 
@@ -23,29 +30,39 @@ class Step:
     done: bool = False
 
 
-def next_step(signing: str, published: tuple[str, ...], new: str, ttl: int) -> Step:
+def as_config(entry: PublishedSelector) -> str | dict[str, str]:
+    """A published selector as the stack file holds it: the bare selector, or {selector, reason}."""
+    return {"selector": entry.selector, "reason": entry.reason} if entry.reason else entry.selector
+
+
+def next_step(signing: str, published: tuple[PublishedSelector, ...], new: str, ttl: int,
+              today: datetime.date) -> Step:
     """The step that follows from the stack's signing and published selectors, for a rotation to `new`."""
+    names = tuple(entry.selector for entry in published)
     if signing == new:
         if not published:
             return Step(f"{new} signs and no other selector is published: the rotation is complete", {}, done=True)
         return Step(
-            f"step 3 of 3: retire {', '.join(published)} ({new} signs)",
+            f"step 3 of 3: retire {', '.join(names)} ({new} signs)",
             {"dkimPublishedSelectors": []},
             (f"at least {RETIRE_AFTER_DAYS} days since {new} started signing: mail signed with the old key may be "
              "queued or retried until then, and it fails DKIM once the old record is gone",
              f"mailctl verify: dkim {new}._domainkey.<each domain> (signs) ok"),
         )
-    others = [selector for selector in published if selector != new]
-    if new in published:
+    others = [as_config(entry) for entry in published if entry.selector != new]
+    if new in names:
+        retire_on = today + datetime.timedelta(days=RETIRE_AFTER_DAYS)
+        previous = {"selector": signing, "reason": f"previous key, signed until {today}; retire on {retire_on} or later"}
         return Step(
             f"step 2 of 3: {new} signs, {signing} stays published",
-            {"dkimSelector": new, "dkimPublishedSelectors": [signing, *others]},
+            {"dkimSelector": new, "dkimPublishedSelectors": [previous, *others]},
             (f"at least the record's TTL ({ttl} s) since the up that published {new}, so resolvers everywhere "
              "have it",
              f"mailctl verify: dkim {new}._domainkey.<each domain> (published, not signing) ok"),
         )
+    upcoming = {"selector": new, "reason": f"next key, published {today}; signs from step 2 of the rotation"}
     return Step(f"step 1 of 3: publish {new} beside {signing} (it does not sign yet)",
-                {"dkimPublishedSelectors": [*published, new]})
+                {"dkimPublishedSelectors": [*others, upcoming]})
 
 
 def render_step(step: Step, stack: str, retired_keys: tuple[str, ...] = ()) -> str:
@@ -65,12 +82,17 @@ def render_step(step: Step, stack: str, retired_keys: tuple[str, ...] = ()) -> s
 
 
 def config_commands(stack: str, key: str, value: object) -> list[str]:
-    """The `pulumi config` lines that set `key` to `value`. The CLI types a list key as array<string> (its
-    declaration in Pulumi.yaml), so a list is set item by item with --path, after removing the old one."""
+    """The `pulumi config` lines that set `key` to `value`: a list item by item with --path (the CLI would
+    store a JSON text as one string), an object item field by field, after removing the old list."""
     if not isinstance(value, list):
-        return [f"pulumi config set --stack {stack} {key} {value}"]
-    return [f"pulumi config rm --stack {stack} {key}",
-            *(f"pulumi config set --stack {stack} --path '{key}[{index}]' {item}" for index, item in enumerate(value))]
+        return [f"pulumi config set --stack {stack} {key} {shlex.quote(str(value))}"]
+    lines = [f"pulumi config rm --stack {stack} {key}"]
+    for index, item in enumerate(value):
+        fields = item.items() if isinstance(item, dict) else [(None, item)]
+        for field, text in fields:
+            path = f"{key}[{index}]" + (f".{field}" if field else "")
+            lines.append(f"pulumi config set --stack {stack} --path {shlex.quote(path)} {shlex.quote(str(text))}")
+    return lines
 
 
 def with_config(text: str, project: str, values: dict[str, object]) -> str:
@@ -81,8 +103,8 @@ def with_config(text: str, project: str, values: dict[str, object]) -> str:
         lines.append("config:")
     for key, value in values.items():
         entry = f"  {project}:{key}:"
-        rendered = ([f"{entry} []"] if value == [] else [entry, *(f"    - {item}" for item in value)]
-                    if isinstance(value, list) else [f"{entry} {value}"])
+        rendered = ([f"{entry} []"] if value == [] else [entry, *(line for item in value for line in _list_item(item))]
+                    if isinstance(value, list) else [f"{entry} {yaml_scalar(value)}"])
         start = next((i for i, line in enumerate(lines) if line.startswith(entry)), None)
         if start is None:
             lines += rendered
@@ -92,3 +114,11 @@ def with_config(text: str, project: str, values: dict[str, object]) -> str:
             end += 1
         lines[start:end] = rendered
     return "\n".join(lines) + "\n"
+
+
+def _list_item(item: object) -> list[str]:
+    """A list item's lines under a config key: a scalar, or an object with one field per line."""
+    if not isinstance(item, dict):
+        return [f"    - {yaml_scalar(item)}"]
+    fields = [f"{field}: {yaml_scalar(value)}" for field, value in item.items()]
+    return [f"    - {fields[0]}", *(f"      {line}" for line in fields[1:])]

@@ -10,13 +10,21 @@ for the rules that ask for secret marks (`needs_secret_marks`), and is unwrapped
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from components.builders.ceres_env import STACK_OUTPUT as CERES_OUTPUT
-from components.builders.dns_records import SPF_MAX_LOOKUPS, spf_term_looks_up, txt_value
+from components.builders.dns_records import (
+    DKIM_PUBLISHED_WHY,
+    DKIM_SIGNING_OUTPUT,
+    SPF_MAX_LOOKUPS,
+    dkim_selector_of,
+    spf_term_looks_up,
+    txt_value,
+)
 from components.builders.ports import submission_problem
 from mailctl.plan import SECRET, UNKNOWN_TEXT as UNKNOWN
 
@@ -38,6 +46,9 @@ class Resource:
     props: Mapping[str, Any]
     options: Mapping[str, Any]
     urn: str
+    #: days since the engine created it, from the state's `created` time (`mailctl policy --state`); None
+    #: where no state is at hand: offline plans, and CrossGuard, which shows no resource its creation time
+    age_days: float | None = None
 
     @property
     def stack(self) -> str:
@@ -61,6 +72,8 @@ class Rule:
     check_stack: Callable[[list[Resource], PolicyConfig], Iterable[tuple[str, str]]] | None = field(default=None)
     #: judges whether values are secrets, so it needs inputs with their secret marks (see policy/pack.py)
     needs_secret_marks: bool = False
+    #: judges what only the state knows (resource ages): it runs in `mailctl policy --state`, not CrossGuard
+    needs_state: bool = False
 
 
 def unwrap(value: Any) -> Any:
@@ -110,6 +123,33 @@ def dkim_key_is_strong(r: Resource, config: PolicyConfig) -> Iterable[str]:
         yield f"the DKIM key has {bits} bits; use at least {config.min_dkim_bits} (RFC 8301; dkimKeyBits)"
     elif algorithm not in ("RSA", None):
         yield f"the DKIM key is {algorithm}; receivers need an RSA key (Ed25519 only as a second, RSA-companioned key)"
+
+
+def _is_dkim_record(r: Resource) -> bool:
+    return r.type == DNS_RECORD and r.props.get("type") == "TXT" and "._domainkey." in str(r.props.get("name", ""))
+
+
+def dkim_published_says_why(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    """A key that is published but signs nothing is either half of a rotation or forgotten; the reason
+    (dkimPublishedSelectors' {selector, reason}) tells which, and until when."""
+    if _is_dkim_record(r) and r.props.get("comment") == DKIM_PUBLISHED_WHY:
+        selector = dkim_selector_of(str(r.props["name"]))
+        yield (f"{r.props['name']} is published but does not sign, and no reason is given: write it as "
+               f"{{selector: {selector}, reason: ...}} in dkimPublishedSelectors (the next key, or the previous one "
+               "and when it goes), or retire it once mail signed with it can no longer arrive (mailctl dkim rotate)")
+
+
+def dkim_key_not_too_old(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    """The signing key's age against the stack's dkimMaxAgeDays, both from the stack output dkimSigning; the
+    age is known where the state says when the engine made the key (`<name>-dkim-key-<selector>`)."""
+    signing = next((r.props.get(DKIM_SIGNING_OUTPUT) for r in resources if r.type == STACK), None)
+    if not isinstance(signing, Mapping) or not isinstance(signing.get("maxAgeDays"), int):
+        return
+    selector, limit = signing.get("selector"), signing["maxAgeDays"]
+    for r in resources:
+        if r.type == PRIVATE_KEY and r.urn.endswith(f"-dkim-key-{selector}") and r.age_days is not None and r.age_days > limit:
+            yield (r.urn, f"the DKIM key of selector {selector} has signed for {int(r.age_days)} days, more than "
+                          f"dkimMaxAgeDays ({limit}): rotate it (mailctl dkim rotate --stack {r.stack} --to <new selector>)")
 
 
 def protected_where_it_matters(r: Resource, config: PolicyConfig) -> Iterable[str]:
@@ -255,6 +295,9 @@ RULES: tuple[Rule, ...] = (
     Rule("dns-record-not-proxied", "Mail DNS records are never proxied by Cloudflare.", "mandatory", dns_record_not_proxied),
     Rule("spf-strict-and-resolvable", "SPF ends with -all or ~all and needs at most 10 lookups.", "mandatory", spf_is_strict_and_resolvable),
     Rule("dkim-key-strong", "The DKIM key is RSA of at least minDkimBits.", "mandatory", dkim_key_is_strong),
+    Rule("dkim-published-says-why", "A DKIM key that is published without signing says why.", "advisory", dkim_published_says_why),
+    Rule("dkim-key-not-too-old", "The signing DKIM key is younger than dkimMaxAgeDays (age from the state).", "advisory",
+         check_stack=dkim_key_not_too_old, needs_state=True),
     Rule("protected-where-it-matters", "The CERES realm is never deleted; it and the VM are protected in protected stacks.", "mandatory", protected_where_it_matters),
     Rule("secret-inputs-are-secret", "Passwords, tokens, keys and kubeconfigs are Pulumi secrets.", "mandatory", secret_inputs_are_secret,
          needs_secret_marks=True),
@@ -271,10 +314,17 @@ RULES: tuple[Rule, ...] = (
 
 
 def evaluate(resources: Iterable[Any], config: PolicyConfig = PolicyConfig(),
-             outputs: tuple[str, Mapping[str, Any]] | None = None) -> list[dict[str, str]]:
+             outputs: tuple[str, Mapping[str, Any]] | None = None,
+             created: Mapping[str, datetime.datetime] | None = None, now: datetime.datetime | None = None,
+             ) -> list[dict[str, str]]:
     """Every rule over a Plan's resources (`.type`, `.inputs`, `.options`, `.urn`), and the stack's
-    outputs as `(stack urn, outputs)` when known: CrossGuard shows the rules the root Stack resource too."""
-    subjects = [Resource(r.type, r.inputs, r.options, r.urn) for r in resources]
+    outputs as `(stack urn, outputs)` when known: CrossGuard shows the rules the root Stack resource too.
+    `created` maps a URN to when the engine created it (from `pulumi stack export`), for the age rules."""
+    created = created or {}
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    subjects = [Resource(r.type, r.inputs, r.options, r.urn,
+                         (now - created[r.urn]).total_seconds() / 86400 if r.urn in created else None)
+                for r in resources]
     if outputs is not None:
         subjects.append(Resource(STACK, outputs[1], {}, outputs[0]))
     violations = []

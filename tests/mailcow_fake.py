@@ -65,7 +65,8 @@ class FakeMailcow:
     domains: dict[str, dict] = field(default_factory=dict)
     mailboxes: dict[str, dict] = field(default_factory=dict)  # address -> attributes incl. "password"
     aliases: dict[int, dict] = field(default_factory=dict)
-    dkim: dict[str, dict] = field(default_factory=dict)
+    dkim: dict[str, dict] = field(default_factory=dict)  # domain -> its one key: {pubkey, selector}
+    dkim_private_keys: dict[str, str] = field(default_factory=dict)  # "selector.domain" -> PEM, as mailcow's Redis
     mta_sts: dict[str, dict] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     refuse: dict[str, list] = field(default_factory=dict)  # action -> msg of a "danger" answer
@@ -197,7 +198,12 @@ class FakeMailcow:
         except (KeyError, ValueError) as error:
             return ["private_key_error", str(error)]
         spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        # mailcow holds one key per domain: an import first deletes the domain's key, private part included
+        old = self.dkim.pop(domain, None)
+        if old is not None:
+            self.dkim_private_keys.pop(f"{old['selector']}.{domain}", None)
         self.dkim[domain] = {"pubkey": base64.b64encode(spki).decode(), "selector": selector}
+        self.dkim_private_keys[f"{selector}.{domain}"] = attr["private_key_file"].strip()
         return ["dkim_added", domain]
 
     def _mta_sts_fields(self, attr: dict) -> dict | list:

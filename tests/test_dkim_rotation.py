@@ -2,31 +2,57 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 import yaml
 
+from components.settings.values import PublishedSelector
 from mailctl.cli import main
-from mailctl.dkim import next_step, with_config
+from mailctl.dkim import config_commands, next_step, with_config
 from tests.conftest import PROJECT_DIR, stack_config
+
+TODAY = datetime.date(2026, 11, 26)
+NEXT = {"selector": "ceres2026", "reason": "next key, published 2026-11-26; signs from step 2 of the rotation"}
+PREVIOUS = {"selector": "ceres", "reason": "previous key, signed until 2026-11-26; retire on 2026-12-03 or later"}
+
+
+def entries(*selectors: str) -> tuple[PublishedSelector, ...]:
+    return tuple(PublishedSelector(selector) for selector in selectors)
 
 
 @pytest.mark.parametrize("signing, published, title, config", [
-    ("ceres", (), "step 1 of 3", {"dkimPublishedSelectors": ["ceres2026"]}),
-    ("ceres", ("ceres2026",), "step 2 of 3", {"dkimSelector": "ceres2026", "dkimPublishedSelectors": ["ceres"]}),
-    ("ceres2026", ("ceres",), "step 3 of 3", {"dkimPublishedSelectors": []}),
+    ("ceres", entries(), "step 1 of 3", {"dkimPublishedSelectors": [NEXT]}),
+    ("ceres", entries("ceres2026"), "step 2 of 3", {"dkimSelector": "ceres2026", "dkimPublishedSelectors": [PREVIOUS]}),
+    ("ceres2026", entries("ceres"), "step 3 of 3", {"dkimPublishedSelectors": []}),
 ])
-def test_each_step_follows_from_where_the_stack_stands(signing, published, title, config):
-    step = next_step(signing, published, "ceres2026", ttl=300)
+def test_each_step_follows_from_where_the_stack_stands_and_says_why_it_publishes(signing, published, title, config):
+    step = next_step(signing, published, "ceres2026", ttl=300, today=TODAY)
     assert step.title.startswith(title) and step.config == config
 
 
+def test_other_published_selectors_keep_their_reasons():
+    spare = PublishedSelector("spare", "a key kept for the backup relay")
+    step = next_step("ceres", (spare, PublishedSelector("ceres2026")), "ceres2026", ttl=300, today=TODAY)
+    assert step.config["dkimPublishedSelectors"] == [PREVIOUS, {"selector": "spare", "reason": "a key kept for the backup relay"}]
+
+
 def test_the_switch_waits_for_the_ttl_and_verify_and_the_retirement_for_a_week():
-    switch = next_step("ceres", ("ceres2026",), "ceres2026", ttl=300)
+    switch = next_step("ceres", entries("ceres2026"), "ceres2026", ttl=300, today=TODAY)
     assert any("300 s" in condition for condition in switch.before)
     assert any("mailctl verify" in condition and "published, not signing" in condition for condition in switch.before)
-    retire = next_step("ceres2026", ("ceres",), "ceres2026", ttl=300)
+    retire = next_step("ceres2026", entries("ceres"), "ceres2026", ttl=300, today=TODAY)
     assert any("7 days" in condition for condition in retire.before)
-    assert next_step("ceres2026", (), "ceres2026", ttl=300).done
+    assert next_step("ceres2026", (), "ceres2026", ttl=300, today=TODAY).done
+
+
+def test_config_commands_set_objects_field_by_field_and_quote_for_the_shell():
+    assert config_commands("prod", "ceres-mail:dkimPublishedSelectors", [NEXT]) == [
+        "pulumi config rm --stack prod ceres-mail:dkimPublishedSelectors",
+        "pulumi config set --stack prod --path 'ceres-mail:dkimPublishedSelectors[0].selector' ceres2026",
+        "pulumi config set --stack prod --path 'ceres-mail:dkimPublishedSelectors[0].reason' "
+        "'next key, published 2026-11-26; signs from step 2 of the rotation'",
+    ]
 
 
 def test_write_takes_a_stack_file_through_the_three_steps_and_keeps_its_comments(tmp_path, capsys):
@@ -39,7 +65,9 @@ def test_write_takes_a_stack_file_through_the_three_steps_and_keeps_its_comments
         assert main(["-C", str(tmp_path), "dkim", "rotate", "--stack", "staging", "--to", "ceres2026", "--write"]) == 0
         config = yaml.safe_load(stack_file.read_text())["config"]
         seen.append((config.get("ceres-mail:dkimSelector", "ceres"), config["ceres-mail:dkimPublishedSelectors"]))
-    assert seen == [("ceres", ["ceres2026"]), ("ceres2026", ["ceres"]), ("ceres2026", [])]
+    assert [(signing, [e["selector"] for e in published]) for signing, published in seen] == [
+        ("ceres", ["ceres2026"]), ("ceres2026", ["ceres"]), ("ceres2026", [])]
+    assert all(e["reason"].startswith(("next key, published ", "previous key, signed until ")) for _, p in seen for e in p)
     assert stack_file.read_text().startswith(original.split("config:")[0]), "the comments stay"
     assert {k: v for k, v in config.items() if "dkim" not in k} == {k: v for k, v in stack_config("staging").items()}
     assert main(["-C", str(tmp_path), "dkim", "rotate", "--stack", "staging", "--to", "ceres2026"]) == 0
@@ -52,9 +80,9 @@ def test_without_write_nothing_changes_and_a_bad_selector_is_refused(tmp_path, c
     (tmp_path / "Pulumi.prod.yaml").write_text(original)
     assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres2026"]) == 0
     out = capsys.readouterr().out
-    # the CLI types the key as a list (Pulumi.yaml), so it is set item by item
+    # set item by item: the CLI would store a JSON text as one string
     assert "pulumi config rm --stack prod ceres-mail:dkimPublishedSelectors\n" in out
-    assert "pulumi config set --stack prod --path 'ceres-mail:dkimPublishedSelectors[0]' ceres2026\n" in out
+    assert "pulumi config set --stack prod --path 'ceres-mail:dkimPublishedSelectors[0].selector' ceres2026\n" in out
     assert (tmp_path / "Pulumi.prod.yaml").read_text() == original
     assert main(["-C", str(tmp_path), "dkim", "rotate", "--to", "ceres_2026"]) == 2
     assert "--to: 'ceres_2026' is not a DNS label" in capsys.readouterr().err

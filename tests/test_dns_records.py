@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from components.builders.dns_records import (
+    DKIM_PUBLISHED_WHY,
     DKIM_WHY,
     Dmarc,
     build_records,
@@ -156,6 +157,15 @@ def test_each_published_selector_gets_its_own_record_in_every_domain_with_its_ow
         assert txt_value(record.rdata) == dkim_value(pem)
         assert (record.why == DKIM_WHY) == record.name.startswith("ceres.")
     assert len({r.key for r in records}) == len(records)
+
+
+def test_a_published_selectors_reason_is_its_records_comment():
+    """The reason travels to the record's comment (Cloudflare, the zone file), where the policy looks."""
+    rotating = replace(MULTI, dkim_selector="ceres2026", dkim_published=("ceres", "spare"),
+                       dkim_reasons=(("ceres", "previous key, retire after 2026-12-03"),))
+    why = {r.name.split("._domainkey.")[0]: r.why for r in dkim_records(rotating)}
+    assert why == {"ceres2026": DKIM_WHY, "ceres": "Published, not signing: previous key, retire after 2026-12-03",
+                   "spare": DKIM_PUBLISHED_WHY}
 
 
 def test_dkim_key_is_split_into_strings_under_255():

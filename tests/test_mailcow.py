@@ -435,6 +435,28 @@ def test_drift_made_in_mailcow_is_put_back_and_only_that(mailcow_api, stack_secr
     assert_no_secret_in(result.stdout + result.stderr, secrets.values())
 
 
+def test_switching_the_signing_selector_imports_the_new_key_for_each_domain_and_leaves_no_old_one(
+        mailcow_api, stack_secrets, tmp_path):
+    """Step 2 of a rotation: mailcow keeps one key per domain, so the switch is one overwriting import per
+    domain, and the retired private key is gone from mailcow (it stays published in DNS only)."""
+    secrets, _ = stack_secrets
+    assert configure(mailcow_api, secrets, tmp_path).returncode == 0
+    state = mailcow_api.state
+    assert sorted(state.dkim_private_keys) == ["ceres.example.com", "ceres.example.org"]
+    state.calls.clear()
+    new_private, new_public = dkim_key()
+    switched = replace(MAILCOW, install=replace(INSTALL, dkim_selector="ceres2026"))
+    result = configure(mailcow_api, {**secrets, "DKIM_PRIVATE_KEY": new_private}, tmp_path, inputs=switched)
+    assert result.returncode == 0, result.stderr
+    assert posts(state) == ["add/dkim_import"] * 2
+    imports = [c.body for c in state.calls if c.writes]
+    assert [(b["domain"], b["dkim_selector"], int(b["overwrite_existing"])) for b in imports] == [
+        ("example.com", "ceres2026", 1), ("example.org", "ceres2026", 1)]
+    assert {d: (k["selector"], k["pubkey"]) for d, k in state.dkim.items()} == {d: ("ceres2026", new_public) for d in INSTALL.domains}
+    assert sorted(state.dkim_private_keys) == ["ceres2026.example.com", "ceres2026.example.org"]
+    assert_no_secret_in(result.stdout + result.stderr, [new_private, *secrets.values()])
+
+
 def test_a_changed_mta_sts_mode_edits_the_policy_only(mailcow_api, stack_secrets, tmp_path):
     secrets, _ = stack_secrets
     assert configure(mailcow_api, secrets, tmp_path).returncode == 0
@@ -536,6 +558,24 @@ def test_a_new_mailcow_release_re_runs_that_one_step(scratch_project):
     changes = diff_plans(older, base)
     assert [(c.name, c.action) for c in changes] == [("ceres-mail-server-install-release", "re-runs")]
     assert f"MAILCOW_COMMIT={MAILCOW_RELEASE_COMMITS['2026-07a']}" in one(base, COMMAND, "-install-release").inputs["create"]
+
+
+def test_a_dkim_rotation_on_mailcow_re_runs_only_the_configure_step_and_only_at_the_switch(scratch_project):
+    """Publishing the next key adds the key and its record; the switch re-imports (the signing selector is
+    in the configure step's desired state, its key on stdin); retiring removes the old key and record."""
+    base = plan_of(scratch_project, mailStack="mailcow")
+    published = plan_of(scratch_project, mailStack="mailcow", dkimPublishedSelectors=["ceres2026"])
+    switched = plan_of(scratch_project, mailStack="mailcow", dkimSelector="ceres2026", dkimPublishedSelectors=["ceres"])
+    retired = plan_of(scratch_project, mailStack="mailcow", dkimSelector="ceres2026")
+    steps = [diff_plans(before, after) for before, after in ((base, published), (published, switched), (switched, retired))]
+    assert [sorted((c.name, c.action) for c in step) for step in steps] == [
+        [("ceres-mail-dkim-key-ceres2026", "added"), ("ceres-mail-dns-txt-ceres2026._domainkey.example.com", "added")],
+        [("ceres-mail-dns-txt-ceres._domainkey.example.com", "changed"),
+         ("ceres-mail-dns-txt-ceres2026._domainkey.example.com", "changed"),
+         ("ceres-mail-server-install-configure", "re-runs")],
+        [("ceres-mail-dkim-key-ceres", "removed"), ("ceres-mail-dns-txt-ceres._domainkey.example.com", "removed")],
+    ]
+    assert '"dkim_selector": "ceres2026"' in one(switched, COMMAND, "-install-configure").inputs["create"]
 
 
 def test_clamav_off_changes_only_mailcow_conf(scratch_project):

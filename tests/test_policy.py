@@ -3,6 +3,8 @@ the plan and through the CrossGuard adapter alike."""
 
 from __future__ import annotations
 
+import datetime
+import json
 from dataclasses import replace
 
 import pytest
@@ -14,6 +16,7 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
+from components.builders.dns_records import DKIM_PUBLISHED_WHY
 from mailctl.plan import Plan
 from policy.pack import policies
 from policy.rules import COMMAND, DNS_RECORD, FIREWALL_RULES, K8S_SECRET, PRIVATE_KEY, REALM, RULES, VM, evaluate
@@ -52,10 +55,13 @@ def broken(plan: Plan) -> dict[str, list]:
     firewall = first(plan, FIREWALL_RULES)
     smtp_elsewhere = {**realm.inputs["smtpServer"], "host": "smtp.example.org"}
     mx = [r for r in plan.of_type(DNS_RECORD) if r.inputs["type"] == "MX"]
+    dkim_txt = first(plan, DNS_RECORD, type="TXT", name="ceres._domainkey.example.com")
     cases = {
         "dns-record-not-proxied": [with_inputs(a, proxied=True)],
         "spf-strict-and-resolvable": [with_inputs(spf, content='"v=spf1 mx +all"')],
         "dkim-key-strong": [with_inputs(dkim, rsaBits=1024)],
+        "dkim-published-says-why": [with_inputs(dkim_txt, name="ceres2026._domainkey.example.com", comment=DKIM_PUBLISHED_WHY)],
+        "dkim-key-not-too-old": [dkim, stack_resource(plan)],  # made long ago: see made_long_ago
         "protected-where-it-matters": [replace(realm, options={**realm.options, "protect": False})],
         "secret-inputs-are-secret": [with_inputs(first(plan, "pulumi:providers:cloudflare"), apiToken="plain-token")],
         "ssh-pins-host-key": [with_inputs(command, connection={"host": "203.0.113.25", "user": "ceres"})],
@@ -69,6 +75,21 @@ def broken(plan: Plan) -> dict[str, list]:
         "ipv6-published": [a],
     }
     return cases
+
+
+NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def stack_resource(plan: Plan):
+    """The root Stack resource as CrossGuard shows it: its props are the stack's outputs."""
+    realm = first(plan, REALM)
+    return replace(realm, type="pulumi:pulumi:Stack", urn=plan.stack_urn, inputs=plan.outputs, options={})
+
+
+def made_long_ago(plan: Plan, days: float = 400) -> dict[str, datetime.datetime]:
+    """Creation times as a state export gives them: the signing DKIM key made `days` ago."""
+    key = next(r for r in plan.of_type(PRIVATE_KEY) if r.name.endswith("-dkim-key-ceres"))
+    return {key.urn: NOW - datetime.timedelta(days=days)}
 
 
 def test_the_realm_may_be_unprotected_in_staging_but_never_deletable(plans):
@@ -86,7 +107,8 @@ def test_every_rule_has_a_crafted_violation(prod_plan):
 
 @pytest.mark.parametrize("name", [rule.name for rule in RULES])
 def test_rule_reports_its_crafted_violation(prod_plan, name):
-    violations = [v for v in evaluate(broken(prod_plan)[name]) if v["policy"] == name]
+    violations = [v for v in evaluate(broken(prod_plan)[name], created=made_long_ago(prod_plan), now=NOW)
+                  if v["policy"] == name]
     assert violations, f"{name} found nothing"
     assert all(len(v["message"]) > 30 for v in violations)
 
@@ -184,9 +206,12 @@ def options_of(resource) -> PolicyResourceOptions:
 @pytest.mark.parametrize("name", [rule.name for rule in RULES])
 def test_crossguard_adapter_reports_the_same(prod_plan, name):
     resources = broken(prod_plan)[name]
-    policy = {p.name: p for p in policies()}[name]
     reported: list[str] = []
     rule = next(r for r in RULES if r.name == name)
+    if rule.needs_state:
+        assert name not in {p.name for p in policies()}, "CrossGuard shows no resource its age: not in the pack"
+        return
+    policy = {p.name: p for p in policies()}[name]
     if rule.check:
         for resource in resources:
             args = ResourceValidationArgs(resource.type, resource.inputs, resource.urn, resource.name,
@@ -256,3 +281,58 @@ def test_mailctl_policy_judges_a_saved_plan(tmp_path, prod_plan, capsys):
     assert "[mandatory] dns-record-not-proxied:" in capsys.readouterr().out
     saved.write_text("{not json")
     assert cli.main(["policy", str(saved)]) == 2
+
+
+# --- DKIM rotation: published keys say why, the signing key's age ------------------------------------------
+
+
+def test_a_published_selector_with_a_reason_passes_and_one_without_is_advised(scratch_project):
+    from mailctl.recorder import record
+    from tests.conftest import stack_config
+
+    def advisories(published):
+        config = {**stack_config("prod"), "ceres-mail:dkimPublishedSelectors": published}
+        plan = record(scratch_project("prod", config), "prod")
+        return [v["message"] for v in plan.policy if v["policy"] == "dkim-published-says-why"]
+
+    [message] = advisories(["ceres2026"])
+    assert message.startswith("ceres2026._domainkey.example.com is published but does not sign, and no reason is given")
+    assert "{selector: ceres2026, reason: ...}" in message
+    assert advisories([{"selector": "ceres2026", "reason": "next key, published 2026-11-26"}]) == []
+
+
+def test_only_the_signing_key_past_its_age_is_advised(prod_plan):
+    subjects = [*prod_plan.resources, stack_resource(prod_plan)]
+    aged = lambda created: [v for v in evaluate(subjects, created=created, now=NOW)  # noqa: E731
+                            if v["policy"] == "dkim-key-not-too-old"]
+    [violation] = aged(made_long_ago(prod_plan, days=400))
+    assert violation["level"] == "advisory"
+    assert violation["message"] == ("the DKIM key of selector ceres has signed for 400 days, more than dkimMaxAgeDays "
+                                    "(365): rotate it (mailctl dkim rotate --stack prod --to <new selector>)")
+    assert aged(made_long_ago(prod_plan, days=364)) == [], "younger than dkimMaxAgeDays"
+    assert aged({}) == [], "no state, no age: nothing is guessed"
+    other = next(r for r in prod_plan.of_type(PRIVATE_KEY) if not r.name.endswith("-dkim-key-ceres"))
+    assert aged({other.urn: NOW - datetime.timedelta(days=4000)}) == [], "only the signing DKIM key's age counts"
+
+
+def test_mailctl_policy_reads_ages_from_a_state_export(prod_plan, tmp_path, capsys):
+    """`pulumi stack export` records `created` per resource; dkimMaxAgeDays comes from the stack output."""
+    from mailctl.cli import main
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(prod_plan.to_json())
+    made = made_long_ago(prod_plan, days=800)
+    export = {"version": 3, "deployment": {"resources": [
+        {"urn": urn, "created": moment.isoformat().replace("+00:00", "Z")} for urn, moment in made.items()
+    ] + [{"urn": "urn:pulumi:prod::ceres-mail::pulumi:pulumi:Stack::ceres-mail-prod"}]}}
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(export))
+    main(["policy", str(plan_file), "--state", str(state)])
+    out = capsys.readouterr().out
+    assert "[advisory] dkim-key-not-too-old: the DKIM key of selector ceres has signed for" in out
+    main(["policy", str(plan_file)])
+    assert "dkim-key-not-too-old" not in capsys.readouterr().out, "without the state there is no age"
+
+    state.write_text("{}")
+    assert main(["policy", str(plan_file), "--state", str(state)]) == 2
+    assert "--state: " + str(state) + " is not the output of `pulumi stack export`" in capsys.readouterr().err

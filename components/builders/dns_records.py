@@ -61,6 +61,7 @@ class DnsInputs:
     caa_issuers: tuple[str, ...] = ("letsencrypt.org",)
     autoconfig: bool = False
     dkim_published: tuple[str, ...] = ()  #: selectors published without signing (a rotation's next or previous key)
+    dkim_reasons: tuple[tuple[str, str], ...] = ()  #: (published selector, why it is published), where given
 
     @property
     def mail_domains(self) -> tuple[str, ...]:
@@ -189,9 +190,19 @@ def dkim_value(public_key_pem: str) -> str:
 
 DKIM_OUTPUT = "dkimPublicKeyPem"  #: the stack output with the signing DKIM key, which `mailctl zone` and `verify` read
 DKIM_KEYS_OUTPUT = "dkimPublicKeys"  #: the stack output with every published selector's key: {selector: PEM}
+DKIM_SIGNING_OUTPUT = "dkimSigning"  #: the stack output {selector, maxAgeDays}: which key signs, and for how long
 DKIM_WHY = "Required: receivers verify the DKIM signature of every message with this key (RFC 6376)"
 DKIM_PUBLISHED_WHY = ("Published, not signing (dkimPublishedSelectors): the next key ahead of a rotation, or the "
                       "previous one, kept until mail signed with it can no longer arrive")
+DKIM_PUBLISHED_BECAUSE = "Published, not signing: "  #: followed by the reason the stack gives for the selector
+
+
+def dkim_why(inputs: DnsInputs, selector: str) -> str:
+    """A DKIM record's comment: it signs, or it is published for the reason given (the generic one without)."""
+    if selector == inputs.dkim_selector:
+        return DKIM_WHY
+    reason = dict(inputs.dkim_reasons).get(selector)
+    return DKIM_PUBLISHED_BECAUSE + reason if reason else DKIM_PUBLISHED_WHY
 
 
 def dkim_records(inputs: DnsInputs, public_keys: Mapping[str, str] | None = None) -> list[Record]:
@@ -205,7 +216,7 @@ def dkim_records(inputs: DnsInputs, public_keys: Mapping[str, str] | None = None
     return [
         Record(domain, dkim_record_name(selector, domain), "TXT",
                txt_rdata(dkim_value(keys[selector]) if keys.get(selector) else ""), inputs.ttl,
-               DKIM_WHY if selector == inputs.dkim_selector else DKIM_PUBLISHED_WHY)
+               dkim_why(inputs, selector))
         for selector in inputs.dkim_selectors
         for domain in inputs.mail_domains
     ]

@@ -8,7 +8,7 @@ Every step reads first, compares, and writes only what differs, so a second run 
     domains        GET get/domain/<d>            -> add/domain, edit/domain
     mailbox        GET get/mailbox/<address>     -> add/mailbox, edit/mailbox (password checked by IMAP login)
     aliases        GET get/alias/all/<d>         -> add/alias, edit/alias
-    DKIM           GET get/dkim/<d>              -> add/dkim_import (the stack's own key and selector)
+    DKIM           GET get/dkim/<d>              -> add/dkim_import (the signing selector and its key)
     MTA-STS        GET /.well-known/mta-sts.txt  -> add/mta-sts, edit/mta-sts (mailcow serves it)
 
 Input: argv[1] is the desired state as JSON (no secrets); the secrets come in the environment
@@ -176,7 +176,13 @@ def converge_aliases(api: Api, aliases: dict[str, str]) -> None:
 
 
 def converge_dkim(api: Api, domains: list[str], selector: str, private_pem: str, public_b64: str) -> None:
-    """One key for every domain, the stack's: what DNS publishes is what mailcow signs with."""
+    """The signing selector's key for every domain: what DNS publishes is what mailcow signs with.
+
+    mailcow keeps one key per domain (an import replaces the domain's key, private part included), so a
+    key that is only published (the next one, or the previous one kept for mail in flight) lives in DNS
+    and the stack's state alone: receivers need its public half, and nothing on the host signs with it.
+    Switching the signing selector is therefore one overwriting import per domain.
+    """
     for domain in domains:
         current = api.get(f"dkim/{domain}")
         if is_absent(current) or current.get("pubkey") != public_b64 or current.get("dkim_selector") != selector:

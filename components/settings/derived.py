@@ -110,7 +110,8 @@ class Settings(SettingsSchema):
             ttl=self.dns_ttl,
             spf_extra=tuple(self.spf_extra),
             dkim_selector=self.dkim_selector,
-            dkim_published=tuple(self.dkim_published_selectors),
+            dkim_published=tuple(entry.selector for entry in self.dkim_published_selectors),
+            dkim_reasons=tuple((entry.selector, entry.reason) for entry in self.dkim_published_selectors if entry.reason),
             dmarc=Dmarc(
                 rua=self.dmarc_rua or f"dmarc@{self.domain}",
                 ruf=self.dmarc_ruf or self.dmarc_rua or f"dmarc@{self.domain}",

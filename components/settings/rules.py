@@ -81,7 +81,7 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     if has("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"):
         problems += _tls_problems(v)
     if has("dkim_selector", "dkim_published_selectors"):
-        published = list(v["dkim_published_selectors"])
+        published = [entry.selector for entry in v["dkim_published_selectors"]]
         for selector in sorted({s for s in published if published.count(s) > 1}):
             problems.append(("dkimPublishedSelectors", f"{selector} is listed twice"))
         if v["dkim_selector"] in published:

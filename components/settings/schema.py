@@ -38,6 +38,7 @@ from components.settings.values import (
     OptionalPublicInterface,
     OptionalReportUrl,
     OptionalSecret,
+    PublishedDkimSelector,
     OptionalSha512,
     Port,
     PublicInterface,
@@ -172,9 +173,13 @@ class SettingsSchema(BaseModel):
         (), description="Extra SPF mechanisms placed before -all, e.g. ip4:198.51.100.7.")
     dkim_selector: DnsLabel = Field("ceres", description=(
         "DKIM selector that signs, published at <selector>._domainkey.<domain> (a key of its own, made by the stack)."))
-    dkim_published_selectors: Json[list[DnsLabel]] = Field((), description=(
+    dkim_published_selectors: Json[list[PublishedDkimSelector]] = Field((), description=(
         "More DKIM selectors whose keys exist and are published but do not sign: the next key, published ahead of "
-        "a rotation, or the previous one, kept for mail in flight (README, DKIM key rotation)."))
+        "a rotation, or the previous one, kept for mail in flight (README, DKIM key rotation). Each is a selector "
+        "or {selector, reason}; the reason becomes the record's comment."))
+    dkim_max_age_days: int = Field(365, ge=1, le=3650, description=(
+        "Days a DKIM key may sign before `mailctl policy --state` advises a rotation (dkim-key-not-too-old); the "
+        "key's age is when the state says the stack made it."))
     dkim_key_bits: DkimKeyBits = Field(2048, description=(
         "Size of the stack's RSA DKIM key, 2048 (default), 3072 or 4096 (RFC 8301 rules out less than 1024; "
         "2048 fits every DNS host)."))
@@ -246,5 +251,8 @@ def is_secret(info: FieldInfo) -> bool:
 # Optional secrets cannot be declared in Pulumi.yaml: the CLI requires a value for every declared key
 # without a default, and a secret key with a (plaintext) default fails its "must be encrypted" check.
 UNDECLARED_KEYS = frozenset({"tlsPrivateKey"})
+# Lists whose items are a string or an object: Pulumi's config types (string, integer, boolean, array of
+# one of those) cannot say that, so Pulumi.yaml declares them without a type and the settings check them.
+MIXED_LIST_KEYS = frozenset({"dkimPublishedSelectors"})
 SECRET_KEYS = frozenset(to_camel(name) for name, info in SettingsSchema.model_fields.items() if is_secret(info))
 CONFIG_KEYS = frozenset(to_camel(name) for name in SettingsSchema.model_fields)

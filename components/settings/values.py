@@ -185,6 +185,29 @@ class ImportEntry(NamedTuple):
     record_id: str
 
 
+class PublishedSelector(NamedTuple):
+    """A `dkimPublishedSelectors` entry: a selector published without signing, and why (may be empty)."""
+
+    selector: str
+    reason: str = ""
+
+
+REASON_MAX = 200  #: a reason is one short line: it becomes the record's comment in Cloudflare and the zone file
+
+
+def published_selector(value: object) -> PublishedSelector:
+    """`ceres2026`, or `{selector: ceres2026, reason: "next key, published 2026-11-26"}`: the reason says
+    which key of a rotation it is and until when, so a published key nobody signs with is never a mystery."""
+    if isinstance(value, str):
+        return PublishedSelector(dns_label(value))
+    if not isinstance(value, dict) or set(value) - {"selector", "reason"} or not isinstance(value.get("selector"), str):
+        raise ValueError(f"{value!r} is neither a selector nor {{selector: <label>, reason: <text>}}")
+    reason = value.get("reason", "")
+    if not isinstance(reason, str) or not reason.strip() or "\n" in reason or len(reason) > REASON_MAX:
+        raise ValueError(f"the reason of {value['selector']!r} must be one line of 1-{REASON_MAX} characters")
+    return PublishedSelector(dns_label(value["selector"]), reason.strip())
+
+
 def keyed_entry(entry: type[ZoneEntry] | type[ImportEntry], form: str, name_rule: Callable[[str], str] = str,
                 id_pattern: str = r"[0-9a-f]{32}") -> PlainValidator:
     """`<name>=<id>` list entries, parsed here and only here into (name, id): every reader takes the pair."""
@@ -227,6 +250,7 @@ SpfMechanism = Annotated[
 ]
 OptionalReportUrl = Annotated[str, matching(r"((mailto:\S+@\S+)|(https://\S+))?", "a mailto: or https: URL")]
 ExtraDomain = Annotated[ZoneEntry, keyed_entry(ZoneEntry, "<domain>=<32-hex Cloudflare zone id>", domain_name)]
+PublishedDkimSelector = Annotated[PublishedSelector, PlainValidator(published_selector)]
 DnsImport = Annotated[ImportEntry, keyed_entry(ImportEntry, "<record key>=<32-hex Cloudflare record id>")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 NonEmpty = Annotated[str, Field(min_length=1)]

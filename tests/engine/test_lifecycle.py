@@ -190,11 +190,40 @@ def test_publishing_a_next_dkim_selector_adds_its_key_and_records_and_changes_no
     """Step 1 of a rotation: the next key is made and published, the signing key and the host stay."""
     project, stack, first = staging_up
     runs_before = (project.world / "command" / RUN_LOG).read_text()
-    # as `mailctl dkim rotate` says to: the CLI types the key as a list, set item by item
-    stack.set_config("ceres-mail:dkimPublishedSelectors[0]", ConfigValue("ceres2026"), path=True)
+    # as `mailctl dkim rotate` says to: item by item, the object field by field (the key is untyped in
+    # Pulumi.yaml, since Pulumi has no type for a list of strings and objects)
+    reason = "next key, published 2026-11-26; signs from step 2 of the rotation"
+    stack.set_config("ceres-mail:dkimPublishedSelectors[0].selector", ConfigValue("ceres2026"), path=True)
+    stack.set_config("ceres-mail:dkimPublishedSelectors[0].reason", ConfigValue(reason), path=True)
     up = run_engine(stack.up)
     assert up.ok, up.output[-3000:]
     created = {urn.rsplit("::", 1)[-1] for urn, steps in up.changed().items() if steps == ("create",)}
     assert created == {"ceres-mail-dkim-key-ceres2026", "ceres-mail-dns-txt-ceres2026._domainkey.staging.example.net"}
     assert set(up.changed()) == {urn for urn in up.changed() if urn.rsplit("::", 1)[-1] in created}
     assert (project.world / "command" / RUN_LOG).read_text() == runs_before, "no install stage ran"
+    [record_] = [r for r in project.world_items("cloudflare", "DnsRecord").values()
+                 if r.get("name") == "ceres2026._domainkey.staging.example.net"]
+    assert record_["comment"] == "Published, not signing: " + reason
+
+
+def test_the_state_dates_the_signing_key_for_the_age_advisory(staging_up):
+    """The engine records when it made each resource; `mailctl policy --state` reads that from `pulumi
+    stack export` and advises once the signing key is older than dkimMaxAgeDays (the stack output)."""
+    import datetime
+
+    from mailctl.state import created_times
+    from policy.rules import evaluate
+
+    project, stack, _ = staging_up
+    export = project.cli("stack", "export", "--stack", stack.name).stdout
+    created = created_times(export)
+    [key_urn] = [urn for urn in created if urn.endswith("::ceres-mail-dkim-key-ceres")]
+    made = created[key_urn]
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - made).total_seconds()) < 3600, "made by this up"
+    plan = record(project.work_dir, "staging")
+    aged = lambda now: [v["message"] for v in evaluate(plan.resources, outputs=(plan.stack_urn, plan.outputs),  # noqa: E731
+                                                       created=created, now=now)
+                        if v["policy"] == "dkim-key-not-too-old"]
+    assert aged(made + datetime.timedelta(days=300)) == []
+    [message] = aged(made + datetime.timedelta(days=366))
+    assert message.startswith("the DKIM key of selector ceres has signed for 366 days, more than dkimMaxAgeDays (365)")
