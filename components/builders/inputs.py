@@ -69,6 +69,30 @@ class CeresInputs:
 
 
 @dataclass(frozen=True)
+class LdapInputs:
+    """The directory of CERES users' passwords (`ldapMode` local or external): Keycloak federates it, and
+    Dovecot (and Postfix through Dovecot's SASL) checks mail logins against it."""
+
+    mode: str  #: "local" (slapd on the mail VM, set up by the `ldap` stage) or "external"
+    url: str  #: where Keycloak (and, external, the mail host) connects: ldaps://, or ldap:// with StartTLS
+    base_dn: str  #: the directory's suffix
+    users_dn: str  #: the people: `mail` and `userPassword`; a mailbox for each whose mail domain is ours
+    bind_dn: str  #: the service account Dovecot, Postfix and Keycloak's federation bind as
+    client_cidrs: tuple[str, ...] = ()  #: local: the only networks the LDAPS port is open to
+    edit_mode: str = "WRITABLE"  #: Keycloak's federation: READ_ONLY, WRITABLE or UNSYNCED
+
+    @property
+    def start_tls(self) -> bool:
+        """ldap:// is only ever used with StartTLS required (the settings refuse anything else)."""
+        return self.url.startswith("ldap://")
+
+    @property
+    def admin_dn(self) -> str:
+        """local: slapd's root DN, the one account that may change the directory's configuration."""
+        return f"cn=admin,{self.base_dn}"
+
+
+@dataclass(frozen=True)
 class KeycloakInputs:
     """The realm and the SMTP server it sends through."""
 

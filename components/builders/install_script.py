@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from components.builders.cloud_init import DATA_DISK_DEVICE, DATA_DISK_LABEL, DATA_MOUNT_POINT
+from components.builders.inputs import LdapInputs
 from components.builders.ports import HTTP, HTTPS, IMAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
 
 #: What lib/data_disk.sh checks: the data disk cloud-init formats and mounts (the header's values).
@@ -76,6 +77,7 @@ class InstallInputs:
     acme_ca_bundle: str = ""  #: PEM of a private ACME server's CA; empty trusts the system store
     tls_mode: str = "acme"  #: "acme" (certbot, http-01) or "provided" (certificate from the stack)
     tls_certificate: str = ""  #: with "provided": the PEM chain (its key travels as a secret)
+    ldap: LdapInputs | None = None  #: the directory of CERES users' passwords; None with ldapMode off
 
     @property
     def cert_dir(self) -> str:

@@ -44,6 +44,10 @@ SUBMISSION = Service(587, "submission", "starttls", "submission with STARTTLS: C
                      srv="_submission._tcp", srv_priority=10, standard="RFC 6409")
 IMAPS = Service(993, "imaps", "implicit", "IMAP over implicit TLS (RFC 8314)", srv="_imaps._tcp", srv_priority=0)
 
+#: The directory of `ldapMode: local` (slapd on the mail host): LDAP over implicit TLS, open only to
+#: `ldapClientCidrs` (the cluster, for Keycloak's federation), never to the internet; no plain 389.
+LDAPS = Service(636, "ldaps", "implicit", "LDAPS: the directory Keycloak federates (ldapClientCidrs only)")
+
 #: What the firewall opens to the whole internet and the host serves, in port order.
 PUBLIC = (SMTP, HTTP, HTTPS, SUBMISSIONS, SUBMISSION, IMAPS)
 #: Where CERES and Keycloak may submit mail: the two submission services.

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
-from components.builders.inputs import CeresInputs, DnsZoneInputs, KeycloakInputs, VmInputs, VmSize
+from components.builders.inputs import CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, VmInputs, VmSize
 from components.builders.install_script import AccessInputs, InstallInputs
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
@@ -23,6 +23,11 @@ from components.settings.values import ZoneEntry
 def mail_host_of(domain: str, mail_host: str = "") -> str:
     """The mail host: mail.<domain> unless one is named."""
     return mail_host or f"mail.{domain}"
+
+
+def base_dn_of(domain: str) -> str:
+    """The directory's default suffix: the mail domain's labels as dc= components (RFC 2247)."""
+    return ",".join(f"dc={label}" for label in domain.split("."))
 
 
 def mail_domains_of(domain: str, extra_domains: Iterable[ZoneEntry]) -> tuple[str, ...]:
@@ -80,6 +85,23 @@ class Settings(SettingsSchema):
             acme_ca_bundle=self.acme_ca_bundle,
             tls_mode=self.tls_mode,
             tls_certificate=self.tls_certificate,
+            ldap=self.ldap_inputs,
+        )
+
+    @property
+    def ldap_inputs(self) -> LdapInputs | None:
+        """The directory (ldapMode local or external) with its defaults filled in; None when off."""
+        if self.ldap_mode == "off":
+            return None
+        base = self.ldap_base_dn or base_dn_of(self.domain)
+        return LdapInputs(
+            mode=self.ldap_mode,
+            url=self.ldap_url or f"ldaps://{self.mail_host_fqdn}",
+            base_dn=base,
+            users_dn=self.ldap_users_dn or f"ou=people,{base}",
+            bind_dn=self.ldap_bind_dn or f"cn=ceres-mail,{base}",
+            client_cidrs=tuple(self.ldap_client_cidrs),
+            edit_mode=self.keycloak_ldap_edit_mode,
         )
 
     @property

@@ -16,7 +16,7 @@ from components.builders.dns_records import build_records, dkim_records, spf_pro
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
 from components.builders.mail_stacks import STACKS, MailcowStack
-from components.settings.derived import Settings, mail_domains_of, mail_host_of
+from components.settings.derived import Settings, base_dn_of, mail_domains_of, mail_host_of
 
 
 def within(host: str, domain: str) -> bool:
@@ -87,6 +87,8 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         if v["dkim_selector"] in published:
             problems.append(("dkimPublishedSelectors", f"{v['dkim_selector']} is dkimSelector, the selector that signs: "
                              "list only selectors that are published without signing"))
+    if has("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"):
+        problems += _ldap_problems(v)
     if has("spf_extra"):
         problems += [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]
     if has("domain", "extra_domains"):
@@ -107,6 +109,53 @@ def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "domain" in v and v.get("mail_host") == v["domain"]:
         problems.append(("mailHost", f"{v['domain']} is the mail domain itself; mailcow needs a host name below it (e.g. mail.{v['domain']})"))
     return problems
+
+
+def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What each ldapMode needs, and nothing it would silently ignore."""
+    mode = v["ldap_mode"]
+    problems = []
+    if mode == "off":
+        return [(key, f"is set but ldapMode is off; set ldapMode to local or external, or remove {key}")
+                for key, name in (("ldapUrl", "ldap_url"), ("ldapBindDn", "ldap_bind_dn"), ("ldapClientCidrs", "ldap_client_cidrs"))
+                if v[name]] + ([("ldapBindPassword", "is set but ldapMode is off")] if v["ldap_bind_password"] is not None else [])
+    if v.get("mail_stack") == MailcowStack.name:
+        problems.append(("ldapMode", "is not supported with mailStack mailcow: mailcow brings its own identity provider "
+                         "(Keycloak, generic OIDC or LDAP, in its admin UI), which syncs its own mailbox table; use "
+                         "mailStack native, or set mailcow's identity provider up by hand with ldapMode off"))
+    if mode == "local":
+        if v["ldap_url"]:
+            problems.append(("ldapUrl", "is set but ldapMode is local: the directory is on the mail host (ldaps://<mailHost>)"))
+        if v["ldap_bind_password"] is not None:
+            problems.append(("ldapBindPassword", "is set but ldapMode is local: the stack makes the bind password"))
+        if not v["ldap_client_cidrs"]:
+            problems.append(("ldapClientCidrs", "is required with ldapMode local: the networks Keycloak's federation "
+                             "connects from (the cluster's egress); the directory is never open to the internet"))
+    else:
+        if not v["ldap_url"]:
+            problems.append(("ldapUrl", "is required with ldapMode external: ldaps://host or ldap://host (StartTLS)"))
+        if not v["ldap_bind_dn"]:
+            problems.append(("ldapBindDn", "is required with ldapMode external: the account the mail host and Keycloak bind as"))
+        if v["ldap_bind_password"] is None:
+            problems.append(("ldapBindPassword", "is required with ldapMode external: `pulumi config set --secret ldapBindPassword`"))
+        if v["ldap_client_cidrs"]:
+            problems.append(("ldapClientCidrs", "is set but ldapMode is external: the mail host opens no directory port"))
+    if v.get("ldap_users_dn") and "domain" in v and "ldap_base_dn" in v:
+        base = v["ldap_base_dn"] or base_dn_of(v["domain"])
+        if not _dn_within(v["ldap_users_dn"], base):
+            problems.append(("ldapUsersDn", f"{v['ldap_users_dn']} is not under the base DN {base} (ldapBaseDn)"))
+    return problems
+
+
+def _dn_within(dn: str, base: str) -> bool:
+    """Whether `dn` is `base` or below it, compared as RFC 4514 names (case and spacing aside)."""
+    from ldap3.utils.dn import parse_dn
+
+    def rdns(name: str) -> list[tuple[str, str]]:
+        return [(attribute.lower(), value.lower()) for attribute, value, _ in parse_dn(name)]
+
+    inner, outer = rdns(dn), rdns(base)
+    return len(inner) >= len(outer) and inner[len(inner) - len(outer):] == outer
 
 
 def _tls_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:

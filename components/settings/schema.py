@@ -25,6 +25,7 @@ from components.settings.values import (
     ExtraDomain,
     HttpsUrl,
     IpAddress,
+    LdapClientCidr,
     LinuxUser,
     LocalPart,
     MailcowRelease,
@@ -34,14 +35,16 @@ from components.settings.values import (
     OptionalEmail,
     OptionalHostAddress,
     OptionalIpAddress,
+    OptionalLdapDn,
+    OptionalLdapUrl,
     OptionalPemCertificates,
     OptionalPublicInterface,
     OptionalReportUrl,
     OptionalSecret,
-    PublishedDkimSelector,
     OptionalSha512,
     Port,
     PublicInterface,
+    PublishedDkimSelector,
     Secret,
     SecretMarker,
     SpfMechanism,
@@ -58,6 +61,7 @@ SECTIONS = {
     "proxmoxNode": "the VM on Proxmox VE",
     "cloudflareZoneId": "DNS on Cloudflare",
     "proxmoxEndpoint": "providers (credentials)",
+    "ldapMode": "one password everywhere (LDAP)",
 }
 
 
@@ -244,13 +248,36 @@ class SettingsSchema(BaseModel):
         description="Confidential client (service account with realm-admin) the provider logs in with.")
     keycloak_client_secret: Secret = Field(description="Secret of keycloakClientId.")
 
+    ldap_mode: Literal["off", "local", "external"] = Field("off", description=(
+        "Where CERES users' passwords live, for Keycloak and the mail server alike: off (only the service "
+        "mailbox), local (OpenLDAP on the mail VM) or external (an existing directory at ldapUrl)."))
+    ldap_url: OptionalLdapUrl = Field("", description=(
+        "external: the directory, ldaps://host[:port] or ldap://host[:port] (StartTLS is then required). local: "
+        "empty (Keycloak connects to ldaps://<mailHost>)."))
+    ldap_base_dn: OptionalLdapDn = Field("", description=(
+        "The directory's base DN. Empty means the mail domain's components (dc=example,dc=com)."))
+    ldap_users_dn: OptionalLdapDn = Field("", description=(
+        "Where the people are (inetOrgPerson with mail and userPassword): a mailbox for each whose mail domain "
+        "is one of the stack's. Empty means ou=people,<ldapBaseDn>."))
+    ldap_bind_dn: OptionalLdapDn = Field("", description=(
+        "The service account Dovecot, Postfix and Keycloak bind as. external: required, with the secret "
+        "ldapBindPassword; local: empty means cn=ceres-mail,<ldapBaseDn> (its password made by the stack)."))
+    ldap_bind_password: OptionalSecret = Field(None, description=(
+        "external: the password of ldapBindDn. Set it with `pulumi config set --secret ldapBindPassword`."))
+    ldap_client_cidrs: Json[list[LdapClientCidr]] = Field((), description=(
+        "local: the only networks the LDAPS port (636) is open to, the cluster's egress addresses (Keycloak's "
+        "federation). Required with ldapMode local; the directory is never open to the internet."))
+    keycloak_ldap_edit_mode: Literal["READ_ONLY", "WRITABLE", "UNSYNCED"] = Field("WRITABLE", description=(
+        "Edit mode of the realm's LDAP federation. WRITABLE: a password changed in Keycloak (reset mail, account "
+        "console) is written to the directory, so it is the mail password too."))
+
 def is_secret(info: FieldInfo) -> bool:
     return any(isinstance(m, SecretMarker) for m in info.metadata)
 
 
 # Optional secrets cannot be declared in Pulumi.yaml: the CLI requires a value for every declared key
 # without a default, and a secret key with a (plaintext) default fails its "must be encrypted" check.
-UNDECLARED_KEYS = frozenset({"tlsPrivateKey"})
+UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword"})
 # Lists whose items are a string or an object: Pulumi's config types (string, integer, boolean, array of
 # one of those) cannot say that, so Pulumi.yaml declares them without a type and the settings check them.
 MIXED_LIST_KEYS = frozenset({"dkimPublishedSelectors"})

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 import zoneinfo
 from collections.abc import Callable
 from typing import Annotated, NamedTuple
 
 import pulumi
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from ldap3.core.exceptions import LDAPInvalidDnError
+from ldap3.utils.dn import parse_dn
 from pydantic import AfterValidator, EmailStr, Field, PlainValidator, TypeAdapter
 
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS
@@ -82,14 +85,22 @@ def host_address(value: str) -> str:
     return name
 
 
-def admin_cidr(value: str) -> str:
-    try:
-        network = ipaddress.ip_network(value, strict=True)
-    except ValueError as error:
-        raise ValueError(f"{value!r} is not a network in CIDR form ({error})")
-    if network.prefixlen == 0:
-        raise ValueError(f"{value!r} would open SSH to the whole internet; list your admin networks")
-    return str(network)
+def closed_to_the_internet(service: str, who: str) -> Callable[[str], str]:
+    """A network in CIDR form that a private service (SSH, the directory) is opened to: never all of it."""
+
+    def check(value: str) -> str:
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not a network in CIDR form ({error})")
+        if network.prefixlen == 0:
+            raise ValueError(f"{value!r} would open {service} to the whole internet; list {who}")
+        return str(network)
+
+    return check
+
+
+admin_cidr = closed_to_the_internet("SSH", "your admin networks")
 
 
 def ssh_public_key(value: str) -> str:
@@ -185,6 +196,28 @@ class ImportEntry(NamedTuple):
     record_id: str
 
 
+def ldap_dn(value: str) -> str:
+    """A distinguished name as RFC 4514 writes it (ldap3 parses it): `ou=people,dc=example,dc=com`."""
+    try:
+        parse_dn(value)
+    except LDAPInvalidDnError as error:
+        raise ValueError(f"{value!r} is not an LDAP distinguished name ({error}), e.g. ou=people,dc=example,dc=com")
+    return value
+
+
+def ldap_url(value: str) -> str:
+    """ldaps://host[:port], or ldap://host[:port] (used with StartTLS required); no path, query or user."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("ldaps", "ldap") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.username or parts.fragment:
+        raise ValueError(f"{value!r} is not ldaps://host[:port] or ldap://host[:port] (StartTLS)")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} has a port that is not a number 1-65535")
+    return value.rstrip("/")
+
+
 class PublishedSelector(NamedTuple):
     """A `dkimPublishedSelectors` entry: a selector published without signing, and why (may be empty)."""
 
@@ -231,6 +264,7 @@ IpAddress = Annotated[str, AfterValidator(ip_address)]
 OptionalIpAddress = Annotated[str, AfterValidator(optional(ip_address))]
 OptionalHostAddress = Annotated[str, AfterValidator(optional(host_address))]
 AdminCidr = Annotated[str, AfterValidator(admin_cidr)]
+LdapClientCidr = Annotated[str, AfterValidator(closed_to_the_internet("the directory", "the cluster's egress networks"))]
 SshPublicKey = Annotated[str, AfterValidator(ssh_public_key)]
 HttpsUrl = Annotated[str, AfterValidator(https_url)]
 OptionalEmail = Annotated[str, AfterValidator(optional(lambda v: TypeAdapter(EmailStr).validate_python(v)))]
@@ -250,6 +284,8 @@ SpfMechanism = Annotated[
 ]
 OptionalReportUrl = Annotated[str, matching(r"((mailto:\S+@\S+)|(https://\S+))?", "a mailto: or https: URL")]
 ExtraDomain = Annotated[ZoneEntry, keyed_entry(ZoneEntry, "<domain>=<32-hex Cloudflare zone id>", domain_name)]
+OptionalLdapDn = Annotated[str, AfterValidator(optional(ldap_dn))]
+OptionalLdapUrl = Annotated[str, AfterValidator(optional(ldap_url))]
 PublishedDkimSelector = Annotated[PublishedSelector, PlainValidator(published_selector)]
 DnsImport = Annotated[ImportEntry, keyed_entry(ImportEntry, "<record key>=<32-hex Cloudflare record id>")]
 Port = Annotated[int, Field(ge=1, le=65535)]
