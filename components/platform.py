@@ -2,7 +2,8 @@
 
     settings ─┬─► keys & passwords (tls, random)
               ├─► MailVm ──► MailServer ──┬─► CeresSmtp
-              │                           └─► KeycloakSmtp
+              │                           ├─► KeycloakSmtp
+              │                           └─► KeycloakDirectory (ldapMode local/external: the realm's federation)
               └─► MailDns (IP + DKIM key only: in parallel with the VM)
 
 Edges are data edges: the VM's address flows into the SSH connection, the mailbox password flows out of
@@ -20,7 +21,7 @@ import pulumi_tls as tls
 
 from components.ceres import CeresSmtp, CeresSmtpArgs
 from components.dns import MailDns, MailDnsArgs
-from components.keycloak import KeycloakSmtp, KeycloakSmtpArgs
+from components.keycloak import KeycloakDirectory, KeycloakDirectoryArgs, KeycloakSmtp, KeycloakSmtpArgs
 from components.providers import create_providers
 from components.server import MailServer, MailServerArgs
 from components.settings import Settings
@@ -53,6 +54,8 @@ class MailPlatform(pulumi.ComponentResource):
         mailbox_password = random.RandomPassword(
             f"{name}-mailbox-password", length=32, special=False, opts=keep
         )
+        ldap = settings.ldap_inputs
+        ldap_admin_password, ldap_bind_password = directory_passwords(name, settings, keep)
 
         # The VM
         vm = MailVm(
@@ -87,6 +90,8 @@ class MailPlatform(pulumi.ComponentResource):
                 mailbox_password=mailbox_password.result,
                 dkim_private_key=dkim_key.private_key_pem,
                 tls_private_key=settings.tls_private_key,
+                ldap_admin_password=ldap_admin_password,
+                ldap_bind_password=ldap_bind_password,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -97,12 +102,20 @@ class MailPlatform(pulumi.ComponentResource):
             CeresSmtpArgs(ceres=settings.ceres_inputs, smtp_password=server.smtp_password),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.kubernetes]),
         )
-        KeycloakSmtp(
+        realm = KeycloakSmtp(
             f"{name}-keycloak",
             KeycloakSmtpArgs(keycloak=settings.keycloak_inputs, smtp_password=server.smtp_password,
                              protect=settings.protect),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.keycloak]),
         )
+        if ldap is not None:
+            # a local directory exists once the install ran; an external one is there already
+            KeycloakDirectory(
+                f"{name}-keycloak-directory",
+                KeycloakDirectoryArgs(realm_id=realm.realm_id, ldap=ldap, bind_password=ldap_bind_password,
+                                      protect=settings.protect, after=(server.install,) if ldap.mode == "local" else ()),
+                opts=pulumi.ResourceOptions(parent=self, providers=[providers.keycloak]),
+            )
 
         self.mail_host = pulumi.Output.from_input(settings.mail_host_fqdn)
         self.dkim_txt = dns.dkim_txt
@@ -138,3 +151,14 @@ def dkim_keys_by_selector(name: str, settings: Settings, keep: pulumi.ResourceOp
         )
         for selector in settings.dns_inputs.dkim_selectors
     }
+
+
+def directory_passwords(name: str, settings: Settings, keep: pulumi.ResourceOptions
+                        ) -> tuple[pulumi.Output[str] | None, pulumi.Input[str] | None]:
+    """(slapd's root DN password, the service account's password). ldapMode local: both made by the stack
+    and kept in its encrypted state; external: the operator's ldapBindPassword; off: neither."""
+    if settings.ldap_mode == "local":
+        admin, bind = (random.RandomPassword(f"{name}-ldap-{who}-password", length=32, special=False, opts=keep)
+                       for who in ("admin", "bind"))
+        return admin.result, bind.result
+    return None, settings.ldap_bind_password

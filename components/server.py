@@ -40,6 +40,8 @@ class MailServerArgs:
     mailbox_password: pulumi.Input[str]  #: secret: the no-reply mailbox password
     dkim_private_key: pulumi.Input[str]  #: secret: the DKIM signing key (PEM)
     tls_private_key: pulumi.Input[str] | None = None  #: secret: the provided certificate's key, if any
+    ldap_admin_password: pulumi.Input[str] | None = None  #: secret, ldapMode local: slapd's root DN
+    ldap_bind_password: pulumi.Input[str] | None = None  #: secret, ldapMode local or external: the service account
 
 
 class MailServer(pulumi.ComponentResource):
@@ -74,6 +76,8 @@ class MailServer(pulumi.ComponentResource):
             "MAILBOX_PASSWORD": args.mailbox_password,
             "DKIM_PRIVATE_KEY": args.dkim_private_key,
             "TLS_PRIVATE_KEY": args.tls_private_key,
+            "LDAP_ADMIN_PASSWORD": args.ldap_admin_password,
+            "LDAP_BIND_PASSWORD": args.ldap_bind_password,
         }
         for key, secret in mail_stack.generated_secrets.items():
             available[key] = random.RandomPassword(

@@ -191,7 +191,7 @@ class MailVm(pulumi.ComponentResource):
                     source=rule.source or None,
                     comment=rule.comment,
                 )
-                for rule in firewall_rules(args.vm.admin_cidrs)
+                for rule in firewall_rules(args.vm.admin_cidrs, args.vm.directory_cidrs)
             ],
             opts=firewall_opts,
         )

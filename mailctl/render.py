@@ -19,6 +19,8 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "kubernetes:core/v1:Secret": ("metadata", "stringData"),
     "kubernetes:apps/v1:DeploymentPatch": ("metadata", "spec"),
     "keycloak:index/realm:Realm": ("realm", "smtpServer"),
+    "keycloak:ldap/userFederation:UserFederation": ("connectionUrl", "startTls", "usersDn", "bindDn", "bindCredential",
+                                                    "editMode", "usePasswordModifyExtendedOp"),
     "tls:index/privateKey:PrivateKey": ("algorithm", "rsaBits"),
     "random:index/randomPassword:RandomPassword": ("length",),
     "pulumi:providers:proxmoxve": ("endpoint", "apiToken", "insecure"),

@@ -25,7 +25,7 @@ from components.builders.dns_records import (
     spf_term_looks_up,
     txt_value,
 )
-from components.builders.ports import submission_problem
+from components.builders.ports import LDAPS, submission_problem
 from mailctl.plan import SECRET, UNKNOWN_TEXT as UNKNOWN
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
@@ -33,6 +33,8 @@ REALM = "keycloak:index/realm:Realm"
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
 COMMAND = "command:remote:Command"
+USER_FEDERATION = "keycloak:ldap/userFederation:UserFederation"
+LDAP_PORT = 389  #: plain LDAP (StartTLS or not): the mail host never opens it
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 K8S_SECRET = "kubernetes:core/v1:Secret"
 STACK = "pulumi:pulumi:Stack"  #: its props are the stack's outputs
@@ -191,16 +193,40 @@ def ssh_connection_pins_host_key(r: Resource, config: PolicyConfig) -> Iterable[
         yield "the SSH connection has no hostKey: pin the host key the stack planted (trust on first use is not)"
 
 
-def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
+def _opened_to_everyone(r: Resource, port: int) -> bool:
+    """Whether a firewall resource accepts inbound `port` from any address (no source, or a /0 one)."""
     if r.type != FIREWALL_RULES:
-        return
+        return False
     for rule in r.props.get("rules") or []:
         ports = str(rule.get("dport", ""))
-        opens_ssh = rule.get("action") == "ACCEPT" and rule.get("type", "in") == "in" and "22" in ports.split(",")
+        opens = rule.get("action") == "ACCEPT" and rule.get("type", "in") == "in" and str(port) in ports.split(",")
         source = rule.get("source") or ""
         everyone = not source or any(ipaddress.ip_network(s.strip(), strict=False).prefixlen == 0 for s in source.split(","))
-        if opens_ssh and everyone:
-            yield "the firewall opens SSH (22) to the whole internet: restrict it to adminCidrs"
+        if opens and everyone:
+            return True
+    return False
+
+
+def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    if _opened_to_everyone(r, 22):
+        yield "the firewall opens SSH (22) to the whole internet: restrict it to adminCidrs"
+
+
+def directory_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    """The directory holds every user's password hash: only Keycloak's networks may reach it."""
+    for port, name in ((LDAP_PORT, "LDAP"), (LDAPS.port, "LDAPS")):
+        if _opened_to_everyone(r, port):
+            yield f"the firewall opens {name} ({port}) to the whole internet: restrict it to ldapClientCidrs"
+
+
+def directory_over_tls(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    """Keycloak binds with the service account's password and sends users' passwords: never in clear."""
+    if r.type != USER_FEDERATION:
+        return
+    url = _text(r.props.get("connectionUrl"))
+    if url and url.lower().startswith("ldap://") and r.props.get("startTls") is not True:
+        yield (f"the LDAP federation connects to {url} without StartTLS: passwords would cross the network in "
+               "clear; use ldaps:// or set start_tls")
 
 
 def _submission_clients(resources: list[Resource]) -> Iterable[tuple[str, str, Mapping[str, str]]]:
@@ -303,6 +329,9 @@ RULES: tuple[Rule, ...] = (
          needs_secret_marks=True),
     Rule("ssh-pins-host-key", "Every SSH connection pins the host key.", "mandatory", ssh_connection_pins_host_key),
     Rule("ssh-not-open-to-the-world", "The VM firewall opens SSH to admin networks only.", "mandatory", ssh_not_open_to_the_world),
+    Rule("directory-not-open-to-the-world", "The VM firewall opens LDAP/LDAPS to ldapClientCidrs only.", "mandatory",
+         directory_not_open_to_the_world),
+    Rule("directory-over-tls", "Keycloak's LDAP federation uses ldaps:// or StartTLS.", "mandatory", directory_over_tls),
     Rule("ceres-secret-consistent", "CERES and Keycloak submit to the mail host on a port it serves, with its TLS.", "mandatory", check_stack=ceres_secret_is_consistent),
     Rule("dmarc-for-every-mail-domain", "Every domain with an MX publishes DMARC.", "mandatory", check_stack=dmarc_for_every_mail_domain),
     Rule("dmarc-moves-past-none", "Protected stacks do not stay at p=none for ever.", "advisory", dmarc_moves_past_none),

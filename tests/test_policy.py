@@ -19,7 +19,7 @@ from pulumi_policy import (
 from components.builders.dns_records import DKIM_PUBLISHED_WHY
 from mailctl.plan import Plan
 from policy.pack import policies
-from policy.rules import COMMAND, DNS_RECORD, FIREWALL_RULES, K8S_SECRET, PRIVATE_KEY, REALM, RULES, VM, evaluate
+from policy.rules import COMMAND, DNS_RECORD, FIREWALL_RULES, PRIVATE_KEY, REALM, RULES, USER_FEDERATION, VM, evaluate
 
 
 def mandatory(plan: Plan) -> list[dict]:
@@ -66,6 +66,9 @@ def broken(plan: Plan) -> dict[str, list]:
         "secret-inputs-are-secret": [with_inputs(first(plan, "pulumi:providers:cloudflare"), apiToken="plain-token")],
         "ssh-pins-host-key": [with_inputs(command, connection={"host": "203.0.113.25", "user": "ceres"})],
         "ssh-not-open-to-the-world": [with_inputs(firewall, rules=[{"action": "ACCEPT", "type": "in", "proto": "tcp", "dport": "22"}])],
+        "directory-not-open-to-the-world": [with_inputs(firewall, rules=[{"action": "ACCEPT", "type": "in", "proto": "tcp", "dport": "636",
+                                                                           "source": "0.0.0.0/0"}])],
+        "directory-over-tls": [replace(realm, type=USER_FEDERATION, inputs={"connectionUrl": "ldap://ldap.example.com", "startTls": False})],
         "ceres-secret-consistent": [a, with_inputs(realm, smtpServer=smtp_elsewhere)],
         "dmarc-for-every-mail-domain": [*mx],
         "dmarc-moves-past-none": [dmarc],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from components.builders.ports import PUBLIC
+from components.builders.ports import LDAPS, PUBLIC
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,20 @@ class FirewallRule:
     source: str = ""
 
 
-def firewall_rules(admin_cidrs: tuple[str, ...]) -> list[FirewallRule]:
-    """ICMP, the public mail ports, then SSH from each admin network only, in a stable order."""
+def _by_family(cidrs: tuple[str, ...]) -> list[str]:
+    return sorted(cidrs, key=lambda c: (ipaddress.ip_network(c).version, ipaddress.ip_network(c)))
+
+
+def firewall_rules(admin_cidrs: tuple[str, ...], directory_cidrs: tuple[str, ...] = ()) -> list[FirewallRule]:
+    """ICMP, the public mail ports, SSH from each admin network only, then (ldapMode local) LDAPS from
+    each directory client network only, in a stable order."""
     rules = [
         FirewallRule("icmp", "ICMP: ping and path-MTU discovery over IPv4"),
         FirewallRule("ipv6-icmp", "ICMPv6: ping and path-MTU discovery over IPv6"),
     ]
     rules += [FirewallRule("tcp", service.why, dport=str(service.port)) for service in PUBLIC]
-    for cidr in sorted(admin_cidrs, key=lambda c: (ipaddress.ip_network(c).version, ipaddress.ip_network(c))):
+    for cidr in _by_family(admin_cidrs):
         rules.append(FirewallRule("tcp", f"SSH from admin network {cidr} only", dport="22", source=cidr))
+    for cidr in _by_family(directory_cidrs):
+        rules.append(FirewallRule("tcp", f"LDAPS from directory client network {cidr} only", dport=str(LDAPS.port), source=cidr))
     return rules

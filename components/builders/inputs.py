@@ -46,6 +46,7 @@ class VmInputs:
     admin_ssh_keys: tuple[str, ...]
     admin_cidrs: tuple[str, ...]  #: the only networks SSH is open to
     protect: bool  #: Pulumi protect + Proxmox protection flag
+    directory_cidrs: tuple[str, ...] = ()  #: ldapMode local: the only networks the LDAPS port is open to
 
 
 @dataclass(frozen=True)

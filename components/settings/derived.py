@@ -219,6 +219,7 @@ class Settings(SettingsSchema):
             admin_ssh_keys=tuple(self.admin_ssh_keys),
             admin_cidrs=tuple(self.admin_cidrs),
             protect=self.protect,
+            directory_cidrs=tuple(self.ldap_client_cidrs) if self.ldap_mode == "local" else (),
         )
 
     @property
