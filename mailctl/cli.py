@@ -175,7 +175,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         extra_domains=settings.mail_domains[1:], mta_sts_policy=mta_sts_policy(settings.dns_inputs),
                         dkim_selector=settings.dkim_selector, dkim_txt=txt.get(settings.dkim_selector, ""),
                         dkim_published={s: txt.get(s, "") for s in settings.dns_inputs.dkim_published},
-                        mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file)
+                        mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file,
+                        ldap_url=settings.ldap_inputs.url if settings.ldap_inputs else "",
+                        ldap_base_dn=settings.ldap_inputs.base_dn if settings.ldap_inputs else "")
     results = run_checks(target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr, flush=True))
     sys.stdout.write(render_json(target, results) if args.json else render_table(target, results))
     return exit_code(results)

@@ -70,8 +70,9 @@ def scratch_project(tmp_path):
     return write
 
 
-def self_signed(*names: str) -> tuple[str, str]:
-    """(certificate PEM, key PEM) of a fresh self-signed certificate naming `names` (the first is its CN)."""
+def self_signed(*names: str, days: int = 1) -> tuple[str, str]:
+    """(certificate PEM, key PEM) of a fresh self-signed certificate naming `names` (the first is its CN),
+    valid for `days`."""
     import datetime
 
     from cryptography import x509
@@ -84,7 +85,7 @@ def self_signed(*names: str) -> tuple[str, str]:
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
         .sign(key, hashes.SHA256())
     )

@@ -46,6 +46,8 @@ class Target:
     mailbox: str = ""  #: the no-reply user
     password: str = ""  #: its password ("" skips the logins)
     cafile: str | None = None  #: CA to trust for TLS (the system store when None)
+    ldap_url: str = ""  #: the directory (ldapMode local or external), "" for none
+    ldap_base_dn: str = ""  #: where an anonymous search must find nothing
 
     @property
     def mail_domains(self) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from mailctl.verify import dns_checks, https_checks, imap_checks, smtp_checks
+from mailctl.verify import dns_checks, https_checks, imap_checks, ldap_checks, smtp_checks
 from mailctl.verify.model import FAIL, Result, Target
 
 CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
@@ -17,6 +17,7 @@ CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
     smtp_checks.check_submission,
     imap_checks.check_imaps,
     https_checks.check_mta_sts,
+    ldap_checks.check_directory,
 )
 
 
