@@ -1,4 +1,4 @@
-"""Stands in for pulumi-keycloak: Realm, as an existing realm the program adopts.
+"""Stands in for pulumi-keycloak: Realm, as an existing realm the program adopts, and ldap.UserFederation.
 
 In the engine layer the world holds the realms that exist (the tests seed CERES's realm with fields of its
 own). A realm is read by its name for the import; an update writes the realm as the engine sends it, so
@@ -10,7 +10,8 @@ With a test internet behind it (cloud.py), the realm lives in a REAL Keycloak, r
 provider's `url` and logged in as the provider logs in (client credentials of its admin client). Read maps
 Keycloak's representation to the provider's properties; Update sends every mapped field back as the
 engine gives it (an input the program leaves out goes as the provider's default, which is how a field the
-program forgot to ignore would be reset), and the SMTP block as a whole, as the real provider does.
+program forgot to ignore would be reset), and the SMTP block as a whole, as the real provider does. A user
+federation is a component of the realm there (keycloak_federation.py); in the engine layer, a world file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import urllib.parse
 
 from tests.engine.standins import cloud
+from tests.engine.standins.keycloak_federation import PROVIDER_TYPE, USER_FEDERATION, component, properties_of
 from tests.engine.standins.model import Context, Kind, StandIn, StandInError
 from tests.engine.standins.values import plain
 
@@ -135,7 +137,8 @@ class KeycloakApi:
 
 
 class KeycloakRealms(StandIn):
-    """Realms in the world (engine layer) or in the test internet's Keycloak (end-to-end layer)."""
+    """Realms and their LDAP federations, in the world (engine layer) or in the test internet's Keycloak
+    (end-to-end layer)."""
 
     def _api(self) -> KeycloakApi:
         return KeycloakApi(self.config)
@@ -143,6 +146,8 @@ class KeycloakRealms(StandIn):
     def read(self, token, resource_id, properties):
         if not cloud.backed():
             return super().read(token, resource_id, properties)
+        if token == USER_FEDERATION:
+            return self._read_federation(resource_id, properties or {})
         status, body = self._api().request("GET", f"/{urllib.parse.quote(resource_id)}")
         if status == 404:
             return None
@@ -157,6 +162,8 @@ class KeycloakRealms(StandIn):
     def create(self, token, urn, inputs):
         if not cloud.backed():
             return super().create(token, urn, inputs)
+        if token == USER_FEDERATION:
+            return self._create_federation(plain(inputs)), inputs
         status, body = self._api().request("POST", "", realm_representation(plain(inputs)))
         if status == 409:
             raise StandInError(f"error creating realm {inputs['realm']}: 409 Conflict (Conflict detected. See logs for details)")
@@ -167,6 +174,13 @@ class KeycloakRealms(StandIn):
     def update(self, token, urn, resource_id, olds, news):
         if not cloud.backed():
             return super().update(token, urn, resource_id, olds, news)
+        if token == USER_FEDERATION:
+            realm = plain(news)["realmId"]
+            status, body = self._api().request("PUT", f"/{urllib.parse.quote(realm)}/components/{resource_id}",
+                                               {**component(plain(news), self._realm_internal_id(realm)), "id": resource_id})
+            if status != 204:
+                raise StandInError(f"error updating ldap user federation {resource_id}: {status} {body[:200]!r}")
+            return {**olds, **news}
         status, body = self._api().request("PUT", f"/{urllib.parse.quote(resource_id)}", realm_representation(plain(news)))
         if status != 204:
             raise StandInError(f"error updating realm {resource_id}: {status} {body[:200]!r}")
@@ -175,9 +189,44 @@ class KeycloakRealms(StandIn):
     def delete(self, token, resource_id, properties, urn=""):
         if not cloud.backed():
             return super().delete(token, resource_id, properties, urn)
-        status, body = self._api().request("DELETE", f"/{urllib.parse.quote(resource_id)}")
+        path = (f"/{urllib.parse.quote(plain(properties)['realmId'])}/components/{resource_id}" if token == USER_FEDERATION
+                else f"/{urllib.parse.quote(resource_id)}")
+        status, body = self._api().request("DELETE", path)
         if status not in (204, 404):
-            raise StandInError(f"error deleting realm {resource_id}: {status} {body[:200]!r}")
+            raise StandInError(f"error deleting {resource_id}: {status} {body[:200]!r}")
+
+    # --- user federation: a component of the realm ------------------------------------------------------
+
+    def _realm_internal_id(self, realm: str) -> str:
+        """A component's parent is the realm's internal id, which need not be its name."""
+        status, body = self._api().request("GET", f"/{urllib.parse.quote(realm)}")
+        if status != 200:
+            raise StandInError(f"error reading realm {realm}: {status} {body[:200]!r}")
+        return json.loads(body)["id"]
+
+    def _create_federation(self, inputs: dict) -> str:
+        realm = inputs["realmId"]
+        parent = self._realm_internal_id(realm)
+        status, body = self._api().request("POST", f"/{urllib.parse.quote(realm)}/components", component(inputs, parent))
+        if status != 201:
+            raise StandInError(f"error creating ldap user federation: {status} {body[:300]!r}")
+        # Keycloak names the new id in a Location header; the same answer comes from a lookup by name
+        query = urllib.parse.urlencode({"parent": parent, "type": PROVIDER_TYPE, "name": inputs.get("name") or "ldap"})
+        status, body = self._api().request("GET", f"/{urllib.parse.quote(realm)}/components?{query}")
+        found = json.loads(body) if status == 200 else []
+        if len(found) != 1:
+            raise StandInError(f"the new ldap user federation of realm {realm} is not found once: {status} {body[:200]!r}")
+        return found[0]["id"]
+
+    def _read_federation(self, resource_id: str, held: dict):
+        realm = held.get("realmId", "")
+        status, body = self._api().request("GET", f"/{urllib.parse.quote(realm)}/components/{resource_id}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise StandInError(f"error reading ldap user federation {resource_id}: {status} {body[:200]!r}")
+        outputs = properties_of(json.loads(body), realm, held)
+        return outputs, dict(outputs)
 
 
 def _refuse_existing(inputs: dict, context: Context) -> None:
@@ -193,5 +242,6 @@ STANDIN = KeycloakRealms(
             create_hook=_refuse_existing,
             make_id=lambda outputs, context: outputs["realm"],
         ),
+        USER_FEDERATION: Kind(token=USER_FEDERATION),
     },
 )
