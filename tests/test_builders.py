@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import replace
@@ -17,6 +18,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
+from components.builders.inputs import LdapInputs
 from components.builders.install_script import (
     CUT,
     DATA_DISK,
@@ -27,11 +29,28 @@ from components.builders.install_script import (
     render_mail_stage,
     render_secrets_stdin,
     render_tls_stage,
+    stage_runs,
     template,
 )
 from tests.conftest import INSTALL, PROJECT_DIR, self_signed
 
 SHELL_DIR = PROJECT_DIR / "components/builders/shell"
+
+#: ldapMode local (slapd on the mail host) and external (a directory elsewhere, StartTLS), as the settings make them
+LOCAL_LDAP = LdapInputs(mode="local", url="ldaps://mail.example.com", base_dn="dc=example,dc=com",
+                        users_dn="ou=people,dc=example,dc=com", bind_dn="cn=ceres-mail,dc=example,dc=com",
+                        client_cidrs=("10.42.0.0/16",))
+EXTERNAL_LDAP = LdapInputs(mode="external", url="ldap://ldap.example.org:389", base_dn="o=ceres",
+                           users_dn="ou=staff,ou=people,o=ceres", bind_dn="uid=mail,ou=services,o=ceres")
+DIRECTORIES = {"off": None, "local": LOCAL_LDAP, "external": EXTERNAL_LDAP}
+#: every stage as each ldapMode renders it (the ldap stage only exists with a local directory)
+RENDERINGS = [(stage, mode, render, replace(INSTALL, ldap=ldap))
+              for stage, render in STAGES for mode, ldap in DIRECTORIES.items()
+              if stage_runs(stage, replace(INSTALL, ldap=ldap))]
+RENDERING_IDS = [f"{stage}-{mode}" for stage, mode, _, _ in RENDERINGS]
+#: the templates each stage is rendered from (with LDAP, more of them)
+STAGE_TEMPLATES = {"packages": ("native/debconf.sh", "native/packages.sh"), "tls": ("native/tls.sh",),
+                   "ldap": ("native/ldap.sh",), "mail": ("native/mail.sh", "native/mail_ldap.sh", "native/mail_services.sh")}
 
 
 def openssh_pair():
@@ -77,12 +96,12 @@ def test_vendor_data_carries_only_the_host_key_pair():
 # --- install script --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
-def test_install_stage_passes_shellcheck(stage, render):
-    """shellcheck (Debian) finds nothing in any rendered stage."""
+@pytest.mark.parametrize("stage, mode, render, inputs", RENDERINGS, ids=RENDERING_IDS)
+def test_install_stage_passes_shellcheck(stage, mode, render, inputs):
+    """shellcheck (Debian) finds nothing in any rendered stage, with every ldapMode."""
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (make test installs it as root)")
-    result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=render(INSTALL), text=True, capture_output=True)
+    result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=render(inputs), text=True, capture_output=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -120,23 +139,26 @@ def header_variables(script: str) -> set[str]:
     return set(names.stdout.split()) - set(bare.stdout.split())
 
 
-def documented_variables(path: str) -> set[str]:
-    """The UPPER_CASE names a template's preamble mentions."""
-    return set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", (SHELL_DIR / path).read_text().split(CUT, 1)[0]))
+def documented_variables(*paths: str) -> set[str]:
+    """The UPPER_CASE names the templates' preambles mention."""
+    return {name for path in paths
+            for name in re.findall(r"\b[A-Z][A-Z0-9_]+\b", (SHELL_DIR / path).read_text().split(CUT, 1)[0])}
 
 
 @pytest.mark.parametrize("tls_mode", ["acme", "provided"])
-@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
-def test_each_stage_template_names_the_header_variables_it_is_rendered_with(stage, render, tls_mode):
-    """A template's preamble lists what the header sets, so a reader (and shellcheck's user) knows."""
-    script = render(InstallInputs(**{**INSTALL.__dict__, "tls_mode": tls_mode}))
-    assert header_variables(script) - documented_variables(f"native/{stage}.sh") == set()
+@pytest.mark.parametrize("stage, mode, render, inputs", RENDERINGS, ids=RENDERING_IDS)
+def test_each_stage_template_names_the_header_variables_it_is_rendered_with(stage, mode, render, inputs, tls_mode):
+    """A template's preamble lists what the header sets, so a reader (and shellcheck's user) knows; without
+    LDAP the stage's first template alone does."""
+    script = render(replace(inputs, tls_mode=tls_mode))
+    templates = STAGE_TEMPLATES[stage] if inputs.ldap else (f"native/{stage}.sh",)
+    assert header_variables(script) - documented_variables(*templates) == set()
 
 
-@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
-def test_install_stage_is_valid_bash_and_deterministic(stage, render):
-    script = render(INSTALL)
-    assert script == render(INSTALL)
+@pytest.mark.parametrize("stage, mode, render, inputs", RENDERINGS, ids=RENDERING_IDS)
+def test_install_stage_is_valid_bash_and_deterministic(stage, mode, render, inputs):
+    script = render(inputs)
+    assert script == render(replace(inputs))
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
     command = render_install_command(script, stage)
     subprocess.run(["bash", "-n", "-c", command], check=True)
@@ -145,7 +167,7 @@ def test_install_stage_is_valid_bash_and_deterministic(stage, render):
 
 def test_only_the_mail_stage_reads_secrets():
     assert "MAILBOX_PASSWORD" in render_mail_stage(INSTALL)
-    assert all("MAILBOX_PASSWORD" not in render(INSTALL) for stage, render in STAGES if stage != "mail")
+    assert all("MAILBOX_PASSWORD" not in render(inputs) for stage, _, render, inputs in RENDERINGS if stage != "mail")
 
 
 def test_tls_stage_asks_for_the_mail_host_and_every_mta_sts_name():
@@ -202,6 +224,111 @@ def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
     assert "SECRETS=(TLS_PRIVATE_KEY)" in script and "CERT_DIR=/etc/ceres-mail/tls" in script
     assert "SECRETS=" not in render_tls_stage(INSTALL), "acme mode reads no secret"
     assert "CERT_DIR=/etc/ceres-mail/tls" in render_mail_stage(provided)
+
+
+# --- the directory (ldapMode) --------------------------------------------------------------------------
+
+#: The sha256 of each stage's script before LDAP existed. A stack with ldapMode off must render exactly these
+#: (a changed script re-runs its stage on every existing stack); a deliberate change of an off-mode stage
+#: updates them.
+BEFORE_LDAP = {
+    "acme": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
+             "tls": "73abf209d68905dd9d1503833f034496c50b5b2adca64c912638a52eec0c6024",
+             "mail": "753d66c452ab88980acb6f224d02c3c19658eb1340b5c33f6d93a8ca3084f506"},
+    "provided, two domains": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
+                              "tls": "f8d5811d7e9ec4b3c694b03c3b958914080d9afbb880b428bac5e8694fa4e622",
+                              "mail": "80eb6279d50e404aac86d260f3a6b023dd893c7027afb3d9655aab70a142c37e"},
+}
+OFF_MODE_INPUTS = {
+    "acme": INSTALL,
+    "provided, two domains": replace(INSTALL, tls_mode="provided", tls_certificate="-----BEGIN CERTIFICATE-----",
+                                     mail_domains=("example.com", "example.org"),
+                                     aliases=("postmaster@example.com", "abuse@example.org")),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BEFORE_LDAP))
+def test_without_a_directory_every_stage_renders_as_before_ldap(variant):
+    from components.builders.install_script import native_stages
+
+    stages = native_stages(OFF_MODE_INPUTS[variant])
+    assert {s.name: hashlib.sha256(s.script.encode()).hexdigest() for s in stages} == BEFORE_LDAP[variant]
+    assert [s.secrets for s in stages if s.name == "mail"] == [("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")]
+
+
+@pytest.mark.parametrize("mode, names", [("off", ["packages", "tls", "mail"]), ("local", ["packages", "tls", "ldap", "mail"]),
+                                         ("external", ["packages", "tls", "mail"])])
+def test_the_ldap_stage_runs_only_with_a_local_directory_and_says_what_it_reads(mode, names):
+    """The server component feeds each stage the secrets `Stage.secrets` names: the ldap stage both LDAP
+    passwords (after tls, whose certificate slapd serves, before mail), the mail stage the bind password."""
+    from components.builders.install_script import native_stages
+
+    stages = {s.name: s for s in native_stages(replace(INSTALL, ldap=DIRECTORIES[mode]))}
+    assert list(stages) == names
+    if mode == "local":
+        assert stages["ldap"].secrets == ("LDAP_ADMIN_PASSWORD", "LDAP_BIND_PASSWORD")
+        assert "SECRETS=(LDAP_ADMIN_PASSWORD LDAP_BIND_PASSWORD)" in stages["ldap"].script
+    expected = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY", *(("LDAP_BIND_PASSWORD",) if mode != "off" else ()))
+    assert stages["mail"].secrets == expected
+    assert f"SECRETS=({' '.join(expected)})" in stages["mail"].script
+
+
+def test_the_directory_packages_come_only_with_a_directory_and_slapd_only_when_local():
+    from components.builders.install_script import render_packages_stage
+
+    def packages(mode: str) -> str:
+        return next(line for line in render_packages_stage(replace(INSTALL, ldap=DIRECTORIES[mode])).splitlines()
+                    if line.startswith("PACKAGES="))
+
+    assert "ldap" not in packages("off")
+    assert "dovecot-ldap" in packages("external") and "postfix-ldap" in packages("external")
+    assert "slapd" not in packages("external")
+    assert all(p in packages("local") for p in ("dovecot-ldap", "postfix-ldap", "slapd", "ldap-utils"))
+    local = render_packages_stage(replace(INSTALL, ldap=LOCAL_LDAP))
+    # slapd's package makes no directory of its own, answered before any install or repair
+    assert local.index("slapd/no_configuration boolean true") < local.index("dpkg --configure -a")
+
+
+def test_a_new_tls_stage_re_runs_the_ldap_stage():
+    """slapd serves its own copy of the certificate: a tls stage that may bring a new one (a provided
+    certificate replaced, another name certified) changes the ldap stage's script, so it runs after it."""
+    from components.builders.install_script import render_ldap_stage
+
+    local = replace(INSTALL, ldap=LOCAL_LDAP)
+    provided = replace(local, tls_mode="provided", tls_certificate="-----BEGIN CERTIFICATE-----\nA")
+    scripts = {render_ldap_stage(inputs) for inputs in (local, provided, replace(provided, tls_certificate="-----BEGIN CERTIFICATE-----\nB"),
+                                                         replace(local, mail_domains=("example.com", "example.org")))}
+    assert len(scripts) == 4
+
+
+def test_the_ldap_stage_makes_the_containers_down_to_the_people_and_the_service_account():
+    from components.builders.install_script import ACCOUNT_CLASSES, directory_containers, entry_ldif
+
+    assert directory_containers(LOCAL_LDAP) == (
+        "dn: dc=example,dc=com\nobjectClass: top\nobjectClass: domain\ndc: example",
+        "dn: ou=people,dc=example,dc=com\nobjectClass: top\nobjectClass: organizationalUnit\nou: people",
+    )
+    assert [entry.splitlines()[0] for entry in directory_containers(EXTERNAL_LDAP)] == [
+        "dn: o=ceres", "dn: ou=people,o=ceres", "dn: ou=staff,ou=people,o=ceres", "dn: ou=services,o=ceres"]
+    assert entry_ldif(EXTERNAL_LDAP.bind_dn, ACCOUNT_CLASSES, "the service account").splitlines()[1:] == [
+        "objectClass: top", "objectClass: account", "objectClass: simpleSecurityObject", "uid: mail"]
+    # an escaped value is the entry's attribute value unescaped; one LDIF cannot write plainly is base64
+    escaped = replace(LOCAL_LDAP, base_dn="o=Ceres\\, Inc", users_dn="ou=Über,o=Ceres\\, Inc", bind_dn="cn=mail,o=Ceres\\, Inc")
+    first, second = directory_containers(escaped)
+    assert first.splitlines()[-1] == "o: Ceres, Inc"
+    assert second.splitlines()[0].startswith("dn:: ") and second.splitlines()[-1].startswith("ou:: ")
+    with pytest.raises(ValueError, match="named by mail=; the ldap stage makes those named by cn=, uid="):
+        entry_ldif("mail=x,dc=example,dc=com", ACCOUNT_CLASSES, "the service account")
+
+
+@pytest.mark.parametrize("mode, uri, start_tls", [("local", "ldapi://%2Frun%2Fslapd%2Fldapi", "no"),
+                                                  ("external", "ldap://ldap.example.org:389", "yes")])
+def test_the_mail_stage_finds_the_people_where_the_directory_is(mode, uri, start_tls):
+    """Local: slapd's own socket (nothing on the network); external: its URL, StartTLS required for ldap://."""
+    script = render_mail_stage(replace(INSTALL, ldap=DIRECTORIES[mode]))
+    assert f"LDAP_URI={shlex.quote(uri)}" in script and f"LDAP_START_TLS={start_tls}" in script
+    assert f"LDAP_USERS_DN={shlex.quote(DIRECTORIES[mode].users_dn)}" in script
+    assert script.index("postconf -M") < script.index("proxy:ldap:") < script.index('"$(postfix_state)" != "$before"')
 
 
 # --- CERES environment -----------------------------------------------------------------------------
@@ -315,11 +442,11 @@ def test_a_failed_reload_of_a_provided_certificate_is_retried_not_forgotten(tmp_
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("stage, render", STAGES, ids=[stage for stage, _ in STAGES])
-def test_no_stage_uses_a_fixed_temporary_path(stage, render):
+@pytest.mark.parametrize("stage, mode, render, inputs", RENDERINGS, ids=RENDERING_IDS)
+def test_no_stage_uses_a_fixed_temporary_path(stage, mode, render, inputs):
     """A fixed /tmp name can be pre-created by another user and is left behind by a failed run:
     temporary files come from mktemp, and the Postfix settings go through a pipe."""
-    assert "/tmp/" not in render(INSTALL)
+    assert "/tmp/" not in render(inputs)
 
 
 def ssh_key(comment: str) -> str:

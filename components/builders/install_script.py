@@ -1,8 +1,13 @@
 """The install steps of the native mail stack, as shell text run over SSH on the mail VM.
 
-Three stages, each its own remote command so that a change re-runs only its stage: `packages` (Debian's
-Postfix, Dovecot, rspamd, nginx, certbot), `tls` (nginx for ACME http-01 and the MTA-STS policy, the
-certificate from the ACME server) and `mail` (mailbox, aliases, Postfix, Dovecot, rspamd DKIM signing).
+Its stages, each its own remote command so that a change re-runs only its stage: `packages` (Debian's
+Postfix, Dovecot, rspamd, nginx, certbot; the LDAP modules and slapd when the stack has a directory), `tls`
+(nginx for ACME http-01 and the MTA-STS policy, the certificate from the ACME server), `ldap` (only with
+ldapMode local: slapd, the directory of CERES users' passwords) and `mail` (mailbox, aliases, Postfix,
+Dovecot, rspamd DKIM signing; with a directory, a mailbox for each of its people).
+
+A stack with ldapMode off renders exactly the scripts it rendered before the directory existed, so its
+stages do not run again: what LDAP adds comes in templates of its own, included only when it is on.
 
 Every script is a header of shell variables rendered from plain values (quoted with shlex) followed by
 fixed shell text, so the same inputs give the same bytes. That text lives in `.sh` templates under
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import re
 import shlex
 from collections.abc import Iterable
@@ -33,7 +39,9 @@ from importlib import resources
 
 from components.builders.cloud_init import DATA_DISK_DEVICE, DATA_DISK_LABEL, DATA_MOUNT_POINT
 from components.builders.inputs import LdapInputs
-from components.builders.ports import HTTP, HTTPS, IMAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
+from ldap3.utils.dn import parse_dn
+
+from components.builders.ports import HTTP, HTTPS, IMAPS, LDAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
 
 #: What lib/data_disk.sh checks: the data disk cloud-init formats and mounts (the header's values).
 DATA_DISK = {"DATA_MOUNT": DATA_MOUNT_POINT, "DATA_DEVICE": DATA_DISK_DEVICE, "DATA_LABEL": DATA_DISK_LABEL}
@@ -43,6 +51,10 @@ STRICT_CIPHERS = ":".join(STRICT_TLS12_CIPHERS)
 # The secrets each stage reads from its standard input.
 MAIL_SECRETS = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")
 TLS_SECRETS = ("TLS_PRIVATE_KEY",)  #: only with tls_mode "provided"
+#: ldapMode local: slapd's root DN (LdapInputs.admin_dn) and the service account (LdapInputs.bind_dn)
+LDAP_SECRETS = ("LDAP_ADMIN_PASSWORD", "LDAP_BIND_PASSWORD")
+#: with a directory (local or external), Dovecot and Postfix bind as the service account
+MAIL_LDAP_SECRETS = ("LDAP_BIND_PASSWORD",)
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 PACKAGES = (
@@ -56,6 +68,25 @@ PACKAGES = (
     "redis-server",
     "rspamd",
 )
+#: with a directory: Dovecot's and Postfix's LDAP modules
+LDAP_PACKAGES = ("dovecot-ldap", "postfix-ldap")
+#: ldapMode local: slapd and its command-line tools, and the debconf answer that keeps the package from making
+#: a directory of its own (the ldap stage makes the stack's)
+SLAPD_PACKAGES = ("ldap-utils", "slapd")
+SLAPD_DEBCONF = ("slapd slapd/no_configuration boolean true",)
+#: slapd's local socket: the ldap stage and (ldapMode local) Dovecot and Postfix talk to slapd through it
+SLAPD_LDAPI = "ldapi://%2Frun%2Fslapd%2Fldapi"
+#: How slapd hashes a password it is sent (Password Modify, or in clear through the ppolicy overlay):
+#: Argon2 from Debian's slapd (its `argon2` module, linked with libargon2: the argon2i variant), 32 MiB and
+#: 3 passes per hash (RFC 9106's memory-constrained choice, t=3, at half its 64 MiB: every IMAP or Keycloak
+#: login verifies one, about 0.3 s and 32 MiB each, and a 2 GiB VM runs them side by side)
+PASSWORD_HASH = "{ARGON2}"
+PASSWORD_MODULE = "argon2 m=32768 t=3 p=1"
+#: slapd's TLS (Debian builds OpenLDAP with GnuTLS, so a GnuTLS priority string, not OpenSSL's cipher list):
+#: TLS 1.3 and 1.2 only, and in 1.2 the same suites as the strict ports (ports.STRICT_TLS12_CIPHERS: ECDHE
+#: with AES-GCM or ChaCha20-Poly1305)
+SLAPD_TLS_PRIORITY = ("SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"
+                      "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA")
 CERT_NAME = "ceres-mail"  #: certbot lineage: /etc/letsencrypt/live/ceres-mail/
 PROVIDED_CERT_DIR = "/etc/ceres-mail/tls"  #: where a provided certificate and key are written
 MESSAGE_SIZE_LIMIT = 26_214_400  #: 25 MiB, what most receivers accept
@@ -138,14 +169,30 @@ def render_script(stage: str, host: str, templates: Iterable[str], **variables: 
     return script_header(stage, host, **variables) + "".join(template(path) for path in templates)
 
 
+def local_directory(inputs: InstallInputs) -> bool:
+    """ldapMode local: slapd runs on the mail host (the `ldap` stage)."""
+    return inputs.ldap is not None and inputs.ldap.mode == "local"
+
+
 def render_packages_stage(inputs: InstallInputs) -> str:
-    return render_script("packages", inputs.mail_host, (*STRICT, "native/packages.sh"), MAIL_HOST=inputs.mail_host, PACKAGES=PACKAGES)
+    """Debian's packages; with a directory also its LDAP modules, and slapd when it is local (answering
+    slapd's debconf question first). Without one, the script of a stack from before LDAP, byte for byte."""
+    packages = PACKAGES
+    if inputs.ldap:
+        packages = tuple(sorted({*PACKAGES, *LDAP_PACKAGES, *(SLAPD_PACKAGES if local_directory(inputs) else ())}))
+    debconf = SLAPD_DEBCONF if local_directory(inputs) else ()
+    return render_script("packages", inputs.mail_host, (*STRICT, *(("native/debconf.sh",) if debconf else ()), "native/packages.sh"),
+                         MAIL_HOST=inputs.mail_host, PACKAGES=packages, **({"DEBCONF": debconf} if debconf else {}))
 
 
 def stage_secrets(stage: str, inputs: InstallInputs) -> tuple[str, ...]:
-    """The secrets `stage` reads from its standard input (none: no stdin at all)."""
+    """The secrets `stage` reads from its standard input (none: no stdin at all). The server component
+    feeds each by this name: LDAP_ADMIN_PASSWORD and LDAP_BIND_PASSWORD are those of LdapInputs.admin_dn
+    and LdapInputs.bind_dn."""
     if stage == "mail":
-        return MAIL_SECRETS
+        return MAIL_SECRETS + (MAIL_LDAP_SECRETS if inputs.ldap else ())
+    if stage == "ldap":
+        return LDAP_SECRETS
     if stage == "tls" and inputs.tls_mode == "provided":
         return TLS_SECRETS
     return ()
@@ -174,10 +221,13 @@ def render_tls_stage(inputs: InstallInputs) -> str:
 
 
 def render_mail_stage(inputs: InstallInputs) -> str:
+    """The mailbox, Postfix, Dovecot and rspamd; with a directory, its people's mailboxes too
+    (native/mail_ldap.sh, between the stage's two parts, with the variables only it reads at the header's end)."""
+    ldap = (("native/mail_ldap.sh",) if inputs.ldap else ())
     return render_script(
         "mail",
         inputs.mail_host,
-        (*PRELUDE, *READ_SECRETS, "native/mail.sh"),
+        (*PRELUDE, *READ_SECRETS, "native/mail.sh", *ldap, "native/mail_services.sh"),
         DOMAIN=inputs.domain,
         MAIL_HOST=inputs.mail_host,
         MAIL_DOMAINS=inputs.domains,
@@ -185,7 +235,7 @@ def render_mail_stage(inputs: InstallInputs) -> str:
         ALIASES=inputs.aliases,
         DKIM_SELECTOR=inputs.dkim_selector,
         CERT_DIR=inputs.cert_dir,
-        SECRETS=MAIL_SECRETS,
+        SECRETS=stage_secrets("mail", inputs),
         MESSAGE_SIZE_LIMIT=str(MESSAGE_SIZE_LIMIT),
         VMAIL=f"{DATA_MOUNT_POINT}/vhosts",
         STRICT_CIPHERS=STRICT_CIPHERS,
@@ -193,6 +243,98 @@ def render_mail_stage(inputs: InstallInputs) -> str:
         IMPLICIT_TLS_SERVICES=tuple(service.name for service in SUBMISSION_SERVICES if service.tls == "implicit"),
         IMAPS_PORT=str(IMAPS.port),
         **DATA_DISK,
+        **(directory_client(inputs.ldap) if inputs.ldap else {}),
+    )
+
+
+def directory_client(ldap: LdapInputs) -> dict[str, str]:
+    """Where Dovecot and Postfix find the people: the local slapd through its socket (no TLS to do, nothing
+    on the network), or the external directory at its URL, with StartTLS required for ldap://."""
+    return {
+        "LDAP_URI": SLAPD_LDAPI if ldap.mode == "local" else ldap.url,
+        "LDAP_START_TLS": "yes" if ldap.mode != "local" and ldap.start_tls else "no",
+        "LDAP_BIND_DN": ldap.bind_dn,
+        "LDAP_USERS_DN": ldap.users_dn,
+    }
+
+
+#: The structural object class of a container the ldap stage makes, by the attribute that names it
+CONTAINER_CLASSES = {"dc": ("domain",), "o": ("organization",), "ou": ("organizationalUnit",), "c": ("country",),
+                     "l": ("locality",)}
+#: The object classes of the service account, by the attribute that names it (simpleSecurityObject: a password)
+ACCOUNT_CLASSES = {"cn": ("organizationalRole", "simpleSecurityObject"), "uid": ("account", "simpleSecurityObject")}
+
+
+def ldif_line(attribute: str, value: str) -> str:
+    """`attribute: value`, or `attribute:: base64` where RFC 2849 wants it (not a SAFE-STRING)."""
+    safe = value.isascii() and value.isprintable() and not value.startswith((" ", ":", "<")) and not value.endswith(" ")
+    return f"{attribute}: {value}" if safe else f"{attribute}:: {base64.b64encode(value.encode()).decode()}"
+
+
+def rdn_value(escaped: str) -> str:
+    r"""The attribute value an RDN names, its DN escapes (RFC 4514: `\,`, `\2C`) undone."""
+    return re.sub(r"\\([0-9A-Fa-f]{2}|.)", lambda m: chr(int(m[1], 16)) if len(m[1]) == 2 else m[1], escaped)
+
+
+def naming(dn: str) -> list[tuple[str, str]]:
+    """(attribute, escaped value) of each RDN of `dn`, the leaf first; one attribute per RDN."""
+    rdns = parse_dn(dn)
+    if any(separator == "+" for _, _, separator in rdns):
+        raise ValueError(f"{dn}: a multi-valued RDN; the ldap stage makes entries named by one attribute")
+    return [(attribute.lower(), value) for attribute, value, _ in rdns]
+
+
+def entry_ldif(dn: str, classes: dict[str, tuple[str, ...]], what: str) -> str:
+    """The LDIF of the entry `dn`: the object classes its naming attribute calls for, and that attribute."""
+    attribute, value = naming(dn)[0]
+    if attribute not in classes:
+        raise ValueError(f"{dn}: {what} named by {attribute}=; the ldap stage makes those named by "
+                         + ", ".join(f"{name}=" for name in classes))
+    lines = [ldif_line("dn", dn), *(f"objectClass: {c}" for c in ("top", *classes[attribute])), ldif_line(attribute, rdn_value(value))]
+    return "\n".join(lines)
+
+
+def directory_containers(ldap: LdapInputs) -> tuple[str, ...]:
+    """The entries above the people and the service account, from the base down, as LDIF each (made when
+    missing): the suffix, every container down to users_dn, and the service account's parents."""
+    depth = len(naming(ldap.base_dn))
+    wanted: list[str] = []
+    for dn, lowest in ((ldap.users_dn, 0), (ldap.bind_dn, 1)):
+        rdns = [f"{attribute}={value}" for attribute, value in naming(dn)]
+        for level in range(len(rdns) - depth, lowest - 1, -1):
+            container = ",".join(rdns[level:])
+            if container.lower() not in (w.lower() for w in wanted):
+                wanted.append(container)
+    return tuple(entry_ldif(dn, CONTAINER_CLASSES, "a container") for dn in wanted)
+
+
+def render_ldap_stage(inputs: InstallInputs) -> str:
+    """ldapMode local: slapd on the mail host (native/ldap.sh). It carries the tls stage's digest: slapd
+    serves its own copy of the certificate, so every run of the tls stage (which may bring a new one) is
+    followed by one of this stage; certbot's renewals refresh the copy through a deploy hook."""
+    ldap = inputs.ldap
+    if ldap is None or ldap.mode != "local":
+        raise ValueError("the ldap stage is for ldapMode local only")
+    return render_script(
+        "ldap",
+        inputs.mail_host,
+        (*PRELUDE, *READ_SECRETS, "native/ldap.sh"),
+        MAIL_HOST=inputs.mail_host,
+        BASE_DN=ldap.base_dn,
+        ADMIN_DN=ldap.admin_dn,
+        BIND_DN=ldap.bind_dn,
+        USERS_DN=ldap.users_dn,
+        CONTAINERS=directory_containers(ldap),
+        BIND_ENTRY=entry_ldif(ldap.bind_dn, ACCOUNT_CLASSES, "the service account"),
+        LDAPI=SLAPD_LDAPI,
+        LDAPS_PORT=str(LDAPS.port),
+        TLS_MODE=inputs.tls_mode,
+        CERT_DIR=inputs.cert_dir,
+        TLS_STAGE_SHA256=hashlib.sha256(render_tls_stage(inputs).encode()).hexdigest(),
+        TLS_PRIORITY=SLAPD_TLS_PRIORITY,
+        PASSWORD_HASH=PASSWORD_HASH,
+        PASSWORD_MODULE=PASSWORD_MODULE,
+        SECRETS=stage_secrets("ldap", inputs),
     )
 
 
@@ -225,8 +367,16 @@ def render_wait_for_cloud_init() -> str:
     return "cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }"
 
 
-# The stages in the order they run, by name (the remote command of each is `<name>-install-<stage>`).
-STAGES = (("packages", render_packages_stage), ("tls", render_tls_stage), ("mail", render_mail_stage))
+# The stages in the order they run, by name (the remote command of each is `<name>-install-<stage>`); `ldap`
+# only with ldapMode local (`stage_runs`): after `tls`, whose certificate slapd serves, before `mail`, whose
+# Dovecot and Postfix look the people up in it.
+STAGES = (("packages", render_packages_stage), ("tls", render_tls_stage), ("ldap", render_ldap_stage),
+          ("mail", render_mail_stage))
+
+
+def stage_runs(stage: str, inputs: InstallInputs) -> bool:
+    """Whether the stack has `stage`: every one but `ldap`, which only a local directory has."""
+    return stage != "ldap" or local_directory(inputs)
 
 
 @dataclass(frozen=True)
@@ -252,6 +402,7 @@ def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
     return tuple(
         Stage(stage, render(inputs), stage_secrets(stage, inputs), certifies=acme_names if stage == "tls" else ())
         for stage, render in STAGES
+        if stage_runs(stage, inputs)
     )
 
 
