@@ -9,7 +9,6 @@ install again on a configured host, and kill it at random moments.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import subprocess
@@ -37,7 +36,7 @@ CONFIG_FILES = (
 
 
 def file_hashes(mailnet) -> dict[str, str]:
-    return {path: hashlib.sha256(mailnet.mail.path(path).read_bytes()).hexdigest() for path in CONFIG_FILES}
+    return mailnet.file_hashes(CONFIG_FILES)
 
 
 def effective_config(mailnet) -> dict[str, str]:
@@ -50,11 +49,7 @@ def effective_config(mailnet) -> dict[str, str]:
 
 
 def service_starts(mailnet) -> dict[str, str]:
-    starts = {}
-    for service in SERVICES:
-        shown = mailnet.mail.exec(["systemctl", "show", "-p", "ActiveEnterTimestampMonotonic,ActiveState", service])
-        starts[service] = shown.stdout.strip()
-    return starts
+    return mailnet.service_starts(SERVICES)
 
 
 # --- 1. install, and a re-run that changes nothing --------------------------------------------------

@@ -12,6 +12,8 @@ All on one bridge of the test's own (tests/testnet); apt reaches Debian only thr
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +135,18 @@ class MailNet:
     def verdicts(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(self.inbox.glob("*.json"), key=lambda p: int(p.stem))]
 
+    def file_hashes(self, paths: Iterable[str]) -> dict[str, str]:
+        """The sha256 of each of the mail host's files: what a re-run must leave as it was."""
+        return {path: hashlib.sha256(self.mail.path(path).read_bytes()).hexdigest() for path in paths}
+
+    def service_starts(self, services: Iterable[str]) -> dict[str, str]:
+        """When each service last started, and its state: a re-run that restarts nothing leaves these."""
+        starts = {}
+        for service in services:
+            shown = self.mail.exec(["systemctl", "show", "-p", "ActiveEnterTimestampMonotonic,ActiveState", service])
+            starts[service] = shown.stdout.strip()
+        return starts
+
 
 def mail_host_files(deployment: Deployment) -> dict[str, str]:
     """What the mail host boots with: the cloud-init NoCloud seed from the deployment's own snippets."""
@@ -162,11 +177,19 @@ def shared_apt_proxy():
 
 @pytest.fixture(scope="session")
 def mailnet(tmp_path_factory, shared_apt_proxy):
-    workdir = tmp_path_factory.mktemp("mailnet")
-    with TestNet(apt_proxy=shared_apt_proxy) as net:
+    with open_mailnet(tmp_path_factory.mktemp("mailnet"), shared_apt_proxy) as net:
+        yield net
+
+
+@contextlib.contextmanager
+def open_mailnet(workdir: Path, apt_proxy: AptProxy, extra_config: dict | None = None) -> Iterator[MailNet]:
+    """A test internet of its own with the stack's mail host booted (not installed yet); `extra_config` sets
+    more keys of the stack (a directory, for tests/test_ldap_host.py)."""
+    with TestNet(apt_proxy=apt_proxy) as net:
         cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
         pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
-        deployment = deploy(workdir / "stack", directory_url(ADDRESSES["acme"]), pebble_files.listener_cert_pem)
+        deployment = deploy(workdir / "stack", directory_url(ADDRESSES["acme"]), pebble_files.listener_cert_pem,
+                            extra=extra_config)
         (workdir / "pebble-listener.pem").write_text(pebble_files.listener_cert_pem)
 
         client = net.add_netns_host("client", cidr["client"])
@@ -206,6 +229,11 @@ def mailnet(tmp_path_factory, shared_apt_proxy):
 @pytest.fixture(scope="session")
 def installed(mailnet):
     """The install, run once for the session: every stage's CompletedProcess, in order."""
+    return install_or_fail(mailnet)
+
+
+def install_or_fail(mailnet: MailNet) -> list[subprocess.CompletedProcess]:
+    """Every stage's CompletedProcess, in order; the test fails with the failed stage's output."""
     started = time.monotonic()
     results = mailnet.install()
     log.info("install: %.0f s", time.monotonic() - started)

@@ -36,6 +36,8 @@ NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 STAGE_ORDER = ("-wait-cloud-init", "-install-access", "-install-packages", "-install-tls", "-install-mail")
+#: with ldapMode local: slapd's stage after the certificate, before the mail stage that reads the directory
+LDAP_STAGE_ORDER = (*STAGE_ORDER[:-1], "-install-ldap", STAGE_ORDER[-1])
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,12 @@ class Deployment:
     mta_sts_id: str
 
 
-def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None) -> dict:
+def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None,
+               extra: dict | None = None) -> dict:
     """prod's stack file, pointed at the test internet: its DNS server, its ACME CA, admin network.
     With `provided_tls` (certificate PEM, key PEM) the stack brings its own certificate instead
-    (the key stays plain in this throwaway file: the offline recorder cannot decrypt `secure:` values)."""
+    (the key stays plain in this throwaway file: the offline recorder cannot decrypt `secure:` values);
+    `extra` sets more keys (a directory: ldapMode and its keys)."""
     config = stack_config("prod")
     for key in ("ceres-mail:ipv6Address", "ceres-mail:ipv6Gateway"):
         config.pop(key)
@@ -81,21 +85,24 @@ def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, s
     if provided_tls:
         config.update({"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": provided_tls[0],
                        "ceres-mail:tlsPrivateKey": provided_tls[1]})
+    config.update(extra or {})
     return config
 
 
-def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None) -> Deployment:
+def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None,
+           extra: dict | None = None) -> Deployment:
     """Write the test stack next to a copy of Pulumi.yaml, record it as after an apply, and extract.
     (The mock providers keep each key per resource name for the process: a second deployment of the same
     stack shares the first one's SSH host key, deploy key and DKIM key.)"""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", workdir / "Pulumi.yaml")
-    stack = stack_file(acme_directory, acme_ca_pem, provided_tls)
+    stack = stack_file(acme_directory, acme_ca_pem, provided_tls, extra)
     (workdir / "Pulumi.e2e.yaml").write_text(yaml.safe_dump({"config": stack}))
     raw: dict[str, dict] = {}
     plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs))
 
-    ordered = [one(plan, COMMAND, suffix) for suffix in STAGE_ORDER]
+    local_directory = stack.get("ceres-mail:ldapMode") == "local"
+    ordered = [one(plan, COMMAND, suffix) for suffix in (LDAP_STAGE_ORDER if local_directory else STAGE_ORDER)]
     for before, after in zip(ordered, ordered[1:]):
         assert before.urn in after.dependencies, f"{after.name} must run after {before.name}"
     commands = tuple(RemoteCommand(c.name, raw[c.urn]["create"], raw[c.urn].get("stdin")) for c in ordered)

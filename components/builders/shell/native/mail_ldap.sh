@@ -40,6 +40,8 @@ base = $LDAP_USERS_DN
 scope = subtree
 deref = never
 pass_filter = (&(objectClass=inetOrgPerson)(mail=%u))
+# the login stays the address logged in with (Dovecot's default would make it the entry's uid)
+pass_attrs = =user=%u
 user_filter = (&(objectClass=inetOrgPerson)(mail=%u))
 user_attrs = =uid=5000,=gid=5000,=home=$VMAIL/%d/%n
 iterate_filter = (objectClass=inetOrgPerson)
