@@ -317,6 +317,9 @@ def test_the_ldap_stage_makes_the_containers_down_to_the_people_and_the_service_
     first, second = directory_containers(escaped)
     assert first.splitlines()[-1] == "o: Ceres, Inc"
     assert second.splitlines()[0].startswith("dn:: ") and second.splitlines()[-1].startswith("ou:: ")
+    from components.builders.install_script import rdn_value
+
+    assert rdn_value("\\C3\\9Cber \\2C Co\\\\2C") == "Über , Co\\2C"
     with pytest.raises(ValueError, match="named by mail=; the ldap stage makes those named by cn=, uid="):
         entry_ldif("mail=x,dc=example,dc=com", ACCOUNT_CLASSES, "the service account")
 

@@ -272,8 +272,9 @@ def ldif_line(attribute: str, value: str) -> str:
 
 
 def rdn_value(escaped: str) -> str:
-    r"""The attribute value an RDN names, its DN escapes (RFC 4514: `\,`, `\2C`) undone."""
-    return re.sub(r"\\([0-9A-Fa-f]{2}|.)", lambda m: chr(int(m[1], 16)) if len(m[1]) == 2 else m[1], escaped)
+    r"""The attribute value an RDN names, its DN escapes (RFC 4514: `\,`, and `\C3\9C` for the UTF-8 of Ü) undone."""
+    return re.sub(r"((?:\\[0-9A-Fa-f]{2})+)|\\(.)",
+                  lambda m: bytes.fromhex(m[1].replace("\\", "")).decode("utf-8", "replace") if m[1] else m[2], escaped)
 
 
 def naming(dn: str) -> list[tuple[str, str]]:
