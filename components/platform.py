@@ -157,7 +157,7 @@ def directory_passwords(name: str, settings: Settings, keep: pulumi.ResourceOpti
                         ) -> tuple[pulumi.Output[str] | None, pulumi.Input[str] | None]:
     """(slapd's root DN password, the service account's password). ldapMode local: both made by the stack
     and kept in its encrypted state; external: the operator's ldapBindPassword; off: neither."""
-    if settings.ldap_mode == "local":
+    if settings.ldap_inputs is not None and settings.ldap_inputs.mode == "local":
         admin, bind = (random.RandomPassword(f"{name}-ldap-{who}-password", length=32, special=False, opts=keep)
                        for who in ("admin", "bind"))
         return admin.result, bind.result

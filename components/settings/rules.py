@@ -144,6 +144,41 @@ def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         base = v["ldap_base_dn"] or base_dn_of(v["domain"])
         if not _dn_within(v["ldap_users_dn"], base):
             problems.append(("ldapUsersDn", f"{v['ldap_users_dn']} is not under the base DN {base} (ldapBaseDn)"))
+    if mode == "local" and has_all(v, "domain", "ldap_base_dn", "ldap_users_dn") and not problems:
+        problems += _local_directory_problems(v)
+    return problems
+
+
+def has_all(v: Mapping[str, Any], *names: str) -> bool:
+    return all(name in v for name in names)
+
+
+def _local_directory_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ldap stage makes the suffix, the containers and the service account itself: each must be named
+    by an attribute it knows how to make an entry of, and the account must live inside the directory."""
+    from components.builders.install_script import ACCOUNT_CLASSES, CONTAINER_CLASSES, naming
+
+    base = v["ldap_base_dn"] or base_dn_of(v["domain"])
+    users = v["ldap_users_dn"] or f"ou=people,{base}"
+    bind = v["ldap_bind_dn"] or f"cn=ceres-mail,{base}"
+    problems = []
+    for key, dn, below in (("ldapBaseDn", base, base), ("ldapUsersDn", users, base), ("ldapBindDn", bind, base)):
+        try:
+            rdns = naming(dn)
+        except ValueError as error:
+            problems.append((key, f"{error} (ldapMode local)"))
+            continue
+        leaf = rdns[0][0] if key == "ldapBindDn" else None
+        containers = rdns[1:] if leaf else rdns
+        if leaf and leaf not in ACCOUNT_CLASSES:
+            problems.append((key, f"{dn}: the service account must be named by {' or '.join(f'{a}=' for a in ACCOUNT_CLASSES)} "
+                                  "(ldapMode local makes it)"))
+        unknown = sorted({attribute for attribute, _ in containers if attribute not in CONTAINER_CLASSES})
+        if unknown:
+            problems.append((key, f"{dn}: ldapMode local makes containers named by "
+                                  f"{', '.join(f'{a}=' for a in CONTAINER_CLASSES)}, not {', '.join(f'{a}=' for a in unknown)}"))
+        if key == "ldapBindDn" and not _dn_within(dn, below):
+            problems.append((key, f"{dn} is not under the base DN {base}: ldapMode local keeps the account in its directory"))
     return problems
 
 
