@@ -16,6 +16,7 @@ scenario by the tests in order (test_up.py).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from typing import Callable
 import dns.reversename
 import pytest
 
-from components.builders.dns_records import Record
+from components.builders.dns_records import DKIM_KEYS_OUTPUT, DKIM_OUTPUT, Record
 from tests.conftest import self_signed, stack_config
 from tests.e2e.cloud import TestCloud
 from tests.e2e.http_call import netns_sender
@@ -78,6 +79,27 @@ STACK_CONFIG = {
     "ceresDeployment": CERES_DEPLOYMENT,  # rolled when its SMTP settings change
 }
 CERES_SECRET = ("ceres-staging", "ceres-smtp")  #: staging's ceresNamespace, the default ceresSecretName
+SERVICES = ("postfix", "dovecot", "rspamd", "nginx")
+CONFIG_FILES = ("/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/dovecot/conf.d/99-ceres-mail.conf",
+                "/etc/rspamd/local.d/dkim_signing.conf", "/etc/nginx/sites-available/ceres-mail")
+# test_dkim_rotation.py runs inside test_up.py's scenario, just before this test (see its docstring)
+ROTATION_RUNS_BEFORE = ("test_up.py", "test_a_second_up_changes_no_resource_no_file_and_no_service")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselect: the anchor is found whenever test_up.py is collected
+def pytest_collection_modifyitems(config, items):
+    """Move test_dkim_rotation.py's tests to just before ROTATION_RUNS_BEFORE (by name they would run first,
+    before test_mail_host.py and test_up.py judge the host as the first up built it)."""
+    rotation = [item for item in items if item.path == HERE / "test_dkim_rotation.py"]
+    scenario = [item for item in items if item.path == HERE / ROTATION_RUNS_BEFORE[0]]
+    if not rotation or not scenario:
+        return
+    rest = [item for item in items if item not in rotation]
+    anchors = [i for i, item in enumerate(rest) if item in scenario and item.name == ROTATION_RUNS_BEFORE[1]]
+    if not anchors:
+        raise pytest.UsageError(f"tests/e2e: {'::'.join(ROTATION_RUNS_BEFORE)} is gone; tests/e2e/conftest.py "
+                                "places test_dkim_rotation.py before it")
+    items[:] = rest[:anchors[0]] + rotation + rest[anchors[0]:]
 
 
 def platform_records(ttl: int) -> list[Record]:
@@ -147,6 +169,40 @@ class EndToEnd:
                                   "--cafile", str(self.pebble_root)], env=pod_env, timeout=90)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+
+def stages_started_since(e2e: EndToEnd, since: float) -> list[str]:
+    """The install stages (remote commands) that started since `since` (monotonic), in order."""
+    return [name for at, op, name in e2e.cloud.journal.entries if op == "ssh.start" and at >= since]
+
+
+def host_state(e2e: EndToEnd) -> dict[str, str]:
+    """The rendered configuration's bytes and each service's start time on the VM."""
+    host = e2e.cloud.vm_host()
+    state = {path: hashlib.sha256(host.path(path).read_bytes()).hexdigest() for path in CONFIG_FILES}
+    for service in SERVICES:
+        state[service] = host.exec(["systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", service]).stdout.strip()
+    return state
+
+
+def password_file(e2e: EndToEnd, name: str, password: str) -> str:
+    """A file (mode 0600 before anything is in it) holding `password`, for a client that reads it from one."""
+    path = e2e.workdir / name
+    path.touch(mode=0o600)
+    path.write_text(password)
+    return str(path)
+
+
+def mailctl_verify(e2e: EndToEnd) -> subprocess.CompletedProcess:
+    """`mailctl verify --stack --json` from the operator's machine, as the README has operators run it: the
+    stack's DKIM keys (every selector's) from its outputs, the mailbox password from a file."""
+    outputs = e2e.stack.outputs()
+    dkim_json = e2e.workdir / "outputs.json"
+    dkim_json.write_text(json.dumps({key: outputs[key].value for key in (DKIM_OUTPUT, DKIM_KEYS_OUTPUT)}))
+    password = password_file(e2e, "verify-pass", outputs["ceresSmtpPass"].value)
+    return e2e.client.run([str(Path(PYTHON).parent / "mailctl"), "-C", str(e2e.project.work_dir), "verify",
+                           "--stack", STACK, "--resolver", ADDRESSES["dns"], "--ca-file", str(e2e.pebble_root),
+                           "--password-file", password, "--dkim-public-key", str(dkim_json), "--json"], timeout=300)
 
 
 @pytest.fixture(scope="session")

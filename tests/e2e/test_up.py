@@ -9,7 +9,6 @@ through the real CLI and engine; the stand-in providers act on the test internet
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import os
 import signal
@@ -21,7 +20,8 @@ import pytest
 from cryptography import x509
 from pulumi.automation import ConfigValue
 
-from tests.e2e.conftest import ADDRESSES, CERES_SECRET, DOMAIN, MAIL_HOST, PYTHON, REALM, REALM_FIELDS, STACK, STACK_CONFIG
+from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, DOMAIN, MAIL_HOST, PYTHON, REALM, REALM_FIELDS, STACK_CONFIG,
+                                host_state, mailctl_verify, password_file, stages_started_since)
 from tests.engine.fixtures import CERES_DEPLOYMENT
 from tests.mailnet.scenario import REMOTE_DOMAIN, STAGE_ORDER
 
@@ -30,35 +30,12 @@ pytestmark = pytest.mark.slow
 MAIL = ADDRESSES["mail"]
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 PASSWORD = "random:index/randomPassword:RandomPassword"
-SERVICES = ("postfix", "dovecot", "rspamd", "nginx")
-CONFIG_FILES = ("/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/dovecot/conf.d/99-ceres-mail.conf",
-                "/etc/rspamd/local.d/dkim_signing.conf", "/etc/nginx/sites-available/ceres-mail")
 
 
 def resource_urn(e2e, type_: str, name_suffix: str) -> str:
     [urn] = [r["urn"] for r in e2e.project.export(e2e.stack)["resources"]
              if r["type"] == type_ and r["urn"].endswith(name_suffix)]
     return urn
-
-
-def stages_started_since(e2e, since: float) -> list[str]:
-    return [name for at, op, name in e2e.cloud.journal.entries if op == "ssh.start" and at >= since]
-
-
-def host_state(e2e) -> dict[str, str]:
-    """The rendered configuration's bytes and each service's start time on the VM."""
-    host = e2e.cloud.vm_host()
-    state = {path: hashlib.sha256(host.path(path).read_bytes()).hexdigest() for path in CONFIG_FILES}
-    for service in SERVICES:
-        state[service] = host.exec(["systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", service]).stdout.strip()
-    return state
-
-
-def password_file(e2e, name: str, password: str) -> str:
-    path = e2e.workdir / name
-    path.touch(mode=0o600)
-    path.write_text(password)
-    return str(path)
 
 
 def submit(e2e, password_path: str, subject: str, port: int = 587) -> dict:
@@ -93,15 +70,9 @@ def tcp_open(host, port: int) -> bool:
 def test_one_up_takes_an_empty_test_internet_to_a_working_mail_server(e2e, deployed):
     run, started = deployed
     assert [name for name in stages_started_since(e2e, started)] == [f"ceres-mail-server{s}" for s in STAGE_ORDER]
-    outputs = e2e.stack.outputs()
-    dkim_json = e2e.workdir / "outputs.json"
-    dkim_json.write_text(json.dumps({"dkimPublicKeyPem": outputs["dkimPublicKeyPem"].value}))
-    password = password_file(e2e, "verify-pass", outputs["ceresSmtpPass"].value)
-    verify = e2e.client.run([str(Path(PYTHON).parent / "mailctl"), "-C", str(e2e.project.work_dir), "verify",
-                             "--stack", STACK, "--resolver", ADDRESSES["dns"], "--ca-file", str(e2e.pebble_root),
-                             "--password-file", password, "--dkim-public-key", str(dkim_json)], timeout=300)
+    verify = mailctl_verify(e2e)
     assert verify.returncode == 0, verify.stdout[-6000:] + verify.stderr[-2000:]
-    assert outputs["ceresSmtpPass"].value not in verify.stdout + verify.stderr
+    assert e2e.stack.outputs()["ceresSmtpPass"].value not in verify.stdout + verify.stderr
 
 
 def test_the_certificate_stage_ran_once_its_names_were_served(e2e, deployed):
