@@ -58,7 +58,7 @@ class Loopback(Target):
 
 def target(url: str, cafile: Path) -> Target:
     return Loopback(domain="example.com", host="mail.example.com", resolver=dns.resolver.Resolver(configure=False),
-                    timeout=5, cafile=str(cafile), ldap_url=url, ldap_base_dn=BASE)
+                    timeout=5.0, cafile=str(cafile), ldap_url=url, ldap_base_dn=BASE)  # a float, as from the CLI
 
 
 @pytest.fixture(scope="module", params=sorted(ACLS))

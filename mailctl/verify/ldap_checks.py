@@ -7,6 +7,7 @@ directory's host (as every check here), and the certificate is checked against t
 
 from __future__ import annotations
 
+import math
 import ssl
 import urllib.parse
 
@@ -36,7 +37,8 @@ def check_directory(target: Target) -> list[Result]:
     failures = []
     for address in addresses:
         server = ldap3.Server(address, port=port, use_ssl=implicit, tls=tls, connect_timeout=target.timeout)
-        connection = ldap3.Connection(server, receive_timeout=target.timeout, raise_exceptions=True)
+        # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds: a float (the CLI's --timeout) crashes it
+        connection = ldap3.Connection(server, receive_timeout=max(1, math.ceil(target.timeout)), raise_exceptions=True)
         try:
             connection.open()
             if not implicit:
