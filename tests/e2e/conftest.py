@@ -43,7 +43,7 @@ from tests.engine.standins.cloud import CLOUD_ENV
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.fixtures import MAIL_DISKS, nocloud_files
 from tests.mailnet.scenario import ADDRESSES as TEST_INTERNET
-from tests.mailnet.scenario import PREFIX, remote_domain_records
+from tests.mailnet.scenario import PREFIX, REMOTE_DOMAIN, remote_domain_records
 from tests.testnet import NetnsHost, TestNet, linux
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ PYTHON = sys.executable
 ADDRESSES = {**TEST_INTERNET, "sso": "203.0.113.150"}
 DOMAIN = "example.com"
 MAIL_HOST = f"mail.{DOMAIN}"
+MAILBOX = f"no-reply@{DOMAIN}"  #: the stack's mailbox, which CERES and Keycloak send as
 SSO_HOST, SSO_PORT = f"sso.{DOMAIN}", 8443
 ADMIN_CIDR = "203.0.113.192/26"  # the client is inside, the remote MTA is not
 STACK = "e2e"
@@ -82,24 +83,30 @@ CERES_SECRET = ("ceres-staging", "ceres-smtp")  #: staging's ceresNamespace, the
 SERVICES = ("postfix", "dovecot", "rspamd", "nginx")
 CONFIG_FILES = ("/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/dovecot/conf.d/99-ceres-mail.conf",
                 "/etc/rspamd/local.d/dkim_signing.conf", "/etc/nginx/sites-available/ceres-mail")
-# test_dkim_rotation.py runs inside test_up.py's scenario, just before this test (see its docstring)
-ROTATION_RUNS_BEFORE = ("test_up.py", "test_a_second_up_changes_no_resource_no_file_and_no_service")
+# modules that run inside test_up.py's scenario, each just before one of its tests (their docstrings say why):
+# by name they would run first, before test_mail_host.py and test_up.py judge the host as the first up built it
+SCENARIO = "test_up.py"
+RUNS_BEFORE = {
+    "test_dkim_rotation.py": "test_a_second_up_changes_no_resource_no_file_and_no_service",
+    "test_ldap_up.py": "test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_realm",
+}
 
 
-@pytest.hookimpl(tryfirst=True)  # before -k/-m deselect: the anchor is found whenever test_up.py is collected
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselect: the anchors are found whenever test_up.py is collected
 def pytest_collection_modifyitems(config, items):
-    """Move test_dkim_rotation.py's tests to just before ROTATION_RUNS_BEFORE (by name they would run first,
-    before test_mail_host.py and test_up.py judge the host as the first up built it)."""
-    rotation = [item for item in items if item.path == HERE / "test_dkim_rotation.py"]
-    scenario = [item for item in items if item.path == HERE / ROTATION_RUNS_BEFORE[0]]
-    if not rotation or not scenario:
+    """Move each module of RUNS_BEFORE to just before its anchor test in test_up.py."""
+    if not any(item.path == HERE / SCENARIO for item in items):
         return
-    rest = [item for item in items if item not in rotation]
-    anchors = [i for i, item in enumerate(rest) if item in scenario and item.name == ROTATION_RUNS_BEFORE[1]]
-    if not anchors:
-        raise pytest.UsageError(f"tests/e2e: {'::'.join(ROTATION_RUNS_BEFORE)} is gone; tests/e2e/conftest.py "
-                                "places test_dkim_rotation.py before it")
-    items[:] = rest[:anchors[0]] + rotation + rest[anchors[0]:]
+    for module, anchor in RUNS_BEFORE.items():
+        moved = [item for item in items if item.path == HERE / module]
+        if not moved:
+            continue
+        rest = [item for item in items if item not in moved]
+        anchors = [i for i, item in enumerate(rest) if item.path == HERE / SCENARIO and item.name == anchor]
+        if not anchors:
+            raise pytest.UsageError(f"tests/e2e: {SCENARIO}::{anchor} is gone; tests/e2e/conftest.py places "
+                                    f"{module} before it")
+        items[:] = rest[:anchors[0]] + moved + rest[anchors[0]:]
 
 
 def platform_records(ttl: int) -> list[Record]:
@@ -176,11 +183,12 @@ def stages_started_since(e2e: EndToEnd, since: float) -> list[str]:
     return [name for at, op, name in e2e.cloud.journal.entries if op == "ssh.start" and at >= since]
 
 
-def host_state(e2e: EndToEnd) -> dict[str, str]:
+def host_state(e2e: EndToEnd, files: tuple[str, ...] = CONFIG_FILES, services: tuple[str, ...] = SERVICES
+               ) -> dict[str, str]:
     """The rendered configuration's bytes and each service's start time on the VM."""
     host = e2e.cloud.vm_host()
-    state = {path: hashlib.sha256(host.path(path).read_bytes()).hexdigest() for path in CONFIG_FILES}
-    for service in SERVICES:
+    state = {path: hashlib.sha256(host.path(path).read_bytes()).hexdigest() for path in files}
+    for service in services:
         state[service] = host.exec(["systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", service]).stdout.strip()
     return state
 
@@ -193,16 +201,43 @@ def password_file(e2e: EndToEnd, name: str, password: str) -> str:
     return str(path)
 
 
-def mailctl_verify(e2e: EndToEnd) -> subprocess.CompletedProcess:
-    """`mailctl verify --stack --json` from the operator's machine, as the README has operators run it: the
+def mailctl_verify(e2e: EndToEnd, host: NetnsHost | None = None) -> subprocess.CompletedProcess:
+    """`mailctl verify --stack --json` from the operator's machine (or `host`: the directory is open to
+    ldapClientCidrs only, and verify checks it from where it runs), as the README has operators run it: the
     stack's DKIM keys (every selector's) from its outputs, the mailbox password from a file."""
     outputs = e2e.stack.outputs()
     dkim_json = e2e.workdir / "outputs.json"
     dkim_json.write_text(json.dumps({key: outputs[key].value for key in (DKIM_OUTPUT, DKIM_KEYS_OUTPUT)}))
     password = password_file(e2e, "verify-pass", outputs["ceresSmtpPass"].value)
-    return e2e.client.run([str(Path(PYTHON).parent / "mailctl"), "-C", str(e2e.project.work_dir), "verify",
-                           "--stack", STACK, "--resolver", ADDRESSES["dns"], "--ca-file", str(e2e.pebble_root),
-                           "--password-file", password, "--dkim-public-key", str(dkim_json), "--json"], timeout=300)
+    return (host or e2e.client).run([str(Path(PYTHON).parent / "mailctl"), "-C", str(e2e.project.work_dir), "verify",
+                                     "--stack", STACK, "--resolver", ADDRESSES["dns"], "--ca-file", str(e2e.pebble_root),
+                                     "--password-file", password, "--dkim-public-key", str(dkim_json), "--json"],
+                                    timeout=300)
+
+
+def submit(e2e: EndToEnd, password_path: str, subject: str, port: int = 587, user: str = MAILBOX) -> dict:
+    """A mail client logs in as `user` (on 587 with STARTTLS, or 465) and sends as `user` to the other
+    domain: the probe's answer ({"sent": ...}, or {"exception": ...} with the server's refusal)."""
+    return e2e.probe("submit", "--host", ADDRESSES["mail"], "--name", MAIL_HOST, "--port", str(port),
+                     *(("--tls-mode", "implicit") if port == 465 else ()), "--cafile", str(e2e.pebble_root),
+                     "--user", user, "--password-file", password_path,
+                     "--sender", user, "--to", f"probe@{REMOTE_DOMAIN}", "--subject", subject)
+
+
+def imap_login(e2e: EndToEnd, password_path: str, user: str = MAILBOX) -> dict:
+    """An IMAPS login on 993 as `user` (and a look for a message that is not there): {"found": False} once
+    logged in, {"exception": ...} when refused."""
+    return e2e.probe("imap", "--host", ADDRESSES["mail"], "--name", MAIL_HOST, "--port", "993",
+                     "--cafile", str(e2e.pebble_root), "--user", user, "--password-file", password_path,
+                     "--subject", "none", "--wait", "0")
+
+
+def tcp_open(host: NetnsHost, port: int) -> bool:
+    """Whether a TCP connection from `host` to the mail address's `port` is accepted (within 3 s): what the
+    VM's firewall, and then the host, let through."""
+    code = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
+            "except OSError:\n sys.exit(1)\n")
+    return host.run([PYTHON, "-c", code, ADDRESSES["mail"], str(port)], timeout=20).returncode == 0
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.http_call import Send, netns_sender
+from tests.engine.standins.keycloak_federation import PROVIDER_TYPE  # a user federation's component type
 from tests.testnet import linux
 from tests.testnet.network import HOST_PATH
 
@@ -670,6 +671,57 @@ class KeycloakAdmin:
         query = {"lifespan": str(lifespan)} if lifespan is not None else None
         self.request("PUT", f"/admin/realms/{_segment(realm)}/users/{_segment(user_id)}/execute-actions-email",
                      list(actions), query=query, expect=(200, 204))
+
+    def reset_password(self, realm: str, user_id: str, password: str) -> None:
+        """Set a user's password as an administrator does (Users > Credentials > Reset password, not temporary);
+        for a user of a WRITABLE federation Keycloak writes it to the directory."""
+        self.request("PUT", f"/admin/realms/{_segment(realm)}/users/{_segment(user_id)}/reset-password",
+                     {"type": "password", "value": password, "temporary": False})
+
+    def user_id(self, realm: str, username: str) -> str:
+        """The id of user `username` (a federated user is looked up in the directory, and imported, by this)."""
+        found = self.request("GET", f"/admin/realms/{_segment(realm)}/users", query={"username": username, "exact": "true"})
+        if len(found) != 1:
+            raise RuntimeError(f"keycloak: expected one user {username!r} in realm {realm!r}, found {len(found)}")
+        return found[0]["id"]
+
+    def user_federations(self, realm: str) -> list[dict]:
+        """The realm's user storage providers (LDAP federations are these components), as Keycloak shows
+        them to an administrator: a bind credential reads back masked."""
+        realm_id = self.realm(realm)["id"]
+        return self.request("GET", f"/admin/realms/{_segment(realm)}/components",
+                            query={"parent": realm_id, "type": PROVIDER_TYPE})
+
+    def create_login_client(self, realm: str, client_id: str) -> str:
+        """A public client of `realm` with direct access grants only (what a test needs to log a user in with
+        a password, without a browser); its id, for delete_client."""
+        clients = f"/admin/realms/{_segment(realm)}/clients"
+        self.request("POST", clients, {"clientId": client_id, "enabled": True, "protocol": "openid-connect",
+                                       "publicClient": True, "directAccessGrantsEnabled": True,
+                                       "standardFlowEnabled": False, "implicitFlowEnabled": False})
+        [client] = [c for c in self.request("GET", clients, query={"clientId": client_id}) if c["clientId"] == client_id]
+        return client["id"]
+
+    def delete_client(self, realm: str, client_uuid: str) -> None:
+        self.request("DELETE", f"/admin/realms/{_segment(realm)}/clients/{_segment(client_uuid)}")
+
+    def password_login(self, realm: str, client_id: str, username: str, password: str) -> dict:
+        """A user's own login to `realm` (the password grant through public client `client_id`), as Keycloak
+        answers it: {"status": 200} with a token, else the status and Keycloak's error. The token itself is
+        dropped: a test only needs to know the password was taken."""
+        url = f"{self.base_url}/realms/{_segment(realm)}/protocol/openid-connect/token"
+        form = {"grant_type": "password", "client_id": client_id, "username": username, "password": password,
+                "scope": "openid"}
+        status, body = self.send("POST", url, {"Content-Type": "application/x-www-form-urlencoded",
+                                               "Accept": "application/json"}, urllib.parse.urlencode(form).encode())
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = {}
+        if status == 200:
+            return {"status": 200, "token_type": answer.get("token_type", ""), "has_access_token": "access_token" in answer}
+        return {"status": status, "error": answer.get("error", ""), "error_description": answer.get("error_description", ""),
+                **({} if answer else {"body": body[:300].decode(errors="replace")})}
 
 
 def _segment(value: str) -> str:

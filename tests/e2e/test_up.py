@@ -20,8 +20,9 @@ import pytest
 from cryptography import x509
 from pulumi.automation import ConfigValue
 
-from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, DOMAIN, MAIL_HOST, PYTHON, REALM, REALM_FIELDS, STACK_CONFIG,
-                                host_state, mailctl_verify, password_file, stages_started_since)
+from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, DOMAIN, MAIL_HOST, REALM, REALM_FIELDS, STACK_CONFIG,
+                                host_state, imap_login, mailctl_verify, password_file, stages_started_since, submit,
+                                tcp_open)
 from tests.engine.fixtures import CERES_DEPLOYMENT
 from tests.mailnet.scenario import REMOTE_DOMAIN, STAGE_ORDER
 
@@ -38,30 +39,12 @@ def resource_urn(e2e, type_: str, name_suffix: str) -> str:
     return urn
 
 
-def submit(e2e, password_path: str, subject: str, port: int = 587) -> dict:
-    return e2e.probe("submit", "--host", MAIL, "--name", MAIL_HOST, "--port", str(port),
-                     *(("--tls-mode", "implicit") if port == 465 else ()), "--cafile", str(e2e.pebble_root),
-                     "--user", f"no-reply@{DOMAIN}", "--password-file", password_path,
-                     "--sender", f"no-reply@{DOMAIN}", "--to", f"probe@{REMOTE_DOMAIN}", "--subject", subject)
-
-
-def imap_login(e2e, password_path: str) -> dict:
-    return e2e.probe("imap", "--host", MAIL, "--name", MAIL_HOST, "--port", "993", "--cafile", str(e2e.pebble_root),
-                     "--user", f"no-reply@{DOMAIN}", "--password-file", password_path, "--subject", "none", "--wait", "0")
-
-
 def keycloak_sends(e2e, username: str) -> dict:
     """A reset-password mail (execute-actions-email) to a realm user at the other domain; its verdict."""
     address = f"{username}@{REMOTE_DOMAIN}"
     user = e2e.keycloak.create_user(REALM, username, address, username.title(), "Example")
     e2e.keycloak.execute_actions_email(REALM, user, ["UPDATE_PASSWORD"])
     return e2e.verdict(lambda verdict: verdict["rcpt_tos"] == [address])
-
-
-def tcp_open(host, port: int) -> bool:
-    code = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
-            "except OSError:\n sys.exit(1)\n")
-    return host.run([PYTHON, "-c", code, MAIL, str(port)], timeout=20).returncode == 0
 
 
 # --- 1. from empty to working ----------------------------------------------------------------------------
@@ -251,7 +234,11 @@ def test_an_interrupted_up_is_refreshed_and_converges(e2e, deployed):
 
 
 def test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_realm(e2e, deployed):
+    """With a directory (test_ldap_up.py ran just before), the realm's LDAP federation is the stack's: it goes,
+    and the realm stays."""
     realm_before = e2e.keycloak.realm(REALM)
+    directory = e2e.stack.get_all_config().get("ceres-mail:ldapMode", ConfigValue("off")).value != "off"
+    assert len(e2e.keycloak.user_federations(REALM)) == (1 if directory else 0), "the stack's federation, if any"
     run = e2e.stack.destroy(on_output=lambda line: None)
     assert run.summary.result == "succeeded"
     assert e2e.cloud.vms == {}, "the host is gone"
@@ -261,3 +248,4 @@ def test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_real
     realm = e2e.keycloak.realm(REALM)
     assert {key: realm[key] for key in REALM_FIELDS} == REALM_FIELDS, "CERES's realm, as CERES had it"
     assert realm == realm_before, "the realm is left as it was, SMTP block included"
+    assert e2e.keycloak.user_federations(REALM) == [], "no federation is left behind"
