@@ -1,5 +1,6 @@
-"""ldapMode local on a real Debian host: slapd installed by the stack's own stages, and one password for
-mail and Keycloak (README, "One password everywhere").
+"""ldapMode local, then external, on a real Debian host: slapd installed by the stack's own stages, and one
+password for mail and Keycloak (README, "One password everywhere"); then the operator's own directory over
+the network.
 
 One test internet of the module's own (tests/mailnet: DNS, pebble, the remote MTA of example.net, a client)
 and one mail host, first-booted from the snippets of the stack recorded with `ldapMode: local` and
@@ -7,6 +8,13 @@ installed over SSH with the graph's own commands, `ldap` stage included. The dir
 users would: an operator adds people as the root DN, they read and send mail with their directory password,
 Keycloak's federation (the service account) changes a password with the Password Modify extended operation,
 and attackers (anonymous, another person) read nothing.
+
+Then the same host is switched to `ldapMode: external`, as `pulumi up` would after the stack file changed:
+the stack re-recorded with the operator's directory ldap.example.com (tests/mailnet/directory.py: slapd in a
+namespace of the test internet, set up by the test, its certificate from the operator's own CA, which the
+operator first adds to the host's CA store) and the commands whose script or input changed run over SSH. Its
+people log in, send and receive with the directory's passwords, over ldaps:// and over ldap:// with StartTLS;
+a directory whose certificate the host does not trust, or one that offers no StartTLS, never gets a bind.
 """
 
 from __future__ import annotations
@@ -19,8 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from components.builders.dns_records import Record
+from tests.mailnet.acme import directory_url
+from tests.mailnet.directory import SERVICE_ACCOUNT as EXTERNAL_ACCOUNT
+from tests.mailnet.directory import Directory, start_directory
 from tests.mailnet.fixtures import install_or_fail, open_mailnet
-from tests.mailnet.scenario import ADDRESSES, LDAP_STAGE_ORDER, PREFIX, REMOTE_DOMAIN
+from tests.mailnet.scenario import ADDRESSES, LDAP_STAGE_ORDER, PREFIX, REMOTE_DOMAIN, STAGE_ORDER, deploy
 from tests.test_native_stack import CONFIG_FILES, SERVICES
 from tests.testnet import linux
 
@@ -53,9 +65,16 @@ LDAP_FILES = (
 )
 
 
+#: the operator's directory (ldapMode external, below): its address, and its name in the operator's DNS
+DIRECTORY_ADDRESS = "203.0.113.38"
+DIRECTORY_RECORD = Record("example.com", "ldap.example.com", "A", DIRECTORY_ADDRESS, 300,
+                          "test: the operator's directory, outside the stack")
+
+
 @pytest.fixture(scope="module")
 def ldapnet(tmp_path_factory, shared_apt_proxy):
-    with open_mailnet(tmp_path_factory.mktemp("ldapnet"), shared_apt_proxy, LDAP_CONFIG) as net:
+    with open_mailnet(tmp_path_factory.mktemp("ldapnet"), shared_apt_proxy, LDAP_CONFIG,
+                      extra_records=(DIRECTORY_RECORD,)) as net:
         yield net
 
 
@@ -312,3 +331,199 @@ def test_a_certificate_renewed_by_certbot_reaches_slapd(ldapnet, installed):
     expected = ldapnet.mail.exec(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
                                   "/etc/letsencrypt/live/ceres-mail/fullchain.pem"]).stdout
     assert served and served == expected
+
+
+# --- ldapMode external: the operator's directory, over the network -----------------------------------------
+
+#: the operator's service account password, as an operator may pick it (a unique token to find it by, then
+#: what a config file could misread: quotes, a dollar, a hash, a percent, a backslash, spaces)
+BIND_TOKEN = "Zq7-mail-reader-4Kx"
+EXTERNAL_BIND_PASSWORD = BIND_TOKEN + ' "quoted" $HOME #1 %u\\ x'
+#: the directory's people: the same addresses, other passwords than the local directory's (a login that
+#: works says which directory answered)
+EXTERNAL_PEOPLE = {uid: (address, f"{uid}-corp-Pa55") for uid, address in PERSONS.items()}
+STARTTLS_OID = "1.3.6.1.4.1.1466.20037"  #: RFC 4511's StartTLS extended operation
+DIRECTORY_FILES = ("/etc/dovecot/ceres-ldap.conf.ext", "/etc/dovecot/conf.d/99-ceres-mail.ldap.conf",
+                   "/etc/postfix/ceres-ldap-people.cf", "/etc/postfix/ceres-reserved-senders")
+
+
+def external_config(url: str) -> dict:
+    return {"ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": url, "ceres-mail:ldapBindDn": EXTERNAL_ACCOUNT,
+            "ceres-mail:ldapBindPassword": EXTERNAL_BIND_PASSWORD}
+
+
+@pytest.fixture(scope="module")
+def directory(ldapnet) -> Directory:
+    return start_directory(ldapnet.net, ldapnet.workdir / "directory", f"{DIRECTORY_ADDRESS}/{PREFIX}",
+                           EXTERNAL_BIND_PASSWORD, EXTERNAL_PEOPLE)
+
+
+class ExternalStack:
+    """The stack of the module's host with ldapMode external at a URL of the directory's, as `pulumi up`
+    applies it: the program re-recorded with the new stack file (the generated mailbox password the state
+    keeps pinned), and each remote command whose script or standard input changed run again, in the graph's
+    order (pulumi-command runs an updated Command's create again; a Command no longer declared, the local
+    directory's `ldap` stage, has no delete step and leaves the host as it is)."""
+
+    def __init__(self, net, mailbox_password: str):
+        self.net, self.mailbox_password, self.url, self.switches = net, mailbox_password, None, 0
+        self.first: list[tuple[str, object]] = []  #: what the first switch (from the local directory) ran
+
+    def use(self, url: str) -> list[tuple[str, object]]:
+        """Switch to `url` (nothing if the host is there already); the (stage, CompletedProcess) run."""
+        if url == self.url:
+            return []
+        self.switches += 1
+        deployment = deploy(self.net.workdir / f"stack-external-{self.switches}", directory_url(ADDRESSES["acme"]),
+                            self.net.pebble_listener_ca.read_text(), extra=external_config(url),
+                            extra_records=(DIRECTORY_RECORD,),
+                            mock_overrides={"ceres-mail-mailbox-password": {"result": self.mailbox_password}})
+        before = set(self.net.deployment.commands)
+        self.net.deployment = deployment
+        ran = []
+        for command in (c for c in deployment.commands if c not in before):
+            result = self.net.ssh(command.create, command.stdin)
+            assert result.returncode == 0, f"{command.name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            ran.append((command.name.rsplit("-install-", 1)[1], result))
+        self.url = url
+        return ran
+
+
+@pytest.fixture(scope="module")
+def external(ldapnet, installed, passwords, directory):
+    """The operator trusts the directory's CA on the mail host first (the stack has no setting for it:
+    acmeCaBundle is certbot's alone; README, "An external directory"), then switches the stack to it, ldaps://."""
+    ldapnet.mail.path("/usr/local/share/ca-certificates/example-corp-directory.crt").write_text(directory.ca_pem)
+    updated = ldapnet.mail.exec(["update-ca-certificates"])
+    assert updated.returncode == 0 and "1 added" in updated.stdout, updated.stdout + updated.stderr
+    stack = ExternalStack(ldapnet, passwords["no-reply"])
+    stack.first = stack.use(directory.url())
+    return stack
+
+
+def tls_before_every_bind(directory: Directory, instance: str, port: int) -> dict[int, list[str]]:
+    """The mail host's connections to `instance` on `port`, each checked: TLS established before any bind,
+    and a bind only as the service account or a person."""
+    connections = {n: lines for n, lines in directory.connections(instance, MAIL).items()
+                   if f"(IP={DIRECTORY_ADDRESS}:{port})" in lines[0]}
+    for number, lines in connections.items():
+        binds = [i for i, line in enumerate(lines) if " BIND dn=" in line]
+        tls = [i for i, line in enumerate(lines) if "TLS established" in line]
+        assert not binds or (tls and tls[0] < binds[0]), (number, lines)
+        assert all(f'dn="{EXTERNAL_ACCOUNT}"' in lines[i] or f',{PEOPLE}"' in lines[i] for i in binds), (number, lines)
+    return connections
+
+
+def test_the_switch_to_an_external_directory_runs_only_the_packages_and_mail_stages(ldapnet, external):
+    assert [stage for stage, _ in external.first] == ["packages", "mail"]
+    assert [next(s for s in STAGE_ORDER if c.name.endswith(s)) for c in ldapnet.deployment.commands] == list(STAGE_ORDER)
+    mail = external.first[-1][1]
+    assert "== directory mailboxes: the people under ou=people,dc=example,dc=com" in mail.stdout
+    assert "ceres-mail: mail.example.com ready for example.com" in mail.stdout
+    output = "".join(result.stdout + result.stderr for _, result in external.first)
+    assert BIND_TOKEN not in output
+
+
+def test_external_a_person_logs_in_with_the_directory_password_and_no_other(ldapnet, passwords, external, directory):
+    """(The failures first: Dovecot delays each further login from an address after a failed one, more with each,
+    until one succeeds; tests/test_ldap_host.py's clients all come from one address.)"""
+    external.use(directory.url())
+    # a wrong password, and the local directory's (its slapd still runs on the host, no longer asked)
+    for wrong in (EXTERNAL_PEOPLE["alice"][1] + "-not", passwords["alice"]):
+        refused = imap_login(ldapnet, "alice@example.com", wrong)
+        assert "AUTHENTICATIONFAILED" in refused.get("exception", ""), refused
+    assert "exception" not in imap_login(ldapnet, "alice@example.com", EXTERNAL_PEOPLE["alice"][1])
+    connections = tls_before_every_bind(directory, "corp", directory.port())
+    assert any(f'BIND dn="{EXTERNAL_ACCOUNT}"' in line for lines in connections.values() for line in lines)
+    assert any(f'BIND dn="uid=alice,{PEOPLE}"' in line for lines in connections.values() for line in lines)
+
+
+def test_external_a_person_submits_on_587_and_the_mail_arrives_signed(ldapnet, external, directory):
+    external.use(directory.url())
+    subject = f"from alice via the operator's directory {time.monotonic_ns()}"
+    sent = submit(ldapnet, "alice@example.com", EXTERNAL_PEOPLE["alice"][1], "alice@example.com",
+                  f"someone@{REMOTE_DOMAIN}", subject)
+    assert sent.get("sent"), sent
+    judged = verdict(ldapnet, subject)
+    assert (judged["dkim"], judged["dkim_domain"], judged["dkim_selector"]) == ("pass", "example.com", "ceres"), judged
+    assert judged["mail_from"] == "alice@example.com" and judged["dmarc_aligned"]
+    refused = submit(ldapnet, "alice@example.com", EXTERNAL_PEOPLE["alice"][1], "bob@example.com",
+                     f"someone@{REMOTE_DOMAIN}", "as bob")
+    assert "Sender address rejected" in refused.get("exception", ""), refused
+
+
+def test_external_mail_to_a_person_is_delivered_and_to_no_one_refused(ldapnet, external, directory):
+    external.use(directory.url())
+    subject = f"to bob via the operator's directory {time.monotonic_ns()}"
+    accepted = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", "bob@example.com",
+                             "--subject", subject, host=ldapnet.remote)
+    assert accepted.get("accepted"), accepted
+    read = ldapnet.probe("imap", "--host", MAIL, "--port", "993", "--user", "bob@example.com", "--password-file",
+                         secret_file(ldapnet, "imap", EXTERNAL_PEOPLE["bob"][1]), "--subject", subject, "--wait", "30")
+    assert read.get("found"), read
+    unknown = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", "nobody@example.com",
+                            "--subject", "to no one", host=ldapnet.remote)
+    assert not unknown.get("accepted") and "550" in json.dumps(unknown), unknown
+
+
+def test_external_the_bind_password_is_in_no_world_readable_file(ldapnet, external, directory):
+    external.use(directory.url())
+    found = ldapnet.mail.exec(["grep", "-rlF", "--devices=skip", "-e", BIND_TOKEN, "/etc", "/var", "/run", "/tmp",
+                               "/root", "/home", "/usr/local", "/opt", "/srv"], timeout=300)
+    holders = found.stdout.split()
+    modes = {path: ldapnet.mail.exec(["stat", "-c", "%a %U:%G", path]).stdout.strip() for path in holders}
+    assert modes == {"/etc/dovecot/ceres-ldap.conf.ext": "600 root:root",
+                     "/etc/postfix/ceres-ldap-people.cf": "640 root:postfix"}, modes
+
+
+def test_external_a_rerun_of_the_mail_stage_changes_nothing(ldapnet, external, directory):
+    external.use(directory.url())
+    files, services = (*CONFIG_FILES, *DIRECTORY_FILES), SERVICES
+    hashes, starts = ldapnet.file_hashes(files), ldapnet.service_starts(services)
+    mail = ldapnet.deployment.commands[-1]
+    again = ldapnet.ssh(mail.create, mail.stdin)
+    assert again.returncode == 0, again.stderr
+    assert [line for line in again.stdout.splitlines() if line.startswith(("updated ", "added ", "creating ", "removed "))] == []
+    assert ldapnet.file_hashes(files) == hashes
+    assert ldapnet.service_starts(services) == starts
+
+
+def test_external_over_ldap_with_starttls_people_log_in_send_and_receive(ldapnet, external, directory):
+    ran = external.use(directory.url(tls="ldap"))
+    assert [stage for stage, _ in ran] in (["mail"], ["packages", "mail"])
+    refused = imap_login(ldapnet, "bob@example.com", EXTERNAL_PEOPLE["bob"][1] + "-not")
+    assert "AUTHENTICATIONFAILED" in refused.get("exception", ""), refused
+    assert "exception" not in imap_login(ldapnet, "bob@example.com", EXTERNAL_PEOPLE["bob"][1])
+    subject = f"from bob over StartTLS {time.monotonic_ns()}"
+    sent = submit(ldapnet, "bob@example.com", EXTERNAL_PEOPLE["bob"][1], "bob@example.com", f"someone@{REMOTE_DOMAIN}", subject)
+    assert sent.get("sent"), sent
+    assert verdict(ldapnet, subject)["dkim"] == "pass"
+    accepted = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", "alice@example.com",
+                             "--subject", f"to alice over StartTLS {time.monotonic_ns()}", host=ldapnet.remote)
+    assert accepted.get("accepted"), accepted
+    connections = tls_before_every_bind(directory, "corp", directory.port(tls="ldap"))
+    assert connections and all(any(line.endswith("STARTTLS") for line in lines) for lines in connections.values()
+                               if any(" BIND dn=" in line for line in lines)), connections
+
+
+@pytest.mark.parametrize("instance, tls", [("untrusted", "ldaps"), ("untrusted", "ldap"), ("plain", "ldap")],
+                         ids=["ldaps-certificate-from-another-ca", "starttls-certificate-from-another-ca",
+                              "ldap-without-starttls"])
+def test_external_a_directory_without_trusted_tls_is_never_sent_a_password(ldapnet, external, directory, instance, tls):
+    """TLS is required and checked, not opportunistic: the people's logins and mail wait (a temporary
+    failure), and the directory sees no bind at all (neither the service account's password nor a person's)."""
+    ran = external.use(directory.url(instance, tls))
+    assert [stage for stage, _ in ran] in (["mail"], ["packages", "mail"])
+    port = directory.port(instance, tls)
+    refused = imap_login(ldapnet, "alice@example.com", EXTERNAL_PEOPLE["alice"][1])
+    assert "UNAVAILABLE" in refused.get("exception", ""), refused
+    waiting = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", "alice@example.com",
+                            "--subject", "to alice, directory unreachable", host=ldapnet.remote)
+    code = waiting.get("code") or waiting.get("refused", {}).get("alice@example.com", [0])[0]
+    assert not waiting.get("accepted") and 400 <= code < 500, waiting
+    connections = {n: lines for n, lines in directory.connections(instance, MAIL).items()
+                   if f"(IP={DIRECTORY_ADDRESS}:{port})" in lines[0]}
+    assert connections, "the mail host did try the directory"
+    assert not [line for lines in connections.values() for line in lines if " BIND " in line], connections
+    if tls == "ldap":  # over ldap://, every connection asks for StartTLS first, and goes no further without it
+        assert all(lines[1].endswith(f"op=0 EXT oid={STARTTLS_OID}") for lines in connections.values()), connections

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from components.builders.cloud_init import DATA_DISK_LABEL, DATA_MOUNT_POINT
+from components.builders.dns_records import Record
 from tests.dns_harness import named_argv, write_named_config
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
@@ -182,14 +183,15 @@ def mailnet(tmp_path_factory, shared_apt_proxy):
 
 
 @contextlib.contextmanager
-def open_mailnet(workdir: Path, apt_proxy: AptProxy, extra_config: dict | None = None) -> Iterator[MailNet]:
+def open_mailnet(workdir: Path, apt_proxy: AptProxy, extra_config: dict | None = None,
+                 extra_records: tuple[Record, ...] = ()) -> Iterator[MailNet]:
     """A test internet of its own with the stack's mail host booted (not installed yet); `extra_config` sets
-    more keys of the stack (a directory, for tests/test_ldap_host.py)."""
+    more keys of the stack (a directory, for tests/test_ldap_host.py), `extra_records` more DNS records."""
     with TestNet(apt_proxy=apt_proxy) as net:
         cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
         pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
         deployment = deploy(workdir / "stack", directory_url(ADDRESSES["acme"]), pebble_files.listener_cert_pem,
-                            extra=extra_config)
+                            extra=extra_config, extra_records=extra_records)
         (workdir / "pebble-listener.pem").write_text(pebble_files.listener_cert_pem)
 
         client = net.add_netns_host("client", cidr["client"])

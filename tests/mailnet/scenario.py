@@ -90,16 +90,20 @@ def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, s
 
 
 def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None,
-           extra: dict | None = None) -> Deployment:
+           extra: dict | None = None, extra_records: tuple[Record, ...] = (),
+           mock_overrides: dict[str, dict] | None = None) -> Deployment:
     """Write the test stack next to a copy of Pulumi.yaml, record it as after an apply, and extract.
     (The mock providers keep each key per resource name for the process: a second deployment of the same
-    stack shares the first one's SSH host key, deploy key and DKIM key.)"""
+    stack shares the first one's SSH host key, deploy key and DKIM key; `mock_overrides` pins what else the
+    state of an applied stack keeps, e.g. its generated passwords.) `extra_records` are served by the test
+    DNS besides the plan's (names the operator has outside the stack)."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", workdir / "Pulumi.yaml")
     stack = stack_file(acme_directory, acme_ca_pem, provided_tls, extra)
     (workdir / "Pulumi.e2e.yaml").write_text(yaml.safe_dump({"config": stack}))
     raw: dict[str, dict] = {}
-    plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs))
+    plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs),
+                  mock_overrides=mock_overrides)
 
     local_directory = stack.get("ceres-mail:ldapMode") == "local"
     ordered = [one(plan, COMMAND, suffix) for suffix in (LDAP_STAGE_ORDER if local_directory else STAGE_ORDER)]
@@ -122,7 +126,7 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
     # provider (not declared), so they come from the builder
     zone_of = {zone_id: domain for domain, zone_id in settings.zone_ids.items()}
     records = [cloudflare_record(zone_of[raw[r.urn]["zoneId"]], raw[r.urn]) for r in plan.of_type(DNS_RECORD)]
-    records += reverse_records(inputs) + remote_domain_records(inputs.ttl)
+    records += reverse_records(inputs) + remote_domain_records(inputs.ttl) + list(extra_records)
     zones = {
         zone: render_zone(zone, records, NAMESERVERS, inputs.ttl)
         for zone in sorted({r.zone for r in records})
