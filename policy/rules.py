@@ -25,7 +25,7 @@ from components.builders.dns_records import (
     spf_term_looks_up,
     txt_value,
 )
-from components.builders.ports import LDAPS, submission_problem
+from components.builders.ports import LDAP_PLAIN_PORT, LDAPS, submission_problem
 from mailctl.plan import SECRET, UNKNOWN_TEXT as UNKNOWN
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
@@ -34,7 +34,6 @@ VM = "proxmoxve:index/vmLegacy:VmLegacy"
 FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
 COMMAND = "command:remote:Command"
 USER_FEDERATION = "keycloak:ldap/userFederation:UserFederation"
-LDAP_PORT = 389  #: plain LDAP (StartTLS or not): the mail host never opens it
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 K8S_SECRET = "kubernetes:core/v1:Secret"
 STACK = "pulumi:pulumi:Stack"  #: its props are the stack's outputs
@@ -214,7 +213,7 @@ def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str
 
 def directory_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
     """The directory holds every user's password hash: only Keycloak's networks may reach it."""
-    for port, name in ((LDAP_PORT, "LDAP"), (LDAPS.port, "LDAPS")):
+    for port, name in ((LDAP_PLAIN_PORT, "LDAP"), (LDAPS.port, "LDAPS")):
         if _opened_to_everyone(r, port):
             yield f"the firewall opens {name} ({port}) to the whole internet: restrict it to ldapClientCidrs"
 

@@ -47,6 +47,7 @@ IMAPS = Service(993, "imaps", "implicit", "IMAP over implicit TLS (RFC 8314)", s
 #: The directory of `ldapMode: local` (slapd on the mail host): LDAP over implicit TLS, open only to
 #: `ldapClientCidrs` (the cluster, for Keycloak's federation), never to the internet; no plain 389.
 LDAPS = Service(636, "ldaps", "implicit", "LDAPS: the directory Keycloak federates (ldapClientCidrs only)")
+LDAP_PLAIN_PORT = 389  #: plain LDAP (StartTLS or not): never opened by the mail host; an external directory may use it
 
 #: What the firewall opens to the whole internet and the host serves, in port order.
 PUBLIC = (SMTP, HTTP, HTTPS, SUBMISSIONS, SUBMISSION, IMAPS)

@@ -30,6 +30,13 @@ def base_dn_of(domain: str) -> str:
     return ",".join(f"dc={label}" for label in domain.split("."))
 
 
+def directory_names(domain: str, base_dn: str, users_dn: str, bind_dn: str) -> tuple[str, str, str]:
+    """(base, people, service account) with the defaults filled in: the domain's dc= parts, ou=people and
+    cn=ceres-mail below it (the rules need them before `Settings` exists)."""
+    base = base_dn or base_dn_of(domain)
+    return base, users_dn or f"ou=people,{base}", bind_dn or f"cn=ceres-mail,{base}"
+
+
 def mail_domains_of(domain: str, extra_domains: Iterable[ZoneEntry]) -> tuple[str, ...]:
     """The primary domain first, then the extra ones (the rules need it before `Settings` exists)."""
     return (domain, *(entry.domain for entry in extra_domains))
@@ -93,13 +100,13 @@ class Settings(SettingsSchema):
         """The directory (ldapMode local or external) with its defaults filled in; None when off."""
         if self.ldap_mode == "off":
             return None
-        base = self.ldap_base_dn or base_dn_of(self.domain)
+        base, users, bind = directory_names(self.domain, self.ldap_base_dn, self.ldap_users_dn, self.ldap_bind_dn)
         return LdapInputs(
             mode=self.ldap_mode,
             url=self.ldap_url or f"ldaps://{self.mail_host_fqdn}",
             base_dn=base,
-            users_dn=self.ldap_users_dn or f"ou=people,{base}",
-            bind_dn=self.ldap_bind_dn or f"cn=ceres-mail,{base}",
+            users_dn=users,
+            bind_dn=bind,
             client_cidrs=tuple(self.ldap_client_cidrs),
             edit_mode=self.keycloak_ldap_edit_mode,
         )

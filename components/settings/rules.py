@@ -16,7 +16,7 @@ from components.builders.dns_records import build_records, dkim_records, spf_pro
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
 from components.builders.mail_stacks import STACKS, MailcowStack
-from components.settings.derived import Settings, base_dn_of, mail_domains_of, mail_host_of
+from components.settings.derived import Settings, directory_names, mail_domains_of, mail_host_of
 
 
 def within(host: str, domain: str) -> bool:
@@ -28,7 +28,7 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
 
     def has(*names: str) -> bool:
-        return all(name in v for name in names)
+        return has_all(v, *names)
 
     if has("domain", "mail_host") and v["mail_host"] and not within(v["mail_host"], v["domain"]):
         problems.append(("mailHost", f"{v['mail_host']} is not inside the mail domain {v['domain']}"))
@@ -141,7 +141,7 @@ def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         if v["ldap_client_cidrs"]:
             problems.append(("ldapClientCidrs", "is set but ldapMode is external: the mail host opens no directory port"))
     if v.get("ldap_users_dn") and "domain" in v and "ldap_base_dn" in v:
-        base = v["ldap_base_dn"] or base_dn_of(v["domain"])
+        base = directory_names(v["domain"], v["ldap_base_dn"], "", "")[0]
         if not _dn_within(v["ldap_users_dn"], base):
             problems.append(("ldapUsersDn", f"{v['ldap_users_dn']} is not under the base DN {base} (ldapBaseDn)"))
     if mode == "local" and has_all(v, "domain", "ldap_base_dn", "ldap_users_dn") and not problems:
@@ -150,6 +150,7 @@ def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def has_all(v: Mapping[str, Any], *names: str) -> bool:
+    """Whether every key passed its own check (`v` holds only those)."""
     return all(name in v for name in names)
 
 
@@ -158,9 +159,7 @@ def _local_directory_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     by an attribute it knows how to make an entry of, and the account must live inside the directory."""
     from components.builders.install_script import ACCOUNT_CLASSES, CONTAINER_CLASSES, naming
 
-    base = v["ldap_base_dn"] or base_dn_of(v["domain"])
-    users = v["ldap_users_dn"] or f"ou=people,{base}"
-    bind = v["ldap_bind_dn"] or f"cn=ceres-mail,{base}"
+    base, users, bind = directory_names(v["domain"], v["ldap_base_dn"], v["ldap_users_dn"], v["ldap_bind_dn"] or "")
     problems = []
     for key, dn, below in (("ldapBaseDn", base, base), ("ldapUsersDn", users, base), ("ldapBindDn", bind, base)):
         try:

@@ -14,11 +14,11 @@ import urllib.parse
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from components.builders.ports import LDAP_PLAIN_PORT, LDAPS
 from mailctl.verify.model import FAIL, OK, Result, Target
 from mailctl.verify.net import NoAddress, connection_failure
 from mailctl.verify.tls_util import certificate_result, tls_failure
 
-LDAPS_PORT, LDAP_PORT = 636, 389
 
 
 def check_directory(target: Target) -> list[Result]:
@@ -27,7 +27,7 @@ def check_directory(target: Target) -> list[Result]:
         return []
     url = urllib.parse.urlsplit(target.ldap_url)
     host, implicit = url.hostname or "", url.scheme == "ldaps"
-    port = url.port or (LDAPS_PORT if implicit else LDAP_PORT)
+    port = url.port or (LDAPS.port if implicit else LDAP_PLAIN_PORT)
     name = f"ldap {host}:{port}"
     addresses = target.addresses(host)
     if not addresses:
