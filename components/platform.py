@@ -3,7 +3,8 @@
     settings ─┬─► keys & passwords (tls, random)
               ├─► MailVm ──► MailServer ──┬─► CeresSmtp
               │                           ├─► KeycloakSmtp
-              │                           └─► KeycloakDirectory (ldapMode local/external: the realm's federation)
+              │                           ├─► KeycloakDirectory (ldapMode local/external: the realm's federation)
+              │                           └ ─ backup stage (backupTarget: last, and nothing waits for it)
               └─► MailDns (IP + DKIM key only: in parallel with the VM)
 
 Edges are data edges: the VM's address flows into the SSH connection, the mailbox password flows out of
@@ -39,6 +40,8 @@ class MailPlatform(pulumi.ComponentResource):
     ptr: pulumi.Output[dict[str, str]]
     ceres_env: pulumi.Output[dict[str, str]]  #: every CERES_* value but the password
     smtp_password: pulumi.Output[str]
+    backup_password: pulumi.Output[str] | None  #: backupTarget: the restic repository's password
+    backup_ssh_public_key: pulumi.Output[str] | None  #: sftp: what the backup host authorizes
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:index:Platform", name, None, opts)
@@ -56,6 +59,7 @@ class MailPlatform(pulumi.ComponentResource):
         )
         ldap = settings.ldap_inputs
         ldap_admin_password, ldap_bind_password = directory_passwords(name, settings, keep)
+        backup_password, backup_ssh_key = backup_credentials(name, settings, keep)
 
         # The VM
         vm = MailVm(
@@ -92,6 +96,10 @@ class MailPlatform(pulumi.ComponentResource):
                 tls_private_key=settings.tls_private_key,
                 ldap_admin_password=ldap_admin_password,
                 ldap_bind_password=ldap_bind_password,
+                backup_password=backup_password,
+                backup_ssh_private_key=backup_ssh_key.private_key_openssh if backup_ssh_key else None,
+                backup_s3_access_key=settings.backup_s3_access_key,
+                backup_s3_secret_key=settings.backup_s3_secret_key,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -129,6 +137,10 @@ class MailPlatform(pulumi.ComponentResource):
         )
         self.ceres_env = ceres.ceres_env
         self.smtp_password = server.smtp_password
+        # the repository's password (a secret: shown only with --show-secrets) and the key the backup host
+        # authorizes (public); None without backups
+        self.backup_password = pulumi.Output.secret(backup_password) if backup_password else None
+        self.backup_ssh_public_key = backup_ssh_key.public_key_openssh if backup_ssh_key else None
         self.register_outputs({"mail_host": self.mail_host, "ptr": self.ptr, "ceres_env": self.ceres_env})
 
 
@@ -162,3 +174,17 @@ def directory_passwords(name: str, settings: Settings, keep: pulumi.ResourceOpti
                        for who in ("admin", "bind"))
         return admin.result, bind.result
     return None, settings.ldap_bind_password
+
+
+def backup_credentials(name: str, settings: Settings, keep: pulumi.ResourceOptions
+                       ) -> tuple[pulumi.Output[str] | None, tls.PrivateKey | None]:
+    """(the restic repository's password, the SSH key the mail host logs in to an sftp backup host with).
+    Both made by the stack and kept in its encrypted state; the password is also what opens the backups when
+    the stack itself is lost, so the README asks the operator to keep a copy outside it."""
+    backup = settings.backup_inputs
+    if backup is None:
+        return None, None
+    password = random.RandomPassword(f"{name}-backup-password", length=40, special=False, opts=keep)
+    ssh_key = tls.PrivateKey(f"{name}-backup-ssh-key", algorithm="ED25519", opts=keep) \
+        if backup.target.kind == "sftp" else None
+    return password.result, ssh_key

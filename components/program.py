@@ -47,4 +47,13 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
         "dmarcExternalAuthorizations",
         [f"{r.name}. {r.ttl} IN TXT {r.rdata}" for r in external_authorizations(settings.dns_inputs)],
     )
+    if settings.backup_inputs is not None:
+        backup = settings.backup_inputs
+        pulumi.export("backup", {"target": backup.target.repository, "schedule": backup.schedule,
+                                 "keep": {"daily": backup.keep.daily, "weekly": backup.keep.weekly,
+                                          "monthly": backup.keep.monthly}})
+        # keep a copy outside the stack: without it the backups cannot be read if the stack's state is lost
+        pulumi.export("backupRepositoryPassword", platform.backup_password)
+        if platform.backup_ssh_public_key is not None:
+            pulumi.export("backupSshPublicKey", platform.backup_ssh_public_key)
     return platform

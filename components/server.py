@@ -21,7 +21,12 @@ import pulumi
 import pulumi_command as command
 import pulumi_random as random
 
-from components.builders.install_script import render_install_command, render_secrets_stdin, render_wait_for_cloud_init
+from components.builders.install_script import (
+    Stage,
+    render_install_command,
+    render_secrets_stdin,
+    render_wait_for_cloud_init,
+)
 from components.builders.mail_stacks import ServerInputs
 
 
@@ -42,6 +47,10 @@ class MailServerArgs:
     tls_private_key: pulumi.Input[str] | None = None  #: secret: the provided certificate's key, if any
     ldap_admin_password: pulumi.Input[str] | None = None  #: secret, ldapMode local: slapd's root DN
     ldap_bind_password: pulumi.Input[str] | None = None  #: secret, ldapMode local or external: the service account
+    backup_password: pulumi.Input[str] | None = None  #: secret, backupTarget: the restic repository's password
+    backup_ssh_private_key: pulumi.Input[str] | None = None  #: secret, sftp: the key the host logs in to the backup host with
+    backup_s3_access_key: pulumi.Input[str] | None = None  #: secret, s3
+    backup_s3_secret_key: pulumi.Input[str] | None = None  #: secret, s3
 
 
 class MailServer(pulumi.ComponentResource):
@@ -78,6 +87,10 @@ class MailServer(pulumi.ComponentResource):
             "TLS_PRIVATE_KEY": args.tls_private_key,
             "LDAP_ADMIN_PASSWORD": args.ldap_admin_password,
             "LDAP_BIND_PASSWORD": args.ldap_bind_password,
+            "BACKUP_PASSWORD": args.backup_password,
+            "BACKUP_SSH_KEY": args.backup_ssh_private_key,
+            "BACKUP_S3_ACCESS_KEY": args.backup_s3_access_key,
+            "BACKUP_S3_SECRET_KEY": args.backup_s3_secret_key,
         }
         for key, secret in mail_stack.generated_secrets.items():
             available[key] = random.RandomPassword(
@@ -90,34 +103,43 @@ class MailServer(pulumi.ComponentResource):
         # The install stages, one after the other; the secrets a stage needs go to its stdin only, and so do
         # the files it needs on the host (its script carries their sha256, so a changed file re-runs it)
         for stage in args.server.stages():
-            stdin = (
-                pulumi.Output.secret(
-                    pulumi.Output.all(*(available[n] for n in stage.secrets)).apply(
-                        lambda values, names=stage.secrets, files=stage.files: render_secrets_stdin(
-                            {**dict(zip(names, values)), **dict(files)}
-                        )
-                    )
-                )
-                if stage.secrets or stage.files
-                else None
-            )
-            previous = command.remote.Command(
-                f"{name}-install-{stage.name}",
-                connection=connection,
-                create=render_install_command(stage.script, stage.name),
-                stdin=stdin,
-                logging=command.remote.Logging.STDOUT_AND_STDERR,
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    # the ACME server looks up every name it certifies: those records first (DNS never waits for the VM)
-                    depends_on=[previous, *(r for host in stage.certifies for r in args.address_records.get(host, ()))],
-                    replace_with=[args.vm],
-                ),
-            )
+            previous = self._stage_command(name, stage, connection, available, previous, args)
         self.install = previous
+        # then what nothing waits for (the backups): after the install, off the path to CERES and Keycloak
+        for stage in args.server.after_install():
+            previous = self._stage_command(name, stage, connection, available, previous, args)
 
         # The mailbox exists once the mail stage ran: this Output carries that edge to CERES and Keycloak.
         self.smtp_password = pulumi.Output.secret(
             pulumi.Output.all(self.install.stdout, args.mailbox_password).apply(lambda values: values[1])
         )
         self.register_outputs({"smtp_password": self.smtp_password})
+
+    def _stage_command(self, name: str, stage: Stage, connection: command.remote.ConnectionArgs,
+                       available: dict[str, pulumi.Input[str] | None], previous: pulumi.Resource,
+                       args: MailServerArgs) -> command.remote.Command:
+        """The remote command `<name>-install-<stage>`, after `previous`, its secrets and files on stdin."""
+        stdin = (
+            pulumi.Output.secret(
+                pulumi.Output.all(*(available[n] for n in stage.secrets)).apply(
+                    lambda values, names=stage.secrets, files=stage.files: render_secrets_stdin(
+                        {**dict(zip(names, values)), **dict(files)}
+                    )
+                )
+            )
+            if stage.secrets or stage.files
+            else None
+        )
+        return command.remote.Command(
+            f"{name}-install-{stage.name}",
+            connection=connection,
+            create=render_install_command(stage.script, stage.name),
+            stdin=stdin,
+            logging=command.remote.Logging.STDOUT_AND_STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # the ACME server looks up every name it certifies: those records first (DNS never waits for the VM)
+                depends_on=[previous, *(r for host in stage.certifies for r in args.address_records.get(host, ()))],
+                replace_with=[args.vm],
+            ),
+        )

@@ -8,6 +8,7 @@ the same by construction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import typing
@@ -18,7 +19,7 @@ import yaml
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
-from components.settings.schema import MIXED_LIST_KEYS, PROJECT, SECTIONS, UNDECLARED_KEYS, SettingsSchema, is_secret
+from components.settings.schema import UNTYPED_KEYS, PROJECT, SECTIONS, UNDECLARED_KEYS, SettingsSchema, is_secret
 
 SCHEMA = "components/settings/schema.py"
 BEGIN = f"<!-- config-reference:begin (generated from {SCHEMA} by `make docs`) -->"
@@ -39,8 +40,8 @@ def _pulumi_type(info: FieldInfo) -> str:
 
 def _declaration(key: str, info: FieldInfo) -> dict[str, Any]:
     """A key as Pulumi.yaml declares it. A secret has no default: the CLI would refuse a plaintext one; a
-    list of strings and objects has no type, which Pulumi has no word for (MIXED_LIST_KEYS)."""
-    declaration: dict[str, Any] = {} if key in MIXED_LIST_KEYS else {"type": _pulumi_type(info)}
+    list of strings and objects has no type, which Pulumi has no word for (UNTYPED_KEYS)."""
+    declaration: dict[str, Any] = {} if key in UNTYPED_KEYS else {"type": _pulumi_type(info)}
     if declaration.get("type") == "array":
         declaration["items"] = {"type": "string"}
     if is_secret(info):
@@ -48,6 +49,8 @@ def _declaration(key: str, info: FieldInfo) -> dict[str, Any]:
     declaration["description"] = info.description
     if not info.is_required() and not is_secret(info):
         default = info.get_default(call_default_factory=True)
+        if dataclasses.is_dataclass(default):
+            default = dataclasses.asdict(default)
         declaration["default"] = list(default) if isinstance(default, tuple) else default
     return declaration
 
@@ -67,7 +70,7 @@ def yaml_scalar(value: Any) -> str:
     cannot be taken for a number or a date), else double-quoted."""
     if isinstance(value, (bool, int)):
         return json.dumps(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, dict)):
         return json.dumps(value)
     try:
         plain_reads_back = yaml.safe_load(value) == value
@@ -119,7 +122,7 @@ def _default(declaration: dict[str, Any]) -> str:
 
 def _type(declaration: dict[str, Any]) -> str:
     if "type" not in declaration:
-        return "array of string or object"
+        return "object" if isinstance(declaration.get("default"), dict) else "array of string or object"
     if declaration["type"] == "array":
         return f"array of {declaration['items']['type']}"
     return declaration["type"]

@@ -316,6 +316,15 @@ def ipv6_published(resources: list[Resource], config: PolicyConfig) -> Iterable[
         yield hosts[0].urn, "the mail host has no AAAA record: IPv6-only senders cannot reach it (set ipv6Address)"
 
 
+def backups_configured(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    """A protected stack's mailboxes live on one VM: without backupTarget, losing it loses them."""
+    vms = [r for r in resources if r.type == VM and r.stack in config.protected_stacks]
+    backed_up = any(r.type == COMMAND and r.urn.endswith("-install-backup") for r in resources)
+    if vms and not backed_up:
+        yield vms[0].urn, (f"protected stack {vms[0].stack} has no backups: set backupTarget (README, Backups and "
+                           "restore), or its mailboxes and DKIM keys are lost with the VM")
+
+
 RULES: tuple[Rule, ...] = (
     Rule("dns-record-not-proxied", "Mail DNS records are never proxied by Cloudflare.", "mandatory", dns_record_not_proxied),
     Rule("spf-strict-and-resolvable", "SPF ends with -all or ~all and needs at most 10 lookups.", "mandatory", spf_is_strict_and_resolvable),
@@ -338,6 +347,8 @@ RULES: tuple[Rule, ...] = (
     Rule("mail-vm-starts-on-boot", "The mail VM starts with its node.", "advisory", mail_vm_starts_on_boot),
     Rule("transport-security-published", "MTA-STS and TLS-RPT for every mail domain.", "advisory", check_stack=transport_security_published),
     Rule("ipv6-published", "The mail host has an AAAA record.", "advisory", check_stack=ipv6_published),
+    Rule("backups-configured", "A protected stack backs its mail host up (backupTarget).", "advisory",
+         check_stack=backups_configured),
 )
 
 

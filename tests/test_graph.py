@@ -96,9 +96,10 @@ def test_each_component_owns_real_resources_named_after_it(prod_plan, component_
 def test_platform_owns_the_keys_and_password(prod_plan):
     platform = one(prod_plan, "ceres-mail:index:Platform")
     types = sorted(c.type for c in prod_plan.children(platform.urn) if c.custom)
-    assert types == sorted(["random:index/randomPassword:RandomPassword", PRIVATE_KEY, PRIVATE_KEY, PRIVATE_KEY])
+    # the mailbox's and the backup repository's passwords; the host, deploy, DKIM and backup SSH keys
+    assert types == sorted(["random:index/randomPassword:RandomPassword"] * 2 + [PRIVATE_KEY] * 4)
     algorithms = sorted(r.inputs.get("algorithm") + str(r.inputs.get("rsaBits", "")) for r in prod_plan.of_type(PRIVATE_KEY))
-    assert algorithms == ["ED25519", "ED25519", "RSA2048"]
+    assert algorithms == ["ED25519", "ED25519", "ED25519", "RSA2048"]
 
 
 @pytest.mark.parametrize("address, nodes", [
@@ -325,8 +326,13 @@ def test_ssh_connection_pins_the_host_key_planted_by_cloud_init(applied):
 def test_install_command_lines_hold_no_secret(applied):
     plan, raw = applied
     for command in plan.of_type(COMMAND):
-        assert "stdin" not in raw[command.urn] or command.name.endswith(("-install-mail", "-install-access")), \
-            "secrets go to the mail stage only"
+        assert "stdin" not in raw[command.urn] or command.name.endswith(("-install-mail", "-install-access",
+                                                                         "-install-backup")), \
+            "secrets go to the mail and backup stages only"
+    backup = raw[one(plan, COMMAND, "-install-backup").urn]
+    assert sorted(dict(line.split("=", 1) for line in backup["stdin"].splitlines())) == [
+        "BACKUP_PASSWORD", "BACKUP_SSH_KEY", "BACKUP_TOOL_PROGRAM"]
+    assert "PRIVATE KEY" not in backup["create"]
     access = dict(line.split("=", 1) for line in raw[one(plan, COMMAND, "-install-access").urn]["stdin"].splitlines())
     assert list(access) == ["DEPLOY_PUBLIC_KEY"], "the access stage reads the deploy key, nothing secret"
     install = raw[one(plan, COMMAND, "-install-mail").urn]
@@ -343,7 +349,10 @@ def secret_values(plan: Plan, raw: dict[str, dict]) -> list[str]:
     """Every secret value the applied stack holds: password, private keys, tokens, user-data."""
     values = [raw[one(plan, REALM).urn]["smtpServer"]["auth"]["password"]]
     values += [raw[c.urn]["connection"]["privateKey"] for c in plan.of_type(COMMAND)]
-    values += [raw[one(plan, COMMAND, "-install-mail").urn]["stdin"]]
+    values += [raw[one(plan, COMMAND, suffix).urn]["stdin"] for suffix in ("-install-mail", "-install-backup")]
+    values += [base64.b64decode(line.split("=", 1)[1]).decode()
+               for line in raw[one(plan, COMMAND, "-install-backup").urn]["stdin"].splitlines()
+               if line.startswith(("BACKUP_PASSWORD=", "BACKUP_SSH_KEY="))]
     values += [raw[one(plan, "proxmoxve:index/fileLegacy:FileLegacy", "-vendor-data").urn]["sourceRaw"]["data"]]
     values.append(SECURE_PLACEHOLDER)
     return values
@@ -495,7 +504,8 @@ def test_a_new_mail_password_changes_only_what_carries_it(project_dir):
     for password in ("first-password-0123456789abcdef", "second-password-0123456789abcde"):
         raw: dict = {}
         record(project_dir, "prod", known_outputs=True, raw_inputs_hook=lambda urn, t, i: raw.__setitem__(urn, i),
-               mock_overrides={"ceres-mail-mailbox-password": {"result": password}})
+               mock_overrides={"ceres-mail-mailbox-password": {"result": password},
+                               "ceres-mail-backup-password": {"result": "the-backups-password-stays-the-same"}})
         runs.append(raw)
     changed = sorted(urn.rsplit("::", 1)[1] for urn in runs[0] if runs[0][urn] != runs[1][urn])
     assert changed == ["ceres-mail-ceres-secret", "ceres-mail-keycloak-realm", "ceres-mail-server-install-mail"]

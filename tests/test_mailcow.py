@@ -549,7 +549,10 @@ def test_mailcow_stages_run_in_order_and_ceres_waits_for_the_configured_mailbox(
         assert configured in one(plan, type_).dependencies
     stdin = {r.name.rsplit("-", 1)[1]: r.inputs.get("stdin") for r in plan.of_type(COMMAND)}
     assert stdin == {"init": None, "access": "[secret]", "docker": None, "release": None, "mailcow": "[secret]",
-                     "configure": "[secret]"}
+                     "configure": "[secret]", "backup": "[secret]"}
+    backup = one(plan, COMMAND, "-install-backup")
+    assert configured in backup.dependencies, "mailcow backs up once it is configured"
+    assert backup.urn not in one(plan, "kubernetes:core/v1:Secret").dependencies
 
 
 def test_a_new_mailcow_release_re_runs_that_one_step(scratch_project):

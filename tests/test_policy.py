@@ -76,6 +76,7 @@ def broken(plan: Plan) -> dict[str, list]:
         "mail-vm-starts-on-boot": [with_inputs(vm, onBoot=False)],
         "transport-security-published": [*mx],
         "ipv6-published": [a],
+        "backups-configured": [vm],  # the VM of a protected stack, and no backup stage
     }
     return cases
 

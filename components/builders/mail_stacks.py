@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Literal
 
+from components.builders.backup import BackupInputs, backup_stage
 from components.builders.inputs import VmSize
 from components.builders.install_script import AccessInputs, InstallInputs, Stage, access_stage, native_stages
 from components.builders.mailcow import CONF_SECRETS, GeneratedSecret, MailcowInputs, mailcow_stages
@@ -84,6 +85,7 @@ class ServerInputs:
     mail_stack: MailStack  #: "stack" alone would be the Pulumi stack
     access: AccessInputs  #: the admin user cloud-init created (the SSH user) and its declared keys
     protect: bool  #: protect the secrets the stack generates
+    backup: BackupInputs | None = None  #: backupTarget: the `backup` stage after the mail stack's own
 
     @property
     def ssh_user(self) -> str:
@@ -92,3 +94,8 @@ class ServerInputs:
     def stages(self) -> tuple[Stage, ...]:
         """Every stage in order: the admin's keys first (both stacks), then the mail stack's own."""
         return (access_stage(self.access), *self.mail_stack.stages())
+
+    def after_install(self) -> tuple[Stage, ...]:
+        """The stages after the install, which nothing waits for: the backups' (a backup host that cannot
+        be reached fails `pulumi up`, but CERES and Keycloak still get the mailbox)."""
+        return (backup_stage(self.backup),) if self.backup else ()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from components.builders.backup import BackupInputs, parse_backup_target
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
 from components.builders.inputs import CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, VmInputs, VmSize
@@ -109,6 +110,26 @@ class Settings(SettingsSchema):
             bind_dn=bind,
             client_cidrs=tuple(self.ldap_client_cidrs),
             edit_mode=self.keycloak_ldap_edit_mode,
+        )
+
+    @property
+    def backup_inputs(self) -> BackupInputs | None:
+        """Where and when the mail host backs up (backupTarget); None without backups."""
+        if not self.backup_target:
+            return None
+        ldap = self.ldap_inputs
+        local = ldap is not None and ldap.mode == "local"
+        mailcow = self.mail_stack == MailcowStack.name
+        return BackupInputs(
+            target=parse_backup_target(self.backup_target),
+            host_key=self.backup_host_key,
+            schedule=self.backup_schedule,
+            keep=self.backup_keep,
+            mail_host=self.mail_host_fqdn,
+            mail_stack=self.mail_stack,
+            directory_base_dn=ldap.base_dn if local else "",
+            directory_users_dn=ldap.users_dn if local else "",
+            mailcow_dir=self.mailcow_inputs.directory if mailcow else "",
         )
 
     @property
@@ -239,7 +260,8 @@ class Settings(SettingsSchema):
     def server_inputs(self) -> ServerInputs:
         """The mail stack to install, as the admin user cloud-init creates."""
         access = AccessInputs(self.mail_host_fqdn, self.admin_user, tuple(self.admin_ssh_keys))
-        return ServerInputs(mail_stack=self.mail_stack_choice, access=access, protect=self.protect)
+        return ServerInputs(mail_stack=self.mail_stack_choice, access=access, protect=self.protect,
+                            backup=self.backup_inputs)
 
     @property
     def ceres_inputs(self) -> CeresInputs:

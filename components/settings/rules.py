@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic.alias_generators import to_camel
 
+from components.builders.backup import parse_backup_target
 from components.builders.dns_records import build_records, dkim_records, spf_problems
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
@@ -89,6 +90,8 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
                              "list only selectors that are published without signing"))
     if has("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"):
         problems += _ldap_problems(v)
+    if has("backup_target", "backup_host_key", "backup_s3_access_key", "backup_s3_secret_key"):
+        problems += _backup_problems(v)
     if has("spf_extra"):
         problems += [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]
     if has("domain", "extra_domains"):
@@ -108,6 +111,23 @@ def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             problems.append((to_camel(name), f"{v[name]!r} cannot be written to mailcow.conf (letters, digits and _.,:/@+*- only)"))
     if "domain" in v and v.get("mail_host") == v["domain"]:
         problems.append(("mailHost", f"{v['domain']} is the mail domain itself; mailcow needs a host name below it (e.g. mail.{v['domain']})"))
+    return problems
+
+
+def _backup_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What each kind of backupTarget needs, and no credential of the other kind left lying around."""
+    kind = parse_backup_target(v["backup_target"]).kind if v["backup_target"] else ""
+    problems = []
+    if kind == "sftp" and not v["backup_host_key"]:
+        problems.append(("backupHostKey", "is required with an sftp: backupTarget: the backup host's SSH host key "
+                         "(ssh-keyscan -t ed25519 <host>), the only one the mail host will trust"))
+    if kind != "sftp" and v["backup_host_key"]:
+        problems.append(("backupHostKey", "is set but backupTarget is not sftp:"))
+    for key, name in (("backupS3AccessKey", "backup_s3_access_key"), ("backupS3SecretKey", "backup_s3_secret_key")):
+        if kind == "s3" and v[name] is None:
+            problems.append((key, f"is required with an s3: backupTarget: `pulumi config set --secret {key}`"))
+        if kind != "s3" and v[name] is not None:
+            problems.append((key, "is set but backupTarget is not s3:"))
     return problems
 
 

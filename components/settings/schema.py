@@ -12,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, Json
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from components.builders.backup import BackupKeep
 from components.builders.mail_stacks import MailcowStack, MailStackName, NativeStack, sizes_by_stack
 from components.builders.mailcow import MAILCOW_RELEASE, MAILCOW_RELEASE_COMMITS
 from components.settings.values import (
     AdminCidr,
+    BackupRetention,
     CloudflareTtl,
     CloudflareZoneId,
     DkimKeyBits,
@@ -30,6 +32,7 @@ from components.settings.values import (
     LocalPart,
     MailcowRelease,
     NonEmpty,
+    OptionalBackupTarget,
     OptionalDnsLabel,
     OptionalDomainName,
     OptionalEmail,
@@ -42,6 +45,7 @@ from components.settings.values import (
     OptionalReportUrl,
     OptionalSecret,
     OptionalSha512,
+    OptionalSshPublicKey,
     Port,
     PublicInterface,
     PublishedDkimSelector,
@@ -49,6 +53,7 @@ from components.settings.values import (
     SecretMarker,
     SpfMechanism,
     SshPublicKey,
+    SystemdCalendar,
     Timezone,
 )
 
@@ -62,6 +67,7 @@ SECTIONS = {
     "cloudflareZoneId": "DNS on Cloudflare",
     "proxmoxEndpoint": "providers (credentials)",
     "ldapMode": "one password everywhere (LDAP)",
+    "backupTarget": "backups (restic)",
 }
 
 
@@ -271,15 +277,30 @@ class SettingsSchema(BaseModel):
         "Edit mode of the realm's LDAP federation. WRITABLE: a password changed in Keycloak (reset mail, account "
         "console) is written to the directory, so it is the mail password too."))
 
+    backup_target: OptionalBackupTarget = Field("", description=(
+        "Where the mail host's backups go (restic): sftp:user@host:/path (the host key pinned in backupHostKey) or "
+        "s3:https://endpoint/bucket/prefix (with backupS3AccessKey and backupS3SecretKey). Empty means no backups."))
+    backup_host_key: OptionalSshPublicKey = Field("", description=(
+        "sftp: the backup host's SSH host key (ssh-ed25519 AAAA..., e.g. from ssh-keyscan), the only one trusted."))
+    backup_s3_access_key: OptionalSecret = Field(None, description=(
+        "s3: the access key id. Set it with `pulumi config set --secret backupS3AccessKey`."))
+    backup_s3_secret_key: OptionalSecret = Field(None, description=(
+        "s3: the secret access key. Set it with `pulumi config set --secret backupS3SecretKey`."))
+    backup_schedule: SystemdCalendar = Field("daily", description=(
+        "When backups run, a systemd calendar expression (OnCalendar=, e.g. daily or *-*-* 03:30:00)."))
+    backup_keep: Json[BackupRetention] = Field(BackupKeep(), description=(
+        "Snapshots kept, {daily: 7, weekly: 4, monthly: 6}: the last of each day, week and month; a field left "
+        "out keeps its default."))
+
 def is_secret(info: FieldInfo) -> bool:
     return any(isinstance(m, SecretMarker) for m in info.metadata)
 
 
 # Optional secrets cannot be declared in Pulumi.yaml: the CLI requires a value for every declared key
 # without a default, and a secret key with a (plaintext) default fails its "must be encrypted" check.
-UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword"})
-# Lists whose items are a string or an object: Pulumi's config types (string, integer, boolean, array of
-# one of those) cannot say that, so Pulumi.yaml declares them without a type and the settings check them.
-MIXED_LIST_KEYS = frozenset({"dkimPublishedSelectors"})
+UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword", "backupS3AccessKey", "backupS3SecretKey"})
+# Objects, and lists whose items are a string or an object: Pulumi's config types (string, integer, boolean,
+# array of one of those) cannot say that, so Pulumi.yaml declares them without a type and the settings check them.
+UNTYPED_KEYS = frozenset({"dkimPublishedSelectors", "backupKeep"})
 SECRET_KEYS = frozenset(to_camel(name) for name, info in SettingsSchema.model_fields.items() if is_secret(info))
 CONFIG_KEYS = frozenset(to_camel(name) for name in SettingsSchema.model_fields)

@@ -18,6 +18,7 @@ from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 from pydantic import AfterValidator, EmailStr, Field, PlainValidator, TypeAdapter
 
+from components.builders.backup import BackupKeep, parse_backup_target
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -241,6 +242,32 @@ def published_selector(value: object) -> PublishedSelector:
     return PublishedSelector(dns_label(value["selector"]), reason.strip())
 
 
+def backup_target(value: str) -> str:
+    parse_backup_target(value)
+    return value
+
+
+KEEP_MAX = 1000  #: snapshots of one kind restic keeps; more is a typo, not a retention
+
+
+def backup_keep(value: object) -> BackupKeep:
+    """`{daily: 7, weekly: 4, monthly: 6}`, any of them left out keeping its default; at least one above 0
+    (a retention of nothing would let `restic forget` remove every snapshot)."""
+    if isinstance(value, BackupKeep):
+        return value
+    fields = ("daily", "weekly", "monthly")
+    if not isinstance(value, dict) or set(value) - set(fields):
+        raise ValueError(f"{value!r} is not {{daily: <n>, weekly: <n>, monthly: <n>}}")
+    for name in fields:
+        count = value.get(name, 0)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= KEEP_MAX:
+            raise ValueError(f"{name}: {count!r} is not a number of snapshots 0-{KEEP_MAX}")
+    keep = BackupKeep(**value)
+    if not any((keep.daily, keep.weekly, keep.monthly)):
+        raise ValueError("keeps no snapshot at all: at least one of daily, weekly, monthly must be above 0")
+    return keep
+
+
 def keyed_entry(entry: type[ZoneEntry] | type[ImportEntry], form: str, name_rule: Callable[[str], str] = str,
                 id_pattern: str = r"[0-9a-f]{32}") -> PlainValidator:
     """`<name>=<id>` list entries, parsed here and only here into (name, id): every reader takes the pair."""
@@ -288,6 +315,11 @@ OptionalLdapDn = Annotated[str, AfterValidator(optional(ldap_dn))]
 OptionalLdapUrl = Annotated[str, AfterValidator(optional(ldap_url))]
 PublishedDkimSelector = Annotated[PublishedSelector, PlainValidator(published_selector)]
 DnsImport = Annotated[ImportEntry, keyed_entry(ImportEntry, "<record key>=<32-hex Cloudflare record id>")]
+OptionalBackupTarget = Annotated[str, AfterValidator(optional(backup_target))]
+OptionalSshPublicKey = Annotated[str, AfterValidator(optional(ssh_public_key))]
+SystemdCalendar = Annotated[str, matching(r"[A-Za-z0-9*,.:/~ _+-]{1,100}",
+                                          "a systemd calendar expression (e.g. daily, or *-*-* 03:30:00)")]
+BackupRetention = Annotated[BackupKeep, PlainValidator(backup_keep)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 

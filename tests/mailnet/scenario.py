@@ -72,7 +72,8 @@ def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, s
     (the key stays plain in this throwaway file: the offline recorder cannot decrypt `secure:` values);
     `extra` sets more keys (a directory: ldapMode and its keys)."""
     config = stack_config("prod")
-    for key in ("ceres-mail:ipv6Address", "ceres-mail:ipv6Gateway"):
+    # no IPv6 in the test internet; backups only where a test brings a backup host (tests/test_backup_host.py)
+    for key in ("ceres-mail:ipv6Address", "ceres-mail:ipv6Gateway", "ceres-mail:backupTarget", "ceres-mail:backupHostKey"):
         config.pop(key)
     config.update(
         {

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # lib/apt_install_missing.sh: installs what the header's PACKAGES lists and is missing, calling the stage's
 # own `preseed` function first when there is anything to install. Included where a stage template says
-# `# ---- include lib/apt_install_missing.sh ----` (native/packages.sh, mailcow/docker.sh).
+# `# ---- include lib/apt_install_missing.sh ----` (native/packages.sh, mailcow/docker.sh, common/backup.sh).
 # From the header: PACKAGES (array).
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
