@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.builders.dns_records import DKIM_OUTPUT
 from components.settings import SettingsError, mail_host_of
 from mailctl.stackfile import StackFileError
+
+if TYPE_CHECKING:
+    from components.settings import Settings
+    from mailctl.backup import HostAccess
 
 #: What --dkim-public-key takes, in `mailctl zone` and `mailctl verify` alike (mailctl.zone.read_dkim_public_key)
 DKIM_KEY_SOURCES = f"a PEM file, - for stdin, or the JSON of `pulumi stack output --json` holding {DKIM_OUTPUT}"
@@ -65,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--dkim-public-key", metavar="PEM",
                         help=f"the stack's DKIM key, to compare with every mail domain's record: {DKIM_KEY_SOURCES}")
     verify.add_argument("--json", action="store_true", help="results as JSON")
+    _ssh_arguments(verify, "with --stack, also check the backups over SSH: ")
+    verify.add_argument("--ssh-host", help="where to SSH for the backup check (default: --host, or the stack's mailHost)")
 
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
     policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
@@ -78,10 +85,85 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--to", required=True, metavar="SELECTOR", help="the selector that is to sign, e.g. ceres2026")
     rotate.add_argument("--write", action="store_true", help="also set the step's config in Pulumi.<stack>.yaml")
 
+    backup = commands.add_parser("backup", help="the mail host's backups (restic), over SSH as the admin user")
+    backup_commands = backup.add_subparsers(dest="backup_command", required=True, metavar="{status,restore}")
+    status = backup_commands.add_parser("status", help="the last backup's age and size; exit 1 if older than 26 h or failed")
+    restore = backup_commands.add_parser("restore", help="a snapshot back onto the stack's host (README, Backups and restore)")
+    restore.add_argument("--snapshot", default="latest", type=_snapshot_id, help="a snapshot id (default: the latest)")
+    restore.add_argument("--password-file", metavar="FILE",
+                         help="the repository password to use instead of the stack's (a file, or - for stdin)")
+    for command in (status, restore):
+        command.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
+        command.add_argument("--host", help="address or name to reach the mail host at (default: the stack's mailHost)")
+        _ssh_arguments(command, "")
+    status.add_argument("--json", action="store_true", help="the host's report and the verdict as JSON")
+
     docs = commands.add_parser("config-reference", help="print the README's config reference (from the settings schema)")
     docs.add_argument("--write", action="store_true",
                       help="write Pulumi.yaml's config block and the README's reference instead (make docs)")
     return parser
+
+
+def _ssh_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument("--ssh-key", type=Path, metavar="FILE",
+                        help=f"{purpose}the private key to log in with (default: ssh-agent and ~/.ssh)")
+    parser.add_argument("--ssh-user", help=f"{purpose}the user to log in as (default: the stack's adminUser)")
+    parser.add_argument("--known-hosts", type=Path, metavar="FILE",
+                        help="the known_hosts file that pins the mail host's key (default: ~/.ssh/known_hosts)")
+
+
+def _snapshot_id(value: str) -> str:
+    import re
+
+    if value != "latest" and not re.fullmatch(r"[0-9a-f]{4,64}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a snapshot id (hex, as `restic snapshots` shows it)")
+    return value
+
+
+def _host_access(args: argparse.Namespace, settings: Settings) -> HostAccess:
+    from mailctl.backup import HostAccess
+
+    return HostAccess(host=getattr(args, "ssh_host", None) or args.host or settings.mail_host_fqdn, user=args.ssh_user or settings.admin_user,
+                      key_file=args.ssh_key, known_hosts=args.known_hosts)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    import json
+
+    from mailctl.backup import HOST_EXIT, BackupCommandError, fetch_status, judge, render_status, restore
+    from mailctl.verify.runner import exit_code
+    from mailctl.zone import stack_settings
+
+    settings = stack_settings(args.project_dir, args.stack)
+    if settings.backup_inputs is None:
+        raise StackFileError(f"stack {args.stack} has no backups: set backupTarget (README, Backups and restore)")
+    access = _host_access(args, settings)
+    try:
+        if args.backup_command == "status":
+            status = fetch_status(access)
+            results = judge(status)
+            if args.json:
+                print(json.dumps({"host": status, "results": [r.as_dict() for r in results],
+                                  "ok": exit_code(results) == 0}, indent=2, sort_keys=True))
+            else:
+                sys.stdout.write(render_status(status, results))
+            return exit_code(results)
+        password = _read_secret(args.password_file) if args.password_file else None
+        code = restore(access, args.snapshot, password)
+    except BackupCommandError as error:
+        print(f"mailctl backup {args.backup_command}: {error}", file=sys.stderr)
+        return 1
+    if code:
+        print(f"mailctl backup restore: failed on the host ({HOST_EXIT.get(code, f'exit {code}')})", file=sys.stderr)
+    return code
+
+
+def _read_secret(source: str) -> str:
+    try:
+        text = sys.stdin.readline() if source == "-" else Path(source).read_text()
+    except OSError as error:
+        raise StackFileError(f"cannot read {error.filename}: {error.strerror}") from None
+    return text.strip("\n")
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:
@@ -177,7 +259,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         dkim_published={s: txt.get(s, "") for s in settings.dns_inputs.dkim_published},
                         mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file,
                         ldap_url=settings.ldap_inputs.url if settings.ldap_inputs else "",
-                        ldap_base_dn=settings.ldap_inputs.base_dn if settings.ldap_inputs else "")
+                        ldap_base_dn=settings.ldap_inputs.base_dn if settings.ldap_inputs else "",
+                        backup_access=_host_access(args, settings)
+                        if settings.backup_inputs and (args.ssh_key or args.ssh_user) else None)
     results = run_checks(target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr, flush=True))
     sys.stdout.write(render_json(target, results) if args.json else render_table(target, results))
     return exit_code(results)
@@ -256,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             "policy": cmd_policy,
             "config-reference": cmd_config_reference,
             "dkim": cmd_dkim,
+            "backup": cmd_backup,
         }
         return commands[args.command](args)
     except SettingsError as error:

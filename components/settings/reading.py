@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 
 from components.settings.derived import Settings
 from components.settings.rules import cross_field_problems, import_problems
-from components.settings.schema import CONFIG_KEYS, PROJECT, is_secret
+from components.settings.schema import CONFIG_KEYS, OBJECT_KEYS, PROJECT, is_secret
 
 
 class SettingsError(pulumi.RunError):
@@ -47,15 +47,16 @@ _FIELD_CHECKERS = {
 }
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, shape: str = "list") -> str:
     if error["type"] == "missing":
         return "is required: set it with `pulumi config set` (see the README's config reference)"
     if error["type"] == "value_error":
         # our own rules, whose messages already quote the value
         return error["msg"].removeprefix("Value error, ")
     if error["type"] in ("json_invalid", "list_type"):
-        # every JSON-typed key holds a list: a single value given where a list belongs
-        return f"{error['input']!r} must be a list: a YAML list in the stack file, or JSON such as [\"a\", \"b\"]"
+        # a JSON-typed key holds a list (or an object, OBJECT_KEYS): a single value given where one belongs
+        example = '{"daily": 7}' if shape == "object" else '["a", "b"]'
+        return f"{error['input']!r} must be a{'n' if shape == 'object' else ''} {shape}: YAML in the stack file, or JSON such as {example}"
     if error["type"] == "literal_error":
         return f"{error['input']!r} is not allowed: {error['msg'].lower()}"
     return f"{error['input']!r}: {error['msg'].lower()}"
@@ -101,7 +102,7 @@ def validate(raw: Mapping[str, Any], misplaced: Iterable[str] = ()) -> Settings:
         except ValidationError as error:
             for detail in error.errors():
                 where = "".join(f"[{part}]" for part in detail["loc"])
-                problems.append((key + where, _describe(detail)))
+                problems.append((key + where, _describe(detail, "object" if key in OBJECT_KEYS else "list")))
     unknown = set(raw) - CONFIG_KEYS
     # (an undeclared key is reported below; the loop above only visits declared ones)
     problems += [(key, "is not a key of this project (see Pulumi.yaml)") for key in sorted(unknown)]

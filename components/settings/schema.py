@@ -302,5 +302,6 @@ UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword", "backupS3Acces
 # Objects, and lists whose items are a string or an object: Pulumi's config types (string, integer, boolean,
 # array of one of those) cannot say that, so Pulumi.yaml declares them without a type and the settings check them.
 UNTYPED_KEYS = frozenset({"dkimPublishedSelectors", "backupKeep"})
+OBJECT_KEYS = frozenset({"backupKeep"})  #: the untyped keys that hold an object, not a list
 SECRET_KEYS = frozenset(to_camel(name) for name, info in SettingsSchema.model_fields.items() if is_secret(info))
 CONFIG_KEYS = frozenset(to_camel(name) for name in SettingsSchema.model_fields)

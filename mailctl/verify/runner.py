@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from mailctl.verify import dns_checks, https_checks, imap_checks, ldap_checks, smtp_checks
+from mailctl.verify import backup_checks, dns_checks, https_checks, imap_checks, ldap_checks, smtp_checks
 from mailctl.verify.model import FAIL, Result, Target
 
 CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
@@ -18,6 +18,7 @@ CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
     imap_checks.check_imaps,
     https_checks.check_mta_sts,
     ldap_checks.check_directory,
+    backup_checks.check_backup,
 )
 
 

@@ -166,19 +166,27 @@ def start_backup_host(net: TestNet, workdir: Path, cidr: str, name: str = "backu
     _check_root_not_locked()
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # root-owned, not group/world writable: sshd checks it (the chroot's and keys' parent)
-    (workdir / "chroot").mkdir(mode=0o755)
+    (workdir / "chroot").mkdir(mode=0o755, exist_ok=True)
     (workdir / "chroot").chmod(0o755)
-    (workdir / "chroot" / "restic").mkdir(mode=0o700)
-    key = workdir / "ssh_host_ed25519_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", key], check=True,
-                   capture_output=True)
-    host_public_key = " ".join(Path(f"{key}.pub").read_text().split()[:2])
+    (workdir / "chroot" / "restic").mkdir(mode=0o700, exist_ok=True)
+    host_public_key = host_key(workdir)
     (workdir / "authorized_keys").touch(mode=0o600)
     (workdir / "sshd_config").write_text(sshd_config(cidr.split("/")[0]))
     host = net.add_netns_host(name, cidr)
     backup = BackupHost(host, workdir, dns_name, host_public_key)
     backup.start()
     return backup
+
+
+def host_key(workdir: Path) -> str:
+    """The backup host's public host key (`ssh-ed25519 AAAA...`), made in `workdir` if it is not there yet: a
+    stack must pin it (backupHostKey) before the host runs, so a test may ask for it first."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    key = workdir / "ssh_host_ed25519_key"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", key], check=True,
+                       capture_output=True)
+    return " ".join(Path(f"{key}.pub").read_text().split()[:2])
 
 
 def _check_root_not_locked() -> None:

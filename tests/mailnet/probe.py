@@ -177,6 +177,31 @@ def probe_imap(args) -> dict:
     return {"found": bool(ids), "message": body}
 
 
+def probe_mailbox(args) -> dict:
+    """A mail client over IMAPS 993 listing every folder's messages with their flags, after (with --flags)
+    setting those flags on the INBOX messages whose subject holds --subject."""
+    password = open(args.password_file).read()
+    with NamedIMAP(args.host, args.port, args.name, context(args.cafile, args.name)) as imap:
+        imap.login(args.user, password)
+        if args.flags:
+            imap.select("INBOX")
+            _, data = imap.search(None, "SUBJECT", f'"{args.subject}"')
+            for number in data[0].split():
+                imap.store(number, "+FLAGS", f"({args.flags})")
+        messages = []
+        _, folders = imap.list()
+        for line in folders:
+            name = line.decode().rsplit(' "." ', 1)[-1].rsplit(' "/" ', 1)[-1].strip('"')
+            imap.select(f'"{name}"', readonly=True)
+            _, data = imap.search(None, "ALL")
+            for number in data[0].split():
+                _, fetched = imap.fetch(number, "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                flags = " ".join(sorted(f.decode() for f in imaplib.ParseFlags(fetched[0][0]) if f != b"\\Recent"))
+                subject = fetched[0][1].decode(errors="replace").split(":", 1)[-1].strip()
+                messages.append({"folder": name, "subject": subject, "flags": flags})
+    return {"messages": sorted(messages, key=lambda m: (m["folder"], m["subject"]))}
+
+
 def probe_imap_plaintext(args) -> dict:
     """IMAP without TLS on 143: the port must be closed (or LOGIN refused)."""
     try:
@@ -243,6 +268,7 @@ def main() -> None:
     parser.add_argument("--path", default="/.well-known/mta-sts.txt")
     parser.add_argument("--wait", type=float, default=30)
     parser.add_argument("--tls-mode", default="starttls", choices=("starttls", "implicit"))
+    parser.add_argument("--flags", default="", help="mailbox: IMAP flags to set, e.g. '\\Seen \\Flagged'")
     parser.add_argument("--accept-encoding", action="store_true", help="ask for a compressed response (BREACH check)")
     args = parser.parse_args()
     probes = {
@@ -253,6 +279,7 @@ def main() -> None:
         "certificate": probe_certificate,
         "imap": probe_imap,
         "imap-plaintext": probe_imap_plaintext,
+        "mailbox": probe_mailbox,
         "https": probe_https,
         "fetch": probe_fetch,
         "dns": probe_dns,

@@ -38,6 +38,8 @@ DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 STAGE_ORDER = ("-wait-cloud-init", "-install-access", "-install-packages", "-install-tls", "-install-mail")
 #: with ldapMode local: slapd's stage after the certificate, before the mail stage that reads the directory
 LDAP_STAGE_ORDER = (*STAGE_ORDER[:-1], "-install-ldap", STAGE_ORDER[-1])
+#: with backupTarget: the backup stage, after the install
+BACKUP_STAGE = ("-install-backup",)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
                   mock_overrides=mock_overrides)
 
     local_directory = stack.get("ceres-mail:ldapMode") == "local"
-    ordered = [one(plan, COMMAND, suffix) for suffix in (LDAP_STAGE_ORDER if local_directory else STAGE_ORDER)]
+    order = (LDAP_STAGE_ORDER if local_directory else STAGE_ORDER) + (BACKUP_STAGE if stack.get("ceres-mail:backupTarget") else ())
+    ordered = [one(plan, COMMAND, suffix) for suffix in order]
     for before, after in zip(ordered, ordered[1:]):
         assert before.urn in after.dependencies, f"{after.name} must run after {before.name}"
     commands = tuple(RemoteCommand(c.name, raw[c.urn]["create"], raw[c.urn].get("stdin")) for c in ordered)
@@ -115,7 +118,7 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
 
     snippets = {r.name: raw[r.urn]["sourceRaw"]["data"] for r in plan.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
     [ceres_secret] = plan.of_type("kubernetes:core/v1:Secret")
-    mail_stdin = dict(line.split("=", 1) for line in commands[-1].stdin.splitlines())
+    mail_stdin = dict(line.split("=", 1) for line in next(c for c in commands if c.name.endswith("-install-mail")).stdin.splitlines())
     dkim_private = base64.b64decode(mail_stdin["DKIM_PRIVATE_KEY"])
     dkim_public = serialization.load_pem_private_key(dkim_private, None).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

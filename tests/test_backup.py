@@ -1,0 +1,240 @@
+"""Backups without a mail host: the graph the backupTarget adds, the host's program against a real restic
+repository (Debian's restic on this machine, a local repository), and the verdict of `mailctl backup status`.
+
+The whole story on a real Debian host, with an sftp backup host, is tests/test_backup_restore.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from components.builders import backup_tool
+from components.builders.backup import BackupKeep, parse_backup_target, render_backup_stage
+from mailctl.backup import MAX_AGE_HOURS, judge, render_status
+from mailctl.plan import SECRET
+from mailctl.recorder import record
+from mailctl.verify.model import FAIL, OK
+from tests.conftest import one, stack_config
+
+COMMAND = "command:remote:Command"
+PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+S3 = {"ceres-mail:backupTarget": "s3:https://s3.example.com/ceres-backups/mail", "ceres-mail:backupHostKey": None,
+      "ceres-mail:backupS3AccessKey": "AKIAEXAMPLE", "ceres-mail:backupS3SecretKey": "s3-secret-example-123"}
+
+
+@pytest.fixture(scope="module")
+def prod_settings(project_dir):
+    from mailctl.zone import stack_settings
+
+    return stack_settings(project_dir, "prod")
+
+
+def plan_of(scratch_project, **edits):
+    config = stack_config("prod")
+    for key, value in edits.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return record(scratch_project("prod", config), "prod")
+
+
+# --- the graph -----------------------------------------------------------------------------------------
+
+
+def test_the_backup_stage_runs_last_and_nothing_waits_for_it(prod_plan):
+    backup = one(prod_plan, COMMAND, "-install-backup")
+    assert one(prod_plan, COMMAND, "-install-mail").urn in backup.dependencies
+    for consumer in ("kubernetes:core/v1:Secret", "keycloak:index/realm:Realm"):
+        assert backup.urn not in one(prod_plan, consumer).dependencies, "CERES and Keycloak never wait for backups"
+    assert backup.inputs["stdin"] == SECRET
+    key = one(prod_plan, PRIVATE_KEY, "-backup-ssh-key")
+    assert key.inputs["algorithm"] == "ED25519" and key.options["protect"]
+
+
+def test_the_repository_password_is_exported_only_as_a_secret(prod_plan):
+    outputs = prod_plan.outputs
+    assert outputs["backupRepositoryPassword"] == SECRET
+    assert outputs["backup"] == {"target": "sftp:ceres-mail@backup.example.com:restic/mail.example.com",
+                                 "schedule": "daily", "keep": {"daily": 7, "weekly": 4, "monthly": 6}}
+    assert "backupSshPublicKey" in outputs, "what the backup host authorizes"
+
+
+def test_a_stack_without_backup_target_has_no_backup_at_all(plans):
+    staging = plans["staging"]
+    assert not [r for r in staging.resources if "backup" in r.name]
+    assert not [name for name in staging.outputs if name.startswith("backup")]
+
+
+def test_s3_reads_its_credentials_as_secrets_and_makes_no_ssh_key(scratch_project):
+    plan = plan_of(scratch_project, **S3)
+    assert not [r for r in plan.of_type(PRIVATE_KEY) if r.name.endswith("-backup-ssh-key")]
+    assert "backupSshPublicKey" not in plan.outputs
+    text = plan.to_json()
+    assert "s3-secret-example-123" not in text and "AKIAEXAMPLE" not in text
+
+
+def test_a_new_schedule_re_runs_only_the_backup_stage(project_dir, scratch_project):
+    runs = []
+    for schedule in ("daily", "*-*-* 03:30:00"):
+        raw: dict = {}
+        config = {**stack_config("prod"), "ceres-mail:backupSchedule": schedule}
+        record(scratch_project("prod", config), "prod", known_outputs=True,
+               raw_inputs_hook=lambda urn, t, i: raw.__setitem__(urn, i),
+               mock_overrides={"ceres-mail-backup-password": {"result": "stays"},
+                               "ceres-mail-mailbox-password": {"result": "stays-too"}})
+        runs.append(raw)
+    changed = sorted(urn.rsplit("::", 1)[1] for urn in runs[0] if runs[0][urn] != runs[1][urn])
+    assert changed == ["ceres-mail-server-install-backup"]
+
+
+# --- the stage's inputs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target, kind, host, user", [
+    ("sftp:backup@backup.example.com:/srv/restic/mail", "sftp", "backup.example.com", "backup"),
+    ("sftp:u123@u123.your-storagebox.de:restic", "sftp", "u123.your-storagebox.de", "u123"),
+    ("sftp:backup@[2001:db8::5]:/restic", "sftp", "2001:db8::5", "backup"),
+    ("s3:https://s3.eu-central-1.amazonaws.com/ceres-backups/mail", "s3", "s3.eu-central-1.amazonaws.com", ""),
+    ("s3:https://minio.example.com:9000/backups", "s3", "minio.example.com", ""),
+])
+def test_targets_parse_into_what_the_stage_needs(target, kind, host, user):
+    parsed = parse_backup_target(target)
+    assert (parsed.kind, parsed.host, parsed.user, parsed.repository) == (kind, host, user, target)
+
+
+@pytest.mark.parametrize("target", ["sftp:backup.example.com:/x", "sftp:b@h", "s3:https://s3.example.com",
+                                    "s3:http://s3.example.com/b", "rest:https://backup.example.com/", "/srv/backup"])
+def test_targets_of_no_known_form_are_refused(target):
+    with pytest.raises(ValueError, match="neither sftp:user@host:/path nor s3:"):
+        parse_backup_target(target)
+
+
+def test_the_stage_pins_the_host_key_and_holds_no_secret(prod_settings):
+    inputs = prod_settings.backup_inputs
+    script = render_backup_stage(inputs)
+    assert "KNOWN_HOSTS='backup.example.com ssh-ed25519 AAAAC3" in script
+    assert "PRIVATE KEY" not in script and "BACKUP_PASSWORD=" not in script
+    assert inputs.keep == BackupKeep(7, 4, 6)
+    config = inputs.config()
+    assert "/var/lib/rspamd/dkim" in config["paths"] and "/etc/letsencrypt" in config["paths"]
+    assert config["staging"] == "/var/mail/ceres-backup"
+
+
+# --- the host's program, against a real restic repository -----------------------------------------------
+
+
+@pytest.fixture
+def tool(tmp_path, monkeypatch):
+    """backup_tool with its files under tmp_path and a local repository (restic's own backend for a path):
+    the same restic calls as on the host, without the network."""
+    if shutil.which("restic") is None:
+        pytest.fail("restic is not installed (tests/system-packages.txt; make test installs it as root)")
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    (config_dir / "password").write_text("the-stack-password\n")
+    config = {"repository": str(tmp_path / "repository"), "kind": "local", "ssh": None, "mail_host": "mail.example.com",
+              "mail_stack": "native", "paths": [], "staging": str(tmp_path / "staging"),
+              "restore_root": str(tmp_path / "restore"), "vmail": str(tmp_path / "vhosts"),
+              "keep": {"daily": 7, "weekly": 4, "monthly": 6}, "check_subset": "10%", "directory": None,
+              "mailcow_dir": None}
+    (config_dir / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(backup_tool, "CONFIG_DIR", config_dir)
+    monkeypatch.setattr(backup_tool, "STATUS", tmp_path / "status.json")
+    monkeypatch.setattr(backup_tool, "CACHE", tmp_path / "cache")
+    return config_dir
+
+
+def test_init_makes_the_repository_once_and_then_only_opens_it(tool, capsys):
+    assert backup_tool.main(["init"]) == 0
+    assert "made the repository" in capsys.readouterr().out
+    assert backup_tool.main(["init"]) == 0
+    assert "opens with this stack's password" in capsys.readouterr().out
+
+
+def test_a_password_that_does_not_open_the_repository_is_named_and_never_replaced(tool, capsys):
+    assert backup_tool.main(["init"]) == 0
+    (tool / "password").write_text("another-password\n")
+    assert backup_tool.main(["init"]) == backup_tool.EXIT_PASSWORD
+    said = capsys.readouterr()
+    assert "the repository password does not open the repository at" in said.err
+    assert "another-password" not in said.out + said.err
+    (tool / "password").write_text("the-stack-password\n")
+    assert backup_tool.main(["init"]) == 0, "the repository is still the first one"
+
+
+def test_restore_with_a_wrong_password_on_stdin_fails_with_exit_3(tool, capsys, monkeypatch):
+    import io
+
+    assert backup_tool.main(["init"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("not-it\n"))
+    assert backup_tool.main(["restore", "--password-stdin"]) == backup_tool.EXIT_PASSWORD
+    assert "does not open" in capsys.readouterr().err
+
+
+def test_an_unreachable_sftp_host_is_reported_as_unreachable(tool, capsys):
+    config = json.loads((tool / "config.json").read_text())
+    config.update(kind="sftp", repository="sftp:backup@127.0.0.1:/restic", ssh={"user": "backup", "host": "127.0.0.1"})
+    (tool / "config.json").write_text(json.dumps(config))
+    (tool / "known_hosts").write_text("")
+    (tool / "ssh_key").write_text("")
+    assert backup_tool.main(["init"]) == backup_tool.EXIT_UNREACHABLE
+    assert "the backup target sftp:backup@127.0.0.1:/restic cannot be reached" in capsys.readouterr().err
+
+
+def test_status_before_any_run_says_nothing_happened_yet(tool, capsys):
+    assert backup_tool.main(["status"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["last_run"] is None and shown["last_success"] is None
+    assert [r.status for r in judge(shown)] == [FAIL]
+
+
+def test_ldif_entries_read_folded_and_base64_names():
+    ldif = ("dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\n\n"
+            "dn:: dWlkPWrDvHJnZW4sb3U9cGVvcGxlLGRjPWV4YW1wbGUsZGM9Y29t\nuid: j\n\n"
+            "dn: uid=a-very-long-name,ou=peo\n ple,dc=example,dc=com\nuid: a\n")
+    assert [dn for dn, _ in backup_tool.ldif_entries(ldif)] == [
+        "ou=people,dc=example,dc=com", "uid=jürgen,ou=people,dc=example,dc=com",
+        "uid=a-very-long-name,ou=people,dc=example,dc=com"]
+
+
+# --- the verdict ---------------------------------------------------------------------------------------
+
+
+NOW = 1_800_000_000
+SUCCESS = {"finished": NOW - 3 * 3600, "snapshot": "1a2b3c4d", "bytes": 5 * 1024 * 1024, "files": 42, "mailboxes": 2,
+           "repository_bytes": 3 * 1024 * 1024}
+
+
+def status(**fields):
+    return {"now": NOW, "repository": "sftp:b@h:/r", "next_run": "", "last_run": None, "last_success": None, **fields}
+
+
+def test_a_recent_successful_backup_is_ok_and_shows_its_age_and_size():
+    results = judge(status(last_success=SUCCESS, last_run={"started": SUCCESS["finished"] - 60,
+                                                           "finished": SUCCESS["finished"], "result": "ok"}))
+    assert [r.status for r in results] == [OK, OK]
+    assert "3 h 0 min ago" in results[0].detail and "5.0 MiB in 42 files, 2 mailbox(es)" in results[0].detail
+
+
+def test_a_backup_older_than_26_hours_fails():
+    old = {**SUCCESS, "finished": NOW - (MAX_AGE_HOURS * 3600 + 60)}
+    [result] = judge(status(last_success=old))
+    assert result.status == FAIL and "older than 26 h" in result.fix
+
+
+def test_a_failed_last_run_fails_even_after_a_recent_success():
+    failed = {"started": NOW - 120, "finished": NOW - 60, "result": "failed", "error": "the backup target x cannot be reached"}
+    results = judge(status(last_success=SUCCESS, last_run=failed))
+    assert [r.status for r in results] == [OK, FAIL]
+    assert "cannot be reached" in render_status(status(last_success=SUCCESS, last_run=failed), results)
+
+
+def test_the_backup_stage_script_is_valid_bash(prod_settings):
+    script = render_backup_stage(prod_settings.backup_inputs)
+    checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert checked.returncode == 0, checked.stderr
