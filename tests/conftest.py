@@ -52,9 +52,16 @@ def one(plan: Plan, type_: str, name_suffix: str = ""):
     return found[0]
 
 
-def stack_config(stack: str = "prod") -> dict:
-    """The `config:` mapping of a committed stack file, to edit in a test."""
-    return dict(yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"])
+def stack_config(stack: str = "prod", edits: dict | None = None) -> dict:
+    """The `config:` mapping of a committed stack file, to edit in a test; `edits` sets keys first (a value
+    of None removes the key)."""
+    config = dict(yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"])
+    for name, value in (edits or {}).items():
+        if value is None:
+            config.pop(name, None)
+        else:
+            config[name] = value
+    return config
 
 
 @pytest.fixture

@@ -34,13 +34,7 @@ def prod_settings(project_dir):
 
 
 def plan_of(scratch_project, **edits):
-    config = stack_config("prod")
-    for key, value in edits.items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    return record(scratch_project("prod", config), "prod")
+    return record(scratch_project("prod", stack_config("prod", edits)), "prod")
 
 
 # --- the graph -----------------------------------------------------------------------------------------

@@ -91,11 +91,7 @@ def passwords(backupnet, installed) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ca_file(backupnet, installed) -> str:
     """pebble's root, which the mail host's certificate chains to."""
-    fetched = backupnet.probe("fetch", "--host", ADDRESSES["acme"], "--cafile", str(backupnet.pebble_listener_ca),
-                              "--path", f"https://{ADDRESSES['acme']}:15000/roots/0")
-    path = backupnet.workdir / "pebble-root.pem"
-    path.write_text(fetched["body"])
-    return str(path)
+    return backupnet.pebble_root()
 
 
 def mailbox(net, ca_file: str, user: str, password: str, flags: str = "", subject: str = "") -> list[dict]:
@@ -263,8 +259,12 @@ def test_an_unreachable_backup_host_fails_the_run_and_the_status_says_so(backupn
         failed = run_backup(backupnet)
         assert failed.returncode != 0
         shown = mailctl(backupnet, "backup", "status")
+        command = next(c for c in backupnet.deployment.commands if c.name.endswith("-install-backup"))
+        staged = backupnet.ssh(command.create, command.stdin)
     finally:
         backup_host.start()
     assert shown.returncode == 1, shown
     assert "fail  last run: failed" in shown.stdout
+    assert staged.returncode == 0, "an unreachable target only warns at install: the next run tries again"
+    assert "WARNING: backups cannot reach" in staged.stderr
     assert f"sftp:root@{BACKUP_NAME}:/restic/ceres cannot be reached" in shown.stdout

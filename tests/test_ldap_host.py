@@ -108,11 +108,7 @@ def passwords(ldapnet, installed) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ca_file(ldapnet, installed) -> str:
     """pebble's root, which the mail host's certificate chains to."""
-    fetched = ldapnet.probe("fetch", "--host", ADDRESSES["acme"], "--cafile", str(ldapnet.pebble_listener_ca),
-                            "--path", f"https://{ADDRESSES['acme']}:15000/roots/0")
-    path = ldapnet.workdir / "pebble-root.pem"
-    path.write_text(fetched["body"])
-    return str(path)
+    return ldapnet.pebble_root()
 
 
 def ldap_probe(net, ca_file: str, name: str, *args: str, as_dn: str = "", password: str = "") -> dict:

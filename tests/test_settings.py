@@ -164,13 +164,7 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize("edit, key, words", [case[1:] for case in BAD_CONFIGS], ids=[case[0] for case in BAD_CONFIGS])
 def test_bad_value_is_refused_naming_its_key(scratch_project, edit, key, words):
     """Each bad value gives a line `ceres-mail:<key>: <what is wrong>`."""
-    config = stack_config("prod")
-    for name, value in edit.items():
-        if value is None:
-            config.pop(name, None)
-        else:
-            config[name] = value
-    lines = str(refused(scratch_project, config)).splitlines()
+    lines = str(refused(scratch_project, stack_config("prod", edit))).splitlines()
     matching = [line for line in lines if line.strip().startswith(f"ceres-mail:{key}:")]
     assert matching, f"no line for ceres-mail:{key} in:\n" + "\n".join(lines)
     assert any(words in line for line in matching), f"{words!r} not in {matching}"

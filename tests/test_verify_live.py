@@ -29,10 +29,7 @@ def verify(mailnet, installed):
     (work / "verify-pass").write_text(mailnet.deployment.ceres_env["CERES_SMTP_PASS"])
     (work / "verify-pass").chmod(0o600)
     (work / "dkim.pem").write_text(mailnet.deployment.dkim_public_pem)
-    fetched = json.loads(mailnet.client.run([sys.executable, str(PROBE), "fetch", "--host", ADDRESSES["acme"],
-                                             "--cafile", str(mailnet.pebble_listener_ca), "--path",
-                                             f"https://{ADDRESSES['acme']}:15000/roots/0"]).stdout)
-    (work / "pebble-root-verify.pem").write_text(fetched["body"])
+    mailnet.pebble_root("pebble-root-verify.pem")
 
     def run(*extra: str, resolver: str = ADDRESSES["dns"]) -> tuple[int, dict]:
         argv = [sys.executable, "-m", "mailctl.cli", "-C", str(work / "stack"), "verify", "--stack", "e2e",

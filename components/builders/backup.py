@@ -1,7 +1,8 @@
 """Backups of the mail host with restic: where they go (`backupTarget`), and the `backup` stage that sets them up.
 
-The stage is the last one of either mail stack and nothing waits for it: a backup host that cannot be reached
-fails `pulumi up` loudly, but never holds up the mail server, CERES or Keycloak. It installs Debian's restic and
+The stage is the last one of either mail stack and nothing waits for it, so it never holds up the mail server,
+CERES or Keycloak. A repository the stack's password does not open fails it; a target not reachable yet (the
+first `pulumi up`, before the backup host authorized the stack's key) only warns. It installs Debian's restic and
 the host's backup program, `ceres-mail-backup` (backup_tool.py, stdlib Python: the Debian cloud image has
 python3 for cloud-init), writes the repository's password and credentials as root-only files, makes the
 repository when it does not exist yet, and schedules `ceres-mail-backup run` with a systemd timer.

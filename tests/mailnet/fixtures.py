@@ -78,6 +78,15 @@ class MailNet:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
+    def pebble_root(self, name: str = "pebble-root.pem") -> str:
+        """pebble's root certificate (what the mail host's certificate chains to), fetched from pebble's
+        management port into the workdir: the CA a client of the test internet trusts. Its path."""
+        fetched = self.probe("fetch", "--host", ADDRESSES["acme"], "--cafile", str(self.pebble_listener_ca),
+                             "--path", f"https://{ADDRESSES['acme']}:15000/roots/0")
+        path = self.workdir / name
+        path.write_text(fetched["body"])
+        return str(path)
+
     def _ssh_argv(self, remote_command: str, extra: tuple[str, ...] = ()) -> list[str]:
         """ssh as pulumi-command connects: the deploy key, and only the pinned host key trusted."""
         # ssh keeps the first value of an option: the caller's extra options go first

@@ -74,7 +74,17 @@ if [ "$changed" = 1 ]; then systemctl daemon-reload; fi
 systemctl enable --quiet ceres-mail-backup.timer
 if [ "$changed" = 1 ]; then systemctl restart ceres-mail-backup.timer; else systemctl start ceres-mail-backup.timer; fi
 
-# the repository: made once; a run of this stage against one that exists only checks it opens
-"$BACKUP_TOOL" init
+# the repository: made once; a run of this stage against one that exists only checks it opens. One this
+# password does not open fails the stage (exit 3). A target that cannot be reached yet (the first pulumi up,
+# before the backup host authorized this host's key) does not: the first run makes the repository, and
+# `mailctl backup status` reports the missing backup until then.
+init_status=0
+"$BACKUP_TOOL" init || init_status=$?
+if [ "$init_status" = 4 ]; then
+  echo "WARNING: backups cannot reach $REPOSITORY yet; for sftp, authorize this host's key there" \
+    "(pulumi stack output backupSshPublicKey)" >&2
+elif [ "$init_status" != 0 ]; then
+  exit "$init_status"
+fi
 rm -f "$PENDING"
 echo "backups: $SCHEDULE to $REPOSITORY"
