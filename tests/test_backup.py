@@ -42,7 +42,7 @@ def plan_of(scratch_project, **edits):
 
 def test_the_backup_stage_runs_last_and_nothing_waits_for_it(prod_plan):
     backup = one(prod_plan, COMMAND, "-install-backup")
-    assert one(prod_plan, COMMAND, "-install-mail").urn in backup.dependencies
+    assert one(prod_plan, COMMAND, "-install-fail2ban").urn in backup.dependencies, "after the last stage"
     for consumer in ("kubernetes:core/v1:Secret", "keycloak:index/realm:Realm"):
         assert backup.urn not in one(prod_plan, consumer).dependencies, "CERES and Keycloak never wait for backups"
     assert backup.inputs["stdin"] == SECRET
@@ -80,7 +80,8 @@ def test_a_new_schedule_re_runs_only_the_backup_stage(project_dir, scratch_proje
         record(scratch_project("prod", config), "prod", known_outputs=True,
                raw_inputs_hook=lambda urn, t, i: raw.__setitem__(urn, i),
                mock_overrides={"ceres-mail-backup-password": {"result": "stays"},
-                               "ceres-mail-mailbox-password": {"result": "stays-too"}})
+                               "ceres-mail-mailbox-password": {"result": "stays-too"},
+                               "ceres-mail-server-native-roundcube-des-key": {"result": "stays-as-well-24-chars-x"}})
         runs.append(raw)
     changed = sorted(urn.rsplit("::", 1)[1] for urn in runs[0] if runs[0][urn] != runs[1][urn])
     assert changed == ["ceres-mail-server-install-backup"]

@@ -81,7 +81,8 @@ def test_every_part_is_a_component_with_its_stable_type(prod_plan):
         ("ceres-mail:mail:Vm", {"proxmoxve:download/file:File", "proxmoxve:index/fileLegacy:FileLegacy", VM,
                                 "proxmoxve:firewall/optionsLegacy:OptionsLegacy", "proxmoxve:firewall/rulesLegacy:RulesLegacy"}),
         ("ceres-mail:mail:Dns", {DNS_RECORD}),
-        ("ceres-mail:mail:Server", {COMMAND}),
+        # the install commands, and the native stack's generated Roundcube des_key
+        ("ceres-mail:mail:Server", {COMMAND, "random:index/randomPassword:RandomPassword"}),
         ("ceres-mail:ceres:Smtp", {K8S_SECRET}),
         ("ceres-mail:keycloak:Smtp", {REALM}),
     ],
@@ -327,8 +328,10 @@ def test_install_command_lines_hold_no_secret(applied):
     plan, raw = applied
     for command in plan.of_type(COMMAND):
         assert "stdin" not in raw[command.urn] or command.name.endswith(("-install-mail", "-install-access",
-                                                                         "-install-backup")), \
-            "secrets go to the mail and backup stages only"
+                                                                         "-install-webmail", "-install-backup")), \
+            "secrets go to the mail, webmail and backup stages only"
+    webmail = raw[one(plan, COMMAND, "-install-webmail").urn]
+    assert [line.split("=", 1)[0] for line in webmail["stdin"].splitlines()] == ["ROUNDCUBE_DES_KEY"]
     backup = raw[one(plan, COMMAND, "-install-backup").urn]
     assert sorted(dict(line.split("=", 1) for line in backup["stdin"].splitlines())) == [
         "BACKUP_PASSWORD", "BACKUP_SSH_KEY", "BACKUP_TOOL_PROGRAM"]
@@ -505,7 +508,8 @@ def test_a_new_mail_password_changes_only_what_carries_it(project_dir):
         raw: dict = {}
         record(project_dir, "prod", known_outputs=True, raw_inputs_hook=lambda urn, t, i: raw.__setitem__(urn, i),
                mock_overrides={"ceres-mail-mailbox-password": {"result": password},
-                               "ceres-mail-backup-password": {"result": "the-backups-password-stays-the-same"}})
+                               "ceres-mail-backup-password": {"result": "the-backups-password-stays-the-same"},
+                               "ceres-mail-server-native-roundcube-des-key": {"result": "the-des-key-stays-24-char"}})
         runs.append(raw)
     changed = sorted(urn.rsplit("::", 1)[1] for urn in runs[0] if runs[0][urn] != runs[1][urn])
     assert changed == ["ceres-mail-ceres-secret", "ceres-mail-keycloak-realm", "ceres-mail-server-install-mail"]

@@ -31,15 +31,17 @@ def test_mail_stack_takes_the_names_of_the_stacks_table():
     assert STACKS == {"native": NativeStack, "mailcow": MailcowStack}
 
 
-@pytest.mark.parametrize("name, kind, stages, generated", [
-    ("native", NativeStack, ["packages", "tls", "mail"], set()),
-    ("mailcow", MailcowStack, ["docker", "release", "mailcow", "configure"], set(CONF_SECRETS)),
+@pytest.mark.parametrize("name, kind, stages, after, generated", [
+    ("native", NativeStack, ["packages", "tls", "mail"], ["webmail", "fail2ban"], {"ROUNDCUBE_DES_KEY"}),
+    ("mailcow", MailcowStack, ["docker", "release", "mailcow", "configure"], [], set(CONF_SECRETS)),
 ])
-def test_the_settings_choose_a_stack_with_its_stages_secrets_and_sizes(scratch_project, name, kind, stages, generated):
+def test_the_settings_choose_a_stack_with_its_stages_secrets_and_sizes(scratch_project, name, kind, stages, after,
+                                                                       generated):
     settings, _ = settings_of(scratch_project, mailStack=name, ipv6Address="", ipv6Gateway="")
     stack = settings.mail_stack_choice
     assert type(stack) is kind and stack.name == name
     assert [stage.name for stage in stack.stages()] == stages
+    assert [stage.name for stage in stack.after_install()] == after
     assert set(stack.generated_secrets) == generated
     assert settings.vm_size == kind.default_size
     assert settings.server_inputs.mail_stack == stack

@@ -530,7 +530,7 @@ def test_switching_native_to_mailcow_changes_only_the_install_part_and_the_vm_si
         ("ceres-mail-vm-vm", "changed", ["disks[0].size", "memory.dedicated"])
     ]
     assert {c.name.removeprefix("ceres-mail-server-") for c in changes if c.action == "removed"} == {
-        "install-packages", "install-tls", "install-mail"}
+        "install-packages", "install-tls", "install-mail", "install-webmail", "install-fail2ban", "native-roundcube-des-key"}
     assert {c.name.removeprefix("ceres-mail-server-") for c in changes if c.action == "added"} == {
         "install-docker", "install-release", "install-mailcow", "install-configure", "mailcow-api-key",
         "mailcow-db-password", "mailcow-db-root-password", "mailcow-redis-password", "mailcow-sogo-url-key"}

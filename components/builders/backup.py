@@ -10,7 +10,7 @@ repository when it does not exist yet, and schedules `ceres-mail-backup run` wit
 A run never stops mail. Dovecot copies each mailbox to a staging directory on the data disk (`doveadm
 backup`, dsync: Dovecot's own locking, so the copy is consistent while mail keeps arriving and clients keep
 changing flags; a plain copy of a live Maildir can miss a message that a flag change renames mid-copy), the
-local directory is exported with `slapcat`, mailcow backs up its volumes with its own helper script, and
+local directory is exported with `slapcat`, the webmail's database copied with SQLite's online backup, mailcow backs up its volumes with its own helper script, and
 restic snapshots the staging directory with the configuration and keys. The staging copy is incremental
 (dsync copies what changed) and costs the disk space of the mail once more.
 """
@@ -95,6 +95,7 @@ class BackupInputs:
     directory_base_dn: str = ""  #: ldapMode local: the directory slapcat exports (its people come back on restore)
     directory_users_dn: str = ""
     mailcow_dir: str = ""  #: mailcow: where mailcow-dockerized is
+    webmail_db: str = ""  #: native with webmail: Roundcube's SQLite database (contacts, settings)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -126,6 +127,7 @@ class BackupInputs:
             "directory": {"base_dn": self.directory_base_dn, "users_dn": self.directory_users_dn}
             if self.directory_base_dn else None,
             "mailcow_dir": self.mailcow_dir or None,
+            "webmail_db": self.webmail_db or None,
         }
 
 

@@ -14,7 +14,8 @@ password and credentials are the root-only files beside it. restic gets the pass
 environment, never a command line; nothing here prints a secret.
 
 A run stages a consistent copy first and never stops mail: each mailbox through Dovecot (`doveadm backup`,
-which takes Dovecot's own locks), a local directory through `slapcat`, mailcow's volumes through mailcow's
+which takes Dovecot's own locks), a local directory through `slapcat`, the webmail's database through SQLite's
+online backup, mailcow's volumes through mailcow's
 helper script; restic then snapshots the staging directory with the configuration and keys. Its result
 goes to /var/lib/ceres-mail/backup/status.json, which `status` reads.
 
@@ -190,6 +191,16 @@ def stage_directory(config: dict) -> None:
         subprocess.run(["slapcat", "-b", config["directory"]["base_dn"]], stdout=out, check=True)
 
 
+def stage_webmail(config: dict) -> None:
+    """Roundcube's database (people's contacts and settings), with SQLite's online backup: consistent while
+    the webmail writes to it."""
+    database = Path(config["webmail_db"])
+    if database.exists():
+        copy = Path(config["staging"]) / "roundcube.sqlite"
+        subprocess.run(["sqlite3", str(database), f".backup '{copy}'"], check=True)
+        os.chmod(copy, 0o600)
+
+
 def stage_mailcow(config: dict) -> None:
     """mailcow's own backup of its volumes (mail, database, Redis with the DKIM keys, rspamd, postfix),
     one copy at a time in the staging directory: restic keeps the history."""
@@ -232,6 +243,8 @@ def backup(config: dict) -> dict:
         mailbox_count = stage_mail(config)
         if config.get("directory"):
             stage_directory(config)
+        if config.get("webmail_db"):
+            stage_webmail(config)
     else:
         stage_mailcow(config)
     paths = [config["staging"], *(p for p in config["paths"] if Path(p).exists())]

@@ -94,6 +94,15 @@ class LdapInputs:
 
 
 @dataclass(frozen=True)
+class BruteForce:
+    """fail2ban on the native stack: its thresholds, and the networks it never bans."""
+
+    max_retry: int = 5  #: failed logins within the window before a ban
+    ban_minutes: int = 60
+    never_banned: tuple[str, ...] = ()  #: networks in CIDR form: the admins', the cluster's
+
+
+@dataclass(frozen=True)
 class KeycloakInputs:
     """The realm and the SMTP server it sends through."""
 

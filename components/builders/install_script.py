@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from components.builders.cloud_init import DATA_DISK_DEVICE, DATA_DISK_LABEL, DATA_MOUNT_POINT
-from components.builders.inputs import LdapInputs
+from components.builders.inputs import BruteForce, LdapInputs
 from ldap3.utils.dn import parse_dn
 
 from components.builders.ports import HTTP, HTTPS, IMAPS, LDAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
@@ -74,6 +74,12 @@ LDAP_PACKAGES = ("dovecot-ldap", "postfix-ldap")
 #: a directory of its own (the ldap stage makes the stack's)
 SLAPD_PACKAGES = ("ldap-utils", "slapd")
 SLAPD_DEBCONF = ("slapd slapd/no_configuration boolean true",)
+#: with webmail: Debian 12's Roundcube (SQLite), PHP-FPM for nginx, sqlite3 to make the database; and the
+#: debconf answer that leaves the database to the webmail stage rather than to dbconfig-common's questions
+WEBMAIL_PACKAGES = ("php-fpm", "roundcube-core", "roundcube-sqlite3", "sqlite3")
+WEBMAIL_DEBCONF = ("roundcube-core roundcube/dbconfig-install boolean false",)
+#: fail2ban, its journal reader, and the nftables its bans are made of
+GUARD_PACKAGES = ("fail2ban", "nftables", "python3-systemd")
 #: slapd's local socket: the ldap stage and (ldapMode local) Dovecot and Postfix talk to slapd through it
 SLAPD_LDAPI = "ldapi://%2Frun%2Fslapd%2Fldapi"
 #: How slapd hashes a password it is sent (Password Modify, or in clear through the ppolicy overlay):
@@ -87,6 +93,7 @@ PASSWORD_MODULE = "argon2 m=32768 t=3 p=1"
 #: with AES-GCM or ChaCha20-Poly1305)
 SLAPD_TLS_PRIORITY = ("SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:"
                       "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA")
+NGINX_TLS = "/etc/nginx/snippets/ceres-mail-tls.conf"  #: the TLS settings every HTTPS server of the host includes
 CERT_NAME = "ceres-mail"  #: certbot lineage: /etc/letsencrypt/live/ceres-mail/
 PROVIDED_CERT_DIR = "/etc/ceres-mail/tls"  #: where a provided certificate and key are written
 MESSAGE_SIZE_LIMIT = 26_214_400  #: 25 MiB, what most receivers accept
@@ -109,6 +116,8 @@ class InstallInputs:
     tls_mode: str = "acme"  #: "acme" (certbot, http-01) or "provided" (certificate from the stack)
     tls_certificate: str = ""  #: with "provided": the PEM chain (its key travels as a secret)
     ldap: LdapInputs | None = None  #: the directory of CERES users' passwords; None with ldapMode off
+    webmail: bool = False  #: Roundcube on https://<mail_host>/ (the `webmail` stage)
+    brute_force: BruteForce | None = None  #: fail2ban (the `fail2ban` stage); None leaves it out
 
     @property
     def cert_dir(self) -> str:
@@ -122,6 +131,12 @@ class InstallInputs:
     def certificate_names(self) -> tuple[str, ...]:
         """The mail host and each domain's MTA-STS host (RFC 8461 3.3 wants HTTPS there)."""
         return (self.mail_host, *(f"mta-sts.{domain}" for domain in self.domains))
+
+    @property
+    def https_names(self) -> tuple[str, ...]:
+        """The names the tls stage's HTTPS server answers (MTA-STS, 404 elsewhere): with webmail the mail host
+        is the webmail's server instead."""
+        return tuple(name for name in self.certificate_names if not (self.webmail and name == self.mail_host))
 
 
 def render_secrets_stdin(secrets: dict[str, str]) -> str:
@@ -178,9 +193,11 @@ def render_packages_stage(inputs: InstallInputs) -> str:
     """Debian's packages; with a directory also its LDAP modules, and slapd when it is local (answering
     slapd's debconf question first). Without one, the script of a stack from before LDAP, byte for byte."""
     packages = PACKAGES
-    if inputs.ldap:
-        packages = tuple(sorted({*PACKAGES, *LDAP_PACKAGES, *(SLAPD_PACKAGES if local_directory(inputs) else ())}))
-    debconf = SLAPD_DEBCONF if local_directory(inputs) else ()
+    extra = (*(LDAP_PACKAGES if inputs.ldap else ()), *(SLAPD_PACKAGES if local_directory(inputs) else ()),
+             *(WEBMAIL_PACKAGES if inputs.webmail else ()), *(GUARD_PACKAGES if inputs.brute_force else ()))
+    if extra:
+        packages = tuple(sorted({*PACKAGES, *extra}))
+    debconf = (*(SLAPD_DEBCONF if local_directory(inputs) else ()), *(WEBMAIL_DEBCONF if inputs.webmail else ()))
     return render_script("packages", inputs.mail_host, (*STRICT, *(("native/debconf.sh",) if debconf else ()), "native/packages.sh"),
                          MAIL_HOST=inputs.mail_host, PACKAGES=packages, **({"DEBCONF": debconf} if debconf else {}))
 
@@ -208,6 +225,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
         CERT_NAME=CERT_NAME,
         CERT_DIR=inputs.cert_dir,
         CERT_NAMES=inputs.certificate_names,
+        HTTPS_NAMES=inputs.https_names,
         ACME_DIRECTORY=inputs.acme_directory,
         ACME_EMAIL=inputs.acme_email,
         ACME_CA_BUNDLE=inputs.acme_ca_bundle.strip(),
@@ -216,6 +234,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
         STRICT_CIPHERS=STRICT_CIPHERS,
         HTTP_PORT=str(HTTP.port),
         HTTPS_PORT=str(HTTPS.port),
+        NGINX_TLS=NGINX_TLS,
         **({"SECRETS": secrets} if secrets else {}),
     )
 

@@ -16,6 +16,7 @@ from components.builders.backup import BackupInputs, backup_stage
 from components.builders.inputs import VmSize
 from components.builders.install_script import AccessInputs, InstallInputs, Stage, access_stage, native_stages
 from components.builders.mailcow import CONF_SECRETS, GeneratedSecret, MailcowInputs, mailcow_stages
+from components.builders.webmail import DES_KEY_LENGTH, web_stages
 
 
 class MailStackBase:
@@ -29,14 +30,19 @@ class MailStackBase:
     generated_secrets: ClassVar[Mapping[str, GeneratedSecret]] = MappingProxyType({})
 
     def stages(self) -> tuple[Stage, ...]:
-        """The install stages, rendered, in the order they run."""
+        """The install stages, rendered, in the order they run: the last one makes the mailbox CERES uses."""
         raise NotImplementedError
+
+    def after_install(self) -> tuple[Stage, ...]:
+        """Stages that follow the install and that CERES and Keycloak do not wait for."""
+        return ()
 
 
 @dataclass(frozen=True)
 class NativeStack(MailStackBase):
-    """Debian's Postfix, Dovecot and rspamd (components/builders/install_script.py); every secret it reads
-    is the platform's (mailbox password, DKIM key, provided TLS key)."""
+    """Debian's Postfix, Dovecot and rspamd (components/builders/install_script.py), then Roundcube and
+    fail2ban (components/builders/webmail.py); every secret it reads is the platform's (mailbox password,
+    DKIM key, provided TLS key) but Roundcube's des_key."""
 
     install: InstallInputs
 
@@ -46,6 +52,16 @@ class NativeStack(MailStackBase):
 
     def stages(self) -> tuple[Stage, ...]:
         return native_stages(self.install)
+
+    def after_install(self) -> tuple[Stage, ...]:
+        """Roundcube and fail2ban: the mailbox exists before them, so CERES never waits for the webmail."""
+        return web_stages(self.install)
+
+    @property
+    def generated_secrets(self) -> Mapping[str, GeneratedSecret]:  # type: ignore[override]
+        """With the webmail: Roundcube's des_key, which encrypts the IMAP password in its sessions."""
+        return MappingProxyType({"ROUNDCUBE_DES_KEY": GeneratedSecret(DES_KEY_LENGTH, "roundcube-des-key")}
+                                if self.install.webmail else {})
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,6 @@ class ServerInputs:
         return (access_stage(self.access), *self.mail_stack.stages())
 
     def after_install(self) -> tuple[Stage, ...]:
-        """The stages after the install, which nothing waits for: the backups' (a backup host that cannot
-        be reached fails `pulumi up`, but CERES and Keycloak still get the mailbox)."""
-        return (backup_stage(self.backup),) if self.backup else ()
+        """The stages after the install, which nothing waits for: the mail stack's own (the native webmail and
+        fail2ban), then the backups' (CERES and Keycloak get the mailbox whatever becomes of these)."""
+        return (*self.mail_stack.after_install(), *((backup_stage(self.backup),) if self.backup else ()))

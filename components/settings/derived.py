@@ -12,8 +12,9 @@ from collections.abc import Iterable
 
 from components.builders.backup import BackupInputs, parse_backup_target
 from components.builders.ceres_env import SmtpClient
+from components.builders.webmail import ROUNDCUBE_DB
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
-from components.builders.inputs import CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, VmInputs, VmSize
+from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, VmInputs, VmSize
 from components.builders.install_script import AccessInputs, InstallInputs
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
@@ -94,7 +95,17 @@ class Settings(SettingsSchema):
             tls_mode=self.tls_mode,
             tls_certificate=self.tls_certificate,
             ldap=self.ldap_inputs,
+            webmail=self.webmail and self.mail_stack == NativeStack.name,
+            brute_force=self.brute_force if self.mail_stack == NativeStack.name else None,
         )
+
+    @property
+    def brute_force(self) -> BruteForce:
+        """fail2ban's thresholds, and the networks it never bans: the admins' and the cluster's (CERES and
+        Keycloak submit from there; Keycloak's directory federation logs in nowhere fail2ban watches)."""
+        never = {*self.admin_cidrs, *self.cluster_cidrs}
+        return BruteForce(max_retry=self.brute_force_max_retry, ban_minutes=self.brute_force_ban_minutes,
+                          never_banned=tuple(sorted(never)))
 
     @property
     def ldap_inputs(self) -> LdapInputs | None:
@@ -130,6 +141,7 @@ class Settings(SettingsSchema):
             directory_base_dn=ldap.base_dn if local else "",
             directory_users_dn=ldap.users_dn if local else "",
             mailcow_dir=self.mailcow_inputs.directory if mailcow else "",
+            webmail_db=ROUNDCUBE_DB if self.install_inputs.webmail else "",
         )
 
     @property

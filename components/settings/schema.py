@@ -17,6 +17,7 @@ from components.builders.mail_stacks import MailcowStack, MailStackName, NativeS
 from components.builders.mailcow import MAILCOW_RELEASE, MAILCOW_RELEASE_COMMITS
 from components.settings.values import (
     AdminCidr,
+    ClusterCidr,
     BackupRetention,
     CloudflareTtl,
     CloudflareZoneId,
@@ -68,6 +69,7 @@ SECTIONS = {
     "proxmoxEndpoint": "providers (credentials)",
     "ldapMode": "one password everywhere (LDAP)",
     "backupTarget": "backups (restic)",
+    "webmail": "webmail and brute-force protection (native stack)",
 }
 
 
@@ -276,6 +278,16 @@ class SettingsSchema(BaseModel):
     keycloak_ldap_edit_mode: Literal["READ_ONLY", "WRITABLE", "UNSYNCED"] = Field("WRITABLE", description=(
         "Edit mode of the realm's LDAP federation. WRITABLE: a password changed in Keycloak (reset mail, account "
         "console) is written to the directory, so it is the mail password too."))
+
+    webmail: bool = Field(True, description=(
+        "Roundcube webmail on https://<mailHost>/ (native stack: Debian's Roundcube; mailcow serves its own SOGo)."))
+    brute_force_max_retry: int = Field(5, ge=1, le=100, description=(
+        "Failed logins (SMTP AUTH, IMAP, webmail, SSH) from one address within 10 minutes before fail2ban bans it "
+        "from every port (native stack)."))
+    brute_force_ban_minutes: int = Field(60, ge=1, le=10080, description="How long a fail2ban ban lasts, in minutes.")
+    cluster_cidrs: Json[list[ClusterCidr]] = Field((), description=(
+        "The CERES cluster's egress networks, where CERES and Keycloak submit mail from: never banned, like "
+        "adminCidrs, so a wrong password in CERES cannot lock the platform out of its mail server."))
 
     backup_target: OptionalBackupTarget = Field("", description=(
         "Where the mail host's backups go (restic): sftp:user@host:/path (the host key pinned in backupHostKey) or "

@@ -292,6 +292,8 @@ OptionalIpAddress = Annotated[str, AfterValidator(optional(ip_address))]
 OptionalHostAddress = Annotated[str, AfterValidator(optional(host_address))]
 AdminCidr = Annotated[str, AfterValidator(admin_cidr)]
 LdapClientCidr = Annotated[str, AfterValidator(closed_to_the_internet("the directory", "the cluster's egress networks"))]
+ClusterCidr = Annotated[str, AfterValidator(closed_to_the_internet("an exemption from fail2ban's bans",
+                                                                   "the cluster's egress networks"))]
 SshPublicKey = Annotated[str, AfterValidator(ssh_public_key)]
 HttpsUrl = Annotated[str, AfterValidator(https_url)]
 OptionalEmail = Annotated[str, AfterValidator(optional(lambda v: TypeAdapter(EmailStr).validate_python(v)))]

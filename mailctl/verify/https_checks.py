@@ -1,6 +1,6 @@
 """HTTPS 443 on the MTA-STS host of every mail domain (`mta-sts.<domain>`): the certificate for that name,
 the policy against the stack's (version, mode, mx, max_age), and the DNS id that tells senders when to fetch
-the policy again (RFC 8461)."""
+the policy again (RFC 8461). With the webmail: https://<mail host>/, its certificate and its login page."""
 
 from __future__ import annotations
 
@@ -36,6 +36,39 @@ class _PolicyConnection(http.client.HTTPSConnection):
         except BaseException:
             sock.close()
             raise
+
+
+#: what only Roundcube's login page has: its user name field
+WEBMAIL_LOGIN_FIELD = 'id="rcmloginuser"'
+
+
+def check_webmail(target: Target) -> list[Result]:
+    """https://<mail host>/ as a person's browser opens it: the certificate for the host, a login page, HSTS."""
+    if not target.webmail:
+        return []
+    check = f"https {HTTPS.port}"
+    connection = _PolicyConnection(target, target.host)
+    try:
+        connection.connect()
+        results = [certificate_result(f"{check} certificate {target.host}", connection.sock, target.host)]
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+    except (ssl.SSLError, ssl.CertificateError) as error:
+        return [tls_failure(f"{check} certificate {target.host}", error, target.host)]
+    except (OSError, http.client.HTTPException) as error:
+        return [connection_failure(f"webmail {target.host}", error, f"check that port {HTTPS.port} is open and nginx "
+                                   "runs", "run pulumi up: the webmail stage serves it")]
+    finally:
+        connection.close()
+    if response.status != 200 or WEBMAIL_LOGIN_FIELD not in body:
+        return results + [Result(f"webmail {target.host}", FAIL, f"HTTP {response.status} {response.reason}, no login page",
+                                 "check the webmail stage's output and `journalctl -u php8.2-fpm` on the host")]
+    hsts = response.getheader("Strict-Transport-Security")
+    if not hsts:
+        return results + [Result(f"webmail {target.host}", FAIL, "login page served without HSTS",
+                                 "run pulumi up: the webmail stage adds Strict-Transport-Security")]
+    return results + [Result(f"webmail {target.host}", OK, f"login page served, HSTS {hsts}")]
 
 
 def check_mta_sts(target: Target) -> list[Result]:

@@ -48,6 +48,7 @@ class Target:
     cafile: str | None = None  #: CA to trust for TLS (the system store when None)
     ldap_url: str = ""  #: the directory (ldapMode local or external), "" for none
     ldap_base_dn: str = ""  #: where an anonymous search must find nothing
+    webmail: bool = False  #: the stack serves Roundcube on https://<host>/
     #: SSH to the mail host (mailctl.backup.HostAccess), given with --ssh-key/--ssh-user: the backup is checked
     backup_access: object | None = None
 

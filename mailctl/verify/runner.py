@@ -17,6 +17,7 @@ CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
     smtp_checks.check_submission,
     imap_checks.check_imaps,
     https_checks.check_mta_sts,
+    https_checks.check_webmail,
     ldap_checks.check_directory,
     backup_checks.check_backup,
 )

@@ -30,9 +30,11 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -170,7 +172,10 @@ def open_browser(host: NetnsHost, workdir: Path, ca_pem: str, resolve: dict[str,
     home = workdir / "home"
     trust_only(home, ca_pem)
     (workdir / "profile").mkdir()
-    environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "TMPDIR": str(workdir)}
+    # Chromium's singleton socket goes in TMPDIR, and a Unix socket's path has at most 107 bytes: a short
+    # directory of its own rather than the (deep) workdir
+    short_tmp = Path(tempfile.mkdtemp(prefix="ceres-br-"))
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "TMPDIR": str(short_tmp)}
 
     processes: list[tuple[str, subprocess.Popen]] = []
     driver = None
@@ -209,6 +214,7 @@ def open_browser(host: NetnsHost, workdir: Path, ca_pem: str, resolve: dict[str,
                 driver.quit()
         for name, process in reversed(processes):
             linux.stop_process(process, f"{host.name}: {name}")
+        shutil.rmtree(short_tmp, ignore_errors=True)
 
 
 def _chromedriver_port(process: subprocess.Popen, out: Path) -> int:

@@ -35,9 +35,10 @@ REMOTE_DOMAIN = "example.net"
 NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-STAGE_ORDER = ("-wait-cloud-init", "-install-access", "-install-packages", "-install-tls", "-install-mail")
+STAGE_ORDER = ("-wait-cloud-init", "-install-access", "-install-packages", "-install-tls", "-install-mail",
+               "-install-webmail", "-install-fail2ban")
 #: with ldapMode local: slapd's stage after the certificate, before the mail stage that reads the directory
-LDAP_STAGE_ORDER = (*STAGE_ORDER[:-1], "-install-ldap", STAGE_ORDER[-1])
+LDAP_STAGE_ORDER = (*STAGE_ORDER[:4], "-install-ldap", *STAGE_ORDER[4:])
 #: with backupTarget: the backup stage, after the install
 BACKUP_STAGE = ("-install-backup",)
 

@@ -2,8 +2,8 @@
 # native/tls.sh: the native stack's `tls` stage: nginx for ACME http-01 and the MTA-STS policy, then the
 # certificate (certbot, or the one the stack provides). Rendered after the header, lib/strict.sh,
 # lib/prelude.sh and, with a provided certificate, lib/secrets.sh (which sets TLS_PRIVATE_KEY).
-# From the header: STAGE, TLS_MODE, CERT_NAME, CERT_DIR, CERT_NAMES (array), ACME_DIRECTORY, ACME_EMAIL,
-# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS, HTTP_PORT, HTTPS_PORT; SECRETS (array) with a provided certificate.
+# From the header: STAGE, TLS_MODE, CERT_NAME, CERT_DIR, CERT_NAMES (array), HTTPS_NAMES (array), ACME_DIRECTORY, ACME_EMAIL,
+# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS, HTTP_PORT, HTTPS_PORT, NGINX_TLS; SECRETS (array) with a provided certificate.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -28,19 +28,26 @@ NGINX
 server {
     listen $HTTPS_PORT ssl default_server;
     listen [::]:$HTTPS_PORT ssl default_server;
-    server_name ${CERT_NAMES[*]};
-    ssl_certificate $CERT_DIR/fullchain.pem;
-    ssl_certificate_key $CERT_DIR/privkey.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_ciphers $STRICT_CIPHERS;
-    ssl_prefer_server_ciphers off;
-    # no HTTP compression over TLS (BREACH); the policy is a few bytes anyway
-    gzip off;
+    server_name ${HTTPS_NAMES[*]};
+    include $NGINX_TLS;
     location = /.well-known/mta-sts.txt { root /var/www/mta-sts; default_type text/plain; }
     location / { return 404; }
 }
 NGINX
   fi
+}
+# the TLS settings of every HTTPS server of the host (this stage's, the webmail's): the stack's certificate,
+# TLS 1.2 and 1.3 with the strict suites, and no HTTP compression over TLS (BREACH)
+render_nginx_tls() {
+  cat <<NGINX
+# ceres-mail: TLS of the HTTPS servers, written by the tls stage
+ssl_certificate $CERT_DIR/fullchain.pem;
+ssl_certificate_key $CERT_DIR/privkey.pem;
+ssl_protocols TLSv1.2 TLSv1.3;
+ssl_ciphers $STRICT_CIPHERS;
+ssl_prefer_server_ciphers off;
+gzip off;
+NGINX
 }
 # apply_nginx: write nginx's site and apply it now (certbot's http-01 needs it before the certificate
 # exists). Whether the stage changed anything stays in `changed`; the pending marker is cleared only at
@@ -48,6 +55,7 @@ NGINX
 apply_nginx() {
   local site_changed=0 stage_changed=$changed
   changed=0
+  render_nginx_tls | put_file "$NGINX_TLS" 0644 root:root
   render_nginx | put_file /etc/nginx/sites-available/ceres-mail 0644 root:root
   site_changed=$changed
   changed=$((stage_changed || site_changed))
