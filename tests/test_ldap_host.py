@@ -169,7 +169,7 @@ def test_the_ldap_stage_runs_between_tls_and_mail_and_says_the_directory_is_read
     assert [next(s for s in LDAP_STAGE_ORDER if n.endswith(s)) for n in names] == list(LDAP_STAGE_ORDER)
     ldap = installed[LDAP_STAGE_ORDER.index("-install-ldap")]
     assert f"ceres-mail: directory {BASE} ready (people under {PEOPLE})" in ldap.stdout
-    assert "ceres-mail: mail.example.com ready for example.com" in installed[-1].stdout
+    assert "ceres-mail: mail.example.com ready for example.com" in installed[LDAP_STAGE_ORDER.index("-install-mail")].stdout
 
 
 def test_no_secret_in_the_output_and_the_files_that_hold_them_are_closed(ldapnet, installed, passwords):
@@ -357,12 +357,14 @@ def directory(ldapnet) -> Directory:
 class ExternalStack:
     """The stack of the module's host with ldapMode external at a URL of the directory's, as `pulumi up`
     applies it: the program re-recorded with the new stack file (the generated mailbox password the state
-    keeps pinned), and each remote command whose script or standard input changed run again, in the graph's
+    keeps pinned, and the webmail's des_key), and each remote command whose script or standard input changed run again, in the graph's
     order (pulumi-command runs an updated Command's create again; a Command no longer declared, the local
     directory's `ldap` stage, has no delete step and leaves the host as it is)."""
 
     def __init__(self, net, mailbox_password: str):
         self.net, self.mailbox_password, self.url, self.switches = net, mailbox_password, None, 0
+        #: the webmail's des_key, which the state keeps as well
+        self.des_key = stdin_secrets(net, "-install-webmail")["ROUNDCUBE_DES_KEY"]
         self.first: list[tuple[str, object]] = []  #: what the first switch (from the local directory) ran
 
     def use(self, url: str) -> list[tuple[str, object]]:
@@ -373,7 +375,8 @@ class ExternalStack:
         deployment = deploy(self.net.workdir / f"stack-external-{self.switches}", directory_url(ADDRESSES["acme"]),
                             self.net.pebble_listener_ca.read_text(), extra=external_config(url),
                             extra_records=(DIRECTORY_RECORD,),
-                            mock_overrides={"ceres-mail-mailbox-password": {"result": self.mailbox_password}})
+                            mock_overrides={"ceres-mail-mailbox-password": {"result": self.mailbox_password},
+                                            "ceres-mail-server-native-roundcube-des-key": {"result": self.des_key}})
         before = set(self.net.deployment.commands)
         self.net.deployment = deployment
         ran = []
@@ -476,7 +479,7 @@ def test_external_a_rerun_of_the_mail_stage_changes_nothing(ldapnet, external, d
     external.use(directory.url())
     files, services = (*CONFIG_FILES, *DIRECTORY_FILES), SERVICES
     hashes, starts = ldapnet.file_hashes(files), ldapnet.service_starts(services)
-    mail = ldapnet.deployment.commands[-1]
+    mail = next(c for c in ldapnet.deployment.commands if c.name.endswith("-install-mail"))
     again = ldapnet.ssh(mail.create, mail.stdin)
     assert again.returncode == 0, again.stderr
     assert [line for line in again.stdout.splitlines() if line.startswith(("updated ", "added ", "creating ", "removed "))] == []
