@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import re
+import uuid
 import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -117,7 +118,9 @@ class World:
     def put(self, token: str, resource_id: str, properties: dict) -> None:
         path = self._path(token, resource_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
+        # a temporary name of its own: the engine creates resources side by side, and two of them may share an
+        # id (every random.RandomPassword is "none", as the real provider names it)
+        temporary = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
         temporary.write_text(json.dumps(properties, indent=2, sort_keys=True))
         temporary.replace(path)
 
