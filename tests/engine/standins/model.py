@@ -12,8 +12,8 @@ import importlib
 import json
 import os
 import re
-import uuid
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
