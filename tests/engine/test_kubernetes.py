@@ -41,7 +41,7 @@ def rollout_annotation(k3s) -> str | None:
 
 def mailbox_password_urn(stack) -> str:
     return next(r["urn"] for r in stack.export_stack().deployment["resources"]
-                if r["type"] == "random:index/randomPassword:RandomPassword")
+                if r["type"] == "random:index/randomPassword:RandomPassword" and r["urn"].endswith("-mailbox-password"))
 
 
 def test_the_secret_holds_exactly_the_ceres_keys(ceres_stack, k3s):
