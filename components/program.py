@@ -5,6 +5,7 @@ Shared by `__main__.py` (the Pulumi CLI) and `mailctl`'s offline recorder, so bo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import pulumi
@@ -50,8 +51,7 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     if settings.backup_inputs is not None:
         backup = settings.backup_inputs
         pulumi.export("backup", {"target": backup.target.repository, "schedule": backup.schedule,
-                                 "keep": {"daily": backup.keep.daily, "weekly": backup.keep.weekly,
-                                          "monthly": backup.keep.monthly}})
+                                 "keep": dataclasses.asdict(backup.keep)})
         # keep a copy outside the stack: without it the backups cannot be read if the stack's state is lost
         pulumi.export("backupRepositoryPassword", platform.backup_password)
         if platform.backup_ssh_public_key is not None:

@@ -260,7 +260,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file,
                         ldap_url=settings.ldap_inputs.url if settings.ldap_inputs else "",
                         ldap_base_dn=settings.ldap_inputs.base_dn if settings.ldap_inputs else "",
-                        webmail=settings.install_inputs.webmail,
+                        webmail=settings.serves_webmail,
                         backup_access=_host_access(args, settings)
                         if settings.backup_inputs and (args.ssh_key or args.ssh_user) else None)
     results = run_checks(target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr, flush=True))

@@ -17,6 +17,7 @@ restic snapshots the staging directory with the configuration and keys. The stag
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -122,7 +123,7 @@ class BackupInputs:
             "staging": STAGING,
             "restore_root": RESTORE_ROOT,
             "vmail": f"{DATA_MOUNT_POINT}/vhosts",
-            "keep": {"daily": self.keep.daily, "weekly": self.keep.weekly, "monthly": self.keep.monthly},
+            "keep": dataclasses.asdict(self.keep),
             "check_subset": CHECK_SUBSET,
             "directory": {"base_dn": self.directory_base_dn, "users_dn": self.directory_users_dn}
             if self.directory_base_dn else None,

@@ -12,12 +12,12 @@ from collections.abc import Iterable
 
 from components.builders.backup import BackupInputs, parse_backup_target
 from components.builders.ceres_env import SmtpClient
-from components.builders.webmail import ROUNDCUBE_DB
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
 from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, VmInputs, VmSize
 from components.builders.install_script import AccessInputs, InstallInputs
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
+from components.builders.webmail import ROUNDCUBE_DB
 from components.settings.schema import SettingsSchema
 from components.settings.values import ZoneEntry
 
@@ -95,9 +95,14 @@ class Settings(SettingsSchema):
             tls_mode=self.tls_mode,
             tls_certificate=self.tls_certificate,
             ldap=self.ldap_inputs,
-            webmail=self.webmail and self.mail_stack == NativeStack.name,
+            webmail=self.serves_webmail,
             brute_force=self.brute_force if self.mail_stack == NativeStack.name else None,
         )
+
+    @property
+    def serves_webmail(self) -> bool:
+        """Roundcube on the host: `webmail` on a native stack (mailcow serves its own SOGo)."""
+        return self.webmail and self.mail_stack == NativeStack.name
 
     @property
     def brute_force(self) -> BruteForce:
@@ -141,7 +146,7 @@ class Settings(SettingsSchema):
             directory_base_dn=ldap.base_dn if local else "",
             directory_users_dn=ldap.users_dn if local else "",
             mailcow_dir=self.mailcow_inputs.directory if mailcow else "",
-            webmail_db=ROUNDCUBE_DB if self.install_inputs.webmail else "",
+            webmail_db=ROUNDCUBE_DB if self.serves_webmail else "",
         )
 
     @property
