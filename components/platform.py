@@ -1,11 +1,13 @@
 """MailPlatform: the whole graph of one environment, wired from validated settings.
 
     settings ─┬─► keys & passwords (tls, random)
-              ├─► MailVm ──► MailServer ──┬─► CeresSmtp
-              │                           ├─► KeycloakSmtp
-              │                           ├─► KeycloakDirectory (ldapMode local/external: the realm's federation)
-              │                           └ ─ backup stage (backupTarget: last, and nothing waits for it)
-              └─► MailDns (IP + DKIM key only: in parallel with the VM)
+              ├─► MailGateway (gatewayMode wireguard: the VPS and both tunnel keys) ─┐
+              ├─► MailVm ──► MailServer (its tunnel stage waits for the VPS's) ◄────┘
+              │                  ├─► CeresSmtp
+              │                  ├─► KeycloakSmtp
+              │                  ├─► KeycloakDirectory (ldapMode local/external: the realm's federation)
+              │                  └ ─ backup stage (backupTarget: last, and nothing waits for it)
+              └─► MailDns (IP + DKIM key only: in parallel with the VM; the gateway's addresses with one)
 
 Edges are data edges: the VM's address flows into the SSH connection, the mailbox password flows out of
 MailServer into CERES and Keycloak only once the install ran. Nothing here decides anything a pure
@@ -22,6 +24,7 @@ import pulumi_tls as tls
 
 from components.ceres import CeresSmtp, CeresSmtpArgs
 from components.dns import MailDns, MailDnsArgs
+from components.gateway import MailGateway, MailGatewayArgs
 from components.keycloak import KeycloakDirectory, KeycloakDirectoryArgs, KeycloakSmtp, KeycloakSmtpArgs
 from components.providers import create_providers
 from components.server import MailServer, MailServerArgs
@@ -80,6 +83,14 @@ class MailPlatform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.cloudflare]),
         )
 
+        # gatewayMode wireguard: the VPS that holds the public address, in parallel with the VM
+        gateway = MailGateway(
+            f"{name}-gateway",
+            MailGatewayArgs(gateway=settings.gateway_inputs, ssh_private_key=settings.gateway_ssh_private_key,
+                            protect=settings.protect),
+            opts=pulumi.ResourceOptions(parent=self),
+        ) if settings.gateway_inputs else None
+
         # The mail stack on the VM
         server = MailServer(
             f"{name}-server",
@@ -100,6 +111,9 @@ class MailPlatform(pulumi.ComponentResource):
                 backup_ssh_private_key=backup_ssh_key.private_key_openssh if backup_ssh_key else None,
                 backup_s3_access_key=settings.backup_s3_access_key,
                 backup_s3_secret_key=settings.backup_s3_secret_key,
+                gateway_private_key=gateway.vm_private_key if gateway else None,
+                gateway_peer_key=gateway.vps_public_key if gateway else None,
+                gateway_ready=gateway.installed if gateway else None,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -133,7 +147,7 @@ class MailPlatform(pulumi.ComponentResource):
         self.mta_sts_policy = dns.mta_sts_policy
         # PTR is set at the IP provider, not here: export what it must be so the operator can set it
         self.ptr = pulumi.Output.from_input(
-            {address: settings.mail_host_fqdn for address in (settings.ipv4, settings.ipv6) if address}
+            {address: settings.mail_host_fqdn for address in (settings.public_ipv4, settings.public_ipv6) if address}
         )
         self.ceres_env = ceres.ceres_env
         self.smtp_password = server.smtp_password

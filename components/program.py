@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import pulumi
 
 from components import settings as stack_settings
+from components.builders import gateway as gateway_builder
 from components.builders.ceres_env import STACK_OUTPUT as CERES_OUTPUT
 from components.builders.dns_records import (
     DKIM_KEYS_OUTPUT,
@@ -48,6 +49,8 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
         "dmarcExternalAuthorizations",
         [f"{r.name}. {r.ttl} IN TXT {r.rdata}" for r in external_authorizations(settings.dns_inputs)],
     )
+    if settings.gateway_inputs is not None:
+        pulumi.export("gateway", gateway_builder.summary(settings.gateway_inputs, settings.ipv4))
     if settings.backup_inputs is not None:
         backup = settings.backup_inputs
         pulumi.export("backup", {"target": backup.target.repository, "schedule": backup.schedule,

@@ -51,6 +51,9 @@ class MailServerArgs:
     backup_ssh_private_key: pulumi.Input[str] | None = None  #: secret, sftp: the key the host logs in to the backup host with
     backup_s3_access_key: pulumi.Input[str] | None = None  #: secret, s3
     backup_s3_secret_key: pulumi.Input[str] | None = None  #: secret, s3
+    gateway_private_key: pulumi.Input[str] | None = None  #: secret, gatewayMode wireguard: the VM's WireGuard key
+    gateway_peer_key: pulumi.Input[str] | None = None  #: the VPS's WireGuard public key
+    gateway_ready: pulumi.Resource | None = None  #: the VPS's stage, which the VM's tunnel stage waits for
 
 
 class MailServer(pulumi.ComponentResource):
@@ -91,6 +94,8 @@ class MailServer(pulumi.ComponentResource):
             "BACKUP_SSH_KEY": args.backup_ssh_private_key,
             "BACKUP_S3_ACCESS_KEY": args.backup_s3_access_key,
             "BACKUP_S3_SECRET_KEY": args.backup_s3_secret_key,
+            "WIREGUARD_PRIVATE_KEY": args.gateway_private_key,
+            "WIREGUARD_PEER_KEY": args.gateway_peer_key,
         }
         for key, secret in mail_stack.generated_secrets.items():
             available[key] = random.RandomPassword(
@@ -138,8 +143,10 @@ class MailServer(pulumi.ComponentResource):
             logging=command.remote.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                # the ACME server looks up every name it certifies: those records first (DNS never waits for the VM)
-                depends_on=[previous, *(r for host in stage.certifies for r in args.address_records.get(host, ()))],
+                # the ACME server looks up every name it certifies: those records first (DNS never waits for the VM);
+                # the VM's end of the gateway dials the VPS's, which must be installed first
+                depends_on=[previous, *(r for host in stage.certifies for r in args.address_records.get(host, ())),
+                            *((args.gateway_ready,) if stage.waits_for_gateway and args.gateway_ready else ())],
                 replace_with=[args.vm],
             ),
         )

@@ -8,6 +8,7 @@ prove known secrets are redacted too.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import string
 
@@ -56,6 +57,9 @@ def _computed_outputs(args: MockResourceArgs) -> dict:
     if args.typ == "random:index/randomPassword:RandomPassword":
         alphabet = string.ascii_letters + string.digits + ("" if args.inputs.get("special") is False else "!#%*+-=?@_")
         return {"result": "".join(secrets.choice(alphabet) for _ in range(int(args.inputs.get("length", 32))))}
+    if args.typ == "random:index/randomBytes:RandomBytes":
+        drawn = secrets.token_bytes(int(args.inputs.get("length", 32)))
+        return {"base64": base64.b64encode(drawn).decode(), "hex": drawn.hex()}
     if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
         return {"vmId": args.inputs.get("vmId") or 100}
     if args.typ == "command:remote:Command":

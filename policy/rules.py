@@ -25,6 +25,7 @@ from components.builders.dns_records import (
     spf_term_looks_up,
     txt_value,
 )
+from components.builders.gateway import ssh_sources as gateway_ssh_sources
 from components.builders.ports import LDAP_PLAIN_PORT, LDAPS, submission_problem
 from mailctl.plan import SECRET, UNKNOWN_TEXT as UNKNOWN
 
@@ -207,8 +208,13 @@ def _opened_to_everyone(r: Resource, port: int) -> bool:
 
 
 def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    """The VM's Proxmox firewall, and the gateway VPS's nftables table as its stage writes it."""
     if _opened_to_everyone(r, 22):
         yield "the firewall opens SSH (22) to the whole internet: restrict it to adminCidrs"
+    create = _text(r.props.get("create")) if r.type == COMMAND else None
+    sources = gateway_ssh_sources(create) if create else None
+    if sources and any(ipaddress.ip_network(source, strict=False).prefixlen == 0 for source in sources):
+        yield "the gateway VPS opens SSH (22) to the whole internet: restrict it to adminCidrs"
 
 
 def directory_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
@@ -335,8 +341,10 @@ RULES: tuple[Rule, ...] = (
     Rule("protected-where-it-matters", "The CERES realm is never deleted; it and the VM are protected in protected stacks.", "mandatory", protected_where_it_matters),
     Rule("secret-inputs-are-secret", "Passwords, tokens, keys and kubeconfigs are Pulumi secrets.", "mandatory", secret_inputs_are_secret,
          needs_secret_marks=True),
-    Rule("ssh-pins-host-key", "Every SSH connection pins the host key.", "mandatory", ssh_connection_pins_host_key),
-    Rule("ssh-not-open-to-the-world", "The VM firewall opens SSH to admin networks only.", "mandatory", ssh_not_open_to_the_world),
+    Rule("ssh-pins-host-key", "Every SSH connection (the VM's, the gateway VPS's) pins the host key.", "mandatory",
+         ssh_connection_pins_host_key),
+    Rule("ssh-not-open-to-the-world", "The VM firewall and the gateway VPS open SSH to admin networks only.", "mandatory",
+         ssh_not_open_to_the_world),
     Rule("directory-not-open-to-the-world", "The VM firewall opens LDAP/LDAPS to ldapClientCidrs only.", "mandatory",
          directory_not_open_to_the_world),
     Rule("directory-over-tls", "Keycloak's LDAP federation uses ldaps:// or StartTLS.", "mandatory", directory_over_tls),

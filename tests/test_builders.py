@@ -117,7 +117,7 @@ def shellcheck_template(path: str) -> None:
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize("path", shell_templates("common", "lib", "native"))
+@pytest.mark.parametrize("path", shell_templates("common", "gateway", "lib", "native"))
 def test_shell_template_passes_shellcheck_as_it_is(path):
     shellcheck_template(path)
 
@@ -125,7 +125,7 @@ def test_shell_template_passes_shellcheck_as_it_is(path):
 def test_every_shell_template_renders_only_what_follows_its_preamble():
     """The line that ends the preamble is there once, and no include is left unexpanded."""
     paths = sorted(str(p.relative_to(SHELL_DIR)) for p in SHELL_DIR.rglob("*") if p.is_file())
-    assert paths == shell_templates("common", "lib", "native", "mailcow"), "every file is a .sh template the shellcheck tests see"
+    assert paths == shell_templates("common", "gateway", "lib", "native", "mailcow"), "every file is a .sh template the shellcheck tests see"
     for path in paths:
         assert (SHELL_DIR / path).read_text().count(CUT) == 1, path
         assert "# ---- include" not in template(path) and CUT not in template(path), path
@@ -231,14 +231,17 @@ def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
 #: The sha256 of each stage's script before LDAP existed. A stack with ldapMode off must render exactly these
 #: (a changed script re-runs its stage on every existing stack); a deliberate change of an off-mode stage
 #: updates them. (tls: since the webmail, its HTTPS server answers HTTPS_NAMES, without the mail host when
-#: the webmail has it, and takes its TLS settings from the NGINX_TLS snippet the webmail's server shares.)
+#: the webmail has it, and takes its TLS settings from the NGINX_TLS snippet the webmail's server shares.
+#: mail: since the WireGuard gateway, it always sets Postfix's smtp_bind_address, smtp_bind_address6 and
+#: inet_protocols, to empty and `all` without a gateway, so a stack that leaves gatewayMode wireguard stops
+#: binding to a tunnel address that is gone.)
 BEFORE_LDAP = {
     "acme": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
              "tls": "ec60e88e182857c449ca867d3fdcd825c7e9ab168a2f422aa787be2af9a52793",
-             "mail": "753d66c452ab88980acb6f224d02c3c19658eb1340b5c33f6d93a8ca3084f506"},
+             "mail": "080000610f6dac9b1de3bac63b2bbeae0c7b03c46780eff0f750c9a6c6f1ff76"},
     "provided, two domains": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
                               "tls": "a9669b3c547261961cfdaed9ba526b8f35b21f7c439b664ddd305585181bc6c4",
-                              "mail": "80eb6279d50e404aac86d260f3a6b023dd893c7027afb3d9655aab70a142c37e"},
+                              "mail": "740060fcd0db1b9eede8701b5035f36f4869248c82f8387096b8800da5122595"},
 }
 OFF_MODE_INPUTS = {
     "acme": INSTALL,

@@ -88,9 +88,10 @@ def test_server_and_platform_do_not_branch_on_the_stack_name(module):
 def test_the_platform_copies_no_key_into_the_parts_inputs():
     """The parts get the settings' derived inputs; the platform itself reads only what sets its own
     resources: protection, the DKIM keys (their size, and which selector's key signs), and the provided key
-    and directory password and the backup target's S3 credentials (secret Outputs)."""
+    and directory password, the backup target's S3 credentials and the gateway's SSH key (secret Outputs)."""
     tree = ast.parse((COMPONENTS / "platform.py").read_text())
     read = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "settings"}
     assert read & set(Settings.model_fields) == {"protect", "dkim_key_bits", "dkim_selector", "tls_private_key",
-                                                 "ldap_bind_password", "backup_s3_access_key", "backup_s3_secret_key"}
+                                                 "ldap_bind_password", "backup_s3_access_key", "backup_s3_secret_key",
+                                                 "gateway_ssh_private_key"}

@@ -118,6 +118,9 @@ class InstallInputs:
     ldap: LdapInputs | None = None  #: the directory of CERES users' passwords; None with ldapMode off
     webmail: bool = False  #: Roundcube on https://<mail_host>/ (the `webmail` stage)
     brute_force: BruteForce | None = None  #: fail2ban (the `fail2ban` stage); None leaves it out
+    #: (IPv4, IPv6) Postfix's SMTP client sends from: a gateway's tunnel addresses (gateway.smtp_bind_addresses),
+    #: ("", "") to let the route decide
+    smtp_bind_addresses: tuple[str, str] = ("", "")
 
     @property
     def cert_dir(self) -> str:
@@ -261,6 +264,10 @@ def render_mail_stage(inputs: InstallInputs) -> str:
         SUBMISSION_SERVICES=tuple(service.name for service in SUBMISSION_SERVICES),
         IMPLICIT_TLS_SERVICES=tuple(service.name for service in SUBMISSION_SERVICES if service.tls == "implicit"),
         IMAPS_PORT=str(IMAPS.port),
+        SMTP_BIND_ADDRESS=inputs.smtp_bind_addresses[0],
+        SMTP_BIND_ADDRESS6=inputs.smtp_bind_addresses[1],
+        # a gateway without IPv6 has no address to send IPv6 mail from: the home one would fail SPF
+        INET_PROTOCOLS="ipv4" if inputs.smtp_bind_addresses[0] and not inputs.smtp_bind_addresses[1] else "all",
         **DATA_DISK,
         **(directory_client(inputs.ldap) if inputs.ldap else {}),
     )
@@ -414,6 +421,8 @@ class Stage:
     files: tuple[tuple[str, str], ...] = ()
     #: host names the stage asks an ACME server to certify (http-01): it must wait until they resolve
     certifies: tuple[str, ...] = ()
+    #: gatewayMode wireguard: the VM's tunnel stage, which waits until the VPS's end is installed
+    waits_for_gateway: bool = False
 
 
 def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:

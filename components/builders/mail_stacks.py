@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal
 
 from components.builders.backup import BackupInputs, backup_stage
+from components.builders.gateway import GatewayInputs, vm_stage
 from components.builders.inputs import VmSize
 from components.builders.install_script import AccessInputs, InstallInputs, Stage, access_stage, native_stages
 from components.builders.mailcow import CONF_SECRETS, GeneratedSecret, MailcowInputs, mailcow_stages
@@ -102,14 +103,20 @@ class ServerInputs:
     access: AccessInputs  #: the admin user cloud-init created (the SSH user) and its declared keys
     protect: bool  #: protect the secrets the stack generates
     backup: BackupInputs | None = None  #: backupTarget: the `backup` stage after the mail stack's own
+    gateway: GatewayInputs | None = None  #: gatewayMode wireguard: the VM's tunnel stage, after its packages
 
     @property
     def ssh_user(self) -> str:
         return self.access.admin_user
 
     def stages(self) -> tuple[Stage, ...]:
-        """Every stage in order: the admin's keys first (both stacks), then the mail stack's own."""
-        return (access_stage(self.access), *self.mail_stack.stages())
+        """Every stage in order: the admin's keys first (both stacks), then the mail stack's own; with a
+        gateway its tunnel right after the packages, before anything asks the internet to reach the VM."""
+        stages = list(self.mail_stack.stages())
+        if self.gateway is not None:
+            after = next((i + 1 for i, stage in enumerate(stages) if stage.name == "packages"), 0)
+            stages.insert(after, vm_stage(self.gateway))
+        return (access_stage(self.access), *stages)
 
     def after_install(self) -> tuple[Stage, ...]:
         """The stages after the install, which nothing waits for: the mail stack's own (the native webmail and

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from components.builders.backup import BackupInputs, parse_backup_target
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
+from components.builders.gateway import GatewayInputs, smtp_bind_addresses
 from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, VmInputs, VmSize
 from components.builders.install_script import AccessInputs, InstallInputs
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
@@ -97,7 +98,35 @@ class Settings(SettingsSchema):
             ldap=self.ldap_inputs,
             webmail=self.serves_webmail,
             brute_force=self.brute_force if self.mail_stack == NativeStack.name else None,
+            smtp_bind_addresses=smtp_bind_addresses(self.gateway_inputs),
         )
+
+    @property
+    def gateway_inputs(self) -> GatewayInputs | None:
+        """The WireGuard gateway (gatewayMode wireguard): the VPS and the tunnel; None when off."""
+        if self.gateway_mode == "off":
+            return None
+        return GatewayInputs(
+            host=self.gateway_host,
+            user=self.gateway_user,
+            host_key=self.gateway_host_key,
+            public_ipv4=self.gateway_public_ipv4,
+            public_ipv6=self.gateway_public_ipv6,
+            port=self.gateway_wireguard_port,
+            tunnel=self.gateway_tunnel_cidr,
+            admin_cidrs=tuple(self.admin_cidrs),
+            mail_host=self.mail_host_fqdn,
+        )
+
+    @property
+    def public_ipv4(self) -> str:
+        """The address the internet reaches the mail host at (A record, PTR): the gateway's, or the VM's own."""
+        return self.gateway_public_ipv4 if self.gateway_inputs else self.ipv4
+
+    @property
+    def public_ipv6(self) -> str:
+        """Likewise for IPv6 (AAAA, PTR); "" for none."""
+        return self.gateway_public_ipv6 if self.gateway_inputs else self.ipv6
 
     @property
     def serves_webmail(self) -> bool:
@@ -171,8 +200,8 @@ class Settings(SettingsSchema):
         return DnsInputs(
             domain=self.domain,
             mail_host=self.mail_host_fqdn,
-            ipv4=self.ipv4,
-            ipv6=self.ipv6,
+            ipv4=self.public_ipv4,
+            ipv6=self.public_ipv6,
             mx_priority=self.mx_priority,
             ttl=self.dns_ttl,
             spf_extra=tuple(self.spf_extra),
@@ -217,7 +246,7 @@ class Settings(SettingsSchema):
 
     @property
     def ipv4(self) -> str:
-        """The bare public IPv4 address (A record, SSH target, PTR)."""
+        """The VM's bare IPv4 address (the SSH target; without a gateway also its A record and PTR)."""
         return str(ipaddress.ip_interface(self.ipv4_address).ip)
 
     @property
@@ -278,7 +307,7 @@ class Settings(SettingsSchema):
         """The mail stack to install, as the admin user cloud-init creates."""
         access = AccessInputs(self.mail_host_fqdn, self.admin_user, tuple(self.admin_ssh_keys))
         return ServerInputs(mail_stack=self.mail_stack_choice, access=access, protect=self.protect,
-                            backup=self.backup_inputs)
+                            backup=self.backup_inputs, gateway=self.gateway_inputs)
 
     @property
     def ceres_inputs(self) -> CeresInputs:

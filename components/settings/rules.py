@@ -17,6 +17,7 @@ from components.builders.dns_records import build_records, dkim_records, spf_pro
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
 from components.builders.mail_stacks import STACKS, MailcowStack
+from components.settings.values import unreachable_from_the_internet
 from components.settings.derived import Settings, directory_names, mail_domains_of, mail_host_of
 
 
@@ -57,6 +58,10 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             problems.append((to_camel(gateway_key), f"{gateway} is not inside {network}"))
         elif ipaddress.ip_address(gateway) == ipaddress.ip_interface(address).ip:
             problems.append((to_camel(gateway_key), f"{gateway} is the VM's own address"))
+    if has("gateway_mode", "ipv4_address", "ipv6_address"):
+        problems += _reachability_problems(v)
+    if has("gateway_mode", *GATEWAY_KEYS.values()):
+        problems += _gateway_problems(v)
     if has("ipv4_address") and ipaddress.ip_interface(v["ipv4_address"]).version != 4:
         problems.append(("ipv4Address", f"{v['ipv4_address']} is not an IPv4 address"))
     if has("ipv6_address") and v["ipv6_address"] and ipaddress.ip_interface(v["ipv6_address"]).version != 6:
@@ -111,6 +116,53 @@ def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             problems.append((to_camel(name), f"{v[name]!r} cannot be written to mailcow.conf (letters, digits and _.,:/@+*- only)"))
     if "domain" in v and v.get("mail_host") == v["domain"]:
         problems.append(("mailHost", f"{v['domain']} is the mail domain itself; mailcow needs a host name below it (e.g. mail.{v['domain']})"))
+    return problems
+
+
+#: the keys of the WireGuard gateway beside gatewayMode (camelCase -> field), each needed with wireguard
+GATEWAY_KEYS = {"gatewayHost": "gateway_host", "gatewayHostKey": "gateway_host_key",
+                "gatewaySshPrivateKey": "gateway_ssh_private_key", "gatewayPublicIpv4": "gateway_public_ipv4"}
+GATEWAY_HINTS = {
+    "gatewayHost": "the VPS the stack installs the gateway on",
+    "gatewayHostKey": "its SSH host key (ssh-keyscan -t ed25519 <host>), the only one trusted",
+    "gatewaySshPrivateKey": "`pulumi config set --secret gatewaySshPrivateKey < key`, the key that logs in to the VPS",
+    "gatewayPublicIpv4": "the VPS's public IPv4 address, which DNS publishes for the mail host",
+}
+
+
+def _reachability_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Without a gateway the VM's own addresses are what the internet connects to: they must be public."""
+    if v["gateway_mode"] != "off":
+        return []
+    problems = []
+    for key, name in (("ipv4Address", "ipv4_address"), ("ipv6Address", "ipv6_address")):
+        if v[name] and (problem := unreachable_from_the_internet(str(ipaddress.ip_interface(v[name]).ip))):
+            problems.append((key, f"{problem} (or keep the VM at home behind a VPS: gatewayMode wireguard)"))
+    return problems
+
+
+def _gateway_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the gateway needs, nothing of it left set without one, and what it cannot do."""
+    problems = []
+    if v["gateway_mode"] == "off":
+        extra = [key for key, name in GATEWAY_KEYS.items() if v[name] not in ("", None)]
+        extra += [key for key in ("gatewayPublicIpv6",) if v.get("gateway_public_ipv6")]
+        return [(key, "is set but gatewayMode is off") for key in extra]
+    for key, name in GATEWAY_KEYS.items():
+        if v[name] in ("", None):
+            problems.append((key, f"is required with gatewayMode wireguard: {GATEWAY_HINTS[key]}"))
+    if v["gateway_public_ipv4"] and ipaddress.ip_address(v["gateway_public_ipv4"]).version != 4:
+        problems.append(("gatewayPublicIpv4", f"{v['gateway_public_ipv4']} is not an IPv4 address"))
+    if v.get("gateway_public_ipv6") and ipaddress.ip_address(v["gateway_public_ipv6"]).version != 6:
+        problems.append(("gatewayPublicIpv6", f"{v['gateway_public_ipv6']} is not an IPv6 address"))
+    if v.get("mail_stack") == MailcowStack.name:
+        problems.append(("gatewayMode", "wireguard is not supported with mailStack mailcow yet (its Postfix runs in a "
+                         "container the gateway stage does not bind): use the native stack"))
+    if has_all(v, "gateway_tunnel_cidr", "ipv4_address"):
+        home = ipaddress.ip_interface(v["ipv4_address"]).network
+        if ipaddress.ip_network(v["gateway_tunnel_cidr"]).overlaps(home):
+            problems.append(("gatewayTunnelCidr", f"{v['gateway_tunnel_cidr']} overlaps the VM's network {home}: "
+                             "pick a /30 no network of yours uses"))
     return problems
 
 

@@ -42,13 +42,14 @@ from components.settings.values import (
     OptionalLdapDn,
     OptionalLdapUrl,
     OptionalPemCertificates,
-    OptionalPublicInterface,
+    OptionalHostInterface,
+    OptionalPublicAddress,
     OptionalReportUrl,
     OptionalSecret,
     OptionalSha512,
     OptionalSshPublicKey,
     Port,
-    PublicInterface,
+    HostInterface,
     PublishedDkimSelector,
     Secret,
     SecretMarker,
@@ -56,6 +57,7 @@ from components.settings.values import (
     SshPublicKey,
     SystemdCalendar,
     Timezone,
+    TunnelNetwork,
 )
 
 PROJECT = "ceres-mail"
@@ -70,6 +72,7 @@ SECTIONS = {
     "ldapMode": "one password everywhere (LDAP)",
     "backupTarget": "backups (restic)",
     "webmail": "webmail and brute-force protection (native stack)",
+    "gatewayMode": "mail at home behind a VPS (WireGuard gateway)",
 }
 
 
@@ -136,11 +139,13 @@ class SettingsSchema(BaseModel):
         "PEM of the CA of a private ACME server (e.g. step-ca), trusted by certbot only. Empty trusts the "
         "system store."))
 
-    ipv4_address: PublicInterface = Field(
-        description="Static public IPv4 address of the mail VM with its prefix length, e.g. 203.0.113.25/24.")
+    ipv4_address: HostInterface = Field(description=(
+        "Static IPv4 address of the mail VM with its prefix length, e.g. 203.0.113.25/24: public, or with "
+        "gatewayMode wireguard its address on the home network."))
     ipv4_gateway: IpAddress = Field(description="IPv4 gateway of the mail VM, inside the ipv4Address network.")
-    ipv6_address: OptionalPublicInterface = Field(
-        "", description="Static public IPv6 address with prefix length; empty means no IPv6 (no AAAA record).")
+    ipv6_address: OptionalHostInterface = Field("", description=(
+        "Static public IPv6 address with prefix length; empty means no IPv6 (no AAAA record unless "
+        "gatewayPublicIpv6)."))
     ipv6_gateway: OptionalIpAddress = Field(
         "", description="IPv6 gateway, inside the ipv6Address network; required when ipv6Address is set.")
     dns_resolvers: Json[Annotated[list[IpAddress], Field(min_length=1)]] = Field(
@@ -303,6 +308,29 @@ class SettingsSchema(BaseModel):
     backup_keep: Json[BackupRetention] = Field(BackupKeep(), description=(
         "Snapshots kept, {daily: 7, weekly: 4, monthly: 6}: the last of each day, week and month; a field left "
         "out keeps its default."))
+    gateway_mode: Literal["off", "wireguard"] = Field("off", description=(
+        "off: the VM holds the public address. wireguard: the VM stays at home (ipv4Address is its home "
+        "address) and a VPS (gatewayHost) holds the public address, forwarding the mail ports to it through "
+        "WireGuard; DNS publishes the VPS's addresses (README, Mail at home behind a VPS)."))
+    gateway_host: OptionalHostAddress = Field("", description=(
+        "wireguard: the VPS (Debian 12) the stack installs the gateway on over SSH, by name or address."))
+    gateway_user: LinuxUser = Field("root", description=(
+        "wireguard: the SSH user on the VPS, root or one with passwordless sudo."))
+    gateway_host_key: OptionalSshPublicKey = Field("", description=(
+        "wireguard: the VPS's SSH host key (ssh-ed25519 AAAA..., e.g. from ssh-keyscan), the only one trusted."))
+    gateway_ssh_private_key: OptionalSecret = Field(None, description=(
+        "wireguard: the private key that logs in to the VPS as gatewayUser. Set it with "
+        "`pulumi config set --secret gatewaySshPrivateKey < key`."))
+    gateway_public_ipv4: OptionalPublicAddress = Field("", description=(
+        "wireguard: the VPS's public IPv4 address, on its own interface: the mail host's A record and PTR."))
+    gateway_public_ipv6: OptionalPublicAddress = Field("", description=(
+        "wireguard: the VPS's public IPv6 address, if any: the mail host's AAAA record and PTR."))
+    gateway_wireguard_port: Port = Field(51820, description=(
+        "wireguard: the UDP port the VPS listens on for the VM's tunnel."))
+    gateway_tunnel_cidr: TunnelNetwork = Field("10.254.25.0/30", description=(
+        "wireguard: the tunnel's private /30, the VPS at its first address and the VM at the second; pick one "
+        "no network of yours uses."))
+
 
 def is_secret(info: FieldInfo) -> bool:
     return any(isinstance(m, SecretMarker) for m in info.metadata)
@@ -310,7 +338,8 @@ def is_secret(info: FieldInfo) -> bool:
 
 # Optional secrets cannot be declared in Pulumi.yaml: the CLI requires a value for every declared key
 # without a default, and a secret key with a (plaintext) default fails its "must be encrypted" check.
-UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword", "backupS3AccessKey", "backupS3SecretKey"})
+UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword", "backupS3AccessKey", "backupS3SecretKey",
+                             "gatewaySshPrivateKey"})
 # Objects, and lists whose items are a string or an object: Pulumi's config types (string, integer, boolean,
 # array of one of those) cannot say that, so Pulumi.yaml declares them without a type and the settings check them.
 UNTYPED_KEYS = frozenset({"dkimPublishedSelectors", "backupKeep"})

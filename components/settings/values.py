@@ -45,7 +45,9 @@ def dns_label(value: str) -> str:
     return value
 
 
-def public_interface(value: str) -> str:
+def host_interface(value: str) -> str:
+    """A host address with its prefix length (203.0.113.25/24), any range: the VM's own address. Whether the
+    internet must reach it depends on gatewayMode, a rule over both keys (rules.py)."""
     try:
         interface = ipaddress.ip_interface(value)
     except ValueError:
@@ -53,17 +55,39 @@ def public_interface(value: str) -> str:
     if "/" not in value:
         raise ValueError(f"{value!r} has no prefix length (e.g. 203.0.113.25/24)")
     address = interface.ip
-    private_v4 = address.version == 4 and any(
-        address in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-    )
-    if private_v4 or address.is_loopback or address.is_link_local or address.is_multicast:
-        raise ValueError(
-            f"{address} cannot be reached from the internet; a mail server needs a public static "
-            "address"
-        )
     if address.is_unspecified or interface.network.network_address == address and interface.network.num_addresses > 1:
         raise ValueError(f"{value!r} is a network address, not a host address")
     return str(interface)
+
+
+def unreachable_from_the_internet(address: str) -> str | None:
+    """Why the internet cannot reach `address` (RFC 1918, loopback, link-local, multicast), or None."""
+    ip = ipaddress.ip_address(address)
+    private_v4 = ip.version == 4 and any(
+        ip in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    )
+    if private_v4 or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return f"{ip} cannot be reached from the internet; a mail server needs a public static address"
+    return None
+
+
+def public_address(value: str) -> str:
+    """An address the internet reaches (the gateway's): its A/AAAA record and PTR."""
+    address = ip_address(value)
+    if problem := unreachable_from_the_internet(address):
+        raise ValueError(problem)
+    return address
+
+
+def tunnel_network(value: str) -> str:
+    """The gateway tunnel's IPv4 network: a private /30 (its two addresses, VPS then VM)."""
+    try:
+        network = ipaddress.ip_network(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 network with its prefix length (e.g. 10.254.25.0/30)")
+    if network.version != 4 or network.prefixlen != 30 or not network.is_private:
+        raise ValueError(f"{value!r} is not a private IPv4 /30 (e.g. 10.254.25.0/30)")
+    return str(network)
 
 
 def ip_address(value: str) -> str:
@@ -285,8 +309,10 @@ def keyed_entry(entry: type[ZoneEntry] | type[ImportEntry], form: str, name_rule
 DomainName = Annotated[str, AfterValidator(domain_name)]
 OptionalDomainName = Annotated[str, AfterValidator(optional(domain_name))]
 DnsLabel = Annotated[str, AfterValidator(dns_label)]
-PublicInterface = Annotated[str, AfterValidator(public_interface)]
-OptionalPublicInterface = Annotated[str, AfterValidator(optional(public_interface))]
+HostInterface = Annotated[str, AfterValidator(host_interface)]
+OptionalHostInterface = Annotated[str, AfterValidator(optional(host_interface))]
+OptionalPublicAddress = Annotated[str, AfterValidator(optional(public_address))]
+TunnelNetwork = Annotated[str, AfterValidator(tunnel_network)]
 IpAddress = Annotated[str, AfterValidator(ip_address)]
 OptionalIpAddress = Annotated[str, AfterValidator(optional(ip_address))]
 OptionalHostAddress = Annotated[str, AfterValidator(optional(host_address))]

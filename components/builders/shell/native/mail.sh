@@ -9,7 +9,9 @@
 # From the header: STAGE, DOMAIN, MAIL_HOST, MAIL_DOMAINS (array), MAILBOX, ALIASES (array),
 # DKIM_SELECTOR, CERT_DIR, SECRETS (array), MESSAGE_SIZE_LIMIT, VMAIL, STRICT_CIPHERS,
 # SUBMISSION_SERVICES (array: Postfix service names), IMPLICIT_TLS_SERVICES (array: those of them with TLS
-# at connect), IMAPS_PORT, and for lib/data_disk.sh (included first): DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
+# at connect), IMAPS_PORT, INET_PROTOCOLS, SMTP_BIND_ADDRESS and SMTP_BIND_ADDRESS6 (empty, or the gateway
+# tunnel's addresses: set even when empty, so a stack that leaves gatewayMode wireguard sends from its own
+# address again), and for lib/data_disk.sh (included first): DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -56,7 +58,10 @@ before=$(postfix_state)
   echo "mailbox_size_limit = 0"
   echo "recipient_delimiter = +"
   echo "inet_interfaces = all"
-  echo "inet_protocols = all"
+  echo "inet_protocols = $INET_PROTOCOLS"
+  # behind a gateway, outbound mail leaves from the tunnel address, which the gateway makes its public one
+  echo "smtp_bind_address = $SMTP_BIND_ADDRESS"
+  echo "smtp_bind_address6 = $SMTP_BIND_ADDRESS6"
   echo "virtual_mailbox_domains = ${MAIL_DOMAINS[*]}"
   echo "virtual_mailbox_maps = hash:/etc/postfix/ceres-mailboxes"
   echo "virtual_alias_maps = hash:/etc/postfix/ceres-aliases"

@@ -1,0 +1,204 @@
+"""The WireGuard gateway (`gatewayMode: wireguard`): the mail VM at home, its public address on a VPS.
+
+A home line often has no static address, no PTR of its own and port 25 blocked. The VPS has all three, so it
+holds the mail host's public address and forwards the mail ports (`ports.PUBLIC`: 25, 80, 443, 465, 587, 993)
+through a WireGuard tunnel to the VM, with a DNAT that keeps the client's address: Postfix, rspamd, SPF checks
+and fail2ban on the VM see the real sender. Mail the VM sends leaves through the tunnel from its tunnel address
+(Postfix binds to it, `smtp_bind_addresses`), and the VPS rewrites that to its public address, the one SPF
+(`mx`) and the PTR name. The VM is the side that dials (it may sit behind NAT, its address may change), with a
+keepalive so the VPS can always reach it.
+
+Two stages, one per end, each a pure function of `GatewayInputs`:
+- `gateway-vps` on the VPS (over its own SSH connection, host key pinned): WireGuard, IP forwarding, and an
+  nftables table of its own that lets in only the tunnel's UDP port and SSH from adminCidrs, forwards the mail
+  ports to the VM and rewrites the VM's outbound source.
+- `gateway` on the VM, right after its packages and before the certificate (the ACME server reaches the VM
+  through the VPS): WireGuard with policy routing, so that whatever leaves from the tunnel address (Postfix's
+  mail, and every reply to a forwarded connection) goes back through the tunnel and nothing else does.
+
+Both install `wireguard-tools`, and `wireguard-go` (userspace) only where the kernel has no WireGuard module;
+the stage says which it uses. `wg-quick@` brings the tunnel up at every boot. The private keys arrive on
+standard input with the peer's public key and are written only to a root-only file; nothing prints them.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import shlex
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from components.builders.install_script import PRELUDE, READ_SECRETS, Stage, render_script
+from components.builders.ports import PUBLIC
+
+INTERFACE = "wg-ceres"  #: the tunnel's interface at both ends (wg-quick@wg-ceres)
+ROUTING_TABLE = "2525"  #: the VM's routing table for what leaves from its tunnel address
+NFT_TABLE = "ceres_gateway"  #: the VPS's own nftables table: nothing else of the VPS's firewall is touched
+KEEPALIVE_SECONDS = "25"  #: the VM's keepalive, so a NAT at home keeps the VPS's way in open
+#: the tunnel's IPv6 network (a ULA, RFC 4193) when the VPS has a public IPv6 address: VPS ::1, VM ::2
+TUNNEL_IPV6 = ipaddress.ip_network("fd63:6572:6573:6d61::/126")
+FORWARDED_PORTS = tuple(service.port for service in PUBLIC)
+#: what each stage reads on stdin: its own private key and the other end's public key
+SECRETS = ("WIREGUARD_PRIVATE_KEY", "WIREGUARD_PEER_KEY")
+KEY_BYTES = 32  #: a WireGuard (Curve25519) private key
+
+
+@dataclass(frozen=True)
+class GatewayInputs:
+    """The VPS and the tunnel (settings `gateway*`); the VM's own address stays its home one."""
+
+    host: str  #: where the stack reaches the VPS over SSH
+    user: str  #: the SSH user there (root, or one with passwordless sudo)
+    host_key: str  #: the VPS's SSH host key, the only one trusted
+    public_ipv4: str  #: the VPS's public IPv4 address: the mail host's A record and PTR
+    public_ipv6: str  #: "" or its public IPv6 address: AAAA and PTR
+    port: int  #: the VPS's WireGuard UDP port
+    tunnel: str  #: the tunnel's IPv4 network, a /30: the VPS has its first address, the VM the second
+    admin_cidrs: tuple[str, ...]  #: the only networks SSH on the VPS answers
+    mail_host: str
+
+    @property
+    def vps_tunnel_ipv4(self) -> str:
+        return str(ipaddress.ip_network(self.tunnel)[1])
+
+    @property
+    def vm_tunnel_ipv4(self) -> str:
+        return str(ipaddress.ip_network(self.tunnel)[2])
+
+    @property
+    def vps_tunnel_ipv6(self) -> str:
+        return str(TUNNEL_IPV6[1]) if self.public_ipv6 else ""
+
+    @property
+    def vm_tunnel_ipv6(self) -> str:
+        return str(TUNNEL_IPV6[2]) if self.public_ipv6 else ""
+
+    @property
+    def endpoint(self) -> str:
+        """Where the VM dials: the VPS's public IPv4 address and port."""
+        return f"{self.public_ipv4}:{self.port}"
+
+
+def summary(inputs: GatewayInputs, vm_address: str) -> dict[str, object]:
+    """The stack's `gateway` output (and what `mailctl plan` shows of it): where the public address lives and
+    what it forwards where. No key: the private ones are secrets, and nothing needs the public ones."""
+    return {
+        "mode": "wireguard",
+        "host": inputs.host,
+        "publicAddresses": [a for a in (inputs.public_ipv4, inputs.public_ipv6) if a],
+        "forwardedTcpPorts": list(FORWARDED_PORTS),
+        "wireguard": f"udp/{inputs.port}",
+        "sshFrom": sorted(inputs.admin_cidrs),
+        "tunnel": {"vps": inputs.vps_tunnel_ipv4, "vm": inputs.vm_tunnel_ipv4,
+                   **({"vpsIpv6": inputs.vps_tunnel_ipv6, "vmIpv6": inputs.vm_tunnel_ipv6} if inputs.public_ipv6 else {})},
+        "vmHomeAddress": vm_address,
+    }
+
+
+def smtp_bind_addresses(gateway: GatewayInputs | None) -> tuple[str, str]:
+    """(IPv4, IPv6) Postfix's SMTP client binds to: the VM's tunnel addresses, so outbound mail leaves from the
+    VPS's address; ("", "") without a gateway (Postfix's default: the route decides)."""
+    if gateway is None:
+        return "", ""
+    return gateway.vm_tunnel_ipv4, gateway.vm_tunnel_ipv6
+
+
+def wireguard_public_key(private_key: str) -> str:
+    """The public key (base64, as `wg pubkey` prints it) of a base64 WireGuard private key: X25519 of its 32
+    bytes, which WireGuard clamps as RFC 7748 does."""
+    raw = base64.b64decode(private_key)
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"a WireGuard private key is {KEY_BYTES} bytes, not {len(raw)}")
+    public = X25519PrivateKey.from_private_bytes(raw).public_key()
+    return base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def _split(cidrs: tuple[str, ...], version: int) -> tuple[str, ...]:
+    return tuple(sorted(c for c in cidrs if ipaddress.ip_network(c, strict=False).version == version))
+
+
+def render_vps_stage(inputs: GatewayInputs) -> str:
+    tunnel = ipaddress.ip_network(inputs.tunnel)
+    return render_script(
+        "gateway-vps",
+        inputs.mail_host,
+        (*PRELUDE, *READ_SECRETS, "lib/wireguard.sh", "gateway/vps.sh"),
+        INTERFACE=INTERFACE,
+        LISTEN_PORT=str(inputs.port),
+        TUNNEL_ADDRESSES=(f"{inputs.vps_tunnel_ipv4}/{tunnel.prefixlen}",
+                          *((f"{inputs.vps_tunnel_ipv6}/{TUNNEL_IPV6.prefixlen}",) if inputs.public_ipv6 else ())),
+        PEER_ALLOWED=(f"{inputs.vm_tunnel_ipv4}/32", *((f"{inputs.vm_tunnel_ipv6}/128",) if inputs.public_ipv6 else ())),
+        PUBLIC_IPV4=inputs.public_ipv4,
+        PUBLIC_IPV6=inputs.public_ipv6,
+        VM_IPV4=inputs.vm_tunnel_ipv4,
+        VM_IPV6=inputs.vm_tunnel_ipv6,
+        FORWARDED_PORTS=tuple(str(port) for port in FORWARDED_PORTS),
+        SSH_SOURCES_V4=_split(inputs.admin_cidrs, 4),
+        SSH_SOURCES_V6=_split(inputs.admin_cidrs, 6),
+        NFT_TABLE=NFT_TABLE,
+        SECRETS=SECRETS,
+    )
+
+
+def render_vm_stage(inputs: GatewayInputs) -> str:
+    tunnel = ipaddress.ip_network(inputs.tunnel)
+    return render_script(
+        "gateway",
+        inputs.mail_host,
+        (*PRELUDE, *READ_SECRETS, "lib/wireguard.sh", "gateway/vm.sh"),
+        INTERFACE=INTERFACE,
+        TUNNEL_ADDRESSES=(f"{inputs.vm_tunnel_ipv4}/{tunnel.prefixlen}",
+                          *((f"{inputs.vm_tunnel_ipv6}/{TUNNEL_IPV6.prefixlen}",) if inputs.public_ipv6 else ())),
+        ENDPOINT=inputs.endpoint,
+        VPS_IPV4=inputs.vps_tunnel_ipv4,
+        VM_IPV4=inputs.vm_tunnel_ipv4,
+        VM_IPV6=inputs.vm_tunnel_ipv6,
+        ROUTING_TABLE=ROUTING_TABLE,
+        KEEPALIVE=KEEPALIVE_SECONDS,
+        SECRETS=SECRETS,
+    )
+
+
+def vps_stage(inputs: GatewayInputs) -> Stage:
+    """The VPS's stage: its command runs over the gateway's own connection (components/gateway.py)."""
+    return Stage("gateway-vps", render_vps_stage(inputs), SECRETS)
+
+
+def vm_stage(inputs: GatewayInputs) -> Stage:
+    """The VM's stage, after its packages and before its certificate: the ACME server's http-01 request comes
+    in through the VPS. It waits for the VPS's stage (MailServer gives it that edge)."""
+    return Stage("gateway", render_vm_stage(inputs), SECRETS, waits_for_gateway=True)
+
+
+def render_gateway_command(script: str, stage: str, user: str) -> str:
+    """The VPS's command line: as root directly (many VPS images have no sudo), or through sudo."""
+    run = f"bash -c {shlex.quote(script)} ceres-mail-{stage}"
+    return run if user == "root" else f"sudo -n {run}"
+
+
+def header_array(script: str, name: str) -> tuple[str, ...] | None:
+    """The values of the array `name` in a rendered script's header (what the policy pack reads back), or None
+    when the header has no such line."""
+    for line in script.splitlines():
+        if line.startswith(f"{name}=(") and line.endswith(")"):
+            return tuple(shlex.split(line[len(name) + 2:-1]))
+        if not line.startswith(("#", "STAGE=")) and "=" not in line.split(" ", 1)[0]:
+            break  # past the header
+    return None
+
+
+def ssh_sources(command_line: str) -> tuple[str, ...] | None:
+    """The networks the VPS stage in a command line (`render_gateway_command`) lets reach SSH, or None when the
+    command runs no VPS stage: what the policy pack checks, read from what the VPS really gets."""
+    try:
+        words = shlex.split(command_line)
+    except ValueError:
+        return None
+    script = next((word for word in words if word.startswith("#!") and "\nSTAGE=gateway-vps\n" in word), None)
+    if script is None:
+        return None
+    v4, v6 = header_array(script, "SSH_SOURCES_V4"), header_array(script, "SSH_SOURCES_V6")
+    return (*(v4 or ()), *(v6 or ()))

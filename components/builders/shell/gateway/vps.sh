@@ -1,0 +1,112 @@
+# shellcheck shell=bash
+# gateway/vps.sh: the `gateway-vps` stage, on the VPS that holds the mail host's public address. WireGuard
+# listens on LISTEN_PORT for the mail VM (which dials in); nftables, in a table of the stack's own, lets in
+# only that port and SSH from the admin networks, forwards the mail ports to the VM through the tunnel
+# without touching the client's address (DNAT only), and gives what the VM sends out the public address
+# (SNAT). Rendered after lib/strict.sh, lib/prelude.sh, lib/secrets.sh and lib/wireguard.sh.
+# From the header: STAGE, INTERFACE, LISTEN_PORT, TUNNEL_ADDRESSES (array), PEER_ALLOWED (array),
+# PUBLIC_IPV4, PUBLIC_IPV6, VM_IPV4, VM_IPV6, FORWARDED_PORTS (array), SSH_SOURCES_V4 (array),
+# SSH_SOURCES_V6 (array), NFT_TABLE; from stdin: WIREGUARD_PRIVATE_KEY, WIREGUARD_PEER_KEY.
+# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# after a header of quoted values; the lines above it are for readers and shellcheck only.
+# ---- rendered below ----
+
+# shellcheck disable=SC2153  # PUBLIC_IPV4 and PUBLIC_IPV6 are both the header's
+join() { local IFS=,; echo "$*"; }
+ports=$(join "${FORWARDED_PORTS[@]}")
+
+echo "== $STAGE: forwarding ${FORWARDED_PORTS[*]} on $PUBLIC_IPV4${PUBLIC_IPV6:+ and $PUBLIC_IPV6} to the mail VM"
+# the kernel forwards between the public side and the tunnel (now, and from the next boot on)
+{
+  echo "# ceres-mail: the gateway forwards the mail ports to the mail VM through WireGuard"
+  echo "net.ipv4.ip_forward = 1"
+  if [ -n "$PUBLIC_IPV6" ]; then echo "net.ipv6.conf.all.forwarding = 1"; fi
+} | put_file /etc/sysctl.d/60-ceres-gateway.conf 0644 root:root
+sysctl -q -p /etc/sysctl.d/60-ceres-gateway.conf
+
+# nftables: replaced as a whole and atomically (the table is declared, deleted and declared again in one
+# transaction); a drop in this table's base chains is final whatever other tables accept
+{
+  echo "#!/usr/sbin/nft -f"
+  echo "# ceres-mail: written by the $STAGE stage on every pulumi up; change the stack, not this file"
+  echo "table inet $NFT_TABLE {}"
+  echo "delete table inet $NFT_TABLE"
+  echo "table inet $NFT_TABLE {"
+  if [ ${#SSH_SOURCES_V4[@]} -gt 0 ]; then
+    echo "  set admin_v4 { type ipv4_addr; flags interval; elements = { $(join "${SSH_SOURCES_V4[@]}") } }"
+  fi
+  if [ ${#SSH_SOURCES_V6[@]} -gt 0 ]; then
+    echo "  set admin_v6 { type ipv6_addr; flags interval; elements = { $(join "${SSH_SOURCES_V6[@]}") } }"
+  fi
+  echo "  chain input {"
+  echo "    type filter hook input priority filter; policy drop;"
+  echo "    ct state established,related accept"
+  echo "    ct state invalid drop"
+  echo "    iif lo accept"
+  echo "    meta l4proto { icmp, ipv6-icmp } accept"
+  echo "    udp dport $LISTEN_PORT accept"
+  if [ ${#SSH_SOURCES_V4[@]} -gt 0 ]; then echo "    ip saddr @admin_v4 tcp dport 22 accept"; fi
+  if [ ${#SSH_SOURCES_V6[@]} -gt 0 ]; then echo "    ip6 saddr @admin_v6 tcp dport 22 accept"; fi
+  echo "  }"
+  echo "  chain forward {"
+  echo "    type filter hook forward priority filter; policy drop;"
+  echo "    ct state established,related accept"
+  echo "    ct state invalid drop"
+  echo "    oifname \"$INTERFACE\" ct status dnat tcp dport { $ports } accept"
+  echo "    iifname \"$INTERFACE\" oifname != \"$INTERFACE\" ip saddr $VM_IPV4 accept"
+  if [ -n "$PUBLIC_IPV6" ]; then echo "    iifname \"$INTERFACE\" oifname != \"$INTERFACE\" ip6 saddr $VM_IPV6 accept"; fi
+  echo "  }"
+  echo "  chain prerouting {"
+  echo "    type nat hook prerouting priority dstnat;"
+  echo "    ip daddr $PUBLIC_IPV4 tcp dport { $ports } dnat ip to $VM_IPV4"
+  if [ -n "$PUBLIC_IPV6" ]; then echo "    ip6 daddr $PUBLIC_IPV6 tcp dport { $ports } dnat ip6 to $VM_IPV6"; fi
+  echo "  }"
+  echo "  chain postrouting {"
+  echo "    type nat hook postrouting priority srcnat;"
+  echo "    oifname != \"$INTERFACE\" ip saddr $VM_IPV4 snat ip to $PUBLIC_IPV4"
+  if [ -n "$PUBLIC_IPV6" ]; then echo "    oifname != \"$INTERFACE\" ip6 saddr $VM_IPV6 snat ip6 to $PUBLIC_IPV6"; fi
+  echo "  }"
+  echo "}"
+} | put_file /etc/ceres-mail/gateway.nft 0644 root:root
+nft --check -f /etc/ceres-mail/gateway.nft
+printf '%s\n' \
+  "# ceres-mail: the gateway's nftables table, loaded before the network comes up at boot" \
+  "[Unit]" \
+  "Description=ceres-mail gateway firewall ($NFT_TABLE)" \
+  "DefaultDependencies=no" \
+  "After=nftables.service" \
+  "Before=network-pre.target" \
+  "Wants=network-pre.target" \
+  "[Service]" \
+  "Type=oneshot" \
+  "RemainAfterExit=yes" \
+  "ExecStart=/usr/sbin/nft -f /etc/ceres-mail/gateway.nft" \
+  "ExecStop=/usr/sbin/nft delete table inet $NFT_TABLE" \
+  "[Install]" \
+  "WantedBy=multi-user.target" \
+  | put_file /etc/systemd/system/ceres-mail-gateway-firewall.service 0644 root:root
+# shellcheck disable=SC2154  # changed: set by lib/prelude.sh
+if [ "$changed" = 1 ]; then systemctl daemon-reload; fi
+systemctl enable --quiet ceres-mail-gateway-firewall.service
+# loaded now whenever it differs from what runs (a reload of the same file changes nothing)
+if [ "$changed" = 1 ] || ! nft list table inet "$NFT_TABLE" >/dev/null 2>&1; then
+  nft -f /etc/ceres-mail/gateway.nft
+  systemctl start ceres-mail-gateway-firewall.service
+fi
+
+# WireGuard: the VM dials in (no endpoint here); only its tunnel addresses may come out of the tunnel
+{
+  echo "# ceres-mail: written by the $STAGE stage on every pulumi up; change the stack, not this file"
+  echo "[Interface]"
+  echo "Address = $(join "${TUNNEL_ADDRESSES[@]}")"
+  echo "ListenPort = $LISTEN_PORT"
+  echo "PrivateKey = $WIREGUARD_PRIVATE_KEY"
+  echo
+  echo "[Peer]"
+  echo "# the mail VM"
+  echo "PublicKey = $WIREGUARD_PEER_KEY"
+  echo "AllowedIPs = $(join "${PEER_ALLOWED[@]}")"
+} | put_file "/etc/wireguard/$INTERFACE.conf" 0600 root:root
+apply_tunnel
+rm -f "$PENDING"
+echo "gateway: WireGuard on udp/$LISTEN_PORT, SSH from ${SSH_SOURCES_V4[*]} ${SSH_SOURCES_V6[*]}, nothing else open"
