@@ -1,5 +1,7 @@
 """The test network itself (tests/testnet): Debian hosts boot with systemd, reach each other over the wire and
-nothing beyond it, install packages through the test's own apt proxy, and leave nothing behind.
+nothing beyond it, install packages through the test's own apt proxy, and leave nothing behind; a home segment
+behind a NAT router reaches the internet and is unreachable from it; a host given /dev/net/tun runs userspace
+WireGuard, and a tunnel from home through the NAT to a VPS carries traffic both ways.
 
 Tests of the mail host built on this harness rely on it; if these fail, fix the harness before reading theirs.
 """
@@ -12,10 +14,11 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from tests.testnet import NetnsHost, SystemHost, TestNet, leftovers
+from tests.testnet import INTERNET, NetnsHost, Router, SystemHost, TestNet, leftovers
 from tests.testnet.fixtures import open_testnet, require_testnet, testnet  # noqa: F401 (testnet: a fixture)
 
 pytestmark = pytest.mark.slow
@@ -27,6 +30,43 @@ ALPHA, BETA, GAMMA = f"{WIRE}.10", f"{WIRE}.11", f"{WIRE}.12"
 ALPHA6, BETA6 = "2001:db8:100::10", "2001:db8:100::11"
 BOOT_STATES: dict[str, str] = {}  # what wait_running() said, per host
 OUTSIDE = ("192.0.2.1", "203.0.113.80")  # this machine's gateway and (here) its Debian mirror: never reachable
+PUBLIC, HOME = "203.0.113", "192.168.77"  # the home tests: internet addresses (TEST-NET-3), the home network
+VPS, WEB, STRAY, ROUTER_OUT = f"{PUBLIC}.25", f"{PUBLIC}.30", f"{PUBLIC}.31", f"{PUBLIC}.77"
+ROUTER_IN, MAIL_HOME, LAPTOP = f"{HOME}.1", f"{HOME}.25", f"{HOME}.30"
+# connect to argv[1]:argv[2] (timeout argv[3] s, refusals retried for argv[4] s: a server starting); prints
+# "CONNECTED <what the server sent>", or "refused|<errno>|timeout <seconds>" (this machine has no ping)
+CONNECT = textwrap.dedent(
+    """\
+    import socket, sys, time
+    host, port, timeout, patience = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    started = time.monotonic()
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as s:
+                print("CONNECTED", s.recv(64).decode().strip())
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() - started < patience:
+                time.sleep(0.1)
+                continue
+            print("refused", round(time.monotonic() - started, 2))
+            break
+        except OSError as error:
+            print(error.errno or "timeout", round(time.monotonic() - started, 2))
+            break
+    """
+)
+# on argv[1]:7000, tells each client the address it came from
+TELL_PEER = textwrap.dedent(
+    """\
+    import socket, sys
+    server = socket.create_server((sys.argv[1], 7000))
+    while True:
+        client, peer = server.accept()
+        client.sendall(f"{peer[0]}\\n".encode())
+        client.close()
+    """
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +185,151 @@ def test_cloud_init_runs_a_nocloud_seed(testnet):
         assert f"default via {GAMMA} dev eth0" in host.exec(["ip", "route"]).stdout
     finally:
         testnet.remove_host("zeta")
+
+
+@dataclass
+class Home:
+    """The home tests' network: a home segment behind `router`, a laptop there and one internet web host."""
+    segment: str
+    router: Router
+    laptop: NetnsHost
+    web: NetnsHost
+    stray: NetnsHost  # on the home segment with an internet address, and no router: alone on its Ethernet
+
+
+@pytest.fixture(scope="module")
+def home(testnet: TestNet) -> Iterator[Home]:
+    segment = testnet.add_segment("home")
+    names = []
+    try:
+        router = testnet.add_router("router", inside=(segment, f"{ROUTER_IN}/24"),
+                                    outside=(INTERNET, f"{ROUTER_OUT}/24"))
+        names.append("router")
+        laptop = testnet.add_netns_host("laptop", f"{LAPTOP}/24", segment=segment, gateway=ROUTER_IN)
+        names.append("laptop")
+        web = testnet.add_netns_host("web", f"{WEB}/24")
+        names.append("web")
+        stray = testnet.add_netns_host("stray", f"{STRAY}/24", segment=segment)
+        names.append("stray")
+        web.popen([sys.executable, "-c", TELL_PEER, WEB], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield Home(segment, router, laptop, web, stray)
+    finally:
+        for name in reversed(names):
+            testnet.remove_host(name)
+
+
+def connect(source: NetnsHost, address: str, port: int = 7000, timeout: float = 3, patience: float = 0) -> str:
+    """What CONNECT says, run in `source` (the first word: CONNECTED, refused, an errno or timeout)."""
+    result = source.run([sys.executable, "-c", CONNECT, address, str(port), str(timeout), str(patience)],
+                        timeout=timeout + patience + 15)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_segments_are_separate_ethernets(home):
+    """Same subnet, other segment: nothing gets across without a router (not even ARP: no such host)."""
+    for source, target in ((home.stray, WEB), (home.web, STRAY)):
+        assert connect(source, target, timeout=8).split()[0] == "113", f"{source.name} -> {target}"  # EHOSTUNREACH
+    for source, target in ((home.laptop, ROUTER_IN), (home.web, ROUTER_OUT)):
+        assert connect(source, target, port=9).split()[0] == "refused", f"{source.name} -> {target}"  # it's there
+
+
+def test_home_reaches_the_internet_with_the_routers_address(home):
+    assert connect(home.laptop, WEB, patience=10) == f"CONNECTED {ROUTER_OUT}\n"  # masqueraded
+
+
+def test_home_is_unreachable_from_the_internet(home):
+    """No route to the home network ("network unreachable" at once); and with a route given by hand to the
+    router, the router lets nothing in that home did not start."""
+    home.laptop.popen([sys.executable, "-c", TELL_PEER, LAPTOP], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
+    assert connect(home.router, LAPTOP, patience=10) == f"CONNECTED {ROUTER_IN}\n"  # it listens, for home
+    assert HOME not in home.web.run(["ip", "route"]).stdout
+    errno_, seconds = connect(home.web, LAPTOP).split()
+    assert errno_ == "101" and float(seconds) < 1, f"{errno_} after {seconds} s"  # ENETUNREACH, fast
+    home.web.run(["ip", "route", "add", f"{HOME}.0/24", "via", ROUTER_OUT], check=True)
+    try:
+        assert connect(home.web, LAPTOP, timeout=2).split()[0] == "timeout"  # dropped by the router
+    finally:
+        home.web.run(["ip", "route", "del", f"{HOME}.0/24"], check=True)
+
+
+@pytest.fixture(scope="module")
+def wireguard_hosts(testnet: TestNet, home: Home) -> Iterator[tuple[SystemHost, SystemHost]]:
+    """A mail server at home (behind the router) and a VPS on the internet, both with /dev/net/tun."""
+    names = []
+    try:
+        vps = testnet.add_system_host("vps", f"{VPS}/24", devices=("net/tun",))
+        names.append("vps")
+        mail = testnet.add_system_host("mailhome", f"{MAIL_HOME}/24", segment=home.segment, gateway=ROUTER_IN,
+                                       devices=("net/tun",))
+        names.append("mailhome")
+        for host in (vps, mail):
+            assert host.wait_running() in ("running", "degraded")
+        yield mail, vps
+    finally:
+        for name in reversed(names):
+            testnet.remove_host(name)
+
+
+def test_tun_device_only_when_asked(testnet, wireguard_hosts):
+    mail, _ = wireguard_hosts
+    assert mail.exec(["stat", "-c", "%F %t:%T", "/dev/net/tun"]).stdout == "character special file a:c8\n"
+    mail.exec(["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"], check=True)
+    assert "tun0:" in mail.exec(["ip", "link", "show", "tun0"], check=True).stdout
+    assert " tun0:" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout  # its own
+    mail.exec(["ip", "link", "delete", "tun0"], check=True)
+    plain = testnet.add_system_host("plain", f"{WIRE}.40/24")
+    try:
+        assert plain.exec(["test", "-e", "/dev/net/tun"]).returncode != 0
+        result = plain.exec(["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"])
+        assert result.returncode != 0 and "No such file or directory" in result.stderr, result.stderr
+        assert plain.exec(["ip", "link", "show", "tun0"]).returncode != 0
+    finally:
+        testnet.remove_host("plain")
+    with pytest.raises(ValueError, match="no /dev/no-such-device"):
+        testnet.add_system_host("nodevice", f"{WIRE}.41/24", devices=("no-such-device",))
+    with pytest.raises(ValueError, match="relative path"):
+        testnet.add_system_host("nodevice", f"{WIRE}.41/24", devices=("../sda",))
+    assert "nodevice" not in testnet.hosts
+
+
+def test_wireguard_from_home_through_the_nat(wireguard_hosts):
+    """wireguard-go (wg-quick's fallback: this kernel has no wireguard module) from Debian, through the apt
+    proxy; the home host starts the tunnel and keeps it alive, then the VPS reaches the home host through it."""
+    mail, vps = wireguard_hosts
+    keys = {}
+    for host in (mail, vps):
+        started = time.monotonic()
+        host.exec(["apt-get", "update"], timeout=300, check=True)
+        host.exec(["apt-get", "install", "-y", "--no-install-recommends", "wireguard-go", "wireguard-tools"],
+                  timeout=300, check=True)
+        log.info("%s: wireguard-go and wireguard-tools in %.1f s", host.name, time.monotonic() - started)
+        private = host.exec(["wg", "genkey"], check=True).stdout.strip()
+        public = host.exec(["wg", "pubkey"], input=private + "\n", check=True).stdout.strip()
+        keys[host.name] = private, public
+    configs = {
+        vps: f"[Interface]\nAddress = 10.77.0.1/24\nListenPort = 51820\nPrivateKey = {keys['vps'][0]}\n\n"
+             f"[Peer]\nPublicKey = {keys['mailhome'][1]}\nAllowedIPs = 10.77.0.2/32\n",
+        mail: f"[Interface]\nAddress = 10.77.0.2/24\nPrivateKey = {keys['mailhome'][0]}\n\n"
+              f"[Peer]\nPublicKey = {keys['vps'][1]}\nEndpoint = {VPS}:51820\nAllowedIPs = 10.77.0.1/32\n"
+              "PersistentKeepalive = 5\n",
+    }
+    for host in (vps, mail):
+        host.exec(["install", "-m", "600", "/dev/stdin", "/etc/wireguard/wg0.conf"], input=configs[host], check=True)
+        result = host.exec(["systemctl", "start", "wg-quick@wg0"], timeout=60)
+        journal = host.exec(["journalctl", "-u", "wg-quick@wg0", "--no-pager"]).stdout
+        assert result.returncode == 0, f"{host.name}: {result.stderr}\n{journal}"
+        log.info("%s: wg-quick up:\n%s", host.name, journal)
+        assert "userspace" in journal, journal  # wireguard-go, not a kernel interface
+    for source, target in ((mail, "10.77.0.1"), (vps, "10.77.0.2")):
+        result = source.exec(["ping", "-c1", "-W2", "-w20", target], timeout=30)
+        assert result.returncode == 0, f"{source.name} -> {target}: {result.stdout}{result.stderr}"
+    endpoints = vps.exec(["wg", "show", "wg0", "endpoints"], check=True).stdout
+    assert f"\t{ROUTER_OUT}:" in endpoints, endpoints  # the VPS knows home only by the router's address
+    # without the tunnel, the VPS has no way to the home host
+    result = vps.exec(["ping", "-c1", "-W1", MAIL_HOME], timeout=10)
+    assert result.returncode != 0 and "unreachable" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_cleanup_leaves_nothing_behind(tmp_path):

@@ -1,4 +1,4 @@
-"""A small offline "internet" for tests: hosts on one Ethernet segment, and nothing beyond it.
+"""A small offline "internet" for tests: hosts on Ethernet segments, routers between them, nothing beyond.
 
 Why: the product configures a mail host that talks to DNS, ACME, peer MTAs and apt. Tests see whether that
 works only with real daemons on real addresses, and must never send anything off this machine. So a
@@ -7,7 +7,15 @@ that bridge and the addresses the test gives it (documentation ranges included: 
 the test's own). No host gets a route beyond the wire, except a SystemHost's `apt0` to the test's own
 `AptProxy` (see aptproxy.py).
 
-Two kinds of hosts:
+Segments and routers: that bridge is the segment `INTERNET`. `add_segment("home")` adds another bridge in the
+wire namespace: a separate Ethernet (the wire namespace has no address and does not forward), so hosts on
+different segments reach each other only through a `Router` that has a leg on both. A router is a home
+router with one public address: it forwards, and masquerades what leaves its inside network by its outside
+leg, and lets back in only the answers. Internet hosts get no route to the inside network, so, as at home
+behind a NAT, a mail server on the home segment can open connections to the internet (a VPS, for a
+WireGuard tunnel) but no internet host can open one to it.
+
+Kinds of hosts:
 - `NetnsHost`: a network namespace only; `popen`/`run` start programs of this machine inside it (named,
   pebble, python from .venv ...).
 - `SystemHost`: a Debian 12 (image.base_image()) booted with systemd as PID 1 in its own pid, mount, uts,
@@ -15,7 +23,8 @@ Two kinds of hosts:
   read-only except net.*), read-only /sys, tmpfs /run and /tmp, and a capability bounding set without module
   loading, clock setting, raw I/O or device nodes, so nothing in it reaches the machine's kernel settings or
   devices. `pivot_root` (not chroot) makes its root a real mount root, which is what systemd's own service
-  sandboxing needs.
+  sandboxing needs. `devices=("net/tun",)` adds machine device nodes to its /dev (userspace WireGuard).
+- `Router`: a NetnsHost with a leg on two segments (see above; IPv4 only: it forwards no IPv6).
 
 Cleanup is total: `TestNet.close()` (also on errors and KeyboardInterrupt) kills every process, deletes every
 namespace and link and unmounts everything; `linux.remove_stale()` removes what a run killed with SIGKILL
@@ -29,8 +38,10 @@ import ipaddress
 import logging
 import os
 import signal
+import stat
 import subprocess
 import tempfile
+import textwrap
 import time
 import uuid
 from pathlib import Path, PurePosixPath
@@ -47,6 +58,8 @@ HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXEC_TIMEOUT = 120.0
 BOOT_TIMEOUT = 15.0  # seconds until the host's systemd runs (reaching `running` is wait_running's job)
 RUNNING_TIMEOUT = 120.0
+INTERNET = "internet"  # the segment every TestNet has (bridge br0 of the wire namespace)
+NFT = "/usr/sbin/nft"  # the machine's nftables (tests/system-packages.txt), run inside a router's namespace
 SEED_DIR = "/var/lib/cloud/seed"
 # Capabilities no test host needs and none may have: they reach the machine's kernel, clock or disks.
 DROPPED_CAPS = ("sys_module", "sys_time", "sys_rawio", "mknod", "syslog", "wake_alarm", "dac_read_search",
@@ -54,7 +67,7 @@ DROPPED_CAPS = ("sys_module", "sys_time", "sys_rawio", "mknod", "syslog", "wake_
 _DROP = ",".join(f"-{cap}" for cap in DROPPED_CAPS)  # setpriv --bounding-set
 
 # Runs as PID 1 of the host's new namespaces, then becomes systemd. $1 = root, $2 = hostname, $3 = the
-# capabilities to drop (setpriv --bounding-set).
+# capabilities to drop (setpriv --bounding-set), $4 = the extra device nodes (paths under /dev, spaces between).
 BOOT_SCRIPT = r"""
 set -eu
 root=$1; name=$2
@@ -72,6 +85,11 @@ mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$root/sys/fs/cgroup"
 mount -t tmpfs -o mode=755,nosuid,size=65536k tmpfs "$root/dev"
 for node in null zero full random urandom tty; do
+  touch "$root/dev/$node"
+  mount --bind "/dev/$node" "$root/dev/$node"
+done
+for node in $4; do  # opt-in (SystemHost devices=): bound from the machine like those, never made (no mknod)
+  mkdir -p -m 755 "$(dirname "$root/dev/$node")"
   touch "$root/dev/$node"
   mount --bind "/dev/$node" "$root/dev/$node"
 done
@@ -100,12 +118,14 @@ def _ipv4(cidr: str) -> str:
 
 
 class _Host:
-    """What both kinds of hosts share: a network namespace on the wire, with the addresses given."""
+    """What all hosts share: a network namespace on a segment of the wire, with the addresses given."""
 
-    def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None):
+    def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None, segment: str = INTERNET):
         self.net = net
         self.name = name
         self.netns = f"{net.prefix}-{name}"
+        self.segment = segment
+        self._bridge = net.bridge(segment)  # an unknown segment fails here, before anything is made
         self.ipv4_cidr = ipv4_cidr
         self.ipv6_cidr = ipv6_cidr
         self.address = _ipv4(ipv4_cidr)
@@ -113,20 +133,25 @@ class _Host:
         self._stack = contextlib.ExitStack()
 
     def _plug_in(self, gateway: str | None = None) -> None:
-        """Create the namespace, its veth to the wire's bridge and its addresses (and route via `gateway`)."""
+        """Create the namespace, its eth0 on its segment with its addresses (and a default route via `gateway`)."""
         linux.add_netns(self.netns)
         self._stack.callback(linux.delete_netns, self.netns)
-        port = self.port = self.net._port_name()
-        linux.ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", self.netns,
-                 netns=self.net.wire)
-        self._stack.callback(linux.delete_link, port, self.net.wire)
-        linux.ip("link", "set", "dev", port, "master", "br0", "up", netns=self.net.wire)
-        linux.ip("addr", "add", self.ipv4_cidr, "dev", "eth0", netns=self.netns)
-        if self.ipv6_cidr:
-            linux.ip("-6", "addr", "add", self.ipv6_cidr, "dev", "eth0", "nodad", netns=self.netns)
-        linux.ip("link", "set", "dev", "eth0", "up", netns=self.netns)
+        self.port = self._add_leg("eth0", self._bridge, self.ipv4_cidr, self.ipv6_cidr)
         if gateway:
             linux.ip("route", "add", "default", "via", gateway, "dev", "eth0", netns=self.netns)
+
+    def _add_leg(self, device: str, bridge: str, ipv4_cidr: str, ipv6_cidr: str | None = None) -> str:
+        """A veth from `bridge` (in the wire namespace) to `device` here, up with its addresses; its wire port."""
+        port = self.net._port_name()
+        linux.ip("link", "add", port, "type", "veth", "peer", "name", device, "netns", self.netns,
+                 netns=self.net.wire)
+        self._stack.callback(linux.delete_link, port, self.net.wire)
+        linux.ip("link", "set", "dev", port, "master", bridge, "up", netns=self.net.wire)
+        linux.ip("addr", "add", ipv4_cidr, "dev", device, netns=self.netns)
+        if ipv6_cidr:
+            linux.ip("-6", "addr", "add", ipv6_cidr, "dev", device, "nodad", netns=self.netns)
+        linux.ip("link", "set", "dev", device, "up", netns=self.netns)
+        return port
 
     def stop(self) -> None:
         """Kill everything of this host and delete its namespace and links (idempotent)."""
@@ -141,18 +166,18 @@ class NetnsHost(_Host):
 
     With `nameserver`, its programs resolve names there: each runs in a mount namespace of its own whose
     /etc/resolv.conf names that server (programs that use the system resolver, a JVM say, need it; the
-    machine's own resolv.conf is never touched)."""
+    machine's own resolv.conf is never touched). `segment` and `gateway` as for a SystemHost (TestNet)."""
 
     def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None,
-                 nameserver: str | None = None):
-        super().__init__(net, name, ipv4_cidr, ipv6_cidr)
+                 nameserver: str | None = None, *, segment: str = INTERNET, gateway: str | None = None):
+        super().__init__(net, name, ipv4_cidr, ipv6_cidr, segment)
         self._processes: list[subprocess.Popen] = []
         self._resolv_conf: Path | None = None
         try:
             if nameserver:
                 self._resolv_conf = net.run_dir / f"{name}.resolv.conf"
                 self._resolv_conf.write_text(f"nameserver {nameserver}\n")
-            self._plug_in()
+            self._plug_in(gateway)
             self._stack.callback(self._stop_processes)
         except BaseException:
             self.stop()
@@ -187,14 +212,65 @@ class NetnsHost(_Host):
         self._processes.clear()
 
 
+class Router(NetnsHost):
+    """A home router: eth0 on the `outside` segment with its one public address, eth1 on the `inside` one.
+
+    Why: a mail server at home sits behind a NAT; what it sends to the internet leaves with the router's
+    address, and nothing on the internet can open a connection to it (a WireGuard tunnel to a VPS, started
+    from home, is how it gets reached). So, in its own namespace only (net.* settings are per namespace):
+    IPv4 forwarding on, and one nftables table: masquerade for what comes from the inside network and leaves
+    by eth0, and from eth0 to eth1 only the answers to connections made from inside (conntrack), so even an
+    internet host given a route by hand gets nothing through. Inside hosts use `inside_address` as their
+    gateway; internet hosts get no route to `inside_network`. `run`/`popen` work as on any NetnsHost.
+    """
+
+    def __init__(self, net: TestNet, name: str, inside: tuple[str, str], outside: tuple[str | None, str],
+                 outside_gateway: str | None = None):
+        (inside_segment, inside_cidr), (outside_segment, outside_cidr) = inside, outside
+        self.inside_cidr = inside_cidr
+        self.inside_address = _ipv4(inside_cidr)
+        self.inside_network = str(ipaddress.ip_interface(inside_cidr).network)
+        self.inside_segment = inside_segment
+        outside_segment = outside_segment or INTERNET
+        if net.bridge(inside_segment) == net.bridge(outside_segment):
+            raise ValueError(f"router {name!r}: inside and outside on one segment ({inside_segment!r})")
+        super().__init__(net, name, outside_cidr, segment=outside_segment, gateway=outside_gateway)
+        try:
+            self.inside_port = self._add_leg("eth1", net.bridge(inside_segment), inside_cidr)
+            linux.set_sysctl("net/ipv4/ip_forward", "1", self.netns)
+            rules = net.run_dir / f"{name}.nft"
+            rules.write_text(self.ruleset())
+            linux.sh(linux.netns_exec(self.netns, [NFT, "-f", str(rules)]))
+        except BaseException:
+            self.stop()
+            raise
+
+    def ruleset(self) -> str:
+        """The router's nftables table (lives and dies with its namespace)."""
+        return textwrap.dedent(f"""\
+            table ip home_router {{
+              chain postrouting {{
+                type nat hook postrouting priority srcnat; policy accept;
+                ip saddr {self.inside_network} oifname "eth0" masquerade
+              }}
+              chain forward {{
+                type filter hook forward priority filter; policy accept;
+                iifname "eth0" oifname "eth1" ct state established,related accept
+                iifname "eth0" oifname "eth1" drop
+              }}
+            }}
+            """)
+
+
 class SystemHost(_Host):
-    """A booted Debian 12 with systemd as PID 1, on the wire (and on the apt proxy's bridge, if any)."""
+    """A booted Debian 12 with systemd as PID 1, on a segment (and on the apt proxy's bridge, if any)."""
 
     def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None, *,
                  nameserver: str | None = None, gateway: str | None = None,
                  files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True,
-                 disks: dict[str, str] | None = None):
-        super().__init__(net, name, ipv4_cidr, ipv6_cidr)
+                 disks: dict[str, str] | None = None, segment: str = INTERNET, devices: tuple[str, ...] = ()):
+        super().__init__(net, name, ipv4_cidr, ipv6_cidr, segment)
+        self.devices = _checked_devices(devices)
         self.dir = net.run_dir / name
         self.root = self.dir / "root"
         self.pid: int | None = None
@@ -314,7 +390,7 @@ class SystemHost(_Host):
         argv = ["sh", "-c", outer, "sh", str(cgroup),
                 *linux.netns_exec(self.netns, [
                     "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup", "--",
-                    "sh", "-c", BOOT_SCRIPT, "sh", str(self.root), self.name, _DROP])]
+                    "sh", "-c", BOOT_SCRIPT, "sh", str(self.root), self.name, _DROP, " ".join(self.devices)])]
         with (self.dir / "console.log").open("w") as console:
             self._boot = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                           start_new_session=True)
@@ -357,6 +433,7 @@ class TestNet:
         self.wire = f"{self.prefix}-wire"
         self.apt_proxy = apt_proxy
         self.hosts: dict[str, _Host] = {}
+        self.segments: dict[str, str] = {INTERNET: "br0"}  # segment name -> its bridge in the wire namespace
         self._ports = 0
         self._stack = contextlib.ExitStack()
 
@@ -383,14 +460,40 @@ class TestNet:
         """Stop every host, delete the wire and the run directory (idempotent; runs every step)."""
         self._stack.close()
 
+    def add_segment(self, name: str) -> str:
+        """Another Ethernet segment (a bridge in the wire namespace, deleted with it); returns `name`.
+
+        Hosts on it reach hosts of other segments only through a router (`add_router`): the wire namespace
+        has no address and does not forward, so a host at home cannot be reached from the internet by chance.
+        """
+        if name in self.segments:
+            raise ValueError(f"segment {name!r} already exists on this testnet")
+        if not name.replace("-", "").isalnum() or len(name) > 40:
+            raise ValueError(f"segment name {name!r}: letters, digits and '-' only, at most 40")
+        bridge = f"br{len(self.segments)}"
+        linux.ip("link", "add", bridge, "type", "bridge", netns=self.wire)
+        linux.ip("link", "set", "dev", bridge, "up", netns=self.wire)
+        self.segments[name] = bridge
+        return name
+
+    def bridge(self, segment: str) -> str:
+        """The wire namespace's bridge of `segment`."""
+        if segment not in self.segments:
+            raise ValueError(f"no segment {segment!r} on this testnet (add_segment first): {sorted(self.segments)}")
+        return self.segments[segment]
+
     def add_netns_host(self, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None,
-                       nameserver: str | None = None) -> NetnsHost:
-        return self._add(NetnsHost, name, ipv4_cidr, ipv6_cidr, nameserver=nameserver)
+                       nameserver: str | None = None, *, segment: str = INTERNET,
+                       gateway: str | None = None) -> NetnsHost:
+        """A network namespace host: eth0 on `segment`, a default route via `gateway` if given."""
+        return self._add(NetnsHost, name, ipv4_cidr, ipv6_cidr, nameserver=nameserver, segment=segment,
+                         gateway=gateway)
 
     def add_system_host(self, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None, *,
                         nameserver: str | None = None, gateway: str | None = None,
                         files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True,
-                        disks: dict[str, str] | None = None) -> SystemHost:
+                        disks: dict[str, str] | None = None, segment: str = INTERNET,
+                        devices: tuple[str, ...] = ()) -> SystemHost:
         """Boot a Debian host (returns once its systemd runs: `host.wait_running()` waits for the rest).
 
         files: {absolute path in the host: content or (content, mode, uid, gid)}, written before boot (e.g. a
@@ -398,9 +501,21 @@ class TestNet:
         relax_sandbox: add the TEST-IMAGE-ONLY drop-in that resets systemd's service sandboxing.
         disks: {absolute path in the host: name}: a filesystem of its own mounted there before boot (a tmpfs),
         where a VM would mount an extra disk.
+        segment: where its eth0 is plugged in (default: the internet); gateway: its default route.
+        devices: machine character devices (paths under /dev, e.g. "net/tun") bind-mounted into its /dev.
+        Opt-in: a host's /dev otherwise holds only null, zero, full, random, urandom, tty and its own ptys.
+        /dev/net/tun is what userspace WireGuard (wireguard-go, wg-quick's fallback) needs, as this kernel has
+        no wireguard module; a tun interface made with it lives in the host's network namespace only.
         """
         return self._add(SystemHost, name, ipv4_cidr, ipv6_cidr, nameserver=nameserver, gateway=gateway,
-                         files=files, relax_sandbox=relax_sandbox, disks=disks)
+                         files=files, relax_sandbox=relax_sandbox, disks=disks, segment=segment,
+                         devices=devices)
+
+    def add_router(self, name: str, inside: tuple[str, str], outside: tuple[str | None, str],
+                   outside_gateway: str | None = None) -> Router:
+        """A home router (see Router): inside=(segment, its CIDR there), outside=(segment or None for the
+        internet, its public CIDR); `outside_gateway`: its own default route, if the outside needs one."""
+        return self._add(Router, name, inside, outside, outside_gateway)
 
     def remove_host(self, name: str) -> None:
         """Stop host `name` and forget it (its name and addresses can be used again)."""
@@ -429,6 +544,23 @@ class TestNet:
                 errors.append(f"{name}: {error}")
         if errors:
             raise RuntimeError(f"testnet {self.prefix}: cleanup failed: {errors}")
+
+
+def _checked_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    """`devices` if each is a plain path under /dev to a character device of the machine (never a disk)."""
+    if isinstance(devices, str):
+        raise TypeError(f"devices={devices!r}: a tuple of paths under /dev, e.g. ('net/tun',)")
+    for device in devices:
+        parts = device.split("/")
+        if not all(part.replace("-", "").replace("_", "").isalnum() for part in parts):
+            raise ValueError(f"device {device!r}: a relative path under /dev, e.g. 'net/tun'")
+        try:
+            mode = os.stat(f"/dev/{device}").st_mode
+        except FileNotFoundError:
+            raise ValueError(f"device {device!r}: this machine has no /dev/{device}") from None
+        if not stat.S_ISCHR(mode):
+            raise ValueError(f"device {device!r}: /dev/{device} is not a character device")
+    return tuple(devices)
 
 
 def _write_file(root: Path, path: str, spec: FileSpec) -> None:
