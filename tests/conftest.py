@@ -13,7 +13,7 @@ from mailctl.plan import Plan
 from mailctl.recorder import record
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-STACKS = ("prod", "staging")
+STACKS = ("prod", "staging", "home")
 
 # The install inputs of a plain one-domain stack, for the builder tests of both mail stacks
 INSTALL = InstallInputs(

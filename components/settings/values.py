@@ -60,12 +60,13 @@ def host_interface(value: str) -> str:
     return str(interface)
 
 
+RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
 def unreachable_from_the_internet(address: str) -> str | None:
     """Why the internet cannot reach `address` (RFC 1918, loopback, link-local, multicast), or None."""
     ip = ipaddress.ip_address(address)
-    private_v4 = ip.version == 4 and any(
-        ip in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-    )
+    private_v4 = ip.version == 4 and any(ip in network for network in RFC1918)
     if private_v4 or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
         return f"{ip} cannot be reached from the internet; a mail server needs a public static address"
     return None
@@ -85,7 +86,7 @@ def tunnel_network(value: str) -> str:
         network = ipaddress.ip_network(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an IPv4 network with its prefix length (e.g. 10.254.25.0/30)")
-    if network.version != 4 or network.prefixlen != 30 or not network.is_private:
+    if network.version != 4 or network.prefixlen != 30 or not any(network.subnet_of(n) for n in RFC1918):
         raise ValueError(f"{value!r} is not a private IPv4 /30 (e.g. 10.254.25.0/30)")
     return str(network)
 
