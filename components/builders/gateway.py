@@ -120,6 +120,56 @@ def _split(cidrs: tuple[str, ...], version: int) -> tuple[str, ...]:
     return tuple(sorted(c for c in cidrs if ipaddress.ip_network(c, strict=False).version == version))
 
 
+def render_nftables(inputs: GatewayInputs) -> str:
+    """The VPS's nftables table, as `nft -f` reads it. Declared, deleted and declared again, so loading it
+    replaces the table as a whole in one transaction; a drop in its base chains is final whatever another
+    table accepts. In: established traffic, ICMP, the tunnel's port, SSH from adminCidrs; nothing else.
+    Forwarded: the mail ports to the VM (DNAT only, the client keeps its address), and what the VM sends
+    from its tunnel address, which leaves with the public one (SNAT)."""
+    ports = ", ".join(str(port) for port in FORWARDED_PORTS)
+    v4, v6 = _split(inputs.admin_cidrs, 4), _split(inputs.admin_cidrs, 6)
+    six = bool(inputs.public_ipv6)
+    lines = [
+        "#!/usr/sbin/nft -f",
+        "# ceres-mail: written by the gateway-vps stage on every pulumi up; change the stack, not this file",
+        f"table inet {NFT_TABLE} {{}}",
+        f"delete table inet {NFT_TABLE}",
+        f"table inet {NFT_TABLE} {{",
+        *([f"  set admin_v4 {{ type ipv4_addr; flags interval; elements = {{ {', '.join(v4)} }}; }}"] if v4 else []),
+        *([f"  set admin_v6 {{ type ipv6_addr; flags interval; elements = {{ {', '.join(v6)} }}; }}"] if v6 else []),
+        "  chain input {",
+        "    type filter hook input priority filter; policy drop;",
+        "    ct state established,related accept",
+        "    ct state invalid drop",
+        "    iif lo accept",
+        "    meta l4proto { icmp, ipv6-icmp } accept",
+        f"    udp dport {inputs.port} accept",
+        *(["    ip saddr @admin_v4 tcp dport 22 accept"] if v4 else []),
+        *(["    ip6 saddr @admin_v6 tcp dport 22 accept"] if v6 else []),
+        "  }",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        "    ct state established,related accept",
+        "    ct state invalid drop",
+        f'    oifname "{INTERFACE}" ct status dnat tcp dport {{ {ports} }} accept',
+        f'    iifname "{INTERFACE}" oifname != "{INTERFACE}" ip saddr {inputs.vm_tunnel_ipv4} accept',
+        *([f'    iifname "{INTERFACE}" oifname != "{INTERFACE}" ip6 saddr {inputs.vm_tunnel_ipv6} accept'] if six else []),
+        "  }",
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat;",
+        f"    ip daddr {inputs.public_ipv4} tcp dport {{ {ports} }} dnat ip to {inputs.vm_tunnel_ipv4}",
+        *([f"    ip6 daddr {inputs.public_ipv6} tcp dport {{ {ports} }} dnat ip6 to {inputs.vm_tunnel_ipv6}"] if six else []),
+        "  }",
+        "  chain postrouting {",
+        "    type nat hook postrouting priority srcnat;",
+        f'    oifname != "{INTERFACE}" ip saddr {inputs.vm_tunnel_ipv4} snat ip to {inputs.public_ipv4}',
+        *([f'    oifname != "{INTERFACE}" ip6 saddr {inputs.vm_tunnel_ipv6} snat ip6 to {inputs.public_ipv6}'] if six else []),
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_vps_stage(inputs: GatewayInputs) -> str:
     tunnel = ipaddress.ip_network(inputs.tunnel)
     return render_script(
@@ -133,12 +183,11 @@ def render_vps_stage(inputs: GatewayInputs) -> str:
         PEER_ALLOWED=(f"{inputs.vm_tunnel_ipv4}/32", *((f"{inputs.vm_tunnel_ipv6}/128",) if inputs.public_ipv6 else ())),
         PUBLIC_IPV4=inputs.public_ipv4,
         PUBLIC_IPV6=inputs.public_ipv6,
-        VM_IPV4=inputs.vm_tunnel_ipv4,
-        VM_IPV6=inputs.vm_tunnel_ipv6,
         FORWARDED_PORTS=tuple(str(port) for port in FORWARDED_PORTS),
         SSH_SOURCES_V4=_split(inputs.admin_cidrs, 4),
         SSH_SOURCES_V6=_split(inputs.admin_cidrs, 6),
         NFT_TABLE=NFT_TABLE,
+        NFT_RULESET=render_nftables(inputs),
         SECRETS=SECRETS,
     )
 

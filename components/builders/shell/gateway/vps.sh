@@ -5,15 +5,14 @@
 # without touching the client's address (DNAT only), and gives what the VM sends out the public address
 # (SNAT). Rendered after lib/strict.sh, lib/prelude.sh, lib/secrets.sh and lib/wireguard.sh.
 # From the header: STAGE, INTERFACE, LISTEN_PORT, TUNNEL_ADDRESSES (array), PEER_ALLOWED (array),
-# PUBLIC_IPV4, PUBLIC_IPV6, VM_IPV4, VM_IPV6, FORWARDED_PORTS (array), SSH_SOURCES_V4 (array),
-# SSH_SOURCES_V6 (array), NFT_TABLE; from stdin: WIREGUARD_PRIVATE_KEY, WIREGUARD_PEER_KEY.
+# PUBLIC_IPV4, PUBLIC_IPV6, FORWARDED_PORTS (array), SSH_SOURCES_V4 (array), SSH_SOURCES_V6 (array),
+# NFT_TABLE, NFT_RULESET (the table, rendered by gateway.render_nftables); from stdin: WIREGUARD_PRIVATE_KEY, WIREGUARD_PEER_KEY.
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 
 # shellcheck disable=SC2153  # PUBLIC_IPV4 and PUBLIC_IPV6 are both the header's
 join() { local IFS=,; echo "$*"; }
-ports=$(join "${FORWARDED_PORTS[@]}")
 
 echo "== $STAGE: forwarding ${FORWARDED_PORTS[*]} on $PUBLIC_IPV4${PUBLIC_IPV6:+ and $PUBLIC_IPV6} to the mail VM"
 # the kernel forwards between the public side and the tunnel (now, and from the next boot on)
@@ -24,50 +23,8 @@ echo "== $STAGE: forwarding ${FORWARDED_PORTS[*]} on $PUBLIC_IPV4${PUBLIC_IPV6:+
 } | put_file /etc/sysctl.d/60-ceres-gateway.conf 0644 root:root
 sysctl -q -p /etc/sysctl.d/60-ceres-gateway.conf
 
-# nftables: replaced as a whole and atomically (the table is declared, deleted and declared again in one
-# transaction); a drop in this table's base chains is final whatever other tables accept
-{
-  echo "#!/usr/sbin/nft -f"
-  echo "# ceres-mail: written by the $STAGE stage on every pulumi up; change the stack, not this file"
-  echo "table inet $NFT_TABLE {}"
-  echo "delete table inet $NFT_TABLE"
-  echo "table inet $NFT_TABLE {"
-  if [ ${#SSH_SOURCES_V4[@]} -gt 0 ]; then
-    echo "  set admin_v4 { type ipv4_addr; flags interval; elements = { $(join "${SSH_SOURCES_V4[@]}") } }"
-  fi
-  if [ ${#SSH_SOURCES_V6[@]} -gt 0 ]; then
-    echo "  set admin_v6 { type ipv6_addr; flags interval; elements = { $(join "${SSH_SOURCES_V6[@]}") } }"
-  fi
-  echo "  chain input {"
-  echo "    type filter hook input priority filter; policy drop;"
-  echo "    ct state established,related accept"
-  echo "    ct state invalid drop"
-  echo "    iif lo accept"
-  echo "    meta l4proto { icmp, ipv6-icmp } accept"
-  echo "    udp dport $LISTEN_PORT accept"
-  if [ ${#SSH_SOURCES_V4[@]} -gt 0 ]; then echo "    ip saddr @admin_v4 tcp dport 22 accept"; fi
-  if [ ${#SSH_SOURCES_V6[@]} -gt 0 ]; then echo "    ip6 saddr @admin_v6 tcp dport 22 accept"; fi
-  echo "  }"
-  echo "  chain forward {"
-  echo "    type filter hook forward priority filter; policy drop;"
-  echo "    ct state established,related accept"
-  echo "    ct state invalid drop"
-  echo "    oifname \"$INTERFACE\" ct status dnat tcp dport { $ports } accept"
-  echo "    iifname \"$INTERFACE\" oifname != \"$INTERFACE\" ip saddr $VM_IPV4 accept"
-  if [ -n "$PUBLIC_IPV6" ]; then echo "    iifname \"$INTERFACE\" oifname != \"$INTERFACE\" ip6 saddr $VM_IPV6 accept"; fi
-  echo "  }"
-  echo "  chain prerouting {"
-  echo "    type nat hook prerouting priority dstnat;"
-  echo "    ip daddr $PUBLIC_IPV4 tcp dport { $ports } dnat ip to $VM_IPV4"
-  if [ -n "$PUBLIC_IPV6" ]; then echo "    ip6 daddr $PUBLIC_IPV6 tcp dport { $ports } dnat ip6 to $VM_IPV6"; fi
-  echo "  }"
-  echo "  chain postrouting {"
-  echo "    type nat hook postrouting priority srcnat;"
-  echo "    oifname != \"$INTERFACE\" ip saddr $VM_IPV4 snat ip to $PUBLIC_IPV4"
-  if [ -n "$PUBLIC_IPV6" ]; then echo "    oifname != \"$INTERFACE\" ip6 saddr $VM_IPV6 snat ip6 to $PUBLIC_IPV6"; fi
-  echo "  }"
-  echo "}"
-} | put_file /etc/ceres-mail/gateway.nft 0644 root:root
+# nftables: the stack's own table (gateway.render_nftables), loaded at boot before the network is up
+printf '%s' "$NFT_RULESET" | put_file /etc/ceres-mail/gateway.nft 0644 root:root
 nft --check -f /etc/ceres-mail/gateway.nft
 printf '%s\n' \
   "# ceres-mail: the gateway's nftables table, loaded before the network comes up at boot" \
