@@ -76,6 +76,11 @@ class GatewayInputs:
     def vm_tunnel_ipv6(self) -> str:
         return str(TUNNEL_IPV6[2]) if self.public_ipv6 else ""
 
+    def interface_addresses(self, end: str) -> tuple[str, ...]:
+        """The addresses of `end`'s ("vps" or "vm") tunnel interface, with their prefix lengths."""
+        v4, v6 = (self.vps_tunnel_ipv4, self.vps_tunnel_ipv6) if end == "vps" else (self.vm_tunnel_ipv4, self.vm_tunnel_ipv6)
+        return (f"{v4}/{ipaddress.ip_network(self.tunnel).prefixlen}", *((f"{v6}/{TUNNEL_IPV6.prefixlen}",) if v6 else ()))
+
     @property
     def endpoint(self) -> str:
         """Where the VM dials: the VPS's public IPv4 address and port."""
@@ -171,15 +176,13 @@ def render_nftables(inputs: GatewayInputs) -> str:
 
 
 def render_vps_stage(inputs: GatewayInputs) -> str:
-    tunnel = ipaddress.ip_network(inputs.tunnel)
     return render_script(
         "gateway-vps",
         inputs.mail_host,
         (*PRELUDE, *READ_SECRETS, "lib/wireguard.sh", "gateway/vps.sh"),
         INTERFACE=INTERFACE,
         LISTEN_PORT=str(inputs.port),
-        TUNNEL_ADDRESSES=(f"{inputs.vps_tunnel_ipv4}/{tunnel.prefixlen}",
-                          *((f"{inputs.vps_tunnel_ipv6}/{TUNNEL_IPV6.prefixlen}",) if inputs.public_ipv6 else ())),
+        TUNNEL_ADDRESSES=inputs.interface_addresses("vps"),
         PEER_ALLOWED=(f"{inputs.vm_tunnel_ipv4}/32", *((f"{inputs.vm_tunnel_ipv6}/128",) if inputs.public_ipv6 else ())),
         PUBLIC_IPV4=inputs.public_ipv4,
         PUBLIC_IPV6=inputs.public_ipv6,
@@ -193,14 +196,12 @@ def render_vps_stage(inputs: GatewayInputs) -> str:
 
 
 def render_vm_stage(inputs: GatewayInputs) -> str:
-    tunnel = ipaddress.ip_network(inputs.tunnel)
     return render_script(
         "gateway",
         inputs.mail_host,
         (*PRELUDE, *READ_SECRETS, "lib/wireguard.sh", "gateway/vm.sh"),
         INTERFACE=INTERFACE,
-        TUNNEL_ADDRESSES=(f"{inputs.vm_tunnel_ipv4}/{tunnel.prefixlen}",
-                          *((f"{inputs.vm_tunnel_ipv6}/{TUNNEL_IPV6.prefixlen}",) if inputs.public_ipv6 else ())),
+        TUNNEL_ADDRESSES=inputs.interface_addresses("vm"),
         ENDPOINT=inputs.endpoint,
         VPS_IPV4=inputs.vps_tunnel_ipv4,
         VM_IPV4=inputs.vm_tunnel_ipv4,
