@@ -44,6 +44,9 @@ FORWARDED_PORTS = tuple(service.port for service in PUBLIC)
 #: what each stage reads on stdin: its own private key and the other end's public key
 SECRETS = ("WIREGUARD_PRIVATE_KEY", "WIREGUARD_PEER_KEY")
 KEY_BYTES = 32  #: a WireGuard (Curve25519) private key
+#: what the VPS's stage needs besides WireGuard: `nft`, and /etc/protocols, where nft looks up the ruleset's
+#: protocol names (ipv6-icmp); a minimal or cloud image of Debian 12 may lack either
+VPS_PACKAGES = ("nftables", "netbase")
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ def render_vps_stage(inputs: GatewayInputs) -> str:
         SSH_SOURCES_V6=_split(inputs.admin_cidrs, 6),
         NFT_TABLE=NFT_TABLE,
         NFT_RULESET=render_nftables(inputs),
+        EXTRA_PACKAGES=VPS_PACKAGES,
         SECRETS=SECRETS,
     )
 
@@ -208,6 +212,7 @@ def render_vm_stage(inputs: GatewayInputs) -> str:
         VM_IPV6=inputs.vm_tunnel_ipv6,
         ROUTING_TABLE=ROUTING_TABLE,
         KEEPALIVE=KEEPALIVE_SECONDS,
+        EXTRA_PACKAGES=(),
         SECRETS=SECRETS,
     )
 

@@ -21,8 +21,8 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,17 @@ cloud_final_modules: [package-update-upgrade-install, write-files-deferred, scri
 """
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the stack's mail host boots, and where its install commands run from. By default on the
+    internet at the mail address, installed from the client; a VM at home (gatewayMode wireguard,
+    tests/mailnet/gateway_net.py) sits on another segment and is installed by an operator there."""
+
+    ipv4_cidr: str = f"{ADDRESSES['mail']}/{PREFIX}"
+    options: dict = field(default_factory=dict)  #: more keywords of add_system_host: segment, gateway, devices
+    operator: NetnsHost | None = None  #: where the SSH commands run (None: the client)
+
+
 @dataclass
 class MailNet:
     net: TestNet
@@ -71,6 +82,12 @@ class MailNet:
     workdir: Path
     inbox: Path  #: where the remote MTA writes its verdicts
     pebble_listener_ca: Path
+    placement: Placement = field(default_factory=Placement)
+
+    @property
+    def operator(self) -> NetnsHost:
+        """Where the install commands and every SSH to a host of the stack run from."""
+        return self.placement.operator or self.client
 
     def probe(self, name: str, *args: str, host: NetnsHost | None = None, timeout: float = 60) -> dict:
         """Run a probe (tests/mailnet/probe.py) in the client namespace (or `host`) and return its JSON."""
@@ -87,21 +104,24 @@ class MailNet:
         path.write_text(fetched["body"])
         return str(path)
 
-    def _ssh_argv(self, remote_command: str, extra: tuple[str, ...] = ()) -> list[str]:
-        """ssh as pulumi-command connects: the deploy key, and only the pinned host key trusted."""
+    def _ssh_argv(self, remote_command: str, extra: tuple[str, ...] = (), key: str = "deploy_key",
+                  known_hosts: str = "known_hosts", login: str | None = None) -> list[str]:
+        """ssh as pulumi-command connects: the deploy key (or the workdir's `key`), and only the pinned host
+        key (of the workdir's `known_hosts`) trusted; to the mail host, or to `login` (user@host)."""
         # ssh keeps the first value of an option: the caller's extra options go first
         return [
-            "ssh", "-F", "/dev/null", *extra, "-i", str(self.workdir / "deploy_key"),
-            "-o", f"UserKnownHostsFile={self.workdir / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+            "ssh", "-F", "/dev/null", *extra, "-i", str(self.workdir / key),
+            "-o", f"UserKnownHostsFile={self.workdir / known_hosts}", "-o", "StrictHostKeyChecking=yes",
             "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-            f"{self.deployment.ssh_user}@{self.deployment.ssh_host}", remote_command,
+            login or f"{self.deployment.ssh_user}@{self.deployment.ssh_host}", remote_command,
         ]
 
     def ssh(self, remote_command: str, stdin: str | None = None, timeout: float = COMMAND_TIMEOUT,
-            extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-        """Run a command on the mail host over SSH, standard input as the command's `stdin`."""
-        return self.client.run(self._ssh_argv(remote_command, extra), timeout=timeout,
-                               input=stdin if stdin is not None else "", stdin=None)
+            extra: tuple[str, ...] = (), **target: str) -> subprocess.CompletedProcess:
+        """Run a command on the mail host (or `_ssh_argv`'s `target`) over SSH from the operator, standard
+        input as the command's `stdin`."""
+        return self.operator.run(self._ssh_argv(remote_command, extra, **target), timeout=timeout,
+                                 input=stdin if stdin is not None else "", stdin=None)
 
     def ssh_background_install(self) -> subprocess.Popen:
         """The whole install running in the background (to be interrupted); stdin files are mode 0600."""
@@ -113,7 +133,7 @@ class MailNet:
             lines.append(f"{shlex.join(self._ssh_argv(command.create))} < {shlex.quote(str(stdin_file))}")
         script = self.workdir / "install.sh"
         script.write_text("\n".join(lines) + "\n")
-        return self.client.popen(["bash", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self.operator.popen(["bash", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def switch_deployment(self, deployment: Deployment) -> None:
         """Deploy another recording of the stack: a fresh mail host first-booted from its snippets."""
@@ -123,11 +143,10 @@ class MailNet:
     def rebuild_mail_host(self) -> None:
         """A fresh mail host at the same address, first-booted from the deployment's snippets."""
         self.net.remove_host("mail")
-        self.mail = self.net.add_system_host("mail", f"{ADDRESSES['mail']}/{PREFIX}", nameserver=ADDRESSES["dns"],
-                                             files=mail_host_files(self.deployment), disks=MAIL_DISKS)
+        self.mail = boot_mail_host(self.net, self.deployment, self.placement)
         self.mail.wait_running(timeout=300)
         # the new host has a new MAC: peers must not keep sending to the old one
-        for host in (self.client, self.remote, self.acme, self.dns):
+        for host in {self.client, self.remote, self.acme, self.dns, self.operator}:
             host.run(["ip", "neigh", "flush", "all"])
 
     def install(self) -> list[subprocess.CompletedProcess]:
@@ -145,17 +164,25 @@ class MailNet:
     def verdicts(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(self.inbox.glob("*.json"), key=lambda p: int(p.stem))]
 
-    def file_hashes(self, paths: Iterable[str]) -> dict[str, str]:
-        """The sha256 of each of the mail host's files: what a re-run must leave as it was."""
-        return {path: hashlib.sha256(self.mail.path(path).read_bytes()).hexdigest() for path in paths}
+    def file_hashes(self, paths: Iterable[str], host: SystemHost | None = None) -> dict[str, str]:
+        """The sha256 of each of the mail host's (or `host`'s) files: what a re-run must leave as it was."""
+        host = host or self.mail
+        return {path: hashlib.sha256(host.path(path).read_bytes()).hexdigest() for path in paths}
 
-    def service_starts(self, services: Iterable[str]) -> dict[str, str]:
+    def service_starts(self, services: Iterable[str], host: SystemHost | None = None) -> dict[str, str]:
         """When each service last started, and its state: a re-run that restarts nothing leaves these."""
         starts = {}
         for service in services:
-            shown = self.mail.exec(["systemctl", "show", "-p", "ActiveEnterTimestampMonotonic,ActiveState", service])
+            shown = (host or self.mail).exec(["systemctl", "show", "-p", "ActiveEnterTimestampMonotonic,ActiveState",
+                                              service])
             starts[service] = shown.stdout.strip()
         return starts
+
+
+def boot_mail_host(net: TestNet, deployment: Deployment, placement: Placement) -> SystemHost:
+    """The stack's mail host, first-booted from the deployment's snippets where `placement` puts it."""
+    return net.add_system_host("mail", placement.ipv4_cidr, nameserver=ADDRESSES["dns"],
+                               files=mail_host_files(deployment), disks=MAIL_DISKS, **placement.options)
 
 
 def mail_host_files(deployment: Deployment) -> dict[str, str]:
@@ -193,9 +220,12 @@ def mailnet(tmp_path_factory, shared_apt_proxy):
 
 @contextlib.contextmanager
 def open_mailnet(workdir: Path, apt_proxy: AptProxy, extra_config: dict | None = None,
-                 extra_records: tuple[Record, ...] = ()) -> Iterator[MailNet]:
+                 extra_records: tuple[Record, ...] = (),
+                 place_mail: Callable[[TestNet, Deployment], Placement] | None = None) -> Iterator[MailNet]:
     """A test internet of its own with the stack's mail host booted (not installed yet); `extra_config` sets
-    more keys of the stack (a directory, for tests/test_ldap_host.py), `extra_records` more DNS records."""
+    more keys of the stack (a directory, for tests/test_ldap_host.py), `extra_records` more DNS records.
+    `place_mail`, called once the internet's hosts run and before the mail host boots, may build more of the
+    world (a home network, a VPS) and says where the mail host goes (default: Placement())."""
     with TestNet(apt_proxy=apt_proxy) as net:
         cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
         pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
@@ -230,11 +260,11 @@ def open_mailnet(workdir: Path, apt_proxy: AptProxy, extra_config: dict | None =
         key.chmod(0o600)
         (workdir / "known_hosts").write_text(f"{deployment.ssh_host} {deployment.host_public_key}\n")
 
-        mail = net.add_system_host("mail", cidr["mail"], nameserver=ADDRESSES["dns"],
-                                   files=mail_host_files(deployment), disks=MAIL_DISKS)
+        placement = place_mail(net, deployment) if place_mail else Placement()
+        mail = boot_mail_host(net, deployment, placement)
         mail.wait_running(timeout=300)
         yield MailNet(net, deployment, mail, client, remote, acme, dns, workdir, inbox,
-                      workdir / "pebble-listener.pem")
+                      workdir / "pebble-listener.pem", placement)
 
 
 @pytest.fixture(scope="session")

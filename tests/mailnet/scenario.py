@@ -41,6 +41,10 @@ STAGE_ORDER = ("-wait-cloud-init", "-install-access", "-install-packages", "-ins
 LDAP_STAGE_ORDER = (*STAGE_ORDER[:4], "-install-ldap", *STAGE_ORDER[4:])
 #: with backupTarget: the backup stage, after the install
 BACKUP_STAGE = ("-install-backup",)
+#: with gatewayMode wireguard: the VM's end of the tunnel after its packages, before its certificate (the
+#: ACME server reaches the VM through the VPS), and the VPS's own command, on a connection of its own
+GATEWAY_STAGE_ORDER = (*STAGE_ORDER[:3], "-install-gateway", *STAGE_ORDER[3:])
+GATEWAY_VPS_COMMAND = "-install-vps"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,17 @@ class RemoteCommand:
     name: str
     create: str
     stdin: str | None
+
+
+@dataclass(frozen=True)
+class GatewayDeployment:
+    """gatewayMode wireguard: the VPS's command and the connection the graph declares for it."""
+
+    command: RemoteCommand
+    host: str
+    user: str
+    private_key: str  #: gatewaySshPrivateKey
+    host_key: str  #: gatewayHostKey, the only one trusted
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,17 @@ class Deployment:
     dkim_public_pem: str
     zones: dict[str, str]
     mta_sts_id: str
+    gateway: GatewayDeployment | None = None  #: gatewayMode wireguard: the VPS's end
+
+
+def stack_order(stack: dict) -> tuple[str, ...]:
+    """The suffixes of the VM's commands, in the order the graph runs them, for this stack file."""
+    order = list(STAGE_ORDER)
+    if stack.get("ceres-mail:gatewayMode") == "wireguard":
+        order.insert(order.index("-install-packages") + 1, "-install-gateway")
+    if stack.get("ceres-mail:ldapMode") == "local":
+        order.insert(order.index("-install-tls") + 1, "-install-ldap")
+    return (*order, *(BACKUP_STAGE if stack.get("ceres-mail:backupTarget") else ()))
 
 
 def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None,
@@ -109,13 +135,20 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
     plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs),
                   mock_overrides=mock_overrides)
 
-    local_directory = stack.get("ceres-mail:ldapMode") == "local"
-    order = (LDAP_STAGE_ORDER if local_directory else STAGE_ORDER) + (BACKUP_STAGE if stack.get("ceres-mail:backupTarget") else ())
-    ordered = [one(plan, COMMAND, suffix) for suffix in order]
+    ordered = [one(plan, COMMAND, suffix) for suffix in stack_order(stack)]
     for before, after in zip(ordered, ordered[1:]):
         assert before.urn in after.dependencies, f"{after.name} must run after {before.name}"
     commands = tuple(RemoteCommand(c.name, raw[c.urn]["create"], raw[c.urn].get("stdin")) for c in ordered)
     connection = raw[ordered[0].urn]["connection"]
+    gateway = None
+    if stack.get("ceres-mail:gatewayMode") == "wireguard":
+        vps = one(plan, COMMAND, GATEWAY_VPS_COMMAND)
+        vm_end = next(c for c in ordered if c.name.endswith("-install-gateway"))
+        assert vps.urn in vm_end.dependencies, f"{vm_end.name} must run after {vps.name}"
+        vps_connection = raw[vps.urn]["connection"]
+        gateway = GatewayDeployment(RemoteCommand(vps.name, raw[vps.urn]["create"], raw[vps.urn].get("stdin")),
+                                    host=vps_connection["host"], user=vps_connection["user"],
+                                    private_key=vps_connection["privateKey"], host_key=vps_connection["hostKey"].strip())
 
     snippets = {r.name: raw[r.urn]["sourceRaw"]["data"] for r in plan.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
     [ceres_secret] = plan.of_type("kubernetes:core/v1:Secret")
@@ -150,6 +183,7 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
         dkim_public_pem=dkim_public,
         zones=zones,
         mta_sts_id=b"".join(mta_sts.parsed().strings).decode().split("id=", 1)[1],
+        gateway=gateway,
     )
 
 

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -333,6 +335,49 @@ class SystemHost(_Host):
         if state == "degraded":
             log.warning("%s: degraded, failed units:\n%s", self.name, self.failed_units())
         return state
+
+    def reboot(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """As far as the harness can: every process of the host killed (a power cut, no clean shutdown), its
+        network namespace back to what a fresh boot finds (no nftables ruleset, no policy rule, no link
+        but lo, eth0 and apt0 with their addresses and routes, IP forwarding off), and systemd started again
+        on the same root. What is on the root stays, as on a disk; /run and /tmp are new tmpfs.
+        TEST HARNESS: systemd-sysctl is masked in the test image (it would write the machine's non-net keys),
+        so the net.* keys of the host's /etc/sysctl.d/*.conf are applied here, in its namespace, as that
+        unit would at boot."""
+        if self._boot is None or self.pid is None:
+            raise RuntimeError(f"{self.name}: not booted")
+        log.info("%s: rebooting", self.name)
+        self._kill(linux.cgroup2_root() / self.netns)
+        self._boot = None
+        self.pid = None
+        self._reset_network()
+        self._start_systemd()
+        log.info("%s: systemd started again as pid %d", self.name, self.pid)
+
+    def _reset_network(self) -> None:
+        def inside(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run(linux.netns_exec(self.netns, list(argv)), capture_output=True, text=True, timeout=30)
+
+        inside(NFT, "flush", "ruleset")
+        links = json.loads(inside("ip", "-j", "link", "show").stdout or "[]")
+        for link in links:
+            if link["ifname"] not in ("lo", "eth0", "apt0"):
+                inside("ip", "link", "delete", "dev", link["ifname"])
+        for family in ("-4", "-6"):
+            rules = json.loads(inside("ip", "-j", family, "rule", "show").stdout or "[]")
+            for rule in rules:
+                if rule.get("priority") not in (0, 32766, 32767):
+                    inside("ip", family, "rule", "del", "priority", str(rule["priority"]))
+        settings = {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"}
+        for conf in sorted(self.path("/etc/sysctl.d").glob("*.conf")):
+            for line in conf.read_text().splitlines():
+                key, sep, value = line.partition("=")
+                key, value = key.strip().lstrip("-"), value.strip()
+                if sep and not line.lstrip().startswith(("#", ";")):
+                    settings[key] = value
+        for key, value in settings.items():
+            if key.startswith("net.") and re.fullmatch(r"[\w.-]+", key) and re.fullmatch(r"[\w.:-]+", value):
+                inside("sh", "-c", f"[ ! -e /proc/sys/{key.replace('.', '/')} ] || echo {value} > /proc/sys/{key.replace('.', '/')}")
 
     def failed_units(self) -> str:
         return self.exec(["systemctl", "--failed", "--no-legend", "--plain", "--no-pager"], timeout=10).stdout

@@ -3,7 +3,7 @@
 # the kernel has one, else Debian's userspace wireguard-go, which wg-quick falls back to by itself), installs
 # what is missing, and defines `apply_tunnel`: wg-quick@INTERFACE enabled for every boot, restarted only when
 # its configuration changed. Rendered after lib/strict.sh, lib/prelude.sh and lib/secrets.sh.
-# From the header: INTERFACE.
+# From the header: INTERFACE, EXTRA_PACKAGES (array: what the stage needs besides, e.g. the VPS's nftables).
 # A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -13,10 +13,10 @@ modprobe wireguard 2>/dev/null || true
 # shellcheck disable=SC2034  # PACKAGES: read by lib/apt_install_missing.sh, included below
 if [ -d /sys/module/wireguard ]; then
   wireguard_implementation="the kernel's WireGuard module"
-  PACKAGES=(wireguard-tools)
+  PACKAGES=(wireguard-tools "${EXTRA_PACKAGES[@]}")
 else
   wireguard_implementation="wireguard-go (userspace: this kernel has no WireGuard module)"
-  PACKAGES=(wireguard-tools wireguard-go)
+  PACKAGES=(wireguard-tools wireguard-go "${EXTRA_PACKAGES[@]}")
 fi
 preseed() { :; }
 # ---- include lib/apt_install_missing.sh ----
