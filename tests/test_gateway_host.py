@@ -43,7 +43,9 @@ VPS_FILES = ("/etc/wireguard/wg-ceres.conf", "/etc/ceres-mail/gateway.nft", "/et
 VM_SERVICES = ("wg-quick@wg-ceres", "postfix")
 VPS_SERVICES = ("wg-quick@wg-ceres", "ceres-mail-gateway-firewall")
 #: the rows of `mailctl verify` that read DNS only: they stay green whatever the tunnel does
-RECORD_CHECKS = ("dns ", "dkim ", "ptr ", "spf", "dmarc")
+RECORD_CHECKS = ("dns ", "dkim ", "ptr ", "mta-sts id ")
+#: the rows of the checks that connect to the host (through the VPS)
+CONNECTING = ("smtp ", "submission ", "imaps ", "https ", "webmail ", "mta-sts policy ")
 #: a TCP connection's fate from a namespace: open, refused, or the error (timeout: a drop on the way)
 CONNECT = ("import socket, sys\n"
            "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=4).close(); print('open')\n"
@@ -195,6 +197,35 @@ def test_mail_from_the_vm_leaves_from_the_vps_address_signed_and_aligned(gwnet, 
     assert judged["dmarc_aligned"] and judged["mail_from"] == NO_REPLY, judged
 
 
+# --- product bug (reported, not this module's to fix): good logins count as failures -----------------------
+
+
+def dovecot_failures(gwnet) -> int:
+    shown = gwnet.mailnet.mail.exec(["fail2ban-client", "status", "dovecot"], check=True).stdout
+    return int(next(line for line in shown.splitlines() if "Total failed" in line).split()[-1])
+
+
+def spare_the_client(gwnet) -> None:
+    """Runtime only (no file changes, no restart): the client's good logins never ban it (see the xfail test
+    below), so the checks that log in many times (mailctl verify) keep their address."""
+    mail = gwnet.mailnet.mail
+    mail.exec(["fail2ban-client", "set", "dovecot", "addignoreip", CLIENT], check=True)
+    mail.exec(["fail2ban-client", "unban", "--all"], check=True)
+
+
+@pytest.mark.xfail(strict=True, reason="native stack: Debian's auth-system.conf.ext (PAM passdb) stays before the "
+                   "stack's passwd-file passdb, so every good login of a mailbox logs a pam_unix 'authentication "
+                   "failure ... rhost=' that fail2ban's dovecot jail counts: 5 good logins ban the address")
+def test_a_good_login_from_the_internet_is_not_counted_as_a_failure(gwnet, installed, password, cafile):
+    before = dovecot_failures(gwnet)
+    read = gwnet.mailnet.probe("imap", "--host", VPS, "--port", "993", "--user", NO_REPLY, "--password-file",
+                               secret_file(gwnet.mailnet, "no-reply", password), "--cafile", cafile,
+                               "--subject", "nothing", "--wait", "0")
+    assert "exception" not in read, read
+    time.sleep(2)  # fail2ban reads the journal
+    assert dovecot_failures(gwnet) == before
+
+
 # --- 5. mailctl verify -----------------------------------------------------------------------------------
 
 
@@ -203,6 +234,7 @@ def verify(gwnet, installed, cafile):
     """`mailctl verify --stack e2e` from the client namespace; returns (exit code, JSON)."""
     work = gwnet.mailnet.workdir
     (work / "dkim.pem").write_text(gwnet.deployment.dkim_public_pem)
+    spare_the_client(gwnet)
 
     def run(timeout: str = "15") -> tuple[int, dict]:
         argv = [sys.executable, "-m", "mailctl.cli", "-C", str(work / "stack"), "verify", "--stack", "e2e",
@@ -216,33 +248,44 @@ def verify(gwnet, installed, cafile):
     return run
 
 
+def bans(gwnet) -> str:
+    """fail2ban's jails on the VM, with whom they ban (for a failure's message)."""
+    mail = gwnet.mailnet.mail
+    jails = mail.exec(["fail2ban-client", "status"]).stdout.rsplit(":", 1)[-1].replace(",", " ").split()
+    status = "\n".join(mail.exec(["fail2ban-client", "status", jail]).stdout for jail in jails)
+    journal = mail.exec(["journalctl", "--no-pager", "-o", "short-monotonic", "-u", "dovecot", "-u", "postfix@-",
+                         "-u", "fail2ban", "-n", "150"]).stdout
+    return f"{status}\n{journal}"
+
+
 def failed(report: dict) -> dict[str, dict]:
     return {r["check"]: r for r in report["results"] if r["status"] == "fail"}
 
 
 def test_verify_is_green_red_in_its_connection_checks_while_the_tunnel_is_down_and_green_again(gwnet, verify):
     code, report = verify()
-    assert code == 0 and report["ok"], failed(report)
+    assert code == 0 and report["ok"], (failed(report), bans(gwnet))
     rows = {r["check"]: r["status"] for r in report["results"]}
     for name in (f"ptr {VPS}", "smtp 25 relay", "submission 587 login", "imaps 993 login", "dns MX example.com"):
         assert rows.get(name) == "ok", (name, rows)
     records = {name for name in rows if name.startswith(RECORD_CHECKS)}
-    assert records and f"ptr {VPS}" in records
+    assert f"ptr {VPS}" in records and "dns MX example.com" in records
 
     gwnet.mailnet.mail.exec(["systemctl", "stop", "wg-quick@wg-ceres"], check=True)
     try:
         code, down = verify(timeout="5")
     finally:
         gwnet.mailnet.mail.exec(["systemctl", "start", "wg-quick@wg-ceres"], check=True)
+    shown = {r["check"]: r["status"] for r in down["results"]}
     bad = failed(down)
-    assert code == 1 and bad, down
-    assert not set(bad) & records, f"DNS checks stay green: {sorted(set(bad) & records)}"
-    assert {"smtp 25", "submission 587", "imaps 993"} <= {" ".join(name.split()[:2]) for name in bad}, sorted(bad)
     log.info("red while the tunnel was down: %s", sorted(bad))
-    # every check that connects is red, and only those: what stayed green reads DNS or nothing at the host
-    assert {name for name, status in rows.items() if status == "ok" and name not in bad} - records <= {
-        name for name in rows if not name.startswith(("smtp", "submission", "imaps", "https", "webmail", "mta-sts"))}, \
-        sorted(set(rows) - set(bad) - records)
+    assert code == 1
+    # the DNS rows all there and green; red only where verify connects, and every service it connects to red
+    assert {name: shown.get(name) for name in records} == dict.fromkeys(records, "ok")
+    assert all(name.startswith(CONNECTING) for name in bad), sorted(bad)
+    assert not [name for name, status in shown.items() if name.startswith(CONNECTING) and status == "ok"]
+    assert {" ".join(name.split()[:2]) for name in bad} == {"smtp 25", "submission 465", "submission 587",
+                                                            "imaps 993", "https 443", "webmail mail.example.com"}
 
     deadline = time.monotonic() + 60
     while (again := verify())[0] != 0 and time.monotonic() < deadline:
@@ -282,6 +325,9 @@ def test_the_tunnel_comes_back_after_a_reboot_of_the_vps_then_of_the_vm(gwnet, i
         host.wait_running(timeout=300)
         for unit in (VPS_SERVICES if host is gwnet.vps else VM_SERVICES):
             assert host.exec(["systemctl", "is-active", unit]).stdout.strip() == "active", (host.name, unit)
+        if host is not gwnet.vps:
+            linux.wait_until(lambda: host.exec(["fail2ban-client", "ping"]).returncode == 0, 60, "fail2ban", every=5)
+            spare_the_client(gwnet)
         if host is gwnet.vps:
             assert "ip daddr 203.0.113.25" in host.exec(["nft", "list", "ruleset"]).stdout
             assert host.exec(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
