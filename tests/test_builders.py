@@ -234,14 +234,15 @@ def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
 #: the webmail has it, and takes its TLS settings from the NGINX_TLS snippet the webmail's server shares.
 #: mail: since the WireGuard gateway, it always sets Postfix's smtp_bind_address, smtp_bind_address6 and
 #: inet_protocols, to empty and `all` without a gateway, so a stack that leaves gatewayMode wireguard stops
-#: binding to a tunnel address that is gone.)
+#: binding to a tunnel address that is gone; and it drops Debian's system-user (PAM) passdb, whose failure for
+#: every good mailbox login fail2ban counted.)
 BEFORE_LDAP = {
     "acme": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
              "tls": "ec60e88e182857c449ca867d3fdcd825c7e9ab168a2f422aa787be2af9a52793",
-             "mail": "080000610f6dac9b1de3bac63b2bbeae0c7b03c46780eff0f750c9a6c6f1ff76"},
+             "mail": "3e04aadf1e5442b1566746e79f883158c10b6331e3478cb23e0fe373f3e4aa9c"},
     "provided, two domains": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
                               "tls": "a9669b3c547261961cfdaed9ba526b8f35b21f7c439b664ddd305585181bc6c4",
-                              "mail": "740060fcd0db1b9eede8701b5035f36f4869248c82f8387096b8800da5122595"},
+                              "mail": "1d052e5f481efc23d59ef7e450775069dc3a83714ce501ea015316a34a09dcd8"},
 }
 OFF_MODE_INPUTS = {
     "acme": INSTALL,

@@ -117,7 +117,7 @@ def test_nftables_accepts_the_gateway_table(tmp_path, ipv6):
 def test_the_vps_opens_only_ssh_from_admin_networks_and_the_tunnel_port():
     table = render_nftables(GATEWAY)
     accepted_in = [line.strip() for line in table.split("chain input {")[1].split("chain forward")[0].splitlines() if "accept" in line]
-    assert accepted_in == ["ct state established,related accept", "iif lo accept", "meta l4proto { icmp, ipv6-icmp } accept",
+    assert accepted_in == ["ct state established,related accept", "iif lo accept", "meta l4proto { icmp, icmpv6 } accept",
                            "udp dport 51820 accept", "ip saddr @admin_v4 tcp dport 22 accept", "ip6 saddr @admin_v6 tcp dport 22 accept"]
     assert "elements = { 192.168.77.0/24, 198.51.100.77/32 }" in table
     assert "policy drop;" in table.split("chain input {")[1] and "policy drop;" in table.split("chain forward {")[1]

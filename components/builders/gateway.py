@@ -44,9 +44,10 @@ FORWARDED_PORTS = tuple(service.port for service in PUBLIC)
 #: what each stage reads on stdin: its own private key and the other end's public key
 SECRETS = ("WIREGUARD_PRIVATE_KEY", "WIREGUARD_PEER_KEY")
 KEY_BYTES = 32  #: a WireGuard (Curve25519) private key
-#: what the VPS's stage needs besides WireGuard: `nft`, and /etc/protocols, where nft looks up the ruleset's
-#: protocol names (ipv6-icmp); a minimal or cloud image of Debian 12 may lack either
-VPS_PACKAGES = ("nftables", "netbase")
+#: what each end's stage needs besides WireGuard, which a minimal or cloud image of Debian 12 may lack: `nft` on
+#: the VPS, `ping` (the tunnel check) on the VM
+VPS_PACKAGES = ("nftables",)
+VM_PACKAGES = ("iputils-ping",)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ def render_nftables(inputs: GatewayInputs) -> str:
         "    ct state established,related accept",
         "    ct state invalid drop",
         "    iif lo accept",
-        "    meta l4proto { icmp, ipv6-icmp } accept",
+        # (icmpv6 is nft's own name: `ipv6-icmp` would need /etc/protocols, which minimal images lack)
+        "    meta l4proto { icmp, icmpv6 } accept",
         f"    udp dport {inputs.port} accept",
         *(["    ip saddr @admin_v4 tcp dport 22 accept"] if v4 else []),
         *(["    ip6 saddr @admin_v6 tcp dport 22 accept"] if v6 else []),
@@ -212,7 +214,7 @@ def render_vm_stage(inputs: GatewayInputs) -> str:
         VM_IPV6=inputs.vm_tunnel_ipv6,
         ROUTING_TABLE=ROUTING_TABLE,
         KEEPALIVE=KEEPALIVE_SECONDS,
-        EXTRA_PACKAGES=(),
+        EXTRA_PACKAGES=VM_PACKAGES,
         SECRETS=SECRETS,
     )
 

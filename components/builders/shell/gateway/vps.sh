@@ -51,7 +51,13 @@ if [ "$changed" = 1 ] || ! nft list table inet "$NFT_TABLE" >/dev/null 2>&1; the
   systemctl start ceres-mail-gateway-firewall.service
 fi
 
-# WireGuard: the VM dials in (no endpoint here); only its tunnel addresses may come out of the tunnel
+rm -f "$PENDING"
+
+# WireGuard: the VM dials in (no endpoint here); only its tunnel addresses may come out of the tunnel. Its
+# changes are counted apart (a marker of their own), so a new firewall (adminCidrs, say) never drops the tunnel.
+PENDING=$STATE_DIR/$STAGE-tunnel.pending
+changed=0
+if [ -e "$PENDING" ]; then changed=1; fi
 {
   echo "# ceres-mail: written by the $STAGE stage on every pulumi up; change the stack, not this file"
   echo "[Interface]"
