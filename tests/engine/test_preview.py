@@ -12,6 +12,7 @@ from mailctl.recorder import record
 from tests.engine.harness import REPO, run_engine
 
 STACK_TYPE = "pulumi:pulumi:Stack"
+PREVIEWED = ("prod", "staging", "home")  #: every committed stack
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def previews(engine_tools, k3s, tmp_path_factory):
     from tests.engine.harness import EngineProject
 
     made = {}
-    for name in ("prod", "staging"):
+    for name in PREVIEWED:
         project = EngineProject(tmp_path_factory.mktemp(name), engine_tools, kubeconfig=kubeconfig_for(k3s, name))
         seed_realm(project)
         stack = project.stack(name)
@@ -31,7 +32,7 @@ def previews(engine_tools, k3s, tmp_path_factory):
     return made
 
 
-@pytest.mark.parametrize("stack", ["prod", "staging"])
+@pytest.mark.parametrize("stack", PREVIEWED)
 def test_real_cli_accepts_the_stack_file_and_the_policy_pack_passes(previews, stack):
     """The CLI checks the stack file against Pulumi.yaml's config block, then CrossGuard runs the pack."""
     plan, run, project = previews[stack]
@@ -39,7 +40,7 @@ def test_real_cli_accepts_the_stack_file_and_the_policy_pack_passes(previews, st
     assert [v for v in run.violations if v["level"] == "mandatory"] == []
 
 
-@pytest.mark.parametrize("stack", ["prod", "staging"])
+@pytest.mark.parametrize("stack", PREVIEWED)
 def test_crossguard_and_the_offline_plan_give_the_same_verdicts(previews, stack):
     plan, run, project = previews[stack]
     engine = {(v["policy"], v["urn"], v["level"]) for v in run.violations}
@@ -71,7 +72,7 @@ def _agrees(offline: Any, engine: Any, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: offline {offline!r}, engine {engine!r}")
 
 
-@pytest.mark.parametrize("stack", ["prod", "staging"])
+@pytest.mark.parametrize("stack", PREVIEWED)
 def test_offline_plan_is_what_the_engine_registered(previews, stack):
     """Same URNs, types, parents, dependencies, options, and every input known offline."""
     plan, run, project = previews[stack]
@@ -111,7 +112,7 @@ def test_offline_plan_is_what_the_engine_registered(previews, stack):
     assert problems == []
 
 
-@pytest.mark.parametrize("stack", ["prod", "staging"])
+@pytest.mark.parametrize("stack", PREVIEWED)
 def test_the_preview_shows_no_secret(previews, stack):
     """Every secret the stack was given shows as [secret], never in clear, in the engine's own output."""
     plan, run, project = previews[stack]

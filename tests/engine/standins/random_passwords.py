@@ -1,7 +1,9 @@
-"""Stands in for pulumi-random: RandomPassword draws a real password from the OS's random source."""
+"""Stands in for pulumi-random: RandomPassword draws a real password, RandomBytes real bytes (a WireGuard
+key's), both from the OS's random source."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import string
 
@@ -32,6 +34,11 @@ def _compute(inputs: dict, context: Context) -> dict:
     return {"result": secret(draw_password(inputs))}
 
 
+def _bytes(inputs: dict, context: Context) -> dict:
+    drawn = secrets.token_bytes(int(inputs["length"]))
+    return {"base64": secret(base64.b64encode(drawn).decode()), "hex": secret(drawn.hex())}
+
+
 STANDIN = StandIn(
     name="random",
     kinds={
@@ -43,6 +50,14 @@ STANDIN = StandIn(
             replace_on=("*",),
             compute=_compute,
             computed=("result",),
+            make_id=lambda outputs, context: "none",
+        ),
+        "random:index/randomBytes:RandomBytes": Kind(
+            token="random:index/randomBytes:RandomBytes",
+            defaults={},
+            replace_on=("*",),
+            compute=_bytes,
+            computed=("base64", "hex"),
             make_id=lambda outputs, context: "none",
         ),
     },
