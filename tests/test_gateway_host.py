@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import email
+import ipaddress
 import json
 import logging
 import sys
@@ -139,7 +140,8 @@ def test_both_ends_install_with_userspace_wireguard(gwnet, installed):
     for output in (vps.stdout, gateway.stdout):
         assert "wireguard: wireguard-go (userspace: this kernel has no WireGuard module)" in output, output[-2000:]
     assert "gateway: WireGuard on udp/51820" in vps.stdout, vps.stdout[-2000:]
-    assert f"gateway: tunnel up, {gwnet.vm_tunnel_ipv4} <-> {gwnet.vps_tunnel_ipv4}" in gateway.stdout
+    tunnel = ipaddress.ip_network(gwnet.tunnel)  # the VPS at its first address, the VM at the second
+    assert f"gateway: tunnel up, {tunnel[2]} <-> {tunnel[1]}" in gateway.stdout
     # DNS publishes the VPS: the mail host's A record and the PTR of the VPS's address
     assert dns(gwnet, "mail.example.com", "A")[0].endswith(f"A {VPS}")
     assert dns(gwnet, "25.113.0.203.in-addr.arpa", "PTR")[0].endswith("PTR mail.example.com.")

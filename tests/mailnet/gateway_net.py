@@ -86,14 +86,6 @@ class GatewayNet:
     def deployment(self) -> Deployment:
         return self.mailnet.deployment
 
-    @property
-    def vps_tunnel_ipv4(self) -> str:
-        return str(ipaddress.ip_network(self.tunnel)[1])
-
-    @property
-    def vm_tunnel_ipv4(self) -> str:
-        return str(ipaddress.ip_network(self.tunnel)[2])
-
     def vps_ssh(self, remote_command: str, stdin: str | None = None, timeout: float = COMMAND_TIMEOUT,
                 extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         """A command on the VPS over the connection the graph declares for it: its user, the gateway key,
