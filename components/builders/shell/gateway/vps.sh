@@ -15,11 +15,28 @@
 join() { local IFS=,; echo "$*"; }
 
 echo "== $STAGE: forwarding ${FORWARDED_PORTS[*]} on $PUBLIC_IPV4${PUBLIC_IPV6:+ and $PUBLIC_IPV6} to the mail VM"
-# the kernel forwards between the public side and the tunnel (now, and from the next boot on)
+# the published addresses must be this VPS's own: a cloud's 1:1 NAT (a private address on the interface) would
+# never see them, and the forwarding below would match nothing
+interface_of() { ip -o addr show to "$1" | awk '{ print $2; exit }'; }
+ipv4_interface=$(interface_of "$PUBLIC_IPV4")
+ipv6_interface=$([ -z "$PUBLIC_IPV6" ] || interface_of "$PUBLIC_IPV6")
+for address in "$PUBLIC_IPV4" "$PUBLIC_IPV6"; do
+  if [ -n "$address" ] && [ -z "$(interface_of "$address")" ]; then
+    echo "$address (gatewayPublicIpv4/gatewayPublicIpv6) is not an address of this VPS's interfaces; a VPS behind a" \
+      "1:1 NAT is not supported" >&2
+    exit 1
+  fi
+done
+echo "public addresses on $ipv4_interface${ipv6_interface:+ and $ipv6_interface}"
+# the kernel forwards between the public side and the tunnel (now, and from the next boot on); IPv6
+# forwarding would stop the interface from taking router advertisements, so it is told to take them still
 {
   echo "# ceres-mail: the gateway forwards the mail ports to the mail VM through WireGuard"
   echo "net.ipv4.ip_forward = 1"
-  if [ -n "$PUBLIC_IPV6" ]; then echo "net.ipv6.conf.all.forwarding = 1"; fi
+  if [ -n "$PUBLIC_IPV6" ]; then
+    echo "net.ipv6.conf.all.forwarding = 1"
+    echo "net.ipv6.conf.$ipv6_interface.accept_ra = 2"
+  fi
 } | put_file /etc/sysctl.d/60-ceres-gateway.conf 0644 root:root
 sysctl -q -p /etc/sysctl.d/60-ceres-gateway.conf
 
