@@ -140,6 +140,7 @@ def test_both_ends_install_with_userspace_wireguard(gwnet, installed):
     for output in (vps.stdout, gateway.stdout):
         assert "wireguard: wireguard-go (userspace: this kernel has no WireGuard module)" in output, output[-2000:]
     assert "gateway: WireGuard on udp/51820" in vps.stdout, vps.stdout[-2000:]
+    assert "public addresses on eth0" in vps.stdout, "the VPS holds the published address on its interface"
     tunnel = ipaddress.ip_network(gwnet.tunnel)  # the VPS at its first address, the VM at the second
     assert f"gateway: tunnel up, {tunnel[2]} <-> {tunnel[1]}" in gateway.stdout
     # DNS publishes the VPS: the mail host's A record and the PTR of the VPS's address
