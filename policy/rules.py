@@ -193,6 +193,11 @@ def ssh_connection_pins_host_key(r: Resource, config: PolicyConfig) -> Iterable[
         yield "the SSH connection has no hostKey: pin the host key the stack planted (trust on first use is not)"
 
 
+def _everyone(cidr: str) -> bool:
+    """Whether a source network is the whole internet (0.0.0.0/0, ::/0)."""
+    return ipaddress.ip_network(cidr.strip(), strict=False).prefixlen == 0
+
+
 def _opened_to_everyone(r: Resource, port: int) -> bool:
     """Whether a firewall resource accepts inbound `port` from any address (no source, or a /0 one)."""
     if r.type != FIREWALL_RULES:
@@ -201,7 +206,7 @@ def _opened_to_everyone(r: Resource, port: int) -> bool:
         ports = str(rule.get("dport", ""))
         opens = rule.get("action") == "ACCEPT" and rule.get("type", "in") == "in" and str(port) in ports.split(",")
         source = rule.get("source") or ""
-        everyone = not source or any(ipaddress.ip_network(s.strip(), strict=False).prefixlen == 0 for s in source.split(","))
+        everyone = not source or any(_everyone(s) for s in source.split(","))
         if opens and everyone:
             return True
     return False
@@ -213,7 +218,7 @@ def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str
         yield "the firewall opens SSH (22) to the whole internet: restrict it to adminCidrs"
     create = _text(r.props.get("create")) if r.type == COMMAND else None
     sources = gateway_ssh_sources(create) if create else None
-    if sources and any(ipaddress.ip_network(source, strict=False).prefixlen == 0 for source in sources):
+    if sources and any(_everyone(source) for source in sources):
         yield "the gateway VPS opens SSH (22) to the whole internet: restrict it to adminCidrs"
 
 

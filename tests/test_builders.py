@@ -239,10 +239,10 @@ def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
 BEFORE_LDAP = {
     "acme": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
              "tls": "ec60e88e182857c449ca867d3fdcd825c7e9ab168a2f422aa787be2af9a52793",
-             "mail": "3e04aadf1e5442b1566746e79f883158c10b6331e3478cb23e0fe373f3e4aa9c"},
+             "mail": "9d0e8a74d496d7852ae6a0892098317cf2f400126cc06e8cbc640a380f29e1ab"},
     "provided, two domains": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
                               "tls": "a9669b3c547261961cfdaed9ba526b8f35b21f7c439b664ddd305585181bc6c4",
-                              "mail": "1d052e5f481efc23d59ef7e450775069dc3a83714ce501ea015316a34a09dcd8"},
+                              "mail": "5f77f6fb09c31ca3a01c63d05b9e11f0be7a1074e2b26e0b2241ec9b653cc4d9"},
 }
 OFF_MODE_INPUTS = {
     "acme": INSTALL,

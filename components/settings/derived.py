@@ -121,12 +121,12 @@ class Settings(SettingsSchema):
     @property
     def public_ipv4(self) -> str:
         """The address the internet reaches the mail host at (A record, PTR): the gateway's, or the VM's own."""
-        return self.gateway_public_ipv4 if self.gateway_inputs else self.ipv4
+        return self.gateway_public_ipv4 if self.gateway_mode != "off" else self.ipv4
 
     @property
     def public_ipv6(self) -> str:
         """Likewise for IPv6 (AAAA, PTR); "" for none."""
-        return self.gateway_public_ipv6 if self.gateway_inputs else self.ipv6
+        return self.gateway_public_ipv6 if self.gateway_mode != "off" else self.ipv6
 
     @property
     def serves_webmail(self) -> bool:

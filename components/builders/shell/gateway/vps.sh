@@ -20,13 +20,11 @@ echo "== $STAGE: forwarding ${FORWARDED_PORTS[*]} on $PUBLIC_IPV4${PUBLIC_IPV6:+
 interface_of() { ip -o addr show to "$1" | awk '{ print $2; exit }'; }
 ipv4_interface=$(interface_of "$PUBLIC_IPV4")
 ipv6_interface=$([ -z "$PUBLIC_IPV6" ] || interface_of "$PUBLIC_IPV6")
-for address in "$PUBLIC_IPV4" "$PUBLIC_IPV6"; do
-  if [ -n "$address" ] && [ -z "$(interface_of "$address")" ]; then
-    echo "$address (gatewayPublicIpv4/gatewayPublicIpv6) is not an address of this VPS's interfaces; a VPS behind a" \
-      "1:1 NAT is not supported" >&2
-    exit 1
-  fi
-done
+if [ -z "$ipv4_interface" ] || { [ -n "$PUBLIC_IPV6" ] && [ -z "$ipv6_interface" ]; }; then
+  echo "$PUBLIC_IPV4${PUBLIC_IPV6:+ or $PUBLIC_IPV6} (gatewayPublicIpv4/gatewayPublicIpv6) is not an address of this" \
+    "VPS's interfaces; a VPS behind a 1:1 NAT is not supported" >&2
+  exit 1
+fi
 echo "public addresses on $ipv4_interface${ipv6_interface:+ and $ipv6_interface}"
 # the kernel forwards between the public side and the tunnel (now, and from the next boot on); IPv6
 # forwarding would stop the interface from taking router advertisements, so it is told to take them still

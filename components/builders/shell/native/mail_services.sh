@@ -13,14 +13,9 @@ if [ "$(postfix_state)" != "$before" ]; then changed=1; touch "$PENDING"; echo "
 echo "== dovecot"
 # Debian's 10-auth.conf asks the system's users first (PAM): every mailbox login would fail there and log it
 # with the client's address, which fail2ban counts, so good logins would get a client banned. The stack's
-# users are the only ones: that include goes, once.
-if grep -q '^!include auth-system.conf.ext' /etc/dovecot/conf.d/10-auth.conf; then
-  sed -i 's/^!include auth-system.conf.ext/#!include auth-system.conf.ext  # ceres-mail: mailboxes only/' \
-    /etc/dovecot/conf.d/10-auth.conf
-  changed=1
-  touch "$PENDING"
-  echo "updated /etc/dovecot/conf.d/10-auth.conf (no system users)"
-fi
+# users are the only ones: that include is commented out (put_file: written only the first time).
+sed 's/^!include auth-system.conf.ext/#!include auth-system.conf.ext  # ceres-mail: mailboxes only/' \
+  /etc/dovecot/conf.d/10-auth.conf | put_file /etc/dovecot/conf.d/10-auth.conf 0644 root:root
 put_file /etc/dovecot/conf.d/99-ceres-mail.conf 0644 root:root <<CONF
 # ceres-mail: IMAPS only, LMTP delivery, SASL for Postfix (rendered by the stack)
 protocols = imap lmtp
