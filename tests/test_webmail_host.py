@@ -228,9 +228,10 @@ def test_wrong_imap_logins_ban_the_address(webnet, installed, attacker, ca_pem):
 
 
 def ssh_attempt(attacker) -> None:
-    """One refused SSH login. The ban may land while ssh is mid-handshake: the reject rule then answers
-    the established connection's packets with ICMP, which TCP takes as a soft error, so ssh would wait
-    for the kernel's retransmissions to give up. That cut-off attempt counts as made."""
+    """One refused SSH login. The ban may land after the key exchange, where ssh's ConnectTimeout no longer
+    applies: the reject rule then answers the established connection's packets with ICMP, which TCP takes
+    as a soft error, so ssh would wait for the kernel's retransmissions to give up. That cut-off attempt
+    counts as made."""
     try:
         attacker.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                       "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"intruder@{MAIL}", "true"],
