@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -110,7 +111,8 @@ def test_the_page_loads_and_renders(setup):
     started = time.monotonic()
     driver.get(f"https://{NAME}/")
     print(f"page loaded in {time.monotonic() - started:.2f} s")
-    assert driver.title == "Ceres browser test"
+    error_codes = re.findall(r"\bERR_[A-Z_]+", driver.page_source)  # what Chromium's error page says, if it shows one
+    assert driver.title == "Ceres browser test", error_codes
     assert driver.find_element("id", "greeting").text == HEADING
     assert driver.find_element("id", "text").text == "Served over HTTPS inside the test internet."
     assert driver.find_element("id", "script").text == "scripts run"

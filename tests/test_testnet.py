@@ -332,6 +332,17 @@ def test_wireguard_from_home_through_the_nat(wireguard_hosts):
     assert result.returncode != 0 and "unreachable" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
+def test_a_new_hosts_addresses_are_final_at_once():
+    """Nothing of a host just added is still tentative (duplicate address detection), so a program started in it
+    at once sees no network change a second later (Chromium aborts its first page load when it does)."""
+    require_testnet()
+    with TestNet() as net:
+        host = net.add_netns_host("zeta", f"{WIRE}.30/24", "2001:db8:100::30/64")
+        addresses = host.run(["ip", "-6", "-o", "addr", "show", "dev", "eth0"]).stdout
+        assert "scope link" in addresses and "2001:db8:100::30/64" in addresses, addresses
+        assert "tentative" not in addresses, addresses
+
+
 def test_cleanup_leaves_nothing_behind(tmp_path):
     """A whole session's worth (proxy, wire, a booted host, a netns host with a process) leaves no trace."""
     require_testnet()
