@@ -145,18 +145,19 @@ class _Host:
     def _add_leg(self, device: str, bridge: str, ipv4_cidr: str, ipv6_cidr: str | None = None) -> str:
         """A veth from `bridge` (in the wire namespace) to `device` here, up with its addresses; its wire port.
 
-        The device skips duplicate address detection, so its IPv6 link-local address is final the moment it is
-        up: with DAD, that address turns from tentative to valid a second or two later, and a program started
-        in between sees the network change under it (Chromium aborts a page load with ERR_NETWORK_CHANGED)."""
+        The device skips duplicate address detection, so its IPv6 addresses (the link-local one included) are
+        final the moment it is up: with DAD, each turns from tentative to valid a second or two later, and a
+        program started in between sees the network change under it (Chromium aborts a page load with
+        ERR_NETWORK_CHANGED)."""
         port = self.net._port_name()
         linux.ip("link", "add", port, "type", "veth", "peer", "name", device, "netns", self.netns,
                  netns=self.net.wire)
         self._stack.callback(linux.delete_link, port, self.net.wire)
         linux.ip("link", "set", "dev", port, "master", bridge, "up", netns=self.net.wire)
+        linux.set_sysctl(f"net/ipv6/conf/{device}/accept_dad", "0", netns=self.netns)
         linux.ip("addr", "add", ipv4_cidr, "dev", device, netns=self.netns)
         if ipv6_cidr:
-            linux.ip("-6", "addr", "add", ipv6_cidr, "dev", device, "nodad", netns=self.netns)
-        linux.set_sysctl(f"net/ipv6/conf/{device}/accept_dad", "0", netns=self.netns)
+            linux.ip("-6", "addr", "add", ipv6_cidr, "dev", device, netns=self.netns)
         linux.ip("link", "set", "dev", device, "up", netns=self.netns)
         return port
 
