@@ -263,7 +263,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         webmail=settings.serves_webmail,
                         backup_access=_host_access(args, settings)
                         if settings.backup_inputs and (args.ssh_key or args.ssh_user) else None)
-    results = run_checks(target, progress=lambda name: print(f"checking {name} ...", file=sys.stderr, flush=True))
+    # the checks run side by side: each line says which one has finished, and how many of them have
+    results = run_checks(target, progress=lambda line: print(f"checked {line}", file=sys.stderr, flush=True))
     sys.stdout.write(render_json(target, results) if args.json else render_table(target, results))
     return exit_code(results)
 
