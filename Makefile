@@ -8,16 +8,34 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --progress-bar off
 STACK ?= prod
-# Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all.
-WHEELHOUSE := .cache/wheels
+# The machine cache (tests/machine_cache.py says what it holds): everything the tests build or download
+# (the engine, Keycloak, the test image, the apt cache, wheels, actionlint), outside the clone and keyed by
+# its inputs, so a fresh clone on the same machine starts warm. `make clean` keeps it; `make clean-cache`
+# removes it. Exported, so every tool and test resolves the same root.
+export CERES_MAIL_CACHE := $(or $(CERES_MAIL_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ceres-mail)
+include tests/tool-versions.mk
+# Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all; keyed
+# by requirements.txt and pyproject.toml (evaluated only where used).
+WHEELHOUSE = $(CERES_MAIL_CACHE)/wheels/$(shell $(PYTHON) tests/machine_cache.py wheel-key)
+# pytest's workers (pytest-xdist): the booted worlds mostly wait on boots, apt and SSH, so even 2 cores
+# overlap more than 2 of them; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 3
+# when this make began, for the time report's "before pytest" phase
+MAKE_STARTED := $(shell date +%s)
 
-.PHONY: plan test test-engine test-e2e engine bench docs venv dev system-deps wheelhouse tools clean
+.PHONY: plan test test-fast test-engine test-e2e engine bench docs venv dev system-deps wheelhouse tools clean clean-cache
 
 plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
 	$(BIN)/mailctl plan --stack $(STACK)
 
-test: dev system-deps wheelhouse tools engine  ## install what the tests need (system packages too, as root), run them all
-	$(BIN)/python -m pytest
+# The engine is not a prerequisite: on a cold machine tools/run_tests.py builds it in the background while
+# the layers that do not need it run (its tests wait for the build's lock), then prints the time per layer
+# and per world.
+test: dev system-deps wheelhouse tools  ## install what the tests need (system packages too, as root), run them all
+	$(BIN)/python tools/run_tests.py --workers $(TEST_WORKERS) --started $(MAKE_STARTED)
+
+test-fast: dev wheelhouse tools  ## the edit loop: the offline and builder layers only (no root, no booted host, no engine)
+	$(BIN)/python tools/run_tests.py --fast --workers 2 --started $(MAKE_STARTED)
 
 test-engine: dev system-deps engine  ## only the real-engine layer: the Pulumi CLI runs the program (tests/engine)
 	$(BIN)/python -m pytest tests/engine
@@ -67,20 +85,28 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 system-deps:
 	@.ci/system-deps
 
-$(WHEELHOUSE)/.complete: requirements.txt pyproject.toml
-	@echo "make: filling $(WHEELHOUSE) with the pinned wheels"
-	$(PIP) download --progress-bar off --dest $(WHEELHOUSE) -r requirements.txt setuptools==80.9.0
-	@touch $@
-wheelhouse: dev $(WHEELHOUSE)/.complete
+# Filled once per key under a lock (two runs on one machine fill it once); .complete is written last.
+wheelhouse: dev  ## the pinned wheels in the machine cache, for the offline fresh-clone test
+	@dest="$(WHEELHOUSE)"; mkdir -p "$$dest"; exec 9>"$$dest.lock"; flock 9; \
+	if [ ! -f "$$dest/.complete" ]; then \
+	  echo "make: filling $$dest with the pinned wheels"; \
+	  $(PIP) download --progress-bar off --dest "$$dest" -r requirements.txt setuptools==80.9.0 && touch "$$dest/.complete"; \
+	fi
 
-# actionlint judges the GitHub workflows; it is a Go program, built from its pinned module version.
-ACTIONLINT := .cache/bin/actionlint
-ACTIONLINT_VERSION := v1.7.12
-$(ACTIONLINT):
+# actionlint judges the GitHub workflows; it is a Go program, built from its pinned module version
+# (tests/tool-versions.mk) into the machine cache, under a lock.
+ACTIONLINT_DIR = $(CERES_MAIL_CACHE)/bin/actionlint-$(ACTIONLINT_VERSION)
+tools:  ## actionlint, built once per machine
 	@command -v go >/dev/null || { echo "make: Go 1.22 or newer is needed to build actionlint for the tests" >&2; exit 1; }
-	@echo "make: building actionlint $(ACTIONLINT_VERSION)"
-	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-mod=mod go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
-tools: $(ACTIONLINT)
+	@mkdir -p "$(ACTIONLINT_DIR)"; exec 9>"$(ACTIONLINT_DIR).lock"; flock 9; \
+	if [ ! -x "$(ACTIONLINT_DIR)/actionlint" ]; then \
+	  echo "make: building actionlint $(ACTIONLINT_VERSION)"; \
+	  GOBIN="$(ACTIONLINT_DIR)" GOFLAGS=-mod=mod go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); \
+	fi
 
-clean:
+clean:  ## remove the clone's .venv and build leftovers (the machine cache stays: see clean-cache)
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info
+
+clean-cache:  ## remove the machine cache: the next `make test` is cold (the engine builds again, tens of minutes)
+	@case "$(CERES_MAIL_CACHE)" in ""|/) echo "make: refusing to remove '$(CERES_MAIL_CACHE)'" >&2; exit 1;; esac
+	rm -rf "$(CERES_MAIL_CACHE)"

@@ -25,8 +25,9 @@ INSTALL = InstallInputs(
 )
 
 
-# no_skips: CI rules; mailnet: the session fixtures of the end-to-end tests (booted only when used)
-pytest_plugins = ["tests.plugins.no_skips", "tests.mailnet.fixtures", "tests.engine.fixtures"]
+# no_skips: CI rules; layers: each test's layer and world (time report, make test-fast, pytest's workers);
+# mailnet: the session fixtures of the end-to-end tests (booted only when used)
+pytest_plugins = ["tests.plugins.no_skips", "tests.plugins.layers", "tests.mailnet.fixtures", "tests.engine.fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ import pytest
 from tests.mailnet.backup_host import SSHD, BackupHost, start_backup_host
 from tests.testnet import NetnsHost, TestNet
 
+pytestmark = pytest.mark.root  # tests/plugins/layers.py: the machine layer
+
 WIRE = "198.51.100"  # TEST-NET-2: the test's own addresses inside its namespaces
 CLIENT, BACKUP = f"{WIRE}.30", f"{WIRE}.31"
 

@@ -23,6 +23,8 @@ from tests.mailnet.browser import Browser, missing_packages, open_browser, requi
 from tests.mailnet.directory import certificate, pem, write_tls
 from tests.testnet import NetnsHost, TestNet
 
+pytestmark = pytest.mark.root  # tests/plugins/layers.py: the machine layer
+
 WIRE = "198.51.100"  # TEST-NET-2: the test's own addresses inside its namespaces
 CLIENT, WEB = f"{WIRE}.40", f"{WIRE}.41"
 NAME = "mail.example.com"

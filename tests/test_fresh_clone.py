@@ -14,9 +14,11 @@ import subprocess
 
 import pytest
 
-from tests.conftest import PROJECT_DIR
+from tests import machine_cache
 
-WHEELHOUSE = PROJECT_DIR / ".cache" / "wheels"
+pytestmark = pytest.mark.root  # tests/plugins/layers.py: the machine layer
+
+WHEELHOUSE = machine_cache.wheelhouse()
 NEEDED = ("git", "make", "unshare")
 
 
@@ -29,7 +31,7 @@ def fresh_clone(tmp_path_factory):
         pytest.skip("needs root for a network namespace without network")
     assert (WHEELHOUSE / ".complete").exists(), "run `make wheelhouse` (make test does) first"
     clone = tmp_path_factory.mktemp("clone") / "ceres-mail"
-    subprocess.run(["git", "clone", "--quiet", str(PROJECT_DIR), str(clone)], check=True)
+    subprocess.run(["git", "clone", "--quiet", str(machine_cache.PROJECT_DIR), str(clone)], check=True)
     home = tmp_path_factory.mktemp("home")
     # A bare environment: no PULUMI_*, no cloud tokens, no KUBECONFIG, no pyenv; Debian's python3.
     env = {

@@ -8,6 +8,7 @@ import sys
 import tomllib
 from importlib.metadata import packages_distributions
 
+from tests import machine_cache
 from tests.conftest import PROJECT_DIR
 
 FIRST_PARTY = {"components", "mailctl", "policy"}
@@ -65,6 +66,8 @@ def test_make_refuses_an_unsupported_python_before_making_the_venv(tmp_path):
     for name in ("Makefile", "pyproject.toml", "requirements.txt", "requirements-dev.txt"):
         shutil.copy(PROJECT_DIR / name, tmp_path / name)
     shutil.copytree(PROJECT_DIR / "tools", tmp_path / "tools")
+    (tmp_path / "tests").mkdir()
+    shutil.copy(PROJECT_DIR / "tests" / "tool-versions.mk", tmp_path / "tests" / "tool-versions.mk")  # the Makefile includes it
     old_python = tmp_path / "python3.10"
     old_python.write_text(
         "#!/bin/sh\n"
@@ -86,7 +89,7 @@ def test_the_built_wheel_ships_every_package_and_shell_template(tmp_path):
 
     import shutil
 
-    wheelhouse = PROJECT_DIR / ".cache" / "wheels"  # the pinned build backend, offline (make wheelhouse)
+    wheelhouse = machine_cache.wheelhouse()  # the pinned build backend, offline (make wheelhouse)
     source = tmp_path / "source"  # a copy: setuptools leaves build/ and *.egg-info next to what it builds
     for package in sorted(FIRST_PARTY):
         shutil.copytree(PROJECT_DIR / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))

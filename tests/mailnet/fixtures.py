@@ -32,7 +32,8 @@ from components.builders.dns_records import Record
 from tests.dns_harness import named_argv, write_named_config
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
-from tests.testnet import AptProxy, NetnsHost, SystemHost, TestNet, linux
+from tests.testnet import NetnsHost, SystemHost, TestNet, linux
+from tests.testnet.aptproxy import AptBridge, joined
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,12 @@ def nocloud_files(user_data: str, vendor_data: str, instance_id: str = "ceres-ma
 
 @pytest.fixture(scope="session")
 def shared_apt_proxy():
-    """The session's apt proxy, for every test internet of the session: it holds the persistent package
-    cache for its life, so a second proxy would start with an empty one and download everything again."""
+    """The run's apt proxy, for every test internet of the session: the one proxy holds the persistent
+    package cache, so a second proxy would start with an empty one and download everything again (under
+    pytest's workers, each joins the proxy tools/run_tests.py runs: tests/testnet/aptproxy.py)."""
     if os.geteuid() != 0:
         pytest.skip("the test internet needs root (network namespaces, booting a Debian host)")
-    with AptProxy() as proxy:
+    with joined() as proxy:
         yield proxy
 
 
@@ -219,7 +221,7 @@ def mailnet(tmp_path_factory, shared_apt_proxy):
 
 
 @contextlib.contextmanager
-def open_mailnet(workdir: Path, apt_proxy: AptProxy, extra_config: dict | None = None,
+def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None = None,
                  extra_records: tuple[Record, ...] = (),
                  place_mail: Callable[[TestNet, Deployment], Placement] | None = None) -> Iterator[MailNet]:
     """A test internet of its own with the stack's mail host booted (not installed yet); `extra_config` sets

@@ -3,14 +3,19 @@
 Why: test hosts must not reach past the test's namespaces, yet the product installs packages with apt. So
 each test host gets a second interface on a machine-side bridge, and apt-cacher-ng, started by the test with
 its own config dir (never the packaged service), listens on that bridge's address only and fetches from the
-Debian mirror this machine's own apt uses. Its cache persists under `.cache/testnet/apt-cacher-ng/`, so a
-second test run downloads no package again (only the small InRelease files are revalidated).
+Debian mirror this machine's own apt uses. Its cache persists in the machine cache
+(tests/machine_cache.py: `<root>/testnet/apt-cacher-ng/`, outside the clone), so a later run, also from a
+fresh clone, downloads no package again (only the small InRelease files are revalidated).
 
 Layout: bridge `ctn<hex>apt` holds 10.254.N.1/24 (a /24 of 10.254.0.0/16 that `ip route` shows unused);
 each host gets one of 10.254.N.2-254/24 on its `apt0`. Bridge ports are isolated (hosts cannot talk to each other
 through it), IPv6 is off on the machine side, the hosts get no route beyond the /24, and this machine does not
 forward (net.ipv4.ip_forward stays as it is: 0 here). With ForceManaged, the proxy serves Debian archives
 only.
+
+One proxy serves a whole test run: tools/run_tests.py starts it and names it to pytest's workers in
+$CERES_MAIL_APT_PROXY, and each worker's hosts join its bridge (joined()), so they all share the one
+persistent cache instead of each starting with an empty one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import json
 import logging
+import os
 import random
 import socket
 import subprocess
@@ -27,7 +34,7 @@ import time
 from pathlib import Path
 
 from tests.testnet import linux
-from tests.testnet.image import CACHE_DIR, debian_mirror, debian_security_mirror, ensure_cache_dir
+from tests.testnet.image import CACHE_DIR, debian_mirror, debian_security_mirror
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,87 @@ DEFAULT_PORT = 3142
 START_TIMEOUT = 20.0
 
 
-class AptProxy:
+ENVIRONMENT = "CERES_MAIL_APT_PROXY"  #: the running proxy a test process joins (see joined())
+
+
+class AptBridge:
+    """Attaching hosts to an apt proxy's bridge: what the process that runs the proxy and the processes that
+    join it (pytest's workers: joined()) share. A host's number is taken by creating its link, whose name
+    holds the number: the kernel refuses a second link of that name, so two processes never take one
+    address, with no lock and no bookkeeping between them."""
+
+    prefix: str
+    bridge: str
+    network: ipaddress.IPv4Network | None
+    port: int
+    _token: str
+    _links: dict[str, str]  # netns -> machine-side veth, for the hosts this process attached
+
+    @property
+    def address(self) -> str:
+        assert self.network is not None, "AptProxy not started"
+        return str(self.network[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def attach(self, netns: str) -> str:
+        """Give network namespace `netns` an `apt0` on the bridge; returns its address (CIDR)."""
+        for number in range(2, self.network.num_addresses - 1):
+            link = f"ctn{self._token}a{number}"
+            made = linux.ip("link", "add", link, "type", "veth", "peer", "name", "apt0", "netns", netns, check=False)
+            if made.returncode == 0:
+                break
+            if "exists" not in made.stderr:
+                raise RuntimeError(f"ip link add {link} failed ({made.returncode}): {made.stderr.strip()}")
+        else:
+            raise RuntimeError(f"the apt bridge {self.bridge} has no address left")
+        self._links[netns] = link
+        host_cidr = f"{self.network[number]}/{self.network.prefixlen}"
+        linux.ip("link", "set", "dev", link, "alias", f"{self.prefix}-{netns}")
+        linux.set_sysctl(f"net/ipv6/conf/{link}/disable_ipv6", "1")
+        linux.ip("link", "set", "dev", link, "master", self.bridge)
+        linux.ip("link", "set", "dev", link, "type", "bridge_slave", "isolated", "on")
+        linux.ip("link", "set", "dev", link, "up")
+        linux.set_sysctl("net/ipv6/conf/apt0/disable_ipv6", "1", netns=netns)
+        linux.ip("addr", "add", host_cidr, "dev", "apt0", netns=netns)
+        linux.ip("link", "set", "dev", "apt0", "up", netns=netns)
+        return host_cidr
+
+    def detach(self, netns: str) -> None:
+        """Delete the link `attach(netns)` made (deleting the namespace deletes it too)."""
+        if netns in self._links:
+            linux.delete_link(self._links.pop(netns))
+
+
+class JoinedAptProxy(AptBridge):
+    """A proxy another process runs (see joined()): this process attaches its hosts to it and owns nothing
+    else."""
+
+    def __init__(self, description: dict):
+        self.prefix, self.bridge, self.port = description["prefix"], description["bridge"], description["port"]
+        self.network = ipaddress.ip_network(description["network"])
+        self._token = description["token"]
+        self._links = {}
+
+    def __enter__(self) -> JoinedAptProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for netns in list(self._links):
+            self.detach(netns)
+
+
+def joined() -> contextlib.AbstractContextManager[AptBridge]:
+    """The apt proxy of this test run: the one another process runs, when $CERES_MAIL_APT_PROXY describes
+    it (tools/run_tests.py starts one for all of pytest's workers, so they share its cache), else one of
+    this process's own."""
+    description = os.environ.get(ENVIRONMENT)
+    return JoinedAptProxy(json.loads(description)) if description else AptProxy()
+
+
+class AptProxy(AptBridge):
     """`with AptProxy() as proxy:` apt-cacher-ng on a machine-side bridge; `TestNet(apt_proxy=proxy)` uses it."""
 
     def __init__(self, cache_dir: Path = DEFAULT_CACHE, port: int = DEFAULT_PORT):
@@ -51,17 +138,13 @@ class AptProxy:
         self.port = port
         self.network: ipaddress.IPv4Network | None = None
         self.process: subprocess.Popen | None = None  # apt-cacher-ng, once started
-        self._links: dict[str, tuple[str, int]] = {}  # netns -> (machine-side veth, host number)
+        self._links = {}
         self._stack = contextlib.ExitStack()
 
-    @property
-    def address(self) -> str:
-        assert self.network is not None, "AptProxy not started"
-        return str(self.network[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
+    def description(self) -> str:
+        """What a process needs to join this proxy (joined()), as the value of $CERES_MAIL_APT_PROXY."""
+        return json.dumps({"prefix": self.prefix, "bridge": self.bridge, "port": self.port,
+                           "network": str(self.network), "token": self._token})
 
     def __enter__(self) -> AptProxy:
         try:
@@ -83,34 +166,6 @@ class AptProxy:
         """Stop apt-cacher-ng, delete the bridge and every host link, release the cache (idempotent)."""
         self._stack.close()
 
-    # -- hosts --
-
-    def attach(self, netns: str) -> str:
-        """Give network namespace `netns` an `apt0` on the bridge; returns its address (CIDR)."""
-        used = {number for _, number in self._links.values()}
-        number = next((n for n in range(2, self.network.num_addresses - 1) if n not in used), None)
-        if number is None:
-            raise RuntimeError(f"the apt bridge {self.bridge} has no address left")
-        link = f"ctn{self._token}a{number}"
-        host_cidr = f"{self.network[number]}/{self.network.prefixlen}"
-        linux.ip("link", "add", link, "type", "veth", "peer", "name", "apt0", "netns", netns)
-        self._links[netns] = (link, number)
-        linux.ip("link", "set", "dev", link, "alias", f"{self.prefix}-{netns}")
-        linux.set_sysctl(f"net/ipv6/conf/{link}/disable_ipv6", "1")
-        linux.ip("link", "set", "dev", link, "master", self.bridge)
-        linux.ip("link", "set", "dev", link, "type", "bridge_slave", "isolated", "on")
-        linux.ip("link", "set", "dev", link, "up")
-        linux.set_sysctl("net/ipv6/conf/apt0/disable_ipv6", "1", netns=netns)
-        linux.ip("addr", "add", host_cidr, "dev", "apt0", netns=netns)
-        linux.ip("link", "set", "dev", "apt0", "up", netns=netns)
-        return host_cidr
-
-    def detach(self, netns: str) -> None:
-        """Delete the link `attach(netns)` made (deleting the namespace deletes it too)."""
-        if netns in self._links:
-            link, _ = self._links.pop(netns)
-            linux.delete_link(link)
-
     # -- setup --
 
     def _make_bridge(self) -> None:
@@ -130,7 +185,6 @@ class AptProxy:
 
     def _lock_cache(self) -> None:
         """Own the persistent cache for the proxy's life; if another run holds it, use a private cold one."""
-        ensure_cache_dir()
         self._wanted_cache.mkdir(parents=True, exist_ok=True)
         handle = (self._wanted_cache / ".lock").open("a")
         self._stack.callback(handle.close)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.testnet.aptproxy import ACNG, AptProxy
+from tests.testnet.aptproxy import ACNG, AptProxy, joined
 from tests.testnet.network import TestNet
 
 TOOLS = ("mmdebstrap", "ip", "nsenter", "unshare", "mount")
@@ -35,8 +35,10 @@ def require_testnet() -> None:
 
 @contextlib.contextmanager
 def open_testnet(**proxy_options) -> Iterator[TestNet]:
-    """An AptProxy(**proxy_options) and a TestNet using it, cleaned up on exit, also when SIGTERM ends the run."""
-    with _sigterm_as_interrupt(), AptProxy(**proxy_options) as proxy, TestNet(apt_proxy=proxy) as net:
+    """A TestNet on the run's apt proxy (or, given `proxy_options`, on an AptProxy(**proxy_options) of its
+    own), cleaned up on exit, also when SIGTERM ends the run."""
+    proxy_context = AptProxy(**proxy_options) if proxy_options else joined()
+    with _sigterm_as_interrupt(), proxy_context as proxy, TestNet(apt_proxy=proxy) as net:
         yield net
 
 

@@ -1,9 +1,10 @@
 """The Debian 12 root filesystem that the test hosts boot, built once with mmdebstrap and cached.
 
 Why: tests of what the project installs on its mail VM need a real Debian with systemd, apt and cloud-init,
-not mocks. Building one takes a few dozen seconds, so it is built once per include list and mirror and kept
-under the repo's `.cache/testnet/images/` (a `.gitignore` there keeps it out of git); every host boots an
-overlay of it, so the cached tree is never written to.
+not mocks. Building one takes a few dozen seconds, so it is built once per machine and kept in the machine
+cache (tests/machine_cache.py: `<root>/testnet/images/<key>/`, outside the clone, so a fresh clone on the
+same machine boots it at once), keyed by its package list, the mirror and this module's own source (the
+script that builds it); every host boots an overlay of it, so the cached tree is never written to.
 
 The tree is made for booting in namespaces on a machine that is not ours to change: units that would touch
 the machine's consoles, clock or kernel settings are masked, cloud-init reads only NoCloud seeds and leaves
@@ -15,10 +16,7 @@ never into the cached tree.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -29,10 +27,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests import machine_cache
+
 log = logging.getLogger(__name__)
 
-REPO_DIR = Path(__file__).resolve().parents[2]
-CACHE_DIR = REPO_DIR / ".cache" / "testnet"
+CACHE_DIR = machine_cache.root() / "testnet"
 IMAGES_DIR = CACHE_DIR / "images"
 
 SUITE = "bookworm"
@@ -44,12 +43,9 @@ INCLUDE = (
     "locales",  # cloud-init's locale module sets en_US.UTF-8 (it fails without this, as on no real image)
 )
 LOCALE = "en_US.UTF-8"
-# Bump when prepare() changes what it writes, so cached images are rebuilt.
-PREPARE_VERSION = 1
 
 BUILD_TIMEOUT = 900.0  # seconds for mmdebstrap (about 40 s on a warm mirror)
 LOCK_TIMEOUT = BUILD_TIMEOUT + 60.0  # another process may be building the same image
-LOCK_POLL = 1.0
 PROGRESS_EVERY = 15.0
 
 # Units that would take the machine's consoles, wait for hardware, change the machine's clock or kernel
@@ -153,8 +149,8 @@ def _base_image(mirror: str, include: tuple[str, ...]) -> Path:
     if (final / "ready").exists():
         log.info("testnet image %s: cached at %s", key, rootfs)
         return rootfs
-    ensure_cache_dir()
-    with _locked(IMAGES_DIR / ".lock"):
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    with machine_cache.locked(IMAGES_DIR / ".lock", "builds the test image", LOCK_TIMEOUT, note_every=PROGRESS_EVERY):
         if (final / "ready").exists():  # another process built it while we waited
             log.info("testnet image %s: built by another process", key)
             return rootfs
@@ -165,12 +161,11 @@ def _base_image(mirror: str, include: tuple[str, ...]) -> Path:
 
 
 def image_key(mirror: str, include: tuple[str, ...]) -> str:
-    """A name that changes whenever anything that goes into the image changes."""
-    recipe = {"suite": SUITE, "variant": VARIANT, "include": sorted(include), "mirror": mirror,
-              "masked": MASKED_UNITS, "prepare": PREPARE_VERSION,
-              "cloud": CLOUD_INIT_CONFIG, "ssh": SSH_HOSTKEYS_UNIT, "locale": LOCALE}
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{SUITE}-{digest}"
+    """A name that changes whenever anything that goes into the image changes: the package list, the
+    mirror, and this module (what prepare() writes, the masked units, the configs)."""
+    recipe = json.dumps({"suite": SUITE, "variant": VARIANT, "include": sorted(include), "mirror": mirror},
+                        sort_keys=True)
+    return f"{SUITE}-{machine_cache.digest(recipe, Path(__file__).read_bytes())}"
 
 
 @functools.cache
@@ -221,37 +216,6 @@ def _deb822_fields(stanza: str) -> dict[str, str]:
         name, value = line.split(":", 1)
         fields[name.strip().lower()] = value.strip()
     return fields
-
-
-def ensure_cache_dir() -> None:
-    """.cache/testnet/ with a .gitignore of its own (the repo tracks .cache/wheels: .cache is not ignored)."""
-    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
-    ignore = CACHE_DIR / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# root filesystems and apt caches of tests/testnet: never commit\n*\n")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path`, waited for at most LOCK_TIMEOUT seconds."""
-    with path.open("a") as handle:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        next_note = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path} still locked after {LOCK_TIMEOUT:g} s") from None
-                if time.monotonic() >= next_note:
-                    log.info("waiting for %s (another process builds the test image)", path)
-                    next_note += PROGRESS_EVERY
-                time.sleep(LOCK_POLL)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_stale_builds() -> None:

@@ -49,7 +49,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from tests.testnet import linux
-from tests.testnet.aptproxy import AptProxy
+from tests.testnet.aptproxy import AptBridge
 from tests.testnet.image import SANDBOX_DROPIN, base_image
 
 log = logging.getLogger(__name__)
@@ -479,7 +479,7 @@ class TestNet:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, apt_proxy: AptProxy | None = None):
+    def __init__(self, apt_proxy: AptBridge | None = None):
         self.prefix, _ = linux.new_prefix()
         self.wire = f"{self.prefix}-wire"
         self.apt_proxy = apt_proxy

@@ -4,7 +4,20 @@
 # shellcheck shell=bash
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
-ENGINE_CACHE="${CERES_MAIL_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ceres-mail/engine}"
+# The machine cache's root as tests/machine_cache.py resolves it; CERES_MAIL_ENGINE_CACHE moves the engine alone.
+ENGINE_CACHE="${CERES_MAIL_ENGINE_CACHE:-${CERES_MAIL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ceres-mail}/engine}"
+
+# lock_build DIR: holds an exclusive lock on DIR.lock for the rest of the calling script (fd 9), so two runs
+# on one machine (a background `make engine` and a test asking for the same tool) build it once: the second
+# waits, then finds it built.
+lock_build() {
+  mkdir -p "$(dirname "$1")"
+  exec 9>"$1.lock"
+  if ! flock -n 9; then
+    say "waiting for another build of $(basename "$1")"
+    flock 9
+  fi
+}
 
 # have_built DIR FILE: true when DIR/FILE exists from a finished build (the .complete marker is written
 # last, so an interrupted build is redone rather than trusted).

@@ -14,6 +14,7 @@ K3S_COMMIT=34be6d96
 TCPPROXY_FORK=github.com/inetaf/tcpproxy@v0.0.0-20260515195445-c159a6051109
 
 out="$ENGINE_CACHE/k3s-$K3S_RELEASE"
+lock_build "$out"
 if ! have_built "$out" k3s; then
   start=$(date +%s)
   say "building k3s $K3S_RELEASE from Go modules (cold: about 10-20 min on 2 cores)"

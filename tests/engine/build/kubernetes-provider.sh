@@ -15,6 +15,7 @@ SDK_MODULE=github.com/pulumi/pulumi-kubernetes/sdk/v4
 SDK_VERSION=v4.24.0
 
 out="$ENGINE_CACHE/pulumi-resource-kubernetes-$PROVIDER_VERSION"
+lock_build "$out"
 if ! have_built "$out" pulumi-resource-kubernetes; then
   start=$(date +%s)
   say "building pulumi-resource-kubernetes $PROVIDER_VERSION from Go modules (cold: about 13 min on 2 cores)"

@@ -8,6 +8,7 @@ PULUMI_VERSION=v3.274.1
 CLIPBOARD_FORK=github.com/tgummerer/clipboard@v0.0.0-20241001131231-d02d263e614e
 
 out="$ENGINE_CACHE/pulumi-$PULUMI_VERSION"
+lock_build "$out"
 if ! have_built "$out" bin/pulumi; then
   start=$(date +%s)
   say "building the Pulumi CLI $PULUMI_VERSION from Go modules (cold: about 4 min on 2 cores)"

@@ -1,0 +1,124 @@
+"""`make test` and `make test-fast`: pytest over every layer, arranged to be fast on a 2-core machine.
+
+- On a cold machine the engine (the Pulumi CLI, the kubernetes provider, k3s: tens of minutes of Go
+  builds) builds in the background while the layers that do not need it run; the engine's tests ask the
+  same build scripts for the tools and wait on their lock until the build is done.
+- One apt proxy for the whole run (as root), which every pytest worker's hosts join, so they all share the
+  machine's package cache (tests/testnet/aptproxy.py).
+- pytest-xdist workers, each world on one worker in file order (tests/plugins/layers.py). The engine and
+  end-to-end worlds are the longest, so they are collected first and start first.
+- At the end, the time per phase, layer and world (tools/time_report.py), from pytest's JUnit XML.
+
+    python tools/run_tests.py [--workers N] [--fast] [--started EPOCH] [PYTEST ARGS...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tools.time_report import render  # noqa: E402 (the repo on sys.path first)
+
+REPORT = REPO / ".cache" / "test-report.xml"
+ENGINE_BUILD = REPO / "tests" / "engine" / "build" / "all.sh"
+#: the longest worlds first, so they start first; "tests" adds every other test once
+FULL_RUN = ("tests/e2e", "tests/engine", "tests")
+FAST_LAYERS = "offline,judges"
+
+
+class EngineBuild:
+    """`make engine` in the background, its progress lines passed on as they come."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.process = subprocess.Popen(["bash", str(ENGINE_BUILD)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        self._relay = threading.Thread(target=self._pass_on, daemon=True)
+        self._relay.start()
+
+    def _pass_on(self) -> None:
+        for line in self.process.stderr:
+            print(line.rstrip(), flush=True)
+        self.process.wait()
+        self.finished = time.monotonic()
+
+    def wait(self) -> int:
+        self._relay.join()
+        return self.process.returncode
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self._relay.join(timeout=30)
+
+
+def pytest_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", "--junitxml", str(REPORT), "-o", "junit_family=xunit1"]
+    if args.workers > 0:
+        argv += ["-n", str(args.workers), "--dist", "loadgroup"]
+    if args.fast:
+        argv += ["--layers", FAST_LAYERS]
+    if not any(not a.startswith("-") for a in extra):  # no paths given: every layer, longest worlds first
+        argv += ["tests"] if args.fast else list(FULL_RUN)
+    return argv + extra
+
+
+def apt_proxy(needed: bool) -> contextlib.AbstractContextManager:
+    """The run's apt proxy (as root, for a run that boots hosts); its description goes to the workers."""
+    if not needed or os.geteuid() != 0:
+        return contextlib.nullcontext()
+    from tests.testnet.aptproxy import AptProxy
+
+    return AptProxy()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=3, help="pytest-xdist workers (0: one process)")
+    parser.add_argument("--fast", action="store_true", help=f"only the layers {FAST_LAYERS} (make test-fast)")
+    parser.add_argument("--started", type=float, help="when make started (epoch seconds), for the report")
+    args, extra = parser.parse_known_args()
+
+    phases: dict[str, float] = {}
+    began = time.time()
+    if args.started:
+        phases["before pytest (venv, Debian packages, wheels, actionlint)"] = began - args.started
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.unlink(missing_ok=True)
+    engine = None if args.fast else EngineBuild()
+    code = 1
+    try:
+        with apt_proxy(needed=not args.fast) as proxy:
+            env = dict(os.environ)
+            if proxy is not None:
+                env["CERES_MAIL_APT_PROXY"] = proxy.description()
+            argv = pytest_argv(args, extra)
+            print(f"run_tests: {' '.join(argv[1:])}", flush=True)
+            code = subprocess.run(argv, cwd=REPO, env=env).returncode
+        phases["pytest"] = time.time() - began
+        if engine is not None:
+            if engine.wait() != 0 and code == 0:
+                print("run_tests: the engine build failed (its last lines are above)", file=sys.stderr)
+                code = 1
+            phases["engine build (in the background)"] = engine.finished - engine.started
+    finally:
+        if engine is not None:
+            engine.stop()
+    phases["in all"] = time.time() - (args.started or began)
+    if REPORT.exists():
+        print("\n" + render(REPORT, phases), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
