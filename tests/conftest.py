@@ -9,8 +9,12 @@ import pytest
 import yaml
 
 from components.builders.install_script import InstallInputs
+from components.settings import SettingsError
 from mailctl.plan import Plan
 from mailctl.recorder import record
+
+# the helpers the test modules share, out of any test module: their asserts explain a failure as a test's own do
+pytest.register_assert_rewrite("tests.mailnet.host_checks", "tests.shell_judges")
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STACKS = ("prod", "staging", "home")
@@ -63,6 +67,12 @@ def stack_config(stack: str = "prod", edits: dict | None = None) -> dict:
         else:
             config[name] = value
     return config
+
+
+def refused(scratch_project, config: dict) -> SettingsError:
+    with pytest.raises(SettingsError) as caught:
+        record(scratch_project("bad", config), "bad")
+    return caught.value
 
 
 @pytest.fixture

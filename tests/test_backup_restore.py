@@ -28,8 +28,8 @@ import pytest
 from components.builders.dns_records import Record
 from tests.mailnet.backup_host import host_key, start_backup_host
 from tests.mailnet.fixtures import install_or_fail, open_mailnet
+from tests.mailnet.host_checks import LDAP_CONFIG, ldap_probe, person_dn, secret_file, stdin_secrets, submit, verdict
 from tests.mailnet.scenario import ADDRESSES, PREFIX, REMOTE_DOMAIN
-from tests.test_ldap_host import LDAP_CONFIG, ldap_probe, person_dn, secret_file, stdin_secrets, submit, verdict
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -32,9 +31,8 @@ from components.builders.install_script import (
     stage_runs,
     template,
 )
-from tests.conftest import INSTALL, PROJECT_DIR, self_signed
-
-SHELL_DIR = PROJECT_DIR / "components/builders/shell"
+from tests.conftest import INSTALL, self_signed
+from tests.shell_judges import SHELL_DIR, documented_variables, header_variables, shell_templates, shellcheck_template
 
 #: ldapMode local (slapd on the mail host) and external (a directory elsewhere, StartTLS), as the settings make them
 LOCAL_LDAP = LdapInputs(mode="local", url="ldaps://mail.example.com", base_dn="dc=example,dc=com",
@@ -105,18 +103,6 @@ def test_install_stage_passes_shellcheck(stage, mode, render, inputs):
     assert result.returncode == 0, result.stdout
 
 
-def shell_templates(*folders: str) -> list[str]:
-    return sorted(str(path.relative_to(SHELL_DIR)) for folder in folders for path in (SHELL_DIR / folder).glob("*.sh"))
-
-
-def shellcheck_template(path: str) -> None:
-    """shellcheck finds nothing in the template as it is on disk (its preamble says what is set elsewhere)."""
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (make test installs it as root)")
-    result = subprocess.run(["shellcheck", "--shell=bash", path], cwd=SHELL_DIR, text=True, capture_output=True)
-    assert result.returncode == 0, result.stdout
-
-
 @pytest.mark.parametrize("path", shell_templates("common", "gateway", "lib", "native"))
 def test_shell_template_passes_shellcheck_as_it_is(path):
     shellcheck_template(path)
@@ -129,20 +115,6 @@ def test_every_shell_template_renders_only_what_follows_its_preamble():
     for path in paths:
         assert (SHELL_DIR / path).read_text().count(CUT) == 1, path
         assert "# ---- include" not in template(path) and CUT not in template(path), path
-
-
-def header_variables(script: str) -> set[str]:
-    """The variables a rendered script's header sets, as bash sees them."""
-    header = script.split("\nset -euo pipefail\n", 1)[0]
-    names = subprocess.run(["env", "-i", "bash", "--norc", "-c", header + "\ncompgen -v"], capture_output=True, text=True, check=True)
-    bare = subprocess.run(["env", "-i", "bash", "--norc", "-c", "true\ncompgen -v"], capture_output=True, text=True, check=True)
-    return set(names.stdout.split()) - set(bare.stdout.split())
-
-
-def documented_variables(*paths: str) -> set[str]:
-    """The UPPER_CASE names the templates' preambles mention."""
-    return {name for path in paths
-            for name in re.findall(r"\b[A-Z][A-Z0-9_]+\b", (SHELL_DIR / path).read_text().split(CUT, 1)[0])}
 
 
 @pytest.mark.parametrize("tls_mode", ["acme", "provided"])

@@ -27,8 +27,7 @@ from components.builders.install_script import render_mail_stage
 from mailctl.plan import SECRET
 from mailctl.recorder import record
 from policy.rules import COMMAND, evaluate
-from tests.conftest import INSTALL, one, stack_config
-from tests.test_settings import refused
+from tests.conftest import INSTALL, one, refused, stack_config
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 VPS = "-gateway-install-vps"

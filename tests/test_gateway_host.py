@@ -28,8 +28,8 @@ import time
 import pytest
 
 from tests.mailnet.gateway_net import HOME_ROUTER_OUTSIDE, VM_HOME, VPS, open_gateway_net
+from tests.mailnet.host_checks import secret_file, stdin_secrets, verdict
 from tests.mailnet.scenario import ADDRESSES, GATEWAY_STAGE_ORDER, REMOTE_DOMAIN
-from tests.test_ldap_host import secret_file, stdin_secrets, verdict
 from tests.testnet import linux
 
 pytestmark = pytest.mark.slow

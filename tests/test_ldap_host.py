@@ -19,7 +19,6 @@ a directory whose certificate the host does not trust, or one that offers no Sta
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 import time
@@ -32,21 +31,26 @@ from tests.mailnet.acme import directory_url
 from tests.mailnet.directory import SERVICE_ACCOUNT as EXTERNAL_ACCOUNT
 from tests.mailnet.directory import Directory, start_directory
 from tests.mailnet.fixtures import install_or_fail, open_mailnet
+from tests.mailnet.host_checks import (
+    BASE,
+    CONFIG_FILES,
+    LDAP_CONFIG,
+    MAIL,
+    PEOPLE,
+    SERVICES,
+    ldap_probe,
+    person_dn,
+    secret_file,
+    stdin_secrets,
+    submit,
+    verdict,
+)
 from tests.mailnet.scenario import ADDRESSES, LDAP_STAGE_ORDER, PREFIX, REMOTE_DOMAIN, STAGE_ORDER, deploy
-from tests.test_native_stack import CONFIG_FILES, SERVICES
-from tests.testnet import linux
 
 pytestmark = pytest.mark.slow
 
-LDAP_PROBE = Path(__file__).resolve().parent / "mailnet" / "ldap_probe.py"
-MAIL = ADDRESSES["mail"]
-BASE = "dc=example,dc=com"
-PEOPLE = f"ou=people,{BASE}"
 ADMIN = f"cn=admin,{BASE}"
 SERVICE_ACCOUNT = f"cn=ceres-mail,{BASE}"
-#: the stack as prod's, with a directory on the mail host; LDAPS open to the test's client network
-LDAP_CONFIG = {"ceres-mail:ldapMode": "local",
-               "ceres-mail:ldapClientCidrs": [f"{ADDRESSES['client'].rsplit('.', 1)[0]}.0/{PREFIX}"]}
 #: people the operator adds: two of example.com (the stack's domain), one of a domain the stack does not serve
 PERSONS = {"alice": "alice@example.com", "bob": "bob@example.com", "carol": "carol@example.org"}
 LDAP_FILES = (
@@ -83,20 +87,6 @@ def installed(ldapnet):
     return install_or_fail(ldapnet)
 
 
-def stdin_secrets(net, suffix: str) -> dict[str, str]:
-    """What the graph gives the stage `*<suffix>` on its standard input, decoded."""
-    command = next(c for c in net.deployment.commands if c.name.endswith(suffix))
-    return {name: base64.b64decode(value).decode() for name, value in (l.split("=", 1) for l in command.stdin.splitlines())}
-
-
-def secret_file(net, name: str, value: str) -> str:
-    """A 0600 file holding `value`, for a probe's --password-file."""
-    path = net.workdir / f"secret-{name}"
-    path.write_text(value)
-    path.chmod(0o600)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def passwords(ldapnet, installed) -> dict[str, str]:
     """Every password of the test: the stack's (from the stages' stdin) and each person's first one."""
@@ -109,19 +99,6 @@ def passwords(ldapnet, installed) -> dict[str, str]:
 def ca_file(ldapnet, installed) -> str:
     """pebble's root, which the mail host's certificate chains to."""
     return ldapnet.pebble_root()
-
-
-def ldap_probe(net, ca_file: str, name: str, *args: str, as_dn: str = "", password: str = "") -> dict:
-    """An ldap_probe.py run from the client namespace over LDAPS (bound as `as_dn`, or not at all)."""
-    auth = ("--dn", as_dn, "--password-file", secret_file(net, "bind", password)) if as_dn else ()
-    result = net.client.run([sys.executable, str(LDAP_PROBE), name, "--host", MAIL, "--cafile", ca_file, *auth, *args],
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def person_dn(uid: str) -> str:
-    return f"uid={uid},{PEOPLE}"
 
 
 @pytest.fixture(scope="module")
@@ -141,17 +118,6 @@ def imap_login(net, user: str, password: str) -> dict:
     """An IMAPS login on 993 (and a look at the inbox): {"found": ...} or {"exception": ...}."""
     return net.probe("imap", "--host", MAIL, "--port", "993", "--user", user, "--password-file",
                      secret_file(net, "imap", password), "--subject", "nothing in particular", "--wait", "0")
-
-
-def submit(net, user: str, password: str, sender: str, to: str, subject: str) -> dict:
-    return net.probe("submit", "--host", MAIL, "--port", "587", "--user", user, "--password-file",
-                     secret_file(net, "submit", password), "--sender", sender, "--to", to, "--subject", subject)
-
-
-def verdict(net, subject: str, timeout: float = 60) -> dict:
-    """What the remote MTA decided about the message with `subject`, once it arrived."""
-    linux.wait_until(lambda: any(v["subject"] == subject for v in net.verdicts()), timeout, f"mail {subject!r}", every=1)
-    return next(v for v in net.verdicts() if v["subject"] == subject)
 
 
 def stored_password(net, ca_file: str, passwords: dict, uid: str) -> str:

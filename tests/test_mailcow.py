@@ -49,7 +49,7 @@ from mailctl.recorder import record
 from mailctl.render import render_mermaid, render_text
 from tests.conftest import INSTALL as ONE_DOMAIN, PROJECT_DIR, one, stack_config
 from tests.mailcow_fake import FakeMailcow, serve
-from tests.test_builders import documented_variables, header_variables, shell_templates, shellcheck_template
+from tests.shell_judges import documented_variables, header_variables, shell_templates, shellcheck_template
 
 INSTALL = replace(
     ONE_DOMAIN,

@@ -16,23 +16,12 @@ import time
 
 import pytest
 
+from tests.mailnet.host_checks import CONFIG_FILES, SERVICES
 from tests.mailnet.scenario import ADDRESSES, STAGE_ORDER
 
 pytestmark = pytest.mark.slow
 
 MAIL = ADDRESSES["mail"]
-SERVICES = ("postfix", "dovecot", "rspamd", "redis-server", "nginx")
-CONFIG_FILES = (
-    "/etc/postfix/main.cf",
-    "/etc/postfix/master.cf",
-    "/etc/postfix/ceres-aliases",
-    "/etc/postfix/ceres-mailboxes",
-    "/etc/dovecot/conf.d/99-ceres-mail.conf",
-    "/etc/rspamd/local.d/dkim_signing.conf",
-    "/var/lib/rspamd/dkim/ceres.key",
-    "/etc/nginx/sites-available/ceres-mail",
-    "/var/www/mta-sts/.well-known/mta-sts.txt",
-)
 
 
 def file_hashes(mailnet) -> dict[str, str]:

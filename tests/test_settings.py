@@ -16,13 +16,7 @@ from components.settings import CONFIG_KEYS, SECRET_KEYS, UNDECLARED_KEYS, Setti
 from components.settings.schema import UNTYPED_KEYS
 from mailctl.recorder import record
 from mailctl.zone import stack_settings as settings_of_stack
-from tests.conftest import self_signed, stack_config
-
-
-def refused(scratch_project, config: dict) -> SettingsError:
-    with pytest.raises(SettingsError) as caught:
-        record(scratch_project("bad", config), "bad")
-    return caught.value
+from tests.conftest import refused, self_signed, stack_config
 
 
 def test_committed_stacks_load_with_their_values(plans):

@@ -32,8 +32,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import PROJECT_DIR
 from tests.mailnet.browser import open_browser, screenshot_is_blank
 from tests.mailnet.fixtures import install_or_fail, open_mailnet
+from tests.mailnet.host_checks import secret_file, stdin_secrets, verdict
 from tests.mailnet.scenario import ADDRESSES, PREFIX, REMOTE_DOMAIN
-from tests.test_ldap_host import secret_file, stdin_secrets, verdict
 from tests.testnet import linux
 
 pytestmark = pytest.mark.slow
