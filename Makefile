@@ -20,6 +20,8 @@ WHEELHOUSE = $(CERES_MAIL_CACHE)/wheels/$(shell $(PYTHON) tests/machine_cache.py
 # pytest's workers (pytest-xdist): the booted worlds mostly wait on boots, apt and SSH, so even 2 cores
 # overlap more than 2 of them; TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 3
+# more arguments for pytest, e.g. TEST_ARGS=tests/test_native_stack.py (a path runs only what it names)
+TEST_ARGS ?=
 # when this make began, for the time report's "before pytest" phase
 MAKE_STARTED := $(shell date +%s)
 
@@ -32,7 +34,7 @@ plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
 # the layers that do not need it run (its tests wait for the build's lock), then prints the time per layer
 # and per world.
 test: dev system-deps wheelhouse tools  ## install what the tests need (system packages too, as root), run them all
-	$(BIN)/python tools/run_tests.py --workers $(TEST_WORKERS) --started $(MAKE_STARTED)
+	$(BIN)/python tools/run_tests.py --workers $(TEST_WORKERS) --started $(MAKE_STARTED) $(TEST_ARGS)
 
 test-fast: dev wheelhouse tools  ## the edit loop: the offline and builder layers only (no root, no booted host, no engine)
 	$(BIN)/python tools/run_tests.py --fast --workers 2 --started $(MAKE_STARTED)

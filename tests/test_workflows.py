@@ -396,3 +396,30 @@ def test_the_ssh_step_fails_naming_what_is_wrong_and_leaves_no_agent(tmp_path, n
     assert Path(runner["GITHUB_ENV"]).read_text() == ""
     assert not (Path(runner["RUNNER_TEMP"]) / "ssh-agent.sock").exists()
     assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+def test_ci_pins_the_kill_tests_seed_and_a_schedule_tries_new_ones():
+    """CI replays: .ci/run sets CERES_MAIL_KILL_SEED unless given one. The scheduled workflow draws a fresh
+    seed for the kill test and, when it fails, says which seed to replay."""
+    ci = (PROJECT_DIR / ".ci" / "run").read_text()
+    assert re.search(r'^export CERES_MAIL_KILL_SEED="\$\{CERES_MAIL_KILL_SEED:-\d+\}"$', ci, re.M), ci
+    kill = workflow("kill-seeds.yml")
+    assert "schedule" in kill[True] and "workflow_dispatch" in kill[True]  # YAML reads the key `on` as True
+    steps = kill["jobs"]["kill-test"]["steps"]
+    run = next(s for s in steps if "CERES_MAIL_KILL_SEED" in s.get("run", ""))
+    assert "tests/test_native_stack.py" in run["run"] and run["env"]["SEED"] == "${{ steps.seed.outputs.seed }}"
+    named = next(s for s in steps if s.get("if") == "failure()")
+    assert "CERES_MAIL_KILL_SEED=$SEED" in named["run"]
+
+
+def test_the_test_job_restores_the_machine_cache_keyed_by_its_inputs():
+    """Each entry of the machine cache (tests/machine_cache.py) is restored and saved under a key made from
+    the files that make it; the test image, whose files must stay root's, is not among them."""
+    steps = workflow("pull-request.yml")["jobs"]["test"]["steps"]
+    caches = [s for s in steps if s.get("uses", "").startswith("actions/cache@")]
+    paths = {line.strip() for s in caches for line in s["with"]["path"].splitlines() if line.strip()}
+    assert paths == {f"~/.cache/ceres-mail/{entry}" for entry in
+                     ("engine", "keycloak", "testnet/apt-cacher-ng", "wheels", "bin")}
+    assert all("hashFiles(" in s["with"]["key"] for s in caches)
+    run = next(s["run"] for s in steps if ".ci/run" in s.get("run", ""))
+    assert 'CERES_MAIL_CACHE="$HOME/.cache/ceres-mail"' in run
