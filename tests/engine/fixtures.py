@@ -1,7 +1,7 @@
 """Session fixtures shared by the engine and end-to-end layers: the built tools and one k3s per session.
 
-Loaded for the whole test session (tests/conftest.py's pytest_plugins), so the two layers share one k3s:
-k3s binds a fixed port for its controller manager, so two cannot run at once.
+Loaded for the whole test session (tests/conftest.py's pytest_plugins): in one process the two layers
+share one k3s; under pytest's workers each layer's worker starts its own (every port it takes is free).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 CERES runs on k3s, so the real pulumi-kubernetes provider is pointed at k3s itself: kine on SQLite, no
 agent, kubelet or containerd, so pods never run, which these tests do not need (they check the Secret and
 the Deployment's pod template). It listens on 127.0.0.1 only: on a free port and the one after it, and its
-controller manager on 127.0.0.1:10257, so one runs at a time.
+controller manager on another free port (k3s's default, 10257, is fixed: two servers, say the engine's and
+the end-to-end layer's on two pytest workers, would collide there).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READY_TIMEOUT_S = 180
-CONTROLLER_MANAGER_PORT = 10257  # fixed by k3s
 # What k3s adds on top of the API server is off, but for the controller manager: its garbage collector
 # finishes deletions (the kubernetes provider deletes in the foreground, which waits for it).
 SERVER_FLAGS = (
@@ -26,6 +26,13 @@ SERVER_FLAGS = (
     "--disable-network-policy", "--disable-helm-controller", "--disable-cloud-controller",
     "--disable-kube-proxy", "--disable-scheduler",
 )
+
+
+def _free_port() -> int:
+    """A port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _free_port_pair() -> int:
@@ -61,20 +68,16 @@ class K3s:
         return self.kubeconfig_path.read_text()
 
     def start(self) -> "K3s":
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", CONTROLLER_MANAGER_PORT))
-            except OSError:
-                raise RuntimeError(f"127.0.0.1:{CONTROLLER_MANAGER_PORT} is taken: another k3s still runs "
-                                   "(`pgrep -af 'k3s server'`)") from None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         port = _free_port_pair()
+        controller_manager_port = _free_port()
         log = (self.run_dir / "k3s.log").open("w")
         self.process = subprocess.Popen(
             [str(self.binary), "server", *SERVER_FLAGS,
              "--data-dir", str(self.run_dir / "data"), "--bind-address", "127.0.0.1",
              "--advertise-address", "127.0.0.1", "--https-listen-port", str(port), "--tls-san", "127.0.0.1",
              "--token", "ceres-mail-tests", "--write-kubeconfig", str(self.kubeconfig_path),
+             f"--kube-controller-manager-arg=secure-port={controller_manager_port}",
              "--write-kubeconfig-mode", "600"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
