@@ -83,30 +83,6 @@ CERES_SECRET = ("ceres-staging", "ceres-smtp")  #: staging's ceresNamespace, the
 SERVICES = ("postfix", "dovecot", "rspamd", "nginx")
 CONFIG_FILES = ("/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/dovecot/conf.d/99-ceres-mail.conf",
                 "/etc/rspamd/local.d/dkim_signing.conf", "/etc/nginx/sites-available/ceres-mail")
-# modules that run inside test_up.py's scenario, each just before one of its tests (their docstrings say why):
-# by name they would run first, before test_mail_host.py and test_up.py judge the host as the first up built it
-SCENARIO = "test_up.py"
-RUNS_BEFORE = {
-    "test_dkim_rotation.py": "test_a_second_up_changes_no_resource_no_file_and_no_service",
-    "test_ldap_up.py": "test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_realm",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before -k/-m deselect: the anchors are found whenever test_up.py is collected
-def pytest_collection_modifyitems(config, items):
-    """Move each module of RUNS_BEFORE to just before its anchor test in test_up.py."""
-    if not any(item.path == HERE / SCENARIO for item in items):
-        return
-    for module, anchor in RUNS_BEFORE.items():
-        moved = [item for item in items if item.path == HERE / module]
-        if not moved:
-            continue
-        rest = [item for item in items if item not in moved]
-        anchors = [i for i, item in enumerate(rest) if item.path == HERE / SCENARIO and item.name == anchor]
-        if not anchors:
-            raise pytest.UsageError(f"tests/e2e: {SCENARIO}::{anchor} is gone; tests/e2e/conftest.py places "
-                                    f"{module} before it")
-        items[:] = rest[:anchors[0]] + moved + rest[anchors[0]:]
 
 
 def platform_records(ttl: int) -> list[Record]:

@@ -1,42 +1,314 @@
-"""`pulumi up` of the whole program into the test internet, and the consumers sending through what it built.
+"""The end-to-end world's scenario: one staging-like stack taken through its life, in the order an operator lives it.
 
-One staging-like stack is taken through its life, in order: from an empty test internet to a working
-mail server, Keycloak and CERES sending through it, a second up that changes nothing, the clients moved to
-port 465 and back, a password rotation, a VM replacement, an interrupted up, and a destroy. Everything goes
-through the real CLI and engine; the stand-in providers act on the test internet (tests/e2e/cloud.py).
+`pulumi up` of the whole program into the test internet that tests/e2e/conftest.py boots once per session, and
+the consumers sending through what it built. Everything goes through the real CLI and engine; the stand-in
+providers act on the test internet (tests/e2e/cloud.py). Each test is a step of the one scenario and builds on
+what the steps before it left: they run in file order (pytest's own), and no hook reorders them. The parts:
+
+1. The host as the first up built it, judged from outside by real peers: what it serves and refuses. Every
+   check here only reads or sends mail, before anything changes the host.
+2. The first up itself, from an empty test internet to a working mail server, and the platform's consumers
+   (Keycloak, CERES) sending through it.
+3. The DKIM key rotation of the README ("DKIM key rotation"), through three real `pulumi up`s on the one host.
+   `ceres` signs after the first up; the rotation to `ceres2026` is:
+
+       1. dkimPublishedSelectors: [ceres2026]                      the new key made and published; ceres signs
+       2. dkimSelector: ceres2026, dkimPublishedSelectors: [ceres]  the new key signs; the old record stays
+       3. dkimPublishedSelectors: []                               the old record and key go
+
+   After each up, mail from the mail host arrives at the other domain with DKIM pass under the selector that
+   should sign, and each step touches only what it must on the host (step 2 restarts rspamd, nothing else;
+   steps 1 and 3 run no install stage). A message the host signed with the old key before the switch (as a
+   receiver holds it: queued, retried, forwarded) is judged again after each step with dkimpy against the test
+   internet's DNS: it still verifies after step 2, and fails after step 3 because its record is gone. That is
+   why step 3 waits (7 days in the README) and why step 2 keeps the old record. It comes after parts 1 and 2
+   (which judge the host signed with `ceres` and the stages the first up ran) and just before "a second up
+   changes nothing", which then also proves the rotated stack is at rest. It leaves `ceres2026` signing and no
+   other selector published; the rest of the scenario (password rotation, VM replacement: the fresh host gets
+   the ceres2026 key, interrupted up, destroy) does not depend on the selector.
+4. A second up that changes nothing, the clients moved to port 465 and back, a password rotation, a VM
+   replacement and an interrupted up.
+5. One password everywhere (issue 16, README "One password everywhere (LDAP)"), through the graph's own
+   `pulumi up`: a directory added to the running stack, a real slapd on the mail host and the real Keycloak
+   federating it. The live stack (ldapMode off) gets `ldapMode: local`, with `ldapClientCidrs` the address
+   CERES's Keycloak egresses from (the SSO host of the test internet; not the operator's machine, not the rest
+   of the internet), and one `pulumi up`. That up installs slapd (the `ldap` stage, after the packages stage
+   brought it), gives the directory's people mailboxes (the mail stage), opens LDAPS to the SSO host only, and
+   creates the CERES realm's LDAP federation in the real Keycloak, which connects over LDAPS and checks the mail
+   host's certificate against the only CA it trusts (the test ACME CA that issued it). Then, as the people and
+   an attacker use it:
+
+   - a person the operator adds to the directory (ldapadd as root on the host) signs in to Keycloak (a token
+     of the realm), reads mail over IMAPS and submits on 587 with the one directory password; the mail arrives
+     at the other domain's MTA signed;
+   - a password reset in Keycloak (admin API, WRITABLE federation) goes to the directory through Password
+     Modify, hashed as {ARGON2}: the old password is refused everywhere, the new one works everywhere;
+   - a wrong password is refused by Keycloak, IMAPS and submission;
+   - anonymous reads nothing, a person reads no one else, the service account reads no hash;
+   - LDAPS answers the SSO host only; nothing listens on 389;
+   - a second up changes nothing.
+
+   It comes just before the destroy: adding a directory to a stack that has lived (rotated DKIM key and
+   password, replaced VM, an interrupted up) is what an operator does; and no later step but the destroy has
+   to know about a directory, while the destroy then shows that the federation, which the stack owns, goes
+   with it and the adopted realm stays (asserted there). Earlier, every later reinstall (VM replacement, the
+   interrupted up) would run the ldap stage too and their stage lists would have to follow. Run without the
+   steps before it (deselected with -k), it switches the stack the first up built.
+6. The destroy: the host, the records and the Secret go (with the stack's LDAP federation, if any); CERES's
+   realm stays as CERES had it.
+
+The module-scoped fixtures live as long as the scenario: `host` is the first up's host (part 1 only), and the
+realm's login client of part 5 is removed once the scenario ends.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
+import logging
 import os
+import secrets
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
+import dkim
+import dns.rdata
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pulumi.automation import ConfigValue
 
-from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, DOMAIN, MAIL_HOST, REALM, REALM_FIELDS, STACK_CONFIG,
-                                host_state, imap_login, mailctl_verify, password_file, stages_started_since, submit,
-                                tcp_open)
+from components.builders.dns_records import mta_sts_id
+from components.builders.inputs import LdapInputs
+from components.builders.install_script import SLAPD_LDAPI
+from components.builders.ports import STRICT_TLS_PORTS
+from mailctl.verify.model import OK
+from mailctl.zone import stack_settings
+from tests.conftest import stack_config
+from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, CONFIG_FILES, DOMAIN, MAIL_HOST, PYTHON, REALM, REALM_FIELDS,
+                                SERVICES, STACK, STACK_CONFIG, host_state, imap_login, mailctl_verify, password_file,
+                                stages_started_since, submit, tcp_open)
 from tests.engine.fixtures import CERES_DEPLOYMENT
-from tests.mailnet.scenario import REMOTE_DOMAIN, STAGE_ORDER
+from tests.engine.harness import EngineRun
+from tests.engine.standins.keycloak_federation import MASK
+from tests.mailnet.scenario import LDAP_STAGE_ORDER, REMOTE_DOMAIN, STAGE_ORDER
+from tests.testnet import SystemHost
 
 pytestmark = pytest.mark.slow
 
 MAIL = ADDRESSES["mail"]
+PASSWORD = "random:index/randomPassword:RandomPassword"  #: the type of the stack's random passwords
+# the host as the first up built it
+MTA_STS_HOST = f"mta-sts.{DOMAIN}"
+TLS_PORTS = [(25, "smtp"), (465, "none"), (587, "smtp"), (993, "none"), (443, "none")]
+# the DKIM rotation
+OLD, NEW = "ceres", "ceres2026"  #: the selector the first up signs with (the default), the one rotated to
+KEYS_ON_HOST = "/var/lib/rspamd/dkim"  #: rspamd's keys, <selector>.key (components/builders/shell/native/mail.sh)
+MAIL_STAGE = "ceres-mail-server-install-mail"
+PUBLISHED, STACK_KEY = "published, not signing", ("ok", "RSA 2048 bits, the stack's key")  #: mailctl verify's words
+# the VM replacement and the interrupted up
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
-PASSWORD = "random:index/randomPassword:RandomPassword"
+# one password everywhere (LDAP)
+LDAP_PROBE = Path(__file__).resolve().parents[1] / "mailnet" / "ldap_probe.py"
+SSO_EGRESS = f"{ADDRESSES['sso']}/32"  #: where CERES's Keycloak connects from: the only directory client
+#: the stages the switch runs: packages (slapd and the LDAP modules join the list), ldap (new), mail (mailboxes)
+SWITCH_STAGES = tuple(f"ceres-mail-server{s}" for s in LDAP_STAGE_ORDER
+                      if s in ("-install-packages", "-install-ldap", "-install-mail"))
+#: what the switch's up changes: the directory's passwords, stage and federation are new; three things change
+SWITCH_CHANGES = {
+    "ceres-mail-ldap-admin-password": ("create",), "ceres-mail-ldap-bind-password": ("create",),
+    "ceres-mail-vm-firewall-rules": ("update",),  # LDAPS from ldapClientCidrs
+    **{name: ("create",) if name.endswith("-ldap") else ("update",) for name in SWITCH_STAGES},
+    "ceres-mail-keycloak-directory": ("create",), "ceres-mail-keycloak-directory-federation": ("create",),
+}
+LOGIN_CLIENT = "ceres-mail-e2e-login"  #: a realm client for password logins (direct access grants), the test's own
+PERSONS = {"erin": "Erin", "frank": "Frank"}  #: uid -> cn; mail <uid>@<domain>; none is a local Keycloak user
+#: what the second up must leave as it is on the host: the directory's files and slapd, with the mail stack's
+LDAP_FILES = ("/etc/systemd/system/slapd.service", "/etc/ldap/slapd.d/cn=config.ldif",
+              "/etc/ldap/slapd.d/cn=config/olcDatabase={1}mdb.ldif", "/etc/dovecot/ceres-ldap.conf.ext",
+              "/etc/dovecot/conf.d/99-ceres-mail.ldap.conf", "/etc/postfix/ceres-ldap-people.cf")
 
 
-def resource_urn(e2e, type_: str, name_suffix: str) -> str:
-    [urn] = [r["urn"] for r in e2e.project.export(e2e.stack)["resources"]
-             if r["type"] == type_ and r["urn"].endswith(name_suffix)]
-    return urn
+# --- part 1 of 6: the host as the first up built it ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def host(e2e, deployed):
+    """The VM's host, as the Proxmox stand-in booted it for the first up (part 1's: the VM replacement boots
+    another)."""
+    return e2e.cloud.vm_host()
+
+
+# --- first boot and access ----------------------------------------------------------------------------------
+
+
+def test_first_boot_ran_cloud_init_from_the_uploaded_snippets(host):
+    status = host.exec(["cloud-init", "status", "--long"])
+    assert "status: done" in status.stdout, status.stdout + status.stderr
+    keys = sorted(p.name for p in host.path("/etc/ssh").glob("ssh_host_*key.pub"))
+    assert keys == ["ssh_host_ed25519_key.pub"], "only the stack's own host key, the one the install pins"
+
+
+def test_the_admin_logs_in_with_the_declared_keys_and_the_deploy_key(e2e, host):
+    """The access stage keeps authorized_keys as the stack declares it (adminSshKeys, then the deploy key)."""
+    declared = stack_config("staging")["ceres-mail:adminSshKeys"]
+    lines = host.path("/home/ceres/.ssh/authorized_keys").read_text().splitlines()
+    keys = [line.split()[:2] for line in lines if not line.startswith("#")]
+    assert keys[:-1] == [key.split()[:2] for key in declared]
+    assert keys[-1][0] == "ssh-ed25519", "then the stack's deploy key"
+
+
+def test_ssh_refuses_password_login(e2e, host):
+    result = e2e.client.run(["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                             "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+                             "-o", "PreferredAuthentications=password,keyboard-interactive", f"ceres@{MAIL}", "true"],
+                            timeout=60)
+    assert result.returncode == 255 and "Permission denied (publickey)" in result.stderr, result.stderr
+
+
+def test_the_dkim_key_is_readable_by_rspamd_only(host):
+    key = host.path("/var/lib/rspamd/dkim/ceres.key")
+    assert oct(key.stat().st_mode & 0o777) == "0o640"
+    serialization.load_pem_private_key(key.read_bytes(), None)  # the key the graph generated, whole
+
+
+# --- mail in and out ----------------------------------------------------------------------------------------
+
+
+def test_mail_from_another_domain_is_delivered_to_the_data_disk_and_read_over_imaps(e2e, host, mailbox_password):
+    subject = f"hello from {REMOTE_DOMAIN} {time.time_ns()}"
+    accepted = e2e.probe("send", "--host", MAIL, "--port", "25", "--sender", f"someone@{REMOTE_DOMAIN}",
+                         "--to", f"postmaster@{DOMAIN}", "--subject", subject, host=e2e.remote)
+    assert accepted.get("accepted") is True, accepted
+    read = e2e.probe("imap", "--host", MAIL, "--port", "993", "--user", f"no-reply@{DOMAIN}",
+                     "--password-file", str(mailbox_password), "--subject", subject, "--cafile", str(e2e.pebble_root),
+                     "--wait", "60", timeout=90)
+    assert read.get("found") is True and subject in read["message"], read
+    stored = host.exec(["grep", "-rl", subject, f"/var/mail/vhosts/{DOMAIN}/no-reply/Maildir"])
+    assert stored.returncode == 0 and stored.stdout.strip(), stored
+    for path in stored.stdout.split():
+        filesystem = host.exec(["findmnt", "-n", "-o", "SOURCE", "--target", path]).stdout.strip()
+        assert filesystem == "maildata", (path, filesystem)
+
+
+def test_mail_is_signed_with_the_stacks_selector_from_the_mail_hosts_name(e2e, deployed):
+    sent = e2e.ceres_send(f"selector@{REMOTE_DOMAIN}", "which selector")
+    assert sent["sent"] is True, sent
+    verdict = e2e.verdict(lambda verdict: verdict["subject"] == "which selector")
+    assert (verdict["dkim_domain"], verdict["dkim_selector"], verdict["spf"]) == (DOMAIN, "ceres", "pass")
+    assert verdict["peer"] == MAIL and verdict["helo"] == MAIL_HOST
+
+
+# --- what must be refused -----------------------------------------------------------------------------------
+
+
+def test_no_open_relay(e2e, deployed):
+    refused = e2e.probe("send", "--host", MAIL, "--port", "25", "--sender", f"spammer@{REMOTE_DOMAIN}",
+                        "--to", "victim@example.org", "--subject", "relay attempt")
+    assert refused.get("accepted") is False, refused
+    assert any("Relay access denied" in str(v) for v in refused.get("refused", {}).values()), refused
+
+
+def test_no_auth_before_starttls(e2e, deployed):
+    result = e2e.probe("auth-plain", "--host", MAIL, "--port", "587")
+    assert result["auth_offered"] is False and result["code"] >= 500, result
+
+
+def test_465_refuses_to_send_as_another_address(e2e, mailbox_password):
+    sent = e2e.probe("submit", "--host", MAIL, "--name", MAIL_HOST, "--port", "465", "--tls-mode", "implicit",
+                     "--cafile", str(e2e.pebble_root), "--user", f"no-reply@{DOMAIN}",
+                     "--password-file", str(mailbox_password), "--sender", f"ceo@{DOMAIN}",
+                     "--to", f"newuser@{REMOTE_DOMAIN}", "--subject", "spoof")
+    assert "Sender address rejected" in sent.get("exception", ""), sent
+
+
+def test_imap_without_tls_is_closed(e2e, deployed):
+    result = e2e.probe("imap-plaintext", "--host", MAIL, "--port", "143", "--user", f"no-reply@{DOMAIN}")
+    assert result["connected"] is False, result
+
+
+# --- TLS ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port, starttls", TLS_PORTS)
+def test_old_tls_versions_are_refused_where_tls_1_2_is_accepted(e2e, deployed, port, starttls):
+    """TLS 1.2 first, so a port that is simply closed cannot pass as one that refuses old versions; then
+    TLS 1.0 and 1.1 are refused on every port, 25 included."""
+    accepted = e2e.probe("tls-version", "--host", MAIL, "--port", str(port), "--starttls", starttls,
+                         "--version", "TLSv1_2")
+    assert accepted == {"handshake": True, "tls_version": "TLSv1.2"}, accepted
+    for version in ("TLSv1", "TLSv1_1"):
+        result = e2e.probe("tls-version", "--host", MAIL, "--port", str(port), "--starttls", starttls,
+                           "--version", version, "--name", MAIL_HOST)
+        assert result["handshake"] is False, (version, result)
+
+
+def sslscan(e2e, port: int, starttls: str) -> list[tuple[str, str]]:
+    """(protocol, cipher) of every suite the port accepts, as Debian's sslscan finds them from the client."""
+    argv = ["sslscan", "--no-colour", "--no-heartbleed", "--no-fallback", "--xml=-", f"--sni-name={MAIL_HOST}"]
+    argv += ["--starttls-smtp"] if starttls == "smtp" else []
+    result = e2e.client.run([*argv, f"{MAIL}:{port}"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    document = ElementTree.fromstring(result.stdout[result.stdout.index("<?xml"):])
+    return sorted((c.get("sslversion"), c.get("cipher")) for c in document.iter("cipher"))
+
+
+def weak_suites(suites: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What Mozilla's "intermediate" profile does not allow: below TLS 1.2, or a TLS 1.2 suite without an
+    AEAD cipher (CBC: LUCKY13) or without an ephemeral key exchange (no forward secrecy)."""
+    return [
+        (protocol, cipher) for protocol, cipher in suites
+        if protocol not in ("TLSv1.2", "TLSv1.3")
+        or protocol == "TLSv1.2" and not (cipher.startswith(("ECDHE-", "DHE-")) and ("GCM" in cipher or "CHACHA20" in cipher))
+    ]
+
+
+@pytest.mark.parametrize("port, starttls", [p for p in TLS_PORTS if p[0] in STRICT_TLS_PORTS])
+def test_client_ports_offer_only_intermediate_suites(e2e, deployed, port, starttls):
+    suites = sslscan(e2e, port, starttls)
+    assert {p for p, _ in suites} == {"TLSv1.2", "TLSv1.3"}, suites
+    assert weak_suites(suites) == [], f"port {port}"
+
+
+def test_port_25_stays_open_to_older_senders(e2e, deployed):
+    """Opportunistic TLS on the MX (RFC 7435): wider than the client ports on purpose, never below TLS 1.2."""
+    suites = sslscan(e2e, 25, "smtp")
+    assert {p for p, _ in suites} == {"TLSv1.2", "TLSv1.3"}, suites
+    assert weak_suites(suites), "port 25 offers more than the strict suites"
+
+
+def test_https_never_compresses_over_tls(e2e, deployed):
+    """HTTP compression over TLS leaks secrets by size (BREACH): asked for gzip, nginx answers plain."""
+    served = e2e.probe("https", "--host", MAIL, "--name", MTA_STS_HOST, "--cafile", str(e2e.pebble_root),
+                       "--accept-encoding")
+    assert served.get("status") == 200, served
+    assert "content-encoding" not in served["headers"], served["headers"]
+
+
+@pytest.mark.parametrize("port, starttls, name", [(587, "smtp", MAIL_HOST), (993, "none", MAIL_HOST),
+                                                 (443, "none", MTA_STS_HOST)])
+def test_certificate_is_issued_by_the_acme_server_for_the_right_names(e2e, deployed, port, starttls, name):
+    cert = e2e.probe("certificate", "--host", MAIL, "--port", str(port), "--starttls", starttls,
+                     "--name", name, "--cafile", str(e2e.pebble_root))
+    assert "exception" not in cert, cert  # the chain verified against pebble's root, the name matched
+    assert cert["san"] == [MAIL_HOST, MTA_STS_HOST]
+    assert "Pebble" in cert["issuer"]
+
+
+def test_mta_sts_policy_is_served_and_matches_the_dns_id(e2e, deployed):
+    served = e2e.probe("https", "--host", MAIL, "--name", MTA_STS_HOST, "--cafile", str(e2e.pebble_root))
+    assert served.get("status") == 200, served
+    assert served["body"] == f"version: STSv1\nmode: testing\nmx: {MAIL_HOST}\nmax_age: 604800\n"
+    published = e2e.probe("dns", "--host", ADDRESSES["dns"], "--name", f"_mta-sts.{DOMAIN}", "--subject", "TXT")
+    assert f"id={mta_sts_id(served['body'])}" in published["answer"][0]
+
+
+# --- part 2 of 6: the first up and the platform's consumers -------------------------------------------------
 
 
 def keycloak_sends(e2e, username: str) -> dict:
@@ -47,7 +319,7 @@ def keycloak_sends(e2e, username: str) -> dict:
     return e2e.verdict(lambda verdict: verdict["rcpt_tos"] == [address])
 
 
-# --- 1. from empty to working ----------------------------------------------------------------------------
+# --- 1. from empty to working -------------------------------------------------------------------------------
 
 
 def test_one_up_takes_an_empty_test_internet_to_a_working_mail_server(e2e, deployed):
@@ -81,7 +353,7 @@ def test_the_secret_never_appears_in_the_engine_output(e2e, deployed):
     assert secret not in json.dumps(e2e.project.export(e2e.stack))
 
 
-# --- 2 and 3. the consumers send --------------------------------------------------------------------------
+# --- 2 and 3. the consumers send ----------------------------------------------------------------------------
 
 
 def test_keycloak_sends_a_reset_password_mail_signed_and_aligned(e2e, deployed):
@@ -108,7 +380,190 @@ def test_ceres_sends_with_exactly_the_secret_it_reads_from_the_cluster(e2e, depl
     assert (verdict["dkim"], verdict["dmarc_aligned"], verdict["mail_from"]) == ("pass", True, env["CERES_MAIL_FROM"])
 
 
-# --- 4. a second up changes nothing --------------------------------------------------------------------
+# --- part 3 of 6: the DKIM rotation in three ups ------------------------------------------------------------
+
+
+def key_name(selector: str) -> str:
+    return f"ceres-mail-dkim-key-{selector}"
+
+
+def record_name(selector: str) -> str:
+    return f"ceres-mail-dns-txt-{selector}._domainkey.{DOMAIN}"
+
+
+@dataclass
+class Step:
+    """One up of the rotation: what the engine changed, the install stages it ran, what changed on the host."""
+
+    run: EngineRun
+    stages: list[str]
+    host_changes: set[str]  #: the config files whose bytes and the services whose start time changed
+
+    @property
+    def resources(self) -> dict[str, tuple[str, ...]]:
+        """Resource name -> the engine's steps, for the resources the up changed."""
+        return {urn.rsplit("::", 1)[-1]: steps for urn, steps in self.run.changed().items()}
+
+
+def rotation_up(e2e, config: dict[str, str | list[str]]) -> Step:
+    """Set the step's keys as `mailctl dkim rotate` prints them (a list key removed, then set item by item
+    with --path: the CLI types it as a list), then `pulumi up`."""
+    for key, value in config.items():
+        if isinstance(value, list):
+            e2e.stack.remove_config(f"ceres-mail:{key}")
+            for index, item in enumerate(value):
+                e2e.stack.set_config(f"ceres-mail:{key}[{index}]", ConfigValue(item), path=True)
+        else:
+            e2e.stack.set_config(f"ceres-mail:{key}", ConfigValue(value))
+    before, started = host_state(e2e), time.monotonic()
+    run = e2e.up()
+    assert run.ok, run.output[-4000:]
+    after = host_state(e2e)
+    return Step(run, stages_started_since(e2e, started), {key for key in before if before[key] != after[key]})
+
+
+def served_txt(e2e, name: str) -> bytes | None:
+    """`name`'s TXT as the test internet's DNS server serves it (asked from the operator's machine), its
+    strings joined as a DKIM verifier reads a key record; None when there is none."""
+    answer = e2e.probe("dns", "--host", ADDRESSES["dns"], "--name", name, "--subject", "TXT")
+    assert "exception" not in answer, answer
+    fields = [line.split(None, 4) for rrset in answer["answer"] for line in rrset.splitlines()]
+    return b"".join(b"".join(dns.rdata.from_text("IN", "TXT", rdata).strings)
+                    for _, _, _, rdtype, rdata in fields if rdtype == "TXT") or None
+
+
+class Reasons(logging.Handler):
+    """What dkimpy logs as an error: why a signature did not verify."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def judge_dkim(e2e, message: bytes) -> str:
+    """A receiver's DKIM verdict on `message` now, with dkimpy resolving through the test internet's DNS:
+    "pass", or "fail: " and dkimpy's reason ("missing public key: ..." when the record is not served)."""
+    reasons = Reasons()
+    logger = logging.Logger("dkim-judge", logging.ERROR)  # not dkimpy's shared logger: this verdict's reasons only
+    logger.addHandler(reasons)
+    if dkim.verify(message, logger=logger, dnsfunc=lambda name, timeout=5: served_txt(e2e, name.decode().rstrip("."))):
+        return "pass"
+    return "fail: " + "; ".join(reasons.messages)
+
+
+def sent_from_the_mail_host(e2e, subject: str) -> tuple[dict, bytes]:
+    """CERES sends `subject` through the mail host to the other domain: the remote MTA's verdict, and the
+    message as it arrived there (signature included)."""
+    sent = e2e.ceres_send(f"rotation@{REMOTE_DOMAIN}", subject)
+    assert sent["sent"] is True, sent
+    verdict = e2e.verdict(lambda verdict: verdict["subject"] == subject)
+    [judged] = [path for path in e2e.inbox.glob("*.json") if json.loads(path.read_text())["subject"] == subject]
+    return verdict, judged.with_suffix(".eml").read_bytes()
+
+
+def signature_of(verdict: dict) -> tuple[str, str, bool]:
+    return verdict["dkim"], verdict["dkim_selector"], verdict["dmarc_aligned"]
+
+
+def dkim_row(selector: str, role: str) -> str:
+    """A DKIM row of `mailctl verify` (mailctl/verify/dns_checks.py)."""
+    return f"dkim {selector}._domainkey.{DOMAIN} ({role})"
+
+
+def keys_on_host(host: SystemHost) -> list[str]:
+    return sorted(path.name for path in host.path(KEYS_ON_HOST).glob("*.key"))
+
+
+def dkim_checks(e2e, shown: list[str]) -> dict[str, tuple[str, str]]:
+    """`mailctl verify --stack` as the operator runs it between steps, green as a whole: its DKIM rows,
+    check -> (status, detail). What it printed joins `shown`."""
+    verify = mailctl_verify(e2e)
+    shown.append(verify.stdout + verify.stderr)
+    assert verify.returncode == 0, verify.stdout[-6000:] + verify.stderr[-2000:]
+    return {result["check"]: (result["status"], result["detail"])
+            for result in json.loads(verify.stdout)["results"] if result["check"].startswith("dkim ")}
+
+
+def private_lines(pem: str) -> list[str]:
+    """The lines of a private key's PEM that would show it: not those holding its modulus, which the public
+    key (published in DNS and the stack's outputs) holds too, nor a short last line."""
+    public_key = serialization.load_pem_private_key(pem.encode(), None).public_key()
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = base64.b64encode(der).decode()
+    return [line for line in pem.splitlines() if len(line) >= 32 and not line.startswith("-----") and line not in public]
+
+
+def leaked_fragments(secrets: dict[str, list[str]], shown: list[str]) -> list[str]:
+    """The names of the secrets something in `shown` contains (any of each one's fragments)."""
+    assert all(secrets.values()), "every secret has something to look for"
+    return sorted(name for name, fragments in secrets.items()
+                  if any(fragment in text for fragment in fragments for text in shown))
+
+
+def test_a_dkim_key_rotation_in_three_ups_keeps_mail_verifiable_and_restarts_only_rspamd(e2e, deployed):
+    host = e2e.cloud.vm_host()
+    assert keys_on_host(host) == [f"{OLD}.key"], "the first up signs with the default selector"
+    # what would show a secret, never printed: only their names are reported if something shows them
+    secrets = {"the mailbox password": [e2e.ceres_secret_env()["CERES_SMTP_PASS"]],
+               f"the {OLD} DKIM key": private_lines(host.path(f"{KEYS_ON_HOST}/{OLD}.key").read_text()),
+               **{key: [value] for key, value in e2e.project.secret_values.items() if "\n" not in value.strip()}}
+    shown: list[str] = []  # what the ups and mailctl printed
+
+    # --- step 1: the new key is made and published; `ceres` still signs and nothing on the host changes
+    step = rotation_up(e2e, {"dkimPublishedSelectors": [NEW]})
+    shown.append(step.run.output)
+    assert step.resources == {key_name(NEW): ("create",), record_name(NEW): ("create",)}
+    assert step.stages == [] and step.host_changes == set(), "no install stage ran, no file or service changed"
+    assert keys_on_host(host) == [f"{OLD}.key"], "the new key is not on the host while it does not sign"
+    assert dkim_checks(e2e, shown) == {dkim_row(OLD, "signs"): STACK_KEY, dkim_row(NEW, PUBLISHED): STACK_KEY}
+    verdict, signed_before_switch = sent_from_the_mail_host(e2e, "dkim rotation: step 1")
+    assert signature_of(verdict) == ("pass", OLD, True), verdict
+    assert judge_dkim(e2e, signed_before_switch) == "pass", "the test's verifier agrees with the receiver's"
+    records = {selector: served_txt(e2e, f"{selector}._domainkey.{DOMAIN}") for selector in (OLD, NEW)}
+
+    # --- step 2: the new key signs (rspamd alone restarts); the old record stays for mail in flight
+    step = rotation_up(e2e, {"dkimSelector": NEW, "dkimPublishedSelectors": [OLD]})
+    shown.append(step.run.output)
+    # the two records change only their comment (which one signs): the keys they serve stay
+    assert step.resources == {MAIL_STAGE: ("update",), record_name(OLD): ("update",), record_name(NEW): ("update",)}
+    assert {selector: served_txt(e2e, f"{selector}._domainkey.{DOMAIN}") for selector in (OLD, NEW)} == records
+    assert step.stages == [MAIL_STAGE]
+    assert step.host_changes == {"/etc/rspamd/local.d/dkim_signing.conf", "rspamd"}, "rspamd restarted, nothing else"
+    assert keys_on_host(host) == [f"{NEW}.key"], "only the signing key is on the host"
+    assert dkim_checks(e2e, shown) == {dkim_row(NEW, "signs"): STACK_KEY, dkim_row(OLD, PUBLISHED): STACK_KEY}
+    secrets[f"the {NEW} DKIM key"] = private_lines(host.path(f"{KEYS_ON_HOST}/{NEW}.key").read_text())
+    verdict, _ = sent_from_the_mail_host(e2e, "dkim rotation: step 2")
+    assert signature_of(verdict) == ("pass", NEW, True), verdict
+    assert judge_dkim(e2e, signed_before_switch) == "pass", "mail signed before the switch still verifies"
+
+    # --- step 3: the old record and key go; nothing on the host changes
+    step = rotation_up(e2e, {"dkimPublishedSelectors": []})
+    shown.append(step.run.output)
+    assert step.resources == {key_name(OLD): ("delete",), record_name(OLD): ("delete",)}
+    assert step.stages == [] and step.host_changes == set(), "no install stage ran, no file or service changed"
+    assert served_txt(e2e, f"{OLD}._domainkey.{DOMAIN}") is None, "the old record is gone"
+    assert dkim_checks(e2e, shown) == {dkim_row(NEW, "signs"): STACK_KEY}
+    verdict, _ = sent_from_the_mail_host(e2e, "dkim rotation: step 3")
+    assert signature_of(verdict) == ("pass", NEW, True), verdict
+    judged = judge_dkim(e2e, signed_before_switch)  # mail signed with the old key no longer verifies: no record
+    assert judged.startswith("fail: missing public key") and f"{OLD}._domainkey.{DOMAIN}" in judged, judged
+
+    assert leaked_fragments(secrets, shown) == [], "a secret is in what the ups or mailctl printed"
+
+
+# --- part 4 of 6: the second up, moves, rotation, replacement, interruption ---------------------------------
+
+
+def resource_urn(e2e, type_: str, name_suffix: str) -> str:
+    [urn] = [r["urn"] for r in e2e.project.export(e2e.stack)["resources"]
+             if r["type"] == type_ and r["urn"].endswith(name_suffix)]
+    return urn
+
+
+# --- 4. a second up changes nothing -------------------------------------------------------------------------
 
 
 def test_a_second_up_changes_no_resource_no_file_and_no_service(e2e, deployed):
@@ -121,7 +576,7 @@ def test_a_second_up_changes_no_resource_no_file_and_no_service(e2e, deployed):
     assert host_state(e2e) == before
 
 
-# --- the clients on 465 and back ---------------------------------------------------------------------------
+# --- the clients on 465 and back ----------------------------------------------------------------------------
 
 
 def test_clients_moved_to_465_send_with_implicit_tls(e2e, deployed):
@@ -144,7 +599,7 @@ def test_clients_moved_to_465_send_with_implicit_tls(e2e, deployed):
     assert e2e.ceres_secret_env()["CERES_SMTP_PORT"] == "587"
 
 
-# --- 5. password rotation ---------------------------------------------------------------------------------
+# --- 5. password rotation -----------------------------------------------------------------------------------
 
 
 def test_a_rotated_password_reaches_the_mailbox_the_secret_and_the_realm_in_one_up(e2e, deployed):
@@ -165,7 +620,7 @@ def test_a_rotated_password_reaches_the_mailbox_the_secret_and_the_realm_in_one_
     assert keycloak_sends(e2e, "bob")["dkim"] == "pass", "Keycloak has the new password"
 
 
-# --- 6. VM replacement ------------------------------------------------------------------------------------
+# --- 6. VM replacement --------------------------------------------------------------------------------------
 
 
 def test_a_replaced_vm_is_a_fresh_host_with_the_mail_stack_installed_again(e2e, deployed):
@@ -188,7 +643,7 @@ def test_a_replaced_vm_is_a_fresh_host_with_the_mail_stack_installed_again(e2e, 
     assert e2e.verdict(lambda verdict: verdict["subject"] == "after the replacement")["dkim"] == "pass"
 
 
-# --- 8. an interrupted up ---------------------------------------------------------------------------------
+# --- 8. an interrupted up -----------------------------------------------------------------------------------
 
 
 def _cli_process() -> int | None:
@@ -230,11 +685,260 @@ def test_an_interrupted_up_is_refreshed_and_converges(e2e, deployed):
     assert e2e.verdict(lambda verdict: verdict["subject"] == "after the interruption")["dkim"] == "pass"
 
 
-# --- 7. destroy ----------------------------------------------------------------------------------------------
+# --- part 5 of 6: one password everywhere (LDAP) ------------------------------------------------------------
+
+
+class Secrets(dict):
+    """Name -> secret, shown by its names only: pytest prints a failed test's fixtures, and the test's
+    output must not hold a password."""
+
+    def __repr__(self) -> str:
+        return f"<secrets: {', '.join(self)}>"
+
+
+@dataclass
+class Directory:
+    """The stack after the switch: the up, the stages it ran, the directory as declared, the stack's secrets."""
+
+    run: EngineRun
+    stages: list[str]
+    ldap: LdapInputs
+    secrets: Secrets  #: what must never show -> its value (only names are ever reported)
+
+
+def state_secret(e2e, name_suffix: str) -> str:
+    """A random password's value from the stack's state (`pulumi stack export --show-secrets`), to look for it
+    where it must not be and to bind with it as Keycloak does."""
+    resources = e2e.stack.export_stack().deployment["resources"]
+    [value] = [r["outputs"]["result"] for r in resources if r["type"] == PASSWORD and r["urn"].endswith(name_suffix)]
+    return json.loads(value["plaintext"]) if isinstance(value, dict) else value
+
+
+def leaked_secrets(secret_values: dict[str, str], *shown: str) -> list[str]:
+    """The names of the secrets something in `shown` contains."""
+    return sorted(name for name, value in secret_values.items() if any(value in text for text in shown))
+
+
+@pytest.fixture(scope="module")
+def directory(e2e, deployed) -> Directory:
+    """`ldapMode: local` and `ldapClientCidrs: [the SSO host]` set on the running stack, then one up."""
+    assert e2e.stack.get_all_config().get("ceres-mail:ldapMode", ConfigValue("off")).value == "off", \
+        "the scenario's stack has no directory before the switch"
+    e2e.stack.set_config("ceres-mail:ldapMode", ConfigValue("local"))
+    e2e.stack.set_config("ceres-mail:ldapClientCidrs[0]", ConfigValue(SSO_EGRESS), path=True)
+    started = time.monotonic()
+    run = e2e.up()
+    assert run.ok, run.output[-6000:]
+    ldap = stack_settings(e2e.project.work_dir, STACK).ldap_inputs
+    stack_secrets = Secrets({"the directory's root DN password": state_secret(e2e, "-ldap-admin-password"),
+                             "the service account's password": state_secret(e2e, "-ldap-bind-password"),
+                             "the mailbox password": e2e.ceres_secret_env()["CERES_SMTP_PASS"]})
+    return Directory(run, stages_started_since(e2e, started), ldap, stack_secrets)
+
+
+@pytest.fixture(scope="module")
+def people(e2e, directory) -> Secrets:
+    """The operator adds people to the directory as root on the mail host (ldapadd over slapd's socket), each
+    with a first password in clear, which slapd hashes: uid -> their password now (tests that change one
+    update it)."""
+    passwords = Secrets({uid: f"{uid}-{secrets.token_urlsafe(12)}" for uid in PERSONS})
+    ldif = "\n".join(f"dn: {person_dn(directory, uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\n"
+                     f"sn: Example\nmail: {uid}@{DOMAIN}\nuserPassword: {passwords[uid]}\n" for uid, cn in PERSONS.items())
+    added = e2e.cloud.vm_host().exec(["ldapadd", "-Q", "-Y", "EXTERNAL", "-H", SLAPD_LDAPI], input=ldif)
+    assert added.returncode == 0, added.stdout + added.stderr
+    return passwords
+
+
+@pytest.fixture(scope="module")
+def login_client(e2e, directory):
+    """A client of the CERES realm with direct access grants, for password logins without a browser (removed
+    after the module: CERES's realm keeps only what CERES and the stack put in it)."""
+    client_uuid = e2e.keycloak.create_login_client(REALM, LOGIN_CLIENT)
+    yield LOGIN_CLIENT
+    e2e.keycloak.delete_client(REALM, client_uuid)
+
+
+def person_dn(directory: Directory, uid: str) -> str:
+    return f"uid={uid},{directory.ldap.users_dn}"
+
+
+def federation_config(e2e) -> tuple[dict, dict[str, str]]:
+    """The realm's one user federation as Keycloak's admin API shows it, and its config (first values)."""
+    [federation] = e2e.keycloak.user_federations(REALM)
+    return federation, {key: values[0] for key, values in federation["config"].items() if values}
+
+
+def keycloak_ldap_log(e2e) -> str:
+    """Keycloak's recent log lines about LDAP and TLS: why a login or the federation failed, if it did."""
+    return "".join(line for line in e2e.sso.log_tail(400).splitlines(keepends=True)
+                   if any(word in line for word in ("LDAP", "ldap", "SSL", "PKIX", "certificate")))[-4000:]
+
+
+def sign_ins(e2e, uid: str, password: str, subject: str) -> dict[str, dict]:
+    """`password` tried by person `uid` everywhere it should open: a Keycloak login of the CERES realm (by
+    uid), IMAPS and submission on 587 (by mail address, sending to the other domain), each as answered."""
+    address, path = f"{uid}@{DOMAIN}", password_file(e2e, f"{uid}-try", password)
+    return {"keycloak": e2e.keycloak.password_login(REALM, LOGIN_CLIENT, uid, password),
+            "imaps": imap_login(e2e, path, user=address),
+            "submission": submit(e2e, path, subject, user=address)}
+
+
+def taken(answers: dict[str, dict]) -> dict[str, bool]:
+    """Which of sign_ins' answers took the password."""
+    return {"keycloak": answers["keycloak"]["status"] == 200, "imaps": "exception" not in answers["imaps"],
+            "submission": answers["submission"].get("sent") is True}
+
+
+def refused_as_wrong(answers: dict[str, dict]) -> dict[str, bool]:
+    """Which of sign_ins' answers refused the password as a wrong one (not for another reason)."""
+    keycloak = answers["keycloak"]
+    return {"keycloak": (keycloak["status"], keycloak["error"], keycloak["error_description"])  # RFC 6749 5.2: 400
+            == (400, "invalid_grant", "Invalid user credentials"),
+            "imaps": "AUTHENTICATIONFAILED" in answers["imaps"].get("exception", ""),
+            "submission": "535" in answers["submission"].get("exception", "")}
+
+
+def stored_password(e2e, directory: Directory, uid: str) -> str:
+    """A person's userPassword as slapd stores it, read as root on the host (over the network, only the root DN
+    may read it)."""
+    found = e2e.cloud.vm_host().exec(["ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-Q", "-Y", "EXTERNAL",
+                                      "-H", SLAPD_LDAPI, "-s", "base", "-b", person_dn(directory, uid), "userPassword"])
+    assert found.returncode == 0, found.stderr
+    [line] = [line for line in found.stdout.splitlines() if line.startswith("userPassword")]
+    return base64.b64decode(line.split(":: ", 1)[1]).decode() if ":: " in line else line.split(": ", 1)[1]
+
+
+def ldap_probe(e2e, name: str, *args: str, as_dn: str = "", password: str = "") -> dict:
+    """tests/mailnet/ldap_probe.py from the SSO host, the directory's one client network, over LDAPS with the
+    certificate checked against the ACME CA: bound as `as_dn`, or not at all."""
+    auth = ("--dn", as_dn, "--password-file", password_file(e2e, "ldap-bind", password)) if as_dn else ()
+    result = e2e.sso.host.run([PYTHON, str(LDAP_PROBE), name, "--host", MAIL, "--name", MAIL_HOST,
+                               "--cafile", str(e2e.pebble_root), *auth, *args], timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# --- the switch ---------------------------------------------------------------------------------------------
+
+
+def test_adding_the_directory_runs_the_ldap_stage_then_mail_and_federates_the_realm(e2e, directory):
+    assert {urn.rsplit("::", 1)[-1]: steps for urn, steps in directory.run.changed().items()} == SWITCH_CHANGES, \
+        "the directory is added to the live stack; the VM, DNS, CERES's Secret and the realm stay as they were"
+    assert directory.stages == list(SWITCH_STAGES), "slapd's packages, then its stage, then the mailboxes"
+    federation, config = federation_config(e2e)
+    assert (federation["providerId"], federation["name"]) == ("ldap", "ceres-mail-directory")
+    assert {key: config.get(key) for key in ("connectionUrl", "editMode", "usePasswordModifyExtendedOp", "startTls",
+                                             "useTruststoreSpi", "bindDn", "usersDn", "authType")} == {
+        "connectionUrl": f"ldaps://{MAIL_HOST}", "editMode": "WRITABLE", "usePasswordModifyExtendedOp": "true",
+        "startTls": "false", "useTruststoreSpi": "always", "bindDn": directory.ldap.bind_dn,
+        "usersDn": directory.ldap.users_dn, "authType": "simple"}
+    assert config["bindCredential"] == MASK, "Keycloak shows the bind password masked"
+    state = json.dumps(e2e.project.export(e2e.stack))
+    assert leaked_secrets(directory.secrets, json.dumps(federation), directory.run.output, state) == [], \
+        "a secret is in Keycloak's answer, the up's output or the stored state"
+
+
+def test_mailctl_verify_from_the_sso_network_shows_the_directory_green(e2e, directory):
+    """Run where the directory is open (ldapClientCidrs): its certificate and an anonymous search, with the
+    rest of verify."""
+    verify = mailctl_verify(e2e, host=e2e.sso.host)
+    assert verify.returncode == 0, verify.stdout[-6000:] + verify.stderr[-2000:]
+    rows = {r["check"]: (r["status"], r["detail"]) for r in json.loads(verify.stdout)["results"]
+            if r["check"].startswith("ldap ")}
+    assert {check: status for check, (status, _) in rows.items()} == {
+        f"ldap {MAIL_HOST}:636 ldaps": OK, f"ldap {MAIL_HOST}:636 anonymous": OK}, rows
+    assert leaked_secrets(directory.secrets, verify.stdout, verify.stderr) == []
+
+
+# --- one password -------------------------------------------------------------------------------------------
+
+
+def test_a_directory_person_signs_in_to_keycloak_and_imaps_and_submits_with_one_password(e2e, directory, people,
+                                                                                          login_client):
+    subject = f"from erin, one password {time.monotonic_ns()}"
+    answers = sign_ins(e2e, "erin", people["erin"], subject)
+    assert taken(answers) == {"keycloak": True, "imaps": True, "submission": True}, (answers, keycloak_ldap_log(e2e))
+    user = e2e.keycloak.request("GET", f"/admin/realms/{REALM}/users/{e2e.keycloak.user_id(REALM, 'erin')}")
+    federation, _ = federation_config(e2e)
+    assert (user["federationLink"], user["email"], user["firstName"]) == (federation["id"], f"erin@{DOMAIN}", "Erin"), \
+        "Keycloak's user is the directory's person"
+    verdict = e2e.verdict(lambda verdict: verdict["subject"] == subject)
+    assert (verdict["dkim"], verdict["dmarc_aligned"], verdict["mail_from"]) == ("pass", True, f"erin@{DOMAIN}"), verdict
+    assert verdict["peer"] == MAIL
+
+
+def test_a_password_reset_in_keycloak_is_the_mail_password_from_then_on_and_is_stored_hashed(e2e, directory, people,
+                                                                                              login_client):
+    old, new = people["erin"], f"erin-{secrets.token_urlsafe(12)}"
+    hash_before = stored_password(e2e, directory, "erin")
+    e2e.keycloak.reset_password(REALM, e2e.keycloak.user_id(REALM, "erin"), new)
+    people["erin"] = new
+    answers = sign_ins(e2e, "erin", old, "erin's old password")
+    assert refused_as_wrong(answers) == {"keycloak": True, "imaps": True, "submission": True}, answers
+    answers = sign_ins(e2e, "erin", new, "erin's new password")
+    assert taken(answers) == {"keycloak": True, "imaps": True, "submission": True}, (answers, keycloak_ldap_log(e2e))
+    stored = stored_password(e2e, directory, "erin")
+    assert stored != hash_before, "Keycloak wrote the new password to the directory"
+    assert stored.startswith("{ARGON2}$argon2") and new not in stored, "and slapd hashed it"
+
+
+def test_a_wrong_password_is_refused_by_keycloak_imaps_and_submission(e2e, directory, people, login_client):
+    answers = sign_ins(e2e, "erin", people["erin"] + "-not", "erin, a wrong password")
+    assert refused_as_wrong(answers) == {"keycloak": True, "imaps": True, "submission": True}, answers
+
+
+# --- who reads what, and from where -------------------------------------------------------------------------
+
+
+def test_anonymous_reads_nothing_and_no_one_reads_another_persons_password(e2e, directory, people):
+    base, people_dn = directory.ldap.base_dn, directory.ldap.users_dn
+    assert not ldap_probe(e2e, "bind")["ok"], "an anonymous bind is refused"
+    assert ldap_probe(e2e, "search", "--base", base)["entries"] == [], "an anonymous search reads nothing"
+
+    erin = {"as_dn": person_dn(directory, "erin"), "password": people["erin"]}
+    other = ldap_probe(e2e, "search", "--base", person_dn(directory, "frank"), "--scope", "base", **erin)
+    assert other["entries"] == [], "a person reads nothing of another"
+    [own] = ldap_probe(e2e, "search", "--base", person_dn(directory, "erin"), "--scope", "base", **erin)["entries"]
+    assert own["attributes"]["mail"] == [f"erin@{DOMAIN}"] and "userPassword" not in own["attributes"], \
+        "a person reads their own entry, not their own hash"
+
+    service = {"as_dn": directory.ldap.bind_dn, "password": directory.secrets["the service account's password"]}
+    found = ldap_probe(e2e, "search", "--base", people_dn, "--filter", "(objectClass=inetOrgPerson)", **service)
+    assert sorted(entry["attributes"]["uid"][0] for entry in found["entries"]) == sorted(PERSONS), found
+    assert not any("userPassword" in entry["attributes"] for entry in found["entries"]), \
+        "Keycloak's service account reads the people, never a hash"
+
+
+def test_the_directory_answers_the_sso_network_only_and_nothing_listens_on_389(e2e, directory):
+    assert tcp_open(e2e.sso.host, 636), "LDAPS from where Keycloak connects"
+    assert not tcp_open(e2e.remote, 636), "no LDAPS from the internet"
+    assert not tcp_open(e2e.client, 636), "nor from the operator's machine: it is not in ldapClientCidrs"
+    host = e2e.cloud.vm_host()
+    assert host.exec(["ss", "-Hltn", "sport = :389"]).stdout.strip() == "", "no plain LDAP listener at all"
+    assert host.exec(["ss", "-Hltn", "sport = :636"]).stdout.strip() != ""
+
+
+# --- at rest ------------------------------------------------------------------------------------------------
+
+
+def test_a_second_up_changes_nothing(e2e, directory):
+    files, services = CONFIG_FILES + LDAP_FILES, SERVICES + ("slapd",)
+    before, federation_before = host_state(e2e, files, services), federation_config(e2e)
+    started = time.monotonic()
+    run = e2e.up()
+    assert run.ok, run.output[-4000:]
+    assert run.changed() == {}
+    assert stages_started_since(e2e, started) == [], "no install stage ran"
+    assert host_state(e2e, files, services) == before
+    assert federation_config(e2e) == federation_before
+    assert leaked_secrets(directory.secrets, run.output) == []
+
+
+# --- part 6 of 6: destroy -----------------------------------------------------------------------------------
 
 
 def test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_realm(e2e, deployed):
-    """With a directory (test_ldap_up.py ran just before), the realm's LDAP federation is the stack's: it goes,
+    """With a directory (the LDAP part ran just before), the realm's LDAP federation is the stack's: it goes,
     and the realm stays."""
     realm_before = e2e.keycloak.realm(REALM)
     directory = e2e.stack.get_all_config().get("ceres-mail:ldapMode", ConfigValue("off")).value != "off"
