@@ -327,10 +327,9 @@ class ExternalStack:
     order (pulumi-command runs an updated Command's create again; a Command no longer declared, the local
     directory's `ldap` stage, has no delete step and leaves the host as it is)."""
 
-    def __init__(self, net, mailbox_password: str):
-        self.net, self.mailbox_password, self.url, self.switches = net, mailbox_password, None, 0
-        #: the webmail's des_key, which the state keeps as well
-        self.des_key = stdin_secrets(net, "-install-webmail")["ROUNDCUBE_DES_KEY"]
+    def __init__(self, net):
+        self.net, self.url, self.switches = net, None, 0
+        self.kept = net.kept_secrets()  #: the mailbox password and the webmail's des_key, as the state keeps them
         self.first: list[tuple[str, object]] = []  #: what the first switch (from the local directory) ran
 
     def use(self, url: str) -> list[tuple[str, object]]:
@@ -341,15 +340,10 @@ class ExternalStack:
         deployment = deploy(self.net.workdir / f"stack-external-{self.switches}", directory_url(ADDRESSES["acme"]),
                             self.net.pebble_listener_ca.read_text(), extra=external_config(url),
                             extra_records=(DIRECTORY_RECORD,),
-                            mock_overrides={"ceres-mail-mailbox-password": {"result": self.mailbox_password},
-                                            "ceres-mail-server-native-roundcube-des-key": {"result": self.des_key}})
-        before = set(self.net.deployment.commands)
-        self.net.deployment = deployment
-        ran = []
-        for command in (c for c in deployment.commands if c not in before):
-            result = self.net.ssh(command.create, command.stdin)
-            assert result.returncode == 0, f"{command.name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            ran.append((command.name.rsplit("-install-", 1)[1], result))
+                            mock_overrides=self.kept)
+        ran = self.net.apply(deployment)
+        for stage, result in ran:
+            assert result.returncode == 0, f"{stage}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         self.url = url
         return ran
 
@@ -361,7 +355,7 @@ def external(ldapnet, installed, passwords, directory):
     ldapnet.mail.path("/usr/local/share/ca-certificates/example-corp-directory.crt").write_text(directory.ca_pem)
     updated = ldapnet.mail.exec(["update-ca-certificates"])
     assert updated.returncode == 0 and "1 added" in updated.stdout, updated.stdout + updated.stderr
-    stack = ExternalStack(ldapnet, passwords["no-reply"])
+    stack = ExternalStack(ldapnet)
     stack.first = stack.use(directory.url())
     return stack
 

@@ -12,6 +12,7 @@ All on one bridge of the test's own (tests/testnet); apt reaches Debian only thr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -41,6 +42,9 @@ HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
 REMOTE_MTA = HERE / "remote_mta.py"
 PYTHON = sys.executable
+#: the generated secrets an applied stack's state keeps (their resources' names)
+MAILBOX_PASSWORD = "ceres-mail-mailbox-password"
+WEBMAIL_DES_KEY = "ceres-mail-server-native-roundcube-des-key"
 COMMAND_TIMEOUT = 1200.0  # one install stage, apt through a cold proxy included
 # The VM's mail data disk: a filesystem of its own on the mail directory (cloud-init's disk_setup does
 # not run in the test host), named as the stack labels it
@@ -136,10 +140,31 @@ class MailNet:
         script.write_text("\n".join(lines) + "\n")
         return self.operator.popen(["bash", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def switch_deployment(self, deployment: Deployment) -> None:
-        """Deploy another recording of the stack: a fresh mail host first-booted from its snippets."""
+    def kept_secrets(self) -> dict[str, dict]:
+        """What the state of an applied stack keeps across a change of its stack file, as mock_overrides for
+        a new recording (tests/mailnet/scenario.py's deploy): the generated mailbox password and, where the
+        host serves the webmail, Roundcube's des_key."""
+        kept = {MAILBOX_PASSWORD: {"result": self.deployment.ceres_env["CERES_SMTP_PASS"]}}
+        webmail = [c for c in self.deployment.commands if c.name.endswith("-install-webmail")]
+        if webmail:
+            stdin = dict(line.split("=", 1) for line in (webmail[0].stdin or "").splitlines())
+            kept[WEBMAIL_DES_KEY] = {"result": base64.b64decode(stdin["ROUNDCUBE_DES_KEY"]).decode()}
+        return kept
+
+    def apply(self, deployment: Deployment) -> list[tuple[str, subprocess.CompletedProcess]]:
+        """Another recording of the stack applied to the running host as `pulumi up` applies it: each
+        remote command whose script or standard input changed runs again, in the graph's order
+        (pulumi-command runs an updated Command's create again; a Command no longer declared has no delete
+        step and leaves the host as it is). The (stage, CompletedProcess) of each; stops at a failure."""
+        before = set(self.deployment.commands)
         self.deployment = deployment
-        self.rebuild_mail_host()
+        ran = []
+        for command in (c for c in deployment.commands if c not in before):
+            result = self.ssh(command.create, command.stdin)
+            ran.append((command.name.rsplit("-install-", 1)[-1], result))
+            if result.returncode != 0:
+                break
+        return ran
 
     def rebuild_mail_host(self) -> None:
         """A fresh mail host at the same address, first-booted from the deployment's snippets."""
