@@ -20,7 +20,7 @@ WHEELHOUSE = $(CERES_MAIL_CACHE)/wheels/$(shell $(PYTHON) tests/machine_cache.py
 # pytest's workers (pytest-xdist): the booted worlds mostly wait on boots, apt and SSH, so even 2 cores
 # overlap more than 2 of them; TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 3
-# more arguments for pytest, e.g. TEST_ARGS=tests/test_native_stack.py (a path runs only what it names)
+# more arguments for pytest, e.g. TEST_ARGS=tests/test_mail_host.py (a path runs only what it names)
 TEST_ARGS ?=
 # when this make began, for the time report's "before pytest" phase
 MAKE_STARTED := $(shell date +%s)

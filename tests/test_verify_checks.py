@@ -1,7 +1,7 @@
 """`mailctl verify` checks against canned answers: DNS through a fake resolver (or a real BIND on
 127.0.0.x), TCP through scripted servers on socket pairs that stand in for the network at
 socket.create_connection (the module boundary: nothing leaves this machine); the real-daemon side is
-tests/test_verify_live.py."""
+tests/test_mail_host.py (its step 3)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The webmail and fail2ban stages without a host: settings, the graph, the rendered scripts (shellcheck),
 and the rendered jail judged by Debian's own fail2ban (`fail2ban-client -t` on a copy of its configuration).
 
-What they do on a real host, in a real browser, is tests/test_webmail_host.py.
+What they do on a real host, in a real browser, is tests/test_mail_host.py (its step 2).
 """
 
 from __future__ import annotations

@@ -407,7 +407,7 @@ def test_ci_pins_the_kill_tests_seed_and_a_schedule_tries_new_ones():
     assert "schedule" in kill[True] and "workflow_dispatch" in kill[True]  # YAML reads the key `on` as True
     steps = kill["jobs"]["kill-test"]["steps"]
     run = next(s for s in steps if "CERES_MAIL_KILL_SEED" in s.get("run", ""))
-    assert "tests/test_native_stack.py" in run["run"] and run["env"]["SEED"] == "${{ steps.seed.outputs.seed }}"
+    assert "tests/test_mail_host.py" in run["run"] and run["env"]["SEED"] == "${{ steps.seed.outputs.seed }}"
     named = next(s for s in steps if s.get("if") == "failure()")
     assert "CERES_MAIL_KILL_SEED=$SEED" in named["run"]
 

@@ -26,7 +26,8 @@ import pytest
 
 LAYERS = ("offline", "judges", "machine", "hosts", "engine", "e2e")
 TESTS_DIR = Path(__file__).resolve().parent.parent
-#: session-scoped worlds that several modules share: the tests that use this fixture are one world
+#: session-scoped worlds: the tests that use one of these fixtures are one world, whichever module they are in
+#: (today the `mailnet` fixture's tests are one module, tests/test_mail_host.py, the world's scenario)
 SHARED_WORLDS = ("mailnet",)
 
 
