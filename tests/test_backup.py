@@ -1,7 +1,7 @@
 """Backups without a mail host: the graph the backupTarget adds, the host's program against a real restic
 repository (Debian's restic on this machine, a local repository), and the verdict of `mailctl backup status`.
 
-The whole story on a real Debian host, with an sftp backup host, is tests/test_backup_restore.py.
+The whole story on a real Debian host, with an sftp backup host, is tests/test_directory_host.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""An operator's existing directory, for `ldapMode: external` (tests/test_ldap_host.py): Debian's slapd (this
+"""An operator's existing directory, for `ldapMode: external` (tests/test_directory_host.py): Debian's slapd (this
 machine's, as tests/test_verify_ldap.py runs it) in a network namespace of the test internet, set up by the
 test itself, never by the stack's `ldap` stage.
 

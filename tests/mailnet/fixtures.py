@@ -44,7 +44,9 @@ REMOTE_MTA = HERE / "remote_mta.py"
 PYTHON = sys.executable
 #: the generated secrets an applied stack's state keeps (their resources' names)
 MAILBOX_PASSWORD = "ceres-mail-mailbox-password"
-WEBMAIL_DES_KEY = "ceres-mail-server-native-roundcube-des-key"
+#: stage suffix -> (the generated secret's resource, the stdin variable the stage reads it from)
+KEPT_STAGE_SECRETS = {"-install-webmail": ("ceres-mail-server-native-roundcube-des-key", "ROUNDCUBE_DES_KEY"),
+                      "-install-backup": ("ceres-mail-backup-password", "BACKUP_PASSWORD")}
 COMMAND_TIMEOUT = 1200.0  # one install stage, apt through a cold proxy included
 # The VM's mail data disk: a filesystem of its own on the mail directory (cloud-init's disk_setup does
 # not run in the test host), named as the stack labels it
@@ -143,12 +145,14 @@ class MailNet:
     def kept_secrets(self) -> dict[str, dict]:
         """What the state of an applied stack keeps across a change of its stack file, as mock_overrides for
         a new recording (tests/mailnet/scenario.py's deploy): the generated mailbox password and, where the
-        host serves the webmail, Roundcube's des_key."""
+        stack has their stages, Roundcube's des_key and the backup repository's password (a new one would
+        not open the repository)."""
         kept = {MAILBOX_PASSWORD: {"result": self.deployment.ceres_env["CERES_SMTP_PASS"]}}
-        webmail = [c for c in self.deployment.commands if c.name.endswith("-install-webmail")]
-        if webmail:
-            stdin = dict(line.split("=", 1) for line in (webmail[0].stdin or "").splitlines())
-            kept[WEBMAIL_DES_KEY] = {"result": base64.b64decode(stdin["ROUNDCUBE_DES_KEY"]).decode()}
+        for suffix, (resource, variable) in KEPT_STAGE_SECRETS.items():
+            stage = [c for c in self.deployment.commands if c.name.endswith(suffix)]
+            if stage:
+                stdin = dict(line.split("=", 1) for line in (stage[0].stdin or "").splitlines())
+                kept[resource] = {"result": base64.b64decode(stdin[variable]).decode()}
         return kept
 
     def apply(self, deployment: Deployment) -> list[tuple[str, subprocess.CompletedProcess]]:
@@ -250,7 +254,7 @@ def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None 
                  extra_records: tuple[Record, ...] = (),
                  place_mail: Callable[[TestNet, Deployment], Placement] | None = None) -> Iterator[MailNet]:
     """A test internet of its own with the stack's mail host booted (not installed yet); `extra_config` sets
-    more keys of the stack (a directory, for tests/test_ldap_host.py), `extra_records` more DNS records.
+    more keys of the stack (a directory, for tests/test_directory_host.py), `extra_records` more DNS records.
     `place_mail`, called once the internet's hosts run and before the mail host boots, may build more of the
     world (a home network, a VPS) and says where the mail host goes (default: Placement())."""
     with TestNet(apt_proxy=apt_proxy) as net:

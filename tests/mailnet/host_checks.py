@@ -1,8 +1,8 @@
-"""Helpers the booted-world tests share (tests/test_mail_host.py, test_ldap_host.py, test_backup_restore.py,
-test_gateway_host.py): the stack's secrets as the install stages read them from stdin, a secret written to a
-file on the operator's side, the remote MTA's verdict on a message, LDAP probes of the mail host's directory,
-submission as a person, and what a re-run must leave as it was (the native stack's services and config
-files). Here, not in a test module, so that no test module imports another.
+"""Helpers the booted-world tests share (tests/test_mail_host.py, test_directory_host.py, test_gateway_host.py):
+the stack's secrets as the install stages read them from stdin, a secret written to a file on the operator's
+side, the remote MTA's verdict on a message, LDAP probes of the mail host's directory, submission as a person,
+and what a re-run must leave as it was (the native stack's services and config files). Here, not in a test
+module, so that no test module imports another.
 """
 
 from __future__ import annotations

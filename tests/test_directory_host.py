@@ -1,33 +1,60 @@
-"""ldapMode local, then external, on a real Debian host: slapd installed by the stack's own stages, and one
-password for mail and Keycloak (README, "One password everywhere"); then the operator's own directory over
-the network.
+"""The directory world as an operator lives it, one step after another in file order (README, "One password
+everywhere (LDAP)"; README, Backups and restore): a mail host with its own directory (`ldapMode: local`) and
+backups to an sftp host, then lost, rebuilt and restored, then switched to the operator's own directory.
 
-One test internet of the module's own (tests/mailnet: DNS, pebble, the remote MTA of example.net, a client)
-and one mail host, first-booted from the snippets of the stack recorded with `ldapMode: local` and
-installed over SSH with the graph's own commands, `ldap` stage included. The directory is then used as its
-users would: an operator adds people as the root DN, they read and send mail with their directory password,
-Keycloak's federation (the service account) changes a password with the Password Modify extended operation,
-and attackers (anonymous, another person) read nothing.
+One test internet of the module's own (tests/mailnet: DNS, pebble, the remote MTA of example.net, a client),
+a backup host (tests/mailnet/backup_host.py: an sftp-only account, its host key pinned by the stack's
+backupHostKey, the stack's backup key authorized as `pulumi stack output backupSshPublicKey` would be; it runs
+before the install, whose backup stage makes the repository) and one mail host, first-booted from the snippets
+of the stack recorded with `ldapMode: local` and a `backupTarget`, and installed over SSH with the graph's own
+commands, `ldap` and `backup` stages included. A change of configuration is applied to the running host as
+`pulumi up` applies it (MailNet.apply): only the commands whose script or standard input changed run again.
 
-Then the same host is switched to `ldapMode: external`, as `pulumi up` would after the stack file changed:
-the stack re-recorded with the operator's directory ldap.example.com (tests/mailnet/directory.py: slapd in a
-namespace of the test internet, set up by the test, its certificate from the operator's own CA, which the
-operator first adds to the host's CA store) and the commands whose script or input changed run over SSH. Its
-people log in, send and receive with the directory's passwords, over ldaps:// and over ldap:// with StartTLS;
-a directory whose certificate the host does not trust, or one that offers no StartTLS, never gets a bind.
+1. The directory on the host: slapd installed by the stack's own stages, and one password for mail and
+   Keycloak. The directory is used as its users would: an operator adds people as the root DN, they read and
+   send mail with their directory password, Keycloak's federation (the service account) changes a password
+   with the Password Modify extended operation, and attackers (anonymous, another person) read nothing; a
+   re-run changes nothing, and a certificate renewed by certbot reaches slapd.
+2. Backups and restore: the backup stage made the repository and a re-run of it changes nothing. Mail arrives
+   from the remote domain at two mailboxes, the stack's no-reply and alice's (a person of step 1, with the
+   password step 1 left her), flags are set as a client sets them, and the systemd unit the timer starts runs
+   a backup (of three mailboxes: bob's holds step 1's mail). Then:
+   - the repository holds no plaintext of any message (the marker in every subject is grepped for);
+   - `mailctl backup status` reports the backup, over SSH as the operator, and `mailctl verify` with SSH
+     access checks it;
+   - a fresh host at the same address runs every command of the graph again, and `mailctl backup restore`
+     brings the mail back (every message with its flags, over IMAPS), and step 1's people (slapd's export)
+     with their passwords;
+   - the DKIM key is the stack's, unchanged: a new mail verifies against the DNS record that never changed;
+   - new mail is delivered after the restore;
+   - a wrong repository password fails the restore and says so;
+   - the backup host down makes the next run fail, and `mailctl backup status` says so (exit 1).
+   It leaves a working host with its local directory and its backups (the backup host up again).
+3. The switch to an external directory, on the restored host, as `pulumi up` would after the stack file
+   changed: the stack re-recorded with `ldapMode: external` and the operator's directory ldap.example.com
+   (tests/mailnet/directory.py: slapd in a namespace of the test internet, set up by the test, its certificate
+   from the operator's own CA, which the operator first adds to the host's CA store), the backup target kept,
+   and the commands whose script or input changed run over SSH (the packages and mail stages, and the backup
+   stage, which no longer exports a local directory). Its people log in, send and receive with the
+   directory's passwords, over ldaps:// and over ldap:// with StartTLS; a directory whose certificate the host
+   does not trust, or one that offers no StartTLS, never gets a bind. Last: the host then no longer asks the
+   directory that steps 1 and 2 use and back up.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from components.builders.dns_records import Record
 from tests.mailnet.acme import directory_url
+from tests.mailnet.backup_host import host_key, start_backup_host
 from tests.mailnet.directory import SERVICE_ACCOUNT as EXTERNAL_ACCOUNT
 from tests.mailnet.directory import Directory, start_directory
 from tests.mailnet.fixtures import install_or_fail, open_mailnet
@@ -45,7 +72,15 @@ from tests.mailnet.host_checks import (
     submit,
     verdict,
 )
-from tests.mailnet.scenario import ADDRESSES, LDAP_STAGE_ORDER, PREFIX, REMOTE_DOMAIN, STAGE_ORDER, deploy
+from tests.mailnet.scenario import (
+    ADDRESSES,
+    BACKUP_STAGE,
+    LDAP_STAGE_ORDER,
+    PREFIX,
+    REMOTE_DOMAIN,
+    STAGE_ORDER,
+    deploy,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,23 +102,57 @@ LDAP_FILES = (
     "/etc/postfix/ceres-ldap-people.cf",
     "/etc/postfix/ceres-reserved-senders",
 )
+#: the world's stages: the local directory's (slapd's `ldap` stage between tls and mail), then the backup stage
+DIRECTORY_STAGE_ORDER = (*LDAP_STAGE_ORDER, *BACKUP_STAGE)
 
 
-#: the operator's directory (ldapMode external, below): its address, and its name in the operator's DNS
+#: the operator's directory (ldapMode external, step 3): its address, and its name in the operator's DNS
 DIRECTORY_ADDRESS = "203.0.113.38"
 DIRECTORY_RECORD = Record("example.com", "ldap.example.com", "A", DIRECTORY_ADDRESS, 300,
                           "test: the operator's directory, outside the stack")
+#: the operator's backup host (step 2), and its name in the operator's DNS
+BACKUP_ADDRESS = "203.0.113.45"
+BACKUP_NAME = "backup.example.com"
+BACKUP_RECORD = Record("example.com", BACKUP_NAME, "A", BACKUP_ADDRESS, 300, "test: the operator's backup host")
+#: what the operator's DNS serves besides the stack's records, for every recording of the world's stack
+OPERATOR_RECORDS = (DIRECTORY_RECORD, BACKUP_RECORD)
 
 
 @pytest.fixture(scope="module")
-def ldapnet(tmp_path_factory, shared_apt_proxy):
-    with open_mailnet(tmp_path_factory.mktemp("ldapnet"), shared_apt_proxy, LDAP_CONFIG,
-                      extra_records=(DIRECTORY_RECORD,)) as net:
+def backup_workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("backup-host")
+
+
+@pytest.fixture(scope="module")
+def backup_config(backup_workdir) -> dict:
+    """The stack's keys for the backup host: its sftp repository, and its host key pinned (made before the host
+    runs); kept in the stack file when the directory changes (step 3)."""
+    return {"ceres-mail:backupTarget": f"sftp:root@{BACKUP_NAME}:/restic/ceres",
+            "ceres-mail:backupHostKey": host_key(backup_workdir)}
+
+
+@pytest.fixture(scope="module")
+def ldapnet(tmp_path_factory, shared_apt_proxy, backup_config):
+    with open_mailnet(tmp_path_factory.mktemp("ldapnet"), shared_apt_proxy, {**LDAP_CONFIG, **backup_config},
+                      extra_records=OPERATOR_RECORDS) as net:
         yield net
 
 
 @pytest.fixture(scope="module")
-def installed(ldapnet):
+def backup_host(ldapnet, backup_workdir):
+    """The operator's backup host, the stack's backup key authorized (backupSshPublicKey)."""
+    host = start_backup_host(ldapnet.net, backup_workdir, f"{BACKUP_ADDRESS}/{PREFIX}", dns_name=BACKUP_NAME)
+    private = stdin_secrets(ldapnet, "-install-backup")["BACKUP_SSH_KEY"]
+    public = serialization.load_ssh_private_key(private.encode(), None).public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    host.authorize(public)
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def installed(ldapnet, backup_host):
+    """The install, the backup host up first (the backup stage makes the repository there)."""
     return install_or_fail(ldapnet)
 
 
@@ -127,12 +196,14 @@ def stored_password(net, ca_file: str, passwords: dict, uid: str) -> str:
     return found["entries"][0]["attributes"]["userPassword"][0]
 
 
+# --- 1. the directory on the host: ldapMode local ------------------------------------------------------
+
 # --- the install --------------------------------------------------------------------------------------
 
 
 def test_the_ldap_stage_runs_between_tls_and_mail_and_says_the_directory_is_ready(ldapnet, installed):
     names = [c.name for c in ldapnet.deployment.commands]
-    assert [next(s for s in LDAP_STAGE_ORDER if n.endswith(s)) for n in names] == list(LDAP_STAGE_ORDER)
+    assert [next(s for s in DIRECTORY_STAGE_ORDER if n.endswith(s)) for n in names] == list(DIRECTORY_STAGE_ORDER)
     ldap = installed[LDAP_STAGE_ORDER.index("-install-ldap")]
     assert f"ceres-mail: directory {BASE} ready (people under {PEOPLE})" in ldap.stdout
     assert "ceres-mail: mail.example.com ready for example.com" in installed[LDAP_STAGE_ORDER.index("-install-mail")].stdout
@@ -271,7 +342,7 @@ def test_a_rerun_changes_no_file_and_restarts_no_service(ldapnet, people):
     hashes, starts = ldapnet.file_hashes(files), ldapnet.service_starts(services)
     assert all("ActiveState=active" in state for state in starts.values()), starts
     again = ldapnet.install()
-    assert [r.returncode for r in again] == [0] * len(LDAP_STAGE_ORDER), again[-1].stderr
+    assert [r.returncode for r in again] == [0] * len(DIRECTORY_STAGE_ORDER), again[-1].stderr
     changes = [line for r in again for line in r.stdout.splitlines() if line.startswith(("updated ", "added ", "creating "))]
     assert changes == []
     assert ldapnet.file_hashes(files) == hashes
@@ -295,7 +366,200 @@ def test_a_certificate_renewed_by_certbot_reaches_slapd(ldapnet, installed):
     assert served and served == expected
 
 
-# --- ldapMode external: the operator's directory, over the network -----------------------------------------
+# --- 2. backups and restore: the host lost, rebuilt from the graph, restored ---------------------------
+
+MARKER = "ceres-backup-marker-7f3a9c"  #: in every test message's subject and body: never in the repository
+#: the person of step 1 whose mailbox the backup must bring back, besides the stack's no-reply
+PERSON, PERSON_ADDRESS = "alice", PERSONS["alice"]
+NO_REPLY = "no-reply@example.com"
+#: the mail that the backup must bring back: subject -> (mailbox, flags set by the client)
+MESSAGES = {
+    f"{MARKER} one for alice": (PERSON_ADDRESS, "\\Flagged \\Seen"),
+    f"{MARKER} two for alice": (PERSON_ADDRESS, ""),
+    f"{MARKER} one for no-reply": (NO_REPLY, "\\Seen"),
+}
+
+
+@pytest.fixture(scope="module")
+def mailbox_passwords(passwords) -> dict[str, str]:
+    """The password of each mailbox the backup must bring back, by address, read when the backups begin: the
+    person's is the one step 1 left her (Keycloak's Password Modify changed it), which the restore brings back."""
+    return {NO_REPLY: passwords["no-reply"], PERSON_ADDRESS: passwords[PERSON]}
+
+
+def mailbox(net, ca_file: str, user: str, password: str, flags: str = "", subject: str = "") -> list[dict]:
+    """Every message of `user` (folder, subject, flags) over IMAPS; first setting `flags` on `subject`'s."""
+    extra = ("--flags", flags, "--subject", subject) if flags else ()
+    listed = net.probe("mailbox", "--host", MAIL, "--port", "993", "--cafile", ca_file, "--user", user,
+                       "--password-file", secret_file(net, "imap", password), *extra)
+    assert "messages" in listed, listed
+    return listed["messages"]
+
+
+def mailctl(net, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """mailctl as the operator runs it, from the client network, with the stack file of the deployment and
+    an SSH key the mail host authorizes (the deploy key: the admin user's) and its pinned host key."""
+    argv = [sys.executable, "-m", "mailctl.cli", "-C", str(net.workdir / "stack"), *args, "--stack", "e2e",
+            "--host", MAIL, "--ssh-key", str(net.workdir / "deploy_key"), "--known-hosts", str(net.workdir / "known_hosts")]
+    return net.client.run(argv, timeout=900, input=stdin, stdin=None)
+
+
+def run_backup(net) -> subprocess.CompletedProcess:
+    """What the timer does: start the service and wait for it (a oneshot unit)."""
+    return net.mail.exec(["systemctl", "start", "ceres-mail-backup.service"], timeout=600)
+
+
+@pytest.fixture(scope="module")
+def delivered(ldapnet, ca_file, people, mailbox_passwords) -> dict[str, list[dict]]:
+    """Mail to both mailboxes from the remote domain (the person the operator added in step 1, and the stack's
+    no-reply), flags set by the clients: each mailbox as IMAP shows it before any backup."""
+    for subject, (to, _) in MESSAGES.items():
+        sent = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", to,
+                             "--subject", subject)
+        assert sent["accepted"], sent
+    for subject, (to, flags) in MESSAGES.items():
+        read = ldapnet.probe("imap", "--host", MAIL, "--port", "993", "--cafile", ca_file, "--user", to,
+                             "--password-file", secret_file(ldapnet, "imap", mailbox_passwords[to]),
+                             "--subject", subject)
+        assert read["found"], (subject, read)
+        if flags:
+            mailbox(ldapnet, ca_file, to, mailbox_passwords[to], flags, subject)
+    return {user: mailbox(ldapnet, ca_file, user, mailbox_passwords[user]) for user in (PERSON_ADDRESS, NO_REPLY)}
+
+
+@pytest.fixture(scope="module")
+def backed_up(ldapnet, delivered) -> subprocess.CompletedProcess:
+    ran = run_backup(ldapnet)
+    assert ran.returncode == 0, ldapnet.mail.exec(["journalctl", "-u", "ceres-mail-backup", "--no-pager"]).stdout[-3000:]
+    return ran
+
+
+# --- the backup stage, at the install ------------------------------------------------------------------
+
+
+def test_the_backup_stage_makes_the_repository_and_schedules_the_runs(ldapnet, installed, backup_host):
+    stage = next(r for c, r in zip(ldapnet.deployment.commands, installed) if c.name.endswith("-install-backup"))
+    assert "made the repository at sftp:root@backup.example.com:/restic/ceres" in stage.stdout
+    assert (backup_host.repository_path / "ceres" / "config").is_file(), "restic's repository on the backup host"
+    enabled = ldapnet.mail.exec(["systemctl", "is-enabled", "ceres-mail-backup.timer"])
+    assert enabled.stdout.strip() == "enabled"
+    for name in ("password", "ssh_key", "config.json"):
+        shown = ldapnet.mail.exec(["stat", "-c", "%a %U", f"/etc/ceres-mail/backup/{name}"])
+        assert shown.stdout.strip() == "600 root", name
+    secrets = stdin_secrets(ldapnet, "-install-backup")
+    for secret in (secrets["BACKUP_PASSWORD"], secrets["BACKUP_SSH_KEY"].splitlines()[1]):
+        assert secret not in stage.stdout + stage.stderr
+
+
+def test_a_rerun_of_the_backup_stage_changes_nothing(ldapnet, installed):
+    command = next(c for c in ldapnet.deployment.commands if c.name.endswith("-install-backup"))
+    files = ["/etc/ceres-mail/backup/config.json", "/etc/ceres-mail/backup/password", "/usr/local/sbin/ceres-mail-backup",
+             "/etc/systemd/system/ceres-mail-backup.service", "/etc/systemd/system/ceres-mail-backup.timer"]
+    before = ldapnet.file_hashes(files), ldapnet.service_starts(["ceres-mail-backup.timer"])
+    again = ldapnet.ssh(command.create, command.stdin)
+    assert again.returncode == 0, again.stderr
+    assert "updated" not in again.stdout and "opens with this stack's password" in again.stdout
+    assert (ldapnet.file_hashes(files), ldapnet.service_starts(["ceres-mail-backup.timer"])) == before
+
+
+# --- a backup ------------------------------------------------------------------------------------------
+
+
+def test_a_run_backs_up_both_mailboxes_and_holds_no_plaintext(ldapnet, backup_host, backed_up):
+    # alice's and no-reply's, and bob's: step 1 delivered mail to him
+    assert "3 mailbox(es)" in backed_up.stdout + ldapnet.mail.exec(
+        ["journalctl", "-u", "ceres-mail-backup", "--no-pager", "-o", "cat"]).stdout
+    staged = subprocess.run(["grep", "-rl", MARKER, str(ldapnet.mail.path("/var/mail/ceres-backup"))],
+                            capture_output=True, text=True)
+    assert staged.stdout, "the staging copy holds the messages (the grep can find them)"
+    stored = subprocess.run(["grep", "-rl", MARKER, str(backup_host.repository_path)], capture_output=True, text=True)
+    assert stored.returncode == 1 and stored.stdout == "", "plaintext mail in the repository"
+
+
+def test_backup_status_reports_the_last_backup(ldapnet, backed_up):
+    shown = mailctl(ldapnet, "backup", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "ok    last success:" in shown.stdout and "3 mailbox(es)" in shown.stdout  # bob's of step 1 too
+    as_json = json.loads(mailctl(ldapnet, "backup", "status", "--json").stdout)
+    assert as_json["ok"] and as_json["host"]["last_run"]["result"] == "ok"
+
+
+def test_verify_with_ssh_access_checks_the_backup(ldapnet, backed_up, ca_file):
+    argv = [sys.executable, "-m", "mailctl.cli", "-C", str(ldapnet.workdir / "stack"), "verify", "--stack", "e2e",
+            "--resolver", ADDRESSES["dns"], "--ca-file", ca_file, "--json", "--ssh-host", MAIL,
+            "--ssh-key", str(ldapnet.workdir / "deploy_key"), "--known-hosts", str(ldapnet.workdir / "known_hosts")]
+    report = json.loads(ldapnet.client.run(argv, timeout=300).stdout)
+    rows = {r["check"]: r["status"] for r in report["results"] if r["check"].startswith("backup")}
+    assert rows == {"backup last success": "ok", "backup last run": "ok"}, report
+
+
+# --- the host lost, rebuilt, restored ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rebuilt(ldapnet, backed_up, ca_file, mailbox_passwords) -> subprocess.CompletedProcess:
+    """The VM lost: a fresh host at the same address, every command of the graph run on it again, then
+    `mailctl backup restore` of the latest snapshot."""
+    dkim_before = ldapnet.mail.path("/var/lib/rspamd/dkim/ceres.key").read_bytes()
+    ldapnet.rebuild_mail_host()
+    install_or_fail(ldapnet)
+    assert ldapnet.mail.path("/var/lib/rspamd/dkim/ceres.key").read_bytes() == dkim_before, "the stack's key"
+    assert not ldapnet.mail.path("/var/mail/vhosts/example.com/alice").exists(), "a fresh host"
+    return mailctl(ldapnet, "backup", "restore")
+
+
+def test_a_wrong_repository_password_fails_the_restore_clearly(ldapnet, rebuilt):
+    wrong = mailctl(ldapnet, "backup", "restore", "--password-file", "-", stdin="not-the-password\n")
+    assert wrong.returncode == 3, wrong
+    assert "the repository password does not open the repository at sftp:root@backup.example.com:/restic/ceres" \
+        in wrong.stderr
+    assert "not-the-password" not in wrong.stdout + wrong.stderr
+
+
+def test_the_restore_brings_every_message_back_with_its_flags(ldapnet, rebuilt, delivered, ca_file, mailbox_passwords):
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"{PERSON_ADDRESS}: 2 message(s) restored" in rebuilt.stdout
+    assert f"directory: added {len(PERSONS)} person(s)" in rebuilt.stdout  # every person step 1 added
+    for user in (PERSON_ADDRESS, NO_REPLY):
+        restored = mailbox(ldapnet, ca_file, user, mailbox_passwords[user])
+        assert restored == delivered[user], user
+    flagged = {m["subject"]: m["flags"] for m in delivered[PERSON_ADDRESS]}
+    assert flagged[f"{MARKER} one for alice"] == "\\Flagged \\Seen"
+
+
+def test_after_the_restore_mail_is_signed_with_the_same_key_and_delivered(ldapnet, rebuilt, ca_file, mailbox_passwords):
+    sent = submit(ldapnet, NO_REPLY, mailbox_passwords[NO_REPLY], NO_REPLY, f"someone@{REMOTE_DOMAIN}",
+                  "after the restore")
+    assert sent["sent"], sent
+    judged = verdict(ldapnet, "after the restore")
+    assert judged["dkim"] == "pass", judged  # against the DNS record published before the VM was lost
+    arrived = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", PERSON_ADDRESS,
+                            "--subject", "new after the restore")
+    assert arrived["accepted"], arrived
+    read = ldapnet.probe("imap", "--host", MAIL, "--port", "993", "--cafile", ca_file, "--user", PERSON_ADDRESS,
+                         "--password-file", secret_file(ldapnet, "imap", mailbox_passwords[PERSON_ADDRESS]),
+                         "--subject", "new after the restore")
+    assert read["found"], read
+
+
+def test_an_unreachable_backup_host_fails_the_run_and_the_status_says_so(ldapnet, rebuilt, backup_host):
+    backup_host.stop()
+    try:
+        failed = run_backup(ldapnet)
+        assert failed.returncode != 0
+        shown = mailctl(ldapnet, "backup", "status")
+        command = next(c for c in ldapnet.deployment.commands if c.name.endswith("-install-backup"))
+        staged = ldapnet.ssh(command.create, command.stdin)
+    finally:
+        backup_host.start()
+    assert shown.returncode == 1, shown
+    assert "fail  last run: failed" in shown.stdout
+    assert staged.returncode == 0, "an unreachable target only warns at install: the next run tries again"
+    assert "WARNING: backups cannot reach" in staged.stderr
+    assert f"sftp:root@{BACKUP_NAME}:/restic/ceres cannot be reached" in shown.stdout
+
+
+# --- 3. the switch to an external directory: the operator's, over the network --------------------------
 
 #: the operator's service account password, as an operator may pick it (a unique token to find it by, then
 #: what a config file could misread: quotes, a dollar, a hash, a percent, a backslash, spaces)
@@ -307,6 +571,8 @@ EXTERNAL_PEOPLE = {uid: (address, f"{uid}-corp-Pa55") for uid, address in PERSON
 STARTTLS_OID = "1.3.6.1.4.1.1466.20037"  #: RFC 4511's StartTLS extended operation
 DIRECTORY_FILES = ("/etc/dovecot/ceres-ldap.conf.ext", "/etc/dovecot/conf.d/99-ceres-mail.ldap.conf",
                    "/etc/postfix/ceres-ldap-people.cf", "/etc/postfix/ceres-reserved-senders")
+#: the stages with an external directory: no `ldap` stage; the backup stage last
+EXTERNAL_STAGE_ORDER = (*STAGE_ORDER, *BACKUP_STAGE)
 
 
 def external_config(url: str) -> dict:
@@ -322,14 +588,17 @@ def directory(ldapnet) -> Directory:
 
 class ExternalStack:
     """The stack of the module's host with ldapMode external at a URL of the directory's, as `pulumi up`
-    applies it: the program re-recorded with the new stack file (the generated mailbox password the state
-    keeps pinned, and the webmail's des_key), and each remote command whose script or standard input changed run again, in the graph's
-    order (pulumi-command runs an updated Command's create again; a Command no longer declared, the local
-    directory's `ldap` stage, has no delete step and leaves the host as it is)."""
+    applies it: the program re-recorded with the new stack file (its other keys kept: the backup target and
+    its host key; the generated mailbox password, the webmail's des_key and the backup repository's password
+    as the state keeps them pinned), and each remote command whose script or standard input changed run again,
+    in the graph's order (pulumi-command runs an updated Command's create again; a Command no longer declared,
+    the local directory's `ldap` stage, has no delete step and leaves the host as it is)."""
 
-    def __init__(self, net):
+    def __init__(self, net, kept_config: dict):
         self.net, self.url, self.switches = net, None, 0
-        self.kept = net.kept_secrets()  #: the mailbox password and the webmail's des_key, as the state keeps them
+        self.kept_config = kept_config  #: the stack file's keys that stay: the backup target and its host key
+        #: the mailbox password, the webmail's des_key and the repository password, as the state keeps them
+        self.kept = net.kept_secrets()
         self.first: list[tuple[str, object]] = []  #: what the first switch (from the local directory) ran
 
     def use(self, url: str) -> list[tuple[str, object]]:
@@ -338,8 +607,8 @@ class ExternalStack:
             return []
         self.switches += 1
         deployment = deploy(self.net.workdir / f"stack-external-{self.switches}", directory_url(ADDRESSES["acme"]),
-                            self.net.pebble_listener_ca.read_text(), extra=external_config(url),
-                            extra_records=(DIRECTORY_RECORD,),
+                            self.net.pebble_listener_ca.read_text(), extra={**self.kept_config, **external_config(url)},
+                            extra_records=OPERATOR_RECORDS,
                             mock_overrides=self.kept)
         ran = self.net.apply(deployment)
         for stage, result in ran:
@@ -349,13 +618,14 @@ class ExternalStack:
 
 
 @pytest.fixture(scope="module")
-def external(ldapnet, installed, passwords, directory):
+def external(ldapnet, installed, passwords, directory, backup_config):
     """The operator trusts the directory's CA on the mail host first (the stack has no setting for it:
-    acmeCaBundle is certbot's alone; README, "An external directory"), then switches the stack to it, ldaps://."""
+    acmeCaBundle is certbot's alone; README, "An external directory"), then switches the stack to it, ldaps://,
+    the stack file's backup target kept."""
     ldapnet.mail.path("/usr/local/share/ca-certificates/example-corp-directory.crt").write_text(directory.ca_pem)
     updated = ldapnet.mail.exec(["update-ca-certificates"])
     assert updated.returncode == 0 and "1 added" in updated.stdout, updated.stdout + updated.stderr
-    stack = ExternalStack(ldapnet)
+    stack = ExternalStack(ldapnet, backup_config)
     stack.first = stack.use(directory.url())
     return stack
 
@@ -373,10 +643,15 @@ def tls_before_every_bind(directory: Directory, instance: str, port: int) -> dic
     return connections
 
 
-def test_the_switch_to_an_external_directory_runs_only_the_packages_and_mail_stages(ldapnet, external):
-    assert [stage for stage, _ in external.first] == ["packages", "mail"]
-    assert [next(s for s in STAGE_ORDER if c.name.endswith(s)) for c in ldapnet.deployment.commands] == list(STAGE_ORDER)
-    mail = external.first[-1][1]
+def test_the_switch_to_an_external_directory_runs_only_the_packages_mail_and_backup_stages(ldapnet, external):
+    """The packages and mail stages, as for a host without backups, and the backup stage: its config.json
+    names the local directory it exports with slapcat, and /etc/ldap among what it snapshots, which an
+    external directory is not, so its script changes (its standard input does not: the state keeps the
+    repository's password)."""
+    assert [stage for stage, _ in external.first] == ["packages", "mail", "backup"]
+    assert [next(s for s in EXTERNAL_STAGE_ORDER if c.name.endswith(s)) for c in ldapnet.deployment.commands] \
+        == list(EXTERNAL_STAGE_ORDER)
+    mail = dict(external.first)["mail"]
     assert "== directory mailboxes: the people under ou=people,dc=example,dc=com" in mail.stdout
     assert "ceres-mail: mail.example.com ready for example.com" in mail.stdout
     output = "".join(result.stdout + result.stderr for _, result in external.first)
@@ -385,7 +660,7 @@ def test_the_switch_to_an_external_directory_runs_only_the_packages_and_mail_sta
 
 def test_external_a_person_logs_in_with_the_directory_password_and_no_other(ldapnet, passwords, external, directory):
     """(The failures first: Dovecot delays each further login from an address after a failed one, more with each,
-    until one succeeds; tests/test_ldap_host.py's clients all come from one address.)"""
+    until one succeeds; this module's clients all come from one address.)"""
     external.use(directory.url())
     # a wrong password, and the local directory's (its slapd still runs on the host, no longer asked)
     for wrong in (EXTERNAL_PEOPLE["alice"][1] + "-not", passwords["alice"]):
