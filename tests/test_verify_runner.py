@@ -48,21 +48,27 @@ def test_every_check_is_running_at_the_same_time(monkeypatch, resolver_ok):
 
 def test_results_keep_the_order_of_checks_whatever_order_they_finish_in(monkeypatch, resolver_ok):
     """The last check finishes first and the first last; the report still lists them first to last,
-    each with all of its rows, and the progress lines name them in the order they finished."""
+    each with all of its rows, and the progress lines name them in the order they finished. (Each check
+    waits until the runner has reported the next one as finished, so the order is the runner's own.)"""
     count = 5
-    finished = [threading.Event() for _ in range(count)]
+    reported = [threading.Event() for _ in range(count)]
 
     def check(index):
         def body(t):
             if index + 1 < count:
-                assert finished[index + 1].wait(WAIT), f"check {index + 1} never finished"
-            finished[index].set()
+                assert reported[index + 1].wait(WAIT), f"check {index + 1} was never reported finished"
             return [Result(f"check {index} a", OK, ""), Result(f"check {index} b", FAIL, "", "fix it")]
         return named(f"n{index}", body)
 
-    monkeypatch.setattr(runner, "CHECKS", tuple(check(i) for i in range(count)))
     lines: list[str] = []
-    results = runner.run_checks(target(), progress=lines.append)
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if line.startswith("n"):
+            reported[int(line[1:].split(" ", 1)[0])].set()
+
+    monkeypatch.setattr(runner, "CHECKS", tuple(check(i) for i in range(count)))
+    results = runner.run_checks(target(), progress=progress)
     assert [r.check for r in results] == ["dns resolver",
                                           *(f"check {i} {part}" for i in range(count) for part in "ab")]
     assert lines == ["resolver", *(f"n{i} ({count - i}/{count})" for i in reversed(range(count)))]

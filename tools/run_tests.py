@@ -5,8 +5,9 @@
   same build scripts for the tools and wait on their lock until the build is done.
 - One apt proxy for the whole run (as root), which every pytest worker's hosts join, so they all share the
   machine's package cache (tests/testnet/aptproxy.py).
-- pytest-xdist workers, each world on one worker in file order (tests/plugins/layers.py). The engine and
-  end-to-end worlds are the longest, so they are collected first and start first.
+- pytest-xdist workers, each taking whole modules (`loadfile`): a world is one scenario module, so it runs
+  on one worker in file order (tests/plugins/layers.py). The end-to-end and engine layers are the longest,
+  so they are collected first and start first.
 - At the end, the time per phase, layer and world (tools/time_report.py), from pytest's JUnit XML.
 
     python tools/run_tests.py [--workers N] [--fast] [--started EPOCH] [PYTEST ARGS...]
@@ -65,7 +66,7 @@ class EngineBuild:
 def pytest_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "pytest", "--junitxml", str(REPORT), "-o", "junit_family=xunit1"]
     if args.workers > 0:
-        argv += ["-n", str(args.workers), "--dist", "loadgroup"]
+        argv += ["-n", str(args.workers), "--dist", "loadfile"]
     if args.fast:
         argv += ["--layers", FAST_LAYERS]
     if not any(not a.startswith("-") for a in extra):  # no paths given: every layer, longest worlds first

@@ -9,10 +9,11 @@ A layer is what a test needs to run (docs/testing.md):
     engine    the real Pulumi CLI and engine (tests/engine)
     e2e       `pulumi up` of the whole graph into the test internet (tests/e2e)
 
-A world is what one group of tests shares and builds once: the session's test internet (`mailnet`), the
-end-to-end world, the engine's k3s, or a module's own world. Each world's tests go to one pytest worker
-(pytest-xdist's `loadgroup`), in file order, so a world is built once per run while independent worlds
-run side by side. A test of the offline, judges or machine layer is its module's own small world.
+A world is what a scenario module builds once and takes its tests through, in file order: the session's
+test internet with the stack's mail host (tests/test_mail_host.py), the directory's host, the gateway's,
+the end-to-end world (tests/e2e/test_up.py). pytest's workers take whole modules (pytest-xdist's
+`loadfile`), so a world is built once per run while independent worlds run side by side; every other
+module is a small world of its own.
 
 The layer and the world are written into pytest's JUnit XML (as properties), where tools/run_tests.py
 reads them for its time report; `--layers offline,judges` keeps only those layers (`make test-fast`).
@@ -26,9 +27,6 @@ import pytest
 
 LAYERS = ("offline", "judges", "machine", "hosts", "engine", "e2e")
 TESTS_DIR = Path(__file__).resolve().parent.parent
-#: session-scoped worlds: the tests that use one of these fixtures are one world, whichever module they are in
-#: (today the `mailnet` fixture's tests are one module, tests/test_mail_host.py, the world's scenario)
-SHARED_WORLDS = ("mailnet",)
 
 
 def layer_of(item: pytest.Item) -> str:
@@ -42,14 +40,8 @@ def layer_of(item: pytest.Item) -> str:
     return "offline"
 
 
-def world_of(item: pytest.Item, layer: str) -> str:
-    """The world a test belongs to: its layer's for the engine and e2e layers, a shared session world
-    when it uses one, else its module's."""
-    if layer in ("engine", "e2e"):
-        return layer
-    shared = [name for name in SHARED_WORLDS if name in getattr(item, "fixturenames", ())]
-    if shared:
-        return shared[0]
+def world_of(item: pytest.Item) -> str:
+    """The world a test belongs to: its module (tests/ left out, no .py)."""
     return Path(item.path).relative_to(TESTS_DIR).with_suffix("").as_posix()
 
 
@@ -65,15 +57,12 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--layers: unknown layer(s) {', '.join(unknown)}; the layers are {', '.join(LAYERS)}")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the xdist_group markers
 def pytest_collection_modifyitems(config, items):
     wanted = {name for name in config.getoption("--layers").split(",") if name}
     kept, dropped = [], []
     for item in items:
         layer = layer_of(item)
-        world = world_of(item, layer)
-        item.user_properties += [("layer", layer), ("world", world)]
-        item.add_marker(pytest.mark.xdist_group(world))
+        item.user_properties += [("layer", layer), ("world", world_of(item))]
         (kept if not wanted or layer in wanted else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
