@@ -6,8 +6,9 @@
 - One apt proxy for the whole run (as root), which every pytest worker's hosts join, so they all share the
   machine's package cache (tests/testnet/aptproxy.py).
 - pytest-xdist workers, each taking whole modules (`loadfile`): a world is one scenario module, so it runs
-  on one worker in file order (tests/plugins/layers.py). The end-to-end and engine layers are the longest,
-  so they are collected first and start first.
+  on one worker in file order (tests/plugins/layers.py). Modules are handed out in the order given here
+  (`--no-loadscope-reorder`): the longest worlds first; on a cold machine the engine's layers last, so no
+  worker sits on the build's lock while there is other work.
 - At the end, the time per phase, layer and world (tools/time_report.py), from pytest's JUnit XML.
 
     python tools/run_tests.py [--workers N] [--fast] [--started EPOCH] [PYTEST ARGS...]
@@ -31,8 +32,11 @@ from tools.time_report import render  # noqa: E402 (the repo on sys.path first)
 
 REPORT = REPO / ".cache" / "test-report.xml"
 ENGINE_BUILD = REPO / "tests" / "engine" / "build" / "all.sh"
-#: the longest worlds first, so they start first; "tests" adds every other test once
-FULL_RUN = ("tests/e2e", "tests/engine", "tests")
+#: the longest worlds, handed out first (a world not named here still runs, only later)
+LONGEST_WORLDS = ("tests/e2e/test_up.py", "tests/test_mail_host.py", "tests/test_directory_host.py",
+                  "tests/test_gateway_host.py")
+ENGINE_LAYERS = ("tests/engine", "tests/e2e")  #: what needs the engine built
+ENGINE_WARM_WAIT = 15.0  #: seconds the engine build may take and still count as already built
 FAST_LAYERS = "offline,judges"
 
 
@@ -53,9 +57,10 @@ class EngineBuild:
         self.process.wait()
         self.finished = time.monotonic()
 
-    def wait(self) -> int:
-        self._relay.join()
-        return self.process.returncode
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The build's exit code, once it is done (None if it still runs after `timeout` seconds)."""
+        self._relay.join(timeout)
+        return None if self._relay.is_alive() else self.process.returncode
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -63,14 +68,23 @@ class EngineBuild:
         self._relay.join(timeout=30)
 
 
-def pytest_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
+def run_order(engine_built: bool) -> list[str]:
+    """Every test, as paths in the order their modules are handed to the workers (pytest collects each
+    module once, where it is first named)."""
+    if engine_built:
+        return [*LONGEST_WORLDS, *ENGINE_LAYERS, "tests"]
+    rest = sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").glob("test_*.py"))
+    return [*(w for w in LONGEST_WORLDS if not w.startswith(ENGINE_LAYERS)), *rest, *ENGINE_LAYERS]
+
+
+def pytest_argv(args: argparse.Namespace, extra: list[str], engine_built: bool) -> list[str]:
     argv = [sys.executable, "-m", "pytest", "--junitxml", str(REPORT), "-o", "junit_family=xunit1"]
     if args.workers > 0:
-        argv += ["-n", str(args.workers), "--dist", "loadfile"]
+        argv += ["-n", str(args.workers), "--dist", "loadfile", "--no-loadscope-reorder"]
     if args.fast:
         argv += ["--layers", FAST_LAYERS]
-    if not any(not a.startswith("-") for a in extra):  # no paths given: every layer, longest worlds first
-        argv += ["tests"] if args.fast else list(FULL_RUN)
+    if not any(not a.startswith("-") for a in extra):  # no paths given: every layer
+        argv += ["tests"] if args.fast else run_order(engine_built)
     return argv + extra
 
 
@@ -103,7 +117,10 @@ def main() -> int:
             env = dict(os.environ)
             if proxy is not None:
                 env["CERES_MAIL_APT_PROXY"] = proxy.description()
-            argv = pytest_argv(args, extra)
+            engine_built = engine is not None and engine.wait(ENGINE_WARM_WAIT) == 0
+            if engine is not None and not engine_built:
+                print("run_tests: the engine builds in the background; its layers run last", flush=True)
+            argv = pytest_argv(args, extra, engine_built)
             print(f"run_tests: {' '.join(argv[1:])}", flush=True)
             code = subprocess.run(argv, cwd=REPO, env=env).returncode
         phases["pytest"] = time.time() - began
