@@ -203,17 +203,19 @@ def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
 #: The sha256 of each stage's script before LDAP existed. A stack with ldapMode off must render exactly these
 #: (a changed script re-runs its stage on every existing stack); a deliberate change of an off-mode stage
 #: updates them. (tls: since the webmail, its HTTPS server answers HTTPS_NAMES, without the mail host when
-#: the webmail has it, and takes its TLS settings from the NGINX_TLS snippet the webmail's server shares.
+#: the webmail has it, and takes its TLS settings from the NGINX_TLS snippet the webmail's server shares;
+#: since the switch between tlsMode acme and provided on a running host, a provided certificate is written
+#: before nginx is applied, and the snippet names a certificate only once it exists.
 #: mail: since the WireGuard gateway, it always sets Postfix's smtp_bind_address, smtp_bind_address6 and
 #: inet_protocols, to empty and `all` without a gateway, so a stack that leaves gatewayMode wireguard stops
 #: binding to a tunnel address that is gone; and it drops Debian's system-user (PAM) passdb, whose failure for
 #: every good mailbox login fail2ban counted.)
 BEFORE_LDAP = {
     "acme": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
-             "tls": "ec60e88e182857c449ca867d3fdcd825c7e9ab168a2f422aa787be2af9a52793",
+             "tls": "b5c01401c387e21024e6410a2c3d5ce20bb30b8c377363799334dc211461c273",
              "mail": "9d0e8a74d496d7852ae6a0892098317cf2f400126cc06e8cbc640a380f29e1ab"},
     "provided, two domains": {"packages": "ef9beb787af95022702680a3ccd2201047882e9ac5152e55c4458493670479e5",
-                              "tls": "a9669b3c547261961cfdaed9ba526b8f35b21f7c439b664ddd305585181bc6c4",
+                              "tls": "796961033b706b356b11e9f900dfde9f3003413fba0354f91d3a8994474078e5",
                               "mail": "5f77f6fb09c31ca3a01c63d05b9e11f0be7a1074e2b26e0b2241ec9b653cc4d9"},
 }
 OFF_MODE_INPUTS = {

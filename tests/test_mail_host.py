@@ -29,8 +29,9 @@ changed run again.
    its fix, and exit code 1) when one thing is broken at a time.
 4. Interrupted installs converge: the host rebuilt from scratch, three installs killed at random moments,
    then one run to the end, give the configuration the host had just before.
-5. tlsMode provided: the tls stage runs again, with no ACME at all, and the stack's certificate serves 465,
-   587, 993 and 443. Last, since the host keeps the provided certificate.
+5. tlsMode provided, then acme again, each applied to the running host: the tls stage runs again, the
+   stack's certificate (then the ACME server's) serves 465, 587, 993 and 443, and nginx never refuses its
+   configuration half-way through the switch.
 """
 
 from __future__ import annotations
@@ -564,13 +565,13 @@ def test_installs_killed_at_random_points_converge(mailnet, installed):
     assert all("ActiveState=active" in s for s in service_starts(mailnet).values())
 
 
-# --- 5. a certificate the stack provides (last: the host keeps it) ---------------------------------------
+# --- 5. a certificate the stack provides, then ACME again ---------------------------------------------
 
 
 def test_a_provided_certificate_is_installed_and_served(verify, mailnet):
     """tlsMode provided on the running host, as `pulumi up` applies the changed stack file: the tls stage
     runs again, with no ACME at all, and the stack's certificate and key (0600) serve 465, 587, 993 and 443.
-    Runs last: the host keeps the provided certificate."""
+    The next step takes the host back to ACME."""
     import datetime
 
     from cryptography import x509
@@ -616,3 +617,21 @@ def test_a_provided_certificate_is_installed_and_served(verify, mailnet):
                              "--name", name, "--cafile", str(ca_file))
         assert "exception" not in cert and "ceres-mail test CA" in cert["issuer"], (port, cert)
     assert key_pem.strip().splitlines()[1] not in "".join(r.stdout + r.stderr for r in results), "the key was printed"
+
+
+def test_back_to_acme_the_acme_servers_certificate_is_served_again(mailnet):
+    """tlsMode acme again on the same host (the stack file as before the provided certificate): the tls
+    stage gets a certificate from the ACME server and every TLS port serves it, the webmail's HTTPS too,
+    with no moment where nginx refuses its configuration (it names a certificate only once it exists)."""
+    acme_again = deploy(mailnet.workdir / "stack-acme-again", directory_url(ADDRESSES["acme"]),
+                        mailnet.pebble_listener_ca.read_text(), extra=CONFIG, mock_overrides=mailnet.kept_secrets())
+    ran = mailnet.apply(acme_again)
+    assert [(stage, r.returncode) for stage, r in ran if r.returncode] == [], ran[-1][1].stdout[-2000:]
+    assert "tls" in dict(ran), f"the tls stage must run again; ran {[stage for stage, _ in ran]}"
+    root = mailnet.pebble_root("pebble-root-again.pem")
+    for port, starttls, name in ((465, "none", "mail.example.com"), (587, "smtp", "mail.example.com"),
+                                 (993, "none", "mail.example.com"), (443, "none", "mta-sts.example.com"),
+                                 (443, "none", "mail.example.com")):
+        cert = mailnet.probe("certificate", "--host", ADDRESSES["mail"], "--port", str(port), "--starttls", starttls,
+                             "--name", name, "--cafile", root)
+        assert "exception" not in cert and "ceres-mail test CA" not in cert["issuer"], (port, name, cert)

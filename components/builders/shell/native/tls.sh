@@ -50,12 +50,15 @@ gzip off;
 NGINX
 }
 # apply_nginx: write nginx's site and apply it now (certbot's http-01 needs it before the certificate
-# exists). Whether the stage changed anything stays in `changed`; the pending marker is cleared only at
-# the end of the stage, once every service that reads the certificate has been reloaded.
+# exists). The TLS settings every HTTPS server includes (the webmail's too) name the stack's certificate
+# only once it exists: on a host switched between tlsMode acme and provided they keep naming the one
+# being served until then, so nginx never refuses its configuration half-way through the switch.
+# Whether the stage changed anything stays in `changed`; the pending marker is cleared only at the end of
+# the stage, once every service that reads the certificate has been reloaded.
 apply_nginx() {
   local site_changed=0 stage_changed=$changed
   changed=0
-  render_nginx_tls | put_file "$NGINX_TLS" 0644 root:root
+  if [ -s "$CERT_DIR/fullchain.pem" ]; then render_nginx_tls | put_file "$NGINX_TLS" 0644 root:root; fi
   render_nginx | put_file /etc/nginx/sites-available/ceres-mail 0644 root:root
   site_changed=$changed
   changed=$((stage_changed || site_changed))
@@ -74,18 +77,19 @@ reload_tls_readers() {
     if systemctl is-active --quiet "$service"; then systemctl reload "$service"; fi
   done
 }
-apply_nginx
-
+# a provided certificate needs no http-01: it is in place before nginx is told about it
 if [ "$TLS_MODE" = provided ]; then
   echo "== certificate for ${CERT_NAMES[*]}: provided by the stack"
   printf '%s\n' "$TLS_CERTIFICATE" | put_file "$CERT_DIR/fullchain.pem" 0644 root:root
   # shellcheck disable=SC2154  # set by the secrets reader
   printf '%s\n' "$TLS_PRIVATE_KEY" | put_file "$CERT_DIR/privkey.pem" 0600 root:root
-  apply_nginx  # now with the 443 server
+  apply_nginx
   if [ "$changed" = 1 ] || [ -e "$PENDING" ]; then reload_tls_readers; fi
   rm -f "$PENDING"
   exit 0
 fi
+
+apply_nginx
 
 echo "== certificate for ${CERT_NAMES[*]}"
 if [ -n "$ACME_CA_BUNDLE" ]; then
