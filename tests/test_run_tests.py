@@ -23,6 +23,22 @@ def test_the_longest_worlds_go_first_and_on_a_cold_machine_the_engines_layers_la
     assert modules <= set(cold)
 
 
+def test_only_a_run_of_the_engines_layers_builds_the_engine():
+    """A run of one host world (the kill test's replay, say) never waits for an engine build; a full run,
+    or one naming the engine or e2e layer, does; test-fast never."""
+    def args(fast=False):
+        return type("Args", (), {"fast": fast})()
+
+    assert run_tests.needs_engine(args(), []) and run_tests.needs_engine(args(), ["-x"])
+    assert run_tests.needs_engine(args(), ["tests/e2e/test_up.py", "-k", "relay"])
+    assert run_tests.needs_engine(args(), ["tests/"])
+    assert not run_tests.needs_engine(args(), ["tests/test_mail_host.py"])
+    assert not run_tests.needs_engine(args(fast=True), [])
+    assert run_tests.needs_engine(args(), ["-k", "relay"]), "an option's value is no path: every layer runs"
+    assert run_tests.given_paths(["-k", "relay", "tests/test_mail_host.py::test_green_on_the_installed_host"]) == [
+        "tests/test_mail_host.py::test_green_on_the_installed_host"]
+
+
 def test_every_named_world_exists():
     """A world renamed without its entry would lose its place at the front, silently."""
     for world in run_tests.LONGEST_WORLDS:

@@ -79,15 +79,29 @@ def run_order(engine_built: bool) -> list[str]:
     return [*(w for w in LONGEST_WORLDS if not w.startswith(ENGINE_LAYERS)), *rest, *ENGINE_LAYERS]
 
 
+def given_paths(extra: list[str]) -> list[str]:
+    """The test paths among pytest's arguments (`tests/x.py::test_y` too; not an option's value)."""
+    return [a for a in extra if not a.startswith("-") and (REPO / a.split("::", 1)[0]).exists()]
+
+
 def pytest_argv(args: argparse.Namespace, extra: list[str], engine_built: bool) -> list[str]:
     argv = [sys.executable, "-m", "pytest", "--junitxml", str(REPORT), "-o", "junit_family=xunit1"]
     if args.workers > 0:
         argv += ["-n", str(args.workers), "--dist", "loadfile", "--no-loadscope-reorder"]
     if args.fast:
         argv += ["--layers", FAST_LAYERS]
-    if not any(not a.startswith("-") for a in extra):  # no paths given: every layer
+    if not given_paths(extra):  # every layer
         argv += ["tests"] if args.fast else run_order(engine_built)
     return argv + extra
+
+
+def needs_engine(args: argparse.Namespace, extra: list[str]) -> bool:
+    """Whether the run includes the engine's layers: every run without paths but test-fast, or one whose
+    paths name them (a run of one host world never waits for an engine build)."""
+    paths = given_paths(extra)
+    if args.fast:
+        return False
+    return not paths or any(p.rstrip("/") == "tests" or p.startswith(ENGINE_LAYERS) for p in paths)
 
 
 def apt_proxy(needed: bool) -> contextlib.AbstractContextManager:
@@ -112,7 +126,7 @@ def main() -> int:
         phases["before pytest (venv, Debian packages, wheels, actionlint)"] = began - args.started
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.unlink(missing_ok=True)
-    engine = None if args.fast else EngineBuild()
+    engine = EngineBuild() if needs_engine(args, extra) else None
     code = 1
     try:
         with apt_proxy(needed=not args.fast) as proxy:
