@@ -110,5 +110,5 @@ clean:  ## remove the clone's .venv and build leftovers (the machine cache stays
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info
 
 clean-cache:  ## remove the machine cache: the next `make test` is cold (the engine builds again, tens of minutes)
-	@case "$(CERES_MAIL_CACHE)" in ""|/) echo "make: refusing to remove '$(CERES_MAIL_CACHE)'" >&2; exit 1;; esac
-	rm -rf "$(CERES_MAIL_CACHE)"
+	@case "$(CERES_MAIL_CACHE)" in ""|/) echo "make: refusing to remove '$(CERES_MAIL_CACHE)'" >&2; exit 1;; esac; \
+	echo "rm -rf $(CERES_MAIL_CACHE)"; rm -rf "$(CERES_MAIL_CACHE)"
