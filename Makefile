@@ -17,9 +17,9 @@ include tests/tool-versions.mk
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all; keyed
 # by requirements.txt and pyproject.toml (evaluated only where used).
 WHEELHOUSE = $(CERES_MAIL_CACHE)/wheels/$(shell $(PYTHON) tests/machine_cache.py wheel-key)
-# pytest's workers (pytest-xdist): the booted worlds mostly wait on boots, apt and SSH, so even 2 cores
-# overlap more than 2 of them; TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 3
+# pytest's workers (pytest-xdist), one world each at a time: 2 on 2 cores (measured: 27 min warm, against
+# 29 with 3, whose worlds slowed each other on the saturated cores); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 # more arguments for pytest, e.g. TEST_ARGS=tests/test_mail_host.py (a path runs only what it names)
 TEST_ARGS ?=
 # when this make began, for the time report's "before pytest" phase

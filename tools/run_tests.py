@@ -115,7 +115,7 @@ def apt_proxy(needed: bool) -> contextlib.AbstractContextManager:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=3, help="pytest-xdist workers (0: one process)")
+    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (0: one process)")
     parser.add_argument("--fast", action="store_true", help=f"only the layers {FAST_LAYERS} (make test-fast)")
     parser.add_argument("--started", type=float, help="when make started (epoch seconds), for the report")
     args, extra = parser.parse_known_args()
