@@ -17,9 +17,8 @@ include tests/tool-versions.mk
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all; keyed
 # by requirements.txt and pyproject.toml (evaluated only where used).
 WHEELHOUSE = $(CERES_MAIL_CACHE)/wheels/$(shell $(PYTHON) tests/machine_cache.py wheel-key)
-# pytest's workers (pytest-xdist), one world each at a time: 2 on 2 cores (measured: 27 min warm, against
-# 29 with 3, whose worlds slowed each other on the saturated cores); TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 2
+# TEST_WORKERS=N: pytest's workers (tools/run_tests.py's default when unset); 0 runs in one process.
+TEST_WORKERS ?=
 # more arguments for pytest, e.g. TEST_ARGS=tests/test_mail_host.py (a path runs only what it names)
 TEST_ARGS ?=
 # when this make began, for the time report's "before pytest" phase
@@ -34,7 +33,7 @@ plan: venv  ## the offline plan of the prod stack (STACK=staging for another)
 # the layers that do not need it run (its tests wait for the build's lock), then prints the time per layer
 # and per world.
 test: dev system-deps wheelhouse tools  ## install what the tests need (system packages too, as root), run them all
-	$(BIN)/python tools/run_tests.py --workers $(TEST_WORKERS) --started $(MAKE_STARTED) $(TEST_ARGS)
+	$(BIN)/python tools/run_tests.py $(if $(TEST_WORKERS),--workers $(TEST_WORKERS)) --started $(MAKE_STARTED) $(TEST_ARGS)
 
 test-fast: dev wheelhouse tools  ## the edit loop: the offline and builder layers only (no root, no booted host, no engine)
 	$(BIN)/python tools/run_tests.py --fast --workers 2 --started $(MAKE_STARTED)

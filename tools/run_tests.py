@@ -40,6 +40,9 @@ ENGINE_LAYERS = ("tests/engine", "tests/e2e")  #: what needs the engine built
 ENGINE_WARM_WAIT = 15.0  #: seconds the engine build may take and still count as already built
 COLD_NICENESS = 10  #: how much lower pytest runs while the engine builds (the worlds mostly wait anyway)
 FAST_LAYERS = "offline,judges"
+#: one world each at a time: 2 on 2 cores (measured: 27 min warm, against 29 with 3, whose worlds slowed
+#: each other down on the saturated cores)
+WORKERS = 2
 
 
 class EngineBuild:
@@ -115,7 +118,8 @@ def apt_proxy(needed: bool) -> contextlib.AbstractContextManager:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (0: one process)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help=f"pytest-xdist workers (0: one process; "
+                        f"default {WORKERS})")
     parser.add_argument("--fast", action="store_true", help=f"only the layers {FAST_LAYERS} (make test-fast)")
     parser.add_argument("--started", type=float, help="when make started (epoch seconds), for the report")
     args, extra = parser.parse_known_args()
