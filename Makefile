@@ -36,7 +36,7 @@ test: dev system-deps wheelhouse tools  ## install what the tests need (system p
 	$(BIN)/python tools/run_tests.py $(if $(TEST_WORKERS),--workers $(TEST_WORKERS)) --started $(MAKE_STARTED) $(TEST_ARGS)
 
 test-fast: dev wheelhouse tools  ## the edit loop: the offline and builder layers only (no root, no booted host, no engine)
-	$(BIN)/python tools/run_tests.py --fast --workers 2 --started $(MAKE_STARTED)
+	$(BIN)/python tools/run_tests.py --fast --started $(MAKE_STARTED)
 
 test-engine: dev system-deps engine  ## only the real-engine layer: the Pulumi CLI runs the program (tests/engine)
 	$(BIN)/python -m pytest tests/engine
