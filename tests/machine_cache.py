@@ -58,8 +58,7 @@ def digest(*parts: bytes | str, length: int = 16) -> str:
 
 
 def file_digest(*paths: Path, length: int = 16) -> str:
-    """digest() of the contents of `paths`, in the order given (as `cat paths | sha256sum` in make, but
-    length-prefixed)."""
+    """digest() of the contents of `paths`, in the order given."""
     return digest(*(path.read_bytes() for path in paths), length=length)
 
 
@@ -114,10 +113,9 @@ def locked(path: Path, what: str, timeout: float, poll: float = 1.0, note_every:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-if __name__ == "__main__":  # the Makefile's way to the same keys and paths
+if __name__ == "__main__":  # the Makefile's way to the same wheelhouse key
     import sys
 
-    commands = {"root": lambda: root(), "wheel-key": wheel_key, "wheelhouse": wheelhouse, "actionlint": actionlint}
-    if len(sys.argv) != 2 or sys.argv[1] not in commands:
-        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}}")
-    print(commands[sys.argv[1]]())
+    if sys.argv[1:] != ["wheel-key"]:
+        sys.exit(f"usage: {sys.argv[0]} wheel-key")
+    print(wheel_key())

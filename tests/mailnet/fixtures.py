@@ -12,7 +12,6 @@ All on one bridge of the test's own (tests/testnet); apt reaches Debian only thr
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -32,6 +31,7 @@ from components.builders.cloud_init import DATA_DISK_LABEL, DATA_MOUNT_POINT
 from components.builders.dns_records import Record
 from tests.dns_harness import named_argv, write_named_config
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
+from tests.mailnet.host_checks import stdin_secrets
 from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
 from tests.testnet import NetnsHost, SystemHost, TestNet, linux
 from tests.testnet.aptproxy import AptBridge, joined
@@ -149,10 +149,8 @@ class MailNet:
         not open the repository)."""
         kept = {MAILBOX_PASSWORD: {"result": self.deployment.ceres_env["CERES_SMTP_PASS"]}}
         for suffix, (resource, variable) in KEPT_STAGE_SECRETS.items():
-            stage = [c for c in self.deployment.commands if c.name.endswith(suffix)]
-            if stage:
-                stdin = dict(line.split("=", 1) for line in (stage[0].stdin or "").splitlines())
-                kept[resource] = {"result": base64.b64decode(stdin[variable]).decode()}
+            if any(c.name.endswith(suffix) for c in self.deployment.commands):
+                kept[resource] = {"result": stdin_secrets(self, suffix)[variable]}
         return kept
 
     def apply(self, deployment: Deployment) -> list[tuple[str, subprocess.CompletedProcess]]:
