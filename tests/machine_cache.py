@@ -6,8 +6,10 @@ run. Everything lives under one root instead, each entry in a folder named by a 
 make it, so a changed input makes a new entry rather than a stale hit:
 
     <root>/engine/<tool>-<version>/      the Pulumi CLI, the kubernetes provider, k3s (tests/engine/build)
+    <root>/engine/standin-schemas/       the SDK inputs the stand-in providers check (tests/engine/standins)
     <root>/keycloak/<version>/           Keycloak, built once (tests/e2e/keycloak.py)
     <root>/testnet/images/<key>/         the Debian root filesystem the test hosts boot (tests/testnet/image.py)
+    <root>/testnet/snapshots/<key>/      installed snapshots the worlds' hosts boot over (tests/testnet/snapshots.py)
     <root>/testnet/apt-cacher-ng/        Debian packages the test hosts installed (tests/testnet/aptproxy.py)
     <root>/wheels/<key>/                 the pinned wheels (make wheelhouse), for the offline fresh-clone test
     <root>/bin/actionlint-<version>/     actionlint (make tools)

@@ -134,7 +134,7 @@ def backup_config(backup_workdir) -> dict:
 @pytest.fixture(scope="module")
 def ldapnet(tmp_path_factory, shared_apt_proxy, backup_config):
     with open_mailnet(tmp_path_factory.mktemp("ldapnet"), shared_apt_proxy, {**LDAP_CONFIG, **backup_config},
-                      extra_records=OPERATOR_RECORDS) as net:
+                      extra_records=OPERATOR_RECORDS, installed_base=True) as net:
         yield net
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.testnet import INTERNET, NetnsHost, Router, SystemHost, TestNet, leftovers
+from tests.testnet import INTERNET, NetnsHost, Router, SystemHost, TestNet, leftovers, snapshots
 from tests.testnet.fixtures import open_testnet, require_testnet, testnet  # noqa: F401 (testnet: a fixture)
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,7 @@ OUTSIDE = ("192.0.2.1", "203.0.113.80")  # this machine's gateway and (here) its
 PUBLIC, HOME = "203.0.113", "192.168.77"  # the home tests: internet addresses (TEST-NET-3), the home network
 VPS, WEB, STRAY, ROUTER_OUT = f"{PUBLIC}.25", f"{PUBLIC}.30", f"{PUBLIC}.31", f"{PUBLIC}.77"
 ROUTER_IN, MAIL_HOME, LAPTOP = f"{HOME}.1", f"{HOME}.25", f"{HOME}.30"
+IDENTITY = ("/etc/machine-id", "/etc/ssh/ssh_host_ed25519_key.pub")  #: what makes a booted host itself
 # connect to argv[1]:argv[2] (timeout argv[3] s, refusals retried for argv[4] s: a server starting); prints
 # "CONNECTED <what the server sent>", or "refused|<errno>|timeout <seconds>" (this machine has no ping)
 CONNECT = textwrap.dedent(
@@ -164,6 +165,37 @@ def test_apt_installs_through_the_proxy(hosts):
     assert install.returncode == 0, install.stdout + install.stderr
     log.info("apt-get update %.1f s, install hello %.1f s", updated - started, time.monotonic() - updated)
     assert alpha.exec(["hello"]).stdout == "Hello, world!\n"
+
+
+
+def test_a_snapshot_boots_what_its_command_made_and_nothing_of_the_host_that_made_it(testnet, tmp_path, monkeypatch):
+    """tests/testnet/snapshots.py: a host booted over an installed snapshot has what the command installed, wrote
+    and removed, but its own machine id and SSH host keys; the snapshot is built once, then taken from the cache."""
+    monkeypatch.setattr(snapshots, "SNAPSHOTS_DIR", tmp_path / "snapshots")
+    builder: dict[str, str] = {}
+
+    def install(host: SystemHost) -> None:
+        done = host.exec(["sh", "-c", "apt-get -q update && apt-get -q install -y --no-install-recommends hello"
+                                      " && rm /etc/issue.net && echo layered > /etc/layered"], timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        builder.update({path: host.path(path).read_text() for path in IDENTITY})
+
+    def never(host: SystemHost) -> None:
+        raise AssertionError("a cached snapshot is not built again")
+
+    snapshot = snapshots.installed_snapshot(testnet, "kappa", ("hello",), install)
+    assert snapshots.installed_snapshot(testnet, "kappa", ("hello",), never) == snapshot
+    host = testnet.add_system_host("kappa", f"{WIRE}.50/24", layers=(snapshot,))
+    try:
+        host.wait_running()
+        assert host.exec(["hello"]).stdout == "Hello, world!\n"
+        assert host.exec(["cat", "/etc/layered"]).stdout == "layered\n"
+        assert host.exec(["test", "-e", "/etc/issue.net"]).returncode == 1, "what the command removed stays removed"
+        assert host.exec(["test", "-e", "/etc/issue"]).returncode == 0
+        for path in IDENTITY:
+            assert host.path(path).read_text() != builder[path], f"{path}: the host's own"
+    finally:
+        testnet.remove_host("kappa")
 
 
 def test_cloud_init_runs_a_nocloud_seed(testnet):

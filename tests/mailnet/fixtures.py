@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.builders.cloud_init import DATA_DISK_LABEL, DATA_MOUNT_POINT
 from components.builders.dns_records import Record
@@ -35,6 +36,7 @@ from tests.mailnet.host_checks import stdin_secrets
 from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
 from tests.testnet import NetnsHost, SystemHost, TestNet, linux
 from tests.testnet.aptproxy import AptBridge, joined
+from tests.testnet.snapshots import installed_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class MailNet:
     inbox: Path  #: where the remote MTA writes its verdicts
     pebble_listener_ca: Path
     placement: Placement = field(default_factory=Placement)
+    #: the mail host boots (and is rebuilt) over the installed snapshot of its packages: see open_mailnet
+    installed_base: bool = False
 
     @property
     def operator(self) -> NetnsHost:
@@ -171,7 +175,7 @@ class MailNet:
     def rebuild_mail_host(self) -> None:
         """A fresh mail host at the same address, first-booted from the deployment's snippets."""
         self.net.remove_host("mail")
-        self.mail = boot_mail_host(self.net, self.deployment, self.placement)
+        self.mail = boot_mail_host(self.net, self.deployment, self.placement, self.installed_base)
         self.mail.wait_running(timeout=300)
         # the new host has a new MAC: peers must not keep sending to the old one
         for host in {self.client, self.remote, self.acme, self.dns, self.operator}:
@@ -207,10 +211,37 @@ class MailNet:
         return starts
 
 
-def boot_mail_host(net: TestNet, deployment: Deployment, placement: Placement) -> SystemHost:
-    """The stack's mail host, first-booted from the deployment's snippets where `placement` puts it."""
+def boot_mail_host(net: TestNet, deployment: Deployment, placement: Placement,
+                   installed_base: bool = False) -> SystemHost:
+    """The stack's mail host, first-booted from the deployment's snippets where `placement` puts it; with
+    `installed_base`, over the installed snapshot of what the deployment installs (packages_snapshot)."""
+    layers = (packages_snapshot(net, deployment),) if installed_base else ()
     return net.add_system_host("mail", placement.ipv4_cidr, nameserver=ADDRESSES["dns"],
-                               files=mail_host_files(deployment), disks=MAIL_DISKS, **placement.options)
+                               files=mail_host_files(deployment), disks=MAIL_DISKS, layers=layers,
+                               **placement.options)
+
+
+def packages_snapshot(net: TestNet, deployment: Deployment) -> Path:
+    """The installed snapshot (tests/testnet/snapshots.py) of what the deployment installs: the packages its
+    cloud-config installs at first boot, then its own rendered packages stage; keyed by both. A host booted
+    with it has every one of those packages, so cloud-init and the stage, when they run, find them present and
+    take their converge path, as on a re-run."""
+    [stage] = [c for c in deployment.commands if c.name.endswith("-install-packages")]
+    first_boot = yaml.safe_load(deployment.user_data).get("packages", [])
+    # as cloud-init's package module installs them (recommends included, the package's config files kept)
+    cloud_init_install = ["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", "install", *first_boot]
+
+    steps = (("cloud-init's packages", ["sh", "-c", f"apt-get -q update && {shlex.join(cloud_init_install)}"], ""),
+             ("the packages stage", ["bash", "-c", stage.create], stage.stdin or ""))
+
+    def install(host: SystemHost) -> None:
+        for what, argv, stdin in steps:
+            result = host.exec(argv, input=stdin, timeout=COMMAND_TIMEOUT)
+            if result.returncode != 0:
+                raise RuntimeError(f"{what} failed on the snapshot's host ({result.returncode}):\n"
+                                   f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
+
+    return installed_snapshot(net, "mail", (shlex.join(cloud_init_install), stage.create, stage.stdin or ""), install)
 
 
 def mail_host_files(deployment: Deployment) -> dict[str, str]:
@@ -250,11 +281,15 @@ def mailnet(tmp_path_factory, shared_apt_proxy):
 @contextlib.contextmanager
 def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None = None,
                  extra_records: tuple[Record, ...] = (),
-                 place_mail: Callable[[TestNet, Deployment], Placement] | None = None) -> Iterator[MailNet]:
+                 place_mail: Callable[[TestNet, Deployment], Placement] | None = None,
+                 installed_base: bool = False) -> Iterator[MailNet]:
     """A test internet of its own with the stack's mail host booted (not installed yet); `extra_config` sets
     more keys of the stack (a directory, for tests/test_directory_host.py), `extra_records` more DNS records.
     `place_mail`, called once the internet's hosts run and before the mail host boots, may build more of the
-    world (a home network, a VPS) and says where the mail host goes (default: Placement())."""
+    world (a home network, a VPS) and says where the mail host goes (default: Placement()).
+    `installed_base`: the mail host boots over the installed snapshot of its packages (packages_snapshot), for
+    a world that needs an installed host, not a fresh install (the session host, the kill test and the e2e
+    layer install fresh)."""
     with TestNet(apt_proxy=apt_proxy) as net:
         cidr = {name: f"{address}/{PREFIX}" for name, address in ADDRESSES.items()}
         pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
@@ -290,10 +325,10 @@ def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None 
         (workdir / "known_hosts").write_text(f"{deployment.ssh_host} {deployment.host_public_key}\n")
 
         placement = place_mail(net, deployment) if place_mail else Placement()
-        mail = boot_mail_host(net, deployment, placement)
+        mail = boot_mail_host(net, deployment, placement, installed_base)
         mail.wait_running(timeout=300)
         yield MailNet(net, deployment, mail, client, remote, acme, dns, workdir, inbox,
-                      workdir / "pebble-listener.pem", placement)
+                      workdir / "pebble-listener.pem", placement, installed_base)
 
 
 @pytest.fixture(scope="session")

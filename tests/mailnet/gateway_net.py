@@ -132,7 +132,7 @@ def open_gateway_net(workdir: Path, apt_proxy: AptProxy) -> Iterator[GatewayNet]
                          made["operator"])
 
     config = gateway_config(gateway_key, host_public, tunnel)
-    with open_mailnet(workdir, apt_proxy, config, place_mail=home_and_vps) as mailnet:
+    with open_mailnet(workdir, apt_proxy, config, place_mail=home_and_vps, installed_base=True) as mailnet:
         gateway = mailnet.deployment.gateway
         assert gateway is not None and gateway.host == VPS and gateway.host_key == host_public
         (workdir / "gateway_key").write_text(gateway.private_key)

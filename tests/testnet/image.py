@@ -229,7 +229,7 @@ def _remove_unused_images(keep: Path) -> None:
     """Images of other recipes (older include lists) that no running host has as its overlay's lower layer."""
     mounts = Path("/proc/self/mounts").read_text()
     for image in IMAGES_DIR.glob(f"{SUITE}-*"):
-        if image != keep and f"lowerdir={image}/" not in mounts:
+        if image != keep and f"{image}/" not in mounts:  # a lower layer of a running host's overlay
             log.info("removing the outdated test image %s", image)
             shutil.rmtree(image, ignore_errors=True)
 

@@ -276,9 +276,11 @@ class SystemHost(_Host):
     def __init__(self, net: TestNet, name: str, ipv4_cidr: str, ipv6_cidr: str | None = None, *,
                  nameserver: str | None = None, gateway: str | None = None,
                  files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True,
-                 disks: dict[str, str] | None = None, segment: str = INTERNET, devices: tuple[str, ...] = ()):
+                 disks: dict[str, str] | None = None, segment: str = INTERNET, devices: tuple[str, ...] = (),
+                 layers: tuple[Path, ...] = ()):
         super().__init__(net, name, ipv4_cidr, ipv6_cidr, segment)
         self.devices = _checked_devices(devices)
+        self.layers = layers
         self.dir = net.run_dir / name
         self.root = self.dir / "root"
         self.pid: int | None = None
@@ -342,6 +344,14 @@ class SystemHost(_Host):
             log.warning("%s: degraded, failed units:\n%s", self.name, self.failed_units())
         return state
 
+    def power_off(self) -> None:
+        """Every process of the host killed (a power cut); its root stays mounted as it was left, to be read."""
+        if self._boot is None:
+            raise RuntimeError(f"{self.name}: not booted")
+        self._kill(linux.cgroup2_root() / self.netns)
+        self._boot = None
+        self.pid = None
+
     def reboot(self, timeout: float = BOOT_TIMEOUT) -> None:
         """As far as the harness can: every process of the host killed (a power cut, no clean shutdown), its
         network namespace back to what a fresh boot finds (no nftables ruleset, no policy rule, no link
@@ -400,11 +410,13 @@ class SystemHost(_Host):
     # -- setup --
 
     def _mount_root(self) -> None:
-        image = base_image()
+        """An overlay: the test image at the bottom, the `layers` over it (lowest first), the host's own
+        upper directory on top (what it writes)."""
+        lower = ":".join(str(path) for path in (*reversed(self.layers), base_image()))
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(parents=True)
         self._stack.callback(linux.remove_tree, self.dir)
-        options = f"lowerdir={image},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}"
+        options = f"lowerdir={lower},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}"
         linux.sh(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
         self._stack.callback(linux.unmount_all, self.dir)
 
@@ -544,7 +556,7 @@ class TestNet:
                         nameserver: str | None = None, gateway: str | None = None,
                         files: dict[str, FileSpec] | None = None, relax_sandbox: bool = True,
                         disks: dict[str, str] | None = None, segment: str = INTERNET,
-                        devices: tuple[str, ...] = ()) -> SystemHost:
+                        devices: tuple[str, ...] = (), layers: tuple[Path, ...] = ()) -> SystemHost:
         """Boot a Debian host (returns once its systemd runs: `host.wait_running()` waits for the rest).
 
         files: {absolute path in the host: content or (content, mode, uid, gid)}, written before boot (e.g. a
@@ -557,10 +569,12 @@ class TestNet:
         Opt-in: a host's /dev otherwise holds only null, zero, full, random, urandom, tty and its own ptys.
         /dev/net/tun is what userspace WireGuard (wireguard-go, wg-quick's fallback) needs, as this kernel has
         no wireguard module; a tun interface made with it lives in the host's network namespace only.
+        layers: overlay layers between the test image and the host's own writes, lowest first (installed
+        snapshots, tests/testnet/snapshots.py): the host boots with what they hold already on its disk.
         """
         return self._add(SystemHost, name, ipv4_cidr, ipv6_cidr, nameserver=nameserver, gateway=gateway,
                          files=files, relax_sandbox=relax_sandbox, disks=disks, segment=segment,
-                         devices=devices)
+                         devices=devices, layers=layers)
 
     def add_router(self, name: str, inside: tuple[str, str], outside: tuple[str | None, str],
                    outside_gateway: str | None = None) -> Router:
