@@ -43,8 +43,8 @@ def _serve_zones(operation: str, outputs: dict, context: Context) -> None:
 class CloudflareDns(StandIn):
     """Reads an imported record by `<zone id>/<record id>`, the form the real provider's import takes."""
 
-    def read(self, token, resource_id, properties):
-        return super().read(token, resource_id.rsplit("/", 1)[-1], properties)
+    def read(self, token, resource_id, properties, inputs=None):
+        return super().read(token, resource_id.rsplit("/", 1)[-1], properties, inputs)
 
 
 STANDIN = CloudflareDns(

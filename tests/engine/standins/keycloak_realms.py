@@ -143,11 +143,11 @@ class KeycloakRealms(StandIn):
     def _api(self) -> KeycloakApi:
         return KeycloakApi(self.config)
 
-    def read(self, token, resource_id, properties):
+    def read(self, token, resource_id, properties, inputs=None):
         if not cloud.backed():
-            return super().read(token, resource_id, properties)
+            return super().read(token, resource_id, properties, inputs)
         if token == USER_FEDERATION:
-            return self._read_federation(resource_id, properties or {})
+            return self._read_federation(resource_id, properties or {}, inputs)
         status, body = self._api().request("GET", f"/{urllib.parse.quote(resource_id)}")
         if status == 404:
             return None
@@ -157,7 +157,7 @@ class KeycloakRealms(StandIn):
         held = (properties or {}).get("smtpServer") or {}
         if "auth" in outputs.get("smtpServer", {}) and (held.get("auth") or {}).get("password"):
             outputs["smtpServer"]["auth"]["password"] = held["auth"]["password"]  # Keycloak only shows a mask
-        return outputs, dict(outputs)
+        return outputs, self.inputs_read_back(token, outputs, inputs)
 
     def create(self, token, urn, inputs):
         if not cloud.backed():
@@ -218,7 +218,7 @@ class KeycloakRealms(StandIn):
             raise StandInError(f"the new ldap user federation of realm {realm} is not found once: {status} {body[:200]!r}")
         return found[0]["id"]
 
-    def _read_federation(self, resource_id: str, held: dict):
+    def _read_federation(self, resource_id: str, held: dict, inputs: dict | None):
         realm = held.get("realmId", "")
         status, body = self._api().request("GET", f"/{urllib.parse.quote(realm)}/components/{resource_id}")
         if status == 404:
@@ -226,7 +226,7 @@ class KeycloakRealms(StandIn):
         if status != 200:
             raise StandInError(f"error reading ldap user federation {resource_id}: {status} {body[:200]!r}")
         outputs = properties_of(json.loads(body), realm, held)
-        return outputs, dict(outputs)
+        return outputs, self.inputs_read_back(USER_FEDERATION, outputs, inputs)
 
 
 def _refuse_existing(inputs: dict, context: Context) -> None:

@@ -15,7 +15,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,31 +66,83 @@ def input_schema(args_class) -> dict[str, tuple]:
     return schema
 
 
-def output_names(token: str) -> set[str]:
-    """Every output property the SDK's resource class reads back."""
-    return set(_properties(getattr(sdk_module(token), token.rsplit(":", 1)[1])))
+def class_path(cls) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def unknown_properties(args_class, value: Any, path: str = "") -> list[tuple[str, str]]:
-    """(path, reason) for each property, at any depth, that the SDK's Args classes do not declare."""
-    if not isinstance(value, dict):
-        return []
-    schema = input_schema(args_class)
-    failures = []
-    for key, item in value.items():
-        where = f"{path}.{key}" if path else key
-        if key.startswith("__"):
-            continue  # the engine's own bookkeeping (__defaults, __internal)
-        if key not in schema:
-            failures.append((where, f"unknown property {where!r}: {args_class.__name__} has no such input"))
+def schema_closure(roots) -> dict[str, dict[str, list[str]]]:
+    """Class path -> wire name -> the class paths of the nested Args classes it may hold, for the Args classes
+    `roots` and every one they nest, at any depth."""
+    closure: dict[str, dict[str, list[str]]] = {}
+    pending = list(roots)
+    while pending:
+        args_class = pending.pop()
+        if class_path(args_class) in closure:
             continue
-        item = plain(item)
-        for nested in schema[key][:1]:
-            # a nested object, or a list of them
-            elements = list(enumerate(item)) if isinstance(item, list) else [(None, item)]
-            for index, element in elements:
-                failures += unknown_properties(nested, element, where if index is None else f"{where}[{index}]")
-    return failures
+        inputs = input_schema(args_class)
+        closure[class_path(args_class)] = {name: [class_path(c) for c in nested] for name, nested in inputs.items()}
+        pending.extend(c for nested in inputs.values() for c in nested)
+    return closure
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The inputs a stand-in checks against, read from the pinned SDK once per machine and SDK version.
+
+    Why a cache: the SDKs are large (pulumi_cloudflare's input classes take seconds of CPU to import), and the
+    engine starts every plugin again for each `pulumi` command, so reading them every time cost the engine
+    and end-to-end layers minutes. The file lives in the machine cache (tests/machine_cache.py), named by the
+    SDK's version and this module's source."""
+
+    inputs: dict[str, dict[str, list[str]]]  #: class path -> wire name -> nested class paths
+    resources: dict[str, str]  #: type token -> the class path of its Args
+    provider: str  #: the class path of the provider's configuration Args
+
+    def input_names(self, token: str) -> set[str]:
+        return set(self.inputs[self.resources[token]])
+
+    def unknown_properties(self, args_path: str, value: Any, path: str = "") -> list[tuple[str, str]]:
+        """(path, reason) for each property, at any depth, that the SDK's Args classes do not declare."""
+        if not isinstance(value, dict):
+            return []
+        inputs = self.inputs[args_path]
+        failures = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if key.startswith("__"):
+                continue  # the engine's own bookkeeping (__defaults, __internal)
+            if key not in inputs:
+                name = args_path.rsplit(":", 1)[1]
+                failures.append((where, f"unknown property {where!r}: {name} has no such input"))
+                continue
+            item = plain(item)
+            for nested in inputs[key][:1]:
+                # a nested object, or a list of them
+                elements = list(enumerate(item)) if isinstance(item, list) else [(None, item)]
+                for index, element in elements:
+                    failures += self.unknown_properties(nested, element,
+                                                        where if index is None else f"{where}[{index}]")
+        return failures
+
+
+def load_schema(package: str, version: str, kinds: dict, provider_args: str) -> Schema:
+    """The Schema of `kinds` and the provider's `provider_args` in SDK `package` at `version`: from the machine
+    cache, else from the SDK (and then saved there for the next plugin start)."""
+    from tests import machine_cache  # the engine starts this module as a plugin: keep its imports few
+
+    cached = machine_cache.root() / "engine" / "standin-schemas" / \
+        f"{package}-{version}-{machine_cache.digest(Path(__file__).read_bytes(), *sorted(kinds))}.json"
+    if cached.exists():
+        return Schema(**json.loads(cached.read_text()))
+    provider = getattr(importlib.import_module(package), provider_args)
+    resources = {token: kind.sdk_args for token, kind in kinds.items()}
+    schema = Schema(schema_closure([provider, *resources.values()]),
+                    {token: class_path(args) for token, args in resources.items()}, class_path(provider))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cached.with_name(f"{cached.name}.{uuid.uuid4().hex}.tmp")  # plugins start side by side
+    temporary.write_text(json.dumps(vars(schema), indent=1, sort_keys=True))
+    temporary.replace(cached)
+    return schema
 
 
 # --- the world: what the cloud holds ------------------------------------------------------------------
@@ -118,8 +170,7 @@ class World:
     def put(self, token: str, resource_id: str, properties: dict) -> None:
         path = self._path(token, resource_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # a temporary name of its own: the engine creates resources side by side, and two of them may share an
-        # id (every random.RandomPassword is "none", as the real provider names it)
+        # a temporary name of its own: the engine creates resources side by side
         temporary = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
         temporary.write_text(json.dumps(properties, indent=2, sort_keys=True))
         temporary.replace(path)
@@ -168,6 +219,10 @@ class Kind:
     #: what the cloud does once the world holds the change ("create", "update" or "delete", the resource's
     #: outputs): in the end-to-end layer it acts on the test internet (boots a host, serves a zone)
     after: Callable[[str, dict, Context], None] | None = None
+    #: the resource lives in the stack's state alone, as pulumi-random's do: no cloud holds it, so the world
+    #: keeps no copy and a refresh reads back what the state holds (the real provider shares one id, "none",
+    #: among all its resources, so a copy keyed by id would mix them up)
+    state_only: bool = False
 
     @property
     def sdk_args(self):
@@ -189,6 +244,10 @@ class StandIn:
 
         return version(f"pulumi_{self.name}")
 
+    @cached_property
+    def schema(self) -> Schema:
+        return load_schema(f"pulumi_{self.name}", self.version, self.kinds, self.provider_args)
+
     def kind(self, token: str) -> Kind:
         try:
             return self.kinds[token]
@@ -200,13 +259,12 @@ class StandIn:
         return World(self.name)
 
     def check_config(self, news: dict) -> list[tuple[str, str]]:
-        args = getattr(importlib.import_module(f"pulumi_{self.name}"), self.provider_args)
         config = {key: value for key, value in news.items() if key not in ("version", "pluginDownloadURL")}
-        return unknown_properties(args, config)
+        return self.schema.unknown_properties(self.schema.provider, config)
 
     def check(self, token: str, news: dict) -> tuple[dict, list[tuple[str, str]]]:
         kind = self.kind(token)
-        failures = unknown_properties(kind.sdk_args, news)
+        failures = self.schema.unknown_properties(self.schema.resources[token], news)
         inputs = {**kind.defaults, **{key: value for key, value in news.items() if value is not None}}
         return inputs, failures
 
@@ -215,7 +273,7 @@ class StandIn:
         old_inputs = {key: value for key, value in olds.items() if not key.startswith("__")}
         new_inputs = {key: value for key, value in news.items() if not key.startswith("__")}
         # the old state holds outputs too: compare only what the program gives as inputs
-        input_names = set(input_schema(kind.sdk_args))
+        input_names = self.schema.input_names(token)
         old_inputs = {key: value for key, value in old_inputs.items() if key in input_names}
         changed = changed_paths(old_inputs, new_inputs, ignore)
         return changed, {path for path in changed if matches(path, kind.replace_on)}
@@ -228,18 +286,30 @@ class StandIn:
         computed = kind.compute(plain(inputs), context) if kind.compute else {}
         outputs = {**inputs, **computed}
         resource_id = kind.make_id(plain(outputs), context)
-        context.world.put(token, resource_id, plain(outputs))
+        if not kind.state_only:
+            context.world.put(token, resource_id, plain(outputs))
         if kind.after:
             kind.after("create", plain(outputs), context)
         return resource_id, outputs
 
-    def read(self, token: str, resource_id: str, properties: dict) -> tuple[dict, dict] | None:
-        kind = self.kind(token)
-        held = self.world.get(token, resource_id)
+    def read(self, token: str, resource_id: str, properties: dict, inputs: dict | None = None
+             ) -> tuple[dict, dict] | None:
+        """The resource as the cloud holds it now: (outputs, inputs), or None once it is gone. A refresh
+        passes the inputs the state holds: the cloud's current value of each of those, and no more (a value
+        the provider chose, such as a VM's id or MAC address, stays an output, as the real providers keep
+        it). An import passes none: every input the cloud holds."""
+        kind = self.kind(token)  # a type it does not know is refused
+        held = properties if kind.state_only else self.world.get(token, resource_id)
         if held is None:
             return None
-        input_names = set(input_schema(kind.sdk_args))
-        return held, {key: value for key, value in held.items() if key in input_names}
+        return held, self.inputs_read_back(token, held, inputs)
+
+    def inputs_read_back(self, token: str, held: dict, inputs: dict | None) -> dict:
+        """The inputs a read gives back for what the cloud holds (see read)."""
+        if inputs:
+            return {key: held.get(key, value) for key, value in inputs.items()}
+        input_names = self.schema.input_names(token)
+        return {key: value for key, value in held.items() if key in input_names}
 
     def update(self, token: str, urn: str, resource_id: str, olds: dict, news: dict) -> dict:
         kind = self.kind(token)
@@ -247,13 +317,15 @@ class StandIn:
         outputs = {**olds, **news}
         if kind.recompute:
             outputs.update(kind.recompute(plain(outputs), context))
-        context.world.put(token, resource_id, plain(outputs))
+        if not kind.state_only:
+            context.world.put(token, resource_id, plain(outputs))
         if kind.after:
             kind.after("update", plain(outputs), context)
         return outputs
 
     def delete(self, token: str, resource_id: str, properties: dict, urn: str = "") -> None:
-        self.world.remove(token, resource_id)
         kind = self.kind(token)
+        if not kind.state_only:
+            self.world.remove(token, resource_id)
         if kind.after:
             kind.after("delete", plain(properties), Context(self.world, urn, token, previous=plain(properties)))

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import plugin_pb2, provider_pb2, provider_pb2_grpc
 
-from tests.engine.standins.model import StandIn, StandInError, input_schema
+from tests.engine.standins.model import StandIn, StandInError
 from tests.engine.standins.values import UNKNOWN, changed_paths, plain, with_unknowns
 
 DiffResponse = provider_pb2.DiffResponse
@@ -127,7 +127,8 @@ class _Service(provider_pb2_grpc.ResourceProviderServicer):
 
     def Read(self, request, context):
         try:
-            found = self.standin.read(request.type, request.id, _from_struct(request.properties))
+            found = self.standin.read(request.type, request.id, _from_struct(request.properties),
+                                       _from_struct(request.inputs))
         except StandInError as error:
             self._abort(context, error)
         if found is None:
@@ -157,11 +158,10 @@ class _Service(provider_pb2_grpc.ResourceProviderServicer):
 
 def serve(standin: StandIn) -> None:
     """Serve until the engine stops the plugin: the port goes to stdout, as the plugin protocol asks."""
-    # Import every SDK module the kinds are checked against before the first call: the engine sends calls
-    # in parallel (a refresh reads every resource at once), and threads importing one module at the same
-    # time can see it half initialized
-    for kind in standin.kinds.values():
-        input_schema(kind.sdk_args)
+    # The schema the kinds are checked against, before the first call: the engine sends calls in parallel (a
+    # refresh reads every resource at once), and threads importing one SDK module at the same time can see it
+    # half initialized
+    standin.schema
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(_Service(standin), server)
     port = server.add_insecure_port("127.0.0.1:0")

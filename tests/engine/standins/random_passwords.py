@@ -51,6 +51,7 @@ STANDIN = StandIn(
             compute=_compute,
             computed=("result",),
             make_id=lambda outputs, context: "none",
+            state_only=True,
         ),
         "random:index/randomBytes:RandomBytes": Kind(
             token="random:index/randomBytes:RandomBytes",
@@ -59,6 +60,7 @@ STANDIN = StandIn(
             compute=_bytes,
             computed=("base64", "hex"),
             make_id=lambda outputs, context: "none",
+            state_only=True,
         ),
     },
 )

@@ -32,7 +32,9 @@ def _run(inputs: dict, context: Context) -> dict:
     ran = cloud.call("ssh.run", connection=connection, command=inputs["create"], stdin=inputs.get("stdin"),
                      name=context.urn.rsplit("::", 1)[-1])
     if ran["exit"] != 0:
-        raise StandInError(f"Process exited with status {ran['exit']}: {ran['stderr'][-2000:] or ran['stdout'][-2000:]}")
+        # as pulumi-command reports a failed command: its exit status, then what it printed on both streams
+        printed = "\n".join(part for part in (ran["stdout"][-2000:], ran["stderr"][-2000:]) if part.strip())
+        raise StandInError(f"Process exited with status {ran['exit']}: {printed}")
     return {"stdout": ran["stdout"], "stderr": ran["stderr"]}
 
 
