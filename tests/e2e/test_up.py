@@ -26,8 +26,8 @@ what the steps before it left: they run in file order (pytest's own), and no hoo
    changes nothing", which then also proves the rotated stack is at rest. It leaves `ceres2026` signing and no
    other selector published; the rest of the scenario (password rotation, VM replacement: the fresh host gets
    the ceres2026 key, interrupted up, destroy) does not depend on the selector.
-4. A second up that changes nothing, the clients moved to port 465 and back, a password rotation, a VM
-   replacement and an interrupted up.
+4. A second up that changes nothing, the clients moved to port 465 and back, a password rotation, and a VM
+   replacement whose up is interrupted mid-install and then converges (one fresh install proves both).
 5. One password everywhere (issue 16, README "One password everywhere (LDAP)"), through the graph's own
    `pulumi up`: a directory added to the running stack, a real slapd on the mail host and the real Keycloak
    federating it. The live stack (ldapMode off) gets `ldapMode: local`, with `ldapClientCidrs` the address
@@ -51,9 +51,9 @@ what the steps before it left: they run in file order (pytest's own), and no hoo
    It comes just before the destroy: adding a directory to a stack that has lived (rotated DKIM key and
    password, replaced VM, an interrupted up) is what an operator does; and no later step but the destroy has
    to know about a directory, while the destroy then shows that the federation, which the stack owns, goes
-   with it and the adopted realm stays (asserted there). Earlier, every later reinstall (VM replacement, the
-   interrupted up) would run the ldap stage too and their stage lists would have to follow. Run without the
-   steps before it (deselected with -k), it switches the stack the first up built.
+   with it and the adopted realm stays (asserted there). Earlier, the later reinstall (the VM replacement)
+   would run the ldap stage too and its stage list would have to follow. Run without the steps before it
+   (deselected with -k), it switches the stack the first up built.
 6. The destroy: the host, the records and the Secret go (with the stack's LDAP federation, if any); CERES's
    realm stays as CERES had it.
 
@@ -620,30 +620,7 @@ def test_a_rotated_password_reaches_the_mailbox_the_secret_and_the_realm_in_one_
     assert keycloak_sends(e2e, "bob")["dkim"] == "pass", "Keycloak has the new password"
 
 
-# --- 6. VM replacement --------------------------------------------------------------------------------------
-
-
-def test_a_replaced_vm_is_a_fresh_host_with_the_mail_stack_installed_again(e2e, deployed):
-    password = e2e.ceres_secret_env()["CERES_SMTP_PASS"]
-    old_host = e2e.cloud.vm_host()
-    marker = old_host.path("/root/old-host")
-    marker.write_text("the host before the replacement\n")
-    started = time.monotonic()
-    run = e2e.up(replace=[resource_urn(e2e, VM, "-vm-vm")])
-    assert run.ok, run.output[-4000:]
-    host = e2e.cloud.vm_host()
-    assert host is not old_host and not host.path("/root/old-host").exists(), "a fresh host"
-    [booted] = [at for at, op, _ in e2e.cloud.journal.entries if op == "vm.running" and at >= started]
-    stages = [(at, name) for at, op, name in e2e.cloud.journal.entries if op == "ssh.start" and at >= started]
-    assert [name for _, name in stages] == [f"ceres-mail-server{s}" for s in STAGE_ORDER]
-    assert all(at > booted for at, _ in stages), "nothing ran on a host without the mail stack"
-    assert e2e.ceres_secret_env()["CERES_SMTP_PASS"] == password, "the mailbox password is unchanged"
-    assert not tcp_open(e2e.remote, 22), "the new VM has its firewall"
-    assert e2e.ceres_send(f"after-replace@{REMOTE_DOMAIN}", "after the replacement")["sent"] is True
-    assert e2e.verdict(lambda verdict: verdict["subject"] == "after the replacement")["dkim"] == "pass"
-
-
-# --- 8. an interrupted up -----------------------------------------------------------------------------------
+# --- 6. VM replacement, interrupted mid-install ------------------------------------------------------------
 
 
 def _cli_process() -> int | None:
@@ -660,7 +637,15 @@ def _cli_process() -> int | None:
     return None
 
 
-def test_an_interrupted_up_is_refreshed_and_converges(e2e, deployed):
+def test_a_replaced_vm_interrupted_mid_install_is_refreshed_and_converges_to_a_fresh_host(e2e, deployed):
+    """One replacement of the VM, the up interrupted (SIGINT to the CLI, as Ctrl-C) once the fresh host's
+    packages stage has started; `pulumi refresh` leaves no pending operation and the next up finishes the
+    install. Both stories in one fresh install: a replaced VM is a fresh host that gets every stage again,
+    after it booted and in the graph's order, with the mailbox password and the firewall as before; and an
+    interrupted up converges, leaving no VM behind."""
+    password = e2e.ceres_secret_env()["CERES_SMTP_PASS"]
+    old_host = e2e.cloud.vm_host()
+    old_host.path("/root/old-host").write_text("the host before the replacement\n")
     started = time.monotonic()
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(run=e2e.up(replace=[resource_urn(e2e, VM, "-vm-vm")])))
@@ -681,8 +666,21 @@ def test_an_interrupted_up_is_refreshed_and_converges(e2e, deployed):
     assert not state.get("pending_operations"), state.get("pending_operations")
     run = e2e.up()
     assert run.ok, run.output[-4000:]
-    assert e2e.ceres_send(f"after-interrupt@{REMOTE_DOMAIN}", "after the interruption")["sent"] is True
-    assert e2e.verdict(lambda verdict: verdict["subject"] == "after the interruption")["dkim"] == "pass"
+
+    host = e2e.cloud.vm_host()
+    assert host is not old_host and not host.path("/root/old-host").exists(), "a fresh host"
+    assert len(e2e.cloud.vms) == 1, f"no VM left behind: {sorted(e2e.cloud.vms)}"
+    # the VM the interrupted up made is the one that serves: the refresh read it back as it was
+    journal = [(at, op) for at, op, _ in e2e.cloud.journal.entries if at >= started]
+    [created] = [at for at, op in journal if op == "vm.create"]
+    booted = max(at for at, op in journal if op == "vm.running")
+    stages = [(at, name) for at, op, name in e2e.cloud.journal.entries if op == "ssh.start" and at >= created]
+    assert [name for _, name in stages] == [f"ceres-mail-server{s}" for s in STAGE_ORDER], "every stage, in order"
+    assert all(at > booted for at, _ in stages), "nothing ran on a host without the mail stack"
+    assert e2e.ceres_secret_env()["CERES_SMTP_PASS"] == password, "the mailbox password is unchanged"
+    assert not tcp_open(e2e.remote, 22), "the new VM has its firewall"
+    assert e2e.ceres_send(f"after-replace@{REMOTE_DOMAIN}", "after the replacement")["sent"] is True
+    assert e2e.verdict(lambda verdict: verdict["subject"] == "after the replacement")["dkim"] == "pass"
 
 
 # --- part 5 of 6: one password everywhere (LDAP) ------------------------------------------------------------
