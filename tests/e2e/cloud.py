@@ -94,8 +94,21 @@ class TestCloud:
                                             files=self.vm_files(vm_id, user_data, vendor_data), disks=self.vm_disks)
             self.vms[vm_id] = host
         host.wait_running(timeout=300)
+        self._log_cloud_init_errors(host)
         self._forget_old_neighbours()
         self.journal.add("vm.running", str(vm_id))
+
+    @staticmethod
+    def _log_cloud_init_errors(host: SystemHost) -> None:
+        """What went wrong in a VM's first boot, into the test's log: the install's first stage will fail on
+        it (`cloud-init status --wait`), and the host may be gone by the time anyone looks."""
+        status = host.exec(["cloud-init", "status", "--long"], timeout=60).stdout
+        if "error" not in status:
+            return
+        logged = host.path("/var/log/cloud-init.log")
+        problems = [line for line in (logged.read_text(errors="replace") if logged.exists() else "").splitlines()
+                    if " - WARNING - " in line or " - ERROR - " in line or line.startswith(("Traceback", "  "))]
+        log.warning("%s: cloud-init failed:\n%s\n%s", host.name, status, "\n".join(problems[-80:]))
 
     def vm_delete(self, vm_id: int) -> None:
         with self._vm_lock:
