@@ -223,6 +223,13 @@ class Kind:
     #: keeps no copy and a refresh reads back what the state holds (the real provider shares one id, "none",
     #: among all its resources, so a copy keyed by id would mix them up)
     state_only: bool = False
+    #: where the cloud files the resource, from its id and outputs (default: its id). Proxmox files a volume
+    #: on its node's own storage, so two nodes may each hold `local:iso/<file>`, the same id
+    stored_as: Callable[[str, dict], str] | None = None
+
+    def key(self, resource_id: str, properties: dict) -> str:
+        """The resource's key in the world."""
+        return self.stored_as(resource_id, plain(properties)) if self.stored_as else resource_id
 
     @property
     def sdk_args(self):
@@ -287,7 +294,7 @@ class StandIn:
         outputs = {**inputs, **computed}
         resource_id = kind.make_id(plain(outputs), context)
         if not kind.state_only:
-            context.world.put(token, resource_id, plain(outputs))
+            context.world.put(token, kind.key(resource_id, outputs), plain(outputs))
         if kind.after:
             kind.after("create", plain(outputs), context)
         return resource_id, outputs
@@ -299,7 +306,7 @@ class StandIn:
         the provider chose, such as a VM's id or MAC address, stays an output, as the real providers keep
         it). An import passes none: every input the cloud holds."""
         kind = self.kind(token)  # a type it does not know is refused
-        held = properties if kind.state_only else self.world.get(token, resource_id)
+        held = properties if kind.state_only else self.world.get(token, kind.key(resource_id, properties))
         if held is None:
             return None
         return held, self.inputs_read_back(token, held, inputs)
@@ -318,7 +325,7 @@ class StandIn:
         if kind.recompute:
             outputs.update(kind.recompute(plain(outputs), context))
         if not kind.state_only:
-            context.world.put(token, resource_id, plain(outputs))
+            context.world.put(token, kind.key(resource_id, outputs), plain(outputs))
         if kind.after:
             kind.after("update", plain(outputs), context)
         return outputs
@@ -326,6 +333,6 @@ class StandIn:
     def delete(self, token: str, resource_id: str, properties: dict, urn: str = "") -> None:
         kind = self.kind(token)
         if not kind.state_only:
-            self.world.remove(token, resource_id)
+            self.world.remove(token, kind.key(resource_id, properties))
         if kind.after:
             kind.after("delete", plain(properties), Context(self.world, urn, token, previous=plain(properties)))

@@ -1,7 +1,8 @@
 """Stands in for pulumi-proxmoxve: the cloud image download, the cloud-init snippets, the VM, its firewall.
 
-The world is one Proxmox node's view: files by volume id, VMs by VM id. Creating a VM refuses an id that
-is taken and disks or snippets that do not exist, as Proxmox does; the firewall belongs to a VM that
+The world is one Proxmox cluster: files by node and volume id (each node has its own `local` storage),
+VMs by VM id. Creating a VM refuses an id that is taken and disks or snippets that do not exist on its
+node, as Proxmox does; the firewall belongs to a VM that
 exists. What replaces a VM is what the real provider forces a new VM for (node, id, the imported disk,
 the cloud-init snippets), so the program's ignore_changes on first-boot inputs are tested against it.
 
@@ -31,6 +32,10 @@ def _snippet_id(outputs: dict, context: Context) -> str:
     return f"{outputs['datastoreId']}:{outputs['contentType']}/{outputs['sourceRaw']['fileName']}"
 
 
+def _on_node(resource_id: str, outputs: dict) -> str:
+    return f"{outputs['nodeName']}/{resource_id}"
+
+
 def _snippet(inputs: dict, context: Context) -> dict:
     return {"fileName": inputs["sourceRaw"]["fileName"], "fileSize": len(inputs["sourceRaw"]["data"].encode())}
 
@@ -46,11 +51,11 @@ def _check_vm(inputs: dict, context: Context) -> None:
         raise StandInError(f"unable to create VM {vm_id}: config file already exists")
     for disk in inputs.get("disks", []):
         source = disk.get("importFrom")
-        if source and context.world.get(FILE, source) is None:
+        if source and context.world.get(FILE, _on_node(source, inputs)) is None:
             raise StandInError(f"disk {disk['interface']}: volume {source} does not exist")
     init = inputs.get("initialization") or {}
     for key in ("userDataFileId", "vendorDataFileId"):
-        if init.get(key) and context.world.get(SNIPPET, init[key]) is None:
+        if init.get(key) and context.world.get(SNIPPET, _on_node(init[key], inputs)) is None:
             raise StandInError(f"initialization.{key}: snippet {init[key]} does not exist")
 
 
@@ -60,7 +65,7 @@ def _vm(inputs: dict, context: Context) -> dict:
     cidrs = [c["ipv4"]["address"] for c in init.get("ipConfigs", []) if c.get("ipv4")]
     addresses = [cidr.split("/")[0] for cidr in cidrs]
     if cloud.backed() and inputs.get("started", True):
-        snippet = lambda key: context.world.get(SNIPPET, init[key])["sourceRaw"]["data"]  # noqa: E731
+        snippet = lambda key: context.world.get(SNIPPET, _on_node(init[key], inputs))["sourceRaw"]["data"]  # noqa: E731
         cloud.call("vm.create", vm_id=vm_id, ipv4_cidr=cidrs[0],
                    user_data=snippet("userDataFileId"), vendor_data=snippet("vendorDataFileId"))
     return {
@@ -106,6 +111,7 @@ STANDIN = StandIn(
             compute=lambda inputs, context: {"size": 350_000_000},
             computed=("size",),
             make_id=_image_id,
+            stored_as=_on_node,
         ),
         SNIPPET: Kind(
             token=SNIPPET,
@@ -114,6 +120,7 @@ STANDIN = StandIn(
             compute=_snippet,
             computed=("fileName", "fileSize"),
             make_id=_snippet_id,
+            stored_as=_on_node,
         ),
         VM: Kind(
             token=VM,
