@@ -102,7 +102,10 @@ tools:  ## actionlint, built once per machine
 	@mkdir -p "$(ACTIONLINT_DIR)"; exec 9>"$(ACTIONLINT_DIR).lock"; flock 9; \
 	if [ ! -x "$(ACTIONLINT_DIR)/actionlint" ]; then \
 	  echo "make: building actionlint $(ACTIONLINT_VERSION)"; \
-	  GOBIN="$(ACTIONLINT_DIR)" GOFLAGS=-mod=mod go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); \
+	  for try in 1 2 3; do \
+	    GOBIN="$(ACTIONLINT_DIR)" GOFLAGS=-mod=mod go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && break; \
+	    [ $$try = 3 ] && exit 1; echo "make: building actionlint failed (try $$try of 3), trying again"; sleep 15; \
+	  done; \
 	fi
 
 clean:  ## remove the clone's .venv and build leftovers (the machine cache stays: see clean-cache)

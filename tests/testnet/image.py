@@ -45,6 +45,7 @@ INCLUDE = (
 LOCALE = "en_US.UTF-8"
 
 BUILD_TIMEOUT = 900.0  # seconds for mmdebstrap (about 40 s on a warm mirror)
+APT_RETRIES = 5  #: apt's tries per download (the build's and the hosts': a cold cache fetches hundreds)
 LOCK_TIMEOUT = BUILD_TIMEOUT + 60.0  # another process may be building the same image
 PROGRESS_EVERY = 15.0
 
@@ -251,8 +252,9 @@ def _build(final: Path, mirror: str, include: tuple[str, ...]) -> None:
 
 
 def _mmdebstrap(rootfs: Path, mirror: str, include: tuple[str, ...], log_path: Path) -> None:
+    # a cold build fetches a few hundred packages: a dropped connection is retried, not the whole build
     argv = ["mmdebstrap", f"--variant={VARIANT}", "--mode=root", f"--include={','.join(include)}",
-            SUITE, str(rootfs), mirror]
+            f'--aptopt=Acquire::Retries "{APT_RETRIES}"', SUITE, str(rootfs), mirror]
     log.info("building the test image: %s (log: %s)", " ".join(argv), log_path)
     with log_path.open("w") as output:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)

@@ -50,7 +50,7 @@ from pathlib import Path, PurePosixPath
 
 from tests.testnet import linux
 from tests.testnet.aptproxy import AptBridge
-from tests.testnet.image import SANDBOX_DROPIN, base_image
+from tests.testnet.image import APT_RETRIES, SANDBOX_DROPIN, base_image
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +437,7 @@ class SystemHost(_Host):
         }
         if self.net.apt_proxy:
             defaults["/etc/apt/apt.conf.d/00ceres-test-proxy"] = (
-                f'Acquire::http::Proxy "{self.net.apt_proxy.url}";\n')
+                f'Acquire::http::Proxy "{self.net.apt_proxy.url}";\nAcquire::Retries "{APT_RETRIES}";\n')
         if relax_sandbox:
             defaults["/etc/systemd/system/service.d/10-test-sandbox.conf"] = SANDBOX_DROPIN
         if not any(PurePosixPath(p).is_relative_to(SEED_DIR) for p in files):

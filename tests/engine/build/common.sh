@@ -41,6 +41,26 @@ finish_build() {
   mv "$1" "$2"
 }
 
+# go_fetch ARGS...: `go ARGS`, a step that downloads modules, tried up to 4 times. On a cold build the module
+# proxy may drop one of hundreds of connections; what was fetched stays in Go's module cache, so a retry
+# resumes. Its standard output is passed on once it succeeded (a failed try's half answer never is).
+go_fetch() {
+  local try out
+  out=$(mktemp)
+  for try in 1 2 3 4; do
+    if go "$@" >"$out"; then
+      cat "$out"
+      rm -f "$out"
+      return 0
+    fi
+    [ "$try" = 4 ] && break
+    say "go $*: a download failed (try $try of 4); trying again in $((try * 15)) s"
+    sleep $((try * 15))
+  done
+  rm -f "$out"
+  return 1
+}
+
 # say MESSAGE: progress on stderr, prefixed so an operator knows which build speaks.
 say() {
   printf 'engine: %s\n' "$*" >&2

@@ -19,7 +19,7 @@ if ! have_built "$out" k3s; then
   start=$(date +%s)
   say "building k3s $K3S_RELEASE from Go modules (cold: about 10-20 min on 2 cores)"
   export CGO_ENABLED=1 GOFLAGS=-mod=mod GONOSUMDB=github.com/k3s-io,github.com/inetaf
-  module_dir=$(cd /tmp && go mod download -json "github.com/k3s-io/k3s@$K3S_RELEASE" |
+  module_dir=$(cd /tmp && go_fetch mod download -json "github.com/k3s-io/k3s@$K3S_RELEASE" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
   scratch=$(build_into "$out")
   mkdir -p "$scratch/src"
@@ -30,7 +30,7 @@ if ! have_built "$out" k3s; then
   go mod edit -require "github.com/k3s-io/k3s@$K3S_MODULE_VERSION" \
     -replace "inet.af/tcpproxy=$TCPPROXY_FORK"
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/k3s-io/k3s/cmd/server"\n' > tools.go
-  go mod download >&2
+  go_fetch mod download >&2
   # k3s refuses to start unless UpstreamGolang names the Go it was built with.
   ldflags="-s -w -X github.com/k3s-io/k3s/pkg/version.UpstreamGolang=$(go env GOVERSION)"
   ldflags+=" -X github.com/k3s-io/k3s/pkg/version.Version=$K3S_RELEASE"

@@ -20,14 +20,15 @@ if ! have_built "$out" pulumi-resource-kubernetes; then
   start=$(date +%s)
   say "building pulumi-resource-kubernetes $PROVIDER_VERSION from Go modules (cold: about 13 min on 2 cores)"
   export GOFLAGS=-mod=mod
-  module_dir=$(cd /tmp && go mod download -json "$PROVIDER_MODULE@$PROVIDER_VERSION" |
+  module_dir=$(cd /tmp && go_fetch mod download -json "$PROVIDER_MODULE@$PROVIDER_VERSION" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
   scratch=$(build_into "$out")
   cp -r "$module_dir" "$scratch/src"
   chmod -R u+w "$scratch/src"
   cd "$scratch/src"
   go mod edit -dropreplace "$SDK_MODULE"
-  go get "$SDK_MODULE@$SDK_VERSION" >&2
+  go_fetch get "$SDK_MODULE@$SDK_VERSION" >&2
+  go_fetch mod download >&2
   (cd cmd/pulumi-resource-kubernetes && VERSION="${PROVIDER_VERSION#v}" go run generate.go)
   go build -trimpath \
     -ldflags "-s -w -X $PROVIDER_MODULE/pkg/version.Version=${PROVIDER_VERSION#v}" \

@@ -28,7 +28,7 @@ require (
 replace github.com/atotto/clipboard => ${CLIPBOARD_FORK/@/ }
 MOD
   printf '//go:build tools\n\npackage enginebuild\n\nimport _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"\n' > tools.go
-  GOFLAGS=-mod=mod go mod tidy >&2
+  GOFLAGS=-mod=mod go_fetch mod tidy >&2
   # Without the version stamp `pulumi version` prints an empty line and plugins cannot check it.
   GOFLAGS=-mod=mod go build -trimpath \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
