@@ -8,8 +8,8 @@
 - pytest-xdist workers, each taking whole modules (`loadfile`): a world is one scenario module, so it runs
   on one worker in file order (tests/plugins/layers.py). Modules are handed out in the order given here
   (`--no-loadscope-reorder`): the longest worlds first; on a cold machine the engine's layers last, so no
-  worker sits on the build's lock while there is other work, and pytest runs at a lower priority than the
-  build, which is then the run's longest path.
+  worker sits on the build's lock while there is other work. Both run at the same priority: tests run at a
+  lower one starved behind the build's compilers until their probes' timeouts failed whole worlds.
 - At the end, the time per phase, layer and world (tools/time_report.py), from pytest's JUnit XML.
 
     python tools/run_tests.py [--workers N] [--fast] [--started EPOCH] [PYTEST ARGS...]
@@ -38,7 +38,6 @@ LONGEST_WORLDS = ("tests/e2e/test_up.py", "tests/test_mail_host.py", "tests/test
                   "tests/test_gateway_host.py")
 ENGINE_LAYERS = ("tests/engine", "tests/e2e")  #: what needs the engine built
 ENGINE_WARM_WAIT = 15.0  #: seconds the engine build may take and still count as already built
-COLD_NICENESS = 10  #: how much lower pytest runs while the engine builds (the worlds mostly wait anyway)
 FAST_LAYERS = "offline,judges"
 #: one world each at a time: 2 on 2 cores (measured: 27 min warm, against 29 with 3, whose worlds slowed
 #: each other down on the saturated cores)
@@ -142,9 +141,7 @@ def main() -> int:
                 print("run_tests: the engine builds in the background; its layers run last", flush=True)
             argv = pytest_argv(args, extra, engine_built)
             print(f"run_tests: {' '.join(argv[1:])}", flush=True)
-            # cold, the engine's build is the longest path of the run: the tests yield the CPU to it
-            lower = (lambda: os.nice(COLD_NICENESS)) if engine is not None and not engine_built else None
-            code = subprocess.run(argv, cwd=REPO, env=env, preexec_fn=lower).returncode
+            code = subprocess.run(argv, cwd=REPO, env=env).returncode
         phases["pytest"] = time.time() - began
         if engine is not None:
             if engine.wait() != 0 and code == 0:
