@@ -138,11 +138,17 @@ def load_schema(package: str, version: str, kinds: dict, provider_args: str) -> 
     resources = {token: kind.sdk_args for token, kind in kinds.items()}
     schema = Schema(schema_closure([provider, *resources.values()]),
                     {token: class_path(args) for token, args in resources.items()}, class_path(provider))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cached.with_name(f"{cached.name}.{uuid.uuid4().hex}.tmp")  # plugins start side by side
-    temporary.write_text(json.dumps(vars(schema), indent=1, sort_keys=True))
-    temporary.replace(cached)
+    write_json(cached, vars(schema))  # plugins start side by side
     return schema
+
+
+def write_json(path: Path, value: dict) -> None:
+    """`value` as sorted JSON at `path`, through a temporary name of its own, so a reader never sees half a
+    file and two writers side by side never mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True))
+    temporary.replace(path)
 
 
 # --- the world: what the cloud holds ------------------------------------------------------------------
@@ -168,12 +174,7 @@ class World:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def put(self, token: str, resource_id: str, properties: dict) -> None:
-        path = self._path(token, resource_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a temporary name of its own: the engine creates resources side by side
-        temporary = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
-        temporary.write_text(json.dumps(properties, indent=2, sort_keys=True))
-        temporary.replace(path)
+        write_json(self._path(token, resource_id), properties)  # the engine creates resources side by side
 
     def remove(self, token: str, resource_id: str) -> None:
         self._path(token, resource_id).unlink(missing_ok=True)
