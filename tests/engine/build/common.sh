@@ -4,6 +4,11 @@
 # shellcheck shell=bash
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
+# Flags every engine build shares. The binaries are stripped at link (-s -w), so the compiler is told not to
+# write the debug info the linker would throw away: a tenth less CPU on a cold build (measured on 1365 of
+# k3s's packages: 393 CPU-s with it, 356 without). -trimpath keeps the machine's paths out of the binaries.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+GO_BUILD_FLAGS=(-trimpath -gcflags=all=-dwarf=false)
 # The machine cache's root as tests/machine_cache.py resolves it; CERES_MAIL_ENGINE_CACHE moves the engine alone.
 ENGINE_CACHE="${CERES_MAIL_ENGINE_CACHE:-${CERES_MAIL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ceres-mail}/engine}"
 

@@ -30,7 +30,7 @@ MOD
   printf '//go:build tools\n\npackage enginebuild\n\nimport _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"\n' > tools.go
   GOFLAGS=-mod=mod go_fetch mod tidy >&2
   # Without the version stamp `pulumi version` prints an empty line and plugins cannot check it.
-  GOFLAGS=-mod=mod go build -trimpath \
+  GOFLAGS=-mod=mod go build "${GO_BUILD_FLAGS[@]}" \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
     -o "$scratch/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi >&2
   rm -rf "$scratch/src"
