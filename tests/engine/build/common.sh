@@ -66,6 +66,15 @@ go_fetch() {
   return 1
 }
 
+# wait_for_turn: before a build's compile step, waits until the builds `make engine` starts first are done
+# (all.sh), so that what they compiled is in Go's build cache for this one. Without all.sh it returns at once.
+wait_for_turn() {
+  if [ -n "${ENGINE_BUILDS_FIRST:-}" ] && ! flock -s -n "$ENGINE_BUILDS_FIRST" true; then
+    say "$(basename "$0" .sh): downloaded; compiling once the Pulumi CLI is built"
+    flock -s "$ENGINE_BUILDS_FIRST" true
+  fi
+}
+
 # say MESSAGE: progress on stderr, prefixed so an operator knows which build speaks.
 say() {
   printf 'engine: %s\n' "$*" >&2

@@ -40,6 +40,7 @@ if ! have_built "$out" k3s; then
     ldflags+=" -X $package.gitTreeState=clean"
   done
   # No 'ctrd' tag: containerd is left out. 'libsqlite3' links Debian's libsqlite3 (libsqlite3-dev) for kine.
+  wait_for_turn
   go build "${GO_BUILD_FLAGS[@]}" -tags "netcgo osusergo providerless urfave_cli_no_docs libsqlite3" \
     -ldflags "$ldflags" -o "$scratch/k3s" github.com/k3s-io/k3s/cmd/server >&2
   ln -s k3s "$scratch/kubectl"

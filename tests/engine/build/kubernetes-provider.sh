@@ -30,6 +30,7 @@ if ! have_built "$out" pulumi-resource-kubernetes; then
   go_fetch get "$SDK_MODULE@$SDK_VERSION" >&2
   go_fetch mod download >&2
   (cd cmd/pulumi-resource-kubernetes && VERSION="${PROVIDER_VERSION#v}" go run generate.go)
+  wait_for_turn
   go build "${GO_BUILD_FLAGS[@]}" \
     -ldflags "-s -w -X $PROVIDER_MODULE/pkg/version.Version=${PROVIDER_VERSION#v}" \
     -o "$scratch/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes >&2
