@@ -39,8 +39,8 @@ LONGEST_WORLDS = ("tests/e2e/test_up.py", "tests/test_mail_host.py", "tests/test
 ENGINE_LAYERS = ("tests/engine", "tests/e2e")  #: what needs the engine built
 ENGINE_WARM_WAIT = 15.0  #: seconds the engine build may take and still count as already built
 FAST_LAYERS = "offline,judges"
-#: one world each at a time: 2 on 2 cores (measured: 27 min warm, against 29 with 3, whose worlds slowed
-#: each other down on the saturated cores)
+#: one world each at a time: 2 on 2 cores (measured warm on 2026-12-07: 19:30 with 2 workers, 22:11 with
+#: 3, whose worlds slowed each other down on the saturated cores: e2e 9:35 became 14:59)
 WORKERS = 2
 
 
