@@ -13,14 +13,25 @@ from tools import run_tests, time_report
 
 
 def test_the_longest_worlds_go_first_and_on_a_cold_machine_the_engines_layers_last():
-    """Warm, the e2e scenario and the booted worlds start first; cold, nothing that waits on the engine's
-    build is handed out before every other module, and no module is left out either way."""
+    """Warm, the longest worlds start first, longest first; cold, nothing that waits on the engine's build is
+    handed out before every other module, the e2e world first of those; no module is left out either way."""
     warm, cold = run_tests.run_order(engine_built=True), run_tests.run_order(engine_built=False)
-    assert warm[0] == "tests/e2e/test_up.py" and warm[-1] == "tests"
-    assert cold[-2:] == ["tests/engine", "tests/e2e"]
-    assert not any(path.startswith(("tests/engine", "tests/e2e")) for path in cold[:-2])
-    modules = {str(p.relative_to(PROJECT_DIR)) for p in (PROJECT_DIR / "tests").glob("test_*.py")}
-    assert modules <= set(cold)
+    modules = sorted(str(p.relative_to(PROJECT_DIR)) for p in (PROJECT_DIR / "tests").rglob("test_*.py"))
+    assert sorted(warm) == sorted(cold) == modules and len(set(warm)) == len(warm)
+    assert warm[:len(run_tests.LONGEST_WORLDS)] == list(run_tests.LONGEST_WORLDS)
+    waiting = [module for module in cold if module.startswith(("tests/engine/", "tests/e2e/"))]
+    assert cold[-len(waiting):] == waiting and waiting[0] == "tests/e2e/test_up.py"
+
+
+def test_pytest_collects_the_modules_in_the_order_handed_out():
+    """The order is pytest's own collection order, which the workers take modules from: pytest puts a module
+    named before its folder back in the folder's order, so an order of folders would be lost silently."""
+    order = run_tests.run_order(engine_built=True)
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                *order], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    modules = [line.split("::", 1)[0] for line in collected.stdout.splitlines() if "::" in line]
+    assert list(dict.fromkeys(modules)) == order
 
 
 def test_only_a_run_of_the_engines_layers_builds_the_engine():

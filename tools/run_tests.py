@@ -7,8 +7,8 @@
   machine's package cache (tests/testnet/aptproxy.py).
 - pytest-xdist workers, each taking whole modules (`loadfile`): a world is one scenario module, so it runs
   on one worker in file order (tests/plugins/layers.py). Modules are handed out in the order given here
-  (`--no-loadscope-reorder`): the longest worlds first; on a cold machine the engine's layers last, so no
-  worker sits on the build's lock while there is other work. Both run at the same priority: tests run at a
+  (`--no-loadscope-reorder`, `run_order`): the longest worlds first; on a cold machine the engine's layers
+  last, the e2e world first of them, so no worker sits on the build's lock while there is other work. Both run at the same priority: tests run at a
   lower one starved behind the build's compilers until their probes' timeouts failed whole worlds.
 - At the end, the time per phase, layer and world (tools/time_report.py), from pytest's JUnit XML.
 
@@ -33,9 +33,9 @@ from tools.time_report import render  # noqa: E402 (the repo on sys.path first)
 
 REPORT = REPO / ".cache" / "test-report.xml"
 ENGINE_BUILD = REPO / "tests" / "engine" / "build" / "all.sh"
-#: the longest worlds, handed out first (a world not named here still runs, only later)
+#: the longest worlds, longest first (measured), handed out before every other module
 LONGEST_WORLDS = ("tests/e2e/test_up.py", "tests/test_mail_host.py", "tests/test_directory_host.py",
-                  "tests/test_gateway_host.py")
+                  "tests/engine/test_lifecycle.py", "tests/test_gateway_host.py", "tests/engine/test_kubernetes.py")
 ENGINE_LAYERS = ("tests/engine", "tests/e2e")  #: what needs the engine built
 ENGINE_WARM_WAIT = 15.0  #: seconds the engine build may take and still count as already built
 FAST_LAYERS = "offline,judges"
@@ -72,13 +72,24 @@ class EngineBuild:
         self._relay.join(timeout=30)
 
 
+def test_modules() -> list[str]:
+    """Every test module of the suite, sorted."""
+    return sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").rglob("test_*.py"))
+
+
 def run_order(engine_built: bool) -> list[str]:
-    """Every test, as paths in the order their modules are handed to the workers (pytest collects each
-    module once, where it is first named)."""
-    if engine_built:
-        return [*LONGEST_WORLDS, *ENGINE_LAYERS, "tests"]
-    rest = sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").glob("test_*.py"))
-    return [*(w for w in LONGEST_WORLDS if not w.startswith(ENGINE_LAYERS)), *rest, *ENGINE_LAYERS]
+    """Every test module, in the order the workers are handed them: the longest worlds first, each worker
+    taking the next module when it is done, so the last to finish are short; on a cold machine whatever
+    waits on the engine's build goes last, the longest of it (the e2e world) first of those.
+
+    Module files, never folders: pytest collects a folder's modules in its own tree order and takes a file
+    named earlier into it (`tests/x.py tests` collects x.py in its name order, not first)."""
+    def rank(module: str) -> tuple[bool, int, str]:
+        waits = not engine_built and module.startswith(ENGINE_LAYERS)
+        place = LONGEST_WORLDS.index(module) if module in LONGEST_WORLDS else len(LONGEST_WORLDS)
+        return waits, place, module
+
+    return sorted(test_modules(), key=rank)
 
 
 def given_paths(extra: list[str]) -> list[str]:
