@@ -64,7 +64,8 @@ class TestCloud:
 
     def __init__(self, net: TestNet, workdir: Path, *, zones: ZoneServer, deployer: NetnsHost,
                  nameserver: str, vm_files: Callable[[int, str, str], dict], vm_disks: dict[str, str],
-                 http_sender: Callable[[str, str, dict, bytes | None], tuple[int, bytes]]):
+                 http_sender: Callable[[str, str, dict, bytes | None], tuple[int, bytes]],
+                 vm_layers: Callable[[str], tuple[Path, ...]] = lambda user_data: ()):
         self.net = net
         self.workdir = workdir
         self.zones = zones
@@ -73,6 +74,10 @@ class TestCloud:
         self.vm_files = vm_files  #: (vm id, user-data, vendor-data) -> the files the host boots with
         self.vm_disks = vm_disks
         self.http_sender = http_sender
+        self.vm_layers = vm_layers  #: user-data -> the overlay layers a new VM boots over (none: the bare image)
+        #: name -> (command, stdin) of the last command run over SSH under that name (never logged: stdin may
+        #: hold secrets)
+        self.commands_run: dict[str, tuple[str, str]] = {}
         self.vms: dict[int, SystemHost] = {}
         self.firewalls: dict[int, dict[str, dict | None]] = {}
         self.journal = Journal()
@@ -84,6 +89,7 @@ class TestCloud:
 
     def vm_create(self, vm_id: int, ipv4_cidr: str, user_data: str, vendor_data: str) -> None:
         address = ipv4_cidr.split("/")[0]
+        layers = self.vm_layers(user_data)
         with self._vm_lock:
             holder = next((other for other, host in self.vms.items() if host.address == address), None)
             if holder is not None:
@@ -91,7 +97,8 @@ class TestCloud:
                                    "static address")
             self.journal.add("vm.create", str(vm_id))
             host = self.net.add_system_host(f"vm{vm_id}", ipv4_cidr, nameserver=self.nameserver,
-                                            files=self.vm_files(vm_id, user_data, vendor_data), disks=self.vm_disks)
+                                            files=self.vm_files(vm_id, user_data, vendor_data), disks=self.vm_disks,
+                                            layers=layers)
             self.vms[vm_id] = host
         host.wait_running(timeout=300)
         self._log_cloud_init_errors(host)
@@ -170,6 +177,7 @@ class TestCloud:
                     "-o", f"ConnectTimeout={int(connection.get('perDialTimeout') or 15)}", f"{user}@{host}", command]
             attempts = int(connection.get("dialErrorLimit") or 10)
             self.journal.add("ssh.start", name)
+            self.commands_run[name] = (command, stdin or "")
             for attempt in range(1, attempts + 1):
                 result = self.deployer.run(argv, timeout=SSH_TIMEOUT, input=stdin or "", stdin=None)
                 if result.returncode != 255 or not DIAL_FAILURES.search(result.stderr) or attempt == attempts:

@@ -41,7 +41,7 @@ from tests.engine.harness import EngineProject, EngineRun, run_engine
 from tests.engine.k3s import K3s
 from tests.engine.standins.cloud import CLOUD_ENV
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
-from tests.mailnet.fixtures import MAIL_DISKS, nocloud_files
+from tests.mailnet.fixtures import MAIL_DISKS, installed_packages_snapshot, nocloud_files
 from tests.mailnet.scenario import ADDRESSES as TEST_INTERNET
 from tests.mailnet.scenario import PREFIX, REMOTE_DOMAIN, remote_domain_records
 from tests.testnet import NetnsHost, TestNet, linux
@@ -58,6 +58,7 @@ PYTHON = sys.executable
 # inside adminCidrs), and CERES's Keycloak
 ADDRESSES = {**TEST_INTERNET, "sso": "203.0.113.150"}
 DOMAIN = "example.com"
+PACKAGES_STAGE = "ceres-mail-server-install-packages"
 MAIL_HOST = f"mail.{DOMAIN}"
 MAILBOX = f"no-reply@{DOMAIN}"  #: the stack's mailbox, which CERES and Keycloak send as
 SSO_HOST, SSO_PORT = f"sso.{DOMAIN}", 8443
@@ -265,9 +266,17 @@ def e2e(tmp_path_factory, engine_tools, k3s, shared_apt_proxy):
         client_secret = keycloak.create_provider_client(staging["ceres-mail:keycloakClientId"])
         keycloak.create_realm({"realm": REALM, **REALM_FIELDS})
 
+        def vm_layers(user_data: str) -> tuple[Path, ...]:
+            """The first VM boots the bare image: the first up installs it fresh, this world's proof of a fresh
+            install. A VM made once one was installed (the replaced VM) boots over the installed snapshot of
+            what that install's packages stage ran (tests/testnet/snapshots.py): every stage still runs on it,
+            the packages stage on its converge path, and the world is spared a second full install."""
+            stage = cloud.commands_run.get(PACKAGES_STAGE)
+            return () if stage is None else (installed_packages_snapshot(net, user_data, *stage),)
+
         cloud = TestCloud(net, workdir / "cloud", zones=zones, deployer=client, nameserver=ADDRESSES["dns"],
                           vm_files=lambda vm_id, user_data, vendor_data: nocloud_files(user_data, vendor_data, f"vm-{vm_id}"),
-                          vm_disks=MAIL_DISKS, http_sender=send)
+                          vm_disks=MAIL_DISKS, http_sender=send, vm_layers=vm_layers)
         (workdir / "cloud").mkdir()
         reset_ceres(k3s)
         with cloud.serve(workdir / "cloud.sock") as socket_path:

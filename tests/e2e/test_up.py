@@ -90,9 +90,9 @@ from components.builders.ports import STRICT_TLS_PORTS
 from mailctl.verify.model import OK
 from mailctl.zone import stack_settings
 from tests.conftest import stack_config
-from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, CONFIG_FILES, DOMAIN, MAIL_HOST, PYTHON, REALM, REALM_FIELDS,
-                                SERVICES, STACK, STACK_CONFIG, host_state, imap_login, mailctl_verify, password_file,
-                                stages_started_since, submit, tcp_open)
+from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, CONFIG_FILES, DOMAIN, MAIL_HOST, PACKAGES_STAGE, PYTHON,
+                                REALM, REALM_FIELDS, SERVICES, STACK, STACK_CONFIG, host_state, imap_login,
+                                mailctl_verify, password_file, stages_started_since, submit, tcp_open)
 from tests.engine.fixtures import CERES_DEPLOYMENT
 from tests.engine.harness import EngineRun
 from tests.engine.standins.keycloak_federation import MASK
@@ -642,7 +642,8 @@ def test_a_replaced_vm_interrupted_mid_install_is_refreshed_and_converges_to_a_f
     packages stage has started; `pulumi refresh` leaves no pending operation and the next up finishes the
     install. Both stories in one fresh install: a replaced VM is a fresh host that gets every stage again,
     after it booted and in the graph's order, with the mailbox password and the firewall as before; and an
-    interrupted up converges, leaving no VM behind."""
+    interrupted up converges, leaving no VM behind. (The new VM boots over the installed snapshot of its
+    packages, conftest's vm_layers: the first up proved the install from the bare image.)"""
     password = e2e.ceres_secret_env()["CERES_SMTP_PASS"]
     old_host = e2e.cloud.vm_host()
     old_host.path("/root/old-host").write_text("the host before the replacement\n")
@@ -651,7 +652,7 @@ def test_a_replaced_vm_interrupted_mid_install_is_refreshed_and_converges_to_a_f
     thread = threading.Thread(target=lambda: result.update(run=e2e.up(replace=[resource_urn(e2e, VM, "-vm-vm")])))
     thread.start()
     deadline = time.monotonic() + 900
-    while "ceres-mail-server-install-packages" not in stages_started_since(e2e, started):
+    while PACKAGES_STAGE not in stages_started_since(e2e, started):
         assert time.monotonic() < deadline and thread.is_alive(), "the install never started"
         time.sleep(0.5)
     cli = _cli_process()

@@ -227,12 +227,18 @@ def packages_snapshot(net: TestNet, deployment: Deployment) -> Path:
     with it has every one of those packages, so cloud-init and the stage, when they run, find them present and
     take their converge path, as on a re-run."""
     [stage] = [c for c in deployment.commands if c.name.endswith("-install-packages")]
-    first_boot = yaml.safe_load(deployment.user_data).get("packages", [])
+    return installed_packages_snapshot(net, deployment.user_data, stage.create, stage.stdin or "")
+
+
+def installed_packages_snapshot(net: TestNet, user_data: str, stage_script: str, stage_stdin: str) -> Path:
+    """packages_snapshot from its parts: the cloud-config (user-data) and the packages stage's command and
+    standard input as the graph renders them."""
+    first_boot = yaml.safe_load(user_data).get("packages", [])
     # as cloud-init's package module installs them (recommends included, the package's config files kept)
     cloud_init_install = ["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", "install", *first_boot]
 
     steps = (("cloud-init's packages", ["sh", "-c", f"apt-get -q update && {shlex.join(cloud_init_install)}"], ""),
-             ("the packages stage", ["bash", "-c", stage.create], stage.stdin or ""))
+             ("the packages stage", ["bash", "-c", stage_script], stage_stdin))
 
     def install(host: SystemHost) -> None:
         for what, argv, stdin in steps:
@@ -241,7 +247,7 @@ def packages_snapshot(net: TestNet, deployment: Deployment) -> Path:
                 raise RuntimeError(f"{what} failed on the snapshot's host ({result.returncode}):\n"
                                    f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
 
-    return installed_snapshot(net, "mail", (shlex.join(cloud_init_install), stage.create, stage.stdin or ""), install)
+    return installed_snapshot(net, "mail", (shlex.join(cloud_init_install), stage_script, stage_stdin), install)
 
 
 def mail_host_files(deployment: Deployment) -> dict[str, str]:
