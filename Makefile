@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # pip says which package it collects, one line each: a cold install takes a minute or more and must not
-# look stuck. (Once installed, the marker files below skip it.)
+# look stuck. (Once installed, the marker files below skip it.) No byte-compiling at install: the SDKs'
+# thousands of generated modules took half of it, and Python compiles what a command imports when it first
+# runs.
 PIP := $(BIN)/python -m pip --disable-pip-version-check
-PIP_INSTALL := $(PIP) install --progress-bar off
+PIP_INSTALL := $(PIP) install --progress-bar off --no-compile
 STACK ?= prod
 # The machine cache (tests/machine_cache.py says what it holds): everything the tests build or download
 # (the engine, Keycloak, the test image, the apt cache, wheels, actionlint), outside the clone and keyed by
@@ -15,8 +17,10 @@ STACK ?= prod
 export CERES_MAIL_CACHE := $(or $(CERES_MAIL_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ceres-mail)
 include tests/tool-versions.mk
 # Wheels of every pinned package, so tests can build a fresh clone's .venv with no network at all; keyed
-# by requirements.txt and pyproject.toml (evaluated only where used).
+# by the pins and pyproject.toml (evaluated only where used). Once filled, .venv installs from it too,
+# offline and in seconds.
 WHEELHOUSE = $(CERES_MAIL_CACHE)/wheels/$(shell $(PYTHON) tests/machine_cache.py wheel-key)
+FROM_WHEELHOUSE = $(if $(wildcard $(WHEELHOUSE)/.complete),--no-index --find-links $(WHEELHOUSE))
 # TEST_WORKERS=N: pytest's workers (tools/run_tests.py's default when unset); 0 runs in one process.
 TEST_WORKERS ?=
 # more arguments for pytest, e.g. TEST_ARGS=tests/test_mail_host.py (a path runs only what it names)
@@ -74,13 +78,13 @@ $(BIN)/python:
 
 $(VENV)/.runtime: $(BIN)/python requirements.txt pyproject.toml
 	@echo "make: installing the pinned runtime (requirements.txt) and ceres-mail into $(VENV)"
-	$(PIP_INSTALL) -r requirements.txt
-	$(PIP_INSTALL) --no-deps -e .
+	$(PIP_INSTALL) $(FROM_WHEELHOUSE) -r requirements.txt
+	$(PIP_INSTALL) $(FROM_WHEELHOUSE) --no-deps -e .
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	@echo "make: installing the pinned test tools (requirements-dev.txt)"
-	$(PIP_INSTALL) -r requirements-dev.txt
+	$(PIP_INSTALL) $(FROM_WHEELHOUSE) -r requirements-dev.txt
 	@touch $@
 
 system-deps:
@@ -91,7 +95,8 @@ wheelhouse: dev  ## the pinned wheels in the machine cache, for the offline fres
 	@dest="$(WHEELHOUSE)"; mkdir -p "$$dest"; exec 9>"$$dest.lock"; flock 9; \
 	if [ ! -f "$$dest/.complete" ]; then \
 	  echo "make: filling $$dest with the pinned wheels"; \
-	  $(PIP) download --progress-bar off --dest "$$dest" -r requirements.txt setuptools==80.9.0 && touch "$$dest/.complete"; \
+	  $(PIP) wheel --progress-bar off --wheel-dir "$$dest" -r requirements.txt -r requirements-dev.txt setuptools==80.9.0 \
+	    && touch "$$dest/.complete"; \
 	fi
 
 # actionlint judges the GitHub workflows; it is a Go program, built from its pinned module version

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TOOL_VERSIONS = Path(__file__).resolve().parent / "tool-versions.mk"
-#: what the wheelhouse is made from: the pins, and pyproject.toml's build backend
-WHEEL_INPUTS = ("requirements.txt", "pyproject.toml")
+#: what the wheelhouse is made from: the pins (the tests' too), and pyproject.toml's build backend
+WHEEL_INPUTS = ("requirements.txt", "requirements-dev.txt", "pyproject.toml")
 
 
 def root() -> Path:
