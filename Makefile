@@ -4,11 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # pip says which package it collects, one line each: a cold install takes a minute or more and must not
-# look stuck. (Once installed, the marker files below skip it.) No byte-compiling at install: the SDKs'
-# thousands of generated modules took half of it, and Python compiles what a command imports when it first
-# runs.
+# look stuck. (Once installed, the marker files below skip it.) pip byte-compiles what it installs: about
+# half of an install's time, but where PYTHONDONTWRITEBYTECODE is set (CI machines, containers) nothing
+# else would, and every process would compile the SDKs' generated modules again.
 PIP := $(BIN)/python -m pip --disable-pip-version-check
-PIP_INSTALL := $(PIP) install --progress-bar off --no-compile
+PIP_INSTALL := $(PIP) install --progress-bar off
 STACK ?= prod
 # The machine cache (tests/machine_cache.py says what it holds): everything the tests build or download
 # (the engine, Keycloak, the test image, the apt cache, wheels, actionlint), outside the clone and keyed by
