@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pulumi
 from pulumi.automation import ConfigValue
+from pulumi.runtime import rpc
 
 from tests.engine.harness import run_engine
+from tests.engine.standins import values
 
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 
@@ -38,3 +40,9 @@ def test_the_vm_is_updated_in_place_or_replaced_as_proxmox_would(engine_project)
     assert _vm_steps(run_engine(stack.preview)) == ("update",)
     stack.set_config("ceres-mail:proxmoxNode", ConfigValue("pve-lab2"))
     assert "replace" in _vm_steps(run_engine(stack.preview))
+
+
+def test_the_stand_ins_mark_secrets_and_unknowns_as_the_sdk_does():
+    """The stand-ins write the wire's markers out (their processes do not import the SDK): the same."""
+    assert (values.SIG_KEY, values.SECRET_SIG, values.UNKNOWN) == (rpc._special_sig_key, rpc._special_secret_sig,
+                                                                    rpc.UNKNOWN)
