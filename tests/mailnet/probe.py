@@ -95,7 +95,11 @@ def probe_submit(args) -> dict:
             smtp.starttls(context=context(args.cafile, args.name))
             smtp.ehlo("client.example.net")
         tls = describe(smtp.sock)
-        smtp.login(args.user, password)
+        if args.mechanism:  # one AUTH exchange (login() tries each mechanism the server offers in turn)
+            smtp.user, smtp.password = args.user, password
+            smtp.auth(args.mechanism, getattr(smtp, f"auth_{args.mechanism.lower()}"))
+        else:
+            smtp.login(args.user, password)
         refused = smtp.send_message(message(args.sender, args.to, args.subject))
     return {"sent": not refused, "refused": {k: list(v) for k, v in refused.items()}, **tls}
 
@@ -268,6 +272,7 @@ def main() -> None:
     parser.add_argument("--path", default="/.well-known/mta-sts.txt")
     parser.add_argument("--wait", type=float, default=30)
     parser.add_argument("--tls-mode", default="starttls", choices=("starttls", "implicit"))
+    parser.add_argument("--mechanism", choices=("PLAIN", "LOGIN"), help="submit: AUTH with this mechanism only")
     parser.add_argument("--flags", default="", help="mailbox: IMAP flags to set, e.g. '\\Seen \\Flagged'")
     parser.add_argument("--accept-encoding", action="store_true", help="ask for a compressed response (BREACH check)")
     args = parser.parse_args()
