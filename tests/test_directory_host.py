@@ -81,6 +81,7 @@ from tests.mailnet.scenario import (
     STAGE_ORDER,
     deploy,
 )
+from tests.testnet import linux
 
 pytestmark = pytest.mark.slow
 
@@ -632,9 +633,15 @@ def external(ldapnet, installed, passwords, directory, backup_config):
 
 def tls_before_every_bind(directory: Directory, instance: str, port: int) -> dict[int, list[str]]:
     """The mail host's connections to `instance` on `port`, each checked: TLS established before any bind,
-    and a bind only as the service account or a person."""
-    connections = {n: lines for n, lines in directory.connections(instance, MAIL).items()
-                   if f"(IP={DIRECTORY_ADDRESS}:{port})" in lines[0]}
+    and a bind only as the service account or a person. (Once slapd's log shows a bind on that port: slapd
+    writes its log a moment after it answers, which a loaded machine stretches.)"""
+    def connections_on_port() -> dict[int, list[str]]:
+        return {n: lines for n, lines in directory.connections(instance, MAIL).items()
+                if f"(IP={DIRECTORY_ADDRESS}:{port})" in lines[0]}
+
+    linux.wait_until(lambda: any(" BIND dn=" in line for lines in connections_on_port().values() for line in lines),
+                     20, f"a bind on port {port} in slapd's log", every=5)
+    connections = connections_on_port()
     for number, lines in connections.items():
         binds = [i for i, line in enumerate(lines) if " BIND dn=" in line]
         tls = [i for i, line in enumerate(lines) if "TLS established" in line]
