@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -72,6 +72,7 @@ class K3s:
     binary: Path
     run_dir: Path
     process: subprocess.Popen | None = None
+    _api: tuple[ssl.SSLContext, str] | None = field(default=None, repr=False)  #: see _api_client
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -118,19 +119,27 @@ class K3s:
         """GET /readyz as the admin of the kubeconfig, from Python. (kubectl is the k3s binary, 0.2 s of CPU
         a call: polling with it twice a second cost more CPU than the start it waited for.)"""
         try:
+            context, server = self._api_client()
+            with urllib.request.urlopen(f"{server}/readyz", context=context, timeout=5) as answer:
+                return answer.status == 200 and answer.read().strip() == b"ok"
+        except (OSError, ValueError, KeyError, IndexError, TypeError, yaml.YAMLError):
+            return False  # not written yet, not listening yet, or not ready (503)
+
+    def _api_client(self) -> tuple[ssl.SSLContext, str]:
+        """A TLS context with the kubeconfig's admin certificate, and the server's URL: made once, when k3s
+        has written a complete kubeconfig (until then this raises, and the next poll tries again)."""
+        if self._api is None:
             config = yaml.safe_load(self.kubeconfig_path.read_text())
             cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
             tls = self.run_dir / "api-client"
             tls.mkdir(mode=0o700, exist_ok=True)
-            for name, field in (("ca.pem", cluster["certificate-authority-data"]),
+            for name, value in (("ca.pem", cluster["certificate-authority-data"]),
                                 ("cert.pem", user["client-certificate-data"]), ("key.pem", user["client-key-data"])):
-                (tls / name).write_bytes(base64.b64decode(field))
+                (tls / name).write_bytes(base64.b64decode(value))
             context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
             context.load_cert_chain(str(tls / "cert.pem"), str(tls / "key.pem"))
-            with urllib.request.urlopen(f"{cluster['server']}/readyz", context=context, timeout=5) as answer:
-                return answer.status == 200 and answer.read().strip() == b"ok"
-        except (OSError, ValueError, KeyError, IndexError, TypeError, yaml.YAMLError):
-            return False  # not written yet, not listening yet, or not ready (503)
+            self._api = (context, cluster["server"])
+        return self._api
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         """k3s's embedded kubectl (argv[0] `kubectl`), against this server."""
