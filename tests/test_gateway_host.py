@@ -322,9 +322,17 @@ def test_the_tunnel_comes_back_after_a_reboot_of_the_vps_then_of_the_vm(gwnet, i
             assert host.exec(["systemctl", "is-active", unit]).stdout.strip() == "active", (host.name, unit)
         if host is not gwnet.vps:
             linux.wait_until(lambda: host.exec(["fail2ban-client", "ping"]).returncode == 0, 60, "fail2ban", every=5)
+            # Postfix holds every message for rspamd's verdict (milter_default_action = tempfail)
+            linux.wait_until(lambda: host.exec(["bash", "-c", ": </dev/tcp/127.0.0.1/11332"]).returncode == 0,
+                             120, "rspamd's milter", every=5)
         if host is gwnet.vps:
             assert "ip daddr 203.0.113.25" in host.exec(["nft", "list", "ruleset"]).stdout
             assert host.exec(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+        # the tunnel is back once a client at the published address meets Postfix on the VM again (the
+        # peers' handshake and Postfix's start take their time on a loaded machine)
+        linux.wait_until(lambda: gwnet.mailnet.probe("greeting", "--host", VPS, "--port", "587",
+                                                     host=gwnet.mailnet.remote).get("code") == 220,
+                         120, "the submission port through the tunnel", every=5)
         subject = f"after the reboot of {host.name} {time.monotonic_ns()}"
         judged = outbound(gwnet, password, cafile, f"{subject} out")
         assert judged["peer"] == VPS and judged["dkim"] == "pass", judged

@@ -104,6 +104,14 @@ def probe_submit(args) -> dict:
     return {"sent": not refused, "refused": {k: list(v) for k, v in refused.items()}, **tls}
 
 
+def probe_greeting(args) -> dict:
+    """The server's first line on --port, nothing sent: whether the whole path to the daemon answers yet."""
+    smtp = smtplib.SMTP(timeout=10)
+    code, text = smtp.connect(args.host, args.port)
+    smtp.close()
+    return {"code": code, "greeting": text.decode(errors="replace")}
+
+
 def probe_send(args) -> dict:
     """A sending MTA on port 25, no AUTH (STARTTLS when offered). Reports the server's answer."""
     try:
@@ -279,6 +287,7 @@ def main() -> None:
     probes = {
         "submit": probe_submit,
         "send": probe_send,
+        "greeting": probe_greeting,
         "auth-plain": probe_auth_plain,
         "tls-version": probe_tls_version,
         "certificate": probe_certificate,
