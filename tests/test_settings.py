@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pulumi
 import pytest
 import yaml
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from components.settings import rules, values
-from components.settings import CONFIG_KEYS, SECRET_KEYS, UNDECLARED_KEYS, Settings, SettingsError
+from components.settings import CONFIG_KEYS, SECRET_KEYS, UNDECLARED_KEYS, Settings, SettingsError, validate
 from components.settings.schema import UNTYPED_KEYS
 from mailctl.recorder import record
+from mailctl.stackfile import load_stack
 from mailctl.zone import stack_settings as settings_of_stack
-from tests.conftest import refused, self_signed, stack_config
+from tests.conftest import PROJECT_DIR, refused, self_signed, stack_config
 
 
 def test_committed_stacks_load_with_their_values(plans):
@@ -138,7 +140,7 @@ BAD_CONFIGS = [
     ("sftp backups without the host key", {"ceres-mail:backupHostKey": None}, "backupHostKey",
      "is required with an sftp: backupTarget"),
     ("backup host key that is not a key", {"ceres-mail:backupHostKey": "ssh-ed25519 AAAA"}, "backupHostKey",
-     "not an OpenSSH public key"),
+     "not an SSH host key"),
     ("S3 backups without credentials", {"ceres-mail:backupTarget": "s3:https://s3.example.com/bucket/mail",
                                         "ceres-mail:backupHostKey": None}, "backupS3SecretKey",
      "is required with an s3: backupTarget: `pulumi config set --secret backupS3SecretKey`"),
@@ -266,6 +268,71 @@ def test_names_with_forbidden_characters_are_refused(name):
     """Inside a name, that is: surrounding blanks are trimmed on purpose (a stack file's stray space)."""
     with pytest.raises(ValueError):
         values.domain_name(f"x{name}x.example.com")
+
+
+def prod_raw() -> dict[str, object]:
+    """The prod stack's values as the CLI hands them to the program (strings, lists and objects as JSON),
+    keyed by config key; a secret stands as a placeholder, which `validate` passes through unread."""
+    config = load_stack(PROJECT_DIR, "prod")
+    return {full_key.split(":", 1)[1]: value for full_key, value in config.values.items()
+            if full_key.startswith("ceres-mail:")}
+
+
+PROD_RAW = prod_raw()
+#: a well-formed ECDSA key on a curve the parser does not know: it raised UnsupportedAlgorithm, not ValueError
+UNKNOWN_CURVE_KEY = "ecdsa-sha2-nistp999 AAAAE2VjZHNhLXNoYTItbmlzdHA5OTkAAAAIbmlzdHA5OTkAAAAA"
+PLAIN_KEYS = sorted(CONFIG_KEYS - set(SECRET_KEYS))
+#: anything an operator could paste: text, numbers, and YAML/JSON structures, as themselves or as the JSON
+#: text the CLI would hand over
+structures = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=8,
+)
+pasted = st.one_of(st.text(max_size=200), structures, structures.map(lambda v: json.dumps(v, allow_nan=True)),
+                   st.sampled_from(["", " ", "\n", "0", "-1", "1e309", "[]", "{}", "null", "true", "[[]]",
+                                    '{"selector": 1}', "ssh-ed25519", "ecdsa-sha2-nistp256 AAAA", UNKNOWN_CURVE_KEY]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(PLAIN_KEYS), value=pasted)
+def test_no_value_of_any_key_escapes_as_a_traceback(key, value):
+    """Whatever a key is given, the answer is the stack or a `SettingsError` naming its keys: never another
+    exception out of a value's parser (that would be a traceback, not an error an operator can act on)."""
+    try:
+        validate({**PROD_RAW, key: value})
+    except SettingsError as error:
+        assert error.problems and all(isinstance(k, str) and why for k, why in error.problems)
+
+
+ED25519_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+@pytest.mark.parametrize("pasted_line", [
+    f"backup.example.com {ED25519_HOST_KEY}",  # ssh-keyscan -t ed25519 backup.example.com
+    f"[backup.example.com]:2222 {ED25519_HOST_KEY}",  # ssh-keyscan -p 2222
+    f"# backup.example.com:22 SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\nbackup.example.com {ED25519_HOST_KEY}\n",
+    f"{ED25519_HOST_KEY} root@backup",
+])
+def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(scratch_project, pasted_line):
+    """The README's `ssh-keyscan -t ed25519 <host>` line is pasted as it comes (2>&1 included): the key is
+    pinned without the host name."""
+    config = stack_config("prod", {"ceres-mail:backupTarget": "sftp:restic@backup.example.com:/srv/restic",
+                                   "ceres-mail:backupHostKey": pasted_line})
+    assert record(scratch_project("keyscan", config), "keyscan") is not None
+    assert values.ssh_host_key(pasted_line).startswith(ED25519_HOST_KEY)
+
+
+@pytest.mark.parametrize("key", ["backupHostKey", "gatewayHostKey"])
+@pytest.mark.parametrize("pasted_line, words", [
+    (f"backup.example.com {UNKNOWN_CURVE_KEY}", "not an SSH host key"),
+    ("backup.example.com", "not an SSH host key"),
+    (f"{ED25519_HOST_KEY}\n{ED25519_HOST_KEY}", "holds 2 key lines"),
+])
+def test_a_host_key_that_is_not_one_is_refused_naming_its_key(key, pasted_line, words):
+    with pytest.raises(SettingsError) as caught:
+        validate({**PROD_RAW, key: pasted_line})
+    assert any(k == key and words in why for k, why in caught.value.problems), caught.value.problems
 
 
 def test_list_entries_are_parsed_once_into_pairs(scratch_project):

@@ -62,6 +62,12 @@ def _describe(error: dict, shape: str = "list") -> str:
     return f"{error['input']!r}: {error['msg'].lower()}"
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as an error quotes it: its repr, cut to one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + "...'"
+
+
 def misplaced_keys(full_keys: Iterable[str]) -> list[tuple[str, str]]:
     """Keys meant for this project that the Pulumi CLI hands to no one, so their defaults would stay in
     force unnoticed: one written without a namespace (`dmarcPolicy`; the CLI ignores it) or under another
@@ -103,6 +109,8 @@ def validate(raw: Mapping[str, Any], misplaced: Iterable[str] = ()) -> Settings:
             for detail in error.errors():
                 where = "".join(f"[{part}]" for part in detail["loc"])
                 problems.append((key + where, _describe(detail, "object" if key in OBJECT_KEYS else "list")))
+        except Exception as error:  # noqa: BLE001 - a rule that fails in a way it did not foresee is still this key's problem
+            problems.append((key, f"{_shown(raw[key])} could not be read ({type(error).__name__}: {error})"))
     unknown = set(raw) - CONFIG_KEYS
     # (an undeclared key is reported below; the loop above only visits declared ones)
     problems += [(key, "is not a key of this project (see Pulumi.yaml)") for key in sorted(unknown)]

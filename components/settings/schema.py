@@ -47,7 +47,7 @@ from components.settings.values import (
     OptionalReportUrl,
     OptionalSecret,
     OptionalSha512,
-    OptionalSshPublicKey,
+    OptionalSshHostKey,
     Port,
     HostInterface,
     PublishedDkimSelector,
@@ -297,8 +297,8 @@ class SettingsSchema(BaseModel):
     backup_target: OptionalBackupTarget = Field("", description=(
         "Where the mail host's backups go (restic): sftp:user@host:/path (the host key pinned in backupHostKey) or "
         "s3:https://endpoint/bucket/prefix (with backupS3AccessKey and backupS3SecretKey). Empty means no backups."))
-    backup_host_key: OptionalSshPublicKey = Field("", description=(
-        "sftp: the backup host's SSH host key (ssh-ed25519 AAAA..., e.g. from ssh-keyscan), the only one trusted."))
+    backup_host_key: OptionalSshHostKey = Field("", description=(
+        "sftp: the backup host's SSH host key, the only one trusted: the line `ssh-keyscan -t ed25519 <host>` prints, or its ssh-ed25519 AAAA... part."))
     backup_s3_access_key: OptionalSecret = Field(None, description=(
         "s3: the access key id. Set it with `pulumi config set --secret backupS3AccessKey`."))
     backup_s3_secret_key: OptionalSecret = Field(None, description=(
@@ -316,8 +316,8 @@ class SettingsSchema(BaseModel):
         "wireguard: the VPS (Debian 12) the stack installs the gateway on over SSH, by name or address."))
     gateway_user: LinuxUser = Field("root", description=(
         "wireguard: the SSH user on the VPS, root or one with passwordless sudo."))
-    gateway_host_key: OptionalSshPublicKey = Field("", description=(
-        "wireguard: the VPS's SSH host key (ssh-ed25519 AAAA..., e.g. from ssh-keyscan), the only one trusted."))
+    gateway_host_key: OptionalSshHostKey = Field("", description=(
+        "wireguard: the VPS's SSH host key, the only one trusted: the line `ssh-keyscan -t ed25519 <host>` prints, or its ssh-ed25519 AAAA... part."))
     gateway_ssh_private_key: OptionalSecret = Field(None, description=(
         "wireguard: the private key that logs in to the VPS as gatewayUser. Set it with "
         "`pulumi config set --secret gatewaySshPrivateKey < key`."))

@@ -129,12 +129,43 @@ def closed_to_the_internet(service: str, who: str) -> Callable[[str], str]:
 admin_cidr = closed_to_the_internet("SSH", "your admin networks")
 
 
-def ssh_public_key(value: str) -> str:
+def _ssh_key_problem(line: str) -> str | None:
+    """Why `line` is not an OpenSSH public key (`keytype base64 [comment]`), or None. The parser raises
+    more than ValueError for some input (an unknown curve is UnsupportedAlgorithm): every failure is the
+    key's problem, never a traceback."""
     try:
-        load_ssh_public_key(value.strip().encode())
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"not an OpenSSH public key ({error})")
-    return value.strip()
+        load_ssh_public_key(line.encode())
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        return str(error) or type(error).__name__
+    return None
+
+
+def _one_line(value: str, example: str) -> str:
+    lines = [line for line in value.strip().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if len(lines) != 1:
+        raise ValueError(f"holds {len(lines)} key lines; give exactly one ({example})")
+    return lines[0].strip()
+
+
+def ssh_public_key(value: str) -> str:
+    """A user's key as authorized_keys takes it: `ssh-ed25519 AAAA... [comment]`."""
+    line = _one_line(value, "ssh-ed25519 AAAA... you@laptop")
+    if problem := _ssh_key_problem(line):
+        raise ValueError(f"not an OpenSSH public key ({problem})")
+    return line
+
+
+def ssh_host_key(value: str) -> str:
+    """A host's key, as its public key or as the line `ssh-keyscan -t ed25519 <host>` prints
+    (`<host> ssh-ed25519 AAAA...`): the host name in front is dropped, only the key is pinned."""
+    line = _one_line(value, "the line of ssh-keyscan -t ed25519 <host>, or ssh-ed25519 AAAA...")
+    if _ssh_key_problem(line) is None:
+        return line
+    host, _, key = line.partition(" ")
+    if key and _ssh_key_problem(key.strip()) is None:
+        return key.strip()
+    raise ValueError(f"not an SSH host key ({_ssh_key_problem(line)}): give the line of "
+                     "`ssh-keyscan -t ed25519 <host>` or its `ssh-ed25519 AAAA...` part")
 
 
 def pem_certificates(value: str) -> str:
@@ -345,7 +376,7 @@ OptionalLdapUrl = Annotated[str, AfterValidator(optional(ldap_url))]
 PublishedDkimSelector = Annotated[PublishedSelector, PlainValidator(published_selector)]
 DnsImport = Annotated[ImportEntry, keyed_entry(ImportEntry, "<record key>=<32-hex Cloudflare record id>")]
 OptionalBackupTarget = Annotated[str, AfterValidator(optional(backup_target))]
-OptionalSshPublicKey = Annotated[str, AfterValidator(optional(ssh_public_key))]
+OptionalSshHostKey = Annotated[str, AfterValidator(optional(ssh_host_key))]
 SystemdCalendar = Annotated[str, matching(r"[A-Za-z0-9*,.:/~ _+-]{1,100}",
                                           "a systemd calendar expression (e.g. daily, or *-*-* 03:30:00)")]
 BackupRetention = Annotated[BackupKeep, PlainValidator(backup_keep)]
