@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import gc
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from google.protobuf import json_format
@@ -185,6 +187,14 @@ def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook |
 
 
 
+def with_secrets(config: StackConfig, secrets: Mapping[str, str]) -> StackConfig:
+    """`config` with `secrets` set as decrypted secret values (the CLI's view of `secure:` keys)."""
+    if not secrets:
+        return config
+    return dataclasses.replace(config, values=dict(sorted({**config.values, **secrets}.items())),
+                               secret_keys=tuple(sorted({*config.secret_keys, *secrets})))
+
+
 def record(
     project_dir: Path,
     stack: str,
@@ -192,6 +202,7 @@ def record(
     known_outputs: bool = False,
     raw_inputs_hook: RawInputsHook | None = None,
     mock_overrides: dict[str, dict] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> Plan:
     """Run the program of `project_dir` for `stack` offline and return its Plan.
 
@@ -201,10 +212,11 @@ def record(
     `raw_inputs_hook(urn, type, inputs)` sees each resource's inputs BEFORE redaction, secrets included;
     it exists for tests that compare values across resources (e.g. the pinned host key) and must never
     be used to print anything. `mock_overrides` ({resource name: outputs}) fixes what the mock providers
-    compute, e.g. a rotated password.
+    compute, e.g. a rotated password. `secrets` ({full key: value}) are `secure:` values as the CLI hands
+    them over once decrypted: what a stack file holds encrypted, which the recorder itself cannot decrypt.
     Raises SettingsError (bad config) or StackFileError (unreadable stack file).
     """
-    config = load_stack(project_dir, stack)
+    config = with_secrets(load_stack(project_dir, stack), secrets or {})
     # A fresh context: the SDK keeps its engine, config and root stack in context variables, so every
     # recording starts clean even when several run in one process (the tests do).
     # Its own event loop too, closed when done: a loop left for the garbage collector can fail noisily at

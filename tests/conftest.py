@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.builders.install_script import InstallInputs
-from components.settings import SettingsError
+from components.settings import SECRET_KEYS, SettingsError
 from mailctl.plan import Plan
 from mailctl.recorder import record
 
@@ -67,6 +67,15 @@ def stack_config(stack: str = "prod", edits: dict | None = None) -> dict:
         else:
             config[name] = value
     return config
+
+
+def split_secrets(config: dict) -> tuple[dict, dict[str, str]]:
+    """(the stack file's config, its secret keys' plain values): a test's secrets go to the recorder as the
+    CLI hands them over once decrypted (`record(..., secrets=)`), never into a stack file in clear, which
+    the program refuses as an operator's would be."""
+    plain = {key: value for key, value in config.items()
+             if key.split(":", 1)[-1] in SECRET_KEYS and isinstance(value, str)}
+    return {key: value for key, value in config.items() if key not in plain}, plain
 
 
 def refused(scratch_project, config: dict) -> SettingsError:

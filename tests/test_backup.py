@@ -18,7 +18,7 @@ from mailctl.backup import MAX_AGE_HOURS, judge, render_status
 from mailctl.plan import SECRET
 from mailctl.recorder import record
 from mailctl.verify.model import FAIL, OK
-from tests.conftest import one, stack_config
+from tests.conftest import one, split_secrets, stack_config
 
 COMMAND = "command:remote:Command"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
@@ -34,7 +34,8 @@ def prod_settings(project_dir):
 
 
 def plan_of(scratch_project, **edits):
-    return record(scratch_project("prod", stack_config("prod", edits)), "prod")
+    config, secrets = split_secrets(stack_config("prod", edits))
+    return record(scratch_project("prod", config), "prod", secrets=secrets)
 
 
 # --- the graph -----------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 
+from components.settings import SECRET_KEYS, UNDECLARED_KEYS
+from components.settings.schema import set_secret_command
 from mailctl.cli import main
 from tests.conftest import stack_config
 
@@ -77,16 +79,20 @@ def test_a_key_the_cli_would_ignore_or_misread_is_refused(scratch_project, writt
     assert "Traceback" not in result.stderr
 
 
-def test_a_secret_in_clear_in_the_stack_file_is_refused_without_showing_it(scratch_project):
-    """The Pulumi CLI refuses it ("must be encrypted as it's secret"); so does the plan, before the value
-    could be shown anywhere."""
-    token = "cf-token-that-must-not-be-printed"
-    project = scratch_project("leaky", {**stack_config("staging"), "ceres-mail:cloudflareApiToken": token})
+@pytest.mark.parametrize("key", sorted(SECRET_KEYS))
+def test_a_secret_in_clear_in_the_stack_file_is_refused_without_showing_it(scratch_project, key):
+    """Every secret key, whether Pulumi.yaml can declare it secret (the CLI refuses those itself: "must be
+    encrypted as it's secret") or not (an optional secret cannot be declared, and the CLI hands its plain
+    value over): the plan refuses it, before the value could be shown anywhere, with the command to use."""
+    value = f"{key}-value-that-must-not-be-printed"
+    project = scratch_project("leaky", {**stack_config("staging"), f"ceres-mail:{key}": value})
     result = run_mailctl("-C", str(project), "plan", "--stack", "leaky")
     assert result.returncode == 2
-    assert "ceres-mail:cloudflareApiToken is in clear in Pulumi.leaky.yaml" in result.stderr
-    assert "pulumi config set --secret cloudflareApiToken" in result.stderr
-    assert token not in result.stderr + result.stdout
+    said = ": is in clear in Pulumi.leaky.yaml" if key in UNDECLARED_KEYS else " is in clear in Pulumi.leaky.yaml"
+    assert f"ceres-mail:{key}{said}" in result.stderr, result.stderr
+    assert f"`{set_secret_command(key)}" in result.stderr
+    assert value not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
 
 
 def test_the_text_plan_shows_what_an_operator_checks(scratch_project):

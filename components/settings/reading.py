@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 
 from components.settings.derived import Settings
 from components.settings.rules import cross_field_problems, import_problems
-from components.settings.schema import CONFIG_KEYS, OBJECT_KEYS, PROJECT, is_secret
+from components.settings.schema import CONFIG_KEYS, OBJECT_KEYS, PROJECT, is_secret, set_secret_command
 
 
 class SettingsError(pulumi.RunError):
@@ -84,13 +84,23 @@ def misplaced_keys(full_keys: Iterable[str]) -> list[tuple[str, str]]:
     return problems
 
 
-def validate(raw: Mapping[str, Any], misplaced: Iterable[str] = ()) -> Settings:
+def secrets_in_clear(keys: Iterable[str], stack_file: str) -> list[tuple[str, str]]:
+    """Secret keys whose stack file holds the value in clear, where git keeps it. The CLI refuses that only
+    for keys Pulumi.yaml declares secret, and an optional secret cannot be declared (UNDECLARED_KEYS)."""
+    return [(key, f"is in clear in {stack_file}, where anyone who reads it (or its git history) has it: set it "
+                  f"with `{set_secret_command(key)}`, which stores it encrypted, and replace the exposed value")
+            for key in sorted(keys)]
+
+
+def validate(raw: Mapping[str, Any], misplaced: Iterable[str] = (), in_clear: Iterable[str] = (),
+             stack_file: str = "the stack file") -> Settings:
     """Check raw config values (keyed by config key) and return frozen Settings, or raise SettingsError.
 
     Each field is checked on its own first, so that the cross-field rules still run on every key that
-    is fine by itself and the operator sees all problems at once.
+    is fine by itself and the operator sees all problems at once. `in_clear` names the secret keys that
+    `stack_file` gives in plain text.
     """
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = secrets_in_clear(in_clear, stack_file)
     good: dict[str, Any] = {}
     for name, info in Settings.model_fields.items():
         key = to_camel(name)
@@ -135,8 +145,13 @@ def load(config: pulumi.Config | None = None, stack_keys: Iterable[str] = ()) ->
     """
     config = config or pulumi.Config(PROJECT)
     raw: dict[str, Any] = {key: None for key in stack_keys}
+    in_clear = []
     for name, info in Settings.model_fields.items():
         key = to_camel(name)
         raw[key] = config.get_secret(key) if is_secret(info) else config.get(key)
+        # the engine (and the offline recorder) mark the values the stack file holds encrypted
+        if is_secret(info) and not pulumi_config.is_config_secret(f"{PROJECT}:{key}") and config.get(key):
+            in_clear.append(key)
     # every key the engine passed, whatever its namespace (the SDK offers no public list of them)
-    return validate(raw, misplaced=pulumi_config.CONFIG.get().keys())
+    return validate(raw, misplaced=pulumi_config.CONFIG.get().keys(), in_clear=in_clear,
+                    stack_file=f"Pulumi.{pulumi.get_stack()}.yaml")

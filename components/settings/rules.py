@@ -17,6 +17,7 @@ from components.builders.dns_records import build_records, dkim_records, spf_pro
 from components.builders.mailcow import SAFE_VALUE
 from components.builders.ports import submission_problem
 from components.builders.mail_stacks import STACKS, MailcowStack
+from components.settings.schema import set_secret_command
 from components.settings.values import unreachable_from_the_internet
 from components.settings.derived import Settings, directory_names, mail_domains_of, mail_host_of
 
@@ -125,7 +126,7 @@ GATEWAY_KEYS = {"gatewayHost": "gateway_host", "gatewayHostKey": "gateway_host_k
 GATEWAY_HINTS = {
     "gatewayHost": "the VPS the stack installs the gateway on",
     "gatewayHostKey": "its SSH host key (ssh-keyscan -t ed25519 <host>), the only one trusted",
-    "gatewaySshPrivateKey": "`pulumi config set --secret gatewaySshPrivateKey < key`, the key that logs in to the VPS",
+    "gatewaySshPrivateKey": f"`{set_secret_command('gatewaySshPrivateKey')}`, the key that logs in to the VPS",
     "gatewayPublicIpv4": "the VPS's public IPv4 address, which DNS publishes for the mail host",
 }
 
@@ -177,7 +178,7 @@ def _backup_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems.append(("backupHostKey", "is set but backupTarget is not sftp:"))
     for key, name in (("backupS3AccessKey", "backup_s3_access_key"), ("backupS3SecretKey", "backup_s3_secret_key")):
         if kind == "s3" and v[name] is None:
-            problems.append((key, f"is required with an s3: backupTarget: `pulumi config set --secret {key}`"))
+            problems.append((key, f"is required with an s3: backupTarget: `{set_secret_command(key)}`"))
         if kind != "s3" and v[name] is not None:
             problems.append((key, "is set but backupTarget is not s3:"))
     return problems
@@ -209,7 +210,7 @@ def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         if not v["ldap_bind_dn"]:
             problems.append(("ldapBindDn", "is required with ldapMode external: the account the mail host and Keycloak bind as"))
         if v["ldap_bind_password"] is None:
-            problems.append(("ldapBindPassword", "is required with ldapMode external: `pulumi config set --secret ldapBindPassword`"))
+            problems.append(("ldapBindPassword", f"is required with ldapMode external: `{set_secret_command('ldapBindPassword')}`"))
         if v["ldap_client_cidrs"]:
             problems.append(("ldapClientCidrs", "is set but ldapMode is external: the mail host opens no directory port"))
     if v.get("ldap_users_dn") and "domain" in v and "ldap_base_dn" in v:
@@ -270,7 +271,7 @@ def _tls_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         return [("tlsCertificate", "is set but tlsMode is acme; set tlsMode to provided")] if v["tls_certificate"] else []
     problems = []
     if v["tls_private_key"] is None:
-        problems.append(("tlsPrivateKey", "is required with tlsMode provided: `pulumi config set --secret tlsPrivateKey`"))
+        problems.append(("tlsPrivateKey", f"is required with tlsMode provided: `{set_secret_command('tlsPrivateKey')}`"))
     if not v["tls_certificate"]:
         return problems + [("tlsCertificate", "is required with tlsMode provided")]
     from cryptography import x509  # here: only a stack that brings its certificate pays for loading X.509

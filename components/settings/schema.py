@@ -132,7 +132,7 @@ class SettingsSchema(BaseModel):
         "here, see the README)."))
     tls_private_key: OptionalSecret = Field(None, description=(
         "With `tlsMode: provided`, the private key of `tlsCertificate` (PEM). Set it with "
-        "`pulumi config set --secret tlsPrivateKey \"$(cat key.pem)\"`."))
+        "`pulumi config set --secret tlsPrivateKey < key.pem`."))
     acme_directory: HttpsUrl = Field("https://acme-v02.api.letsencrypt.org/directory", description=(
         "ACME directory the certificate comes from (http-01 through nginx on the mail host)."))
     acme_ca_bundle: OptionalPemCertificates = Field("", description=(
@@ -345,4 +345,12 @@ UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword", "backupS3Acces
 UNTYPED_KEYS = frozenset({"dkimPublishedSelectors", "backupKeep"})
 OBJECT_KEYS = frozenset({"backupKeep"})  #: the untyped keys that hold an object, not a list
 SECRET_KEYS = frozenset(to_camel(name) for name, info in SettingsSchema.model_fields.items() if is_secret(info))
+#: secrets that are files: the CLI reads them from standard input
+_SECRET_FILES = {"tlsPrivateKey": "key.pem", "gatewaySshPrivateKey": "key"}
+
+
+def set_secret_command(key: str) -> str:
+    """The command that stores secret `key` encrypted in the stack file (the CLI prompts for a value)."""
+    file = _SECRET_FILES.get(key)
+    return f"pulumi config set --secret {key}" + (f" < {file}" if file else "")
 CONFIG_KEYS = frozenset(to_camel(name) for name in SettingsSchema.model_fields)

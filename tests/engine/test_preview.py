@@ -132,3 +132,21 @@ def test_the_real_preview_refuses_a_key_under_a_misspelt_namespace(engine_projec
     assert not run.ok
     assert "ceres-mial:dmarcPolicy: is in namespace 'ceres-mial', which nothing reads" in run.output
     assert "Traceback" not in run.output
+
+
+def test_the_real_preview_refuses_an_optional_secret_in_clear(engine_project):
+    """An optional secret cannot be declared in Pulumi.yaml, so the CLI hands its value over even in clear:
+    the program sees that the engine did not mark it secret and stops the preview, naming the key and the
+    command to use, never the value."""
+    project = engine_project("staging")
+    in_clear = "s3-secret-key-in-clear-never-printed"
+    stack = project.stack("staging", config={"backupTarget": "s3:https://s3.example.com/ceres-backups/mail",
+                                             "backupS3SecretKey": in_clear},
+                          secret_config={"backupS3AccessKey": "AKIAEXAMPLEKEY"})
+    run = run_engine(stack.preview)
+    assert not run.ok
+    assert ("ceres-mail:backupS3SecretKey: is in clear in Pulumi.staging.yaml" in run.output
+            and "`pulumi config set --secret backupS3SecretKey`" in run.output), run.output[-2000:]
+    assert "backupS3AccessKey: is in clear" not in run.output, "the key set with --secret is not in clear"
+    assert in_clear not in run.output + repr(run.events)
+    assert "Traceback" not in run.output

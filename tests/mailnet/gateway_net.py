@@ -58,7 +58,7 @@ def ed25519_pair() -> tuple[str, str]:
 
 def gateway_config(gateway_key: str, vps_host_key: str, tunnel: str) -> dict:
     """The stack's keys for the VM at home and the VPS (on top of scenario.stack_file's). The VPS's login key
-    stays plain in the throwaway stack file, as scenario.stack_file does for a provided TLS key."""
+    goes to the recorder as a decrypted secret, as scenario.deploy does for every secret key."""
     return {
         "ceres-mail:gatewayMode": "wireguard",
         "ceres-mail:ipv4Address": f"{VM_HOME}/24",

@@ -21,7 +21,7 @@ from components.builders.zone_file import render_zone
 from mailctl.plan import Plan
 from mailctl.recorder import record
 from mailctl.zone import stack_settings
-from tests.conftest import PROJECT_DIR, one, stack_config
+from tests.conftest import PROJECT_DIR, one, split_secrets, stack_config
 
 PREFIX = 24
 ADDRESSES = {
@@ -98,7 +98,7 @@ def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, s
                extra: dict | None = None) -> dict:
     """prod's stack file, pointed at the test internet: its DNS server, its ACME CA, admin network.
     With `provided_tls` (certificate PEM, key PEM) the stack brings its own certificate instead
-    (the key stays plain in this throwaway file: the offline recorder cannot decrypt `secure:` values);
+    (with the key among the config, which `deploy` hands the recorder as a decrypted secret);
     `extra` sets more keys (a directory: ldapMode and its keys)."""
     config = stack_config("prod")
     # no IPv6 in the test internet; backups only where a test brings a backup host (tests/test_backup_host.py)
@@ -129,11 +129,11 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
     DNS besides the plan's (names the operator has outside the stack)."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", workdir / "Pulumi.yaml")
-    stack = stack_file(acme_directory, acme_ca_pem, provided_tls, extra)
+    stack, secrets = split_secrets(stack_file(acme_directory, acme_ca_pem, provided_tls, extra))
     (workdir / "Pulumi.e2e.yaml").write_text(yaml.safe_dump({"config": stack}))
     raw: dict[str, dict] = {}
     plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs),
-                  mock_overrides=mock_overrides)
+                  mock_overrides=mock_overrides, secrets=secrets)
 
     ordered = [one(plan, COMMAND, suffix) for suffix in stack_order(stack)]
     for before, after in zip(ordered, ordered[1:]):
