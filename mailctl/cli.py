@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     zone.add_argument("--domain", help="only this mail domain's zone")
     zone.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
     zone.add_argument("--dkim-public-key", metavar="PEM",
-                      help=f"include the DKIM records of this public key: {DKIM_KEY_SOURCES} "
-                           f"(`pulumi stack output {DKIM_OUTPUT} | mailctl zone --dkim-public-key -`)")
+                      help=f"include the DKIM records of the stack's keys: {DKIM_KEY_SOURCES}; the JSON gives "
+                           f"every published selector's key (`pulumi stack output --json | mailctl zone "
+                           f"--dkim-public-key -`), a PEM the signing selector's")
     zone.add_argument("--out", type=Path, metavar="DIR",
                       help="write one <domain>.zone file per mail domain (each one zone named-checkzone accepts)")
 
@@ -209,7 +210,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_zone(args: argparse.Namespace) -> int:
-    from mailctl.zone import read_dkim_public_key, render_reverse, render_stack_zones, stack_settings, zone_files
+    from mailctl.zone import read_dkim_public_keys, render_reverse, render_stack_zones, stack_settings, zone_files
 
     settings = stack_settings(args.project_dir, args.stack)
     if args.domain and args.domain not in settings.mail_domains:
@@ -217,14 +218,14 @@ def cmd_zone(args: argparse.Namespace) -> int:
     if args.reverse:
         sys.stdout.write(render_reverse(settings))
         return 0
-    pem = read_dkim_public_key(args.dkim_public_key) if args.dkim_public_key else ""
+    keys = read_dkim_public_keys(args.dkim_public_key, settings.dkim_selector) if args.dkim_public_key else {}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        for domain, text in zone_files(settings, args.stack, args.domain, pem).items():
+        for domain, text in zone_files(settings, args.stack, args.domain, keys).items():
             (args.out / f"{domain}.zone").write_text(text)
             print(f"mailctl: wrote {args.out / f'{domain}.zone'}", file=sys.stderr)
         return 0
-    sys.stdout.write(render_stack_zones(settings, args.stack, args.domain, pem))
+    sys.stdout.write(render_stack_zones(settings, args.stack, args.domain, keys))
     return 0
 
 

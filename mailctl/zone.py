@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from components.builders.dns_records import (
@@ -74,28 +75,30 @@ def read_dkim_public_key(source: str, text: str | None = None) -> str:
     return text
 
 
-def zone_files(settings: Settings, stack: str, domain: str | None = None, dkim_public_key_pem: str = "") -> dict[str, str]:
-    """Mail domain -> its zone file, each a single zone that named-checkzone accepts."""
+def zone_files(settings: Settings, stack: str, domain: str | None = None,
+               dkim_public_keys: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Mail domain -> its zone file, each a single zone that named-checkzone accepts. `dkim_public_keys`
+    (selector -> PEM) adds the DKIM record of every selector the stack publishes whose key is given: the
+    signing one and, mid-rotation, those kept for mail in flight, as the stack itself publishes them."""
     inputs = settings.dns_inputs
-    records = build_records(inputs)
-    if dkim_public_key_pem:
-        records += [r for r in dkim_records(inputs, {inputs.dkim_selector: dkim_public_key_pem})
-                    if dkim_selector_of(r.name) == inputs.dkim_selector]
+    keys = {selector: pem for selector, pem in (dkim_public_keys or {}).items() if pem}
+    records = build_records(inputs) + [r for r in dkim_records(inputs, keys) if dkim_selector_of(r.name) in keys]
+    missing = [selector for selector in inputs.dkim_selectors if selector not in keys]
     files = {}
     for origin in [domain] if domain else list(inputs.mail_domains):
         header = [f"zone {origin} of stack {stack}, rendered by ceres-mail (mailctl zone)"]
-        if not dkim_public_key_pem:
-            header.append(
-                f"DKIM: {dkim_record_name(inputs.dkim_selector, origin)} TXT is the stack's own key; add it with "
-                f"`pulumi stack output {DKIM_OUTPUT} | mailctl zone --dkim-public-key -`"
-            )
+        if missing:
+            names = ", ".join(f"{dkim_record_name(selector, origin)} TXT" for selector in missing)
+            header.append(f"DKIM: {names} hold{'s' if len(missing) == 1 else ''} the stack's own keys; add them "
+                          f"with `pulumi stack output --json | mailctl zone --dkim-public-key -`")
         files[origin] = render_zone(origin, records, tuple(settings.zone_nameservers), inputs.ttl, "\n".join(header))
     return files
 
 
-def render_stack_zones(settings: Settings, stack: str, domain: str | None = None, dkim_public_key_pem: str = "") -> str:
+def render_stack_zones(settings: Settings, stack: str, domain: str | None = None,
+                       dkim_public_keys: Mapping[str, str] | None = None) -> str:
     inputs = settings.dns_inputs
-    out = list(zone_files(settings, stack, domain, dkim_public_key_pem).values())
+    out = list(zone_files(settings, stack, domain, dkim_public_keys).values())
     external = external_authorizations(inputs)
     if external and not domain:
         out.append("; Publish these in zones this stack does not manage (RFC 7489 7.1):\n"

@@ -11,10 +11,12 @@ import checkdmarc.mta_sts
 import checkdmarc.smtp_tls_reporting
 import checkdmarc.spf
 import dkim
+import dns.rdatatype
+import dns.zone
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from components.builders.dns_records import build_records, dkim_records, mta_sts_policy
+from components.builders.dns_records import build_records, dkim_records, dkim_value, mta_sts_policy
 from components.builders.zone_file import render_zone
 from mailctl.zone import render_stack_zones, stack_settings
 from tests.conftest import PROJECT_DIR, stack_config
@@ -54,7 +56,7 @@ def assert_accepted(origin: str, text: str) -> None:
 def test_named_checkzone_accepts_every_committed_stack(stack, dkim_keys):
     settings = stack_settings(PROJECT_DIR, stack)
     for domain in settings.mail_domains:
-        assert_accepted(domain, render_stack_zones(settings, stack, domain, dkim_keys[1]))
+        assert_accepted(domain, render_stack_zones(settings, stack, domain, {settings.dkim_selector: dkim_keys[1]}))
 
 
 def test_named_checkzone_accepts_a_multi_domain_stack(scratch_project, dkim_keys):
@@ -67,7 +69,7 @@ def test_named_checkzone_accepts_a_multi_domain_stack(scratch_project, dkim_keys
     settings = stack_settings(scratch_project("multi", config), "multi")
     assert settings.mail_domains == ("example.com", "example.org", "example.net")
     for domain in settings.mail_domains:
-        assert_accepted(domain, render_stack_zones(settings, "multi", domain, dkim_keys[1]))
+        assert_accepted(domain, render_stack_zones(settings, "multi", domain, {settings.dkim_selector: dkim_keys[1]}))
 
 
 def test_mailctl_zone_writes_one_accepted_zone_per_domain_with_the_key_from_the_stack_outputs(
@@ -94,6 +96,38 @@ def test_mailctl_zone_writes_one_accepted_zone_per_domain_with_the_key_from_the_
         text = (tmp_path / "zones" / f"{domain}.zone").read_text()
         assert_accepted(domain, text)
         assert "ceres._domainkey" in text and "v=DKIM1" in text
+
+
+def test_mid_rotation_the_zone_holds_every_published_selector_with_its_own_key(scratch_project, dkim_keys, tmp_path):
+    """Step 2 of a rotation: the new selector signs, the old one stays published for mail in flight. Given
+    the stack's outputs, the zone holds both records, each with its own key, as the stack publishes them;
+    given the signing key's PEM alone, the header names the record still to add."""
+    import json
+    import subprocess
+    import sys
+
+    old_key = dkim_key_pair()[1]
+    config = {**stack_config("prod"), "ceres-mail:dkimSelector": "ceres2027",
+              "ceres-mail:dkimPublishedSelectors": [{"selector": "ceres", "reason": "old key, retire on 2027-01-10"}]}
+    project = scratch_project("rotating", config)
+    outputs = {"dkimPublicKeyPem": dkim_keys[1], "dkimPublicKeys": {"ceres2027": dkim_keys[1], "ceres": old_key}}
+
+    def zone(given: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "mailctl.cli", "-C", str(project), "zone", "--stack", "rotating",
+                                 "--dkim-public-key", "-"], input=given, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    text = zone(json.dumps(outputs))
+    assert_accepted("example.com", text)
+    served = {str(name): rdataset for name, node in dns.zone.from_text(text, "example.com", relativize=False).nodes.items()
+              for rdataset in node if rdataset.rdtype == dns.rdatatype.TXT}
+    published = {name.split(".", 1)[0]: b"".join(served[name][0].strings).decode()
+                 for name in served if "._domainkey." in name}
+    assert published == {"ceres2027": dkim_value(dkim_keys[1]), "ceres": dkim_value(old_key)}
+    signing_only = zone(dkim_keys[1])
+    assert "\nceres2027._domainkey 3600 IN TXT" in signing_only and "\nceres._domainkey 3600" not in signing_only
+    assert "DKIM: ceres._domainkey.example.com TXT holds the stack's own keys" in signing_only
 
 
 def test_named_checkzone_refuses_a_broken_zone():
