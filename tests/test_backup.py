@@ -11,14 +11,16 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders import backup_tool
+from components.settings import values
 from components.builders.backup import BackupKeep, parse_backup_target, render_backup_stage
 from mailctl.backup import MAX_AGE_HOURS, judge, render_status
 from mailctl.plan import SECRET
 from mailctl.recorder import record
 from mailctl.verify.model import FAIL, OK
-from tests.conftest import one, split_secrets, stack_config
+from tests.conftest import one, refused, split_secrets, stack_config
 
 COMMAND = "command:remote:Command"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
@@ -86,6 +88,55 @@ def test_a_new_schedule_re_runs_only_the_backup_stage(project_dir, scratch_proje
         runs.append(raw)
     changed = sorted(urn.rsplit("::", 1)[1] for urn in runs[0] if runs[0][urn] != runs[1][urn])
     assert changed == ["ceres-mail-server-install-backup"]
+
+
+# --- the schedule, judged as systemd judges it --------------------------------------------------------
+
+
+def systemd_accepts(expression: str) -> bool:
+    """systemd's own verdict on an OnCalendar= value: it parses, and it elapses again."""
+    shown = subprocess.run(["systemd-analyze", "calendar", "--", expression.strip()], capture_output=True, text=True)
+    return shown.returncode == 0 and "Next elapse: never" not in shown.stdout
+
+
+def schedule_accepted(expression: str) -> bool:
+    try:
+        values.systemd_calendar(expression)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("expression", [
+    # what operators write: systemd.time(7)'s forms ...
+    "daily", "weekly", "hourly", "*-*-* 03:30:00", "03:30", "Mon..Fri 22:30", "Sat,Sun 20:00", "*:0/15",
+    "*-*-* 03:30:00 UTC", "Sun *-*-* 04:00 Europe/Berlin", "*-*~01 03:00", "*-*-* 03:30:00.5", " daily ",
+    # ... and what they paste by mistake: cron lines, words, a date gone by, an hour that does not exist
+    "0 3 * * *", "@daily", "every day", "at 3am", "nightly", "2020-01-01", "*-02-30", "*-*-* 25:00:00",
+    "Mon..Xyz", "Mon,,", "Fri..Mon", "3:30 am",
+])
+def test_the_schedule_is_judged_as_systemd_judges_it(expression):
+    """Refused at plan time exactly where systemd would refuse the timer at the last stage of `pulumi up`
+    (or accept one that never runs again), and accepted wherever systemd accepts it."""
+    assert schedule_accepted(expression) == systemd_accepts(expression), expression
+
+
+calendar_pieces = st.sampled_from(["*", "-", ":", "/", "..", ",", "~", " ", ".", "0", "1", "3", "5", "7", "12", "30",
+                                   "59", "60", "Mon", "Fri", "Sun", "daily", "weekly", "2027", "2020", "UTC", "02", "31",
+                                   "00", "*-*-*", "Mon..Fri", "Europe/Berlin"])
+
+
+@hypothesis_settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(calendar_pieces, min_size=1, max_size=8).map("".join))
+def test_any_expression_gets_systemds_verdict(expression):
+    """Random expressions from calendar syntax's pieces (derandomized, so CI sees the same ones each run)."""
+    assert schedule_accepted(expression) == systemd_accepts(expression), expression
+
+
+def test_a_cron_line_is_refused_naming_the_key_and_a_form_that_works(scratch_project):
+    lines = str(refused(scratch_project, stack_config("prod", {"ceres-mail:backupSchedule": "0 3 * * *"})))
+    assert "ceres-mail:backupSchedule: '0 3 * * *' is not a systemd calendar expression" in lines
+    assert "*-*-* 03:30:00" in lines
 
 
 # --- the stage's inputs --------------------------------------------------------------------------------

@@ -153,6 +153,14 @@ BAD_CONFIGS = [
     ("backups kept: an unknown period", {"ceres-mail:backupKeep": {"hourly": 24}}, "backupKeep", "is not {daily: <n>"),
     ("backups kept: a negative count", {"ceres-mail:backupKeep": {"daily": -1}}, "backupKeep",
      "daily: -1 is not a number of snapshots 0-1000"),
+    ("Keycloak URL copied from a realm's page", {"ceres-mail:keycloakUrl": "https://sso.example.com/realms/ceres/account/"},
+     "keycloakUrl", "is a page inside Keycloak, not its base URL: write 'https://sso.example.com'"),
+    ("Keycloak URL copied from the admin console", {"ceres-mail:keycloakUrl": "https://sso.example.com/auth/admin/master/console/#/ceres"},
+     "keycloakUrl", "write 'https://sso.example.com/auth'"),
+    ("backup schedule in cron syntax", {"ceres-mail:backupSchedule": "30 3 * * *"}, "backupSchedule",
+     "is not a systemd calendar expression"),
+    ("backup schedule that never comes again", {"ceres-mail:backupSchedule": "2020-01-01 03:00"}, "backupSchedule",
+     "never comes again"),
     ("import of a record not declared", {"ceres-mail:dnsImportIds": ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]}, "dnsImportIds", "is not a record of this stack"),
 ]
 

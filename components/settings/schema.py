@@ -27,6 +27,7 @@ from components.settings.values import (
     DomainName,
     ExtraDomain,
     HttpsUrl,
+    KeycloakBaseUrl,
     IpAddress,
     LdapClientCidr,
     LinuxUser,
@@ -253,7 +254,8 @@ class SettingsSchema(BaseModel):
     ceres_deployment: OptionalDnsLabel = Field("", description=(
         "CERES Deployment to roll when its SMTP settings change (a checksum annotation on its pod template), so "
         "a rotated password takes effect. Empty rolls nothing."))
-    keycloak_url: HttpsUrl = Field(description="Keycloak base URL, e.g. https://sso.example.com.")
+    keycloak_url: KeycloakBaseUrl = Field(description=(
+        "Keycloak's base URL, the part before /realms/ and /admin/: e.g. https://sso.example.com."))
     keycloak_realm: NonEmpty = Field("ceres", description=(
         "Existing realm of CERES whose SMTP settings this stack owns (never created or deleted)."))
     keycloak_admin_realm: NonEmpty = Field("master", description="Realm of the admin client below.")

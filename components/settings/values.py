@@ -5,6 +5,7 @@ A rule raises ValueError with a message that quotes the value; `reading.py` puts
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 import urllib.parse
@@ -186,6 +187,25 @@ def https_url(value: str) -> str:
     return value
 
 
+#: path segments that only pages inside Keycloak have: where a URL copied from the browser goes on
+_KEYCLOAK_PAGES = ("realms", "admin", "resources", "js", "protocol", "account")
+
+
+def keycloak_base_url(value: str) -> str:
+    """Keycloak's base URL, the part before /realms/ and /admin/: https://sso.example.com, or with a path
+    where Keycloak is served below one (https://example.com/auth). A URL copied from the browser's address
+    bar (…/realms/ceres/account, …/admin/master/console/) is refused here, not by the provider at `up`."""
+    https_url(value)
+    parts = urllib.parse.urlsplit(value)
+    segments = [segment for segment in parts.path.split("/") if segment]
+    page = next((index for index, segment in enumerate(segments) if segment in _KEYCLOAK_PAGES), None)
+    if page is not None or parts.query or parts.fragment:
+        base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/".join(["", *segments[:page]]), "", ""))
+        raise ValueError(f"{value!r} is a page inside Keycloak, not its base URL: write {base!r} (the part before "
+                         "/realms/ and /admin/)")
+    return value.rstrip("/")
+
+
 def matching(pattern: str, what: str) -> AfterValidator:
     """A string rule whose error says in words what was expected (pydantic's would print the regex)."""
     compiled = re.compile(pattern)
@@ -222,6 +242,31 @@ def timezone(value: str) -> str:
         known = False
     if not known:
         raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)")
+    return value
+
+
+_WHOLE_SECONDS = re.compile(r"(:\d{1,2})\.\d+")
+
+
+def systemd_calendar(value: str) -> str:
+    """A calendar expression as systemd's OnCalendar= takes it (systemd.time(7)): `daily`, `Mon..Fri 22:30`,
+    `*-*-* 03:30:00`. Judged here, not at the last stage of `pulumi up` when systemd reads the timer; cron
+    syntax and words are refused, and so is a time that never comes again (no backup would ever run)."""
+    from oncalendar import OnCalendar, OnCalendarError  # here: only a stack with backups pays for it
+
+    value = value.strip()  # a stack file's stray blank (systemd trims a unit file's values too)
+    # where the parser is more lenient than systemd (an empty list item), or stricter (fractions of a
+    # second, which a daily backup never needs: dropped for the check alone)
+    if ",," in value:
+        raise ValueError(f"{value!r} is not a systemd calendar expression (an empty item between commas)")
+    try:
+        next(OnCalendar(_WHOLE_SECONDS.sub(r"\1", value), datetime.datetime.now(datetime.timezone.utc)))
+    except OnCalendarError as error:
+        raise ValueError(f"{value!r} is not a systemd calendar expression ({error}): write e.g. daily, "
+                         "Mon..Fri 22:30 or *-*-* 03:30:00 (`systemd-analyze calendar '<expression>'` checks one)")
+    except StopIteration:
+        raise ValueError(f"{value!r} never comes again, so the backup would never run: write a recurring "
+                         "time, e.g. daily or *-*-* 03:30:00")
     return value
 
 
@@ -354,6 +399,7 @@ ClusterCidr = Annotated[str, AfterValidator(closed_to_the_internet("an exemption
                                                                    "the cluster's egress networks"))]
 SshPublicKey = Annotated[str, AfterValidator(ssh_public_key)]
 HttpsUrl = Annotated[str, AfterValidator(https_url)]
+KeycloakBaseUrl = Annotated[str, AfterValidator(keycloak_base_url)]
 OptionalEmail = Annotated[str, AfterValidator(optional(lambda v: TypeAdapter(EmailStr).validate_python(v)))]
 OptionalPemCertificates = Annotated[str, AfterValidator(optional(pem_certificates))]
 OptionalDnsLabel = Annotated[str, AfterValidator(optional(dns_label))]
@@ -377,8 +423,10 @@ PublishedDkimSelector = Annotated[PublishedSelector, PlainValidator(published_se
 DnsImport = Annotated[ImportEntry, keyed_entry(ImportEntry, "<record key>=<32-hex Cloudflare record id>")]
 OptionalBackupTarget = Annotated[str, AfterValidator(optional(backup_target))]
 OptionalSshHostKey = Annotated[str, AfterValidator(optional(ssh_host_key))]
+# the characters first: the expression is written into the VM's timer unit by the install script
 SystemdCalendar = Annotated[str, matching(r"[A-Za-z0-9*,.:/~ _+-]{1,100}",
-                                          "a systemd calendar expression (e.g. daily, or *-*-* 03:30:00)")]
+                                          "a systemd calendar expression (e.g. daily, or *-*-* 03:30:00)"),
+                            AfterValidator(systemd_calendar)]
 BackupRetention = Annotated[BackupKeep, PlainValidator(backup_keep)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 NonEmpty = Annotated[str, Field(min_length=1)]
