@@ -18,7 +18,7 @@ from components.settings.schema import UNTYPED_KEYS
 from mailctl.recorder import record
 from mailctl.stackfile import load_stack
 from mailctl.zone import stack_settings as settings_of_stack
-from tests.conftest import PROJECT_DIR, refused, self_signed, stack_config
+from tests.conftest import PROJECT_DIR, one, refused, self_signed, stack_config
 
 
 def test_committed_stacks_load_with_their_values(plans):
@@ -29,6 +29,13 @@ def test_committed_stacks_load_with_their_values(plans):
 
 
 PEBBLE_LIKE_CA = self_signed("acme-ca.example.net")[0]
+ED25519_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+#: the keys of a VM at home behind a VPS, for the rules of the gateway's own keys
+WIREGUARD_HOME = {"ceres-mail:gatewayMode": "wireguard", "ceres-mail:ipv4Address": "192.168.77.25/24",
+                  "ceres-mail:ipv4Gateway": "192.168.77.1", "ceres-mail:ipv6Address": None, "ceres-mail:ipv6Gateway": None,
+                  "ceres-mail:gatewayHost": "vps.example.net", "ceres-mail:gatewayHostKey": ED25519_HOST_KEY,
+                  "ceres-mail:gatewaySshPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}}
 
 # (what is wrong, edit to the prod stack, key named in the error, words the operator reads)
 BAD_CONFIGS = [
@@ -161,6 +168,20 @@ BAD_CONFIGS = [
      "is not a systemd calendar expression"),
     ("backup schedule that never comes again", {"ceres-mail:backupSchedule": "2020-01-01 03:00"}, "backupSchedule",
      "never comes again"),
+    ("VM address in carrier-grade NAT space", {"ceres-mail:ipv4Address": "100.64.20.25/24", "ceres-mail:ipv4Gateway": "100.64.20.1"},
+     "ipv4Address", "carrier-grade NAT space (RFC 6598)"),
+    ("gateway's public address in carrier-grade NAT space", {**WIREGUARD_HOME, "ceres-mail:gatewayPublicIpv4": "100.100.1.25"},
+     "gatewayPublicIpv4", "100.100.1.25 cannot be reached from the internet: it is in carrier-grade NAT space"),
+    ("VM IPv6 address a unique local one", {"ceres-mail:ipv6Address": "fd00:25::25/64", "ceres-mail:ipv6Gateway": "fd00:25::1"},
+     "ipv6Address", "a unique local address (RFC 4193)"),
+    ("backup to the mail host's own name", {"ceres-mail:backupTarget": "sftp:restic@mail.example.com:/srv/restic"},
+     "backupTarget", "mail.example.com is the mail host's own name: a backup on the machine it backs up is lost with it"),
+    ("backup to the mail host's own address", {"ceres-mail:backupTarget": "sftp:restic@203.0.113.25:/srv/restic"},
+     "backupTarget", "203.0.113.25 is the mail host's own address"),
+    ("backup to S3 on the mail host", {"ceres-mail:backupTarget": "s3:https://localhost:9000/backups", "ceres-mail:backupHostKey": None,
+                                        "ceres-mail:backupS3AccessKey": {"secure": "v1:cGxhY2Vob2xkZXI="},
+                                        "ceres-mail:backupS3SecretKey": {"secure": "v1:cGxhY2Vob2xkZXI="}},
+     "backupTarget", "localhost is the mail host itself"),
     ("import of a record not declared", {"ceres-mail:dnsImportIds": ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]}, "dnsImportIds", "is not a record of this stack"),
 ]
 
@@ -313,9 +334,6 @@ def test_no_value_of_any_key_escapes_as_a_traceback(key, value):
         assert error.problems and all(isinstance(k, str) and why for k, why in error.problems)
 
 
-ED25519_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-
-
 @pytest.mark.parametrize("pasted_line", [
     f"backup.example.com {ED25519_HOST_KEY}",  # ssh-keyscan -t ed25519 backup.example.com
     f"[backup.example.com]:2222 {ED25519_HOST_KEY}",  # ssh-keyscan -p 2222
@@ -389,3 +407,11 @@ def test_provided_certificate_goes_to_the_tls_stage_with_its_key_as_a_secret(scr
     [tls] = [r for r in plan.of_type("command:remote:Command") if r.name.endswith("-install-tls")]
     assert tls.inputs["stdin"] == "[secret]"
     assert "TLS_MODE=provided" in tls.inputs["create"] and "CERT_DIR=/etc/ceres-mail/tls" in tls.inputs["create"]
+
+
+def test_a_link_local_ipv6_gateway_is_taken_as_hosters_give_it(scratch_project):
+    """Many hosters route a server's /64 through fe80::1: on the link by definition, not inside the /64."""
+    config = stack_config("prod", {"ceres-mail:ipv6Gateway": "fe80::1"})
+    plan = record(scratch_project("hoster", config), "hoster")
+    vm = one(plan, "proxmoxve:index/vmLegacy:VmLegacy")
+    assert vm.inputs["initialization"]["ipConfigs"][0]["ipv6"]["gateway"] == "fe80::1"

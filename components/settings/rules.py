@@ -55,7 +55,8 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         network = ipaddress.ip_interface(address).network
         if ipaddress.ip_address(gateway).version != network.version:
             problems.append((to_camel(gateway_key), f"{gateway} is not an IPv{family} address"))
-        elif ipaddress.ip_address(gateway) not in network:
+        # an IPv6 router is on the link by its link-local address, which many hosters give as the gateway
+        elif ipaddress.ip_address(gateway) not in network and not (family == "6" and ipaddress.ip_address(gateway).is_link_local):
             problems.append((to_camel(gateway_key), f"{gateway} is not inside {network}"))
         elif ipaddress.ip_address(gateway) == ipaddress.ip_interface(address).ip:
             problems.append((to_camel(gateway_key), f"{gateway} is the VM's own address"))
@@ -176,12 +177,34 @@ def _backup_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
                          "(ssh-keyscan -t ed25519 <host>), the only one the mail host will trust"))
     if kind != "sftp" and v["backup_host_key"]:
         problems.append(("backupHostKey", "is set but backupTarget is not sftp:"))
+    if kind and (own := _the_mail_hosts_own(v, parse_backup_target(v["backup_target"]).host)):
+        problems.append(("backupTarget", f"{own}: a backup on the machine it backs up is lost with it; "
+                         "name another machine, or an S3 endpoint elsewhere"))
     for key, name in (("backupS3AccessKey", "backup_s3_access_key"), ("backupS3SecretKey", "backup_s3_secret_key")):
         if kind == "s3" and v[name] is None:
             problems.append((key, f"is required with an s3: backupTarget: `{set_secret_command(key)}`"))
         if kind != "s3" and v[name] is not None:
             problems.append((key, "is set but backupTarget is not s3:"))
     return problems
+
+
+def _the_mail_hosts_own(v: Mapping[str, Any], host: str) -> str | None:
+    """How `host` (a name or an address) is the mail host itself, or None: its name, one of its own
+    addresses, or the loopback."""
+    host = host.lower().rstrip(".")
+    if has_all(v, "domain", "mail_host") and host == mail_host_of(v["domain"], v["mail_host"]):
+        return f"{host} is the mail host's own name"
+    if host == "localhost":
+        return "localhost is the mail host itself"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return f"{address} is the mail host's loopback"
+    # (the gateway's VPS is another machine: a backup may go there)
+    own = {ipaddress.ip_interface(v[name]).ip for name in ("ipv4_address", "ipv6_address") if v.get(name)}
+    return f"{address} is the mail host's own address" if address in own else None
 
 
 def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -64,13 +64,34 @@ def host_interface(value: str) -> str:
 RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
+#: RFC 5737 and RFC 3849: documentation ranges, not routed either, but what the examples and the test
+#: internet are written with, so they pass as public
+DOCUMENTATION = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
+                                                        "2001:db8::/32"))
+#: what a non-global address is, in the words an operator looks up (the first that holds)
+_NOT_ROUTED = (
+    ("is_loopback", "loopback"),
+    ("is_link_local", "link-local"),
+    ("is_multicast", "multicast"),
+    ("is_unspecified", "the unspecified address"),
+)
+_NAMED_NETWORKS = (
+    (ipaddress.ip_network("100.64.0.0/10"), "in carrier-grade NAT space (RFC 6598), shared behind the provider's NAT"),
+    *((network, "private (RFC 1918)") for network in RFC1918),
+    (ipaddress.ip_network("fc00::/7"), "a unique local address (RFC 4193)"),
+)
+
+
 def unreachable_from_the_internet(address: str) -> str | None:
-    """Why the internet cannot reach `address` (RFC 1918, loopback, link-local, multicast), or None."""
+    """Why the internet cannot reach `address`, or None: the one "publicly routable" rule of every key that
+    must be public (the standard library's is_global, documentation ranges allowed for examples)."""
     ip = ipaddress.ip_address(address)
-    private_v4 = ip.version == 4 and any(ip in network for network in RFC1918)
-    if private_v4 or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
-        return f"{ip} cannot be reached from the internet; a mail server needs a public static address"
-    return None
+    if ip.is_global or any(ip in network for network in DOCUMENTATION if network.version == ip.version):
+        return None
+    kind = next((words for attribute, words in _NOT_ROUTED if getattr(ip, attribute)), None) or next(
+        (words for network, words in _NAMED_NETWORKS if network.version == ip.version and ip in network),
+        "reserved, never routed")
+    return f"{ip} cannot be reached from the internet: it is {kind}; a mail server needs a public static address"
 
 
 def public_address(value: str) -> str:
