@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from components.builders.backup import parse_backup_target
 from components.builders.dns_records import build_records, dkim_records, spf_problems
@@ -35,6 +35,12 @@ def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
 
     if has("domain", "mail_host") and v["mail_host"] and not within(v["mail_host"], v["domain"]):
         problems.append(("mailHost", f"{v['mail_host']} is not inside the mail domain {v['domain']}"))
+    if has("domain", "mail_host") and v["mail_host"] == v["domain"]:
+        # either stack: the MX's A record would join the website's, and the webmail (SOGo or Roundcube)
+        # and the MTA-STS host's certificate would claim the domain's own https://
+        problems.append(("mailHost", f"{v['domain']} is the mail domain itself; the mail host needs a name below it "
+                                     f"(e.g. mail.{v['domain']}): at the apex its A record would join the website's and "
+                                     f"its webmail would claim https://{v['domain']}/"))
     if has("domain", "mail_from") and v["mail_from"]:
         sender_domain = v["mail_from"].rsplit("@", 1)[1].lower()
         if not within(sender_domain, v["domain"]):
@@ -116,9 +122,22 @@ def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     for name in ("acme_email", "acme_directory"):
         if v.get(name) and not SAFE_VALUE.fullmatch(v[name]):
             problems.append((to_camel(name), f"{v[name]!r} cannot be written to mailcow.conf (letters, digits and _.,:/@+*- only)"))
-    if "domain" in v and v.get("mail_host") == v["domain"]:
-        problems.append(("mailHost", f"{v['domain']} is the mail domain itself; mailcow needs a host name below it (e.g. mail.{v['domain']})"))
+    for key, instead in IGNORED_BY_MAILCOW.items():
+        name = to_snake(key)
+        if name in v and v[name] != Settings.model_fields[name].default and (v[name] or Settings.model_fields[name].default):
+            problems.append((key, f"is set, but the mailcow stack ignores it: {instead}; remove {key} (it applies to "
+                                  "the native stack)"))
     return problems
+
+
+#: keys of the native stack that mailcow has its own way for (key -> what mailcow does instead)
+_MAILCOW_BANS = "mailcow bans failed logins with its own netfilter container, set in its admin UI (Configuration, Fail2ban parameters)"
+IGNORED_BY_MAILCOW = {
+    "webmail": "mailcow always serves its own SOGo webmail at https://<mailHost>/SOGo",
+    "bruteForceMaxRetry": _MAILCOW_BANS,
+    "bruteForceBanMinutes": _MAILCOW_BANS,
+    "clusterCidrs": "networks exempt from mailcow's bans are its netfilter whitelist, set in its admin UI",
+}
 
 
 #: the keys of the WireGuard gateway beside gatewayMode (camelCase -> field), each needed with wireguard

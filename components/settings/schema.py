@@ -95,7 +95,8 @@ class SettingsSchema(BaseModel):
     domain: DomainName = Field(
         description="Mail domain the server receives and sends for (MX, SPF, DKIM, DMARC are published here).")
     mail_host: OptionalDomainName = Field(
-        "", description="Fully qualified name of the mail host, inside `domain`. Empty means mail.<domain>.")
+        "", description=("Fully qualified name of the mail host, below `domain` (never the domain itself, whose A "
+                         "record and https:// belong to the website). Empty means mail.<domain>."))
     mail_stack: MailStackName = Field(NativeStack.name, description=(
         "Mail stack installed on the VM, `native` (Debian's Postfix + Dovecot + rspamd) or `mailcow` "
         "(mailcow-dockerized, an all-in-one with webmail and admin UI; "
@@ -287,7 +288,8 @@ class SettingsSchema(BaseModel):
         "console) is written to the directory, so it is the mail password too."))
 
     webmail: bool = Field(True, description=(
-        "Roundcube webmail on https://<mailHost>/ (native stack: Debian's Roundcube; mailcow serves its own SOGo)."))
+        "Roundcube webmail on https://<mailHost>/ (native stack: Debian's Roundcube; mailcow always serves its own "
+        "SOGo, and refuses this key, the brute-force keys and clusterCidrs: its own netfilter bans, set in its UI)."))
     brute_force_max_retry: int = Field(5, ge=1, le=100, description=(
         "Failed logins (SMTP AUTH, IMAP, webmail, SSH) from one address within 10 minutes before fail2ban bans it "
         "from every port (native stack)."))
