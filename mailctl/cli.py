@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="what changes against a saved plan (`mailctl plan --json > BASE.json`)")
     plan.add_argument("--by-name", action="store_true",
                       help="with --diff: match resources by name, to compare two stacks (their URNs differ)")
+    plan.add_argument("--allow-other-stack", action="store_true",
+                      help="with --diff: match by URN even though BASE.json is another stack's plan (every "
+                           "resource then shows as removed and added)")
     zone = commands.add_parser("zone", help="the stack's DNS records as BIND zone files (dnspython)")
     zone.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     zone.add_argument("--domain", help="only this mail domain's zone")
@@ -299,25 +302,33 @@ def cmd_dkim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff_base(args: argparse.Namespace):
+    """The saved plan `--diff` compares with, refused up front when it is another stack's and resources are
+    matched by URN: every URN names its stack, so each resource would show as removed and added."""
+    import json
+
+    from mailctl.plan import Plan
+
+    try:
+        base = Plan.from_dict(json.loads(args.diff.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StackFileError(f"{args.diff} is not a plan from `mailctl plan --json` ({error})") from None
+    if base.stack != args.stack and not (args.by_name or args.allow_other_stack):
+        raise StackFileError(f"{args.diff} is a plan of stack {base.stack!r}, not {args.stack!r}: resources are matched "
+                             "by URN, which names the stack, so every one would show as removed and added; compare "
+                             "the two stacks with --by-name (or diff by URN anyway with --allow-other-stack)")
+    return base
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from mailctl.recorder import record
     from mailctl.render import render_mermaid, render_text
 
+    base = _diff_base(args) if args.diff else None
     plan = record(args.project_dir, args.stack)
-    if args.diff:
-        import json
-
+    if base is not None:
         from mailctl.diff import diff_json, diff_plans, render_diff, render_problems, transition_problems
-        from mailctl.plan import Plan
 
-        try:
-            base = Plan.from_dict(json.loads(args.diff.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise StackFileError(f"{args.diff} is not a plan from `mailctl plan --json` ({error})") from None
-        if base.stack != plan.stack and not args.by_name:
-            # every URN names its stack: without --by-name each resource would show as removed and added
-            print(f"mailctl: {args.diff} is a plan of stack {base.stack!r}, not {plan.stack!r}: resources are "
-                  "matched by URN, which names the stack; add --by-name to compare the two stacks", file=sys.stderr)
         changes = diff_plans(base, plan, by_name=args.by_name)
         sys.stdout.write(diff_json(changes) if args.json else render_diff(changes))
         problems = transition_problems(base, plan)

@@ -67,14 +67,18 @@ def test_a_changed_secret_stays_redacted(scratch_project):
     assert "offline-placeholder" not in render_diff(diff_plans(base, head))
 
 
-def test_two_stacks_compare_by_name_and_a_urn_diff_across_stacks_warns(tmp_path, capsys):
+def test_two_stacks_compare_by_name_and_a_urn_diff_across_stacks_is_refused(tmp_path, capsys):
     """staging against prod: by URN everything is removed and added (each URN names its stack), so the
-    diff warns; by name it shows what really differs between the stacks."""
+    diff is refused up front, before any removal list; by name it shows what really differs."""
     saved = tmp_path / "staging.json"
     assert main(["plan", "--stack", "staging", "--json"]) == 0
     saved.write_text(capsys.readouterr().out)
-    main(["plan", "--stack", "prod", "--diff", str(saved)])
-    assert "is a plan of stack 'staging', not 'prod'" in capsys.readouterr().err
+    assert main(["plan", "--stack", "prod", "--diff", str(saved)]) == 2
+    refused = capsys.readouterr()
+    assert refused.out == "" and "is a plan of stack 'staging', not 'prod'" in refused.err
+    assert "--by-name" in refused.err and "--allow-other-stack" in refused.err
+    assert main(["plan", "--stack", "prod", "--diff", str(saved), "--allow-other-stack", "--json"]) == 0
+    assert {c["action"] for c in json.loads(capsys.readouterr().out)} == {"added", "removed"}
     main(["plan", "--stack", "prod", "--diff", str(saved), "--by-name", "--json"])
     captured = capsys.readouterr()
     assert captured.err == ""
@@ -91,7 +95,7 @@ def test_cli_diff_in_text_and_json(tmp_path, capsys):
     saved.write_text(capsys.readouterr().out)
     assert main(["plan", "--stack", "staging", "--diff", str(saved)]) == 0
     assert capsys.readouterr().out == "no changes\n"
-    assert main(["plan", "--stack", "prod", "--diff", str(saved), "--json"]) == 0
+    assert main(["plan", "--stack", "prod", "--diff", str(saved), "--json", "--allow-other-stack"]) == 0
     changes = json.loads(capsys.readouterr().out)
     assert {"urn", "type", "name", "action", "inputs"} <= set(changes[0])
     assert {c["action"] for c in changes} >= {"added", "removed"}, "prod and staging differ in their URNs"
