@@ -277,7 +277,7 @@ def cmd_dkim(args: argparse.Namespace) -> int:
     import datetime
 
     from components.settings import values
-    from mailctl.dkim import next_step, render_step, with_config
+    from mailctl.dkim import RotationUnderWay, next_step, render_step, with_config
     from mailctl.stackfile import load_stack
     from mailctl.zone import stack_settings
 
@@ -287,12 +287,17 @@ def cmd_dkim(args: argparse.Namespace) -> int:
         raise StackFileError(f"--to: {error}") from None
     settings = stack_settings(args.project_dir, args.stack)
     inputs = settings.dns_inputs
-    step = next_step(settings.dkim_selector, tuple(settings.dkim_published_selectors), args.to, inputs.ttl,
-                     datetime.datetime.now(datetime.timezone.utc).date())
+    try:
+        step = next_step(settings.dkim_selector, tuple(settings.dkim_published_selectors), args.to, inputs.ttl,
+                         datetime.datetime.now(datetime.timezone.utc).date())
+    except RotationUnderWay as error:
+        raise StackFileError(f"--to {args.to}: {error}") from None
     project = load_stack(args.project_dir, args.stack).project
+    # step 3 deletes the keys of the selectors it retires: protected ones must be unprotected first
+    kept = {e["selector"] if isinstance(e, dict) else e for e in step.config.get("dkimPublishedSelectors", ())}
+    retiring = [s for s in inputs.dkim_published if s not in kept] if args.to == settings.dkim_selector else []
     retired = tuple(f"urn:pulumi:{args.stack}::{project}::ceres-mail:index:Platform$tls:index/privateKey:PrivateKey"
-                    f"::ceres-mail-dkim-key-{selector}"
-                    for selector in inputs.dkim_published if settings.protect and step.config.get("dkimPublishedSelectors") == [])
+                    f"::ceres-mail-dkim-key-{selector}" for selector in retiring if settings.protect and not step.done)
     sys.stdout.write(render_step(step, args.stack, retired))
     if args.write and step.config:
         path = args.project_dir / f"Pulumi.{args.stack}.yaml"

@@ -11,6 +11,7 @@ stack file or the DNS record next (the policy advises on a published selector wi
 from __future__ import annotations
 
 import datetime
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -35,24 +36,60 @@ def as_config(entry: PublishedSelector) -> str | dict[str, str]:
     return {"selector": entry.selector, "reason": entry.reason} if entry.reason else entry.selector
 
 
+#: how steps 1 and 2 mark the selectors they publish, in their reasons (and the day the old key may go)
+NEXT_KEY, PREVIOUS_KEY = "next key", "previous key"
+_RETIRE_ON = re.compile(r"retire on (\d{4}-\d{2}-\d{2})")
+
+
+class RotationUnderWay(ValueError):
+    """A new rotation asked for while another is not finished."""
+
+
+def retire_on(entry: PublishedSelector) -> datetime.date | None:
+    """The day step 2 wrote into a previous key's reason, from which it may be retired."""
+    found = _RETIRE_ON.search(entry.reason)
+    return datetime.date.fromisoformat(found[1]) if found else None
+
+
 def next_step(signing: str, published: tuple[PublishedSelector, ...], new: str, ttl: int,
               today: datetime.date) -> Step:
-    """The step that follows from the stack's signing and published selectors, for a rotation to `new`."""
+    """The step that follows from the stack's signing and published selectors, for a rotation to `new`.
+    Raises RotationUnderWay for a new rotation while the last one has a step to go."""
     names = tuple(entry.selector for entry in published)
     if signing == new:
-        if not published:
-            return Step(f"{new} signs and no other selector is published: the rotation is complete", {}, done=True)
+        # step 3 retires the rotation's old keys; a selector published for another reason stays
+        retired = [e for e in published if not e.reason or e.reason.startswith(PREVIOUS_KEY)]
+        if not retired:
+            return Step(f"{new} signs and no old key of its rotation is published: the rotation is complete", {},
+                        done=True)
+        due = max((day for day in map(retire_on, retired) if day), default=None)
+        when = ("" if due is None else f", due on {due} (in {(due - today).days} days)" if due > today
+                else f", due since {due}")
         return Step(
-            f"step 3 of 3: retire {', '.join(names)} ({new} signs)",
-            {"dkimPublishedSelectors": []},
-            (f"at least {RETIRE_AFTER_DAYS} days since {new} started signing: mail signed with the old key may be "
-             "queued or retried until then, and it fails DKIM once the old record is gone",
+            f"step 3 of 3: retire {', '.join(e.selector for e in retired)} ({new} signs){when}",
+            {"dkimPublishedSelectors": [as_config(e) for e in published if e not in retired]},
+            (f"at least {RETIRE_AFTER_DAYS} days since {new} started signing"
+             + (f" ({due} or later)" if due else "")
+             + ": mail signed with the old key may be queued or retried until then, and it fails DKIM once the "
+               "old record is gone",
              f"mailctl verify: dkim {new}._domainkey.<each domain> (signs) ok"),
         )
+    if unfinished := [e for e in published if e.selector != new and e.reason.startswith((NEXT_KEY, PREVIOUS_KEY))]:
+        entry = unfinished[0]
+        if entry.reason.startswith(PREVIOUS_KEY):
+            due = retire_on(entry)
+            raise RotationUnderWay(
+                f"the rotation to {signing} is not finished: step 3 still retires {entry.selector}"
+                + (f" (due on {due})" if due else "") + f"; finish it first with `mailctl dkim rotate --to {signing}`")
+        raise RotationUnderWay(
+            f"a rotation to {entry.selector} is under way (published, not signing yet); finish it first with "
+            f"`mailctl dkim rotate --to {entry.selector}`, or remove {entry.selector} from dkimPublishedSelectors "
+            "to give it up")
     others = [as_config(entry) for entry in published if entry.selector != new]
     if new in names:
-        retire_on = today + datetime.timedelta(days=RETIRE_AFTER_DAYS)
-        previous = {"selector": signing, "reason": f"previous key, signed until {today}; retire on {retire_on} or later"}
+        retire_day = today + datetime.timedelta(days=RETIRE_AFTER_DAYS)
+        previous = {"selector": signing,
+                    "reason": f"{PREVIOUS_KEY}, signed until {today}; retire on {retire_day} or later"}
         return Step(
             f"step 2 of 3: {new} signs, {signing} stays published",
             {"dkimSelector": new, "dkimPublishedSelectors": [previous, *others]},
@@ -60,7 +97,7 @@ def next_step(signing: str, published: tuple[PublishedSelector, ...], new: str, 
              "have it",
              f"mailctl verify: dkim {new}._domainkey.<each domain> (published, not signing) ok"),
         )
-    upcoming = {"selector": new, "reason": f"next key, published {today}; signs from step 2 of the rotation"}
+    upcoming = {"selector": new, "reason": f"{NEXT_KEY}, published {today}; signs from step 2 of the rotation"}
     return Step(f"step 1 of 3: publish {new} beside {signing} (it does not sign yet)",
                 {"dkimPublishedSelectors": [*others, upcoming]})
 

@@ -97,3 +97,33 @@ def test_retiring_a_protected_key_says_to_unprotect_it_first(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pulumi state unprotect --stack prod 'urn:pulumi:prod::ceres-mail::" in out
     assert out.index("state unprotect") < out.index("config rm")
+
+
+def test_step_3_says_when_it_is_due_and_keeps_a_selector_published_for_another_reason():
+    spare = PublishedSelector("spare", "a key kept for the backup relay")
+    previous = PublishedSelector(PREVIOUS["selector"], PREVIOUS["reason"])
+    early = next_step("ceres2026", (previous, spare), "ceres2026", ttl=300, today=TODAY)
+    assert early.title == "step 3 of 3: retire ceres (ceres2026 signs), due on 2026-12-03 (in 7 days)"
+    assert early.config == {"dkimPublishedSelectors": [{"selector": "spare", "reason": "a key kept for the backup relay"}]}
+    assert any("(2026-12-03 or later)" in condition for condition in early.before)
+    late = next_step("ceres2026", (previous,), "ceres2026", ttl=300, today=datetime.date(2026, 12, 10))
+    assert late.title.endswith("due since 2026-12-03") and late.config == {"dkimPublishedSelectors": []}
+
+
+@pytest.mark.parametrize("signing, published, words", [
+    ("ceres2026", (PublishedSelector(PREVIOUS["selector"], PREVIOUS["reason"]),),
+     "the rotation to ceres2026 is not finished: step 3 still retires ceres (due on 2026-12-03)"),
+    ("ceres", (PublishedSelector(NEXT["selector"], NEXT["reason"]),), "a rotation to ceres2026 is under way"),
+])
+def test_a_new_rotation_waits_until_the_last_one_is_finished(tmp_path, capsys, signing, published, words):
+    """Rotating on to ceres2027 while ceres is still to be retired (or ceres2026 still to sign) would leave
+    three keys and two half-done rotations: refused, naming the step that finishes the one under way."""
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    config = {**stack_config("staging"), "ceres-mail:dkimSelector": signing,
+              "ceres-mail:dkimPublishedSelectors": [{"selector": e.selector, "reason": e.reason} for e in published]}
+    (tmp_path / "Pulumi.staging.yaml").write_text(yaml.safe_dump({"config": config}))
+    before = (tmp_path / "Pulumi.staging.yaml").read_text()
+    assert main(["-C", str(tmp_path), "dkim", "rotate", "--stack", "staging", "--to", "ceres2027", "--write"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "mailctl dkim rotate --to" in err
+    assert (tmp_path / "Pulumi.staging.yaml").read_text() == before, "nothing written"
