@@ -462,3 +462,21 @@ def test_the_access_stage_keeps_the_admin_keys_as_declared(tmp_path):
     assert [line for line in authorized.read_text().splitlines() if not line.startswith("#")] == [new, deploy]
     again = run(new)
     assert again.returncode == 0 and "updated" not in again.stdout
+
+
+def test_the_strict_ports_tls12_suites_are_each_ecdhe_with_an_aead_cipher():
+    """Judged suite by suite from OpenSSL's own description, not by name, and whatever the certificate: a
+    CBC or static-RSA suite for RSA certificates would never be negotiated with the test host's ECDSA one
+    (the mail world's provided certificate, an RSA one, is scanned on the running host as well)."""
+    import ssl
+
+    from components.builders.install_script import STRICT_CIPHERS
+    from components.builders.ports import STRICT_TLS12_CIPHERS
+
+    assert STRICT_CIPHERS == ":".join(STRICT_TLS12_CIPHERS), "what Postfix, Dovecot and nginx are given"
+    for suite in STRICT_TLS12_CIPHERS:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.set_ciphers(suite)
+        [described] = [c for c in context.get_ciphers() if c["name"] == suite]
+        assert described["kea"] == "kx-ecdhe" and described["aead"], described
+    assert {suite.split("-")[1] for suite in STRICT_TLS12_CIPHERS} == {"ECDSA", "RSA"}, "both kinds of certificate"

@@ -183,6 +183,39 @@ def test_the_vps_opens_only_the_mail_ports_wireguard_and_ssh_from_admin_networks
     assert "dport 22" in ruleset and f"{HOME_ROUTER_OUTSIDE}" in ruleset
 
 
+def test_the_vps_rule_set_itself_forwards_the_mail_ports_and_lets_in_nothing_else(gwnet, installed):
+    """The probes above cannot tell a port the VPS drops from one it forwards to the VM that resets it, so
+    the rule set the VPS runs is judged on its own, as nft reads it back (JSON): both filter chains drop by
+    default; exactly the mail ports are DNATed and forwarded; in, only answers, loopback, ICMP, WireGuard's
+    port, and SSH from the admin networks' sets."""
+    listed = json.loads(gwnet.vps.exec(["nft", "-j", "list", "table", "inet", "ceres_gateway"], check=True).stdout)
+    chains = {item["chain"]["name"]: item["chain"] for item in listed["nftables"] if "chain" in item}
+    rules = [item["rule"] for item in listed["nftables"] if "rule" in item]
+    assert chains["input"]["policy"] == chains["forward"]["policy"] == "drop"
+
+    def ports(rule: dict, protocol: str) -> set[int]:
+        """The destination ports a rule matches for `protocol` (one port, or a set of them)."""
+        found = set()
+        for expr in rule["expr"]:
+            left, right = expr.get("match", {}).get("left", {}), expr.get("match", {}).get("right")
+            if left.get("payload", {}).get("protocol") == protocol and left["payload"].get("field") == "dport":
+                found |= set(right["set"]) if isinstance(right, dict) else {right}
+        return found
+
+    def verdict(rule: dict) -> str:
+        return next((key for expr in rule["expr"] for key in ("accept", "drop", "dnat", "snat") if key in expr), "")
+
+    dnat = [rule for rule in rules if rule["chain"] == "prerouting" and verdict(rule) == "dnat"]
+    assert dnat and set().union(*(ports(rule, "tcp") for rule in dnat)) == set(FORWARDED)
+    assert all(ports(rule, "udp") == set() for rule in dnat)
+    forwarded = [ports(rule, "tcp") for rule in rules if rule["chain"] == "forward" and verdict(rule) == "accept"]
+    assert set().union(*forwarded) == set(FORWARDED), forwarded
+    let_in = [rule for rule in rules if rule["chain"] == "input" and verdict(rule) == "accept"]
+    assert set().union(*(ports(rule, "udp") for rule in let_in)) == {51820}
+    ssh = [rule for rule in let_in if ports(rule, "tcp")]
+    assert ssh and all(ports(rule, "tcp") == {22} and "@admin_v" in json.dumps(rule) for rule in ssh), ssh
+
+
 # --- 3. and 4. mail in and out ---------------------------------------------------------------------------
 
 

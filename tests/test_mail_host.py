@@ -599,19 +599,22 @@ def test_installs_killed_at_random_points_converge(mailnet, installed):
 def test_a_provided_certificate_is_installed_and_served(verify, mailnet):
     """tlsMode provided on the running host, as `pulumi up` applies the changed stack file: the tls stage
     runs again, with no ACME at all, and the stack's certificate and key (0600) serve 465, 587, 993 and 443.
-    The next step takes the host back to ACME."""
+    The certificate is an RSA one (ACME's is ECDSA), so the strict ports are scanned with the suites only an
+    RSA certificate can negotiate: ECDHE with AEAD alone, as with ECDSA. The next step takes the host back
+    to ACME."""
     import datetime
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
+    from components.builders.ports import STRICT_TLS12_CIPHERS
     from tests.mailnet.acme import directory_url
     from tests.mailnet.scenario import deploy
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(65537, 2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ceres-mail test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
@@ -644,6 +647,10 @@ def test_a_provided_certificate_is_installed_and_served(verify, mailnet):
         cert = mailnet.probe("certificate", "--host", ADDRESSES["mail"], "--port", str(port), "--starttls", starttls,
                              "--name", name, "--cafile", str(ca_file))
         assert "exception" not in cert and "ceres-mail test CA" in cert["issuer"], (port, cert)
+        scanned = mailnet.probe("suites", "--host", ADDRESSES["mail"], "--port", str(port), "--starttls", starttls,
+                                "--name", name, timeout=180)
+        assert scanned["key"] == "RSAPublicKey" and scanned["tried"] > 50, (port, scanned)
+        assert scanned["accepted"] and set(scanned["accepted"]) <= set(STRICT_TLS12_CIPHERS), (port, scanned["accepted"])
     assert key_pem.strip().splitlines()[1] not in "".join(r.stdout + r.stderr for r in results), "the key was printed"
 
 

@@ -130,6 +130,21 @@ def test_every_published_selector_is_checked_against_its_own_key_and_says_whethe
     assert {r.status for r in dns_checks.check_dkim(checked)} == {"ok"}
 
 
+def test_a_published_selector_serving_another_key_is_red_not_the_stacks(keys):
+    """A stale or attacker-supplied key at the published (not signing) selector: reported as a different
+    key, never as the stack's own, though the signing selector is right."""
+    (_, signing), (_, upcoming) = keys
+    served = {("ceres._domainkey.example.com", "TXT"): [f'"{dkim_value(signing)[:200]}" "{dkim_value(signing)[200:]}"'],
+              # the signing key served again at the other selector: a key, 2048 bits, but not that selector's
+              ("ceres2026._domainkey.example.com", "TXT"): [f'"{dkim_value(signing)[:200]}" "{dkim_value(signing)[200:]}"']}
+    checked = target(served, dkim_txt=dkim_value(signing), dkim_published={"ceres2026": dkim_value(upcoming)})
+    results = {r.check: r for r in dns_checks.check_dkim(checked)}
+    assert results["dkim ceres._domainkey.example.com (signs)"].status == "ok"
+    published = results["dkim ceres2026._domainkey.example.com (published, not signing)"]
+    assert (published.status, published.detail) == ("fail", "a different key is published")
+    assert "dkimPublicKeys ceres2026" in published.fix
+
+
 def test_verify_reads_each_selectors_key_from_the_stack_outputs(keys, scratch_project, monkeypatch, tmp_path):
     import json
 

@@ -156,6 +156,46 @@ def probe_tls_version(args) -> dict:
         return {"handshake": False, "error": f"{type(error).__name__}: {error}"}
 
 
+def tls12_suites() -> list[str]:
+    """Every suite this OpenSSL can offer in TLS 1.2, weak ones included (the server must refuse those): all
+    but TLS 1.3's, whatever version introduced them (OpenSSL lists CBC-SHA suites as TLSv1.0 or SSLv3)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    return sorted({c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"})
+
+
+def probe_suites(args) -> dict:
+    """The TLS 1.2 suites the port accepts, one handshake per suite OpenSSL knows (sslscan's method, for one
+    port in a few seconds), STARTTLS first for SMTP. Reports the accepted suites and the certificate's key."""
+    accepted, key = [], ""
+    for suite in tls12_suites():
+        ctx = context(None, None)
+        ctx.set_ciphers(f"{suite}:@SECLEVEL=0")
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            if args.starttls == "smtp":
+                with NamedSMTP(args.host, args.port, args.name) as smtp:
+                    smtp.ehlo("client.example.net")
+                    smtp.starttls(context=ctx)
+                    sock = smtp.sock
+                    accepted.append(sock.cipher()[0])
+                    key = key or _key_type(sock)
+                continue
+            with socket.create_connection((args.host, args.port), timeout=20) as raw:
+                with ctx.wrap_socket(raw, server_hostname=args.name) as sock:
+                    accepted.append(sock.cipher()[0])
+                    key = key or _key_type(sock)
+        except (ssl.SSLError, smtplib.SMTPException, ConnectionError, OSError):
+            pass
+    return {"accepted": sorted(set(accepted)), "tried": len(tls12_suites()), "key": key}
+
+
+def _key_type(sock: ssl.SSLSocket) -> str:
+    from cryptography import x509
+
+    return type(x509.load_der_x509_certificate(sock.getpeercert(binary_form=True)).public_key()).__name__
+
+
 def probe_certificate(args) -> dict:
     """The certificate a port presents (STARTTLS for SMTP), checked against --cafile and --name."""
     ctx = context(args.cafile, args.name)
@@ -291,6 +331,7 @@ def main() -> None:
         "auth-plain": probe_auth_plain,
         "tls-version": probe_tls_version,
         "certificate": probe_certificate,
+        "suites": probe_suites,
         "imap": probe_imap,
         "imap-plaintext": probe_imap_plaintext,
         "mailbox": probe_mailbox,
