@@ -122,8 +122,8 @@ def test_debian_fail2ban_takes_the_rendered_jails(webmail, tmp_path):
 
 
 @pytest.mark.parametrize("bad, key, words", [
-    ({"ceres-mail:bruteForceMaxRetry": 0}, "bruteForceMaxRetry", "greater than or equal to 1"),
-    ({"ceres-mail:bruteForceBanMinutes": 0}, "bruteForceBanMinutes", "greater than or equal to 1"),
+    ({"ceres-mail:bruteForceMaxRetry": 0}, "bruteForceMaxRetry", "0 is out of range: write a whole number from 1 to 100"),
+    ({"ceres-mail:bruteForceBanMinutes": 0}, "bruteForceBanMinutes", "0 is out of range: write a whole number from 1 to 10080"),
     ({"ceres-mail:clusterCidrs": ["0.0.0.0/0"]}, "clusterCidrs[0]", "whole internet"),
 ])
 def test_bad_brute_force_settings_are_refused_naming_their_key(scratch_project, bad, key, words):

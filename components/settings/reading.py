@@ -47,7 +47,29 @@ _FIELD_CHECKERS = {
 }
 
 
-def _describe(error: dict, shape: str = "list") -> str:
+#: what an out-of-range value of a key may have meant, and why it is not offered
+RANGE_HINTS = {
+    "bruteForceBanMinutes": "; a ban for ever (fail2ban's -1) is not offered: an address changes hands, and a "
+                            "ban that never ends would one day lock out someone else. The longest is a week",
+}
+_RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal", "greater_than", "less_than"})
+
+
+def _out_of_range(key: str, value: Any, info: FieldInfo) -> str:
+    """A number outside a key's range, in the key's own words: what it means, which numbers it takes."""
+    low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+    allowed = (f"a whole number from {low} to {high}" if high is not None
+               else f"a whole number of at least {low}" if low is not None else "another number")
+    meaning = (info.description or "").split(". ")[0].rstrip(".")
+    if meaning[1:2].islower():  # a sentence's capital, not a name's (CERES, IPv6)
+        meaning = meaning[0].lower() + meaning[1:]
+    return f"{value} is out of range: write {allowed}" + (f" ({meaning})" if meaning else "") + RANGE_HINTS.get(key, "")
+
+
+def _describe(error: dict, shape: str = "list", key: str = "", info: FieldInfo | None = None) -> str:
+    if error["type"] in _RANGE_ERRORS and info is not None and not error["loc"]:
+        return _out_of_range(key, error["input"], info)
     if error["type"] == "missing":
         return "is required: set it with `pulumi config set` (see the README's config reference)"
     if error["type"] == "value_error":
@@ -118,7 +140,7 @@ def validate(raw: Mapping[str, Any], misplaced: Iterable[str] = (), in_clear: It
         except ValidationError as error:
             for detail in error.errors():
                 where = "".join(f"[{part}]" for part in detail["loc"])
-                problems.append((key + where, _describe(detail, "object" if key in OBJECT_KEYS else "list")))
+                problems.append((key + where, _describe(detail, "object" if key in OBJECT_KEYS else "list", key, info)))
         except Exception as error:  # noqa: BLE001 - a rule that fails in a way it did not foresee is still this key's problem
             problems.append((key, f"{_shown(raw[key])} could not be read ({type(error).__name__}: {error})"))
     unknown = set(raw) - CONFIG_KEYS
