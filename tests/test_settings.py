@@ -429,3 +429,38 @@ def test_a_link_local_ipv6_gateway_is_taken_as_hosters_give_it(scratch_project):
     plan = record(scratch_project("hoster", config), "hoster")
     vm = one(plan, "proxmoxve:index/vmLegacy:VmLegacy")
     assert vm.inputs["initialization"]["ipConfigs"][0]["ipv6"]["gateway"] == "fe80::1"
+
+
+SECURE = {"secure": "v1:cGxhY2Vob2xkZXI="}  #: a `secure:` value as `pulumi config set --secret` writes it
+
+
+@pytest.mark.parametrize("company, base, features", [
+    # at home behind a VPS: its own directory, sftp backups, webmail and fail2ban tuned, a DKIM rotation at step 2
+    ("home", "home", {
+        "ceres-mail:ldapMode": "local", "ceres-mail:ldapClientCidrs": ["10.42.0.0/16"],
+        "ceres-mail:backupTarget": "sftp:restic@backup.home.example.org:/srv/restic",
+        "ceres-mail:backupHostKey": f"backup.home.example.org {ED25519_HOST_KEY}",  # as ssh-keyscan prints it
+        "ceres-mail:backupSchedule": "Mon..Fri 02:30", "ceres-mail:backupKeep": {"daily": 14, "monthly": 12},
+        "ceres-mail:bruteForceMaxRetry": 4, "ceres-mail:bruteForceBanMinutes": 1440, "ceres-mail:clusterCidrs": ["10.42.0.0/16"],
+        "ceres-mail:dkimSelector": "ceres2027",
+        "ceres-mail:dkimPublishedSelectors": [{"selector": "ceres", "reason": "previous key, signed until 2026-12-01; "
+                                                                            "retire on 2026-12-08 or later"}],
+    }),
+    # a company with its own directory and S3, at a hoster that routes IPv6 through fe80::1
+    ("corp", "prod", {
+        "ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": "ldaps://ldap.corp.example.com",
+        "ceres-mail:ldapBindDn": "cn=mail,ou=services,dc=example,dc=com", "ceres-mail:ldapBindPassword": SECURE,
+        "ceres-mail:backupTarget": "s3:https://s3.eu-central-1.amazonaws.com/corp-backups/mail", "ceres-mail:backupHostKey": None,
+        "ceres-mail:backupS3AccessKey": SECURE, "ceres-mail:backupS3SecretKey": SECURE,
+        "ceres-mail:ipv6Gateway": "fe80::1", "ceres-mail:keycloakUrl": "https://sso.example.com/",
+        "ceres-mail:webmail": False,
+    }),
+])
+def test_a_new_operators_stack_with_every_feature_plans_cleanly(scratch_project, company, base, features):
+    """Stacks as an operator writes them, every feature on at once, secrets set with --secret: the plan
+    passes with no problem and no mandatory policy violation."""
+    plan = record(scratch_project(company, stack_config(base, features)), company)
+    assert [v for v in plan.policy if v["level"] == "mandatory"] == []
+    names = [r.name for r in plan.resources]
+    assert any(name.endswith("-install-backup") for name in names), "backups planned"
+    assert any(name.endswith("-directory-federation") for name in names), "Keycloak federates the directory"
