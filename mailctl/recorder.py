@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import gc
 import threading
 from dataclasses import dataclass, field
@@ -187,14 +186,6 @@ def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook |
 
 
 
-def with_secrets(config: StackConfig, secrets: Mapping[str, str]) -> StackConfig:
-    """`config` with `secrets` set as decrypted secret values (the CLI's view of `secure:` keys)."""
-    if not secrets:
-        return config
-    return dataclasses.replace(config, values=dict(sorted({**config.values, **secrets}.items())),
-                               secret_keys=tuple(sorted({*config.secret_keys, *secrets})))
-
-
 def record(
     project_dir: Path,
     stack: str,
@@ -216,7 +207,7 @@ def record(
     them over once decrypted: what a stack file holds encrypted, which the recorder itself cannot decrypt.
     Raises SettingsError (bad config) or StackFileError (unreadable stack file).
     """
-    config = with_secrets(load_stack(project_dir, stack), secrets or {})
+    config = load_stack(project_dir, stack).with_secrets(secrets or {})
     # A fresh context: the SDK keeps its engine, config and root stack in context variables, so every
     # recording starts clean even when several run in one process (the tests do).
     # Its own event loop too, closed when done: a loop left for the garbage collector can fail noisily at

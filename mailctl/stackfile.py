@@ -9,7 +9,8 @@ encrypted: they become a placeholder that is itself marked secret, and show as [
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ class StackConfig:
     values: dict[str, str]  #: full key ("ceres-mail:domain") -> string value
     secret_keys: tuple[str, ...]  #: full keys whose values are secrets
     stack_keys: tuple[str, ...]  #: keys of the project namespace that the stack file itself sets
+
+    def with_secrets(self, secrets: Mapping[str, str]) -> "StackConfig":
+        """This config with `secrets` ({full key: value}) as the CLI hands `secure:` values over once
+        decrypted, which the offline reader itself cannot do (the tests give real secrets this way)."""
+        if not secrets:
+            return self
+        return replace(self, values=dict(sorted({**self.values, **secrets}.items())),
+                       secret_keys=tuple(sorted({*self.secret_keys, *secrets})))
 
 
 def _as_config_string(value: Any) -> str:

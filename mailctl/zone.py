@@ -29,9 +29,10 @@ from mailctl.stackfile import StackFileError, load_stack
 
 
 
-def stack_settings(project_dir: Path, stack: str) -> Settings:
-    """Validated settings of a stack without running the program (secrets stay unread placeholders)."""
-    config = load_stack(project_dir, stack)
+def stack_settings(project_dir: Path, stack: str, secrets: Mapping[str, str] | None = None) -> Settings:
+    """Validated settings of a stack without running the program (secrets stay unread placeholders, or are
+    `secrets` as decrypted values: see StackConfig.with_secrets)."""
+    config = load_stack(project_dir, stack).with_secrets(secrets or {})
     prefix = f"{config.project}:"
     raw = {key[len(prefix):]: value for key, value in config.values.items() if key.startswith(prefix)}
     for key in config.stack_keys:

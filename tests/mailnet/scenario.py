@@ -158,7 +158,7 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
 
-    settings = stack_settings(workdir, "e2e")
+    settings = stack_settings(workdir, "e2e", secrets)
     inputs = settings.dns_inputs
     # what the plan declares to Cloudflare, read back as Cloudflare would serve it; PTRs are set at the IP
     # provider (not declared), so they come from the builder
