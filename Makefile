@@ -56,7 +56,7 @@ engine: system-deps  ## build the real-engine test tools (cold: tens of minutes;
 bench: venv  ## time `mailctl plan` against the bare import of the same SDKs
 	$(BIN)/python bench/bench_plan.py
 
-docs: venv  ## write Pulumi.yaml's config block and the README's config reference from the settings schema
+docs: venv  ## write Pulumi.yaml's config block, the README's config reference (settings schema) and synopsis (mailctl's parser)
 	$(BIN)/mailctl config-reference --write
 
 venv: $(VENV)/.runtime

@@ -32,7 +32,8 @@ def _default_project_dir() -> str:
     return str(here if (here / "Pulumi.yaml").is_file() else Path.cwd())
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option of mailctl; `make docs` writes the README's synopsis from it."""
     parser = argparse.ArgumentParser(prog="mailctl", description="Operator commands of ceres-mail.")
     parser.add_argument("-C", "--project-dir", type=_project_dir, default=_default_project_dir(),
                         help="directory with Pulumi.yaml (default: this project)")
@@ -350,7 +351,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         commands = {
             "plan": cmd_plan,

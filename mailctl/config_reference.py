@@ -1,13 +1,16 @@
-"""Pulumi.yaml's config block and the README's config reference, both written from the settings schema.
+"""The generated parts of Pulumi.yaml and the README: the config block and reference, and the synopsis.
 
 `SettingsSchema` (components/settings/schema.py) is the one home of every key's type, default and
-description. `make docs` (`mailctl config-reference --write`) writes both files from it; a test fails when
-either differs from what it would write, so the CLI's defaults, the program's and the documented ones are
-the same by construction.
+description, and mailctl's parser (`mailctl.cli.build_parser`) the one home of its commands and options.
+`make docs` (`mailctl config-reference --write`) writes Pulumi.yaml's config block, the README's config
+reference and the README's synopsis of the operator commands from them; a test fails when either file
+differs from what it would write, so the CLI's defaults, the program's and the documented ones are the
+same by construction, and so are the options mailctl takes and the ones the README shows.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -20,10 +23,15 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from components.settings.schema import UNTYPED_KEYS, PROJECT, SECTIONS, UNDECLARED_KEYS, SettingsSchema, is_secret
+from mailctl.cli import build_parser
 
 SCHEMA = "components/settings/schema.py"
 BEGIN = f"<!-- config-reference:begin (generated from {SCHEMA} by `make docs`) -->"
 END = "<!-- config-reference:end -->"
+SYNOPSIS_BEGIN = "<!-- mailctl-synopsis:begin (generated from mailctl/cli.py by `make docs`) -->"
+SYNOPSIS_END = "<!-- mailctl-synopsis:end -->"
+SYNOPSIS_PROG = ".venv/bin/mailctl"
+SYNOPSIS_WIDTH = 107  # a synopsis line, its code block's indent included, ends by this column
 # Pulumi.yaml is written from this line to its end; the project's name and runtime above it are by hand.
 PULUMI_BEGIN = f"# Written by `make docs` from {SCHEMA}, from here to the end: change a key there.\n"
 RULE_WIDTH = 103  # the section headings' rules end in this column
@@ -102,7 +110,7 @@ def updated_pulumi_yaml(text: str) -> str:
     return text[: text.index(PULUMI_BEGIN)] + render_pulumi_config()
 
 
-# --- README.md ------------------------------------------------------------------------------------
+# --- README.md: the config reference --------------------------------------------------------------
 
 
 def _cell(text: str) -> str:
@@ -148,10 +156,83 @@ def render_config_reference() -> str:
     return "\n".join(lines)
 
 
+# --- README.md: the operator commands' synopsis ---------------------------------------------------
+
+
+def _usage_word(action: argparse.Action) -> str:
+    """An argument as its usage shows it: `--json`, `--stack STACK`, `PLAN.json` (the first option string,
+    as argparse's own usage gives it)."""
+    value = action.metavar or action.dest.upper()
+    if not action.option_strings:
+        return value
+    flag = action.option_strings[0]
+    return flag if action.nargs == 0 else f"{flag} {value}"
+
+
+def _usage_words(parser: argparse.ArgumentParser) -> list[str]:
+    """A command's arguments, positionals first (as an operator types them), then the options in the
+    parser's order; a mutually exclusive group at its first option, `[a | b]` (or `(a | b)` if required)."""
+    groups = {id(action): group for group in parser._mutually_exclusive_groups for action in group._group_actions}
+    positionals, options, done = [], [], set()
+    for action in parser._actions:
+        if "-h" in action.option_strings or isinstance(action.choices, dict):
+            continue  # help, and the subcommands, which get lines of their own
+        if not action.option_strings:
+            positionals.append(_usage_word(action))
+            continue
+        group = groups.get(id(action))
+        if group is None:
+            word = _usage_word(action)
+            options.append(word if action.required else f"[{word}]")
+        elif id(group) not in done:
+            done.add(id(group))
+            inner = " | ".join(_usage_word(member) for member in group._group_actions)
+            options.append(f"({inner})" if group.required else f"[{inner}]")
+    return positionals + options
+
+
+def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
+    """(the words that name a command, its parser) for every command that takes no further subcommand."""
+    subcommands = next((action.choices for action in parser._actions if isinstance(action.choices, dict)), None)
+    if subcommands is None:
+        yield words, parser
+        return
+    for name, child in subcommands.items():
+        yield from _commands(child, (*words, name))
+
+
+def _usage_lines(prefix: str, words: list[str]) -> list[str]:
+    """`prefix word word …` wrapped at SYNOPSIS_WIDTH, each further line starting under the first word."""
+    lines, line = [], prefix
+    for word in words:
+        if len(line) + 1 + len(word) > SYNOPSIS_WIDTH and line.strip() != prefix.strip():
+            lines.append(line)
+            line = " " * len(prefix)
+        line += " " + word
+    return lines + [line]
+
+
+def render_synopsis(parser: argparse.ArgumentParser | None = None) -> str:
+    """The README's block: mailctl's own options, then a usage of every command with all its options."""
+    parser = parser or build_parser()
+    lines = [SYNOPSIS_BEGIN, ""]
+    lines += _usage_lines(f"    {SYNOPSIS_PROG}", _usage_words(parser) + ["COMMAND", "..."])
+    for words, command in _commands(parser):
+        lines += _usage_lines(f"    {SYNOPSIS_PROG} {' '.join(words)}", _usage_words(command))
+    lines += ["", SYNOPSIS_END]
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, begin: str, end: str, block: str) -> str:
+    """text with the block from the marker `begin` (its words before " (") to `end` replaced by block."""
+    start, stop = text.index(begin.split(" (", 1)[0]), text.index(end) + len(end)
+    return text[:start] + block + text[stop:]
+
+
 def updated_readme(text: str) -> str:
-    """README.md's text with its generated block written from the schema."""
-    start, end = text.index(BEGIN.split(" (", 1)[0]), text.index(END) + len(END)
-    return text[:start] + render_config_reference() + text[end:]
+    """README.md's text with its generated blocks written from the schema and from mailctl's parser."""
+    text = _replace_block(text, BEGIN, END, render_config_reference())
+    return _replace_block(text, SYNOPSIS_BEGIN, SYNOPSIS_END, render_synopsis())
 
 
 # --- `make docs` ----------------------------------------------------------------------------------
@@ -165,7 +246,7 @@ def written_files(project_dir: Path) -> dict[Path, str]:
 
 
 def write(project_dir: Path) -> list[Path]:
-    """Write Pulumi.yaml's config block and the README's reference; the files that changed."""
+    """Write Pulumi.yaml's config block and the README's reference and synopsis; the files that changed."""
     changed = []
     for path, text in written_files(project_dir).items():
         if path.read_text() != text:

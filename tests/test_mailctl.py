@@ -131,13 +131,38 @@ def test_yaml_that_is_not_yaml_is_a_clear_error(tmp_path, project_dir):
     assert "Traceback" not in result.stderr
 
 
-def test_pulumi_yaml_and_the_readme_reference_are_what_make_docs_writes(project_dir):
-    """Every key's type, default and description live in the settings schema only: run `make docs` after
-    changing one there, and commit what it writes."""
-    from mailctl.config_reference import written_files
+def test_pulumi_yaml_the_readme_reference_and_synopsis_are_what_make_docs_writes(project_dir):
+    """Every key's type, default and description live in the settings schema only, and every command and
+    option of mailctl in its parser only: run `make docs` after changing one there, and commit what it
+    writes."""
+    from mailctl.config_reference import SYNOPSIS_BEGIN, SYNOPSIS_END, written_files
 
     for path, text in written_files(project_dir).items():
         assert path.read_text() == text, f"{path.name} differs from what `make docs` writes: run `make docs`"
+    readme = (project_dir / "README.md").read_text()
+    synopsis = readme[readme.index(SYNOPSIS_BEGIN):readme.index(SYNOPSIS_END)]
+    verify = synopsis[synopsis.index("mailctl verify "):synopsis.index("mailctl policy ")]
+    assert "mailctl backup status " in synopsis and "mailctl backup restore " in synopsis
+    assert all(flag in verify for flag in ("--ssh-key FILE", "--ssh-user", "--known-hosts FILE", "--ssh-host"))
+
+
+def test_the_synopsis_shows_every_command_and_option_of_the_parser():
+    """An option added to a command appears in its line, with its value; a command added, in a line of its
+    own; a required option without brackets, a choice between options as one bracket."""
+    from mailctl.cli import build_parser
+    from mailctl.config_reference import render_synopsis
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action.choices, dict))
+    commands.choices["zone"].add_argument("--serial", metavar="N")
+    extra = commands.add_parser("report")
+    extra.add_argument("--since", required=True, metavar="DAY")
+    synopsis = render_synopsis(parser)
+    assert "[--out DIR] [--serial N]" in synopsis
+    assert ".venv/bin/mailctl report --since DAY\n" in synopsis
+    assert "[--json | --mermaid]" in synopsis and "[--stack STACK | --domain DOMAIN]" in synopsis
+    assert "mailctl policy PLAN.json [--state EXPORT.json]" in synopsis
+    assert all(len(line) <= 107 for line in synopsis.splitlines())
 
 
 def test_make_docs_puts_back_a_default_changed_by_hand(tmp_path, project_dir):
