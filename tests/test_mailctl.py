@@ -181,9 +181,18 @@ def test_make_docs_puts_back_a_default_changed_by_hand(tmp_path, project_dir):
     assert again.stdout.strip() == "Pulumi.yaml and README.md already up to date"
 
 
-def test_readme_starts_with_the_two_commands(project_dir):
-    first_lines = (project_dir / "README.md").read_text().splitlines()[:2]
-    assert first_lines[0].strip().startswith("make plan") and first_lines[1].strip().startswith("make test")
+def test_readme_starts_with_its_title_then_the_two_commands(project_dir):
+    """The title first, then `make plan` and `make test` (the first code block), each with its line saying
+    what it does, and `make test-fast` named next to `make test`, all before the first section."""
+    text = (project_dir / "README.md").read_text()
+    assert text.startswith("# ceres-mail\n")
+    opening = text[:text.index("\n## ")]
+    code = [line.strip() for line in opening.splitlines() if line.startswith("    ")]
+    assert code[:2] == ["make plan", "make test"]
+    said = {item.split("`")[1]: " ".join(item.split()) for item in opening.split("\n- ")[1:]}
+    assert "creates `.venv`" in said["make plan"] and "no cloud, credentials or Pulumi CLI" in said["make plan"]
+    assert "installs everything the tests need" in said["make test"] and "runs every test" in said["make test"]
+    assert "`make test-fast`" in said["make test"]
 
 
 # --- mailctl zone -------------------------------------------------------------------------------------
