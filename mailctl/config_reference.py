@@ -15,6 +15,7 @@ import dataclasses
 import json
 import re
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,8 @@ def render_config_reference() -> str:
 
 
 # --- README.md: the operator commands' synopsis ---------------------------------------------------
+# argparse has no public way to walk a parser: these read its `_actions` and `_mutually_exclusive_groups`,
+# which its own usage formatter reads too.
 
 
 def _usage_word(action: argparse.Action) -> str:
@@ -191,7 +194,8 @@ def _usage_words(parser: argparse.ArgumentParser) -> list[str]:
     return positionals + options
 
 
-def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
+def _commands(parser: argparse.ArgumentParser,
+              words: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """(the words that name a command, its parser) for every command that takes no further subcommand."""
     subcommands = next((action.choices for action in parser._actions if isinstance(action.choices, dict)), None)
     if subcommands is None:
