@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dkim = commands.add_parser("dkim", help="DKIM keys: the next safe step of a key rotation")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True)
-    rotate = dkim_commands.add_parser("rotate", help="print the next step of a rotation to a new selector (README, DKIM key rotation)")
+    rotate = dkim_commands.add_parser("rotate", help="print the next step of a rotation to a new selector (docs/dns.md, DKIM key rotation)")
     rotate.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     rotate.add_argument("--to", required=True, metavar="SELECTOR", help="the selector that is to sign, e.g. ceres2026")
     rotate.add_argument("--write", action="store_true", help="also set the step's config in Pulumi.<stack>.yaml")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", help="the mail host's backups (restic), over SSH as the admin user")
     backup_commands = backup.add_subparsers(dest="backup_command", required=True, metavar="{status,restore}")
     status = backup_commands.add_parser("status", help="the last backup's age and size; exit 1 if older than 26 h or failed")
-    restore = backup_commands.add_parser("restore", help="a snapshot back onto the stack's host (README, Backups and restore)")
+    restore = backup_commands.add_parser("restore", help="a snapshot back onto the stack's host (docs/backups.md)")
     restore.add_argument("--snapshot", default="latest", type=_snapshot_id, help="a snapshot id (default: the latest)")
     restore.add_argument("--password-file", metavar="FILE",
                          help="the repository password to use instead of the stack's (a file, or - for stdin)")
@@ -141,7 +141,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     settings = stack_settings(args.project_dir, args.stack)
     if settings.backup_inputs is None:
-        raise StackFileError(f"stack {args.stack} has no backups: set backupTarget (README, Backups and restore)")
+        raise StackFileError(f"stack {args.stack} has no backups: set backupTarget (docs/backups.md)")
     access = _host_access(args, settings)
     try:
         if args.backup_command == "status":

@@ -151,7 +151,7 @@ def dkim_selectors(plan: Plan) -> tuple[set[str], set[str]]:
 def transition_problems(base: Plan, head: Plan) -> list[dict[str, str]]:
     """Mandatory problems of going from `base` to `head` in one step: a DKIM switch to a selector whose
     record `base` did not already publish (its record may not be served everywhere yet, so receivers
-    would fail the new signatures; README, DKIM key rotation)."""
+    would fail the new signatures; docs/dns.md, DKIM key rotation)."""
     base_signing, base_published = dkim_selectors(base)
     head_signing, _ = dkim_selectors(head)
     return [

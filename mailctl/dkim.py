@@ -1,6 +1,6 @@
 """`mailctl dkim rotate --stack S --to NEW`: the next safe step of a DKIM key rotation, for where S stands.
 
-A rotation is three stack changes, each safe on its own (README, DKIM key rotation): publish the new
+A rotation is three stack changes, each safe on its own (docs/dns.md, DKIM key rotation): publish the new
 selector, switch signing to it once its record is served everywhere, retire the old one after mail signed
 with it can no longer arrive. Which step is next follows from the stack's `dkimSelector` and
 `dkimPublishedSelectors` alone, so the command reads the stack file and nothing else. Each selector it

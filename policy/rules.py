@@ -332,8 +332,8 @@ def backups_configured(resources: list[Resource], config: PolicyConfig) -> Itera
     vms = [r for r in resources if r.type == VM and r.stack in config.protected_stacks]
     backed_up = any(r.type == COMMAND and r.urn.endswith("-install-backup") for r in resources)
     if vms and not backed_up:
-        yield vms[0].urn, (f"protected stack {vms[0].stack} has no backups: set backupTarget (README, Backups and "
-                           "restore), or its mailboxes and DKIM keys are lost with the VM")
+        yield vms[0].urn, (f"protected stack {vms[0].stack} has no backups: set backupTarget (docs/backups.md), "
+                           "or its mailboxes and DKIM keys are lost with the VM")
 
 
 RULES: tuple[Rule, ...] = (

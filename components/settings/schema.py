@@ -194,7 +194,7 @@ class SettingsSchema(BaseModel):
         "DKIM selector that signs, published at <selector>._domainkey.<domain> (a key of its own, made by the stack)."))
     dkim_published_selectors: Json[list[PublishedDkimSelector]] = Field((), description=(
         "More DKIM selectors whose keys exist and are published but do not sign: the next key, published ahead of "
-        "a rotation, or the previous one, kept for mail in flight (README, DKIM key rotation). Each is a selector "
+        "a rotation, or the previous one, kept for mail in flight (docs/dns.md, DKIM key rotation). Each is a selector "
         "or {selector, reason}; the reason becomes the record's comment."))
     dkim_max_age_days: int = Field(365, ge=1, le=3650, description=(
         "Days a DKIM key may sign before `mailctl policy --state` advises a rotation (dkim-key-not-too-old); the "
@@ -315,7 +315,7 @@ class SettingsSchema(BaseModel):
     gateway_mode: Literal["off", "wireguard"] = Field("off", description=(
         "off: the VM holds the public address. wireguard: the VM stays at home (ipv4Address is its home "
         "address) and a VPS (gatewayHost) holds the public address, forwarding the mail ports to it through "
-        "WireGuard; DNS publishes the VPS's addresses (README, Mail at home behind a VPS)."))
+        "WireGuard; DNS publishes the VPS's addresses (docs/gateway.md)."))
     gateway_host: OptionalHostAddress = Field("", description=(
         "wireguard: the VPS (Debian 12) the stack installs the gateway on over SSH, by name or address."))
     gateway_user: LinuxUser = Field("root", description=(

@@ -13,4 +13,4 @@ def check_backup(target: Target) -> list[Result]:
     try:
         return judge(fetch_status(target.backup_access))
     except BackupCommandError as error:
-        return [Result("backup", FAIL, str(error), "see README, Backups and restore")]
+        return [Result("backup", FAIL, str(error), "see docs/backups.md")]

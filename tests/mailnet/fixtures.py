@@ -1,4 +1,4 @@
-"""The test "internet" of the end-to-end tests (README, Tests), as one session fixture.
+"""The test "internet" of the end-to-end tests (docs/testing.md), as one session fixture.
 
     dns     BIND, authoritative for example.com (the stack's zone, its DKIM key), example.net, the reverse zone
     acme    pebble, the ACME CA the stack's certbot talks to (http-01 validated for real)

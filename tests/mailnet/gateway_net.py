@@ -1,4 +1,4 @@
-"""The test internet of `gatewayMode: wireguard` (README, Mail at home behind a VPS): the mail VM at home
+"""The test internet of `gatewayMode: wireguard` (docs/gateway.md): the mail VM at home
 behind a NAT, its public address on a VPS.
 
     internet (203.0.113.0/24)   dns, acme, remote, client as in tests/mailnet/fixtures.py, and
