@@ -97,7 +97,8 @@ class KeycloakDirectory(pulumi.ComponentResource):
     in WRITABLE mode a password set in Keycloak (reset mail, account console) is written to the directory
     with the Password Modify extended operation, so the directory hashes it and it is the mail password too.
 
-    Owned by this stack (created, and removed on destroy), unlike the realm it sits in."""
+    Owned by this stack (created by it, and deleted with it: in a protected stack only once unprotected,
+    docs/ldap.md), unlike the realm it sits in."""
 
     def __init__(self, name: str, args: KeycloakDirectoryArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:keycloak:Directory", name, None, opts)
