@@ -18,7 +18,7 @@ from components.settings.schema import UNTYPED_KEYS
 from mailctl.recorder import record
 from mailctl.stackfile import load_stack
 from mailctl.zone import stack_settings as settings_of_stack
-from tests.conftest import PROJECT_DIR, one, refused, self_signed, stack_config
+from tests.conftest import PROJECT_DIR, SECURE, one, refused, self_signed, stack_config
 
 
 def test_committed_stacks_load_with_their_values(plans):
@@ -429,9 +429,6 @@ def test_a_link_local_ipv6_gateway_is_taken_as_hosters_give_it(scratch_project):
     plan = record(scratch_project("hoster", config), "hoster")
     vm = one(plan, "proxmoxve:index/vmLegacy:VmLegacy")
     assert vm.inputs["initialization"]["ipConfigs"][0]["ipv6"]["gateway"] == "fe80::1"
-
-
-SECURE = {"secure": "v1:cGxhY2Vob2xkZXI="}  #: a `secure:` value as `pulumi config set --secret` writes it
 
 
 @pytest.mark.parametrize("company, base, features", [
