@@ -23,6 +23,12 @@ def test_the_longest_worlds_go_first_and_on_a_cold_machine_the_engines_layers_la
     assert cold[-len(waiting):] == waiting and waiting[0] == "tests/e2e/test_up.py"
 
 
+def test_the_workers_are_as_asked_else_by_whether_the_engine_is_built():
+    assert run_tests.workers(None, engine_built=True) == run_tests.WARM_WORKERS
+    assert run_tests.workers(None, engine_built=False) == run_tests.COLD_WORKERS == 2
+    assert run_tests.workers(0, engine_built=True) == 0 and run_tests.workers(4, engine_built=False) == 4
+
+
 def test_pytest_collects_the_modules_in_the_order_handed_out():
     """The order is pytest's own collection order, which the workers take modules from: pytest puts a module
     named before its folder back in the folder's order, so an order of folders would be lost silently."""

@@ -39,11 +39,18 @@ LONGEST_WORLDS = ("tests/e2e/test_up.py", "tests/test_mail_host.py", "tests/test
 ENGINE_LAYERS = ("tests/engine", "tests/e2e")  #: what needs the engine built
 ENGINE_WARM_WAIT = 15.0  #: seconds the engine build may take and still count as already built
 FAST_LAYERS = "offline,judges"
-#: pytest's workers, one world each at a time: 2 on 2 cores. (Measured warm on 2026-12-07, in the run order
-#: below: 15:43 with 2 workers; 13:53 and 14:21 with 3, but the second run lost the gateway world's
-#: reboot test to a probe's timeout on the saturated cores: 3 waits until its probes stand that load.
-#: Cold, the engine's build already fills the cores: 37:11 measured with 2.)
-WORKERS = 2
+#: pytest's workers, one world each at a time. Warm, 3 on 2 cores: the worlds wait on boots, apt, ACME and
+#: SSH, and with 2 the cores sat idle part of the time (measured on a fresh 2-core machine on 2026-12-07,
+#: fresh clones, in the run order above: 9:02 with 3, green; the probes wait for what a loaded machine
+#: brings up late). Cold, 2: the engine's build already fills the cores (26:12 measured with 2).
+WARM_WORKERS, COLD_WORKERS = 3, 2
+
+
+def workers(asked: int | None, engine_built: bool) -> int:
+    """The workers for this run: as asked (`--workers`, `TEST_WORKERS`), else by whether the engine is built."""
+    if asked is not None:
+        return asked
+    return WARM_WORKERS if engine_built else COLD_WORKERS
 
 
 class EngineBuild:
@@ -101,8 +108,9 @@ def given_paths(extra: list[str]) -> list[str]:
 
 def pytest_argv(args: argparse.Namespace, extra: list[str], engine_built: bool) -> list[str]:
     argv = [sys.executable, "-m", "pytest", "--junitxml", str(REPORT), "-o", "junit_family=xunit1"]
-    if args.workers > 0:
-        argv += ["-n", str(args.workers), "--dist", "loadfile", "--no-loadscope-reorder"]
+    count = workers(args.workers, engine_built)
+    if count > 0:
+        argv += ["-n", str(count), "--dist", "loadfile", "--no-loadscope-reorder"]
     if args.fast:
         argv += ["--layers", FAST_LAYERS]
     if not given_paths(extra):  # every layer
@@ -130,8 +138,8 @@ def apt_proxy(needed: bool) -> contextlib.AbstractContextManager:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=WORKERS, help=f"pytest-xdist workers (0: one process; "
-                        f"default {WORKERS})")
+    parser.add_argument("--workers", type=int, help=f"pytest-xdist workers (0: one process; default "
+                        f"{WARM_WORKERS} once the engine is built, {COLD_WORKERS} while it builds)")
     parser.add_argument("--fast", action="store_true", help=f"only the layers {FAST_LAYERS} (make test-fast)")
     parser.add_argument("--started", type=float, help="when make started (epoch seconds), for the report")
     args, extra = parser.parse_known_args()
