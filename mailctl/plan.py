@@ -10,8 +10,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SECRET = "[secret]"
-UNKNOWN_TEXT = "(known after apply)"
+from policy.markers import SECRET, UNKNOWN_TEXT  # the plan's markers, re-exported for its readers
+
+__all__ = ["SECRET", "UNKNOWN_TEXT", "Plan", "PlannedResource"]
 
 
 @dataclass(frozen=True)

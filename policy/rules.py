@@ -27,7 +27,7 @@ from components.builders.dns_records import (
 )
 from components.builders.gateway import ssh_sources as gateway_ssh_sources
 from components.builders.ports import LDAP_PLAIN_PORT, LDAPS, submission_problem
-from mailctl.plan import SECRET, UNKNOWN_TEXT as UNKNOWN
+from policy.markers import SECRET, UNKNOWN_TEXT as UNKNOWN
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 REALM = "keycloak:index/realm:Realm"

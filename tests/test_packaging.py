@@ -106,3 +106,22 @@ def test_the_built_wheel_ships_every_package_and_shell_template(tmp_path):
         assert f"{package.relative_to(PROJECT_DIR).as_posix()}/__init__.py" in names, package
     templates = {p.relative_to(PROJECT_DIR).as_posix() for p in (PROJECT_DIR / "components/builders/shell").rglob("*.sh")}
     assert templates and templates <= names, sorted(templates - names)
+
+
+#: the shipped packages from the bottom up: a package imports only those below it (and itself)
+LAYERS = ("components", "policy", "mailctl")
+
+
+def test_no_import_runs_up_a_layer():
+    """The settings and builders know nothing of the policy, and the policy nothing of mailctl: each reads
+    plain values from below (the plan's markers come from the leaf policy.markers)."""
+    upward = []
+    for level, package in enumerate(LAYERS):
+        above = set(LAYERS[level + 1:])
+        for path in sorted((PROJECT_DIR / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                upward += [f"{path.relative_to(PROJECT_DIR)} imports {name}" for name in names
+                           if name.split(".")[0] in above]
+    assert upward == []
