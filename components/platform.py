@@ -22,6 +22,7 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
+from components.builders.gateway import VPS_STAGE
 from components.ceres import CeresSmtp, CeresSmtpArgs
 from components.dns import MailDns, MailDnsArgs
 from components.gateway import MailGateway, MailGatewayArgs
@@ -113,7 +114,7 @@ class MailPlatform(pulumi.ComponentResource):
                 backup_s3_secret_key=settings.backup_s3_secret_key,
                 gateway_private_key=gateway.vm_private_key if gateway else None,
                 gateway_peer_key=gateway.vps_public_key if gateway else None,
-                gateway_ready=gateway.installed if gateway else None,
+                waits_on={VPS_STAGE: gateway.installed} if gateway else {},
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

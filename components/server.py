@@ -15,7 +15,7 @@ Keycloak, the policies and `mailctl verify` do not know which one runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_command as command
@@ -53,7 +53,8 @@ class MailServerArgs:
     backup_s3_secret_key: pulumi.Input[str] | None = None  #: secret, s3
     gateway_private_key: pulumi.Input[str] | None = None  #: secret, gatewayMode wireguard: the VM's WireGuard key
     gateway_peer_key: pulumi.Input[str] | None = None  #: the VPS's WireGuard public key
-    gateway_ready: pulumi.Resource | None = None  #: the VPS's stage, which the VM's tunnel stage waits for
+    #: resources outside the server a stage may wait for, by name (Stage.after), e.g. the gateway's VPS
+    waits_on: Mapping[str, pulumi.Resource] = field(default_factory=dict)
 
 
 class MailServer(pulumi.ComponentResource):
@@ -146,7 +147,16 @@ class MailServer(pulumi.ComponentResource):
                 # the ACME server looks up every name it certifies: those records first (DNS never waits for the VM);
                 # the VM's end of the gateway dials the VPS's, which must be installed first
                 depends_on=[previous, *(r for host in stage.certifies for r in args.address_records.get(host, ())),
-                            *((args.gateway_ready,) if stage.waits_for_gateway and args.gateway_ready else ())],
+                            *(_waited_on(args, stage, name) for name in stage.after)],
                 replace_with=[args.vm],
             ),
         )
+
+
+def _waited_on(args: MailServerArgs, stage: Stage, name: str) -> pulumi.Resource:
+    """What `stage` names in its `after`: a stage that waits for something the platform did not make is a
+    program error, said here rather than as an edge silently missing."""
+    if name not in args.waits_on:
+        raise RuntimeError(f"stage {stage.name} waits for {name!r}, which the platform does not declare "
+                           f"(it declares: {', '.join(sorted(args.waits_on)) or 'nothing'})")
+    return args.waits_on[name]

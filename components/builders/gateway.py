@@ -43,6 +43,7 @@ TUNNEL_IPV6 = ipaddress.ip_network("fd63:6572:6573:6d61::/126")
 FORWARDED_PORTS = tuple(service.port for service in PUBLIC)
 #: what each stage reads on stdin: its own private key and the other end's public key
 SECRETS = ("WIREGUARD_PRIVATE_KEY", "WIREGUARD_PEER_KEY")
+VPS_STAGE = "gateway-vps"  #: the name the VPS's install goes by among what stages wait for (Stage.after)
 KEY_BYTES = 32  #: a WireGuard (Curve25519) private key
 #: what each end's stage needs besides WireGuard, which a minimal or cloud image of Debian 12 may lack: `nft` on
 #: the VPS, `ping` (the tunnel check) on the VM
@@ -227,7 +228,7 @@ def vps_stage(inputs: GatewayInputs) -> Stage:
 def vm_stage(inputs: GatewayInputs) -> Stage:
     """The VM's stage, after its packages and before its certificate: the ACME server's http-01 request comes
     in through the VPS. It waits for the VPS's stage (MailServer gives it that edge)."""
-    return Stage("gateway", render_vm_stage(inputs), SECRETS, waits_for_gateway=True)
+    return Stage("gateway", render_vm_stage(inputs), SECRETS, after=(VPS_STAGE,))
 
 
 def render_gateway_command(script: str, stage: str, user: str) -> str:

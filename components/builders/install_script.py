@@ -421,8 +421,9 @@ class Stage:
     files: tuple[tuple[str, str], ...] = ()
     #: host names the stage asks an ACME server to certify (http-01): it must wait until they resolve
     certifies: tuple[str, ...] = ()
-    #: gatewayMode wireguard: the VM's tunnel stage, which waits until the VPS's end is installed
-    waits_for_gateway: bool = False
+    #: resources outside the server the stage waits for, by the name the platform gives them
+    #: (MailServerArgs.waits_on): the VM's end of the gateway waits for the VPS's, "gateway-vps"
+    after: tuple[str, ...] = ()
 
 
 def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
