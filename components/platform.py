@@ -23,6 +23,7 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from components.builders.gateway import VPS_STAGE
+from components.builders.inputs import LocalDirectory
 from components.ceres import CeresSmtp, CeresSmtpArgs
 from components.dns import MailDns, MailDnsArgs
 from components.gateway import MailGateway, MailGatewayArgs
@@ -136,7 +137,7 @@ class MailPlatform(pulumi.ComponentResource):
             KeycloakDirectory(
                 f"{name}-keycloak-directory",
                 KeycloakDirectoryArgs(realm_id=realm.realm_id, ldap=ldap, bind_password=ldap_bind_password,
-                                      protect=settings.protect, after=(server.install,) if ldap.mode == "local" else ()),
+                                      protect=settings.protect, after=(server.install,) if isinstance(ldap, LocalDirectory) else ()),
                 opts=pulumi.ResourceOptions(parent=self, providers=[providers.keycloak]),
             )
 
@@ -184,7 +185,7 @@ def directory_passwords(name: str, settings: Settings, keep: pulumi.ResourceOpti
                         ) -> tuple[pulumi.Output[str] | None, pulumi.Input[str] | None]:
     """(slapd's root DN password, the service account's password). ldapMode local: both made by the stack
     and kept in its encrypted state; external: the operator's ldapBindPassword; off: neither."""
-    if settings.ldap_inputs is not None and settings.ldap_inputs.mode == "local":
+    if isinstance(settings.ldap_inputs, LocalDirectory):
         admin, bind = (random.RandomPassword(f"{name}-ldap-{who}-password", length=32, special=False, opts=keep)
                        for who in ("admin", "bind"))
         return admin.result, bind.result

@@ -17,7 +17,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
-from components.builders.inputs import LdapInputs
+from components.builders.inputs import ExternalDirectory, LocalDirectory
 from components.builders.install_script import (
     CUT,
     DATA_DISK,
@@ -35,10 +35,10 @@ from tests.conftest import INSTALL, self_signed
 from tests.shell_judges import SHELL_DIR, documented_variables, header_variables, shell_templates, shellcheck_template
 
 #: ldapMode local (slapd on the mail host) and external (a directory elsewhere, StartTLS), as the settings make them
-LOCAL_LDAP = LdapInputs(mode="local", url="ldaps://mail.example.com", base_dn="dc=example,dc=com",
+LOCAL_LDAP = LocalDirectory(url="ldaps://mail.example.com", base_dn="dc=example,dc=com",
                         users_dn="ou=people,dc=example,dc=com", bind_dn="cn=ceres-mail,dc=example,dc=com",
                         client_cidrs=("10.42.0.0/16",))
-EXTERNAL_LDAP = LdapInputs(mode="external", url="ldap://ldap.example.org:389", base_dn="o=ceres",
+EXTERNAL_LDAP = ExternalDirectory(url="ldap://ldap.example.org:389", base_dn="o=ceres",
                            users_dn="ou=staff,ou=people,o=ceres", bind_dn="uid=mail,ou=services,o=ceres")
 DIRECTORIES = {"off": None, "local": LOCAL_LDAP, "external": EXTERNAL_LDAP}
 #: every stage as each ldapMode renders it (the ldap stage only exists with a local directory)

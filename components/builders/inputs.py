@@ -72,9 +72,10 @@ class CeresInputs:
 @dataclass(frozen=True)
 class LdapInputs:
     """The directory of CERES users' passwords (`ldapMode` local or external): Keycloak federates it, and
-    Dovecot (and Postfix through Dovecot's SASL) checks mail logins against it."""
+    Dovecot (and Postfix through Dovecot's SASL) checks mail logins against it. One of its two kinds,
+    LocalDirectory or ExternalDirectory, is what the settings build: the code matches the kind, it never
+    compares a mode's name."""
 
-    mode: str  #: "local" (slapd on the mail VM, set up by the `ldap` stage) or "external"
     url: str  #: where Keycloak (and, external, the mail host) connects: ldaps://, or ldap:// with StartTLS
     base_dn: str  #: the directory's suffix
     users_dn: str  #: the people: `mail` and `userPassword`; a mailbox for each whose mail domain is ours
@@ -91,6 +92,17 @@ class LdapInputs:
     def admin_dn(self) -> str:
         """local: slapd's root DN, the one account that may change the directory's configuration."""
         return f"cn=admin,{self.base_dn}"
+
+
+@dataclass(frozen=True)
+class LocalDirectory(LdapInputs):
+    """`ldapMode: local`: slapd on the mail host, set up by the `ldap` stage; Keycloak reaches it over LDAPS
+    from `client_cidrs`, the mail host over its own socket."""
+
+
+@dataclass(frozen=True)
+class ExternalDirectory(LdapInputs):
+    """`ldapMode: external`: the operator's directory, at `url`, for Keycloak and the mail host alike."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from components.builders.cloud_init import DATA_DISK_DEVICE, DATA_DISK_LABEL, DATA_MOUNT_POINT
-from components.builders.inputs import BruteForce, LdapInputs
+from components.builders.inputs import BruteForce, LdapInputs, LocalDirectory
 from ldap3.utils.dn import parse_dn
 
 from components.builders.ports import HTTP, HTTPS, IMAPS, LDAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
@@ -189,7 +189,7 @@ def render_script(stage: str, host: str, templates: Iterable[str], **variables: 
 
 def local_directory(inputs: InstallInputs) -> bool:
     """ldapMode local: slapd runs on the mail host (the `ldap` stage)."""
-    return inputs.ldap is not None and inputs.ldap.mode == "local"
+    return isinstance(inputs.ldap, LocalDirectory)
 
 
 def render_packages_stage(inputs: InstallInputs) -> str:
@@ -276,9 +276,10 @@ def render_mail_stage(inputs: InstallInputs) -> str:
 def directory_client(ldap: LdapInputs) -> dict[str, str]:
     """Where Dovecot and Postfix find the people: the local slapd through its socket (no TLS to do, nothing
     on the network), or the external directory at its URL, with StartTLS required for ldap://."""
+    local = isinstance(ldap, LocalDirectory)
     return {
-        "LDAP_URI": SLAPD_LDAPI if ldap.mode == "local" else ldap.url,
-        "LDAP_START_TLS": "yes" if ldap.mode != "local" and ldap.start_tls else "no",
+        "LDAP_URI": SLAPD_LDAPI if local else ldap.url,
+        "LDAP_START_TLS": "yes" if not local and ldap.start_tls else "no",
         "LDAP_BIND_DN": ldap.bind_dn,
         "LDAP_USERS_DN": ldap.users_dn,
     }
@@ -340,7 +341,7 @@ def render_ldap_stage(inputs: InstallInputs) -> str:
     serves its own copy of the certificate, so every run of the tls stage (which may bring a new one) is
     followed by one of this stage; certbot's renewals refresh the copy through a deploy hook."""
     ldap = inputs.ldap
-    if ldap is None or ldap.mode != "local":
+    if not isinstance(ldap, LocalDirectory):
         raise ValueError("the ldap stage is for ldapMode local only")
     return render_script(
         "ldap",

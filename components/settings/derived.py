@@ -14,7 +14,7 @@ from components.builders.backup import BackupInputs, parse_backup_target
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
 from components.builders.gateway import GatewayInputs, smtp_bind_addresses
-from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, VmInputs, VmSize
+from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, LocalDirectory, ExternalDirectory, VmInputs, VmSize
 from components.builders.install_script import AccessInputs, InstallInputs
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
@@ -147,8 +147,8 @@ class Settings(SettingsSchema):
         if self.ldap_mode == "off":
             return None
         base, users, bind = directory_names(self.domain, self.ldap_base_dn, self.ldap_users_dn, self.ldap_bind_dn)
-        return LdapInputs(
-            mode=self.ldap_mode,
+        kind = LocalDirectory if self.ldap_mode == "local" else ExternalDirectory
+        return kind(
             url=self.ldap_url or f"ldaps://{self.mail_host_fqdn}",
             base_dn=base,
             users_dn=users,
@@ -163,7 +163,7 @@ class Settings(SettingsSchema):
         if not self.backup_target:
             return None
         ldap = self.ldap_inputs
-        local = ldap is not None and ldap.mode == "local"
+        local = isinstance(ldap, LocalDirectory)
         mailcow = self.mail_stack == MailcowStack.name
         return BackupInputs(
             target=parse_backup_target(self.backup_target),
