@@ -75,6 +75,7 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
 
 
 def test_api(setup):
+    """The harness reports address, ed25519 host key and sftp target; authorized_keys is 0600, the repository 0700."""
     backup = setup.backup
     assert backup.address == BACKUP
     assert backup.host_public_key.startswith("ssh-ed25519 AAAA") and len(backup.host_public_key.split()) == 2
@@ -86,6 +87,7 @@ def test_api(setup):
 
 
 def test_an_authorized_key_puts_files_into_the_repository_directory(setup):
+    """An authorized key uploads over sftp, and the files land in the repository directory on the backup host."""
     local = setup.tmp / "hello.txt"
     local.write_text("a backup's bytes\n")
     result = setup.sftp(f"mkdir /restic/ceres\nput {local} /restic/ceres/hello.txt\nls /restic/ceres\n")
@@ -95,6 +97,7 @@ def test_an_authorized_key_puts_files_into_the_repository_directory(setup):
 
 
 def test_the_account_is_chrooted_to_its_directory(setup):
+    """The sftp account sees only /restic: it is chrooted, and the host's own files (/etc/passwd) are out of reach."""
     result = setup.sftp("ls -1a /\n")
     assert result.returncode == 0, result.stdout + result.stderr
     listed = [line.strip() for line in result.stdout.splitlines() if not line.startswith("sftp>")]
@@ -104,6 +107,7 @@ def test_the_account_is_chrooted_to_its_directory(setup):
 
 
 def test_no_shell(setup):
+    """The account gives no shell and no port forwarding: sftp connections only."""
     result = setup.client.run(["ssh", *setup.ssh_options(setup.key), f"root@{setup.backup.address}", "id"],
                               timeout=30, env=_env())
     assert "uid=" not in result.stdout, result.stdout
@@ -115,6 +119,7 @@ def test_no_shell(setup):
 
 
 def test_an_unauthorized_key_is_refused(setup):
+    """A key that was not authorized is refused (Permission denied (publickey))."""
     result = setup.sftp("ls /\n", key=setup.stranger)
     assert result.returncode != 0
     assert "Permission denied (publickey)" in result.stderr, result.stderr
@@ -133,6 +138,7 @@ def test_a_wrong_host_key_is_not_trusted(setup):
 
 
 def test_stop_takes_the_host_down_and_start_brings_it_back(setup):
+    """Stopping the backup host ends open sessions and refuses new ones; starting it again lets sftp back in."""
     backup = setup.backup
     accepted = backup.log().count("Accepted publickey")
     # a session open when the host goes down ends with it: its next command fails

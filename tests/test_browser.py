@@ -109,6 +109,7 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
 
 
 def test_the_page_loads_and_renders(setup):
+    """The browser loads an HTTPS page across the test internet, runs its scripts and screenshots it (not blank)."""
     driver = setup.browser.driver
     started = time.monotonic()
     driver.get(f"https://{NAME}/")
@@ -130,6 +131,7 @@ def test_the_page_loads_and_renders(setup):
 
 
 def test_a_certificate_from_another_ca_is_refused(setup):
+    """A site whose certificate comes from another CA gets Chromium's privacy error, and its page is never fetched."""
     driver = setup.browser.driver
     driver.get(f"https://{NAME}:{OTHER_CA_PORT}/")
     assert driver.find_elements("id", "greeting") == []
@@ -140,6 +142,7 @@ def test_a_certificate_from_another_ca_is_refused(setup):
 
 
 def test_names_resolve_only_as_given(setup):
+    """The browser resolves only the names it was given; any other name fails with ERR_NAME_NOT_RESOLVED."""
     from selenium.common.exceptions import WebDriverException
 
     with pytest.raises(WebDriverException, match="ERR_NAME_NOT_RESOLVED"):  # chromedriver reports network errors
@@ -147,6 +150,7 @@ def test_names_resolve_only_as_given(setup):
 
 
 def test_launch_trusts_only_the_given_ca_and_ignores_no_certificate_error(setup):
+    """Chromium runs headless, resolves only the given names, trusts the given CA alone, ignores no certificate error."""
     log = setup.browser.log()
     assert "--host-resolver-rules=" in log and f"MAP {NAME} {WEB}" in log and "MAP * ~NOTFOUND" in log
     assert "ignore-certificate-errors" not in log
@@ -158,6 +162,7 @@ def test_launch_trusts_only_the_given_ca_and_ignores_no_certificate_error(setup)
 
 
 def test_blank_screenshots_are_recognised():
+    """A white screenshot, or one under 1 % drawn, counts as blank; a page with a banner does not."""
     from PIL import Image, ImageDraw
 
     def png(image: Image.Image) -> bytes:
@@ -176,6 +181,7 @@ def test_blank_screenshots_are_recognised():
 
 
 def test_a_missing_program_names_its_debian_package(monkeypatch, tmp_path):
+    """A missing browser program is reported by its Debian package, pointing at tests/system-packages.txt."""
     monkeypatch.setattr(browser_module, "PACKAGES", {str(tmp_path / "chromedriver"): "chromium-driver",
                                                      "/bin/sh": "dash"})
     with pytest.raises(RuntimeError, match=r"Debian package\(s\) chromium-driver \(tests/system-packages.txt"):

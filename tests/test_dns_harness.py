@@ -66,6 +66,7 @@ def ask(name: str, rdtype: str, address: str) -> dns.message.Message:
 
 
 def test_check_zone_accepts_a_zone_with_out_of_zone_ns():
+    """The zone judge accepts a sound zone whose name servers are outside it, as with a hosted DNS provider."""
     require("named-checkzone")
     result = check_zone("example.com", ZONE)
     assert result.returncode == 0, result.stdout
@@ -73,6 +74,7 @@ def test_check_zone_accepts_a_zone_with_out_of_zone_ns():
 
 @pytest.mark.parametrize(("zone", "finding"), list(BROKEN.values()), ids=list(BROKEN))
 def test_check_zone_refuses_broken_zones(zone, finding):
+    """The zone judge refuses an MX aimed at a CNAME (RFC 2181 10.3) and a CNAME beside other data (RFC 1034 3.6.2)."""
     require("named-checkzone")
     result = check_zone("example.com", zone)
     assert result.returncode != 0, result.stdout
@@ -83,28 +85,33 @@ def test_check_zone_refuses_broken_zones(zone, finding):
 
 
 def test_server_answers_a(server):
+    """The harness's named answers the zone's A record, authoritatively (AA set)."""
     answer = resolver_for(server).resolve("mail.example.com", "A")
     assert [rdata.address for rdata in answer] == ["203.0.113.25"]
     assert answer.response.flags & dns.flags.AA
 
 
 def test_server_answers_mx(server):
+    """The harness's named answers the zone's MX record with its preference and target."""
     answer = resolver_for(server).resolve("example.com", "MX")
     assert [(rdata.preference, rdata.exchange) for rdata in answer] == [(10, dns.name.from_text("mail.example.com."))]
 
 
 def test_server_answers_txt(server):
+    """The harness's named answers the zone's TXT record (the SPF string) byte for byte."""
     answer = resolver_for(server).resolve("example.com", "TXT")
     assert [b"".join(rdata.strings) for rdata in answer] == [b"v=spf1 mx -all"]
 
 
 def test_server_refuses_names_outside_its_zones(server):
+    """The harness's named refuses names outside its zones and offers no recursion."""
     response = ask("example.org", "A", server)
     assert dns.rcode.to_text(response.rcode()) == "REFUSED"
     assert not response.flags & dns.flags.RA
 
 
 def test_second_server_runs_beside_the_first_and_restarts(server):
+    """A second named runs beside the first, each answering only its own zones; it restarts and leaves lo as it was."""
     require("named", "ip", root=True)
     other = ZONE.replace("203.0.113.25", "198.51.100.7")
     for _ in range(2):  # the second start proves the first freed port 53
@@ -117,6 +124,7 @@ def test_second_server_runs_beside_the_first_and_restarts(server):
 
 
 def test_a_zone_named_cannot_load_raises_with_its_log():
+    """A zone named cannot load stops the harness at start, with named's complaint in the error."""
     require("named", "ip", root=True)
     zone, finding = BROKEN["cname-and-other-data"]
     with pytest.raises(RuntimeError, match=finding):
@@ -125,6 +133,7 @@ def test_a_zone_named_cannot_load_raises_with_its_log():
 
 
 def test_only_loopback_addresses_are_accepted():
+    """The harness refuses to put named on any address outside 127.0.0.0/8."""
     with pytest.raises(ValueError, match="127.0.0.0/8"):
         with authoritative_dns({"example.com": ZONE}, "192.0.2.53"):
             pass

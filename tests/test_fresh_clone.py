@@ -50,6 +50,7 @@ def fresh_clone(tmp_path_factory):
 
 
 def test_make_plan_works_offline_without_credentials(fresh_clone):
+    """On a fresh clone, `make plan` prints the prod plan with no network, no credentials and no Pulumi CLI."""
     clone, _, result = fresh_clone
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ceres-mail plan: project ceres-mail, stack prod" in result.stdout
@@ -67,6 +68,7 @@ def test_a_cold_make_plan_shows_its_progress(fresh_clone):
 
 
 def test_venv_has_the_project_editable_with_mailctl(fresh_clone):
+    """The .venv that `make plan` builds runs mailctl offline and holds the project editable, so edits take effect."""
     clone, env, _ = fresh_clone
     result = subprocess.run(
         ["unshare", "--net", "--", str(clone / ".venv/bin/mailctl"), "plan", "--stack", "staging", "--json"],

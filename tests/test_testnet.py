@@ -86,6 +86,7 @@ def hosts(testnet: TestNet) -> Iterator[tuple[SystemHost, SystemHost, NetnsHost]
 
 
 def test_system_hosts_boot_with_systemd_and_sshd(hosts):
+    """Each Debian host boots with systemd to a running sshd, with its own hostname, resolver and SSH host keys."""
     for host in hosts[:2]:
         assert BOOT_STATES[host.name] in ("running", "degraded"), host.failed_units()
         assert host.exec(["systemctl", "is-active", "ssh"]).stdout.strip() == "active"
@@ -96,6 +97,7 @@ def test_system_hosts_boot_with_systemd_and_sshd(hosts):
 
 
 def test_hosts_reach_each_other_over_the_wire(hosts):
+    """Hosts on the wire reach each other over IPv4 and IPv6, and a netns host reaches a booted host's sshd."""
     alpha, beta, gamma = hosts
     for source, target in ((alpha, BETA), (alpha, GAMMA), (beta, ALPHA), (beta, GAMMA)):
         result = source.exec(["ping", "-c1", "-W2", target], timeout=10)
@@ -133,6 +135,7 @@ def test_nothing_beyond_the_wire(hosts):
 
 
 def test_netns_host_serves_http_to_a_system_host(hosts, tmp_path):
+    """A server in a netns host answers a booted Debian host over HTTP."""
     alpha, _, gamma = hosts
     (tmp_path / "hello.txt").write_text("hello from gamma\n")
     gamma.popen([sys.executable, "-m", "http.server", "--bind", GAMMA, "--directory", tmp_path, "8080"],
@@ -156,6 +159,7 @@ def test_netns_host_serves_http_to_a_system_host(hosts, tmp_path):
 
 
 def test_apt_installs_through_the_proxy(hosts):
+    """A host with no internet still runs apt-get update and install, through the test's apt proxy."""
     alpha = hosts[0]
     started = time.monotonic()
     update = alpha.exec(["apt-get", "update"], timeout=300)
@@ -267,6 +271,7 @@ def test_segments_are_separate_ethernets(home):
 
 
 def test_home_reaches_the_internet_with_the_routers_address(home):
+    """A laptop at home reaches an internet host, which sees only the router's public address (NAT)."""
     assert connect(home.laptop, WEB, patience=10) == f"CONNECTED {ROUTER_OUT}\n"  # masqueraded
 
 
@@ -305,6 +310,7 @@ def wireguard_hosts(testnet: TestNet, home: Home) -> Iterator[tuple[SystemHost, 
 
 
 def test_tun_device_only_when_asked(testnet, wireguard_hosts):
+    """Only a host given /dev/net/tun can make tun devices, its own; a missing or relative device path is refused."""
     mail, _ = wireguard_hosts
     assert mail.exec(["stat", "-c", "%F %t:%T", "/dev/net/tun"]).stdout == "character special file a:c8\n"
     mail.exec(["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"], check=True)

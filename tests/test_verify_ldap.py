@@ -97,6 +97,7 @@ def slapd(request, tmp_path_factory):
 
 
 def test_ldaps_and_starttls_show_the_certificate_and_what_anonymous_reads(slapd):
+    """Over LDAPS and StartTLS, verify checks the certificate names the directory and fails if anonymous can read."""
     acl, ca, ldaps, ldap = slapd
     for url, how in ((f"ldaps://{HOST}:{ldaps}", "ldaps"), (f"ldap://{HOST}:{ldap}", "starttls")):
         certificate, anonymous = check_directory(target(url, ca))
@@ -109,6 +110,7 @@ def test_ldaps_and_starttls_show_the_certificate_and_what_anonymous_reads(slapd)
 
 
 def test_a_certificate_from_another_ca_is_red(slapd, tmp_path):
+    """A directory certificate from a CA other than the one given fails verify's LDAPS check."""
     _, _, ldaps, _ = slapd
     other = tmp_path / "other-ca.pem"
     other.write_text(self_signed(HOST)[0])
@@ -117,10 +119,12 @@ def test_a_certificate_from_another_ca_is_red(slapd, tmp_path):
 
 
 def test_a_directory_that_does_not_answer_says_where_to_run_verify_from(slapd):
+    """A directory that does not answer fails, and the fix says to run verify from a network in ldapClientCidrs."""
     _, ca, _, _ = slapd
     [result] = check_directory(target(f"ldaps://{HOST}:{free_port()}", ca))
     assert result.status == FAIL and "ldapClientCidrs" in result.fix
 
 
 def test_no_directory_no_check():
+    """Without an LDAP URL in the stack, verify runs no directory check at all."""
     assert check_directory(target("", Path("/nonexistent"))) == []
