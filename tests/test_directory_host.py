@@ -203,6 +203,7 @@ def stored_password(net, ca_file: str, passwords: dict, uid: str) -> str:
 
 
 def test_the_ldap_stage_runs_between_tls_and_mail_and_says_the_directory_is_ready(ldapnet, installed):
+    """With ldapMode local, the ldap stage runs between tls and mail and reports the directory ready."""
     names = [c.name for c in ldapnet.deployment.commands]
     assert [next(s for s in DIRECTORY_STAGE_ORDER if n.endswith(s)) for n in names] == list(DIRECTORY_STAGE_ORDER)
     ldap = installed[LDAP_STAGE_ORDER.index("-install-ldap")]
@@ -211,6 +212,7 @@ def test_the_ldap_stage_runs_between_tls_and_mail_and_says_the_directory_is_read
 
 
 def test_no_secret_in_the_output_and_the_files_that_hold_them_are_closed(ldapnet, installed, passwords):
+    """The install prints no password, and the files holding the directory's secrets are closed to other users."""
     output = "".join(r.stdout + r.stderr for r in installed)
     for name in ("admin", "service", "no-reply"):
         assert passwords[name] not in output, name
@@ -222,6 +224,7 @@ def test_no_secret_in_the_output_and_the_files_that_hold_them_are_closed(ldapnet
 
 
 def test_slapd_serves_ldaps_with_tls_1_2_or_better_and_no_plain_ldap(ldapnet, installed, ca_file):
+    """slapd serves LDAPS on 636 with TLS 1.2 or newer and the mail host's certificate; nothing listens on 389."""
     for version, wanted in (("TLSv1_1", False), ("TLSv1_2", True), ("TLSv1_3", True)):
         shaken = ldapnet.probe("tls-version", "--host", MAIL, "--port", "636", "--version", version)
         assert shaken["handshake"] is wanted, (version, shaken)
@@ -237,17 +240,20 @@ def test_slapd_serves_ldaps_with_tls_1_2_or_better_and_no_plain_ldap(ldapnet, in
 
 
 def test_a_person_logs_in_to_imap_with_the_directory_password_and_a_wrong_one_is_refused(ldapnet, people, passwords):
+    """A person the operator adds logs in to IMAP with their directory password; a wrong one is refused."""
     assert "exception" not in imap_login(ldapnet, "alice@example.com", passwords["alice"])
     refused = imap_login(ldapnet, "alice@example.com", passwords["alice"] + "-not")
     assert "AUTHENTICATIONFAILED" in refused.get("exception", ""), refused
 
 
 def test_a_person_of_a_domain_the_stack_does_not_serve_has_no_mailbox(ldapnet, people, passwords):
+    """A directory person whose address is in a domain the stack does not serve has no mailbox: the login is refused."""
     refused = imap_login(ldapnet, "carol@example.org", passwords["carol"])
     assert "AUTHENTICATIONFAILED" in refused.get("exception", ""), refused
 
 
 def test_a_person_submits_on_587_and_the_mail_arrives_signed(ldapnet, people, passwords):
+    """A directory person sends on 587 with their directory password; the mail arrives DKIM-signed and aligned."""
     subject = f"from alice {time.monotonic_ns()}"
     sent = submit(ldapnet, "alice@example.com", passwords["alice"], "alice@example.com", f"someone@{REMOTE_DOMAIN}", subject)
     assert sent.get("sent"), sent
@@ -264,6 +270,7 @@ def test_a_person_sends_only_as_themselves(ldapnet, people, passwords):
 
 
 def test_mail_to_a_person_is_delivered_to_their_maildir(ldapnet, people, passwords):
+    """Mail to a directory person lands in their maildir on the data disk; an unknown address is refused (550)."""
     subject = f"to bob {time.monotonic_ns()}"
     accepted = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", "bob@example.com",
                              "--subject", subject, host=ldapnet.remote)
@@ -279,6 +286,7 @@ def test_mail_to_a_person_is_delivered_to_their_maildir(ldapnet, people, passwor
 
 
 def test_the_no_reply_mailbox_still_works(ldapnet, people, passwords):
+    """With a directory, the stack's own no-reply mailbox still logs in and sends DKIM-signed mail."""
     assert "exception" not in imap_login(ldapnet, "no-reply@example.com", passwords["no-reply"])
     subject = f"from no-reply {time.monotonic_ns()}"
     sent = submit(ldapnet, "no-reply@example.com", passwords["no-reply"], "no-reply@example.com",
@@ -309,6 +317,7 @@ def test_a_password_changed_by_keycloak_is_the_mail_password_and_is_stored_hashe
 
 
 def test_anonymous_can_neither_bind_nor_read(ldapnet, ca_file, people):
+    """An anonymous client can neither bind to the directory nor read anything from it."""
     unbound = ldap_probe(ldapnet, ca_file, "search", "--base", BASE)
     assert unbound["entries"] == [] and not unbound["ok"], unbound
     anonymous = ldap_probe(ldapnet, ca_file, "bind")
@@ -316,6 +325,7 @@ def test_anonymous_can_neither_bind_nor_read(ldapnet, ca_file, people):
 
 
 def test_a_person_reads_their_own_entry_but_no_one_else_and_no_password_hash(ldapnet, ca_file, people, passwords):
+    """A person reads their own entry but not its password hash, and no one else's entry."""
     as_alice = {"as_dn": person_dn("alice"), "password": passwords["alice"]}
     own = ldap_probe(ldapnet, ca_file, "search", "--base", person_dn("alice"), "--scope", "base",
                      "--attributes", "mail,userPassword", **as_alice)
@@ -327,6 +337,7 @@ def test_a_person_reads_their_own_entry_but_no_one_else_and_no_password_hash(lda
 
 
 def test_the_service_account_finds_people_but_never_a_password_hash(ldapnet, ca_file, people, passwords):
+    """The service account finds every person but never a password hash, and reads nothing of cn=config."""
     found = ldap_probe(ldapnet, ca_file, "search", "--base", PEOPLE, "--filter", "(objectClass=inetOrgPerson)",
                        "--attributes", "uid,mail,userPassword", as_dn=SERVICE_ACCOUNT, password=passwords["service"])
     assert sorted(e["attributes"]["mail"][0] for e in found["entries"]) == sorted(PERSONS.values())
@@ -339,6 +350,7 @@ def test_the_service_account_finds_people_but_never_a_password_hash(ldapnet, ca_
 
 
 def test_a_rerun_changes_no_file_and_restarts_no_service(ldapnet, people):
+    """With the local directory, a re-run of the whole install changes no file or entry and restarts no service."""
     files, services = (*CONFIG_FILES, *LDAP_FILES), (*SERVICES, "slapd")
     hashes, starts = ldapnet.file_hashes(files), ldapnet.service_starts(services)
     assert all("ActiveState=active" in state for state in starts.values()), starts
@@ -439,6 +451,7 @@ def backed_up(ldapnet, delivered) -> subprocess.CompletedProcess:
 
 
 def test_the_backup_stage_makes_the_repository_and_schedules_the_runs(ldapnet, installed, backup_host):
+    """The backup stage makes the repository on the backup host and enables the timer; secrets 0600, never printed."""
     stage = next(r for c, r in zip(ldapnet.deployment.commands, installed) if c.name.endswith("-install-backup"))
     assert "made the repository at sftp:root@backup.example.com:/restic/ceres" in stage.stdout
     assert (backup_host.repository_path / "ceres" / "config").is_file(), "restic's repository on the backup host"
@@ -453,6 +466,7 @@ def test_the_backup_stage_makes_the_repository_and_schedules_the_runs(ldapnet, i
 
 
 def test_a_rerun_of_the_backup_stage_changes_nothing(ldapnet, installed):
+    """Re-running the backup stage changes and restarts nothing; the repository still opens with the stack's password."""
     command = next(c for c in ldapnet.deployment.commands if c.name.endswith("-install-backup"))
     files = ["/etc/ceres-mail/backup/config.json", "/etc/ceres-mail/backup/password", "/usr/local/sbin/ceres-mail-backup",
              "/etc/systemd/system/ceres-mail-backup.service", "/etc/systemd/system/ceres-mail-backup.timer"]
@@ -467,6 +481,7 @@ def test_a_rerun_of_the_backup_stage_changes_nothing(ldapnet, installed):
 
 
 def test_a_run_backs_up_both_mailboxes_and_holds_no_plaintext(ldapnet, backup_host, backed_up):
+    """A backup run saves every mailbox, and the repository on the backup host holds no message in plaintext."""
     # alice's and no-reply's, and bob's: step 1 delivered mail to him
     assert "3 mailbox(es)" in backed_up.stdout + ldapnet.mail.exec(
         ["journalctl", "-u", "ceres-mail-backup", "--no-pager", "-o", "cat"]).stdout
@@ -478,6 +493,7 @@ def test_a_run_backs_up_both_mailboxes_and_holds_no_plaintext(ldapnet, backup_ho
 
 
 def test_backup_status_reports_the_last_backup(ldapnet, backed_up):
+    """`mailctl backup status` reports the last backup as a success, in text and in JSON, over SSH as the operator."""
     shown = mailctl(ldapnet, "backup", "status")
     assert shown.returncode == 0, shown.stderr
     assert "ok    last success:" in shown.stdout and "3 mailbox(es)" in shown.stdout  # bob's of step 1 too
@@ -486,6 +502,7 @@ def test_backup_status_reports_the_last_backup(ldapnet, backed_up):
 
 
 def test_verify_with_ssh_access_checks_the_backup(ldapnet, backed_up, ca_file):
+    """With SSH access, `mailctl verify` also checks the backups: last success and last run both green."""
     argv = [sys.executable, "-m", "mailctl.cli", "-C", str(ldapnet.workdir / "stack"), "verify", "--stack", "e2e",
             "--resolver", ADDRESSES["dns"], "--ca-file", ca_file, "--json", "--ssh-host", MAIL,
             "--ssh-key", str(ldapnet.workdir / "deploy_key"), "--known-hosts", str(ldapnet.workdir / "known_hosts")]
@@ -510,6 +527,7 @@ def rebuilt(ldapnet, backed_up, ca_file, mailbox_passwords) -> subprocess.Comple
 
 
 def test_a_wrong_repository_password_fails_the_restore_clearly(ldapnet, rebuilt):
+    """A restore with a wrong repository password fails (exit 3), saying so, and never echoes the password."""
     wrong = mailctl(ldapnet, "backup", "restore", "--password-file", "-", stdin="not-the-password\n")
     assert wrong.returncode == 3, wrong
     assert "the repository password does not open the repository at sftp:root@backup.example.com:/restic/ceres" \
@@ -518,6 +536,7 @@ def test_a_wrong_repository_password_fails_the_restore_clearly(ldapnet, rebuilt)
 
 
 def test_the_restore_brings_every_message_back_with_its_flags(ldapnet, rebuilt, delivered, ca_file, mailbox_passwords):
+    """After a rebuild, `mailctl backup restore` brings back every message with its flags and the directory's people."""
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"{PERSON_ADDRESS}: 2 message(s) restored" in rebuilt.stdout
     assert f"directory: added {len(PERSONS)} person(s)" in rebuilt.stdout  # every person step 1 added
@@ -529,6 +548,7 @@ def test_the_restore_brings_every_message_back_with_its_flags(ldapnet, rebuilt, 
 
 
 def test_after_the_restore_mail_is_signed_with_the_same_key_and_delivered(ldapnet, rebuilt, ca_file, mailbox_passwords):
+    """After a restore, sent mail still passes DKIM against the unchanged DNS record, and new mail is delivered."""
     sent = submit(ldapnet, NO_REPLY, mailbox_passwords[NO_REPLY], NO_REPLY, f"someone@{REMOTE_DOMAIN}",
                   "after the restore")
     assert sent["sent"], sent
@@ -544,6 +564,7 @@ def test_after_the_restore_mail_is_signed_with_the_same_key_and_delivered(ldapne
 
 
 def test_an_unreachable_backup_host_fails_the_run_and_the_status_says_so(ldapnet, rebuilt, backup_host):
+    """With the backup host down, the backup run fails and `backup status` says so (exit 1); the install only warns."""
     backup_host.stop()
     try:
         failed = run_backup(ldapnet)
@@ -680,6 +701,7 @@ def test_external_a_person_logs_in_with_the_directory_password_and_no_other(ldap
 
 
 def test_external_a_person_submits_on_587_and_the_mail_arrives_signed(ldapnet, external, directory):
+    """With the operator's directory, a person sends on 587 only as themselves, and the mail arrives signed."""
     external.use(directory.url())
     subject = f"from alice via the operator's directory {time.monotonic_ns()}"
     sent = submit(ldapnet, "alice@example.com", EXTERNAL_PEOPLE["alice"][1], "alice@example.com",
@@ -694,6 +716,7 @@ def test_external_a_person_submits_on_587_and_the_mail_arrives_signed(ldapnet, e
 
 
 def test_external_mail_to_a_person_is_delivered_and_to_no_one_refused(ldapnet, external, directory):
+    """With the operator's directory, mail to a person is delivered; mail to an address it does not know is refused."""
     external.use(directory.url())
     subject = f"to bob via the operator's directory {time.monotonic_ns()}"
     accepted = ldapnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", "bob@example.com",
@@ -708,6 +731,7 @@ def test_external_mail_to_a_person_is_delivered_and_to_no_one_refused(ldapnet, e
 
 
 def test_external_the_bind_password_is_in_no_world_readable_file(ldapnet, external, directory):
+    """The external directory's bind password is only in Dovecot's (0600) and Postfix's (0640) LDAP files."""
     external.use(directory.url())
     found = ldapnet.mail.exec(["grep", "-rlF", "--devices=skip", "-e", BIND_TOKEN, "/etc", "/var", "/run", "/tmp",
                                "/root", "/home", "/usr/local", "/opt", "/srv"], timeout=300)
@@ -718,6 +742,7 @@ def test_external_the_bind_password_is_in_no_world_readable_file(ldapnet, extern
 
 
 def test_external_a_rerun_of_the_mail_stage_changes_nothing(ldapnet, external, directory):
+    """With the operator's directory, a re-run of the mail stage changes no file and restarts no service."""
     external.use(directory.url())
     files, services = (*CONFIG_FILES, *DIRECTORY_FILES), SERVICES
     hashes, starts = ldapnet.file_hashes(files), ldapnet.service_starts(services)
@@ -730,6 +755,7 @@ def test_external_a_rerun_of_the_mail_stage_changes_nothing(ldapnet, external, d
 
 
 def test_external_over_ldap_with_starttls_people_log_in_send_and_receive(ldapnet, external, directory):
+    """Over ldap:// with StartTLS, people log in, send and receive, and every bind comes only after TLS is up."""
     ran = external.use(directory.url(tls="ldap"))
     assert [stage for stage, _ in ran] in (["mail"], ["packages", "mail"])
     refused = imap_login(ldapnet, "bob@example.com", EXTERNAL_PEOPLE["bob"][1] + "-not")

@@ -130,6 +130,7 @@ def outbound(gwnet, password: str, cafile: str, subject: str) -> dict:
 
 
 def test_both_ends_install_with_userspace_wireguard(gwnet, installed):
+    """Both ends install in order with userspace WireGuard and the tunnel up; DNS publishes the VPS, never home."""
     vps, *vm = installed
     assert vps.returncode == 0 and [r.returncode for r in vm] == [0] * len(GATEWAY_STAGE_ORDER)
     names = [c.name for c in gwnet.deployment.commands]
@@ -153,6 +154,7 @@ def test_both_ends_install_with_userspace_wireguard(gwnet, installed):
 
 
 def test_the_home_vm_is_unreachable_from_the_internet(gwnet, installed):
+    """The home VM cannot be reached from the internet, not even with a route to home added by hand."""
     client = gwnet.mailnet.client
     assert connects(client, VM_HOME, 25) != "open"
     # even with a route to the home network by hand, the router lets in only answers
@@ -164,6 +166,7 @@ def test_the_home_vm_is_unreachable_from_the_internet(gwnet, installed):
 
 
 def test_the_vps_opens_only_the_mail_ports_wireguard_and_ssh_from_admin_networks(gwnet, installed):
+    """The VPS opens the mail ports to all and SSH to adminCidrs only; anything else listening on it stays shut."""
     client = gwnet.mailnet.client
     assert {port: connects(client, VPS, port) for port in FORWARDED} == dict.fromkeys(FORWARDED, "open")
     assert connects(client, VPS, 22) == "TimeoutError", "SSH from outside adminCidrs is dropped"
@@ -220,6 +223,7 @@ def test_the_vps_rule_set_itself_forwards_the_mail_ports_and_lets_in_nothing_els
 
 
 def test_mail_from_the_internet_reaches_the_home_mailbox_with_the_senders_address(gwnet, installed, password, cafile):
+    """Mail from another domain reaches the home mailbox through the VPS, Postfix seeing the sender's own address."""
     subject = f"to the home mailbox {time.monotonic_ns()}"
     message = inbound(gwnet, password, cafile, subject)
     assert f"from mx.example.net (mx.example.net [{REMOTE}])" in postfix_received(message), message[:1500]
@@ -227,6 +231,7 @@ def test_mail_from_the_internet_reaches_the_home_mailbox_with_the_senders_addres
 
 
 def test_mail_from_the_vm_leaves_from_the_vps_address_signed_and_aligned(gwnet, installed, password, cafile):
+    """Mail from the home VM leaves from the VPS's address, passing SPF, DKIM and DMARC alignment at the receiver."""
     judged = outbound(gwnet, password, cafile, f"from the home server {time.monotonic_ns()}")
     assert judged["peer"] == VPS, judged
     assert (judged["spf"], judged["dkim"], judged["dkim_domain"]) == ("pass", "pass", "example.com"), judged
@@ -291,6 +296,7 @@ def failed(report: dict) -> dict[str, dict]:
 
 
 def test_verify_is_green_red_in_its_connection_checks_while_the_tunnel_is_down_and_green_again(gwnet, verify):
+    """`mailctl verify` is green; tunnel down, only its connection checks fail (DNS rows stay green); back up, green."""
     code, report = verify()
     assert code == 0 and report["ok"], (failed(report), bans(gwnet))
     rows = {r["check"]: r["status"] for r in report["results"]}
@@ -325,6 +331,7 @@ def test_verify_is_green_red_in_its_connection_checks_while_the_tunnel_is_down_a
 
 
 def test_a_rerun_of_both_ends_changes_no_file_and_restarts_nothing(gwnet, installed):
+    """Running the install again on both ends rewrites no file and restarts no service."""
     mailnet = gwnet.mailnet
 
     def state():
@@ -344,6 +351,7 @@ def test_a_rerun_of_both_ends_changes_no_file_and_restarts_nothing(gwnet, instal
 
 
 def test_the_tunnel_comes_back_after_a_reboot_of_the_vps_then_of_the_vm(gwnet, installed, password, cafile):
+    """After a reboot of the VPS, then of the VM, the tunnel, firewall and mail both ways come back unaided."""
     for host, units in ((gwnet.vps, VPS_SERVICES), (gwnet.mailnet.mail, VM_SERVICES[:1])):
         for unit in units:
             assert host.exec(["systemctl", "is-enabled", unit]).stdout.strip() == "enabled", (host.name, unit)
@@ -377,6 +385,7 @@ def test_the_tunnel_comes_back_after_a_reboot_of_the_vps_then_of_the_vm(gwnet, i
 
 
 def test_no_private_key_in_any_output_or_journal(gwnet, installed):
+    """No WireGuard or VPS login private key shows in any output, journal or log; wg-ceres.conf is root-only (600)."""
     keys = {
         "the VPS's WireGuard key": base64.b64decode(
             dict(l.split("=", 1) for l in gwnet.deployment.gateway.command.stdin.splitlines())["WIREGUARD_PRIVATE_KEY"]).decode(),

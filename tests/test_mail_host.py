@@ -97,6 +97,7 @@ def service_starts(mailnet) -> dict[str, str]:
 
 
 def test_install_succeeds_over_ssh_with_the_pinned_host_key(installed):
+    """The install runs every stage over SSH with the pinned host key and ends with the host ready for the domain."""
     assert [r.returncode for r in installed] == [0] * len(STAGE_ORDER)
     assert "ceres-mail: mail.example.com ready for example.com" in installed[STAGE_ORDER.index("-install-mail")].stdout
 
@@ -110,6 +111,7 @@ def test_ssh_refuses_a_host_key_other_than_the_pinned_one(mailnet, installed):
 
 
 def test_rerun_changes_no_file_and_restarts_no_service(mailnet, installed):
+    """Running the whole install again on a configured host changes no file and restarts no service."""
     hashes, starts = file_hashes(mailnet), service_starts(mailnet)
     assert all("ActiveState=active" in state for state in starts.values()), starts
     again = mailnet.install()
@@ -121,6 +123,7 @@ def test_rerun_changes_no_file_and_restarts_no_service(mailnet, installed):
 
 
 def test_secrets_stay_out_of_the_install_output(mailnet, installed):
+    """The install prints no password or private key, and the DKIM key on the host is not world-readable (0640)."""
     password = mailnet.deployment.ceres_env["CERES_SMTP_PASS"]
     for result in installed:
         assert password not in result.stdout + result.stderr
@@ -192,6 +195,7 @@ def banned(webnet, jail: str, address: str = ATTACKER) -> bool:
 
 
 def test_the_webmail_and_fail2ban_stages_run_after_the_mail_stage(webnet, installed, config_reruns):
+    """Webmail and fail2ban install after mail, adminCidrs never banned; Roundcube's key is unprinted and 0640."""
     names = [c.name.rsplit("-install-", 1)[-1] for c in webnet.deployment.commands]
     assert names[-3:] == ["mail", "webmail", "fail2ban"]
     webmail, guard = installed[-2], dict(config_reruns)["fail2ban"]
@@ -206,6 +210,7 @@ def test_the_webmail_and_fail2ban_stages_run_after_the_mail_stage(webnet, instal
 
 
 def test_https_serves_the_webmail_with_its_headers_and_no_installer(webnet, installed, ca_pem):
+    """The webmail is served over HTTPS with HSTS, CSP and anti-framing headers; installer and config files are 404."""
     cafile = webnet.pebble_root("pebble-root-https.pem")
     page = webnet.probe("https", "--host", MAIL, "--name", MAIL_HOST, "--cafile", cafile, "--path", "/")
     assert page["status"] == 200 and 'id="rcmloginuser"' in page["body"], page.get("status")
@@ -223,6 +228,7 @@ def test_https_serves_the_webmail_with_its_headers_and_no_installer(webnet, inst
 
 
 def test_a_browser_logs_in_sees_the_mail_and_replies_signed(webnet, installed, password, ca_pem, tmp_path):
+    """In a real browser, a user logs in to the webmail, reads mail from another domain and replies, DKIM-signed."""
     subject = f"hello webmail {time.monotonic_ns()}"
     sent = webnet.probe("send", "--host", MAIL, "--sender", f"someone@{REMOTE_DOMAIN}", "--to", NO_REPLY,
                         "--subject", subject)
@@ -278,6 +284,7 @@ def visible(driver, wait, selector: str):
 
 
 def test_verify_checks_the_webmail(webnet, installed):
+    """`mailctl verify` reports the webmail's login page served and its HTTPS certificate valid."""
     cafile = webnet.pebble_root("pebble-root-verify.pem")
     argv = [sys.executable, "-m", "mailctl.cli", "-C", str(webnet.workdir / "stack"), "verify", "--stack", "e2e",
             "--resolver", ADDRESSES["dns"], "--ca-file", cafile, "--json"]
@@ -308,11 +315,13 @@ def smtp_ban(webnet, installed, attacker) -> float:
 
 
 def test_wrong_smtp_auth_bans_the_address_from_every_port(webnet, attacker, smtp_ban):
+    """Wrong SMTP AUTH logins ban the address from ports 25, 587, 993 and 443, while the admin client keeps working."""
     assert {port: connects(attacker, port) for port in (25, 587, 993, 443)} == dict.fromkeys((25, 587, 993, 443), "refused")
     assert {port: connects(webnet.client, port) for port in (25, 587, 993, 443)} == dict.fromkeys((25, 587, 993, 443), "open")
 
 
 def test_wrong_imap_logins_ban_the_address(webnet, installed, intruder, smtp_ban):
+    """Wrong IMAP logins ban the address from 993; an admin lifts that jail's ban by hand, other jails' bans stay."""
     at_once(lambda: webnet.probe("imap", "--host", MAIL, "--port", "993", "--user", NO_REPLY, "--password-file",
                                  secret_file(webnet, "wrong", "not-the-password"), "--wait", "0", host=intruder))
     linux.wait_until(lambda: banned(webnet, "dovecot", INTRUDER), 30, "the dovecot ban", every=1)
@@ -336,6 +345,7 @@ def ssh_attempt(attacker) -> None:
 
 
 def test_ssh_attempts_ban_the_address(webnet, installed, intruder):
+    """Refused SSH logins ban the address from port 22, the admin client unaffected; an admin can lift the ban."""
     at_once(lambda: ssh_attempt(intruder))
     linux.wait_until(lambda: banned(webnet, "sshd", INTRUDER), 30, "the sshd ban", every=1)
     assert connects(intruder, 22) == "refused" and connects(webnet.client, 22) == "open"
@@ -344,6 +354,7 @@ def test_ssh_attempts_ban_the_address(webnet, installed, intruder):
 
 
 def test_a_rerun_of_the_install_changes_nothing(webnet, installed):
+    """With webmail and fail2ban on, a re-run of the install changes no file and restarts no service."""
     before = webnet.file_hashes(WEB_FILES), webnet.service_starts(WEB_SERVICES)
     again = webnet.install()
     assert [r.returncode for r in again] == [0] * len(again), again[-1].stderr[-2000:]
@@ -416,6 +427,7 @@ def spare_dns(mailnet):
 
 
 def test_green_on_the_installed_host(verify):
+    """`mailctl verify` is green on the installed host: DNS, DKIM, PTR, no relay, TLS, logins and MTA-STS."""
     code, report = verify()
     assert code == 0 and report["ok"] is True, failed(report)
     checks = statuses(report)
@@ -441,6 +453,7 @@ def test_465_is_implicit_tls_with_the_certificate_auth_and_login(verify):
 
 
 def test_a_missing_dkim_record_turns_the_dkim_check_red(verify, mailnet, spare_dns):
+    """With the DKIM record gone from DNS, only verify's DKIM check fails (exit 1), its fix naming dkimTxt."""
     zones = dict(mailnet.deployment.zones)
     zones["example.com"] = "\n".join(l for l in zones["example.com"].splitlines() if "_domainkey" not in l) + "\n"
     code, report = verify(resolver=spare_dns(zones))
@@ -451,6 +464,7 @@ def test_a_missing_dkim_record_turns_the_dkim_check_red(verify, mailnet, spare_d
 
 
 def test_a_wrong_ptr_turns_the_ptr_check_red(verify, mailnet, spare_dns):
+    """A PTR naming another host fails only verify's PTR check, whose fix says to ask the IP provider."""
     zones = dict(mailnet.deployment.zones)
     zones["113.0.203.in-addr.arpa"] = zones["113.0.203.in-addr.arpa"].replace("PTR mail.example.com.", "PTR host25.provider.example.")
     code, report = verify(resolver=spare_dns(zones))
@@ -470,6 +484,7 @@ def test_the_https_check_connects_where_the_resolver_points(verify, mailnet, spa
 
 
 def test_a_stale_mta_sts_id_turns_the_id_check_red(verify, mailnet, spare_dns):
+    """A stale _mta-sts id fails verify's id check, the fix giving the id to publish (RFC 8461 3.1)."""
     zones = dict(mailnet.deployment.zones)
     zones["example.com"] = zones["example.com"].replace(f"id={mailnet.deployment.mta_sts_id}", "id=0123456789abcdef0123")
     code, report = verify(resolver=spare_dns(zones))
@@ -478,6 +493,7 @@ def test_a_stale_mta_sts_id_turns_the_id_check_red(verify, mailnet, spare_dns):
 
 
 def test_a_served_policy_with_another_mode_turns_the_policy_check_red(verify, mailnet):
+    """A served MTA-STS policy whose mode is not the stack's fails only verify's policy check, naming both modes."""
     policy = mailnet.mail.path(POLICY_FILE)
     served = policy.read_text()
     assert "mode: testing" in served
@@ -491,6 +507,7 @@ def test_a_served_policy_with_another_mode_turns_the_policy_check_red(verify, ma
 
 
 def test_a_certificate_for_another_name_turns_tls_red(verify, mailnet, spare_dns):
+    """For a host name the certificate does not cover, each TLS port's certificate check fails, naming the fix."""
     zones = dict(mailnet.deployment.zones)
     zones["example.com"] += "mail2 3600 IN A 203.0.113.25\n"
     code, report = verify("--host", "mail2.example.com", resolver=spare_dns(zones))
@@ -501,6 +518,7 @@ def test_a_certificate_for_another_name_turns_tls_red(verify, mailnet, spare_dns
 
 
 def test_a_stopped_dovecot_turns_imaps_red(verify, mailnet):
+    """With Dovecot stopped, verify's IMAPS check fails and points at Dovecot; it is green again once Dovecot runs."""
     mailnet.mail.exec(["systemctl", "stop", "dovecot"], check=True)
     try:
         code, report = verify()
@@ -534,6 +552,7 @@ def test_an_open_relay_turns_the_relay_check_red(verify, mailnet):
 
 
 def test_text_output_is_a_table_with_fixes(verify, mailnet):
+    """Without --json, verify prints a table headed by domain and host, no traceback; untrusted certificates exit 1."""
     argv = [sys.executable, "-m", "mailctl.cli", "verify", "--domain", "example.com", "--host", "mail.example.com",
             "--resolver", ADDRESSES["dns"], "--timeout", "5"]
     result = mailnet.client.run(argv, timeout=180)
