@@ -148,6 +148,7 @@ def host(e2e, deployed):
 
 
 def test_first_boot_ran_cloud_init_from_the_uploaded_snippets(host):
+    """The first boot runs cloud-init from the stack's snippets to the end; the only SSH host key is the stack's."""
     status = host.exec(["cloud-init", "status", "--long"])
     assert "status: done" in status.stdout, status.stdout + status.stderr
     keys = sorted(p.name for p in host.path("/etc/ssh").glob("ssh_host_*key.pub"))
@@ -164,6 +165,7 @@ def test_the_admin_logs_in_with_the_declared_keys_and_the_deploy_key(e2e, host):
 
 
 def test_ssh_refuses_password_login(e2e, host):
+    """SSH refuses password logins, even from the admin network: keys only."""
     result = e2e.client.run(["ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                              "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
                              "-o", "PreferredAuthentications=password,keyboard-interactive", f"ceres@{MAIL}", "true"],
@@ -172,6 +174,7 @@ def test_ssh_refuses_password_login(e2e, host):
 
 
 def test_the_dkim_key_is_readable_by_rspamd_only(host):
+    """The stack's DKIM private key is on the host whole, mode 0640: readable by rspamd, not by every user."""
     key = host.path("/var/lib/rspamd/dkim/ceres.key")
     assert oct(key.stat().st_mode & 0o777) == "0o640"
     serialization.load_pem_private_key(key.read_bytes(), None)  # the key the graph generated, whole
@@ -181,6 +184,7 @@ def test_the_dkim_key_is_readable_by_rspamd_only(host):
 
 
 def test_mail_from_another_domain_is_delivered_to_the_data_disk_and_read_over_imaps(e2e, host, mailbox_password):
+    """Mail from another domain is accepted on 25, stored on the data disk, and read back over IMAPS."""
     subject = f"hello from {REMOTE_DOMAIN} {time.time_ns()}"
     accepted = e2e.probe("send", "--host", MAIL, "--port", "25", "--sender", f"someone@{REMOTE_DOMAIN}",
                          "--to", f"postmaster@{DOMAIN}", "--subject", subject, host=e2e.remote)
@@ -197,6 +201,7 @@ def test_mail_from_another_domain_is_delivered_to_the_data_disk_and_read_over_im
 
 
 def test_mail_is_signed_with_the_stacks_selector_from_the_mail_hosts_name(e2e, deployed):
+    """Outgoing mail is signed for the domain under selector ceres, passes SPF, and comes from the mail host's name."""
     sent = e2e.ceres_send(f"selector@{REMOTE_DOMAIN}", "which selector")
     assert sent["sent"] is True, sent
     verdict = e2e.verdict(lambda verdict: verdict["subject"] == "which selector")
@@ -208,6 +213,7 @@ def test_mail_is_signed_with_the_stacks_selector_from_the_mail_hosts_name(e2e, d
 
 
 def test_no_open_relay(e2e, deployed):
+    """The MX refuses to relay an outsider's mail to another domain (Relay access denied)."""
     refused = e2e.probe("send", "--host", MAIL, "--port", "25", "--sender", f"spammer@{REMOTE_DOMAIN}",
                         "--to", "victim@example.org", "--subject", "relay attempt")
     assert refused.get("accepted") is False, refused
@@ -215,11 +221,13 @@ def test_no_open_relay(e2e, deployed):
 
 
 def test_no_auth_before_starttls(e2e, deployed):
+    """Port 587 neither offers nor accepts AUTH before STARTTLS, so no password crosses in clear."""
     result = e2e.probe("auth-plain", "--host", MAIL, "--port", "587")
     assert result["auth_offered"] is False and result["code"] >= 500, result
 
 
 def test_465_refuses_to_send_as_another_address(e2e, mailbox_password):
+    """On 465, a logged-in mailbox cannot send as another address of the domain (Sender address rejected)."""
     sent = e2e.probe("submit", "--host", MAIL, "--name", MAIL_HOST, "--port", "465", "--tls-mode", "implicit",
                      "--cafile", str(e2e.pebble_root), "--user", f"no-reply@{DOMAIN}",
                      "--password-file", str(mailbox_password), "--sender", f"ceo@{DOMAIN}",
@@ -228,6 +236,7 @@ def test_465_refuses_to_send_as_another_address(e2e, mailbox_password):
 
 
 def test_imap_without_tls_is_closed(e2e, deployed):
+    """Plain IMAP on 143 is closed: mail is read only over TLS, on 993."""
     result = e2e.probe("imap-plaintext", "--host", MAIL, "--port", "143", "--user", f"no-reply@{DOMAIN}")
     assert result["connected"] is False, result
 
@@ -270,6 +279,7 @@ def weak_suites(suites: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("port, starttls", [p for p in TLS_PORTS if p[0] in STRICT_TLS_PORTS])
 def test_client_ports_offer_only_intermediate_suites(e2e, deployed, port, starttls):
+    """The client ports offer only TLS 1.2 and 1.3, with forward-secret AEAD suites (Mozilla's intermediate profile)."""
     suites = sslscan(e2e, port, starttls)
     assert {p for p, _ in suites} == {"TLSv1.2", "TLSv1.3"}, suites
     assert weak_suites(suites) == [], f"port {port}"
@@ -293,6 +303,7 @@ def test_https_never_compresses_over_tls(e2e, deployed):
 @pytest.mark.parametrize("port, starttls, name", [(587, "smtp", MAIL_HOST), (993, "none", MAIL_HOST),
                                                  (443, "none", MTA_STS_HOST)])
 def test_certificate_is_issued_by_the_acme_server_for_the_right_names(e2e, deployed, port, starttls, name):
+    """587, 993 and 443 serve the ACME server's certificate, valid for the mail host and its mta-sts name."""
     cert = e2e.probe("certificate", "--host", MAIL, "--port", str(port), "--starttls", starttls,
                      "--name", name, "--cafile", str(e2e.pebble_root))
     assert "exception" not in cert, cert  # the chain verified against pebble's root, the name matched
@@ -301,6 +312,7 @@ def test_certificate_is_issued_by_the_acme_server_for_the_right_names(e2e, deplo
 
 
 def test_mta_sts_policy_is_served_and_matches_the_dns_id(e2e, deployed):
+    """The MTA-STS policy (testing, this MX) is served over HTTPS, and the _mta-sts TXT id matches it (RFC 8461 3.1)."""
     served = e2e.probe("https", "--host", MAIL, "--name", MTA_STS_HOST, "--cafile", str(e2e.pebble_root))
     assert served.get("status") == 200, served
     assert served["body"] == f"version: STSv1\nmode: testing\nmx: {MAIL_HOST}\nmax_age: 604800\n"
@@ -323,6 +335,7 @@ def keycloak_sends(e2e, username: str) -> dict:
 
 
 def test_one_up_takes_an_empty_test_internet_to_a_working_mail_server(e2e, deployed):
+    """One `pulumi up` runs every install stage in order to a host `mailctl verify` passes, the password unprinted."""
     run, started = deployed
     assert [name for name in stages_started_since(e2e, started)] == [f"ceres-mail-server{s}" for s in STAGE_ORDER]
     verify = mailctl_verify(e2e)
@@ -347,6 +360,7 @@ def test_the_firewall_closes_what_the_graph_leaves_closed(e2e, deployed):
 
 
 def test_the_secret_never_appears_in_the_engine_output(e2e, deployed):
+    """The mailbox password never shows in the up's output, nor in clear in the exported state."""
     run, _ = deployed
     secret = e2e.stack.outputs()["ceresSmtpPass"].value
     assert secret not in run.output
@@ -357,6 +371,7 @@ def test_the_secret_never_appears_in_the_engine_output(e2e, deployed):
 
 
 def test_keycloak_sends_a_reset_password_mail_signed_and_aligned(e2e, deployed):
+    """Keycloak, trusting only the ACME CA, sends reset mail through the host on 587: SPF, DKIM and DMARC pass."""
     acme_root = x509.load_pem_x509_certificate(e2e.pebble_root.read_bytes())
     assert e2e.sso.trusted_subjects() == [acme_root.subject.rfc4514_string()], "Keycloak trusts the ACME CA only"
     assert e2e.sso.merged_trust_store() is None, "no JDK public CA merged in"
@@ -371,6 +386,7 @@ def test_keycloak_sends_a_reset_password_mail_signed_and_aligned(e2e, deployed):
 
 
 def test_ceres_sends_with_exactly_the_secret_it_reads_from_the_cluster(e2e, deployed):
+    """CERES sends on 587 with STARTTLS using only its Secret's settings, and its mail arrives signed and aligned."""
     env = e2e.ceres_secret_env()
     assert env["CERES_SMTP_HOST"] == MAIL_HOST and env["CERES_SMTP_PORT"] == "587"
     assert env["CERES_SMTP_STARTTLS"] == "true" and env["CERES_SMTP_TLS"] == "false"
@@ -504,6 +520,7 @@ def leaked_fragments(secrets: dict[str, list[str]], shown: list[str]) -> list[st
 
 
 def test_a_dkim_key_rotation_in_three_ups_keeps_mail_verifiable_and_restarts_only_rspamd(e2e, deployed):
+    """A three-up DKIM rotation keeps mail passing, restarts only rspamd, leaks no key; old mail verifies till step 3."""
     host = e2e.cloud.vm_host()
     assert keys_on_host(host) == [f"{OLD}.key"], "the first up signs with the default selector"
     # what would show a secret, never printed: only their names are reported if something shows them
@@ -567,6 +584,7 @@ def resource_urn(e2e, type_: str, name_suffix: str) -> str:
 
 
 def test_a_second_up_changes_no_resource_no_file_and_no_service(e2e, deployed):
+    """A second `pulumi up` with nothing changed touches no resource, runs no stage, and leaves the host as it was."""
     before = host_state(e2e)
     started = time.monotonic()
     run = e2e.up()
@@ -580,6 +598,7 @@ def test_a_second_up_changes_no_resource_no_file_and_no_service(e2e, deployed):
 
 
 def test_clients_moved_to_465_send_with_implicit_tls(e2e, deployed):
+    """Moving the clients to 465 makes CERES and Keycloak send with implicit TLS, signed; moving back restores 587."""
     for key, value in (("smtpPort", "465"), ("smtpTls", "true"), ("smtpStarttls", "false")):
         e2e.stack.set_config(f"ceres-mail:{key}", ConfigValue(value))
     moved = e2e.up()
@@ -603,6 +622,7 @@ def test_clients_moved_to_465_send_with_implicit_tls(e2e, deployed):
 
 
 def test_a_rotated_password_reaches_the_mailbox_the_secret_and_the_realm_in_one_up(e2e, deployed):
+    """One up rotating the mailbox password updates the mailbox, CERES's Secret and Keycloak; the old one is refused."""
     old = e2e.ceres_secret_env()["CERES_SMTP_PASS"]
     annotation = lambda: (e2e.k3s.get("deployment", CERES_DEPLOYMENT, CERES_SECRET[0])["spec"]["template"]  # noqa: E731
                           ["metadata"].get("annotations", {}))
@@ -821,6 +841,7 @@ def ldap_probe(e2e, name: str, *args: str, as_dn: str = "", password: str = "") 
 
 
 def test_adding_the_directory_runs_the_ldap_stage_then_mail_and_federates_the_realm(e2e, directory):
+    """Adding a local directory runs packages, ldap, mail, federates over LDAPS, touches nothing else, leaks no secret."""
     assert {urn.rsplit("::", 1)[-1]: steps for urn, steps in directory.run.changed().items()} == SWITCH_CHANGES, \
         "the directory is added to the live stack; the VM, DNS, CERES's Secret and the realm stay as they were"
     assert directory.stages == list(SWITCH_STAGES), "slapd's packages, then its stage, then the mailboxes"
@@ -854,6 +875,7 @@ def test_mailctl_verify_from_the_sso_network_shows_the_directory_green(e2e, dire
 
 def test_a_directory_person_signs_in_to_keycloak_and_imaps_and_submits_with_one_password(e2e, directory, people,
                                                                                           login_client):
+    """A directory person signs in to Keycloak, reads over IMAPS and sends on 587 with one password; mail is signed."""
     subject = f"from erin, one password {time.monotonic_ns()}"
     answers = sign_ins(e2e, "erin", people["erin"], subject)
     assert taken(answers) == {"keycloak": True, "imaps": True, "submission": True}, (answers, keycloak_ldap_log(e2e))
@@ -868,6 +890,7 @@ def test_a_directory_person_signs_in_to_keycloak_and_imaps_and_submits_with_one_
 
 def test_a_password_reset_in_keycloak_is_the_mail_password_from_then_on_and_is_stored_hashed(e2e, directory, people,
                                                                                               login_client):
+    """A password reset in Keycloak becomes the mail password too, the old one refused everywhere, stored hashed."""
     old, new = people["erin"], f"erin-{secrets.token_urlsafe(12)}"
     hash_before = stored_password(e2e, directory, "erin")
     e2e.keycloak.reset_password(REALM, e2e.keycloak.user_id(REALM, "erin"), new)
@@ -882,6 +905,7 @@ def test_a_password_reset_in_keycloak_is_the_mail_password_from_then_on_and_is_s
 
 
 def test_a_wrong_password_is_refused_by_keycloak_imaps_and_submission(e2e, directory, people, login_client):
+    """A wrong password is refused as wrong by Keycloak, IMAPS and submission alike."""
     answers = sign_ins(e2e, "erin", people["erin"] + "-not", "erin, a wrong password")
     assert refused_as_wrong(answers) == {"keycloak": True, "imaps": True, "submission": True}, answers
 
@@ -890,6 +914,7 @@ def test_a_wrong_password_is_refused_by_keycloak_imaps_and_submission(e2e, direc
 
 
 def test_anonymous_reads_nothing_and_no_one_reads_another_persons_password(e2e, directory, people):
+    """Anonymous reads nothing, a person only their own entry, the service account the people; no one reads a hash."""
     base, people_dn = directory.ldap.base_dn, directory.ldap.users_dn
     assert not ldap_probe(e2e, "bind")["ok"], "an anonymous bind is refused"
     assert ldap_probe(e2e, "search", "--base", base)["entries"] == [], "an anonymous search reads nothing"
@@ -909,6 +934,7 @@ def test_anonymous_reads_nothing_and_no_one_reads_another_persons_password(e2e, 
 
 
 def test_the_directory_answers_the_sso_network_only_and_nothing_listens_on_389(e2e, directory):
+    """LDAPS answers only ldapClientCidrs (the SSO host), not the internet or the operator; nothing listens on 389."""
     assert tcp_open(e2e.sso.host, 636), "LDAPS from where Keycloak connects"
     assert not tcp_open(e2e.remote, 636), "no LDAPS from the internet"
     assert not tcp_open(e2e.client, 636), "nor from the operator's machine: it is not in ldapClientCidrs"
@@ -921,6 +947,7 @@ def test_the_directory_answers_the_sso_network_only_and_nothing_listens_on_389(e
 
 
 def test_a_second_up_changes_nothing(e2e, directory):
+    """With the directory, a second up changes no resource, file, service or federation, and prints no secret."""
     files, services = CONFIG_FILES + LDAP_FILES, SERVICES + ("slapd",)
     before, federation_before = host_state(e2e, files, services), federation_config(e2e)
     started = time.monotonic()
