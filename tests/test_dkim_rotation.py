@@ -27,17 +27,20 @@ def entries(*selectors: str) -> tuple[PublishedSelector, ...]:
     ("ceres2026", entries("ceres"), "step 3 of 3", {"dkimPublishedSelectors": []}),
 ])
 def test_each_step_follows_from_where_the_stack_stands_and_says_why_it_publishes(signing, published, title, config):
+    """The next step (publish, switch, retire) follows from the signing and published selectors, with its reason."""
     step = next_step(signing, published, "ceres2026", ttl=300, today=TODAY)
     assert step.title.startswith(title) and step.config == config
 
 
 def test_other_published_selectors_keep_their_reasons():
+    """A selector published for another reason, such as a spare key, stays published with its reason."""
     spare = PublishedSelector("spare", "a key kept for the backup relay")
     step = next_step("ceres", (spare, PublishedSelector("ceres2026")), "ceres2026", ttl=300, today=TODAY)
     assert step.config["dkimPublishedSelectors"] == [PREVIOUS, {"selector": "spare", "reason": "a key kept for the backup relay"}]
 
 
 def test_the_switch_waits_for_the_ttl_and_verify_and_the_retirement_for_a_week():
+    """The switch waits for the TTL and a green `mailctl verify`, retirement for 7 days; then the rotation is done."""
     switch = next_step("ceres", entries("ceres2026"), "ceres2026", ttl=300, today=TODAY)
     assert any("300 s" in condition for condition in switch.before)
     assert any("mailctl verify" in condition and "published, not signing" in condition for condition in switch.before)
@@ -47,6 +50,7 @@ def test_the_switch_waits_for_the_ttl_and_verify_and_the_retirement_for_a_week()
 
 
 def test_config_commands_set_objects_field_by_field_and_quote_for_the_shell():
+    """The printed commands set each selector field by --path, not as a JSON string, and quote values for the shell."""
     assert config_commands("prod", "ceres-mail:dkimPublishedSelectors", [NEXT]) == [
         "pulumi config rm --stack prod ceres-mail:dkimPublishedSelectors",
         "pulumi config set --stack prod --path 'ceres-mail:dkimPublishedSelectors[0].selector' ceres2026",
@@ -56,6 +60,7 @@ def test_config_commands_set_objects_field_by_field_and_quote_for_the_shell():
 
 
 def test_write_takes_a_stack_file_through_the_three_steps_and_keeps_its_comments(tmp_path, capsys):
+    """`--write` takes a stack file through all three steps, keeping its comments and other settings, then says done."""
     (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
     original = (PROJECT_DIR / "Pulumi.staging.yaml").read_text()
     stack_file = tmp_path / "Pulumi.staging.yaml"
@@ -75,6 +80,7 @@ def test_write_takes_a_stack_file_through_the_three_steps_and_keeps_its_comments
 
 
 def test_without_write_nothing_changes_and_a_bad_selector_is_refused(tmp_path, capsys):
+    """Without --write the commands are only printed and nothing changes; a --to that is no DNS label is refused."""
     (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
     original = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
     (tmp_path / "Pulumi.prod.yaml").write_text(original)
@@ -89,6 +95,7 @@ def test_without_write_nothing_changes_and_a_bad_selector_is_refused(tmp_path, c
 
 
 def test_retiring_a_protected_key_says_to_unprotect_it_first(tmp_path, capsys):
+    """Retiring a protected key prints `pulumi state unprotect` for it before the config change that removes it."""
     (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
     prod = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
     (tmp_path / "Pulumi.prod.yaml").write_text(with_config(prod, "ceres-mail", {
@@ -100,6 +107,7 @@ def test_retiring_a_protected_key_says_to_unprotect_it_first(tmp_path, capsys):
 
 
 def test_step_3_says_when_it_is_due_and_keeps_a_selector_published_for_another_reason():
+    """Step 3 says when the old key may go (a week after the switch) and keeps a spare selector published."""
     spare = PublishedSelector("spare", "a key kept for the backup relay")
     previous = PublishedSelector(PREVIOUS["selector"], PREVIOUS["reason"])
     early = next_step("ceres2026", (previous, spare), "ceres2026", ttl=300, today=TODAY)

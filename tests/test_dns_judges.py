@@ -54,12 +54,14 @@ def assert_accepted(origin: str, text: str) -> None:
 
 @pytest.mark.parametrize("stack", ["prod", "staging"])
 def test_named_checkzone_accepts_every_committed_stack(stack, dkim_keys):
+    """The zones rendered for each committed stack load in BIND's named-checkzone as they are."""
     settings = stack_settings(PROJECT_DIR, stack)
     for domain in settings.mail_domains:
         assert_accepted(domain, render_stack_zones(settings, stack, domain, {settings.dkim_selector: dkim_keys[1]}))
 
 
 def test_named_checkzone_accepts_a_multi_domain_stack(scratch_project, dkim_keys):
+    """A stack with extra domains and autoconfig renders a zone named-checkzone accepts for every mail domain."""
     config = stack_config("prod")
     config["ceres-mail:extraDomains"] = [
         "example.org=11111111111111111111111111111111",
@@ -143,6 +145,7 @@ labels = st.from_regex(r"[a-z]([a-z0-9-]{0,15}[a-z0-9])?", fullmatch=True)
 @hypothesis_settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(labels, min_size=1, max_size=3), st.sampled_from(["com", "net", "org", "example", "test"]))
 def test_any_valid_domain_renders_a_zone_named_checkzone_accepts(dkim_keys, parts, tld):
+    """Whatever valid domain name a stack uses, its rendered zone loads in named-checkzone."""
     domain = ".".join([*parts, tld])
     inputs = replace(
         SINGLE,
@@ -173,6 +176,7 @@ def txt(address: str, name: str, prefix: str) -> str:
 
 @pytest.mark.parametrize("domain", MULTI.mail_domains)
 def test_checkdmarc_parses_spf_without_warnings(served, domain):
+    """Each served SPF record draws no checkdmarc warning and costs a single DNS lookup (RFC 7208 4.6.4)."""
     record = txt(served, domain, "v=spf1")
     result = checkdmarc.spf.parse_spf_record(record, domain, nameservers=[served], timeout=3)
     assert result["warnings"] == [], result
@@ -206,6 +210,7 @@ def test_checkdmarc_finds_nothing_to_say_about_an_enforcing_dmarc(served, domain
 
 @pytest.mark.parametrize("domain", MULTI.mail_domains)
 def test_checkdmarc_parses_mta_sts_and_its_policy(served, domain):
+    """The served MTA-STS record and its policy draw no checkdmarc warning: testing mode, the mail host as mx."""
     record = txt(served, f"_mta-sts.{domain}", "v=STSv1")
     parsed = checkdmarc.mta_sts.parse_mta_sts_record(record)
     assert parsed["warnings"] == [], parsed
@@ -216,6 +221,7 @@ def test_checkdmarc_parses_mta_sts_and_its_policy(served, domain):
 
 @pytest.mark.parametrize("domain", MULTI.mail_domains)
 def test_checkdmarc_parses_tls_rpt(served, domain):
+    """Each served TLS-RPT record draws no checkdmarc warning (RFC 8460 3)."""
     record = txt(served, f"_smtp._tls.{domain}", "v=TLSRPTv1")
     parsed = checkdmarc.smtp_tls_reporting.parse_smtp_tls_reporting_record(record)
     assert parsed["warnings"] == [], parsed
@@ -241,6 +247,7 @@ def dkim_dns(address: str):
 
 @pytest.mark.parametrize("domain", MULTI.mail_domains)
 def test_dkimpy_verifies_a_message_signed_with_the_stack_key(served, dkim_keys, domain):
+    """Mail from each mail domain signed with the stack's key verifies against the DKIM record BIND serves."""
     message = MESSAGE.replace(b"@example.com>", f"@{domain}>".encode(), 1)
     signature = dkim.sign(message, b"ceres", domain.encode(), dkim_keys[0].encode(),
                           include_headers=[b"from", b"to", b"subject", b"message-id"])
@@ -248,6 +255,7 @@ def test_dkimpy_verifies_a_message_signed_with_the_stack_key(served, dkim_keys, 
 
 
 def test_dkimpy_rejects_a_signature_by_another_key(served):
+    """A signature made with any other key fails verification against the served DKIM record."""
     other_private, _ = dkim_key_pair()
     signature = dkim.sign(MESSAGE, b"ceres", b"example.com", other_private.encode(), include_headers=[b"from", b"subject"])
     assert not dkim.verify(signature + MESSAGE, dnsfunc=dkim_dns(served))

@@ -51,10 +51,12 @@ def test_minimal_records_for_one_domain():
 
 
 def test_no_aaaa_without_ipv6():
+    """A mail host without an IPv6 address gets no AAAA record."""
     assert not any(r.type == "AAAA" for r in build_records(replace(SINGLE, ipv6="")))
 
 
 def test_every_record_says_why_and_has_a_unique_key():
+    """Every record, DKIM included, says why it is there, and no two records share a key."""
     records = build_records(MULTI) + dkim_records(MULTI, {"ceres": dkim_key_pair()[1]})
     assert all(r.why for r in records)
     duplicates = [key for key, n in Counter(r.key for r in records).items() if n > 1]
@@ -62,6 +64,7 @@ def test_every_record_says_why_and_has_a_unique_key():
 
 
 def test_host_records_once_and_each_domain_its_own_set():
+    """The host's A/AAAA come once; each mail domain gets its own full record set and DKIM record."""
     records = build_records(MULTI)
     assert sum(r.type in ("A", "AAAA") for r in records) == 2
     for domain in MULTI.mail_domains:
@@ -94,6 +97,7 @@ def test_dkim_records_before_the_key_exists_are_those_after_but_for_their_conten
 
 
 def test_every_record_lives_in_its_own_zone():
+    """Every record is named inside the zone it is declared in, never in another domain's zone."""
     for record in build_records(MULTI):
         assert record.name == record.zone or record.name.endswith("." + record.zone), record
 
@@ -102,10 +106,12 @@ def test_every_record_lives_in_its_own_zone():
 
 
 def test_spf_extra_mechanisms_go_before_all():
+    """Extra SPF mechanisms go after mx and before the final -all, where receivers evaluate them (RFC 7208 5.1)."""
     assert spf_value(("ip4:198.51.100.7", "include:_spf.example.net")) == "v=spf1 mx ip4:198.51.100.7 include:_spf.example.net -all"
 
 
 def test_spf_counts_the_lookups_of_4_6_4():
+    """SPF lookups are counted as receivers count them; ip4 and ip6 cost none (RFC 7208 4.6.4)."""
     assert spf_lookups(()) == 1
     assert spf_lookups(("ip4:198.51.100.7", "ip6:2001:db8::/32")) == 1
     assert spf_lookups(("a", "include:x.example", "exists:%{i}.x.example", "ptr")) == 5
@@ -125,6 +131,7 @@ def test_spf_too_long_for_one_answer_is_refused():
 
 
 def test_spf_extra_cannot_end_the_record_itself():
+    """An SPF extra holding `all` or `redirect=` is refused: the record always ends with its own -all."""
     assert spf_problems(("+all",)) and spf_problems(("redirect=_spf.example.net",))
 
 
@@ -133,6 +140,7 @@ def test_spf_extra_cannot_end_the_record_itself():
 
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=2000))
 def test_txt_split_round_trips_for_any_length(value):
+    """A TXT value of any length is split into strings of at most 255 bytes that join back to it (RFC 1035 3.3)."""
     rdata = txt_rdata(value)
     parsed = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, rdata)
     assert all(len(s) <= 255 for s in parsed.strings)
@@ -142,6 +150,7 @@ def test_txt_split_round_trips_for_any_length(value):
 
 @given(st.binary(max_size=600).map(lambda b: b.decode("latin-1")))
 def test_txt_escapes_quotes_backslashes_and_control_bytes(value):
+    """Quotes, backslashes, control and non-ASCII characters in a TXT value read back unchanged (RFC 1035 5.1)."""
     assert txt_value(txt_rdata(value)) == value
 
 
@@ -169,6 +178,7 @@ def test_a_published_selectors_reason_is_its_records_comment():
 
 
 def test_dkim_key_is_split_into_strings_under_255():
+    """A 2048-bit DKIM key is published as two strings of at most 255 bytes each (RFC 6376 3.6.2.2)."""
     record = dkim_records(SINGLE, {"ceres": dkim_key_pair()[1]})[0]
     strings = record.parsed().strings
     assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
@@ -179,6 +189,7 @@ def test_dkim_key_is_split_into_strings_under_255():
 
 
 def test_dmarc_options_appear_only_when_not_default():
+    """A DMARC policy, pct, adkim and aspf that differ from the defaults are all written out (RFC 7489 6.3)."""
     value = dmarc_value(Dmarc(rua="a@example.com", ruf="b@example.com", policy="quarantine", pct=50, adkim="s", aspf="s"))
     assert value == "v=DMARC1; p=quarantine; pct=50; rua=mailto:a@example.com; ruf=mailto:b@example.com; fo=1; adkim=s; aspf=s"
 
@@ -204,11 +215,13 @@ def test_extra_domains_authorize_reports_to_the_primary_domain_themselves():
 
 
 def test_mta_sts_policy_names_the_mx_and_mode():
+    """The MTA-STS policy names the mail host as its mx, in testing mode until set to enforce (RFC 8461 3.2)."""
     assert mta_sts_policy(SINGLE) == "version: STSv1\nmode: testing\nmx: mail.example.com\nmax_age: 604800\n"
     assert "mode: enforce" in mta_sts_policy(replace(SINGLE, mta_sts_mode="enforce"))
 
 
 def test_mta_sts_id_changes_exactly_when_the_policy_does():
+    """The _mta-sts id changes when the policy changes and only then, so senders refetch only then (RFC 8461 3.1)."""
     same = mta_sts_id(mta_sts_policy(SINGLE))
     assert same == mta_sts_id(mta_sts_policy(replace(SINGLE, ttl=300, spf_extra=("a",))))
     assert same != mta_sts_id(mta_sts_policy(replace(SINGLE, mta_sts_mode="enforce")))
@@ -218,6 +231,7 @@ def test_mta_sts_id_changes_exactly_when_the_policy_does():
 
 
 def test_tls_rpt_caa_and_srv():
+    """TLS reports go to tls-reports@, CAA names the one CA, SRV prefers implicit TLS, no POP3 (RFC 8314 5.1)."""
     records = build_records(SINGLE)
     got = by_name_type(records)
     assert txt_value(got[("_smtp._tls.example.com", "TXT")].rdata) == "v=TLSRPTv1; rua=mailto:tls-reports@example.com"
@@ -231,6 +245,7 @@ def test_tls_rpt_caa_and_srv():
 
 
 def test_no_caa_when_no_issuer_is_configured():
+    """With no CA issuer configured, no CAA record is published at all, not even iodef."""
     assert not any(r.type == "CAA" for r in build_records(replace(SINGLE, caa_issuers=())))
 
 
@@ -238,6 +253,7 @@ def test_no_caa_when_no_issuer_is_configured():
 
 
 def test_reverse_records_name_the_mail_host():
+    """The PTR records of the host's IPv4 and IPv6 addresses name the mail host (RFC 8601 2.7.3)."""
     v4, v6 = reverse_records(SINGLE)
     assert (v4.name, v4.rdata) == ("25.113.0.203.in-addr.arpa", "mail.example.com.")
     assert v6.name.endswith(".ip6.arpa") and v6.rdata == "mail.example.com."
@@ -255,9 +271,11 @@ def test_reverse_records_name_the_mail_host():
     ],
 )
 def test_cloudflare_fields_follow_the_rdata(name, type_, expected):
+    """Each record goes to Cloudflare with the content, priority or SRV data read from its own rdata."""
     assert cloudflare_fields(by_name_type(build_records(SINGLE))[(name, type_)]) == expected
 
 
 def test_cloudflare_caa_is_structured():
+    """A CAA record goes to Cloudflare as structured flags, tag and value."""
     caa = [cloudflare_fields(r) for r in build_records(SINGLE) if r.type == "CAA"]
     assert {"data": {"flags": 0, "tag": "issue", "value": "letsencrypt.org"}} in caa
