@@ -58,6 +58,7 @@ def status(results, check):
 
 
 def test_declared_record_missing_or_different_is_red_with_the_record_to_publish():
+    """A declared record missing or published otherwise is red, showing what is published and the record to publish."""
     expected = [Record("example.com", "example.com", "MX", "10 mail.example.com.", 3600, "why"),
                 Record("example.com", "example.com", "TXT", '"v=spf1 mx -all"', 3600, "why")]
     results = dns_checks.check_declared_records(target({("example.com", "TXT"): ['"v=spf1 +all"']}, expected=expected))
@@ -67,6 +68,7 @@ def test_declared_record_missing_or_different_is_red_with_the_record_to_publish(
 
 
 def test_declared_records_published_are_green():
+    """A declared record published as declared is green."""
     expected = [Record("example.com", "example.com", "MX", "10 mail.example.com.", 3600, "why")]
     [result] = dns_checks.check_declared_records(target({("example.com", "MX"): ["10 mail.example.com."]}, expected=expected))
     assert result.status == "ok"
@@ -146,6 +148,7 @@ def test_a_published_selector_serving_another_key_is_red_not_the_stacks(keys):
 
 
 def test_verify_reads_each_selectors_key_from_the_stack_outputs(keys, scratch_project, monkeypatch, tmp_path):
+    """Given the stack outputs, verify checks the signing selector and each published one against its own key."""
     import json
 
     from mailctl import cli
@@ -167,6 +170,7 @@ def test_verify_reads_each_selectors_key_from_the_stack_outputs(keys, scratch_pr
 
 
 def test_dkim_missing_different_and_right(keys):
+    """The DKIM row is red with no key or another key at the selector, and green with the stack's key."""
     (_, mine), (_, other) = keys
     name = ("ceres._domainkey.example.com", "TXT")
     assert dns_checks.check_dkim(target({}))[0].status == "fail"
@@ -178,6 +182,7 @@ def test_dkim_missing_different_and_right(keys):
 
 
 def test_ptr_must_name_the_host_and_resolve_back():
+    """A PTR naming the mail host is green; one naming another host is red, saying what to set (RFC 8601 2.7.3)."""
     assert dns_checks.check_reverse_dns(target(HOST))[0].status == "ok"
     wrong = {**HOST, ("25.113.0.203.in-addr.arpa", "PTR"): ["host25.provider.example."]}
     result = dns_checks.check_reverse_dns(target(wrong))[0]
@@ -185,6 +190,7 @@ def test_ptr_must_name_the_host_and_resolve_back():
 
 
 def test_a_host_without_address_still_has_a_red_ptr_row_saying_what_to_do():
+    """A mail host with no address still gets a red PTR row, saying to publish its A record and have the PTR set."""
     [result] = dns_checks.check_reverse_dns(target({}))
     assert (result.check, result.status) == ("ptr mail.example.com", "fail")
     assert "publish mail.example.com A" in result.fix
@@ -201,6 +207,7 @@ def test_the_ptr_of_the_declared_address_is_checked_while_its_a_record_is_missin
 
 
 def test_a_failed_ptr_lookup_is_a_warning_with_the_provider_fix_not_a_missing_row():
+    """A PTR lookup that times out is a warning for that address with the provider's fix, not a dropped row."""
     answers = {**HOST, ("25.113.0.203.in-addr.arpa", "PTR"): dns.exception.Timeout()}
     [result] = dns_checks.check_reverse_dns(target(answers))
     assert (result.check, result.status) == ("ptr 203.0.113.25", "warn")
@@ -209,12 +216,14 @@ def test_a_failed_ptr_lookup_is_a_warning_with_the_provider_fix_not_a_missing_ro
 
 
 def test_a_ptr_with_a_second_name_warns():
+    """A PTR answer naming a second host beside the mail host is a warning that names it."""
     answers = {**HOST, ("25.113.0.203.in-addr.arpa", "PTR"): ["mail.example.com.", "host25.provider.example."]}
     [result] = dns_checks.check_reverse_dns(target(answers))
     assert result.status == "warn" and "host25.provider.example" in result.detail
 
 
 def test_an_ipv6_address_both_declared_and_published_has_one_ptr_row():
+    """An IPv6 address both declared and published, however it is written, gets a single PTR row."""
     import dns.reversename
 
     reverse = dns.reversename.from_address("2001:db8:25::25").to_text(omit_final_dot=True)
@@ -259,6 +268,7 @@ class FakeSMTP:
 
 @pytest.mark.parametrize("code, expected", [(554, "ok"), (250, "fail")])
 def test_relay_is_judged_by_the_answer_to_rcpt(monkeypatch, code, expected):
+    """Port 25 is green when it refuses RCPT to a foreign domain, red when it accepts it (an open relay)."""
     monkeypatch.setattr(smtp_checks, "_NamedSMTP", type("S", (FakeSMTP,), {"rcpt_code": code}))
     monkeypatch.setattr(smtp_checks, "certificate_result",
                         lambda check, sock, host: smtp_checks.Result(check, "ok", "fake certificate"))
@@ -289,6 +299,7 @@ def test_a_dead_resolver_is_reported_as_such_at_once_not_as_missing_records():
 
 
 def test_a_resolver_that_answers_no_such_name_works():
+    """A resolver that answers NXDOMAIN (no such name) is working: the resolver row is green."""
     assert dns_checks.check_resolver(target({}))[0].status == "ok"
 
 
@@ -458,6 +469,7 @@ def https_server(tls: ssl.SSLContext, body: str, requests: list, sni: list):
 
 
 def test_smtp_connects_to_the_resolver_address_and_checks_tls_against_the_host_name(monkeypatch, pki):
+    """The SMTP check connects to the address --resolver gives and checks TLS against the mail host's name (SNI too)."""
     cafile, tls = pki
     sni = []
     network = Network(monkeypatch, {(MAIL_V4, 25): smtp_server(tls, sni=sni)})
@@ -529,6 +541,7 @@ def test_submission_on_465_is_tls_at_connect_then_certificate_auth_and_login(mon
 
 
 def test_submission_on_587_refuses_auth_before_starttls_then_logs_in(monkeypatch, pki):
+    """On 587 AUTH is not offered before STARTTLS; after it, the certificate, AUTH and the login are green."""
     cafile, tls = pki
     network = Network(monkeypatch, {(MAIL_V4, 587): smtp_server(tls)})
     results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
@@ -541,6 +554,7 @@ def test_submission_on_587_refuses_auth_before_starttls_then_logs_in(monkeypatch
 
 
 def test_587_without_starttls_is_a_red_tls_row_and_nothing_is_sent_in_clear(monkeypatch, pki):
+    """A 587 without STARTTLS is a red TLS row with Postfix's fix, and no credentials are sent in clear."""
     cafile, tls = pki
     network = Network(monkeypatch, {(MAIL_V4, 587): smtp_server(tls, starttls=False)})
     results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
@@ -586,6 +600,7 @@ def plain_smtp_server(sock: socket.socket) -> None:
 
 
 def test_465_answering_in_plain_text_is_a_red_tls_row_with_the_wrapper_mode_fix(monkeypatch, pki):
+    """A 465 that answers in plain text is a red TLS row whose fix is Postfix's smtpd_tls_wrappermode=yes."""
     cafile, _ = pki
     network = Network(monkeypatch, {(MAIL_V4, 465): plain_smtp_server})
     results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
@@ -597,6 +612,7 @@ def test_465_answering_in_plain_text_is_a_red_tls_row_with_the_wrapper_mode_fix(
 
 
 def test_465_with_a_certificate_for_another_name_is_a_red_certificate_row(monkeypatch, certificate_authority):
+    """A 465 showing a certificate for another name is a red certificate row saying to install one for the mail host."""
     cafile, leaf = certificate_authority
     network = Network(monkeypatch, {(MAIL_V4, 465): smtp_server(leaf(("other.example.com",)), implicit=True)})
     results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
@@ -607,6 +623,7 @@ def test_465_with_a_certificate_for_another_name_is_a_red_certificate_row(monkey
 
 
 def test_465_without_auth_is_a_red_auth_row_and_no_login_is_tried(monkeypatch, pki):
+    """A 465 that offers no AUTH is a red auth row with Postfix's fix, and no login is tried."""
     cafile, tls = pki
     network = Network(monkeypatch, {(MAIL_V4, 465): smtp_server(tls, implicit=True, auth=False)})
     results = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5, **CREDENTIALS),
@@ -619,6 +636,7 @@ def test_465_without_auth_is_a_red_auth_row_and_no_login_is_tried(monkeypatch, p
 
 
 def test_465_refusing_connections_says_which_service_to_start(monkeypatch, pki):
+    """A 465 refusing connections is a red row saying to open the port and run Postfix's submissions service."""
     cafile, _ = pki
     Network(monkeypatch)
     [row] = smtp_checks.check_submission_port(target(ADDRESSED, cafile=cafile, timeout=5), 465, smtp_checks.IMPLICIT_TLS)
@@ -646,6 +664,7 @@ def run_mta_sts(monkeypatch, pki, served: str, checked: Target):
 
 
 def test_mta_sts_policy_and_id_as_the_stack_declares_are_green(monkeypatch, pki):
+    """The MTA-STS policy served as the stack declares it (CRLF or LF lines) and its DNS id are green (RFC 8461 3.2)."""
     served = STACK_POLICY.replace("\n", "\r\n")  # RFC 8461 3.2 lines end in CRLF; either is read
     results = run_mta_sts(monkeypatch, pki, served, sts_target(pki[0], mta_sts_id(STACK_POLICY), mta_sts_policy=STACK_POLICY))
     assert rows(results) == [("https 443 certificate mta-sts.example.com", "ok"), ("mta-sts policy example.com", "ok"),
@@ -653,6 +672,7 @@ def test_mta_sts_policy_and_id_as_the_stack_declares_are_green(monkeypatch, pki)
 
 
 def test_mta_sts_mode_and_max_age_are_compared_with_the_stack(monkeypatch, pki):
+    """A served MTA-STS policy whose mode or max_age differs from the stack's is red, naming both values."""
     served = STACK_POLICY.replace("mode: enforce", "mode: testing").replace("max_age: 604800", "max_age: 86400")
     results = run_mta_sts(monkeypatch, pki, served, sts_target(pki[0], mta_sts_id(STACK_POLICY), mta_sts_policy=STACK_POLICY))
     policy = status(results, "mta-sts policy example.com")
@@ -678,6 +698,7 @@ def test_the_mta_sts_id_in_dns_must_be_the_one_of_the_stack_policy(monkeypatch, 
     ("version: STSv1\nmode: enforce\nmx: mx.example.net\nmax_age: 86400\n", False),
 ])
 def test_without_a_stack_the_policy_is_judged_by_rfc_8461(monkeypatch, pki, served, good):
+    """Without a stack, a policy needs a valid mode (RFC 8461 3.2) and an mx matching the host, wildcards too (4.1)."""
     results = run_mta_sts(monkeypatch, pki, served, sts_target(pki[0], "20240101"))
     assert status(results, "mta-sts policy example.com").status == ("ok" if good else "fail")
     assert status(results, "mta-sts id example.com").status == "ok"
@@ -710,6 +731,7 @@ def test_mta_sts_is_checked_for_every_mail_domain(monkeypatch, pki):
 
 def test_an_extra_domain_whose_name_the_certificate_misses_and_whose_id_is_missing_is_red_on_its_own_rows(
         monkeypatch, certificate_authority):
+    """An extra domain missing from the certificate and without an _mta-sts id is red on its own rows only."""
     cafile, leaf = certificate_authority
     primary_only = leaf(("mail.example.com", "mta-sts.example.com"))
     stack_id = mta_sts_id(STACK_POLICY)
@@ -731,6 +753,7 @@ def test_an_extra_domain_whose_name_the_certificate_misses_and_whose_id_is_missi
 
 
 def test_an_extra_domain_without_a_policy_host_says_what_to_publish(monkeypatch, pki):
+    """An extra domain whose mta-sts host has no address is red, saying to publish its CNAME to the mail host."""
     cafile, tls = pki
     requests, sni = [], []
     network = Network(monkeypatch, {(STS_V4, 443): https_server(tls, STACK_POLICY, requests, sni)})
