@@ -44,6 +44,7 @@ def plan_of(scratch_project, **edits):
 
 
 def test_the_backup_stage_runs_last_and_nothing_waits_for_it(prod_plan):
+    """Backup installs last and nothing waits for it; its secrets go on stdin and its ED25519 SSH key is protected."""
     backup = one(prod_plan, COMMAND, "-install-backup")
     assert one(prod_plan, COMMAND, "-install-fail2ban").urn in backup.dependencies, "after the last stage"
     for consumer in ("kubernetes:core/v1:Secret", "keycloak:index/realm:Realm"):
@@ -54,6 +55,7 @@ def test_the_backup_stage_runs_last_and_nothing_waits_for_it(prod_plan):
 
 
 def test_the_repository_password_is_exported_only_as_a_secret(prod_plan):
+    """The repository password is exported only as a secret, beside the target, schedule, retention and SSH key."""
     outputs = prod_plan.outputs
     assert outputs["backupRepositoryPassword"] == SECRET
     assert outputs["backup"] == {"target": "sftp:ceres-mail@backup.example.com:restic/mail.example.com",
@@ -62,12 +64,14 @@ def test_the_repository_password_is_exported_only_as_a_secret(prod_plan):
 
 
 def test_a_stack_without_backup_target_has_no_backup_at_all(plans):
+    """A stack without a backupTarget has no backup resources and no backup outputs."""
     staging = plans["staging"]
     assert not [r for r in staging.resources if "backup" in r.name]
     assert not [name for name in staging.outputs if name.startswith("backup")]
 
 
 def test_s3_reads_its_credentials_as_secrets_and_makes_no_ssh_key(scratch_project):
+    """An S3 target makes no SSH key, and its access and secret keys never appear in the plan."""
     plan = plan_of(scratch_project, **S3)
     assert not [r for r in plan.of_type(PRIVATE_KEY) if r.name.endswith("-backup-ssh-key")]
     assert "backupSshPublicKey" not in plan.outputs
@@ -76,6 +80,7 @@ def test_s3_reads_its_credentials_as_secrets_and_makes_no_ssh_key(scratch_projec
 
 
 def test_a_new_schedule_re_runs_only_the_backup_stage(project_dir, scratch_project):
+    """A new backup schedule changes only the backup stage's inputs, so only that stage runs again."""
     runs = []
     for schedule in ("daily", "*-*-* 03:30:00"):
         raw: dict = {}
@@ -134,6 +139,7 @@ def test_any_expression_gets_systemds_verdict(expression):
 
 
 def test_a_cron_line_is_refused_naming_the_key_and_a_form_that_works(scratch_project):
+    """A cron line as backupSchedule is refused, naming the key and a systemd form that works (*-*-* 03:30:00)."""
     lines = str(refused(scratch_project, stack_config("prod", {"ceres-mail:backupSchedule": "0 3 * * *"})))
     assert "ceres-mail:backupSchedule: '0 3 * * *' is not a systemd calendar expression" in lines
     assert "*-*-* 03:30:00" in lines
@@ -150,6 +156,7 @@ def test_a_cron_line_is_refused_naming_the_key_and_a_form_that_works(scratch_pro
     ("s3:https://minio.example.com:9000/backups", "s3", "minio.example.com", ""),
 ])
 def test_targets_parse_into_what_the_stage_needs(target, kind, host, user):
+    """sftp (name or IPv6 host) and s3 targets give the stage kind, host and user; the target stays as written."""
     parsed = parse_backup_target(target)
     assert (parsed.kind, parsed.host, parsed.user, parsed.repository) == (kind, host, user, target)
 
@@ -157,11 +164,13 @@ def test_targets_parse_into_what_the_stage_needs(target, kind, host, user):
 @pytest.mark.parametrize("target", ["sftp:backup.example.com:/x", "sftp:b@h", "s3:https://s3.example.com",
                                     "s3:http://s3.example.com/b", "rest:https://backup.example.com/", "/srv/backup"])
 def test_targets_of_no_known_form_are_refused(target):
+    """A target neither sftp:user@host:/path nor an https s3: URL with a bucket is refused, naming both forms."""
     with pytest.raises(ValueError, match="neither sftp:user@host:/path nor s3:"):
         parse_backup_target(target)
 
 
 def test_the_stage_pins_the_host_key_and_holds_no_secret(prod_settings):
+    """The stage pins the host key, holds no secret, keeps 7/4/6 snapshots, and backs up DKIM keys and certificates."""
     inputs = prod_settings.backup_inputs
     script = render_backup_stage(inputs)
     assert "KNOWN_HOSTS='backup.example.com ssh-ed25519 AAAAC3" in script
@@ -197,6 +206,7 @@ def tool(tmp_path, monkeypatch):
 
 
 def test_init_makes_the_repository_once_and_then_only_opens_it(tool, capsys):
+    """`init` makes the restic repository the first time; after that it only checks the stack's password opens it."""
     assert backup_tool.main(["init"]) == 0
     assert "made the repository" in capsys.readouterr().out
     assert backup_tool.main(["init"]) == 0
@@ -204,6 +214,7 @@ def test_init_makes_the_repository_once_and_then_only_opens_it(tool, capsys):
 
 
 def test_a_password_that_does_not_open_the_repository_is_named_and_never_replaced(tool, capsys):
+    """A password that does not open the repository is reported, never printed, and the repository is never remade."""
     assert backup_tool.main(["init"]) == 0
     (tool / "password").write_text("another-password\n")
     assert backup_tool.main(["init"]) == backup_tool.EXIT_PASSWORD
@@ -215,6 +226,7 @@ def test_a_password_that_does_not_open_the_repository_is_named_and_never_replace
 
 
 def test_restore_with_a_wrong_password_on_stdin_fails_with_exit_3(tool, capsys, monkeypatch):
+    """A restore given a wrong password on stdin stops with exit 3, saying the password does not open the repository."""
     import io
 
     assert backup_tool.main(["init"]) == 0
@@ -224,6 +236,7 @@ def test_restore_with_a_wrong_password_on_stdin_fails_with_exit_3(tool, capsys, 
 
 
 def test_an_unreachable_sftp_host_is_reported_as_unreachable(tool, capsys):
+    """An unreachable sftp backup host is reported as such, naming the target, with its own exit code."""
     config = json.loads((tool / "config.json").read_text())
     config.update(kind="sftp", repository="sftp:backup@127.0.0.1:/restic", ssh={"user": "backup", "host": "127.0.0.1"})
     (tool / "config.json").write_text(json.dumps(config))
@@ -234,6 +247,7 @@ def test_an_unreachable_sftp_host_is_reported_as_unreachable(tool, capsys):
 
 
 def test_status_before_any_run_says_nothing_happened_yet(tool, capsys):
+    """Before the first backup, status shows no run and no success, and the verdict is red."""
     assert backup_tool.main(["status"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["last_run"] is None and shown["last_success"] is None
@@ -241,6 +255,7 @@ def test_status_before_any_run_says_nothing_happened_yet(tool, capsys):
 
 
 def test_ldif_entries_read_folded_and_base64_names():
+    """Directory entries are read with their folded and base64-encoded DNs restored in full (RFC 2849)."""
     ldif = ("dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\n\n"
             "dn:: dWlkPWrDvHJnZW4sb3U9cGVvcGxlLGRjPWV4YW1wbGUsZGM9Y29t\nuid: j\n\n"
             "dn: uid=a-very-long-name,ou=peo\n ple,dc=example,dc=com\nuid: a\n")
@@ -262,6 +277,7 @@ def status(**fields):
 
 
 def test_a_recent_successful_backup_is_ok_and_shows_its_age_and_size():
+    """A recent successful backup is green, showing its age, size, file count and mailboxes."""
     results = judge(status(last_success=SUCCESS, last_run={"started": SUCCESS["finished"] - 60,
                                                            "finished": SUCCESS["finished"], "result": "ok"}))
     assert [r.status for r in results] == [OK, OK]
@@ -269,12 +285,14 @@ def test_a_recent_successful_backup_is_ok_and_shows_its_age_and_size():
 
 
 def test_a_backup_older_than_26_hours_fails():
+    """A last successful backup older than 26 hours is red, and the fix says it is too old."""
     old = {**SUCCESS, "finished": NOW - (MAX_AGE_HOURS * 3600 + 60)}
     [result] = judge(status(last_success=old))
     assert result.status == FAIL and "older than 26 h" in result.fix
 
 
 def test_a_failed_last_run_fails_even_after_a_recent_success():
+    """A failed last run is red even after a recent success, and the status shows its error."""
     failed = {"started": NOW - 120, "finished": NOW - 60, "result": "failed", "error": "the backup target x cannot be reached"}
     results = judge(status(last_success=SUCCESS, last_run=failed))
     assert [r.status for r in results] == [OK, FAIL]
@@ -282,6 +300,7 @@ def test_a_failed_last_run_fails_even_after_a_recent_success():
 
 
 def test_the_backup_stage_script_is_valid_bash(prod_settings):
+    """The rendered backup stage script parses as bash."""
     script = render_backup_stage(prod_settings.backup_inputs)
     checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert checked.returncode == 0, checked.stderr

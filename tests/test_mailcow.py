@@ -126,6 +126,7 @@ def assert_no_secret_in(text: str, values) -> None:
 
 @pytest.mark.parametrize("inputs", [MAILCOW, PROVIDED], ids=["acme", "provided-tls"])
 def test_every_mailcow_stage_passes_shellcheck_and_is_deterministic(inputs):
+    """The four mailcow stages pass shellcheck and render the same bytes from the same inputs."""
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (make test installs it as root)")
     stages = mailcow_stages(inputs)
@@ -138,16 +139,19 @@ def test_every_mailcow_stage_passes_shellcheck_and_is_deterministic(inputs):
 
 @pytest.mark.parametrize("path", shell_templates("mailcow"))
 def test_mailcow_template_passes_shellcheck_as_it_is(path):
+    """Every mailcow shell template passes shellcheck as it is on disk."""
     shellcheck_template(path)
 
 
 @pytest.mark.parametrize("inputs", [MAILCOW, PROVIDED], ids=["acme", "provided-tls"])
 def test_each_mailcow_template_names_the_header_variables_it_is_rendered_with(inputs):
+    """Each mailcow template's preamble names every variable its rendered header sets."""
     for stage in mailcow_stages(inputs):
         assert header_variables(stage.script) - documented_variables(f"mailcow/{stage.name}.sh") == set(), stage.name
 
 
 def test_secrets_go_only_to_the_stages_that_use_them_and_never_into_a_script():
+    """Each mailcow stage gets only the secrets it uses, on stdin; the rendered mailcow.conf leaves them empty."""
     stages = {s.name: s for s in mailcow_stages(PROVIDED)}
     assert stages["docker"].secrets == stages["release"].secrets == ()
     assert set(stages["mailcow"].secrets) == {*CONF_SECRETS, "TLS_PRIVATE_KEY"}
@@ -165,6 +169,7 @@ def parse_with_bash(text: str, tmp_path: Path) -> dict[str, str]:
 
 
 def test_mailcow_conf_parses_back_key_by_key(tmp_path):
+    """mailcow.conf has every key the pinned release writes (so update.sh adds none), read alike by bash and compose."""
     secrets = conf_secrets()
     text = mailcow_conf(MAILCOW, secrets)
     assert text == mailcow_conf(MAILCOW, secrets)
@@ -189,6 +194,7 @@ def test_mailcow_conf_parses_back_key_by_key(tmp_path):
 
 
 def test_mailcow_conf_follows_the_settings():
+    """The ClamAV, IPv6, autodiscover, ACME directory and provided-certificate settings each reach mailcow.conf."""
     secrets = conf_secrets()
     acme_elsewhere = replace(MAILCOW, clamav=True, ipv6=True, autodiscover=True,
                              install=replace(INSTALL, acme_directory="https://acme.example.net/directory"))
@@ -199,6 +205,7 @@ def test_mailcow_conf_follows_the_settings():
 
 
 def test_mailcow_conf_refuses_a_value_that_would_need_quoting():
+    """A setting that would need quoting in mailcow.conf, like an apostrophe, is refused naming its key."""
     bad = replace(MAILCOW, install=replace(INSTALL, acme_email="o'neil@example.com"))
     with pytest.raises(ValueError, match="ACME_ACCOUNT_EMAIL"):
         mailcow_conf(bad, conf_secrets())
@@ -233,6 +240,7 @@ def sandbox(tmp_path):
 
 @needs_root
 def test_mailcow_stage_writes_the_conf_with_its_secrets_and_starts_compose(sandbox):
+    """The stage writes mailcow.conf (0600) with its secrets and starts compose, never showing one; re-runs keep it."""
     tmp_path, checkout, record_dir, env = sandbox
     (record_dir / "api-up").touch()
     inputs = replace(MAILCOW, directory=str(checkout))
@@ -257,6 +265,7 @@ def test_mailcow_stage_writes_the_conf_with_its_secrets_and_starts_compose(sandb
 
 @needs_root
 def test_mailcow_stage_fails_clearly_when_the_api_never_answers(sandbox):
+    """When mailcow's API never answers, the stage fails saying so and how long it waited, with compose's state."""
     tmp_path, checkout, record_dir, env = sandbox
     inputs = replace(MAILCOW, directory=str(checkout), api_wait_tries=1)
     result = run_stage(render_mailcow_stage(inputs), "mailcow", conf_secrets(), env, tmp_path)
@@ -298,6 +307,7 @@ def upstream(tmp_path):
 
 @needs_root
 def test_release_stage_clones_keeps_and_moves_the_pinned_tag(sandbox, upstream):
+    """The release stage clones the pinned tag, keeps it, moves forward (updating a running mailcow), never back."""
     tmp_path, _, record_dir, env = sandbox
     work, release = upstream
     checkout = tmp_path / "opt-mailcow"
@@ -352,6 +362,7 @@ def test_a_moved_release_tag_is_refused(sandbox, upstream):
 
 
 def test_the_default_release_is_pinned_to_a_commit():
+    """The default mailcow release is pinned to a full commit hash, which the release stage carries."""
     assert MAILCOW.release in MAILCOW_RELEASE_COMMITS
     assert re.fullmatch(r"[0-9a-f]{40}", MAILCOW.commit) and MAILCOW.commit == MAILCOW_RELEASE_COMMITS[MAILCOW.release]
     assert f"MAILCOW_COMMIT={MAILCOW.commit}" in render_release_stage(MAILCOW)
@@ -389,6 +400,7 @@ def posts(state: FakeMailcow) -> list[str]:
 
 
 def test_configure_creates_domains_mailbox_aliases_dkim_and_mta_sts(mailcow_api, stack_secrets, tmp_path):
+    """The configure stage creates the domains, mailbox, aliases, DKIM keys and MTA-STS policies, showing no secret."""
     secrets, public = stack_secrets
     result = configure(mailcow_api, secrets, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -406,6 +418,7 @@ def test_configure_creates_domains_mailbox_aliases_dkim_and_mta_sts(mailcow_api,
 
 
 def test_a_second_run_reads_but_writes_nothing(mailcow_api, stack_secrets, tmp_path):
+    """A second configure run only reads: it checks the mailbox password by logging in and writes nothing."""
     secrets, _ = stack_secrets
     assert configure(mailcow_api, secrets, tmp_path).returncode == 0
     mailcow_api.state.calls.clear()
@@ -417,6 +430,7 @@ def test_a_second_run_reads_but_writes_nothing(mailcow_api, stack_secrets, tmp_p
 
 
 def test_drift_made_in_mailcow_is_put_back_and_only_that(mailcow_api, stack_secrets, tmp_path):
+    """Changes made in mailcow (password, domain, alias, DKIM key) are put back, and nothing else is written."""
     secrets, public = stack_secrets
     assert configure(mailcow_api, secrets, tmp_path).returncode == 0
     state = mailcow_api.state
@@ -458,6 +472,7 @@ def test_switching_the_signing_selector_imports_the_new_key_for_each_domain_and_
 
 
 def test_a_changed_mta_sts_mode_edits_the_policy_only(mailcow_api, stack_secrets, tmp_path):
+    """A new MTA-STS mode edits each domain's policy and writes nothing else."""
     secrets, _ = stack_secrets
     assert configure(mailcow_api, secrets, tmp_path).returncode == 0
     mailcow_api.state.calls.clear()
@@ -467,6 +482,7 @@ def test_a_changed_mta_sts_mode_edits_the_policy_only(mailcow_api, stack_secrets
 
 
 def test_an_api_refusal_fails_the_stage_with_mailcows_reason_and_no_secret(mailcow_api, stack_secrets, tmp_path):
+    """When mailcow refuses a change the stage fails with mailcow's reason, no traceback and no secret."""
     secrets, _ = stack_secrets
     mailcow_api.state.refuse["add/mailbox"] = ["mailbox_quota_exceeded", "2048"]
     result = configure(mailcow_api, secrets, tmp_path)
@@ -477,6 +493,7 @@ def test_an_api_refusal_fails_the_stage_with_mailcows_reason_and_no_secret(mailc
 
 
 def test_a_wrong_api_key_is_reported_as_such(mailcow_api, stack_secrets, tmp_path):
+    """A wrong API key fails the stage as refused (401), pointing at API_KEY and API_ALLOW_FROM, and writes nothing."""
     secrets, _ = stack_secrets
     result = configure(mailcow_api, {**secrets, "API_KEY": alnum(40)}, tmp_path)
     assert result.returncode == 1
@@ -497,6 +514,7 @@ def test_mailcow_api_travels_on_stdin_and_the_script_carries_its_hash(monkeypatc
 
 
 def test_a_program_other_than_the_rendered_one_is_not_run(mailcow_api, stack_secrets, tmp_path):
+    """A mailcow_api.py on stdin other than the one the stage was rendered with is not run and calls no API."""
     secrets, _ = stack_secrets
     result = configure(mailcow_api, secrets, tmp_path, program=api_program() + "print('not this one')\n")
     assert result.returncode == 2 and "mailcow_api.py on stdin is not the one this stage was rendered with" in result.stderr
@@ -504,6 +522,7 @@ def test_a_program_other_than_the_rendered_one_is_not_run(mailcow_api, stack_sec
 
 
 def test_desired_state_holds_no_secret_and_names_every_domain():
+    """The configure stage's desired state names every mail domain and holds no password."""
     state = desired_state(MAILCOW)
     assert '"domains": ["example.com", "example.org"]' in state and "password" not in state.lower()
 
@@ -522,6 +541,7 @@ VM = "proxmoxve:index/vmLegacy:VmLegacy"
 
 
 def test_switching_native_to_mailcow_changes_only_the_install_part_and_the_vm_size(scratch_project):
+    """Switching to mailcow swaps only the install stages and their secrets, and grows the VM's disk and memory."""
     native, mailcow = plan_of(scratch_project), plan_of(scratch_project, mailStack="mailcow")
     changes = diff_plans(native, mailcow)
     server = one(mailcow, "ceres-mail:mail:Server").urn
@@ -539,6 +559,7 @@ def test_switching_native_to_mailcow_changes_only_the_install_part_and_the_vm_si
 
 
 def test_mailcow_stages_run_in_order_and_ceres_waits_for_the_configured_mailbox(scratch_project):
+    """The mailcow stages run in order, secrets on stdin; CERES and Keycloak wait for configure, never for backup."""
     plan = plan_of(scratch_project, mailStack="mailcow")
     order = ["-wait-cloud-init", "-install-access", "-install-docker", "-install-release", "-install-mailcow",
              "-install-configure"]
@@ -556,6 +577,7 @@ def test_mailcow_stages_run_in_order_and_ceres_waits_for_the_configured_mailbox(
 
 
 def test_a_new_mailcow_release_re_runs_that_one_step(scratch_project):
+    """A new mailcow release re-runs only the release step, pinned to that release's commit."""
     base = plan_of(scratch_project, mailStack="mailcow")
     older = plan_of(scratch_project, mailStack="mailcow", mailcowVersion="2026-07")
     changes = diff_plans(older, base)
@@ -582,6 +604,7 @@ def test_a_dkim_rotation_on_mailcow_re_runs_only_the_configure_step_and_only_at_
 
 
 def test_clamav_off_changes_only_mailcow_conf(scratch_project):
+    """Turning ClamAV off changes only the mailcow stage, whose mailcow.conf then says SKIP_CLAMD=y."""
     base = plan_of(scratch_project, mailStack="mailcow")
     head = plan_of(scratch_project, mailStack="mailcow", mailcowClamav=False)
     assert [c.name for c in diff_plans(base, head)] == ["ceres-mail-server-install-mailcow"]
@@ -610,6 +633,7 @@ def test_applied_mailcow_secrets_travel_on_stdin_only(scratch_project):
 
 
 def test_the_mailcow_stack_passes_the_same_policies_as_the_native_one(scratch_project):
+    """The mailcow stack gets the same policy verdicts as the native one, with no mandatory violation."""
     native, mailcow = plan_of(scratch_project), plan_of(scratch_project, mailStack="mailcow")
     assert mailcow.policy == native.policy, "the stack switch changes no policy verdict"
     assert not [v for v in mailcow.policy if v["level"] == "mandatory"]

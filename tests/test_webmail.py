@@ -32,6 +32,7 @@ def settings_with(scratch_project, **edits):
 
 
 def test_native_gets_webmail_and_fail2ban_after_the_mailbox(prod_plan):
+    """Webmail then fail2ban follow the mailbox; CERES and Keycloak wait for neither; Roundcube's key is protected."""
     mail, webmail, guard = (one(prod_plan, COMMAND, f"-install-{s}") for s in ("mail", "webmail", "fail2ban"))
     assert mail.urn in webmail.dependencies and webmail.urn in guard.dependencies
     for consumer in ("kubernetes:core/v1:Secret", "keycloak:index/realm:Realm"):
@@ -43,6 +44,7 @@ def test_native_gets_webmail_and_fail2ban_after_the_mailbox(prod_plan):
 
 
 def test_webmail_off_leaves_the_mail_host_to_the_tls_stage(scratch_project):
+    """With webmail off no Roundcube is installed and the TLS stage serves HTTPS for the mail host; fail2ban stays."""
     settings = settings_with(scratch_project, **{"ceres-mail:webmail": False})
     inputs = settings.install_inputs
     assert not inputs.webmail and inputs.https_names == inputs.certificate_names
@@ -52,12 +54,14 @@ def test_webmail_off_leaves_the_mail_host_to_the_tls_stage(scratch_project):
 
 
 def test_mailcow_has_neither_stage_even_with_webmail_on(scratch_project):
+    """A mailcow stack gets neither the webmail nor the fail2ban stage, even with webmail on: only backup follows."""
     settings = settings_with(scratch_project, **{"ceres-mail:mailStack": "mailcow", "ceres-mail:webmail": True})
     assert not settings.install_inputs.webmail and settings.install_inputs.brute_force is None
     assert [s.name for s in settings.server_inputs.after_install()] == ["backup"]
 
 
 def test_admins_and_the_cluster_are_never_banned(scratch_project):
+    """fail2ban never bans localhost, the admin networks or the cluster's CIDRs, and uses the configured retry limit."""
     settings = settings_with(scratch_project, **{"ceres-mail:clusterCidrs": ["192.0.2.0/26"],
                                                  "ceres-mail:bruteForceMaxRetry": 8})
     guard = settings.install_inputs.brute_force
@@ -67,6 +71,7 @@ def test_admins_and_the_cluster_are_never_banned(scratch_project):
 
 
 def test_the_tls_stage_answers_the_mta_sts_names_and_the_webmail_the_mail_host():
+    """With webmail on, webmail serves HTTPS for the mail host, the TLS stage for the MTA-STS names; one certificate."""
     tls = render_tls_stage(INSTALL)
     assert "HTTPS_NAMES=(mta-sts.example.com)" in tls
     assert "CERT_NAMES=(mail.example.com mta-sts.example.com)" in tls, "the certificate still names both"
@@ -74,6 +79,7 @@ def test_the_tls_stage_answers_the_mta_sts_names_and_the_webmail_the_mail_host()
 
 
 def test_no_secret_in_the_scripts():
+    """Roundcube's DES key reaches the webmail stage only as a secret on stdin, never written in a script."""
     for stage in web_stages(INSTALL):
         assert "des_key'] = '$ROUNDCUBE_DES_KEY'" in stage.script if stage.name == "webmail" else True
         assert not re.search(r"ROUNDCUBE_DES_KEY=\S", stage.script)
@@ -82,6 +88,7 @@ def test_no_secret_in_the_scripts():
 
 @pytest.mark.parametrize("render", [render_webmail_stage, render_fail2ban_stage], ids=["webmail", "fail2ban"])
 def test_the_rendered_stages_pass_shellcheck(render):
+    """The rendered webmail and fail2ban stage scripts pass shellcheck."""
     if shutil.which("shellcheck") is None:
         pytest.fail("shellcheck is not installed (make test installs it as root)")
     checked = subprocess.run(["shellcheck", "--shell=bash", "-"], input=render(INSTALL), text=True, capture_output=True)
@@ -127,6 +134,7 @@ def test_debian_fail2ban_takes_the_rendered_jails(webmail, tmp_path):
     ({"ceres-mail:clusterCidrs": ["0.0.0.0/0"]}, "clusterCidrs[0]", "whole internet"),
 ])
 def test_bad_brute_force_settings_are_refused_naming_their_key(scratch_project, bad, key, words):
+    """An out-of-range retry limit or ban time, or a cluster CIDR of the whole internet, is refused naming its key."""
     from components.settings import SettingsError
 
     with pytest.raises(SettingsError) as refused:
@@ -135,6 +143,7 @@ def test_bad_brute_force_settings_are_refused_naming_their_key(scratch_project, 
 
 
 def test_a_new_ban_time_re_runs_only_the_fail2ban_stage(scratch_project):
+    """A new ban time changes only the fail2ban stage's inputs, so only that stage runs again."""
     runs = []
     for minutes in (60, 120):
         raw: dict = {}
