@@ -40,6 +40,7 @@ GATEWAY = GatewayInputs(host="198.51.100.25", user="root", host_key="ssh-ed25519
 
 
 def test_the_home_stack_publishes_the_vps_addresses_and_keeps_the_vm_at_home(plans):
+    """Behind a VPS, DNS, PTR and SPF name the VPS's public addresses, while the VM keeps its home address."""
     plan = plans["home"]
     addresses = {(r.inputs["type"], r.inputs["content"]) for r in plan.of_type(DNS_RECORD) if r.inputs["type"] in ("A", "AAAA")}
     assert addresses == {("A", "198.51.100.25"), ("AAAA", "2001:db8:77::25")}
@@ -77,6 +78,7 @@ WIREGUARD = {"ceres-mail:gatewayMode": "wireguard"}
     ("a port of no kind", {"ceres-mail:gatewayWireguardPort": 70000}, "gatewayWireguardPort", ""),
 ])
 def test_bad_gateway_settings_are_refused_naming_the_key(scratch_project, case, edits, key, words):
+    """Each bad gateway setting is refused with an error naming its key and what is wrong, never a traceback."""
     error = refused(scratch_project, stack_config("home", edits))
     messages = [message for problem_key, message in error.problems if problem_key == key]
     assert messages, f"{case}: {key} not named in {error.problems}"
@@ -87,6 +89,7 @@ def test_bad_gateway_settings_are_refused_naming_the_key(scratch_project, case, 
 @pytest.mark.parametrize("key, value", [("gatewayHost", "vps.example.com"), ("gatewayPublicIpv4", "198.51.100.25"),
                                         ("gatewayHostKey", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJxPGx0I5UbW486uhvWsAhlQoDUuOtG6r3gS+yivdGig")])
 def test_gateway_keys_without_the_mode_are_refused(scratch_project, key, value):
+    """A gateway key set while gatewayMode is off is refused, not silently ignored."""
     error = refused(scratch_project, stack_config("prod", {f"ceres-mail:{key}": value}))
     assert (key, "is set but gatewayMode is off") in error.problems
 
@@ -114,6 +117,7 @@ def test_nftables_accepts_the_gateway_table(tmp_path, ipv6):
 
 
 def test_the_vps_opens_only_ssh_from_admin_networks_and_the_tunnel_port():
+    """The VPS lets in only WireGuard, ICMP and admin SSH, and forwards the mail ports to the VM, client address kept."""
     table = render_nftables(GATEWAY)
     accepted_in = [line.strip() for line in table.split("chain input {")[1].split("chain forward")[0].splitlines() if "accept" in line]
     assert accepted_in == ["ct state established,related accept", "iif lo accept", "meta l4proto { icmp, icmpv6 } accept",
@@ -132,6 +136,7 @@ def test_the_vps_opens_only_ssh_from_admin_networks_and_the_tunnel_port():
 @pytest.mark.parametrize("render", [render_vps_stage, render_vm_stage])
 @pytest.mark.parametrize("ipv6", ["", "2001:db8:77::25"])
 def test_both_stages_pass_shellcheck_and_hold_no_key(tmp_path, render, ipv6):
+    """Both gateway stages pass shellcheck and read the WireGuard keys from stdin, never from the script."""
     script = render(replace(GATEWAY, public_ipv6=ipv6))
     path = tmp_path / "stage.sh"
     path.write_text(script)
@@ -142,6 +147,7 @@ def test_both_stages_pass_shellcheck_and_hold_no_key(tmp_path, render, ipv6):
 
 
 def test_the_vm_routes_only_its_tunnel_address_through_the_tunnel():
+    """Only traffic from the VM's tunnel address goes through the tunnel; the rest of the VM's stays at home."""
     script = render_vm_stage(GATEWAY)
     assert "Table = off" in script, "wg-quick must not send all of the VM's traffic through the tunnel"
     assert "ip $1 rule add from $2 lookup $ROUTING_TABLE" in script
@@ -149,6 +155,7 @@ def test_the_vm_routes_only_its_tunnel_address_through_the_tunnel():
 
 
 def test_postfix_sends_from_the_tunnel_address_and_ipv4_only_when_the_vps_has_no_ipv6():
+    """Postfix sends from the tunnel address, IPv4 only if the VPS has no IPv6; without a gateway it binds nothing."""
     bound = render_mail_stage(replace(INSTALL, smtp_bind_addresses=smtp_bind_addresses(GATEWAY)))
     assert "SMTP_BIND_ADDRESS=10.254.25.2" in bound and "INET_PROTOCOLS=ipv4" in bound
     dual = render_mail_stage(replace(INSTALL, smtp_bind_addresses=smtp_bind_addresses(replace(GATEWAY, public_ipv6="2001:db8::25"))))
@@ -161,6 +168,7 @@ def test_postfix_sends_from_the_tunnel_address_and_ipv4_only_when_the_vps_has_no
 
 
 def test_both_ends_are_installed_before_the_certificate_and_the_consumers(plans):
+    """Both tunnel ends are up before the ACME stage and before CERES and Keycloak switch; DNS waits for neither."""
     plan = plans["home"]
     vps, tunnel = one(plan, COMMAND, VPS), one(plan, COMMAND, "-server-install-gateway")
     packages, tls = one(plan, COMMAND, "-install-packages"), one(plan, COMMAND, "-install-tls")
@@ -184,6 +192,7 @@ def test_both_ends_are_installed_before_the_certificate_and_the_consumers(plans)
 
 
 def test_the_vps_connection_pins_its_host_key_and_its_keys_are_secret(project_dir):
+    """The VPS login pins its host key; each end trusts the other's WireGuard public key; no private key is shown."""
     raw: dict = {}
     plan = record(project_dir, "home", known_outputs=True, raw_inputs_hook=lambda urn, t, i: raw.__setitem__(urn, i))
     vps, tunnel = one(plan, COMMAND, VPS), one(plan, COMMAND, "-server-install-gateway")
@@ -210,6 +219,7 @@ def test_the_vps_connection_pins_its_host_key_and_its_keys_are_secret(project_di
 
 
 def test_a_stack_without_the_gateway_has_none_of_it(plans):
+    """A stack without gatewayMode wireguard has no gateway resource and no gateway output."""
     for stack in ("prod", "staging"):
         assert not [r for r in plans[stack].resources if "gateway" in r.name]
         assert "gateway" not in plans[stack].outputs
@@ -219,6 +229,7 @@ def test_a_stack_without_the_gateway_has_none_of_it(plans):
 
 
 def test_the_policy_refuses_a_vps_with_ssh_open_to_all_or_no_pinned_host_key(plans):
+    """The policy refuses a gateway VPS with SSH open to the whole internet, or reached without a pinned host key."""
     vps = one(plans["home"], COMMAND, VPS)
     assert not [v for v in evaluate([vps]) if v["policy"].startswith("ssh-")]
     script = render_vps_stage(replace(GATEWAY, admin_cidrs=("0.0.0.0/0",)))

@@ -72,6 +72,7 @@ def applied():
 
 
 def test_every_part_is_a_component_with_its_stable_type(prod_plan):
+    """The stack's parts are exactly the documented components, each under its stable type token."""
     assert {r.type for r in prod_plan.resources if not r.custom} == COMPONENT_TYPES
 
 
@@ -88,6 +89,7 @@ def test_every_part_is_a_component_with_its_stable_type(prod_plan):
     ],
 )
 def test_each_component_owns_real_resources_named_after_it(prod_plan, component_type, child_types):
+    """Each component owns just the cloud resources it documents, each named with the component's name in front."""
     parent = one(prod_plan, component_type)
     children = prod_plan.children(parent.urn)
     assert {c.type for c in children} == child_types, parent.urn
@@ -95,6 +97,7 @@ def test_each_component_owns_real_resources_named_after_it(prod_plan, component_
 
 
 def test_platform_owns_the_keys_and_password(prod_plan):
+    """The platform owns the mailbox and backup passwords and four keys: RSA 2048 for DKIM, ed25519 for SSH."""
     platform = one(prod_plan, "ceres-mail:index:Platform")
     types = sorted(c.type for c in prod_plan.children(platform.urn) if c.custom)
     # the mailbox's and the backup repository's passwords; the host, deploy, DKIM and backup SSH keys
@@ -133,6 +136,7 @@ def test_explicit_providers_sit_at_the_top_of_the_stack(prod_plan):
     [("proxmoxve:", "proxmoxve"), ("cloudflare:", "cloudflare"), ("kubernetes:", "kubernetes"), ("keycloak:", "keycloak")],
 )
 def test_cloud_resources_use_the_explicit_provider_of_their_cloud(prod_plan, prefix, package):
+    """Every Proxmox, Cloudflare, Kubernetes and Keycloak resource goes through the stack's own provider, no default."""
     for resource in prod_plan.resources:
         if resource.type.startswith(prefix):
             assert resource.options["provider"] and resource.options["provider"].endswith(
@@ -202,6 +206,7 @@ def test_only_the_certificate_stage_waits_for_the_names_it_certifies(multi_plan)
 
 
 def test_mailcow_asks_for_its_certificate_once_its_names_resolve(mailcow_plan):
+    """On mailcow, only the mailcow stage waits for DNS: the records of the mail host and its mta-sts name."""
     [(stage, names)] = dns_waited_for(mailcow_plan).items()
     assert stage == "ceres-mail-server-install-mailcow"
     assert {name for _, name in names} == {"mail.example.com", "mta-sts.example.com"}
@@ -231,10 +236,12 @@ def test_prod_domain_gets_the_minimal_records(prod_plan):
 
 
 def test_staging_without_ipv6_has_no_aaaa(plans):
+    """A stack without an IPv6 address, like staging, publishes no AAAA record."""
     assert not any(type_ == "AAAA" for type_, _ in records(plans["staging"]))
 
 
 def test_dkim_record_publishes_the_stacks_rsa_2048_key(applied):
+    """The DKIM record publishes the stack's own key: v=DKIM1, k=rsa, an RSA 2048 public key (RFC 6376 3.6.1)."""
     plan, _ = applied
     content = txt_value(records(plan)[("TXT", "ceres._domainkey.example.com")]["content"])
     tags = dict(part.strip().split("=", 1) for part in content.split(";"))
@@ -244,6 +251,7 @@ def test_dkim_record_publishes_the_stacks_rsa_2048_key(applied):
 
 
 def test_vm_is_sized_addressed_and_protected(prod_plan, plans):
+    """The VM has its size, a mail data disk, static addresses, firewall and start on boot; only prod's is protected."""
     vm = one(prod_plan, VM).inputs
     assert vm["cpu"]["cores"] == 2 and vm["memory"]["dedicated"] == 2048
     assert [d["interface"] for d in vm["disks"]] == ["scsi0", "scsi1"], "mail data on its own disk"
@@ -276,6 +284,7 @@ def test_ceres_secret_carries_the_ceres_variables_exactly(applied):
 
 
 def test_keycloak_realm_smtp_matches_ceres(applied):
+    """Keycloak sends as CERES does: same host, port 587 with STARTTLS, sender and user; the password stays secret."""
     plan, _ = applied
     smtp = one(plan, REALM).inputs["smtpServer"]
     assert smtp["host"] == "mail.example.com" and smtp["port"] == "587"
@@ -325,6 +334,7 @@ def test_ssh_connection_pins_the_host_key_planted_by_cloud_init(applied):
 
 
 def test_install_command_lines_hold_no_secret(applied):
+    """No install command line holds a secret: passwords and keys go on stdin, and only to the stages needing them."""
     plan, raw = applied
     for command in plan.of_type(COMMAND):
         assert "stdin" not in raw[command.urn] or command.name.endswith(("-install-mail", "-install-access",
@@ -362,6 +372,7 @@ def secret_values(plan: Plan, raw: dict[str, dict]) -> list[str]:
 
 
 def test_applied_secrets_never_appear_in_any_plan_form(applied):
+    """No secret of an applied stack (password, keys, user-data) shows in the plan, as JSON, text or Mermaid."""
     plan, raw = applied
     forms = {"json": plan.to_json(), "text": render_text(plan), "mermaid": render_mermaid(plan)}
     for secret in secret_values(plan, raw):
@@ -372,6 +383,7 @@ def test_applied_secrets_never_appear_in_any_plan_form(applied):
 
 @pytest.mark.parametrize("stack", ["prod", "staging"])
 def test_config_secrets_show_as_secret_only(plans, stack):
+    """The stack's secret config (API tokens, kubeconfig, client secret) shows in the plan only as a secret."""
     plan = plans[stack]
     text = plan.to_json() + render_text(plan)
     assert SECURE_PLACEHOLDER not in text
@@ -383,6 +395,7 @@ def test_config_secrets_show_as_secret_only(plans, stack):
 
 
 def test_stack_outputs_export_no_secret_in_clear(applied):
+    """The stack outputs hold no secret in clear, and the CERES SMTP output leaves the password out."""
     plan, raw = applied
     exported = json.dumps(plan.outputs)
     assert not any(secret[:40] in exported for secret in secret_values(plan, raw))
@@ -461,6 +474,7 @@ def mailcow_plan(tmp_path_factory):
 
 
 def test_each_domains_records_go_to_its_own_zone(multi_plan):
+    """Each mail domain's records, DKIM, DMARC and MTA-STS too, go to its own zone; the host's A/AAAA only once."""
     zones = {"example.com": "023e105f4ecef8ad9ca31a8372d0c353", "example.org": "11111111111111111111111111111111"}
     for resource in multi_plan.of_type(DNS_RECORD):
         name = resource.inputs["name"]
@@ -493,11 +507,13 @@ def test_every_record_resource_is_named_by_its_builder_record_key(multi_project,
 
 
 def test_every_record_is_explicit_unproxied_and_commented(prod_plan):
+    """Every DNS record is unproxied, has the stack's explicit TTL and a comment saying why it exists."""
     for resource in prod_plan.of_type(DNS_RECORD):
         assert resource.inputs["proxied"] is False and resource.inputs["ttl"] == 3600 and resource.inputs["comment"], resource.urn
 
 
 def test_outputs_give_ptr_mta_sts_policy_and_dkim_value(applied, prod_plan):
+    """The outputs give the PTR lines for the IP provider, the MTA-STS policy and the DKIM value and key."""
     plan, raw = applied
     outputs = plan.outputs
     assert outputs["ptrRecords"] == [
@@ -547,6 +563,7 @@ def test_ceres_deployment_rolls_when_its_smtp_settings_change(scratch_project, p
 
 
 def test_env_file_export_for_ceres_own_install(applied):
+    """For CERES's own env-file install, an output gives the CERES_ lines without the password, and how to add it."""
     plan, _ = applied
     lines = plan.outputs["ceresEnvFile"].splitlines()
     assert "CERES_MAIL_MODE=external" in lines and "CERES_SMTP_PORT=587" in lines

@@ -27,12 +27,14 @@ def directory_rules(plan) -> list[tuple[str, str]]:
 
 
 def test_off_adds_nothing(prod_plan):
+    """With ldapMode off there is no federation, no directory password and no LDAP port open."""
     assert not prod_plan.of_type(USER_FEDERATION)
     assert not [r for r in prod_plan.of_type(PASSWORD) if "-ldap-" in r.name]
     assert directory_rules(prod_plan) == []
 
 
 def test_local_makes_its_passwords_opens_ldaps_to_the_clients_only_and_federates_after_the_install(scratch_project):
+    """ldapMode local: two protected passwords, LDAPS open to the client networks only, federation after the install."""
     plan = plan_of(scratch_project, ldapMode="local", ldapClientCidrs=CLIENTS)
     passwords = {r.name: r for r in plan.of_type(PASSWORD) if "-ldap-" in r.name}
     assert sorted(passwords) == ["ceres-mail-ldap-admin-password", "ceres-mail-ldap-bind-password"]
@@ -56,6 +58,7 @@ def test_local_makes_its_passwords_opens_ldaps_to_the_clients_only_and_federates
 
 
 def test_external_binds_with_the_operators_secret_over_starttls_and_opens_nothing(scratch_project):
+    """ldapMode external binds with the operator's secret over StartTLS; it makes no password and opens no port."""
     plan = plan_of(scratch_project, **EXTERNAL, keycloakLdapEditMode="READ_ONLY")
     assert not [r for r in plan.of_type(PASSWORD) if "-ldap-" in r.name], "the operator's password, none made"
     assert directory_rules(plan) == []
@@ -69,6 +72,7 @@ def test_external_binds_with_the_operators_secret_over_starttls_and_opens_nothin
 
 
 def test_the_plan_text_shows_the_federation_and_never_its_credential(scratch_project):
+    """The text plan shows the federation's URL and its firewall rule, and the bind credential only as [secret]."""
     from mailctl.render import render_text
 
     text = render_text(plan_of(scratch_project, ldapMode="local", ldapClientCidrs=CLIENTS))

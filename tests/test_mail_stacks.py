@@ -27,6 +27,7 @@ def settings_of(scratch_project, **changes) -> tuple[Settings, Path]:
 
 
 def test_mail_stack_takes_the_names_of_the_stacks_table():
+    """mailStack accepts exactly the stacks in the stacks table: native and mailcow."""
     assert typing.get_args(Settings.model_fields["mail_stack"].annotation) == tuple(STACKS)
     assert STACKS == {"native": NativeStack, "mailcow": MailcowStack}
 
@@ -37,6 +38,7 @@ def test_mail_stack_takes_the_names_of_the_stacks_table():
 ])
 def test_the_settings_choose_a_stack_with_its_stages_secrets_and_sizes(scratch_project, name, kind, stages, after,
                                                                        generated):
+    """mailStack picks its stack, with its install stages, the stages after, its generated secrets and default size."""
     settings, _ = settings_of(scratch_project, mailStack=name, ipv6Address="", ipv6Gateway="")
     stack = settings.mail_stack_choice
     assert type(stack) is kind and stack.name == name
@@ -48,6 +50,7 @@ def test_the_settings_choose_a_stack_with_its_stages_secrets_and_sizes(scratch_p
 
 
 def test_each_generated_secret_is_a_random_password_of_the_server(scratch_project):
+    """Each secret mailcow needs is a random password under the server, of its declared length, protected in prod."""
     _, project = settings_of(scratch_project, mailStack="mailcow", ipv6Address="", ipv6Gateway="")
     plan = record(project, "choice")
     passwords = {r.name: r for r in plan.of_type("random:index/randomPassword:RandomPassword")}
@@ -59,6 +62,7 @@ def test_each_generated_secret_is_a_random_password_of_the_server(scratch_projec
 
 
 def test_a_stack_below_its_floor_is_refused_with_the_floor_of_its_class(scratch_project):
+    """A VM with less memory than its mail stack's minimum is refused, naming that stack's minimum."""
     from components.settings import SettingsError
 
     floor = MailcowStack.minimum_size.memory_mib
@@ -82,6 +86,7 @@ def string_constants(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", ["server.py", "platform.py"])
 def test_server_and_platform_do_not_branch_on_the_stack_name(module):
+    """The server and platform never branch on a stack's name: what differs comes from the stack object."""
     assert not string_constants(COMPONENTS / module) & set(STACKS), "ask the stack object instead"
 
 

@@ -40,6 +40,7 @@ def snippet(applied, stack: str, which: str) -> str:
 
 
 def test_firewall_is_on_and_drops_by_default(prod_plan):
+    """The VM's NIC goes through its firewall, which drops incoming traffic no rule allows and lets all out."""
     options = one(prod_plan, OPTIONS).inputs
     assert options["enabled"] is True and options["inputPolicy"] == "DROP" and options["outputPolicy"] == "ACCEPT"
     vm = one(prod_plan, VM)
@@ -48,6 +49,7 @@ def test_firewall_is_on_and_drops_by_default(prod_plan):
 
 
 def test_firewall_rules_are_exactly_the_mail_ports_icmp_and_admin_ssh(prod_plan):
+    """In come only ICMP, ports 25, 80, 443, 465, 587, 993, and SSH from the admin networks; each rule commented."""
     rules = [(r["proto"], r.get("dport"), r.get("source")) for r in one(prod_plan, RULES).inputs["rules"]]
     assert rules == [
         ("icmp", None, None),
@@ -65,6 +67,7 @@ def test_firewall_rules_are_exactly_the_mail_ports_icmp_and_admin_ssh(prod_plan)
 
 
 def test_ssh_is_open_only_to_the_admin_networks_of_each_stack(plans):
+    """In every stack SSH is open only to that stack's adminCidrs, never to the whole internet."""
     for stack, plan in plans.items():
         ssh = [r for r in one(plan, RULES).inputs["rules"] if r.get("dport") == "22"]
         assert sorted(r["source"] for r in ssh) == sorted(stack_config(stack)["ceres-mail:adminCidrs"]), stack
@@ -76,12 +79,14 @@ def test_ssh_is_open_only_to_the_admin_networks_of_each_stack(plans):
 
 
 def test_sizes_follow_the_mail_stack_defaults_and_floors():
+    """A native VM defaults to 2 cores, 2 GiB and a 20 GiB disk; mailcow gets, and needs, at least 6 GiB of memory."""
     assert NativeStack.default_size.cores == 2 and NativeStack.default_size.memory_mib == 2048
     assert NativeStack.default_size.disk_gib == 20
     assert MailcowStack.default_size.memory_mib >= 6144 and MailcowStack.minimum_size.memory_mib >= 6144
 
 
 def test_configured_sizes_reach_the_vm(scratch_project):
+    """vmCores, vmMemoryMib and vmDiskGib reach the VM, and the data disk keeps its own configured size."""
     config = stack_config("staging")
     config.update({"ceres-mail:vmCores": 4, "ceres-mail:vmMemoryMib": 8192, "ceres-mail:vmDiskGib": 40})
     plan = record(scratch_project("big", config), "big")
@@ -91,6 +96,7 @@ def test_configured_sizes_reach_the_vm(scratch_project):
 
 
 def test_prod_vm_is_protected_retained_and_ignores_only_first_boot_inputs(plans):
+    """Prod's VM is protected and kept on delete, staging's not; a new image or cloud-init snippet never replaces it."""
     prod, staging = one(plans["prod"], VM), one(plans["staging"], VM)
     assert prod.options["protect"] and prod.options["retainOnDelete"] and prod.inputs["protection"]
     assert not staging.options["protect"] and not staging.options["retainOnDelete"] and not staging.inputs["protection"]
@@ -100,6 +106,7 @@ def test_prod_vm_is_protected_retained_and_ignores_only_first_boot_inputs(plans)
 
 
 def test_image_is_a_pinned_debian_12_build_with_its_checksum(prod_plan):
+    """The system disk is a pinned Debian 12 genericcloud build, checked against its SHA-512."""
     image = one(prod_plan, "proxmoxve:download/file:File").inputs
     assert "/bookworm/" in image["url"] and "debian-12-genericcloud-amd64-" in image["url"]
     assert image["checksumAlgorithm"] == "sha512" and len(image["checksum"]) == 128
@@ -108,6 +115,7 @@ def test_image_is_a_pinned_debian_12_build_with_its_checksum(prod_plan):
 
 
 def test_static_addresses_and_resolvers_via_cloud_init(plans):
+    """cloud-init sets the static address and gateway (IPv4 alone without IPv6) and Quad9's resolvers."""
     staging = one(plans["staging"], VM).inputs["initialization"]
     assert staging["ipConfigs"] == [{"ipv4": {"address": "198.51.100.40/26", "gateway": "198.51.100.1"}}]
     assert staging["dns"]["servers"] == ["9.9.9.9", "149.112.112.112"]
@@ -117,6 +125,7 @@ def test_static_addresses_and_resolvers_via_cloud_init(plans):
 
 
 def test_user_data_snippet_is_the_builders_output(applied):
+    """The user-data snippet uploaded is exactly the builder's output, with the stack's admin keys and deploy key."""
     plan, raw = applied["prod"]
     deploy_private = raw[one(plan, "command:remote:Command", "-install-mail").urn]["connection"]["privateKey"]
     deploy_public = serialization.load_ssh_private_key(deploy_private.encode(), None).public_key().public_bytes(
@@ -137,6 +146,7 @@ def test_user_data_snippet_is_the_builders_output(applied):
 
 @pytest.mark.parametrize("stack", ["prod", "staging"])
 def test_user_data_locks_ssh_down(applied, stack):
+    """SSH takes only the admin keys, no password, no root; unattended upgrades and NTP on; swap on a 2 GiB VM."""
     config = yaml.safe_load(snippet(applied, stack, "user-data"))
     assert config["ssh_pwauth"] is False and config["disable_root"] is True
     [admin] = config["users"]
@@ -150,6 +160,7 @@ def test_user_data_locks_ssh_down(applied, stack):
 
 
 def test_large_vm_gets_no_swap(scratch_project):
+    """A VM with plenty of memory (8 GiB) gets no swap file."""
     config = stack_config("staging")
     config["ceres-mail:vmMemoryMib"] = 8192
     raw: dict = {}
@@ -173,6 +184,7 @@ def test_cloud_init_schema_accepts_the_snippets(applied, tmp_path, stack, which)
 
 @pytest.mark.judge
 def test_cloud_init_schema_refuses_a_broken_config(tmp_path):
+    """cloud-init's schema check refuses a broken config, so its passing our snippets means something."""
     if shutil.which("cloud-init") is None:
         pytest.skip("cloud-init is not installed (make test installs it as root)")
     path = tmp_path / "broken.yaml"
