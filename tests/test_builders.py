@@ -75,6 +75,7 @@ def cloud_init_inputs(memory_mib: int = 2048) -> CloudInitInputs:
 
 
 def test_user_data_is_deterministic_cloud_config():
+    """User-data is stable cloud-config: key-only SSH, no root login, the deploy key, the mail disk mounted, no secret."""
     first = build_user_data(cloud_init_inputs())
     assert first == build_user_data(cloud_init_inputs())
     assert first.startswith("#cloud-config\n")
@@ -86,6 +87,7 @@ def test_user_data_is_deterministic_cloud_config():
 
 
 def test_vendor_data_carries_only_the_host_key_pair():
+    """Vendor-data carries the host's ed25519 key pair and nothing else."""
     private, public = openssh_pair()
     config = yaml.safe_load(build_vendor_data(private, public))
     assert config == {"ssh_keys": {"ed25519_private": private.strip() + "\n", "ed25519_public": public}}
@@ -105,6 +107,7 @@ def test_install_stage_passes_shellcheck(stage, mode, render, inputs):
 
 @pytest.mark.parametrize("path", shell_templates("common", "gateway", "lib", "native"))
 def test_shell_template_passes_shellcheck_as_it_is(path):
+    """shellcheck finds nothing in each shell template as it sits on disk, before any rendering."""
     shellcheck_template(path)
 
 
@@ -129,6 +132,7 @@ def test_each_stage_template_names_the_header_variables_it_is_rendered_with(stag
 
 @pytest.mark.parametrize("stage, mode, render, inputs", RENDERINGS, ids=RENDERING_IDS)
 def test_install_stage_is_valid_bash_and_deterministic(stage, mode, render, inputs):
+    """The same inputs render the same stage script; it parses as bash and runs under sudo as ceres-mail-<stage>."""
     script = render(inputs)
     assert script == render(replace(inputs))
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
@@ -138,11 +142,13 @@ def test_install_stage_is_valid_bash_and_deterministic(stage, mode, render, inpu
 
 
 def test_only_the_mail_stage_reads_secrets():
+    """Only the mail stage's script reads the mailbox password; no other stage mentions it."""
     assert "MAILBOX_PASSWORD" in render_mail_stage(INSTALL)
     assert all("MAILBOX_PASSWORD" not in render(inputs) for stage, _, render, inputs in RENDERINGS if stage != "mail")
 
 
 def test_tls_stage_asks_for_the_mail_host_and_every_mta_sts_name():
+    """The certificate covers the mail host and the mta-sts host of every mail domain (RFC 8461 3.3)."""
     inputs = InstallInputs(**{**INSTALL.__dict__, "mail_domains": ("example.com", "example.org")})
     assert inputs.certificate_names == ("mail.example.com", "mta-sts.example.com", "mta-sts.example.org")
     assert "CERT_NAMES=(mail.example.com mta-sts.example.com mta-sts.example.org)" in render_tls_stage(inputs)
@@ -175,6 +181,7 @@ def test_secrets_reach_the_script_intact_through_stdin(password):
 
 
 def test_missing_secret_stops_the_script():
+    """A stage whose stdin lacks a secret it needs stops, naming the one missing."""
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", "SECRETS=(MAILBOX_PASSWORD DKIM_PRIVATE_KEY)\n" + SECRETS_READER],
         input="MAILBOX_PASSWORD=eA==\n", text=True, capture_output=True,
@@ -183,6 +190,7 @@ def test_missing_secret_stops_the_script():
 
 
 def test_an_unexpected_secret_stops_the_script():
+    """A stage stops on a secret it does not expect on stdin, so stdin can never set another variable (PATH)."""
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", "SECRETS=(MAILBOX_PASSWORD)\n" + SECRETS_READER],
         input="MAILBOX_PASSWORD=eA==\nPATH=eA==\n", text=True, capture_output=True,
@@ -191,6 +199,7 @@ def test_an_unexpected_secret_stops_the_script():
 
 
 def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
+    """tlsMode provided: the key comes on stdin, no ACME, mail uses /etc/ceres-mail/tls; acme mode reads no secret."""
     provided = InstallInputs(**{**INSTALL.__dict__, "tls_mode": "provided", "tls_certificate": "-----BEGIN CERTIFICATE-----"})
     script = render_tls_stage(provided)
     assert "SECRETS=(TLS_PRIVATE_KEY)" in script and "CERT_DIR=/etc/ceres-mail/tls" in script
@@ -228,6 +237,7 @@ OFF_MODE_INPUTS = {
 
 @pytest.mark.parametrize("variant", sorted(BEFORE_LDAP))
 def test_without_a_directory_every_stage_renders_as_before_ldap(variant):
+    """With ldapMode off every stage's script is byte for byte as before LDAP, so existing stacks re-run nothing."""
     from components.builders.install_script import native_stages
 
     stages = native_stages(OFF_MODE_INPUTS[variant])
@@ -253,6 +263,7 @@ def test_the_ldap_stage_runs_only_with_a_local_directory_and_says_what_it_reads(
 
 
 def test_the_directory_packages_come_only_with_a_directory_and_slapd_only_when_local():
+    """LDAP packages come only with a directory, slapd only when local, told beforehand to make no directory itself."""
     from components.builders.install_script import render_packages_stage
 
     def packages(mode: str) -> str:
@@ -281,6 +292,7 @@ def test_a_new_tls_stage_re_runs_the_ldap_stage():
 
 
 def test_the_ldap_stage_makes_the_containers_down_to_the_people_and_the_service_account():
+    """The ldap stage makes every entry from the base down to the people and service account, DNs read per RFC 4514."""
     from components.builders.install_script import ACCOUNT_CLASSES, directory_containers, entry_ldif
 
     assert directory_containers(LOCAL_LDAP) == (
@@ -317,6 +329,7 @@ def test_the_mail_stage_finds_the_people_where_the_directory_is(mode, uri, start
 
 
 def test_ceres_env_uses_the_seed_names_and_value_forms():
+    """CERES gets the variable names and value forms it reads (port in digits, true/false), CERES_MAIL_MODE=external."""
     env = ceres_smtp_env(SmtpClient("mail.example.com", 587, True, False, "no-reply@example.com", "no-reply@example.com"))
     assert env == {
         "CERES_SMTP_HOST": "mail.example.com",
@@ -348,6 +361,7 @@ def test_mail_is_refused_a_directory_on_the_system_disk(tmp_path):
 
 
 def test_the_stages_that_store_mail_check_the_data_disk_first():
+    """The mail and docker stages check the data disk is mounted before they write any mail or container data."""
     from components.builders.mailcow import MailcowInputs, render_docker_stage
 
     mail = render_mail_stage(INSTALL)

@@ -28,10 +28,12 @@ def mandatory(plan: Plan) -> list[dict]:
 
 @pytest.mark.parametrize("stack", ["prod", "staging"])
 def test_committed_stacks_pass_every_mandatory_rule(plans, stack):
+    """The committed prod and staging stacks break no mandatory rule."""
     assert mandatory(plans[stack]) == []
 
 
 def test_advisories_say_what_the_observation_start_leaves_open(plans):
+    """The committed stacks get only the advisories expected: prod's DMARC still at p=none, staging's missing AAAA."""
     assert [v["policy"] for v in plans["prod"].policy] == ["dmarc-moves-past-none"]
     assert [v["policy"] for v in plans["staging"].policy] == ["ipv6-published"], "staging has no IPv6"
 
@@ -106,11 +108,13 @@ def test_the_realm_may_be_unprotected_in_staging_but_never_deletable(plans):
 
 
 def test_every_rule_has_a_crafted_violation(prod_plan):
+    """Every policy rule has a crafted bad plan here, so no rule goes untested."""
     assert set(broken(prod_plan)) == {rule.name for rule in RULES}
 
 
 @pytest.mark.parametrize("name", [rule.name for rule in RULES])
 def test_rule_reports_its_crafted_violation(prod_plan, name):
+    """Each rule catches its crafted violation, with a message long enough to act on."""
     violations = [v for v in evaluate(broken(prod_plan)[name], created=made_long_ago(prod_plan), now=NOW)
                   if v["policy"] == name]
     assert violations, f"{name} found nothing"
@@ -150,6 +154,7 @@ def test_ceres_consistency_is_judged_on_what_the_program_records(project_dir):
 
 
 def test_ceres_and_keycloak_submitting_differently_is_a_violation(prod_plan):
+    """CERES and Keycloak submitting differently (465 with implicit TLS, 587 with STARTTLS) is refused, both named."""
     realm = first(prod_plan, REALM)
     implicit = with_inputs(realm, smtpServer={**realm.inputs["smtpServer"], "port": 465, "starttls": False, "ssl": True})
     stack = replace(realm, type="pulumi:pulumi:Stack", urn=prod_plan.stack_urn, inputs=prod_plan.outputs)
@@ -160,6 +165,7 @@ def test_ceres_and_keycloak_submitting_differently_is_a_violation(prod_plan):
 
 
 def test_more_than_ten_spf_lookups_is_mandatory(prod_plan):
+    """An SPF record needing more than 10 DNS lookups is a mandatory violation, with its count (RFC 7208 4.6.4)."""
     spf = first(prod_plan, DNS_RECORD, type="TXT", name="example.com")
     content = '"v=spf1 mx ' + " ".join(f"include:s{i}.example.net" for i in range(10)) + ' -all"'
     [violation] = evaluate([with_inputs(spf, content=content)])
@@ -167,6 +173,7 @@ def test_more_than_ten_spf_lookups_is_mandatory(prod_plan):
 
 
 def test_staging_vm_need_not_be_protected(plans):
+    """Staging's unprotected VM breaks no rule, so staging can be torn down."""
     vm = first(plans["staging"], VM)
     assert vm.options["protect"] is False and not evaluate([vm])
 
@@ -209,6 +216,7 @@ def options_of(resource) -> PolicyResourceOptions:
 
 @pytest.mark.parametrize("name", [rule.name for rule in RULES])
 def test_crossguard_adapter_reports_the_same(prod_plan, name):
+    """Through the CrossGuard pack each rule reports what `mailctl plan` does; rules needing resource ages stay out."""
     resources = broken(prod_plan)[name]
     reported: list[str] = []
     rule = next(r for r in RULES if r.name == name)
@@ -260,6 +268,7 @@ def test_secrecy_is_judged_with_the_marks_the_remediation_pass_keeps():
 
 
 def test_mandatory_violation_makes_plan_exit_nonzero(monkeypatch, capsys):
+    """A mandatory violation makes `mailctl plan` exit 1, printed as `[mandatory] <rule>: <message>`."""
     from mailctl import cli
     from policy import rules
 
@@ -291,6 +300,7 @@ def test_mailctl_policy_judges_a_saved_plan(tmp_path, prod_plan, capsys):
 
 
 def test_a_published_selector_with_a_reason_passes_and_one_without_is_advised(scratch_project):
+    """A DKIM selector published but not signing passes with a reason given, and is advised without one."""
     from mailctl.recorder import record
     from tests.conftest import stack_config
 
@@ -306,6 +316,7 @@ def test_a_published_selector_with_a_reason_passes_and_one_without_is_advised(sc
 
 
 def test_only_the_signing_key_past_its_age_is_advised(prod_plan):
+    """Only the signing DKIM key older than dkimMaxAgeDays is advised, with the rotate command; with no age, nothing."""
     subjects = [*prod_plan.resources, stack_resource(prod_plan)]
     aged = lambda created: [v for v in evaluate(subjects, created=created, now=NOW)  # noqa: E731
                             if v["policy"] == "dkim-key-not-too-old"]

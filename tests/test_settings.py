@@ -250,6 +250,7 @@ def test_pulumi_yaml_declares_exactly_the_settings_keys(project_dir):
 
 
 def test_secret_keys_are_declared_secret_and_only_they(project_dir):
+    """Pulumi.yaml declares secret every secret key it can and no other, so the CLI refuses those in clear."""
     assert {k for k, d in declared(project_dir).items() if d.get("secret")} == SECRET_KEYS - UNDECLARED_KEYS
 
 
@@ -298,6 +299,7 @@ labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 
 @given(st.lists(labels, min_size=1, max_size=4), st.sampled_from(["com", "net", "org", "example"]))
 def test_any_ldh_domain_is_accepted_and_its_mail_host_is_inside(parts, tld):
+    """Any letter-digit-hyphen domain is taken, case and final dot dropped, with its mail host inside (RFC 1035 2.3.1)."""
     domain = ".".join([*parts, tld])
     assert values.domain_name(domain.upper() + ".") == domain
     assert rules.within(f"mail.{domain}", domain)
@@ -370,6 +372,7 @@ def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(scratch_project, pasted_li
     (f"{ED25519_HOST_KEY}\n{ED25519_HOST_KEY}", "holds 2 key lines"),
 ])
 def test_a_host_key_that_is_not_one_is_refused_naming_its_key(key, pasted_line, words):
+    """A backup or gateway host key that is not exactly one SSH host key line is refused, naming its key."""
     with pytest.raises(SettingsError) as caught:
         validate({**PROD_RAW, key: pasted_line})
     assert any(k == key and words in why for k, why in caught.value.problems), caught.value.problems
@@ -405,6 +408,7 @@ def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(proje
 
 
 def test_provided_certificate_must_name_the_mail_and_mta_sts_hosts(scratch_project):
+    """A provided certificate lacking the mail host or an mta-sts host is refused, naming the name it lacks."""
     config = stack_config("prod")
     config.update({"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": self_signed("mail.example.com")[0],
                    "ceres-mail:tlsPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}})
@@ -413,6 +417,7 @@ def test_provided_certificate_must_name_the_mail_and_mta_sts_hosts(scratch_proje
 
 
 def test_provided_certificate_goes_to_the_tls_stage_with_its_key_as_a_secret(scratch_project):
+    """A provided certificate goes to the tls stage, its private key on stdin as a secret, never in the command."""
     config = stack_config("prod")
     config.update({"ceres-mail:tlsMode": "provided",
                    "ceres-mail:tlsCertificate": self_signed("mail.example.com", "mta-sts.example.com")[0],
