@@ -14,6 +14,7 @@ def suite(pytester, monkeypatch):
 
 
 def test_skip_fails_the_run_in_ci(suite, monkeypatch):
+    """In CI (CERES_MAIL_FAIL_ON_SKIP=1) a skipped test fails the run, saying every test must run."""
     monkeypatch.setenv("CERES_MAIL_FAIL_ON_SKIP", "1")
     result = suite.runpytest("-p", "tests.plugins.no_skips")
     assert result.ret == 1
@@ -21,6 +22,7 @@ def test_skip_fails_the_run_in_ci(suite, monkeypatch):
 
 
 def test_skip_is_only_reported_outside_ci(suite, monkeypatch):
+    """Outside CI a skipped test is reported but does not fail the run."""
     monkeypatch.delenv("CERES_MAIL_FAIL_ON_SKIP", raising=False)
     assert suite.runpytest("-p", "tests.plugins.no_skips").ret == 0
 
@@ -31,5 +33,6 @@ def test_no_tests_is_a_failing_exit(pytester):
 
 
 def test_ci_entry_runs_make_test_with_skips_failing(project_dir):
+    """The CI entry runs `make test` under strict bash, with a skipped test failing the run."""
     script = (project_dir / ".ci" / "run").read_text()
     assert "set -euo pipefail" in script and "CERES_MAIL_FAIL_ON_SKIP=1" in script and "make test" in script

@@ -17,11 +17,13 @@ def plan_of(scratch_project, name: str, **changes):
 
 
 def test_same_stack_has_no_changes(plans):
+    """A plan diffed against itself shows no change, printed as `no changes`."""
     assert diff_plans(plans["staging"], plans["staging"]) == []
     assert render_diff([]) == "no changes\n"
 
 
 def test_a_ttl_change_changes_every_record_in_place(scratch_project):
+    """A new dnsTtl changes every DNS record in place, its TTL alone; nothing else changes."""
     base, head = plan_of(scratch_project, "base"), plan_of(scratch_project, "base", dnsTtl=600)
     changes = diff_plans(base, head)
     assert {c.type for c in changes} == {"cloudflare:index/dnsRecord:DnsRecord"}
@@ -29,6 +31,7 @@ def test_a_ttl_change_changes_every_record_in_place(scratch_project):
 
 
 def test_moving_the_vm_to_another_node_is_a_replacement(scratch_project):
+    """Moving the VM to another Proxmox node shows as the VM's replacement, with the node it moves to."""
     base, head = plan_of(scratch_project, "base"), plan_of(scratch_project, "base", proxmoxNode="pve-lab2")
     vm = next(c for c in diff_plans(base, head) if c.type == "proxmoxve:index/vmLegacy:VmLegacy")
     assert vm.action == "replaced" and vm.inputs["nodeName"] == {"before": "pve-lab", "after": "pve-lab2"}
@@ -52,6 +55,7 @@ def test_a_changed_install_script_re_runs_its_stage_and_shows_as_a_line_diff(scr
 
 
 def test_an_extra_domain_adds_its_records(scratch_project):
+    """Adding an extra domain shows its records, MX and DMARC among them, as added."""
     base = plan_of(scratch_project, "base")
     head = plan_of(scratch_project, "base", extraDomains=["example.org=11111111111111111111111111111111"])
     added = {c.name for c in diff_plans(base, head) if c.action == "added"}
@@ -90,6 +94,7 @@ def test_two_stacks_compare_by_name_and_a_urn_diff_across_stacks_is_refused(tmp_
 
 
 def test_cli_diff_in_text_and_json(tmp_path, capsys):
+    """`mailctl plan --diff` prints `no changes` for an unchanged stack, and each change's URN and inputs with --json."""
     saved = tmp_path / "base.json"
     assert main(["plan", "--stack", "staging", "--json"]) == 0
     saved.write_text(capsys.readouterr().out)
@@ -118,6 +123,7 @@ def test_switching_dkim_to_a_selector_the_base_did_not_publish_is_a_mandatory_pr
 
 
 def test_plan_diff_exits_1_on_a_dkim_switch_that_skips_publishing(scratch_project, tmp_path, capsys, monkeypatch):
+    """`mailctl plan --diff` exits 1 when DKIM switches to a selector the base plan did not publish."""
     base = tmp_path / "base.json"
     base.write_text(plan_of(scratch_project, "prod").to_json())
     project = scratch_project("prod", {**stack_config("prod"), "ceres-mail:dkimSelector": "ceres2026"})

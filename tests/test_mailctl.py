@@ -22,6 +22,7 @@ def run_mailctl(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_plan_json_follows_the_documented_contract(capsys):
+    """`mailctl plan --json` has the documented shape: project, stack, and each resource's URN, edges, inputs, options."""
     assert main(["plan", "--stack", "staging", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert set(plan) == {"project", "stack", "resources", "outputs", "policy"}
@@ -33,6 +34,7 @@ def test_plan_json_follows_the_documented_contract(capsys):
 
 
 def test_plan_text_shows_the_tree_edges_and_secrets_redacted(capsys):
+    """The text plan shows the tree, each resource's dependencies, secrets as [secret], unknowns as after apply."""
     assert main(["plan"]) == 0
     out = capsys.readouterr().out
     assert "ceres-mail plan: project ceres-mail, stack prod" in out
@@ -43,6 +45,7 @@ def test_plan_text_shows_the_tree_edges_and_secrets_redacted(capsys):
 
 
 def test_plan_mermaid_is_a_flowchart_with_edges(capsys):
+    """`mailctl plan --mermaid` prints a Mermaid flowchart, the components as subgraphs, with the edges."""
     assert main(["plan", "--mermaid"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("flowchart LR\n")
@@ -50,6 +53,7 @@ def test_plan_mermaid_is_a_flowchart_with_edges(capsys):
 
 
 def test_bad_stack_exits_2_naming_keys_without_traceback(scratch_project):
+    """A stack with bad values exits 2 with a line per bad key and nothing on stdout, never a traceback."""
     config = stack_config("prod")
     config["ceres-mail:domain"] = "not a domain"
     config["ceres-mail:smtpPort"] = 0
@@ -107,6 +111,7 @@ def test_the_text_plan_shows_what_an_operator_checks(scratch_project):
 
 
 def test_unknown_stack_is_a_clear_error(project_dir):
+    """An unknown stack exits 2 with an error listing the stacks there are, not a traceback."""
     result = run_mailctl("plan", "--stack", "nosuch")
     assert result.returncode == 2
     assert "no stack file Pulumi.nosuch.yaml" in result.stderr and "prod, staging" in result.stderr
@@ -124,6 +129,7 @@ def test_an_operators_new_stack_file_works_the_same_way(scratch_project):
 
 
 def test_yaml_that_is_not_yaml_is_a_clear_error(tmp_path, project_dir):
+    """A stack file that is not valid YAML exits 2 with an error saying so, not a traceback."""
     (tmp_path / "Pulumi.yaml").write_text((project_dir / "Pulumi.yaml").read_text())
     (tmp_path / "Pulumi.odd.yaml").write_text("config: [unclosed\n")
     result = run_mailctl("-C", str(tmp_path), "plan", "--stack", "odd")
@@ -199,6 +205,7 @@ def test_readme_starts_with_its_title_then_the_two_commands(project_dir):
 
 
 def test_zone_is_the_stacks_records_in_bind_form(capsys):
+    """`mailctl zone` prints every record of the stack, commented, as a zone file a DNS library reads back the same."""
     import dns.zone
 
     from components.builders.dns_records import build_records
@@ -217,6 +224,7 @@ def test_zone_is_the_stacks_records_in_bind_form(capsys):
 
 
 def test_zone_is_byte_identical_across_runs(capsys):
+    """`mailctl zone` prints the same bytes on every run, so two runs differ only when the records do."""
     main(["zone", "--stack", "staging"])
     first = capsys.readouterr().out
     main(["zone", "--stack", "staging"])
@@ -224,12 +232,14 @@ def test_zone_is_byte_identical_across_runs(capsys):
 
 
 def test_zone_reverse_gives_the_ptr_lines(capsys):
+    """`mailctl zone --reverse` prints the PTR lines to hand to the IP provider."""
     assert main(["zone", "--reverse"]) == 0
     out = capsys.readouterr().out
     assert "25.113.0.203.in-addr.arpa. 3600 IN PTR mail.example.com." in out
 
 
 def test_zone_with_dkim_key_includes_the_record(tmp_path, capsys):
+    """Given the DKIM public key, `mailctl zone` includes the DKIM TXT record (RFC 6376 3.6.1)."""
     from tests.dns_fixtures import dkim_key_pair
 
     pem = tmp_path / "dkim.pem"
@@ -239,5 +249,6 @@ def test_zone_with_dkim_key_includes_the_record(tmp_path, capsys):
 
 
 def test_zone_of_an_unknown_domain_is_a_clear_error():
+    """`mailctl zone` for a domain the stack does not serve exits 2, saying it is not one of its mail domains."""
     result = run_mailctl("zone", "--domain", "example.org")
     assert result.returncode == 2 and "example.org is not a mail domain of stack prod" in result.stderr

@@ -36,6 +36,7 @@ def imported_modules() -> dict[str, str]:
 
 
 def test_every_third_party_import_is_a_declared_dependency():
+    """Every third-party library the shipped packages import is a declared dependency in pyproject.toml."""
     declared = {
         _normalized(re.split(r"[<>=!~ \[;]", requirement, maxsplit=1)[0])
         for requirement in tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]

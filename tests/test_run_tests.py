@@ -24,6 +24,7 @@ def test_the_longest_worlds_go_first_and_on_a_cold_machine_the_engines_layers_la
 
 
 def test_the_workers_are_as_asked_else_by_whether_the_engine_is_built():
+    """A run uses the workers asked for; if none, the warm count once the engine is built, two while it builds."""
     assert run_tests.workers(None, engine_built=True) == run_tests.WARM_WORKERS
     assert run_tests.workers(None, engine_built=False) == run_tests.COLD_WORKERS == 2
     assert run_tests.workers(0, engine_built=True) == 0 and run_tests.workers(4, engine_built=False) == 4
@@ -78,6 +79,7 @@ REPORT = """<?xml version="1.0" encoding="utf-8"?>
 
 
 def test_the_time_report_sums_each_layer_and_world_from_the_junit_xml(tmp_path):
+    """The time report sums tests, time and failures per layer and per world, layers in order, slowest worlds first."""
     report = tmp_path / "report.xml"
     report.write_text(REPORT)
     layers, worlds = time_report.read(report)
@@ -119,6 +121,7 @@ def test_cache_keys_change_with_their_inputs_and_only_then(tmp_path):
 
 
 def test_the_cache_lives_outside_the_clone_where_the_environment_says(monkeypatch, tmp_path):
+    """The machine cache lives at $CERES_MAIL_CACHE, else under $XDG_CACHE_HOME, never inside the clone."""
     monkeypatch.setenv("CERES_MAIL_CACHE", str(tmp_path / "cache"))
     assert machine_cache.root() == tmp_path / "cache"
     assert machine_cache.wheelhouse().parent == tmp_path / "cache" / "wheels"

@@ -25,6 +25,7 @@ def workflow(name: str) -> dict:
 
 @pytest.mark.judge
 def test_actionlint_accepts_every_workflow():
+    """actionlint finds nothing wrong in any of the workflows."""
     if not ACTIONLINT.exists():
         pytest.skip("actionlint is not built (make test builds it)")
     result = subprocess.run([str(ACTIONLINT), "-color=false", *map(str, sorted(WORKFLOWS.glob("*.yml")))],
@@ -34,6 +35,7 @@ def test_actionlint_accepts_every_workflow():
 
 @pytest.mark.judge
 def test_actionlint_refuses_a_broken_workflow(tmp_path):
+    """actionlint refuses a broken workflow, so its passing ours means something."""
     if not ACTIONLINT.exists():
         pytest.skip("actionlint is not built (make test builds it)")
     broken = tmp_path / "broken.yml"
@@ -42,6 +44,7 @@ def test_actionlint_refuses_a_broken_workflow(tmp_path):
 
 
 def test_pull_requests_test_diff_and_preview_every_stack():
+    """A pull request runs the tests, diffs the plans of staging and prod, and comments a preview under the policy."""
     jobs = workflow("pull-request.yml")["jobs"]
     assert any(".ci/run" in step.get("run", "") for step in jobs["test"]["steps"])
     assert jobs["plan-diff"]["strategy"]["matrix"]["stack"] == ["staging", "prod"]
@@ -79,6 +82,7 @@ def test_a_plan_that_fails_its_policy_is_still_commented_then_fails_the_job(tmp_
 
 
 def test_deploys_go_to_staging_then_to_a_protected_prod():
+    """Deploys run `pulumi up` on staging first, then on prod behind the protected production environment."""
     jobs = workflow("deploy.yml")["jobs"]
     assert jobs["prod"]["needs"] == "staging" and jobs["prod"]["environment"] == "production"
     for job in jobs.values():
@@ -87,6 +91,7 @@ def test_deploys_go_to_staging_then_to_a_protected_prod():
 
 
 def test_credentials_come_from_the_secret_store_only():
+    """The Pulumi access token and passphrase come from the secret store, never written into a workflow."""
     for path in WORKFLOWS.glob("*.yml"):
         text = path.read_text()
         for line in text.splitlines():
@@ -151,6 +156,7 @@ def test_jobs_that_reach_the_network_run_where_the_variable_says():
 
 
 def test_each_deploy_loads_the_node_key_into_an_agent_and_pins_its_host_key_before_up():
+    """Staging and prod deploy alike: node key in an agent and host key pinned before up, the agent stopped after."""
     jobs = deploy_jobs()
     assert jobs["prod"]["needs"] == "staging" and jobs["prod"]["environment"] == "production"
     assert jobs["staging"]["environment"] == "staging"
@@ -197,6 +203,7 @@ def test_no_step_prints_a_secret():
 
 
 def test_credentials_reach_steps_from_the_secret_store_under_their_own_name():
+    """Every credential a step gets comes from the secret store under its own name."""
     for where, step in all_steps():
         for key, value in step.get("env", {}).items():
             if key in CREDENTIALS:
@@ -240,6 +247,7 @@ def test_the_backend_is_pulumi_cloud_or_the_s3_bucket_of_the_variable_for_every_
     ({"PULUMI_BACKEND_URL": "s3://"}, 1, "::error title=PULUMI_BACKEND_URL"),
 ], ids=["cloud", "cloud-no-token", "s3-runner-role", "s3-keys", "s3-no-secret-key", "s3-no-key-id", "file", "s3-no-bucket"])
 def test_the_backend_check_says_which_backend_or_names_what_is_missing(tmp_path, env, status, says):
+    """The backend check says which state backend is used, or fails naming what is missing, and prints no secret."""
     step = deploy_jobs()["staging"]["steps"][step_index(deploy_jobs()["staging"]["steps"], is_backend)]
     # as GitHub sets them: a secret or variable that is not set is an empty string
     given = {name: "" for name in step["env"]} | env
@@ -303,6 +311,7 @@ def stop_agent_step() -> dict:
 
 
 def test_the_ssh_step_puts_the_key_in_an_agent_and_pins_the_node(tmp_path, node, runner):
+    """The SSH step pins the node's host key and keeps the key only in an agent, never on disk; the last step stops it."""
     private, public = ssh_keygen(tmp_path / "keys" / "deploy", "ceres-deploy@ci")
     known_hosts = f"# pve-lab\n{node['known_hosts']}\n"
     result = run_step(proxmox_ssh_step(), {**runner, "PROXMOX_SSH_KEY": private,
@@ -347,6 +356,7 @@ def test_the_ssh_step_puts_the_key_in_an_agent_and_pins_the_node(tmp_path, node,
 
 
 def test_the_stop_step_does_nothing_when_no_agent_was_started(tmp_path, runner):
+    """The step that stops the agent succeeds when none was started."""
     assert run_step(stop_agent_step(), runner, tmp_path).returncode == 0
 
 
@@ -366,6 +376,7 @@ def unused_port() -> int:
     ("a passphrase", "::error title=PROXMOX_SSH_KEY is not a key ssh-add loads::"),
 ])
 def test_the_ssh_step_fails_naming_what_is_wrong_and_leaves_no_agent(tmp_path, node, runner, case, says):
+    """A bad key, bad known_hosts or unreachable node fails the SSH step with one error naming it, leaving no agent."""
     private, _ = ssh_keygen(tmp_path / "keys" / "deploy", "ceres-deploy@ci")
     env = {**runner, "PROXMOX_SSH_KEY": private, "PROXMOX_SSH_KNOWN_HOSTS": node["known_hosts"]}
     if case == "no key":
