@@ -45,6 +45,7 @@ def mailbox_password_urn(stack) -> str:
 
 
 def test_the_secret_holds_exactly_the_ceres_keys(ceres_stack, k3s):
+    """In the cluster the Secret holds exactly CERES's variables, its password the one the stack outputs as secret."""
     project, stack = ceres_stack
     data = secret_data(k3s)
     assert set(data) == CERES_KEYS
@@ -58,6 +59,7 @@ def test_the_secret_holds_exactly_the_ceres_keys(ceres_stack, k3s):
 
 
 def test_the_rollout_annotation_changes_with_the_password_and_only_then(ceres_stack, k3s):
+    """CERES's pods roll in the same up when the mailbox password changes, and not for a change CERES does not read."""
     project, stack = ceres_stack
     first = rollout_annotation(k3s)
     assert first and len(first) == 64
@@ -78,6 +80,7 @@ def test_the_rollout_annotation_changes_with_the_password_and_only_then(ceres_st
 
 
 def test_a_second_up_changes_nothing_in_the_cluster(ceres_stack, k3s):
+    """A second `pulumi up` changes nothing: the Secret in the cluster is not even rewritten."""
     project, stack = ceres_stack
     before = k3s.get("secret", "ceres-smtp", NAMESPACE)["metadata"]["resourceVersion"]
     second = run_engine(stack.up, expect_no_changes=True)

@@ -51,6 +51,7 @@ def test_the_plugin_says_which_commit_it_was_built_from(provider_schema, engine_
 
 @pytest.mark.parametrize("token", sorted(USED_TYPES))
 def test_every_input_the_pinned_sdk_sends_is_known_to_the_plugin(provider_schema, token):
+    """Every input the pinned SDK can send for a Secret or DeploymentPatch is one the built plugin knows."""
     module, class_name = USED_TYPES[token]
     args = getattr(__import__(module, fromlist=[class_name]), class_name)
     sdk_inputs = set(input_schema(args))

@@ -51,6 +51,7 @@ def config_changed(stack, key: str, value: str):
 
 
 def test_first_up_adopts_the_realm_and_owns_only_its_smtp_block(staging_up):
+    """The first up adopts CERES's realm as it is and sets only its SMTP block; the realm is kept on destroy."""
     project, stack, first = staging_up
     realm_urn = urn_of(first, REALM, "-keycloak-realm")
     assert first.ops()[realm_urn] == ("import", "update"), "adopted as it is, then given its SMTP block"
@@ -87,6 +88,7 @@ def test_the_state_dates_the_signing_key_for_the_age_advisory(staging_up):
 
 
 def test_a_second_up_changes_nothing(staging_up):
+    """A second `pulumi up` changes nothing and runs no install stage again."""
     project, stack, first = staging_up
     runs_before = (project.world / "command" / RUN_LOG).read_text()
     second = run_engine(stack.up, expect_no_changes=True)
@@ -114,6 +116,7 @@ def _engine_changes(run) -> dict[str, tuple[str, set[str]]]:
     "key, value", [("dnsTtl", 600), ("mailFromName", "CERES Staging"), ("acmeEmail", "ops@staging.example.net")]
 )
 def test_one_config_change_shows_in_the_preview_as_in_mailctl_plan_diff(staging_up, key, value):
+    """One config change shows in `pulumi preview` as `mailctl plan --diff` shows it: same resources, actions, inputs."""
     project, stack, first = staging_up
     base = record(project.work_dir, "staging")
     with config_changed(stack, key, str(value)):
@@ -129,6 +132,7 @@ def test_one_config_change_shows_in_the_preview_as_in_mailctl_plan_diff(staging_
 
 
 def test_targeted_preview_and_up_touch_only_the_target(staging_up):
+    """`--target` previews and changes only the targeted record; every other record keeps its TTL."""
     project, stack, first = staging_up
     mx = urn_of(first, RECORD, "-mx-staging.example.net")
     with config_changed(stack, "dnsTtl", "900"):

@@ -42,6 +42,7 @@ def _mandatory(run) -> list[tuple[str, str]]:
 
 
 def test_a_bad_stack_fails_with_exactly_its_mandatory_violations(engine_project):
+    """Under CrossGuard a bad stack fails the preview with exactly its mandatory violations, each on its resource."""
     project = engine_project("staging")
     stack = project.stack("staging", transforms=(proxied_mail_host, ssh_open_to_all, weak_dkim_key))
     run = run_engine(stack.preview, policy_packs=[project.policy_pack])

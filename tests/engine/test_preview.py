@@ -42,6 +42,7 @@ def test_real_cli_accepts_the_stack_file_and_the_policy_pack_passes(previews, st
 
 @pytest.mark.parametrize("stack", PREVIEWED)
 def test_crossguard_and_the_offline_plan_give_the_same_verdicts(previews, stack):
+    """CrossGuard and `mailctl plan` give the same verdicts: same rules, on the same resources, at the same levels."""
     plan, run, project = previews[stack]
     engine = {(v["policy"], v["urn"], v["level"]) for v in run.violations}
     offline = {(v["policy"], v["urn"], v["level"]) for v in plan.policy}

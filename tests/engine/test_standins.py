@@ -19,6 +19,7 @@ def misspelt_comment(args):
 
 
 def test_an_unknown_property_is_refused_as_the_real_check_would(engine_project):
+    """A misspelt resource input fails the preview, naming it, as the real provider's check would."""
     project = engine_project("staging")
     stack = project.stack("staging", transforms=(misspelt_comment,))
     run = run_engine(stack.preview)
