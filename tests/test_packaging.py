@@ -126,3 +126,13 @@ def test_no_import_runs_up_a_layer():
                 upward += [f"{path.relative_to(PROJECT_DIR)} imports {name}" for name in names
                            if name.split(".")[0] in above]
     assert upward == []
+
+
+def test_every_test_says_the_promise_it_keeps():
+    """Each test has a docstring: the operator's promise it checks, read before its code."""
+    silent = [f"{path.relative_to(PROJECT_DIR)}::{node.name}"
+              for path in sorted((PROJECT_DIR / "tests").rglob("test_*.py"))
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+              and not ast.get_docstring(node)]
+    assert silent == []
