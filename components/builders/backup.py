@@ -83,6 +83,16 @@ class BackupKeep:
     monthly: int = 6
 
 
+def native_paths(local_directory: bool) -> tuple[str, ...]:
+    """The native stack's configuration and certificates, and slapd's with a directory on the host."""
+    return tuple(sorted(NATIVE_PATHS + (LDAP_PATHS if local_directory else ())))
+
+
+def mailcow_paths(mailcow_dir: str) -> tuple[str, ...]:
+    """mailcow's configuration and certificates, inside its checkout."""
+    return tuple(f"{mailcow_dir}/{path}" for path in MAILCOW_FILES)
+
+
 @dataclass(frozen=True)
 class BackupInputs:
     """Where the backups of one stack go, when, for how long, and what the host holds."""
@@ -97,18 +107,15 @@ class BackupInputs:
     directory_users_dn: str = ""
     mailcow_dir: str = ""  #: mailcow: where mailcow-dockerized is
     webmail_db: str = ""  #: native with webmail: Roundcube's SQLite database (contacts, settings)
+    #: what restic snapshots besides the staging directory (each only if it exists on the host): what the
+    #: mail stack holds, native_paths() or mailcow_paths()
+    paths: tuple[str, ...] = ()
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """What the stage reads from its standard input: the repository password and the target's credentials."""
         return SFTP_SECRETS if self.target.kind == "sftp" else S3_SECRETS
 
-    @property
-    def paths(self) -> tuple[str, ...]:
-        """What restic snapshots besides the staging directory (each only if it exists on the host)."""
-        if self.mail_stack == "mailcow":
-            return tuple(f"{self.mailcow_dir}/{path}" for path in MAILCOW_FILES)
-        return tuple(sorted(NATIVE_PATHS + (LDAP_PATHS if self.directory_base_dn else ())))
 
     def config(self) -> dict:
         """The host program's config.json: everything it needs but the secrets (files beside it)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from components.builders.backup import BackupInputs, parse_backup_target
+from components.builders.backup import BackupInputs, mailcow_paths, native_paths, parse_backup_target
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
 from components.builders.gateway import GatewayInputs, smtp_bind_addresses
@@ -176,6 +176,7 @@ class Settings(SettingsSchema):
             directory_users_dn=ldap.users_dn if local else "",
             mailcow_dir=self.mailcow_inputs.directory if mailcow else "",
             webmail_db=ROUNDCUBE_DB if self.serves_webmail else "",
+            paths=mailcow_paths(self.mailcow_inputs.directory) if mailcow else native_paths(local),
         )
 
     @property
