@@ -38,11 +38,20 @@ class MailVm(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MailVmArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:mail:Vm", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        hostname = args.vm.fqdn.split(".", 1)[0]
+        image = self._image(name, args)
+        user_data_file, vendor_data_file = self._snippets(name, args)
+        self.vm = self._machine(name, args, image, user_data_file, vendor_data_file)
+        self._firewall(name, args)
 
-        # Debian 12 generic cloud image, downloaded by the node itself
-        image = proxmoxve.download.File(
+        self.vm_id = self.vm.vm_id
+        # The address the install step dials. It is the static address from config, passed through the
+        # VM's id so that the SSH commands carry a data edge to the VM (they wait for it to exist).
+        self.ssh_host = self.vm.id.apply(lambda _: args.vm.ipv4_address.split("/", 1)[0])
+        self.register_outputs({"vm_id": self.vm_id, "ssh_host": self.ssh_host})
+
+    def _image(self, name: str, args: MailVmArgs) -> proxmoxve.download.File:
+        """Debian 12's generic cloud image, downloaded by the node itself."""
+        return proxmoxve.download.File(
             f"{name}-image",
             node_name=args.vm.node,
             datastore_id=args.vm.file_datastore,
@@ -52,10 +61,13 @@ class MailVm(pulumi.ComponentResource):
             checksum=args.vm.image_checksum or None,
             checksum_algorithm="sha512" if args.vm.image_checksum else None,
             overwrite=False,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
-        # cloud-init user-data: everything reviewable, no secret, so a preview shows it
+    def _snippets(self, name: str, args: MailVmArgs) -> tuple[proxmoxve.FileLegacy, proxmoxve.FileLegacy]:
+        """cloud-init's user-data (everything reviewable, no secret, so a preview shows it) and vendor-data
+        (only the SSH host key pair, a secret), as snippets on the node."""
+        hostname = _hostname(args)
         user_data = pulumi.Output.from_input(args.deploy_public_key).apply(
             lambda deploy_key: build_user_data(
                 CloudInitInputs(
@@ -68,43 +80,27 @@ class MailVm(pulumi.ComponentResource):
                 )
             )
         )
-        user_data_file = proxmoxve.FileLegacy(
-            f"{name}-user-data",
-            node_name=args.vm.node,
-            datastore_id=args.vm.file_datastore,
-            content_type="snippets",
-            source_raw=proxmoxve.FileLegacySourceRawArgs(data=user_data, file_name=f"{hostname}-user-data.yaml"),
-            opts=child,
-        )
-        # cloud-init vendor-data: only the SSH host key pair, a secret
         vendor_data = pulumi.Output.all(args.host_key_private, args.host_key_public).apply(
             lambda keys: build_vendor_data(*keys)
         )
-        vendor_data_file = proxmoxve.FileLegacy(
-            f"{name}-vendor-data",
-            node_name=args.vm.node,
-            datastore_id=args.vm.file_datastore,
-            content_type="snippets",
-            source_raw=proxmoxve.FileLegacySourceRawArgs(
-                data=pulumi.Output.secret(vendor_data), file_name=f"{hostname}-vendor-data.yaml"
-            ),
-            opts=child,
+        return tuple(
+            proxmoxve.FileLegacy(
+                f"{name}-{kind}",
+                node_name=args.vm.node,
+                datastore_id=args.vm.file_datastore,
+                content_type="snippets",
+                source_raw=proxmoxve.FileLegacySourceRawArgs(data=data, file_name=f"{hostname}-{kind}.yaml"),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for kind, data in (("user-data", user_data), ("vendor-data", pulumi.Output.secret(vendor_data)))
         )
 
-        ip_config = proxmoxve.VmLegacyInitializationIpConfigArgs(
-            ipv4=proxmoxve.VmLegacyInitializationIpConfigIpv4Args(
-                address=args.vm.ipv4_address, gateway=args.vm.ipv4_gateway
-            ),
-            ipv6=proxmoxve.VmLegacyInitializationIpConfigIpv6Args(
-                address=args.vm.ipv6_address, gateway=args.vm.ipv6_gateway
-            )
-            if args.vm.ipv6_address
-            else None,
-        )
-        # The VM: system disk imported from the image, mail data on a disk of its own
-        self.vm = proxmoxve.VmLegacy(
+    def _machine(self, name: str, args: MailVmArgs, image: proxmoxve.download.File,
+                 user_data_file: proxmoxve.FileLegacy, vendor_data_file: proxmoxve.FileLegacy) -> proxmoxve.VmLegacy:
+        """The VM: the system disk imported from the image, mail data on a disk of its own."""
+        return proxmoxve.VmLegacy(
             f"{name}-vm",
-            name=hostname,
+            name=_hostname(args),
             node_name=args.vm.node,
             vm_id=args.vm.vm_id or None,
             description=f"ceres-mail: mail server {args.vm.fqdn}",
@@ -117,27 +113,11 @@ class MailVm(pulumi.ComponentResource):
             cpu=proxmoxve.VmLegacyCpuArgs(cores=args.vm.size.cores, type="x86-64-v2-AES"),
             memory=proxmoxve.VmLegacyMemoryArgs(dedicated=args.vm.size.memory_mib),
             scsi_hardware="virtio-scsi-single",
-            disks=[
-                proxmoxve.VmLegacyDiskArgs(
-                    interface="scsi0",
-                    datastore_id=args.vm.datastore,
-                    import_from=image.id,
-                    size=args.vm.size.disk_gib,
-                    discard="on",
-                    iothread=True,
-                ),
-                proxmoxve.VmLegacyDiskArgs(
-                    interface="scsi1",
-                    datastore_id=args.vm.datastore,
-                    size=args.vm.data_disk_gib,
-                    discard="on",
-                    iothread=True,
-                ),
-            ],
+            disks=_disks(args, image),
             network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=args.vm.bridge, model="virtio", firewall=True)],
             initialization=proxmoxve.VmLegacyInitializationArgs(
                 datastore_id=args.vm.datastore,
-                ip_configs=[ip_config],
+                ip_configs=[_ip_config(args)],
                 dns=proxmoxve.VmLegacyInitializationDnsArgs(
                     domain=args.vm.fqdn.split(".", 1)[1], servers=list(args.vm.dns_resolvers)
                 ),
@@ -163,8 +143,9 @@ class MailVm(pulumi.ComponentResource):
             ),
         )
 
-        # Firewall: on, inbound DROP, then the mail ports and SSH from the admin networks
-        # A VM's firewall goes with the VM on Proxmox: a new VM gets its own, even at the same VM id
+    def _firewall(self, name: str, args: MailVmArgs) -> None:
+        """On, inbound DROP, then the mail ports and SSH from the admin networks. A VM's firewall goes with
+        the VM on Proxmox: a new VM gets its own, even at the same VM id."""
         firewall_opts = pulumi.ResourceOptions(parent=self, replace_with=[self.vm])
         proxmoxve.firewall.OptionsLegacy(
             f"{name}-firewall-options",
@@ -196,8 +177,37 @@ class MailVm(pulumi.ComponentResource):
             opts=firewall_opts,
         )
 
-        self.vm_id = self.vm.vm_id
-        # The address the install step dials. It is the static address from config, passed through the
-        # VM's id so that the SSH commands carry a data edge to the VM (they wait for it to exist).
-        self.ssh_host = self.vm.id.apply(lambda _: args.vm.ipv4_address.split("/", 1)[0])
-        self.register_outputs({"vm_id": self.vm_id, "ssh_host": self.ssh_host})
+
+def _hostname(args: MailVmArgs) -> str:
+    return args.vm.fqdn.split(".", 1)[0]
+
+
+def _disks(args: MailVmArgs, image: proxmoxve.download.File) -> list[proxmoxve.VmLegacyDiskArgs]:
+    """The system disk, imported from the image, and the mail data's own disk."""
+    return [
+        proxmoxve.VmLegacyDiskArgs(
+            interface="scsi0",
+            datastore_id=args.vm.datastore,
+            import_from=image.id,
+            size=args.vm.size.disk_gib,
+            discard="on",
+            iothread=True,
+        ),
+        proxmoxve.VmLegacyDiskArgs(
+            interface="scsi1",
+            datastore_id=args.vm.datastore,
+            size=args.vm.data_disk_gib,
+            discard="on",
+            iothread=True,
+        ),
+    ]
+
+
+def _ip_config(args: MailVmArgs) -> proxmoxve.VmLegacyInitializationIpConfigArgs:
+    """The static addresses cloud-init sets: IPv4, and IPv6 when the stack has one."""
+    return proxmoxve.VmLegacyInitializationIpConfigArgs(
+        ipv4=proxmoxve.VmLegacyInitializationIpConfigIpv4Args(address=args.vm.ipv4_address, gateway=args.vm.ipv4_gateway),
+        ipv6=proxmoxve.VmLegacyInitializationIpConfigIpv6Args(address=args.vm.ipv6_address, gateway=args.vm.ipv6_gateway)
+        if args.vm.ipv6_address
+        else None,
+    )
