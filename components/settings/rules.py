@@ -7,7 +7,8 @@ sound and the operator gets every problem of a stack in one error.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic.alias_generators import to_camel, to_snake
@@ -26,92 +27,112 @@ def within(host: str, domain: str) -> bool:
     return host == domain or host.endswith("." + domain)
 
 
-def cross_field_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Rules over several keys. `v` holds only the keys that passed their own check."""
-    problems: list[tuple[str, str]] = []
+Problems = list[tuple[str, str]]  #: (config key, what is wrong with it)
 
-    def has(*names: str) -> bool:
-        return has_all(v, *names)
 
-    if has("domain", "mail_host") and v["mail_host"] and not within(v["mail_host"], v["domain"]):
-        problems.append(("mailHost", f"{v['mail_host']} is not inside the mail domain {v['domain']}"))
-    if has("domain", "mail_host") and v["mail_host"] == v["domain"]:
+@dataclass(frozen=True)
+class CrossRule:
+    """A rule over several keys: it runs only when every key it reads passed its own check."""
+
+    reads: tuple[str, ...]  #: the settings fields (snake_case) it reads
+    check: Callable[[Mapping[str, Any]], Problems]
+
+
+def cross_field_problems(v: Mapping[str, Any]) -> Problems:
+    """Every rule of CROSS_RULES whose keys passed their own check. `v` holds only those keys."""
+    return [problem for rule in CROSS_RULES if has_all(v, *rule.reads) for problem in rule.check(v)]
+
+
+def _mail_host_problems(v: Mapping[str, Any]) -> Problems:
+    """The mail host is a name below the domain: outside it, or at its apex, is refused."""
+    if v["mail_host"] and not within(v["mail_host"], v["domain"]):
+        return [("mailHost", f"{v['mail_host']} is not inside the mail domain {v['domain']}")]
+    if v["mail_host"] == v["domain"]:
         # either stack: the MX's A record would join the website's, and the webmail (SOGo or Roundcube)
         # and the MTA-STS host's certificate would claim the domain's own https://
-        problems.append(("mailHost", f"{v['domain']} is the mail domain itself; the mail host needs a name below it "
-                                     f"(e.g. mail.{v['domain']}): at the apex its A record would join the website's and "
-                                     f"its webmail would claim https://{v['domain']}/"))
-    if has("domain", "mail_from") and v["mail_from"]:
-        sender_domain = v["mail_from"].rsplit("@", 1)[1].lower()
-        if not within(sender_domain, v["domain"]):
-            problems.append(
-                ("mailFrom", f"{v['mail_from']} is outside {v['domain']}: DMARC alignment would fail")
-            )
-    for family, address_key, gateway_key in (("4", "ipv4_address", "ipv4_gateway"), ("6", "ipv6_address", "ipv6_gateway")):
-        if not has(address_key, gateway_key):
-            continue
-        address, gateway = v[address_key], v[gateway_key]
+        return [("mailHost", f"{v['domain']} is the mail domain itself; the mail host needs a name below it "
+                             f"(e.g. mail.{v['domain']}): at the apex its A record would join the website's and "
+                             f"its webmail would claim https://{v['domain']}/")]
+    return []
+
+
+def _mail_from_problems(v: Mapping[str, Any]) -> Problems:
+    if v["mail_from"] and not within(v["mail_from"].rsplit("@", 1)[1].lower(), v["domain"]):
+        return [("mailFrom", f"{v['mail_from']} is outside {v['domain']}: DMARC alignment would fail")]
+    return []
+
+
+def _route_problems(family: str, address_key: str, gateway_key: str) -> Callable[[Mapping[str, Any]], Problems]:
+    """The VM's gateway of one address family: set with its address, inside its network, not the VM itself."""
+
+    def check(v: Mapping[str, Any]) -> Problems:
+        address, gateway, key = v[address_key], v[gateway_key], to_camel(gateway_key)
         if not address:
-            if gateway:
-                problems.append((to_camel(gateway_key), f"is set but {to_camel(address_key)} is empty"))
-            continue
+            return [(key, f"is set but {to_camel(address_key)} is empty")] if gateway else []
         if not gateway:
-            problems.append((to_camel(gateway_key), f"is required when {to_camel(address_key)} is set"))
-            continue
-        network = ipaddress.ip_interface(address).network
-        if ipaddress.ip_address(gateway).version != network.version:
-            problems.append((to_camel(gateway_key), f"{gateway} is not an IPv{family} address"))
+            return [(key, f"is required when {to_camel(address_key)} is set")]
+        network, router = ipaddress.ip_interface(address).network, ipaddress.ip_address(gateway)
+        if router.version != network.version:
+            return [(key, f"{gateway} is not an IPv{family} address")]
         # an IPv6 router is on the link by its link-local address, which many hosters give as the gateway
-        elif ipaddress.ip_address(gateway) not in network and not (family == "6" and ipaddress.ip_address(gateway).is_link_local):
-            problems.append((to_camel(gateway_key), f"{gateway} is not inside {network}"))
-        elif ipaddress.ip_address(gateway) == ipaddress.ip_interface(address).ip:
-            problems.append((to_camel(gateway_key), f"{gateway} is the VM's own address"))
-    if has("gateway_mode", "ipv4_address", "ipv6_address"):
-        problems += _reachability_problems(v)
-    if has("gateway_mode", *GATEWAY_KEYS.values()):
-        problems += _gateway_problems(v)
-    if has("ipv4_address") and ipaddress.ip_interface(v["ipv4_address"]).version != 4:
-        problems.append(("ipv4Address", f"{v['ipv4_address']} is not an IPv4 address"))
-    if has("ipv6_address") and v["ipv6_address"] and ipaddress.ip_interface(v["ipv6_address"]).version != 6:
-        problems.append(("ipv6Address", f"{v['ipv6_address']} is not an IPv6 address"))
+        if router not in network and not (family == "6" and router.is_link_local):
+            return [(key, f"{gateway} is not inside {network}")]
+        if router == ipaddress.ip_interface(address).ip:
+            return [(key, f"{gateway} is the VM's own address")]
+        return []
 
-    if has("smtp_port", "smtp_starttls", "smtp_tls"):
-        if problem := submission_problem(v["smtp_port"], v["smtp_starttls"], v["smtp_tls"]):
-            key = "smtpPort" if v["smtp_starttls"] != v["smtp_tls"] else ("smtpTls" if v["smtp_tls"] else "smtpStarttls")
-            problems.append((key, problem))
+    return check
 
-    if has("mail_stack") and v["mail_stack"] == MailcowStack.name:
-        problems += _mailcow_problems(v)
-    if has("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"):
-        floor = STACKS[v["mail_stack"]].minimum_size
-        for key, value, minimum, unit in (
-            ("vmCores", v["vm_cores"], floor.cores, "cores"),
-            ("vmMemoryMib", v["vm_memory_mib"], floor.memory_mib, "MiB"),
-            ("vmDiskGib", v["vm_disk_gib"], floor.disk_gib, "GiB"),
-        ):
-            if value and value < minimum:
-                problems.append((key, f"{value} {unit} is below the {v['mail_stack']} stack's minimum of {minimum} {unit}"))
 
-    if has("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"):
-        problems += _tls_problems(v)
-    if has("dkim_selector", "dkim_published_selectors"):
-        published = [entry.selector for entry in v["dkim_published_selectors"]]
-        for selector in sorted({s for s in published if published.count(s) > 1}):
-            problems.append(("dkimPublishedSelectors", f"{selector} is listed twice"))
-        if v["dkim_selector"] in published:
-            problems.append(("dkimPublishedSelectors", f"{v['dkim_selector']} is dkimSelector, the selector that signs: "
-                             "list only selectors that are published without signing"))
-    if has("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"):
-        problems += _ldap_problems(v)
-    if has("backup_target", "backup_host_key", "backup_s3_access_key", "backup_s3_secret_key"):
-        problems += _backup_problems(v)
-    if has("spf_extra"):
-        problems += [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]
-    if has("domain", "extra_domains"):
-        extra = [entry.domain for entry in v["extra_domains"]]
-        for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]}):
-            problems.append(("extraDomains", f"{domain} is listed twice (or is the primary domain)"))
+def _address_family(family: int, name: str) -> Callable[[Mapping[str, Any]], Problems]:
+    """ipv4Address holds an IPv4 address, ipv6Address (when set) an IPv6 one."""
+
+    def check(v: Mapping[str, Any]) -> Problems:
+        if v[name] and ipaddress.ip_interface(v[name]).version != family:
+            return [(to_camel(name), f"{v[name]} is not an IPv{family} address")]
+        return []
+
+    return check
+
+
+def _submission_problems(v: Mapping[str, Any]) -> Problems:
+    """The port and TLS CERES and Keycloak submit with are a pair this host serves."""
+    if problem := submission_problem(v["smtp_port"], v["smtp_starttls"], v["smtp_tls"]):
+        key = "smtpPort" if v["smtp_starttls"] != v["smtp_tls"] else ("smtpTls" if v["smtp_tls"] else "smtpStarttls")
+        return [(key, problem)]
+    return []
+
+
+def _vm_size_problems(v: Mapping[str, Any]) -> Problems:
+    """A VM size given by hand is at least the mail stack's minimum."""
+    floor = STACKS[v["mail_stack"]].minimum_size
+    return [(key, f"{value} {unit} is below the {v['mail_stack']} stack's minimum of {minimum} {unit}")
+            for key, value, minimum, unit in (
+                ("vmCores", v["vm_cores"], floor.cores, "cores"),
+                ("vmMemoryMib", v["vm_memory_mib"], floor.memory_mib, "MiB"),
+                ("vmDiskGib", v["vm_disk_gib"], floor.disk_gib, "GiB"))
+            if value and value < minimum]
+
+
+def _dkim_selector_problems(v: Mapping[str, Any]) -> Problems:
+    """Each published selector once, and never the signing one."""
+    published = [entry.selector for entry in v["dkim_published_selectors"]]
+    problems = [("dkimPublishedSelectors", f"{selector} is listed twice")
+                for selector in sorted({s for s in published if published.count(s) > 1})]
+    if v["dkim_selector"] in published:
+        problems.append(("dkimPublishedSelectors", f"{v['dkim_selector']} is dkimSelector, the selector that signs: "
+                         "list only selectors that are published without signing"))
     return problems
+
+
+def _extra_domain_problems(v: Mapping[str, Any]) -> Problems:
+    extra = [entry.domain for entry in v["extra_domains"]]
+    return [("extraDomains", f"{domain} is listed twice (or is the primary domain)")
+            for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]})]
+
+
+def _mailcow_only(v: Mapping[str, Any]) -> Problems:
+    return _mailcow_problems(v) if v["mail_stack"] == MailcowStack.name else []
 
 
 def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -340,3 +361,25 @@ def import_problems(settings: Settings) -> list[tuple[str, str]]:
         for key in settings.import_ids
         if key not in keys
     ]
+
+
+#: every rule over several keys, each naming the fields it reads
+CROSS_RULES: tuple[CrossRule, ...] = (
+    CrossRule(("domain", "mail_host"), _mail_host_problems),
+    CrossRule(("domain", "mail_from"), _mail_from_problems),
+    CrossRule(("ipv4_address", "ipv4_gateway"), _route_problems("4", "ipv4_address", "ipv4_gateway")),
+    CrossRule(("ipv6_address", "ipv6_gateway"), _route_problems("6", "ipv6_address", "ipv6_gateway")),
+    CrossRule(("gateway_mode", "ipv4_address", "ipv6_address"), _reachability_problems),
+    CrossRule(("gateway_mode", *GATEWAY_KEYS.values()), _gateway_problems),
+    CrossRule(("ipv4_address",), _address_family(4, "ipv4_address")),
+    CrossRule(("ipv6_address",), _address_family(6, "ipv6_address")),
+    CrossRule(("smtp_port", "smtp_starttls", "smtp_tls"), _submission_problems),
+    CrossRule(("mail_stack",), _mailcow_only),
+    CrossRule(("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"), _vm_size_problems),
+    CrossRule(("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"), _tls_problems),
+    CrossRule(("dkim_selector", "dkim_published_selectors"), _dkim_selector_problems),
+    CrossRule(("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"), _ldap_problems),
+    CrossRule(("backup_target", "backup_host_key", "backup_s3_access_key", "backup_s3_secret_key"), _backup_problems),
+    CrossRule(("spf_extra",), lambda v: [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]),
+    CrossRule(("domain", "extra_domains"), _extra_domain_problems),
+)
