@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -114,91 +114,102 @@ def _yn(value: bool) -> str:
     return "y" if value else "n"
 
 
+#: mailcow.conf's keys in generate_config.sh's order, each with its value or how the stack makes it from the
+#: inputs and the generated secrets; a key starting with '#' is written commented out
+_CONF: tuple[tuple[str, str | Callable[[MailcowInputs, Mapping[str, str]], str]], ...] = (
+    ("MAILCOW_HOSTNAME", lambda i, s: i.install.mail_host),
+    ("MAILCOW_PASS_SCHEME", "BLF-CRYPT"),
+    ("DBNAME", "mailcow"),
+    ("DBUSER", "mailcow"),
+    ("DBPASS", lambda i, s: s["DBPASS"]),
+    ("DBROOT", lambda i, s: s["DBROOT"]),
+    ("REDISPASS", lambda i, s: s["REDISPASS"]),
+    ("HTTP_PORT", str(ports.HTTP.port)),
+    ("HTTP_BIND", ""),
+    ("HTTPS_PORT", str(ports.HTTPS.port)),
+    ("HTTPS_BIND", ""),
+    ("HTTP_REDIRECT", "y"),
+    ("SMTP_PORT", str(ports.SMTP.port)),
+    ("SMTPS_PORT", str(ports.SUBMISSIONS.port)),
+    ("SUBMISSION_PORT", str(ports.SUBMISSION.port)),
+    ("IMAP_PORT", "143"),
+    ("IMAPS_PORT", str(ports.IMAPS.port)),
+    ("POP_PORT", "110"),
+    ("POPS_PORT", "995"),
+    ("SIEVE_PORT", "4190"),
+    ("DOVEADM_PORT", "127.0.0.1:19991"),
+    ("SQL_PORT", "127.0.0.1:13306"),
+    ("REDIS_PORT", "127.0.0.1:7654"),
+    ("TZ", lambda i, s: i.timezone),
+    ("COMPOSE_PROJECT_NAME", "mailcowdockerized"),
+    ("DOCKER_COMPOSE_VERSION", "native"),
+    ("ACL_ANYONE", "disallow"),
+    ("MAILDIR_GC_TIME", "7200"),
+    ("ADDITIONAL_SAN", lambda i, s: _additional_san(i)),
+    ("AUTODISCOVER_SAN", lambda i, s: _yn(i.autodiscover)),
+    ("ADDITIONAL_SERVER_NAMES", ""),
+    ("SKIP_LETS_ENCRYPT", lambda i, s: _yn(i.tls_provided)),
+    ("DIRECTORY_URL", lambda i, s: _directory_url(i)),
+    ("ACME_DNS_CHALLENGE", "n"),
+    ("ACME_DNS_PROVIDER", "dns_xxx"),
+    ("ACME_ACCOUNT_EMAIL", lambda i, s: i.install.acme_email),
+    ("ENABLE_SSL_SNI", "n"),
+    ("SKIP_IP_CHECK", "n"),
+    ("SKIP_HTTP_VERIFICATION", "n"),
+    ("SKIP_UNBOUND_HEALTHCHECK", "n"),
+    ("SKIP_CLAMD", lambda i, s: _yn(not i.clamav)),
+    ("SKIP_OLEFY", "n"),
+    ("SKIP_SOGO", "n"),
+    ("SKIP_FTS", "n"),
+    ("FTS_HEAP", "128"),
+    ("FTS_PROCS", "1"),
+    ("ALLOW_ADMIN_EMAIL_LOGIN", "n"),
+    ("USE_WATCHDOG", "y"),
+    ("#WATCHDOG_NOTIFY_EMAIL", ""),
+    ("#WATCHDOG_NOTIFY_WEBHOOK", ""),
+    ("#WATCHDOG_NOTIFY_WEBHOOK_BODY", ""),
+    ("WATCHDOG_NOTIFY_BAN", "n"),
+    ("WATCHDOG_NOTIFY_START", "y"),
+    ("#WATCHDOG_SUBJECT", ""),
+    ("WATCHDOG_EXTERNAL_CHECKS", "n"),
+    ("WATCHDOG_VERBOSE", "n"),
+    ("LOG_LINES", "9999"),
+    ("IPV4_NETWORK", IPV4_NETWORK),
+    ("IPV6_NETWORK", IPV6_NETWORK),
+    ("#SNAT_TO_SOURCE", ""),
+    ("#SNAT6_TO_SOURCE", ""),
+    ("API_KEY", lambda i, s: s["API_KEY"]),
+    ("#API_KEY_READ_ONLY", ""),
+    # the host's own calls reach nginx-mailcow from the bridge's gateway (docker-proxy), or loopback
+    ("API_ALLOW_FROM", f"127.0.0.1,::1,{IPV4_NETWORK}.1"),
+    ("MAILDIR_SUB", "Maildir"),
+    ("SOGO_EXPIRE_SESSION", "480"),
+    ("SOGO_URL_ENCRYPTION_KEY", lambda i, s: s["SOGO_URL_ENCRYPTION_KEY"]),
+    ("DOVECOT_MASTER_USER", ""),
+    ("DOVECOT_MASTER_PASS", ""),
+    ("WEBAUTHN_ONLY_TRUSTED_VENDORS", "n"),
+    ("SPAMHAUS_DQS_KEY", ""),
+    ("ENABLE_IPV6", lambda i, s: "true" if i.ipv6 else "false"),
+    ("DISABLE_NETFILTER_ISOLATION_RULE", "n"),
+)
+
+
+def _directory_url(inputs: MailcowInputs) -> str:
+    """The ACME directory, empty for Let's Encrypt (mailcow's own default)."""
+    return "" if inputs.install.acme_directory == LETS_ENCRYPT else inputs.install.acme_directory
+
+
+def _additional_san(inputs: MailcowInputs) -> str:
+    return ",".join(f"mta-sts.{domain}" for domain in inputs.install.domains)
+
+
 def conf_values(inputs: MailcowInputs, secrets: Mapping[str, str]) -> list[tuple[str, str]]:
     """mailcow.conf's keys in generate_config.sh's order; a key starting with '#' is written commented out.
 
     Every option mailcow's update procedure would add (`adapt_new_options`) is present, so an update
     leaves the file as rendered and the next run finds nothing to change.
     """
-    install = inputs.install
-    directory_url = "" if install.acme_directory == LETS_ENCRYPT else install.acme_directory
-    additional_san = ",".join(f"mta-sts.{domain}" for domain in install.domains)
-    return [
-        ("MAILCOW_HOSTNAME", install.mail_host),
-        ("MAILCOW_PASS_SCHEME", "BLF-CRYPT"),
-        ("DBNAME", "mailcow"),
-        ("DBUSER", "mailcow"),
-        ("DBPASS", secrets["DBPASS"]),
-        ("DBROOT", secrets["DBROOT"]),
-        ("REDISPASS", secrets["REDISPASS"]),
-        ("HTTP_PORT", str(ports.HTTP.port)),
-        ("HTTP_BIND", ""),
-        ("HTTPS_PORT", str(ports.HTTPS.port)),
-        ("HTTPS_BIND", ""),
-        ("HTTP_REDIRECT", "y"),
-        ("SMTP_PORT", str(ports.SMTP.port)),
-        ("SMTPS_PORT", str(ports.SUBMISSIONS.port)),
-        ("SUBMISSION_PORT", str(ports.SUBMISSION.port)),
-        ("IMAP_PORT", "143"),
-        ("IMAPS_PORT", str(ports.IMAPS.port)),
-        ("POP_PORT", "110"),
-        ("POPS_PORT", "995"),
-        ("SIEVE_PORT", "4190"),
-        ("DOVEADM_PORT", "127.0.0.1:19991"),
-        ("SQL_PORT", "127.0.0.1:13306"),
-        ("REDIS_PORT", "127.0.0.1:7654"),
-        ("TZ", inputs.timezone),
-        ("COMPOSE_PROJECT_NAME", "mailcowdockerized"),
-        ("DOCKER_COMPOSE_VERSION", "native"),
-        ("ACL_ANYONE", "disallow"),
-        ("MAILDIR_GC_TIME", "7200"),
-        ("ADDITIONAL_SAN", additional_san),
-        ("AUTODISCOVER_SAN", _yn(inputs.autodiscover)),
-        ("ADDITIONAL_SERVER_NAMES", ""),
-        ("SKIP_LETS_ENCRYPT", _yn(inputs.tls_provided)),
-        ("DIRECTORY_URL", directory_url),
-        ("ACME_DNS_CHALLENGE", "n"),
-        ("ACME_DNS_PROVIDER", "dns_xxx"),
-        ("ACME_ACCOUNT_EMAIL", install.acme_email),
-        ("ENABLE_SSL_SNI", "n"),
-        ("SKIP_IP_CHECK", "n"),
-        ("SKIP_HTTP_VERIFICATION", "n"),
-        ("SKIP_UNBOUND_HEALTHCHECK", "n"),
-        ("SKIP_CLAMD", _yn(not inputs.clamav)),
-        ("SKIP_OLEFY", "n"),
-        ("SKIP_SOGO", "n"),
-        ("SKIP_FTS", "n"),
-        ("FTS_HEAP", "128"),
-        ("FTS_PROCS", "1"),
-        ("ALLOW_ADMIN_EMAIL_LOGIN", "n"),
-        ("USE_WATCHDOG", "y"),
-        ("#WATCHDOG_NOTIFY_EMAIL", ""),
-        ("#WATCHDOG_NOTIFY_WEBHOOK", ""),
-        ("#WATCHDOG_NOTIFY_WEBHOOK_BODY", ""),
-        ("WATCHDOG_NOTIFY_BAN", "n"),
-        ("WATCHDOG_NOTIFY_START", "y"),
-        ("#WATCHDOG_SUBJECT", ""),
-        ("WATCHDOG_EXTERNAL_CHECKS", "n"),
-        ("WATCHDOG_VERBOSE", "n"),
-        ("LOG_LINES", "9999"),
-        ("IPV4_NETWORK", IPV4_NETWORK),
-        ("IPV6_NETWORK", IPV6_NETWORK),
-        ("#SNAT_TO_SOURCE", ""),
-        ("#SNAT6_TO_SOURCE", ""),
-        ("API_KEY", secrets["API_KEY"]),
-        ("#API_KEY_READ_ONLY", ""),
-        # the host's own calls reach nginx-mailcow from the bridge's gateway (docker-proxy), or loopback
-        ("API_ALLOW_FROM", f"127.0.0.1,::1,{IPV4_NETWORK}.1"),
-        ("MAILDIR_SUB", "Maildir"),
-        ("SOGO_EXPIRE_SESSION", "480"),
-        ("SOGO_URL_ENCRYPTION_KEY", secrets["SOGO_URL_ENCRYPTION_KEY"]),
-        ("DOVECOT_MASTER_USER", ""),
-        ("DOVECOT_MASTER_PASS", ""),
-        ("WEBAUTHN_ONLY_TRUSTED_VENDORS", "n"),
-        ("SPAMHAUS_DQS_KEY", ""),
-        ("ENABLE_IPV6", "true" if inputs.ipv6 else "false"),
-        ("DISABLE_NETFILTER_ISOLATION_RULE", "n"),
-    ]
+    return [(key, value(inputs, secrets) if callable(value) else value) for key, value in _CONF]
 
 
 def mailcow_conf(inputs: MailcowInputs, secrets: Mapping[str, str]) -> str:
