@@ -32,13 +32,27 @@ def _default_project_dir() -> str:
     return str(here if (here / "Pulumi.yaml").is_file() else Path.cwd())
 
 
+_Commands = argparse._SubParsersAction  #: what add_subparsers returns: each command adds its parser to it
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command and option of mailctl; `make docs` writes the README's synopsis from it."""
     parser = argparse.ArgumentParser(prog="mailctl", description="Operator commands of ceres-mail.")
     parser.add_argument("-C", "--project-dir", type=_project_dir, default=_default_project_dir(),
                         help="directory with Pulumi.yaml (default: this project)")
     commands = parser.add_subparsers(dest="command", required=True)
+    _plan_command(commands)
+    _zone_command(commands)
+    _verify_command(commands)
+    _policy_command(commands)
+    _dkim_command(commands)
+    _backup_command(commands)
+    _docs_command(commands)
+    return parser
 
+
+def _plan_command(commands: _Commands) -> None:
+    """mailctl plan: the offline plan, and its diff against a saved one."""
     plan = commands.add_parser("plan", help="offline plan of a stack: no cloud, credentials or Pulumi CLI")
     plan.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     form = plan.add_mutually_exclusive_group()  # --json also applies to --diff
@@ -51,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--allow-other-stack", action="store_true",
                       help="with --diff: match by URN even though BASE.json is another stack's plan (every "
                            "resource then shows as removed and added)")
+
+
+def _zone_command(commands: _Commands) -> None:
+    """mailctl zone: the stack's records as zone files."""
     zone = commands.add_parser("zone", help="the stack's DNS records as BIND zone files (dnspython)")
     zone.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     zone.add_argument("--domain", help="only this mail domain's zone")
@@ -62,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     zone.add_argument("--out", type=Path, metavar="DIR",
                       help="write one <domain>.zone file per mail domain (each one zone named-checkzone accepts)")
 
+
+def _verify_command(commands: _Commands) -> None:
+    """mailctl verify: the live checks from outside."""
     verify = commands.add_parser("verify", help="live checks of the mail server from outside: DNS, PTR, SMTP, submission, IMAPS, MTA-STS")
     where = verify.add_mutually_exclusive_group()
     where.add_argument("--stack", help="check what this stack declares (Pulumi.<stack>.yaml)")
@@ -78,11 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     _ssh_arguments(verify, "with --stack, also check the backups over SSH: ")
     verify.add_argument("--ssh-host", help="where to SSH for the backup check (default: --host, or the stack's mailHost)")
 
+
+def _policy_command(commands: _Commands) -> None:
+    """mailctl policy: the pack over a saved plan."""
     policy = commands.add_parser("policy", help="run the policy pack over a saved plan (mailctl plan --json)")
     policy.add_argument("plan_file", type=Path, metavar="PLAN.json")
     policy.add_argument("--state", metavar="EXPORT.json",
                         help="the stack's `pulumi stack export` ('-' for stdin): resource ages, for dkim-key-not-too-old")
 
+
+def _dkim_command(commands: _Commands) -> None:
+    """mailctl dkim rotate: the next step of a key rotation."""
     dkim = commands.add_parser("dkim", help="DKIM keys: the next safe step of a key rotation")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True)
     rotate = dkim_commands.add_parser("rotate", help="print the next step of a rotation to a new selector (docs/dns.md, DKIM key rotation)")
@@ -90,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--to", required=True, metavar="SELECTOR", help="the selector that is to sign, e.g. ceres2026")
     rotate.add_argument("--write", action="store_true", help="also set the step's config in Pulumi.<stack>.yaml")
 
+
+def _backup_command(commands: _Commands) -> None:
+    """mailctl backup status and restore, over SSH."""
     backup = commands.add_parser("backup", help="the mail host's backups (restic), over SSH as the admin user")
     backup_commands = backup.add_subparsers(dest="backup_command", required=True, metavar="{status,restore}")
     status = backup_commands.add_parser("status", help="the last backup's age and size; exit 1 if older than 26 h or failed")
@@ -103,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         _ssh_arguments(command, "")
     status.add_argument("--json", action="store_true", help="the host's report and the verdict as JSON")
 
+
+def _docs_command(commands: _Commands) -> None:
+    """mailctl config-reference: the generated parts of Pulumi.yaml and the README."""
     docs = commands.add_parser("config-reference", help="print the README's config reference (from the settings schema)")
     docs.add_argument("--write", action="store_true",
                       help="write Pulumi.yaml's config block and the README's reference instead (make docs)")
-    return parser
 
 
 def _ssh_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
