@@ -120,7 +120,6 @@ RawInputsHook = Callable[[str, str, dict[str, Any]], None]
 def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook | None):
     from pulumi.runtime import rpc
     from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.sync_await import _sync_await
 
     class RecordingMonitor(MockMonitor):
         """A MockMonitor that records each registration and behaves like the engine where it matters:
@@ -147,42 +146,53 @@ def _make_monitor(mocks, recording: _Recording, raw_inputs_hook: RawInputsHook |
                 return response
             if raw_inputs_hook is not None:
                 raw_inputs_hook(response.urn, request.type, _unwrap_secrets(rpc.deserialize_properties(request.object)))
-            recording.resources.append(
-                PlannedResource(
-                    urn=response.urn,
-                    type=request.type,
-                    name=request.name,
-                    parent=None if request.parent in ("", recording.stack_urn) else request.parent,
-                    custom=bool(request.custom),
-                    dependencies=sorted(set(request.dependencies)),
-                    inputs=_struct_to_plan(request.object),
-                    options={
-                        "protect": request.protect if request.HasField("protect") else False,
-                        "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else False,
-                        "ignoreChanges": sorted(request.ignoreChanges),
-                        "importId": request.importId or None,
-                        # replaced whenever one of these is (a new VM must get its install again)
-                        "replaceWith": sorted(request.replace_with),
-                        # the old one goes before the new one comes (a VM's static address holds one host)
-                        "deleteBeforeReplace": bool(request.deleteBeforeReplace),
-                        # a provider reference is "<urn>::<id>"; the id is unknown in a preview
-                        "provider": request.provider.rsplit("::", 1)[0] if request.provider else None,
-                    },
-                )
-            )
-            secret_outputs = set(request.additionalSecretOutputs)
-            if secret_outputs and response.object is not None:
-                state = rpc.deserialize_properties(response.object, keep_unknowns=True)
-                wrapped = {
-                    key: {rpc._special_sig_key: rpc._special_secret_sig, "value": value}
-                    if key in secret_outputs
-                    else value
-                    for key, value in state.items()
-                }
-                response.object.CopyFrom(_sync_await(rpc.serialize_properties(wrapped, {})))
+            recording.resources.append(_planned(request, response.urn, recording.stack_urn))
+            _wrap_secret_outputs(request, response)
             return response
 
     return RecordingMonitor(mocks)
+
+
+def _planned(request, urn: str, stack_urn: str | None) -> PlannedResource:
+    """A registration as the plan shows it: its inputs redacted, the options that matter to an operator."""
+    return PlannedResource(
+        urn=urn,
+        type=request.type,
+        name=request.name,
+        parent=None if request.parent in ("", stack_urn) else request.parent,
+        custom=bool(request.custom),
+        dependencies=sorted(set(request.dependencies)),
+        inputs=_struct_to_plan(request.object),
+        options={
+            "protect": request.protect if request.HasField("protect") else False,
+            "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else False,
+            "ignoreChanges": sorted(request.ignoreChanges),
+            "importId": request.importId or None,
+            # replaced whenever one of these is (a new VM must get its install again)
+            "replaceWith": sorted(request.replace_with),
+            # the old one goes before the new one comes (a VM's static address holds one host)
+            "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+            # a provider reference is "<urn>::<id>"; the id is unknown in a preview
+            "provider": request.provider.rsplit("::", 1)[0] if request.provider else None,
+        },
+    )
+
+
+def _wrap_secret_outputs(request, response) -> None:
+    """As the engine does: the outputs a resource declares secret (additionalSecretOutputs) come back
+    wrapped as secrets, so the program's Outputs of them are secret too."""
+    from pulumi.runtime import rpc
+    from pulumi.runtime.sync_await import _sync_await
+
+    secret_outputs = set(request.additionalSecretOutputs)
+    if not secret_outputs or response.object is None:
+        return
+    state = rpc.deserialize_properties(response.object, keep_unknowns=True)
+    wrapped = {
+        key: {rpc._special_sig_key: rpc._special_secret_sig, "value": value} if key in secret_outputs else value
+        for key, value in state.items()
+    }
+    response.object.CopyFrom(_sync_await(rpc.serialize_properties(wrapped, {})))
 
 
 
