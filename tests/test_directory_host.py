@@ -74,11 +74,8 @@ from tests.mailnet.host_checks import (
 )
 from tests.mailnet.scenario import (
     ADDRESSES,
-    BACKUP_STAGE,
-    LDAP_STAGE_ORDER,
     PREFIX,
     REMOTE_DOMAIN,
-    STAGE_ORDER,
     deploy,
 )
 from tests.testnet import linux
@@ -103,8 +100,6 @@ LDAP_FILES = (
     "/etc/postfix/ceres-ldap-people.cf",
     "/etc/postfix/ceres-reserved-senders",
 )
-#: the world's stages: the local directory's (slapd's `ldap` stage between tls and mail), then the backup stage
-DIRECTORY_STAGE_ORDER = (*LDAP_STAGE_ORDER, *BACKUP_STAGE)
 
 
 #: the operator's directory (ldapMode external, step 3): its address, and its name in the operator's DNS
@@ -204,11 +199,12 @@ def stored_password(net, ca_file: str, passwords: dict, uid: str) -> str:
 
 def test_the_ldap_stage_runs_between_tls_and_mail_and_says_the_directory_is_ready(ldapnet, installed):
     """With ldapMode local, the ldap stage runs between tls and mail and reports the directory ready."""
-    names = [c.name for c in ldapnet.deployment.commands]
-    assert [next(s for s in DIRECTORY_STAGE_ORDER if n.endswith(s)) for n in names] == list(DIRECTORY_STAGE_ORDER)
-    ldap = installed[LDAP_STAGE_ORDER.index("-install-ldap")]
+    stage = ldapnet.deployment.stage  # the graph's order
+    assert stage("-install-tls") < stage("-install-ldap") < stage("-install-mail")
+    assert ldapnet.deployment.commands[-1].name.endswith("-install-backup"), "the backup stage after the install"
+    ldap = installed[stage("-install-ldap")]
     assert f"ceres-mail: directory {BASE} ready (people under {PEOPLE})" in ldap.stdout
-    assert "ceres-mail: mail.example.com ready for example.com" in installed[LDAP_STAGE_ORDER.index("-install-mail")].stdout
+    assert "ceres-mail: mail.example.com ready for example.com" in installed[stage("-install-mail")].stdout
 
 
 def test_no_secret_in_the_output_and_the_files_that_hold_them_are_closed(ldapnet, installed, passwords):
@@ -355,7 +351,7 @@ def test_a_rerun_changes_no_file_and_restarts_no_service(ldapnet, people):
     hashes, starts = ldapnet.file_hashes(files), ldapnet.service_starts(services)
     assert all("ActiveState=active" in state for state in starts.values()), starts
     again = ldapnet.install()
-    assert [r.returncode for r in again] == [0] * len(DIRECTORY_STAGE_ORDER), again[-1].stderr
+    assert [r.returncode for r in again] == [0] * len(ldapnet.deployment.commands), again[-1].stderr
     changes = [line for r in again for line in r.stdout.splitlines() if line.startswith(("updated ", "added ", "creating "))]
     assert changes == []
     assert ldapnet.file_hashes(files) == hashes
@@ -593,8 +589,6 @@ EXTERNAL_PEOPLE = {uid: (address, f"{uid}-corp-Pa55") for uid, address in PERSON
 STARTTLS_OID = "1.3.6.1.4.1.1466.20037"  #: RFC 4511's StartTLS extended operation
 DIRECTORY_FILES = ("/etc/dovecot/ceres-ldap.conf.ext", "/etc/dovecot/conf.d/99-ceres-mail.ldap.conf",
                    "/etc/postfix/ceres-ldap-people.cf", "/etc/postfix/ceres-reserved-senders")
-#: the stages with an external directory: no `ldap` stage; the backup stage last
-EXTERNAL_STAGE_ORDER = (*STAGE_ORDER, *BACKUP_STAGE)
 
 
 def external_config(url: str) -> dict:
@@ -677,8 +671,8 @@ def test_the_switch_to_an_external_directory_runs_only_the_packages_mail_and_bac
     external directory is not, so its script changes (its standard input does not: the state keeps the
     repository's password)."""
     assert [stage for stage, _ in external.first] == ["packages", "mail", "backup"]
-    assert [next(s for s in EXTERNAL_STAGE_ORDER if c.name.endswith(s)) for c in ldapnet.deployment.commands] \
-        == list(EXTERNAL_STAGE_ORDER)
+    names = [c.name for c in ldapnet.deployment.commands]  # with an external directory: no ldap stage
+    assert not any(n.endswith("-install-ldap") for n in names) and names[-1].endswith("-install-backup"), names
     mail = dict(external.first)["mail"]
     assert "== directory mailboxes: the people under ou=people,dc=example,dc=com" in mail.stdout
     assert "ceres-mail: mail.example.com ready for example.com" in mail.stdout

@@ -59,7 +59,7 @@ from tests.mailnet.acme import directory_url
 from tests.mailnet.browser import open_browser, screenshot_is_blank
 from tests.mailnet.fixtures import PROBE
 from tests.mailnet.host_checks import CONFIG_FILES, SERVICES, secret_file, stdin_secrets, verdict
-from tests.mailnet.scenario import ADDRESSES, PREFIX, REMOTE_DOMAIN, STAGE_ORDER, deploy
+from tests.mailnet.scenario import ADDRESSES, PREFIX, REMOTE_DOMAIN, deploy
 from tests.testnet import linux
 
 pytestmark = pytest.mark.slow
@@ -96,10 +96,10 @@ def service_starts(mailnet) -> dict[str, str]:
 # --- 1. the install, and a re-run that changes nothing -------------------------------------------------
 
 
-def test_install_succeeds_over_ssh_with_the_pinned_host_key(installed):
+def test_install_succeeds_over_ssh_with_the_pinned_host_key(mailnet, installed):
     """The install runs every stage over SSH with the pinned host key and ends with the host ready for the domain."""
-    assert [r.returncode for r in installed] == [0] * len(STAGE_ORDER)
-    assert "ceres-mail: mail.example.com ready for example.com" in installed[STAGE_ORDER.index("-install-mail")].stdout
+    assert [r.returncode for r in installed] == [0] * len(mailnet.deployment.commands)
+    assert "ceres-mail: mail.example.com ready for example.com" in installed[mailnet.deployment.stage("-install-mail")].stdout
 
 
 def test_ssh_refuses_a_host_key_other_than_the_pinned_one(mailnet, installed):
@@ -115,7 +115,7 @@ def test_rerun_changes_no_file_and_restarts_no_service(mailnet, installed):
     hashes, starts = file_hashes(mailnet), service_starts(mailnet)
     assert all("ActiveState=active" in state for state in starts.values()), starts
     again = mailnet.install()
-    assert [r.returncode for r in again] == [0] * len(STAGE_ORDER), again[-1].stderr
+    assert [r.returncode for r in again] == [0] * len(mailnet.deployment.commands), again[-1].stderr
     updated = [line for r in again for line in r.stdout.splitlines() if line.startswith("updated ")]
     assert updated == []
     assert file_hashes(mailnet) == hashes
@@ -607,7 +607,7 @@ def test_installs_killed_at_random_points_converge(mailnet, installed):
         # a killed dpkg leaves its lock and half-configured packages, as a real crash would
         print(f"attempt {attempt + 1}: killed after {delay:.1f} s (seed {seed})")
     final = mailnet.install()
-    assert [r.returncode for r in final] == [0] * len(STAGE_ORDER), f"{KILL_SEED_ENV}={seed}: {final[-1].stdout[-3000:]}{final[-1].stderr[-3000:]}"
+    assert [r.returncode for r in final] == [0] * len(mailnet.deployment.commands), f"{KILL_SEED_ENV}={seed}: {final[-1].stdout[-3000:]}{final[-1].stderr[-3000:]}"
     assert effective_config(mailnet) == reference, f"{KILL_SEED_ENV}={seed}"
     assert all("ActiveState=active" in s for s in service_starts(mailnet).values())
 

@@ -96,7 +96,7 @@ from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, CONFIG_FILES, DOMAIN, M
 from tests.engine.fixtures import CERES_DEPLOYMENT
 from tests.engine.harness import EngineRun
 from tests.engine.standins.keycloak_federation import MASK
-from tests.mailnet.scenario import LDAP_STAGE_ORDER, REMOTE_DOMAIN, STAGE_ORDER
+from tests.mailnet.scenario import REMOTE_DOMAIN, install_order
 from tests.testnet import SystemHost
 
 pytestmark = pytest.mark.slow
@@ -113,12 +113,12 @@ MAIL_STAGE = "ceres-mail-server-install-mail"
 PUBLISHED, STACK_KEY = "published, not signing", ("ok", "RSA 2048 bits, the stack's key")  #: mailctl verify's words
 # the VM replacement and the interrupted up
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
+COMMAND = "command:remote:Command"
 # one password everywhere (LDAP)
 LDAP_PROBE = Path(__file__).resolve().parents[1] / "mailnet" / "ldap_probe.py"
 SSO_EGRESS = f"{ADDRESSES['sso']}/32"  #: where CERES's Keycloak connects from: the only directory client
 #: the stages the switch runs: packages (slapd and the LDAP modules join the list), ldap (new), mail (mailboxes)
-SWITCH_STAGES = tuple(f"ceres-mail-server{s}" for s in LDAP_STAGE_ORDER
-                      if s in ("-install-packages", "-install-ldap", "-install-mail"))
+SWITCH_STAGES = ("ceres-mail-server-install-packages", "ceres-mail-server-install-ldap", "ceres-mail-server-install-mail")
 #: what the switch's up changes: the directory's passwords, stage and federation are new; three things change
 SWITCH_CHANGES = {
     "ceres-mail-ldap-admin-password": ("create",), "ceres-mail-ldap-bind-password": ("create",),
@@ -337,7 +337,7 @@ def keycloak_sends(e2e, username: str) -> dict:
 def test_one_up_takes_an_empty_test_internet_to_a_working_mail_server(e2e, deployed):
     """One `pulumi up` runs every install stage in order to a host `mailctl verify` passes, the password unprinted."""
     run, started = deployed
-    assert [name for name in stages_started_since(e2e, started)] == [f"ceres-mail-server{s}" for s in STAGE_ORDER]
+    assert [name for name in stages_started_since(e2e, started)] == deployed_install_order(e2e)
     verify = mailctl_verify(e2e)
     assert verify.returncode == 0, verify.stdout[-6000:] + verify.stderr[-2000:]
     assert e2e.stack.outputs()["ceresSmtpPass"].value not in verify.stdout + verify.stderr
@@ -574,6 +574,12 @@ def test_a_dkim_key_rotation_in_three_ups_keeps_mail_verifiable_and_restarts_onl
 # --- part 4 of 6: the second up, moves, rotation, replacement, interruption ---------------------------------
 
 
+def deployed_install_order(e2e) -> list[str]:
+    """The install stages in the order the deployed stack's graph runs them (its state's dependencies)."""
+    return install_order((r["urn"], r["urn"].rsplit("::", 1)[-1], r.get("dependencies", ()))
+                         for r in e2e.project.export(e2e.stack)["resources"] if r["type"] == COMMAND)
+
+
 def resource_urn(e2e, type_: str, name_suffix: str) -> str:
     [urn] = [r["urn"] for r in e2e.project.export(e2e.stack)["resources"]
              if r["type"] == type_ and r["urn"].endswith(name_suffix)]
@@ -696,7 +702,7 @@ def test_a_replaced_vm_interrupted_mid_install_is_refreshed_and_converges_to_a_f
     [created] = [at for at, op in journal if op == "vm.create"]
     booted = max(at for at, op in journal if op == "vm.running")
     stages = [(at, name) for at, op, name in e2e.cloud.journal.entries if op == "ssh.start" and at >= created]
-    assert [name for _, name in stages] == [f"ceres-mail-server{s}" for s in STAGE_ORDER], "every stage, in order"
+    assert [name for _, name in stages] == deployed_install_order(e2e), "every stage, in the graph's order"
     assert all(at > booted for at, _ in stages), "nothing ran on a host without the mail stack"
     assert e2e.ceres_secret_env()["CERES_SMTP_PASS"] == password, "the mailbox password is unchanged"
     assert not tcp_open(e2e.remote, 22), "the new VM has its firewall"

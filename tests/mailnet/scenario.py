@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +36,8 @@ REMOTE_DOMAIN = "example.net"
 NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-STAGE_ORDER = ("-wait-cloud-init", "-install-access", "-install-packages", "-install-tls", "-install-mail",
-               "-install-webmail", "-install-fail2ban")
-#: with ldapMode local: slapd's stage after the certificate, before the mail stage that reads the directory
-LDAP_STAGE_ORDER = (*STAGE_ORDER[:4], "-install-ldap", *STAGE_ORDER[4:])
-#: with backupTarget: the backup stage, after the install
-BACKUP_STAGE = ("-install-backup",)
-#: with gatewayMode wireguard: the VM's end of the tunnel after its packages, before its certificate (the
-#: ACME server reaches the VM through the VPS), and the VPS's own command, on a connection of its own
-GATEWAY_STAGE_ORDER = (*STAGE_ORDER[:3], "-install-gateway", *STAGE_ORDER[3:])
+#: the mail server's remote commands are named after it: <stack>-server-wait-cloud-init, -server-install-<stage>
+SERVER_COMMANDS = "ceres-mail-server-"
 GATEWAY_VPS_COMMAND = "-install-vps"
 
 
@@ -83,15 +77,26 @@ class Deployment:
     mta_sts_id: str
     gateway: GatewayDeployment | None = None  #: gatewayMode wireguard: the VPS's end
 
+    def stage(self, suffix: str) -> int:
+        """Where the command named ...`suffix` (e.g. -install-mail) is in `commands`, the graph's order."""
+        [index] = [i for i, command in enumerate(self.commands) if command.name.endswith(suffix)]
+        return index
 
-def stack_order(stack: dict) -> tuple[str, ...]:
-    """The suffixes of the VM's commands, in the order the graph runs them, for this stack file."""
-    order = list(STAGE_ORDER)
-    if stack.get("ceres-mail:gatewayMode") == "wireguard":
-        order.insert(order.index("-install-packages") + 1, "-install-gateway")
-    if stack.get("ceres-mail:ldapMode") == "local":
-        order.insert(order.index("-install-tls") + 1, "-install-ldap")
-    return (*order, *(BACKUP_STAGE if stack.get("ceres-mail:backupTarget") else ()))
+
+def install_order(commands: Iterable[tuple[str, str, Iterable[str]]]) -> list[str]:
+    """The names of the mail server's remote commands in the order the graph runs them, from (urn, name,
+    dependencies) of remote commands, a plan's or a deployed stack's: the first waits for none of the others,
+    and each next one for the one before. The tests take the stage order from the graph here, never from a
+    list of their own; a graph whose install branches fails here, naming where."""
+    server = [(urn, name, set(dependencies)) for urn, name, dependencies in commands if name.startswith(SERVER_COMMANDS)]
+    urns = {urn for urn, _, _ in server}
+    [current] = [(urn, name) for urn, name, dependencies in server if not dependencies & urns]
+    order = [current]
+    while following := [(urn, name) for urn, name, dependencies in server if order[-1][0] in dependencies]:
+        assert len(following) == 1, f"the install branches after {order[-1][1]}: {[name for _, name in following]}"
+        order.append(following[0])
+    assert len(order) == len(server), f"commands off the chain: {sorted(set(n for _, n, _ in server) - {n for _, n in order})}"
+    return [name for _, name in order]
 
 
 def stack_file(acme_directory: str, acme_ca_pem: str, provided_tls: tuple[str, str] | None = None,
@@ -135,9 +140,8 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
     plan = record(workdir, "e2e", known_outputs=True, raw_inputs_hook=lambda urn, _t, inputs: raw.__setitem__(urn, inputs),
                   mock_overrides=mock_overrides, secrets=secrets)
 
-    ordered = [one(plan, COMMAND, suffix) for suffix in stack_order(stack)]
-    for before, after in zip(ordered, ordered[1:]):
-        assert before.urn in after.dependencies, f"{after.name} must run after {before.name}"
+    by_name = {c.name: c for c in plan.of_type(COMMAND)}
+    ordered = [by_name[name] for name in install_order((c.urn, c.name, c.dependencies) for c in by_name.values())]
     commands = tuple(RemoteCommand(c.name, raw[c.urn]["create"], raw[c.urn].get("stdin")) for c in ordered)
     connection = raw[ordered[0].urn]["connection"]
     gateway = None
