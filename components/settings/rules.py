@@ -131,12 +131,10 @@ def _extra_domain_problems(v: Mapping[str, Any]) -> Problems:
             for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]})]
 
 
-def _mailcow_only(v: Mapping[str, Any]) -> Problems:
-    return _mailcow_problems(v) if v["mail_stack"] == MailcowStack.name else []
-
-
-def _mailcow_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """What mailcow cannot do that the native stack can."""
+def _mailcow_problems(v: Mapping[str, Any]) -> Problems:
+    """With mailStack mailcow: what mailcow cannot do that the native stack can."""
+    if v["mail_stack"] != MailcowStack.name:
+        return []
     problems = []
     if v.get("acme_ca_bundle"):
         problems.append(("acmeCaBundle", "is not supported by the mailcow stack (acme-mailcow trusts only the public CAs); use tlsMode provided"))
@@ -374,7 +372,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("ipv4_address",), _address_family(4, "ipv4_address")),
     CrossRule(("ipv6_address",), _address_family(6, "ipv6_address")),
     CrossRule(("smtp_port", "smtp_starttls", "smtp_tls"), _submission_problems),
-    CrossRule(("mail_stack",), _mailcow_only),
+    CrossRule(("mail_stack",), _mailcow_problems),
     CrossRule(("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"), _vm_size_problems),
     CrossRule(("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"), _tls_problems),
     CrossRule(("dkim_selector", "dkim_published_selectors"), _dkim_selector_problems),

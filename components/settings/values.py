@@ -181,12 +181,12 @@ def ssh_host_key(value: str) -> str:
     """A host's key, as its public key or as the line `ssh-keyscan -t ed25519 <host>` prints
     (`<host> ssh-ed25519 AAAA...`): the host name in front is dropped, only the key is pinned."""
     line = _one_line(value, "the line of ssh-keyscan -t ed25519 <host>, or ssh-ed25519 AAAA...")
-    if _ssh_key_problem(line) is None:
+    if (problem := _ssh_key_problem(line)) is None:
         return line
-    host, _, key = line.partition(" ")
+    _host, _, key = line.partition(" ")
     if key and _ssh_key_problem(key.strip()) is None:
         return key.strip()
-    raise ValueError(f"not an SSH host key ({_ssh_key_problem(line)}): give the line of "
+    raise ValueError(f"not an SSH host key ({problem}): give the line of "
                      "`ssh-keyscan -t ed25519 <host>` or its `ssh-ed25519 AAAA...` part")
 
 
