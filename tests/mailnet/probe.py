@@ -10,6 +10,7 @@ standard library's smtplib/imaplib/ssl; the tests read the JSON. Passwords come 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import imaplib
 import json
 import smtplib
@@ -17,6 +18,7 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 
@@ -137,6 +139,25 @@ def probe_auth_plain(args) -> dict:
     return {"auth_offered": offered, "code": code, "reply": reply.decode(errors="replace")}
 
 
+@contextlib.contextmanager
+def tls_session(args, ctx: ssl.SSLContext) -> Iterator[ssl.SSLSocket]:
+    """A TLS session with --host:--port as `ctx` allows: after STARTTLS for SMTP (--starttls smtp), else
+    implicit TLS from the first byte."""
+    if args.starttls == "smtp":
+        with NamedSMTP(args.host, args.port, args.name) as smtp:
+            smtp.ehlo("client.example.net")
+            smtp.starttls(context=ctx)
+            yield smtp.sock
+        return
+    with socket.create_connection((args.host, args.port), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname=args.name) as sock:
+            yield sock
+
+
+#: what a refused handshake raises, by the side that refuses and the protocol in front of it
+HANDSHAKE_REFUSED = (ssl.SSLError, smtplib.SMTPException, ConnectionError, OSError)
+
+
 def probe_tls_version(args) -> dict:
     """Handshake with exactly one TLS version (old ones allowed on our side: the server must refuse)."""
     version = getattr(ssl.TLSVersion, args.version)
@@ -144,15 +165,9 @@ def probe_tls_version(args) -> dict:
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     ctx.minimum_version = ctx.maximum_version = version
     try:
-        if args.starttls == "smtp":
-            with NamedSMTP(args.host, args.port, args.name) as smtp:
-                smtp.ehlo("client.example.net")
-                smtp.starttls(context=ctx)
-                return {"handshake": True, "tls_version": smtp.sock.version()}
-        with socket.create_connection((args.host, args.port), timeout=20) as raw:
-            with ctx.wrap_socket(raw, server_hostname=args.name) as sock:
-                return {"handshake": True, "tls_version": sock.version()}
-    except (ssl.SSLError, smtplib.SMTPException, ConnectionError, OSError) as error:
+        with tls_session(args, ctx) as sock:
+            return {"handshake": True, "tls_version": sock.version()}
+    except HANDSHAKE_REFUSED as error:
         return {"handshake": False, "error": f"{type(error).__name__}: {error}"}
 
 
@@ -167,27 +182,18 @@ def tls12_suites() -> list[str]:
 def probe_suites(args) -> dict:
     """The TLS 1.2 suites the port accepts, one handshake per suite OpenSSL knows (sslscan's method, for one
     port in a few seconds), STARTTLS first for SMTP. Reports the accepted suites and the certificate's key."""
-    accepted, key = [], ""
-    for suite in tls12_suites():
+    suites, accepted, key = tls12_suites(), [], ""
+    for suite in suites:
         ctx = context(None, None)
         ctx.set_ciphers(f"{suite}:@SECLEVEL=0")
         ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         try:
-            if args.starttls == "smtp":
-                with NamedSMTP(args.host, args.port, args.name) as smtp:
-                    smtp.ehlo("client.example.net")
-                    smtp.starttls(context=ctx)
-                    sock = smtp.sock
-                    accepted.append(sock.cipher()[0])
-                    key = key or _key_type(sock)
-                continue
-            with socket.create_connection((args.host, args.port), timeout=20) as raw:
-                with ctx.wrap_socket(raw, server_hostname=args.name) as sock:
-                    accepted.append(sock.cipher()[0])
-                    key = key or _key_type(sock)
-        except (ssl.SSLError, smtplib.SMTPException, ConnectionError, OSError):
+            with tls_session(args, ctx) as sock:
+                accepted.append(sock.cipher()[0])
+                key = key or _key_type(sock)
+        except HANDSHAKE_REFUSED:
             pass
-    return {"accepted": sorted(set(accepted)), "tried": len(tls12_suites()), "key": key}
+    return {"accepted": sorted(set(accepted)), "tried": len(suites), "key": key}
 
 
 def _key_type(sock: ssl.SSLSocket) -> str:
@@ -198,15 +204,8 @@ def _key_type(sock: ssl.SSLSocket) -> str:
 
 def probe_certificate(args) -> dict:
     """The certificate a port presents (STARTTLS for SMTP), checked against --cafile and --name."""
-    ctx = context(args.cafile, args.name)
-    if args.starttls == "smtp":
-        with NamedSMTP(args.host, args.port, args.name) as smtp:
-            smtp.ehlo("client.example.net")
-            smtp.starttls(context=ctx)
-            return describe(smtp.sock)
-    with socket.create_connection((args.host, args.port), timeout=20) as raw:
-        with ctx.wrap_socket(raw, server_hostname=args.name) as sock:
-            return describe(sock)
+    with tls_session(args, context(args.cafile, args.name)) as sock:
+        return describe(sock)
 
 
 def probe_imap(args) -> dict:
