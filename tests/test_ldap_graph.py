@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailctl.recorder import record
 from policy.rules import FIREWALL_RULES, USER_FEDERATION
-from tests.conftest import one, stack_config
+from tests.conftest import SECURE, one, stack_config
 
 PASSWORD = "random:index/randomPassword:RandomPassword"
 COMMAND = "command:remote:Command"
@@ -12,7 +12,7 @@ REALM = "keycloak:index/realm:Realm"
 CLIENTS = ["10.42.0.0/16", "fd00:42::/56"]
 EXTERNAL = {"ldapMode": "external", "ldapUrl": "ldap://ldap.corp.example.net", "ldapBaseDn": "dc=corp,dc=example,dc=net",
             "ldapUsersDn": "ou=staff,dc=corp,dc=example,dc=net", "ldapBindDn": "cn=mail,ou=services,dc=corp,dc=example,dc=net",
-            "ldapBindPassword": {"secure": "v1:cGxhY2Vob2xkZXI="}}
+            "ldapBindPassword": SECURE}
 
 
 def plan_of(scratch_project, **changes):

@@ -35,7 +35,7 @@ ED25519_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsa
 WIREGUARD_HOME = {"ceres-mail:gatewayMode": "wireguard", "ceres-mail:ipv4Address": "192.168.77.25/24",
                   "ceres-mail:ipv4Gateway": "192.168.77.1", "ceres-mail:ipv6Address": None, "ceres-mail:ipv6Gateway": None,
                   "ceres-mail:gatewayHost": "vps.example.net", "ceres-mail:gatewayHostKey": ED25519_HOST_KEY,
-                  "ceres-mail:gatewaySshPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}}
+                  "ceres-mail:gatewaySshPrivateKey": SECURE}
 
 # (what is wrong, edit to the prod stack, key named in the error, words the operator reads)
 BAD_CONFIGS = [
@@ -106,11 +106,11 @@ BAD_CONFIGS = [
     ("local directory given a URL", {"ceres-mail:ldapMode": "local", "ceres-mail:ldapClientCidrs": ["10.42.0.0/16"],
                                      "ceres-mail:ldapUrl": "ldaps://ldap.example.com"}, "ldapUrl", "the directory is on the mail host"),
     ("external directory without URL", {"ceres-mail:ldapMode": "external", "ceres-mail:ldapBindDn": "cn=mail,dc=example,dc=com",
-                                        "ceres-mail:ldapBindPassword": {"secure": "v1:cGxhY2Vob2xkZXI="}}, "ldapUrl", "is required with ldapMode external"),
+                                        "ceres-mail:ldapBindPassword": SECURE}, "ldapUrl", "is required with ldapMode external"),
     ("external directory without bind password", {"ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": "ldaps://ldap.example.com",
                                                   "ceres-mail:ldapBindDn": "cn=mail,dc=example,dc=com"}, "ldapBindPassword", "pulumi config set --secret ldapBindPassword"),
     ("external directory without bind DN", {"ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": "ldaps://ldap.example.com",
-                                           "ceres-mail:ldapBindPassword": {"secure": "v1:cGxhY2Vob2xkZXI="}}, "ldapBindDn", "is required with ldapMode external"),
+                                           "ceres-mail:ldapBindPassword": SECURE}, "ldapBindDn", "is required with ldapMode external"),
     ("LDAP URL of another scheme", {"ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": "https://ldap.example.com"}, "ldapUrl",
      "not ldaps://host[:port] or ldap://host[:port]"),
     ("LDAP URL with a path", {"ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": "ldaps://ldap.example.com/dc=x"}, "ldapUrl",
@@ -193,8 +193,8 @@ BAD_CONFIGS = [
     ("backup to the mail host's own address", {"ceres-mail:backupTarget": "sftp:restic@203.0.113.25:/srv/restic"},
      "backupTarget", "203.0.113.25 is the mail host's own address"),
     ("backup to S3 on the mail host", {"ceres-mail:backupTarget": "s3:https://localhost:9000/backups", "ceres-mail:backupHostKey": None,
-                                        "ceres-mail:backupS3AccessKey": {"secure": "v1:cGxhY2Vob2xkZXI="},
-                                        "ceres-mail:backupS3SecretKey": {"secure": "v1:cGxhY2Vob2xkZXI="}},
+                                        "ceres-mail:backupS3AccessKey": SECURE,
+                                        "ceres-mail:backupS3SecretKey": SECURE},
      "backupTarget", "localhost is the mail host itself"),
     ("import of a record not declared", {"ceres-mail:dnsImportIds": ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]}, "dnsImportIds", "is not a record of this stack"),
 ]
@@ -411,7 +411,7 @@ def test_provided_certificate_must_name_the_mail_and_mta_sts_hosts(scratch_proje
     """A provided certificate lacking the mail host or an mta-sts host is refused, naming the name it lacks."""
     config = stack_config("prod")
     config.update({"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": self_signed("mail.example.com")[0],
-                   "ceres-mail:tlsPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}})
+                   "ceres-mail:tlsPrivateKey": SECURE})
     lines = str(refused(scratch_project, config)).splitlines()
     assert any("ceres-mail:tlsCertificate: does not name mta-sts.example.com" in line for line in lines), lines
 
@@ -421,7 +421,7 @@ def test_provided_certificate_goes_to_the_tls_stage_with_its_key_as_a_secret(scr
     config = stack_config("prod")
     config.update({"ceres-mail:tlsMode": "provided",
                    "ceres-mail:tlsCertificate": self_signed("mail.example.com", "mta-sts.example.com")[0],
-                   "ceres-mail:tlsPrivateKey": {"secure": "v1:cGxhY2Vob2xkZXI="}})
+                   "ceres-mail:tlsPrivateKey": SECURE})
     plan = record(scratch_project("tls", config), "tls")
     [tls] = [r for r in plan.of_type("command:remote:Command") if r.name.endswith("-install-tls")]
     assert tls.inputs["stdin"] == "[secret]"
