@@ -5,13 +5,11 @@ Shared by `__main__.py` (the Pulumi CLI) and `mailctl`'s offline recorder, so bo
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 
 import pulumi
 
 from components import settings as stack_settings
-from components.builders import gateway as gateway_builder
 from components.builders.ceres_env import STACK_OUTPUT as CERES_OUTPUT
 from components.builders.dns_records import (
     DKIM_KEYS_OUTPUT,
@@ -49,14 +47,7 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
         "dmarcExternalAuthorizations",
         [f"{r.name}. {r.ttl} IN TXT {r.rdata}" for r in external_authorizations(settings.dns_inputs)],
     )
-    if settings.gateway_inputs is not None:
-        pulumi.export("gateway", gateway_builder.summary(settings.gateway_inputs, settings.ipv4))
-    if settings.backup_inputs is not None:
-        backup = settings.backup_inputs
-        pulumi.export("backup", {"target": backup.target.repository, "schedule": backup.schedule,
-                                 "keep": dataclasses.asdict(backup.keep)})
-        # keep a copy outside the stack: without it the backups cannot be read if the stack's state is lost
-        pulumi.export("backupRepositoryPassword", platform.backup_password)
-        if platform.backup_ssh_public_key is not None:
-            pulumi.export("backupSshPublicKey", platform.backup_ssh_public_key)
+    # what the chosen features add: the gateway's summary, where the backups go and their password
+    for key, value in platform.feature_outputs.items():
+        pulumi.export(key, value)
     return platform

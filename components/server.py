@@ -34,25 +34,17 @@ from components.builders.mail_stacks import ServerInputs
 class MailServerArgs:
     """What the install step needs."""
 
-    server: ServerInputs  #: the mail stack (its stages and generated secrets), the SSH user, protection
+    server: ServerInputs  #: the mail stack and the features' stages, the SSH user, protection
     vm: pulumi.Resource  #: the VM itself: a replaced VM is a new, empty host, so every command is replaced with it
     #: host name -> the DNS records that make it resolve: a stage that asks for a certificate waits for them
     address_records: Mapping[str, Sequence[pulumi.Resource]]
     ssh_host: pulumi.Input[str]  #: the VM's address, an Output of the VM (data edge)
     ssh_private_key: pulumi.Input[str]  #: secret: the stack's deploy key
-    ssh_public_key: pulumi.Input[str]  #: its public half, which the access stage keeps authorized
     host_public_key: pulumi.Input[str]  #: the pinned host key, OpenSSH format
-    mailbox_password: pulumi.Input[str]  #: secret: the no-reply mailbox password
-    dkim_private_key: pulumi.Input[str]  #: secret: the DKIM signing key (PEM)
-    tls_private_key: pulumi.Input[str] | None = None  #: secret: the provided certificate's key, if any
-    ldap_admin_password: pulumi.Input[str] | None = None  #: secret, ldapMode local: slapd's root DN
-    ldap_bind_password: pulumi.Input[str] | None = None  #: secret, ldapMode local or external: the service account
-    backup_password: pulumi.Input[str] | None = None  #: secret, backupTarget: the restic repository's password
-    backup_ssh_private_key: pulumi.Input[str] | None = None  #: secret, sftp: the key the host logs in to the backup host with
-    backup_s3_access_key: pulumi.Input[str] | None = None  #: secret, s3
-    backup_s3_secret_key: pulumi.Input[str] | None = None  #: secret, s3
-    gateway_private_key: pulumi.Input[str] | None = None  #: secret, gatewayMode wireguard: the VM's WireGuard key
-    gateway_peer_key: pulumi.Input[str] | None = None  #: the VPS's WireGuard public key
+    mailbox_password: pulumi.Input[str]  #: secret: the no-reply mailbox password (also among `secrets`)
+    #: what the stages read on stdin, by name: the platform's (the deploy key, the mailbox password, the DKIM
+    #: key) and every feature's (components/features); the mail stack's own are generated here
+    secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     #: resources outside the server a stage may wait for, by name (Stage.after), e.g. the gateway's VPS
     waits_on: Mapping[str, pulumi.Resource] = field(default_factory=dict)
 
@@ -83,21 +75,9 @@ class MailServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, replace_with=[args.vm]),
         )
 
-        # The secrets stages may read: the platform's, and those the stack generates for itself (mailcow's)
-        available = {
-            "DEPLOY_PUBLIC_KEY": args.ssh_public_key,
-            "MAILBOX_PASSWORD": args.mailbox_password,
-            "DKIM_PRIVATE_KEY": args.dkim_private_key,
-            "TLS_PRIVATE_KEY": args.tls_private_key,
-            "LDAP_ADMIN_PASSWORD": args.ldap_admin_password,
-            "LDAP_BIND_PASSWORD": args.ldap_bind_password,
-            "BACKUP_PASSWORD": args.backup_password,
-            "BACKUP_SSH_KEY": args.backup_ssh_private_key,
-            "BACKUP_S3_ACCESS_KEY": args.backup_s3_access_key,
-            "BACKUP_S3_SECRET_KEY": args.backup_s3_secret_key,
-            "WIREGUARD_PRIVATE_KEY": args.gateway_private_key,
-            "WIREGUARD_PEER_KEY": args.gateway_peer_key,
-        }
+        # The secrets stages may read: the platform's and its features', and those the stack generates for
+        # itself (mailcow's, Roundcube's)
+        available = dict(args.secrets)
         for key, secret in mail_stack.generated_secrets.items():
             available[key] = random.RandomPassword(
                 f"{name}-{mail_stack.name}-{secret.label}",
@@ -122,12 +102,12 @@ class MailServer(pulumi.ComponentResource):
         self.register_outputs({"smtp_password": self.smtp_password})
 
     def _stage_command(self, name: str, stage: Stage, connection: command.remote.ConnectionArgs,
-                       available: dict[str, pulumi.Input[str] | None], previous: pulumi.Resource,
+                       available: Mapping[str, pulumi.Input[str]], previous: pulumi.Resource,
                        args: MailServerArgs) -> command.remote.Command:
         """The remote command `<name>-install-<stage>`, after `previous`, its secrets and files on stdin."""
         stdin = (
             pulumi.Output.secret(
-                pulumi.Output.all(*(available[n] for n in stage.secrets)).apply(
+                pulumi.Output.all(*(_read(available, stage, n) for n in stage.secrets)).apply(
                     lambda values, names=stage.secrets, files=stage.files: render_secrets_stdin(
                         {**dict(zip(names, values)), **dict(files)}
                     )
@@ -151,6 +131,15 @@ class MailServer(pulumi.ComponentResource):
                 replace_with=[args.vm],
             ),
         )
+
+
+def _read(available: Mapping[str, pulumi.Input[str]], stage: Stage, name: str) -> pulumi.Input[str]:
+    """The secret `stage` reads as `name`: one that no feature brings is a program error, said here rather
+    than as an empty line on the stage's stdin."""
+    if name not in available:
+        raise RuntimeError(f"stage {stage.name} reads the secret {name}, which nothing declares "
+                           f"(declared: {', '.join(sorted(available))})")
+    return available[name]
 
 
 def _waited_on(args: MailServerArgs, stage: Stage, name: str) -> pulumi.Resource:

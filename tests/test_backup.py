@@ -15,7 +15,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders import backup_tool
 from components.settings import values
-from components.builders.backup import BackupKeep, parse_backup_target, render_backup_stage
+from components.builders.backup import BackupKeep, S3Target, SftpTarget, parse_backup_target, render_backup_stage
 from mailctl.backup import MAX_AGE_HOURS, judge, render_status
 from mailctl.plan import SECRET
 from mailctl.recorder import record
@@ -149,16 +149,19 @@ def test_a_cron_line_is_refused_naming_the_key_and_a_form_that_works(scratch_pro
 
 
 @pytest.mark.parametrize("target, kind, host, user", [
-    ("sftp:backup@backup.example.com:/srv/restic/mail", "sftp", "backup.example.com", "backup"),
-    ("sftp:u123@u123.your-storagebox.de:restic", "sftp", "u123.your-storagebox.de", "u123"),
-    ("sftp:backup@[2001:db8::5]:/restic", "sftp", "2001:db8::5", "backup"),
-    ("s3:https://s3.eu-central-1.amazonaws.com/ceres-backups/mail", "s3", "s3.eu-central-1.amazonaws.com", ""),
-    ("s3:https://minio.example.com:9000/backups", "s3", "minio.example.com", ""),
+    ("sftp:backup@backup.example.com:/srv/restic/mail", SftpTarget, "backup.example.com", "backup"),
+    ("sftp:u123@u123.your-storagebox.de:restic", SftpTarget, "u123.your-storagebox.de", "u123"),
+    ("sftp:backup@[2001:db8::5]:/restic", SftpTarget, "2001:db8::5", "backup"),
+    ("s3:https://s3.eu-central-1.amazonaws.com/ceres-backups/mail", S3Target, "s3.eu-central-1.amazonaws.com", None),
+    ("s3:https://minio.example.com:9000/backups", S3Target, "minio.example.com", None),
 ])
 def test_targets_parse_into_what_the_stage_needs(target, kind, host, user):
-    """sftp (name or IPv6 host) and s3 targets give the stage kind, host and user; the target stays as written."""
+    """sftp (name or IPv6 host) and s3 targets give the stage kind, host and login; the target stays as written."""
     parsed = parse_backup_target(target)
-    assert (parsed.kind, parsed.host, parsed.user, parsed.repository) == (kind, host, user, target)
+    assert (type(parsed), parsed.host, parsed.repository) == (kind, host, target)
+    assert parsed.login() == ({"user": user, "host": host} if user else None)
+    assert parsed.known_hosts("ssh-ed25519 AAAA") == (f"{host} ssh-ed25519 AAAA" if user else ""), \
+        "only an sftp target pins a host key"
 
 
 @pytest.mark.parametrize("target", ["sftp:backup.example.com:/x", "sftp:b@h", "s3:https://s3.example.com",

@@ -12,6 +12,7 @@ import yaml
 
 from components.builders.mail_stacks import STACKS, MailcowStack, NativeStack
 from components.builders.mailcow import CONF_SECRETS
+from components.features import FEATURES
 from components.settings import Settings
 from mailctl.recorder import record
 from mailctl.zone import stack_settings
@@ -92,11 +93,25 @@ def test_server_and_platform_do_not_branch_on_the_stack_name(module):
 
 def test_the_platform_copies_no_key_into_the_parts_inputs():
     """The parts get the settings' derived inputs; the platform itself reads only what sets its own
-    resources: protection, the DKIM keys (their size, and which selector's key signs), and the provided key
-    and directory password, the backup target's S3 credentials and the gateway's SSH key (secret Outputs)."""
+    resources: protection and the DKIM keys (their size, and which selector's key signs). Each feature reads
+    its own keys (components/features)."""
     tree = ast.parse((COMPONENTS / "platform.py").read_text())
     read = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "settings"}
-    assert read & set(Settings.model_fields) == {"protect", "dkim_key_bits", "dkim_selector", "tls_private_key",
-                                                 "ldap_bind_password", "backup_s3_access_key", "backup_s3_secret_key",
-                                                 "gateway_ssh_private_key"}
+    assert read & set(Settings.model_fields) == {"protect", "dkim_key_bits", "dkim_selector"}
+
+
+@pytest.mark.parametrize("module", ["server.py", "platform.py"])
+def test_the_server_and_platform_name_no_feature(module):
+    """A feature plugs in without the server or the platform naming it: no feature's module, class or secret."""
+    tree = ast.parse((COMPONENTS / module).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    feature_modules = {f"components.features.{path.stem}" for path in (COMPONENTS / "features").glob("*.py")} \
+        - {"components.features.__init__", "components.features.base"}
+    assert not imported & (feature_modules | {"components.gateway", "components.builders.gateway",
+                                              "components.builders.backup"})
+    assert not names & ({kind.__name__ for kind in FEATURES} | {"KeycloakDirectory", "MailGateway", "LocalDirectory"})
+    feature_secrets = {"TLS_PRIVATE_KEY", "LDAP_BIND_PASSWORD", "LDAP_ADMIN_PASSWORD", "BACKUP_PASSWORD",
+                       "WIREGUARD_PRIVATE_KEY", "gateway-vps"}
+    assert not string_constants(COMPONENTS / module) & feature_secrets

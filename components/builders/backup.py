@@ -23,10 +23,11 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import ClassVar, Literal
 
 from components.builders.cloud_init import DATA_MOUNT_POINT
 from components.builders.install_script import PRELUDE, READ_SECRETS, Stage, render_script
+from components.builders.mail_stacks import PlacedStage
 
 BACKUP_TOOL = "/usr/local/sbin/ceres-mail-backup"  #: the program on the host (mailctl runs it over SSH)
 CONFIG_DIR = "/etc/ceres-mail/backup"  #: its config.json and the repository's credentials, root only
@@ -57,20 +58,52 @@ _S3 = re.compile(rf"s3:https://(?P<host>{_HOST})(?::(?P<port>\d{{1,5}}))?/(?P<bu
 
 @dataclass(frozen=True)
 class BackupTarget:
-    """A restic repository: `sftp:user@host:/path` (SSH, the host key pinned) or `s3:https://endpoint/bucket/prefix`."""
+    """A restic repository, one of its two kinds: SftpTarget or S3Target. The code asks the kind what it
+    needs (its secrets, its login, its known host) or matches it; it never compares a kind's name."""
 
-    kind: Literal["sftp", "s3"]
+    kind: ClassVar[str]  #: the kind's name in the stage's header and the host program's config (its contract)
+    secrets: ClassVar[tuple[str, ...]]  #: what the backup stage reads from its standard input for this kind
     repository: str  #: what restic is given as -r: the value itself
     host: str  #: sftp: the backup host (what its pinned key is for); s3: the endpoint's host
-    user: str = ""  #: sftp: the account on the backup host
+
+    def login(self) -> dict[str, str] | None:
+        """How the host program logs in to the target over SSH, or None when it does not."""
+        return None
+
+    def known_hosts(self, host_key: str) -> str:
+        """The known_hosts line that pins the target's SSH host key, or "" when there is no SSH."""
+        return ""
+
+
+@dataclass(frozen=True)
+class SftpTarget(BackupTarget):
+    """`sftp:user@host:/path`: over SSH, the backup host's key pinned, the stack's own key logging in."""
+
+    kind = "sftp"
+    secrets = SFTP_SECRETS
+    user: str = ""  #: the account on the backup host
+
+    def login(self) -> dict[str, str]:
+        return {"user": self.user, "host": self.host}
+
+    def known_hosts(self, host_key: str) -> str:
+        return f"{self.host} {host_key.strip()}"
+
+
+@dataclass(frozen=True)
+class S3Target(BackupTarget):
+    """`s3:https://endpoint/bucket/prefix`: an S3 bucket, with the operator's access key."""
+
+    kind = "s3"
+    secrets = S3_SECRETS
 
 
 def parse_backup_target(value: str) -> BackupTarget:
     """The target `backupTarget` names, or ValueError saying which forms there are."""
     if match := _SFTP.fullmatch(value):
-        return BackupTarget("sftp", value, match["host"].strip("[]"), match["user"])
+        return SftpTarget(value, match["host"].strip("[]"), match["user"])
     if match := _S3.fullmatch(value):
-        return BackupTarget("s3", value.rstrip("/"), match["host"].strip("[]"))
+        return S3Target(value.rstrip("/"), match["host"].strip("[]"))
     raise ValueError(f"{value!r} is neither sftp:user@host:/path nor s3:https://endpoint/bucket[/prefix]")
 
 
@@ -114,8 +147,11 @@ class BackupInputs:
     @property
     def secrets(self) -> tuple[str, ...]:
         """What the stage reads from its standard input: the repository password and the target's credentials."""
-        return SFTP_SECRETS if self.target.kind == "sftp" else S3_SECRETS
+        return self.target.secrets
 
+    def placed_stages(self) -> tuple[PlacedStage, ...]:
+        """The `backup` stage, after the install: nothing waits for it."""
+        return (PlacedStage(backup_stage(self)),)
 
     def config(self) -> dict:
         """The host program's config.json: everything it needs but the secrets (files beside it)."""
@@ -123,7 +159,7 @@ class BackupInputs:
         return {
             "repository": target.repository,
             "kind": target.kind,
-            "ssh": {"user": target.user, "host": target.host} if target.kind == "sftp" else None,
+            "ssh": target.login(),
             "mail_host": self.mail_host,
             "mail_stack": self.mail_stack,
             "paths": list(self.paths),
@@ -146,7 +182,6 @@ def tool_program() -> str:
 
 
 def render_backup_stage(inputs: BackupInputs) -> str:
-    known_hosts = f"{inputs.target.host} {inputs.host_key.strip()}" if inputs.target.kind == "sftp" else ""
     return render_script(
         "backup",
         inputs.mail_host,
@@ -154,7 +189,7 @@ def render_backup_stage(inputs: BackupInputs) -> str:
         PACKAGES=PACKAGES,
         BACKUP_KIND=inputs.target.kind,
         REPOSITORY=inputs.target.repository,
-        KNOWN_HOSTS=known_hosts,
+        KNOWN_HOSTS=inputs.target.known_hosts(inputs.host_key),
         SCHEDULE=inputs.schedule,
         CONFIG_DIR=CONFIG_DIR,
         CONFIG_JSON=json.dumps(inputs.config(), sort_keys=True, indent=1),

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from components.builders.install_script import PRELUDE, READ_SECRETS, Stage, render_script
+from components.builders.mail_stacks import PlacedStage
 from components.builders.ports import PUBLIC
 
 INTERFACE = "wg-ceres"  #: the tunnel's interface at both ends (wg-quick@wg-ceres)
@@ -90,6 +91,10 @@ class GatewayInputs:
     def endpoint(self) -> str:
         """Where the VM dials: the VPS's public IPv4 address and port."""
         return f"{self.public_ipv4}:{self.port}"
+
+    def placed_stages(self) -> tuple[PlacedStage, ...]:
+        """The VM's end of the tunnel, right after its packages: before anything asks the internet to reach it."""
+        return (PlacedStage(vm_stage(self), follows="packages"),)
 
 
 def summary(inputs: GatewayInputs, vm_address: str) -> dict[str, object]:

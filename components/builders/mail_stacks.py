@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
-from components.builders.backup import BackupInputs, backup_stage
-from components.builders.gateway import GatewayInputs, vm_stage
 from components.builders.inputs import VmSize
 from components.builders.install_script import AccessInputs, InstallInputs, Stage, access_stage, native_stages
 from components.builders.mailcow import CONF_SECRETS, GeneratedSecret, MailcowInputs, mailcow_stages
@@ -96,29 +94,51 @@ def sizes_by_stack(size: str) -> str:
 
 
 @dataclass(frozen=True)
+class PlacedStage:
+    """A feature's stage and where it runs among the mail stack's."""
+
+    stage: Stage
+    #: the mail stack's stage it runs right after ("packages": before anything asks the internet to reach the
+    #: VM); "" for after the install, where nothing waits for it (CERES and Keycloak get the mailbox first)
+    follows: str = ""
+
+
+class StageSource(Protocol):
+    """A feature's plain inputs that bring stages of their own to the mail server (the gateway, backups)."""
+
+    def placed_stages(self) -> tuple[PlacedStage, ...]:
+        """Its stages, each with its place."""
+        ...
+
+
+@dataclass(frozen=True)
 class ServerInputs:
     """What MailServer installs, and as whom."""
 
     mail_stack: MailStack  #: "stack" alone would be the Pulumi stack
     access: AccessInputs  #: the admin user cloud-init created (the SSH user) and its declared keys
     protect: bool  #: protect the secrets the stack generates
-    backup: BackupInputs | None = None  #: backupTarget: the `backup` stage after the mail stack's own
-    gateway: GatewayInputs | None = None  #: gatewayMode wireguard: the VM's tunnel stage, after its packages
+    #: the features that bring stages (the gateway's tunnel, the backups), in the order their stages go in
+    features: tuple[StageSource, ...] = ()
 
     @property
     def ssh_user(self) -> str:
         return self.access.admin_user
 
+    def _placed(self) -> tuple[PlacedStage, ...]:
+        return tuple(placed for feature in self.features for placed in feature.placed_stages())
+
     def stages(self) -> tuple[Stage, ...]:
-        """Every stage in order: the admin's keys first (both stacks), then the mail stack's own; with a
-        gateway its tunnel right after the packages, before anything asks the internet to reach the VM."""
+        """Every stage in order: the admin's keys first (both stacks), then the mail stack's own, each feature's
+        stage right after the one it follows (first when the stack has no such stage)."""
         stages = list(self.mail_stack.stages())
-        if self.gateway is not None:
-            after = next((i + 1 for i, stage in enumerate(stages) if stage.name == "packages"), 0)
-            stages.insert(after, vm_stage(self.gateway))
+        for placed in self._placed():
+            if placed.follows:
+                after = next((i + 1 for i, stage in enumerate(stages) if stage.name == placed.follows), 0)
+                stages.insert(after, placed.stage)
         return (access_stage(self.access), *stages)
 
     def after_install(self) -> tuple[Stage, ...]:
         """The stages after the install, which nothing waits for: the mail stack's own (the native webmail and
-        fail2ban), then the backups' (CERES and Keycloak get the mailbox whatever becomes of these)."""
-        return (*self.mail_stack.after_install(), *((backup_stage(self.backup),) if self.backup else ()))
+        fail2ban), then the features' (the backups): CERES and Keycloak get the mailbox whatever becomes of these."""
+        return (*self.mail_stack.after_install(), *(placed.stage for placed in self._placed() if not placed.follows))

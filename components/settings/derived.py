@@ -294,7 +294,7 @@ class Settings(SettingsSchema):
             admin_ssh_keys=tuple(self.admin_ssh_keys),
             admin_cidrs=tuple(self.admin_cidrs),
             protect=self.protect,
-            directory_cidrs=tuple(self.ldap_client_cidrs) if self.ldap_mode == "local" else (),
+            directory_cidrs=tuple(self.ldap_client_cidrs) if isinstance(self.ldap_inputs, LocalDirectory) else (),
         )
 
     @property
@@ -307,8 +307,9 @@ class Settings(SettingsSchema):
     def server_inputs(self) -> ServerInputs:
         """The mail stack to install, as the admin user cloud-init creates."""
         access = AccessInputs(self.mail_host_fqdn, self.admin_user, tuple(self.admin_ssh_keys))
+        features = (self.gateway_inputs, self.backup_inputs)
         return ServerInputs(mail_stack=self.mail_stack_choice, access=access, protect=self.protect,
-                            backup=self.backup_inputs, gateway=self.gateway_inputs)
+                            features=tuple(feature for feature in features if feature is not None))
 
     @property
     def ceres_inputs(self) -> CeresInputs:
