@@ -22,7 +22,7 @@ from components.builders.gateway import (
     vps_stage,
     wireguard_public_key,
 )
-from components.builders.install_script import render_secrets_stdin
+from components.builders.shell_script import render_secrets_stdin
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,9 @@ import pulumi
 import pulumi_command as command
 import pulumi_random as random
 
-from components.builders.install_script import (
-    Stage,
-    render_install_command,
-    render_secrets_stdin,
-    render_wait_for_cloud_init,
-)
+from components.builders.cloud_init import render_wait_for_cloud_init
 from components.builders.mail_stacks import ServerInputs
+from components.builders.shell_script import Stage, render_install_command, render_secrets_stdin
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.builders.install_script import InstallInputs
+from components.builders.native import InstallInputs
 from components.settings import SECRET_KEYS, SettingsError
 from mailctl.plan import Plan
 from mailctl.recorder import record

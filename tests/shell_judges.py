@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from components.builders.install_script import CUT
+from components.builders.shell_script import CUT
 from tests.conftest import PROJECT_DIR
 
 SHELL_DIR = PROJECT_DIR / "components/builders/shell"

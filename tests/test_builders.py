@@ -16,21 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env
-from components.builders.cloud_init import CloudInitInputs, build_user_data, build_vendor_data
+from components.builders.cloud_init import DATA_DISK, CloudInitInputs, build_user_data, build_vendor_data
 from components.builders.inputs import ExternalDirectory, LocalDirectory
-from components.builders.install_script import (
-    CUT,
-    DATA_DISK,
-    SECRETS_READER,
-    STAGES,
-    InstallInputs,
-    render_install_command,
-    render_mail_stage,
-    render_secrets_stdin,
-    render_tls_stage,
-    stage_runs,
-    template,
-)
+from components.builders.native import STAGES, InstallInputs, render_mail_stage, render_tls_stage, stage_runs
+from components.builders.shell_script import CUT, SECRETS_READER, render_install_command, render_secrets_stdin, template
 from tests.conftest import INSTALL, self_signed
 from tests.shell_judges import SHELL_DIR, documented_variables, header_variables, shell_templates, shellcheck_template
 
@@ -238,7 +227,7 @@ OFF_MODE_INPUTS = {
 @pytest.mark.parametrize("variant", sorted(BEFORE_LDAP))
 def test_without_a_directory_every_stage_renders_as_before_ldap(variant):
     """With ldapMode off every stage's script is byte for byte as before LDAP, so existing stacks re-run nothing."""
-    from components.builders.install_script import native_stages
+    from components.builders.native import native_stages
 
     stages = native_stages(OFF_MODE_INPUTS[variant])
     assert {s.name: hashlib.sha256(s.script.encode()).hexdigest() for s in stages} == BEFORE_LDAP[variant]
@@ -250,7 +239,7 @@ def test_without_a_directory_every_stage_renders_as_before_ldap(variant):
 def test_the_ldap_stage_runs_only_with_a_local_directory_and_says_what_it_reads(mode, names):
     """The server component feeds each stage the secrets `Stage.secrets` names: the ldap stage both LDAP
     passwords (after tls, whose certificate slapd serves, before mail), the mail stage the bind password."""
-    from components.builders.install_script import native_stages
+    from components.builders.native import native_stages
 
     stages = {s.name: s for s in native_stages(replace(INSTALL, ldap=DIRECTORIES[mode]))}
     assert list(stages) == names
@@ -264,7 +253,7 @@ def test_the_ldap_stage_runs_only_with_a_local_directory_and_says_what_it_reads(
 
 def test_the_directory_packages_come_only_with_a_directory_and_slapd_only_when_local():
     """LDAP packages come only with a directory, slapd only when local, told beforehand to make no directory itself."""
-    from components.builders.install_script import render_packages_stage
+    from components.builders.native import render_packages_stage
 
     def packages(mode: str) -> str:
         return next(line for line in render_packages_stage(replace(INSTALL, ldap=DIRECTORIES[mode])).splitlines()
@@ -282,7 +271,7 @@ def test_the_directory_packages_come_only_with_a_directory_and_slapd_only_when_l
 def test_a_new_tls_stage_re_runs_the_ldap_stage():
     """slapd serves its own copy of the certificate: a tls stage that may bring a new one (a provided
     certificate replaced, another name certified) changes the ldap stage's script, so it runs after it."""
-    from components.builders.install_script import render_ldap_stage
+    from components.builders.native import render_ldap_stage
 
     local = replace(INSTALL, ldap=LOCAL_LDAP)
     provided = replace(local, tls_mode="provided", tls_certificate="-----BEGIN CERTIFICATE-----\nA")
@@ -293,7 +282,7 @@ def test_a_new_tls_stage_re_runs_the_ldap_stage():
 
 def test_the_ldap_stage_makes_the_containers_down_to_the_people_and_the_service_account():
     """The ldap stage makes every entry from the base down to the people and service account, DNs read per RFC 4514."""
-    from components.builders.install_script import ACCOUNT_CLASSES, directory_containers, entry_ldif
+    from components.builders.ldif import ACCOUNT_CLASSES, directory_containers, entry_ldif
 
     assert directory_containers(LOCAL_LDAP) == (
         "dn: dc=example,dc=com\nobjectClass: top\nobjectClass: domain\ndc: example",
@@ -308,7 +297,7 @@ def test_the_ldap_stage_makes_the_containers_down_to_the_people_and_the_service_
     first, second = directory_containers(escaped)
     assert first.splitlines()[-1] == "o: Ceres, Inc"
     assert second.splitlines()[0].startswith("dn:: ") and second.splitlines()[-1].startswith("ou:: ")
-    from components.builders.install_script import rdn_value
+    from components.builders.ldif import rdn_value
 
     assert rdn_value("\\C3\\9Cber \\2C Co\\\\2C") == "Über , Co\\2C"
     with pytest.raises(ValueError, match="named by mail=; the ldap stage makes those named by cn=, uid="):
@@ -454,7 +443,7 @@ def ssh_key(comment: str) -> str:
 def test_the_access_stage_keeps_the_admin_keys_as_declared(tmp_path):
     """cloud-init plants adminSshKeys at first boot only: the access stage brings a rotated list to a
     running VM, drops a key taken off it, and always keeps the deploy key the install logs in with."""
-    from components.builders.install_script import AccessInputs, access_stage
+    from components.builders.access import AccessInputs, access_stage
 
     deploy, old, new = ssh_key("deploy"), ssh_key("ops-old"), ssh_key("ops-new")
     authorized = tmp_path / "upper/home/ceres/.ssh/authorized_keys"
@@ -484,7 +473,7 @@ def test_the_strict_ports_tls12_suites_are_each_ecdhe_with_an_aead_cipher():
     (the mail world's provided certificate, an RSA one, is scanned on the running host as well)."""
     import ssl
 
-    from components.builders.install_script import STRICT_CIPHERS
+    from components.builders.native import STRICT_CIPHERS
     from components.builders.ports import STRICT_TLS12_CIPHERS
 
     assert STRICT_CIPHERS == ":".join(STRICT_TLS12_CIPHERS), "what Postfix, Dovecot and nginx are given"

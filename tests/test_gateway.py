@@ -23,7 +23,7 @@ from components.builders.gateway import (
     ssh_sources,
     wireguard_public_key,
 )
-from components.builders.install_script import render_mail_stage
+from components.builders.native import render_mail_stage
 from mailctl.plan import SECRET
 from mailctl.recorder import record
 from policy.rules import COMMAND, evaluate

@@ -12,7 +12,10 @@ import yaml
 
 from components.builders.mail_stacks import STACKS, MailcowStack, NativeStack
 from components.builders.mailcow import CONF_SECRETS
+from components import features
 from components.features import FEATURES
+from components.features.directory import Directory
+from components.platform import merged
 from components.settings import Settings
 from mailctl.recorder import record
 from mailctl.zone import stack_settings
@@ -115,3 +118,17 @@ def test_the_server_and_platform_name_no_feature(module):
     feature_secrets = {"TLS_PRIVATE_KEY", "LDAP_BIND_PASSWORD", "LDAP_ADMIN_PASSWORD", "BACKUP_PASSWORD",
                        "WIREGUARD_PRIVATE_KEY", "gateway-vps"}
     assert not string_constants(COMPONENTS / module) & feature_secrets
+
+
+def test_two_features_bringing_one_name_fail_loudly():
+    """Two parts of the platform bringing the same secret are refused, never one silently replacing the other."""
+    with pytest.raises(RuntimeError, match="bring the secret LDAP_BIND_PASSWORD"):
+        merged({"LDAP_BIND_PASSWORD": "a"}, {"LDAP_BIND_PASSWORD": "b"}, what="secret")
+
+
+def test_a_stage_reading_a_secret_no_feature_brings_fails(scratch_project, monkeypatch):
+    """A stage reading a secret no feature brings fails the program, naming the stage and the secret."""
+    monkeypatch.setattr(features, "FEATURES", tuple(kind for kind in features.FEATURES if kind is not Directory))
+    config = stack_config("prod", {"ceres-mail:ldapMode": "local", "ceres-mail:ldapClientCidrs": ["10.42.0.0/16"]})
+    with pytest.raises(Exception, match="stage ldap reads the secret LDAP_ADMIN_PASSWORD, which nothing declares"):
+        record(scratch_project("unplugged", config), "unplugged")

@@ -31,7 +31,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dotenv import dotenv_values
 
 from components.builders import mailcow as mailcow_module
-from components.builders.install_script import render_secrets_stdin
 from components.builders.mailcow import (
     CONF_SECRETS,
     MAILCOW_RELEASE_COMMITS,
@@ -44,6 +43,7 @@ from components.builders.mailcow import (
     render_mailcow_stage,
     render_release_stage,
 )
+from components.builders.shell_script import render_secrets_stdin
 from mailctl.diff import diff_plans
 from mailctl.recorder import record
 from mailctl.render import render_mermaid, render_text

@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from components.builders.inputs import BruteForce
-from components.builders.install_script import InstallInputs, render_packages_stage, render_tls_stage
+from components.builders.native import InstallInputs, render_packages_stage, render_tls_stage
 from components.builders.webmail import render_fail2ban_stage, render_webmail_stage, web_stages
 from mailctl.plan import SECRET
 from mailctl.recorder import record

@@ -26,7 +26,7 @@ from importlib import resources
 from typing import ClassVar, Literal
 
 from components.builders.cloud_init import DATA_MOUNT_POINT
-from components.builders.install_script import PRELUDE, READ_SECRETS, Stage, render_script
+from components.builders.shell_script import PRELUDE, READ_SECRETS, Stage, render_script
 from components.builders.mail_stacks import PlacedStage
 
 BACKUP_TOOL = "/usr/local/sbin/ceres-mail-backup"  #: the program on the host (mailctl runs it over SSH)

@@ -6,6 +6,9 @@ vendor-data holds only the SSH host key pair and is a secret. The host key is ge
 planted here, so the install step can pin it before the VM has ever booted (no trust-on-first-use).
 Only that ed25519 key exists: cloud-init deletes the image's keys and generates only the ed25519 type,
 which the planted key already fills.
+
+The install stages build on that first boot: they begin once it is over (`render_wait_for_cloud_init`),
+and those that write to the data disk first check it is the one cloud-init mounted (`DATA_DISK`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import yaml
 DATA_DISK_DEVICE = "/dev/sdb"
 DATA_MOUNT_POINT = "/var/mail"
 DATA_DISK_LABEL = "maildata"  #: the data disk's filesystem label, what /etc/fstab mounts it by
+#: What lib/data_disk.sh checks: the data disk cloud-init formats and mounts (the header's values).
+DATA_DISK = {"DATA_MOUNT": DATA_MOUNT_POINT, "DATA_DEVICE": DATA_DISK_DEVICE, "DATA_LABEL": DATA_DISK_LABEL}
 # Below this much memory the VM gets a swap file, so a burst (apt, rspamd's maps) does not OOM-kill mail.
 SWAP_BELOW_MIB = 4096
 SWAP_BYTES = 2 * 1024**3
@@ -98,3 +103,8 @@ def build_user_data(inputs: CloudInitInputs) -> str:
     if inputs.memory_mib < SWAP_BELOW_MIB:
         config["swap"] = {"filename": "/swapfile", "size": SWAP_BYTES, "maxsize": SWAP_BYTES}
     return _cloud_config(config)
+
+
+def render_wait_for_cloud_init() -> str:
+    """Block until first boot is done (packages, users, host key), or fail with cloud-init's verdict."""
+    return "cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }"

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from components.builders.install_script import PRELUDE, READ_SECRETS, Stage, render_script
 from components.builders.mail_stacks import PlacedStage
 from components.builders.ports import PUBLIC
+from components.builders.shell_script import PRELUDE, READ_SECRETS, Stage, render_script
 
 INTERFACE = "wg-ceres"  #: the tunnel's interface at both ends (wg-quick@wg-ceres)
 ROUTING_TABLE = "2525"  #: the VM's routing table for what leaves from its tunnel address

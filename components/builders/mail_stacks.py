@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Literal, Protocol
 
+from components.builders.access import AccessInputs, access_stage
 from components.builders.inputs import VmSize
-from components.builders.install_script import AccessInputs, InstallInputs, Stage, access_stage, native_stages
 from components.builders.mailcow import CONF_SECRETS, GeneratedSecret, MailcowInputs, mailcow_stages
+from components.builders.native import InstallInputs, native_stages
+from components.builders.shell_script import Stage
 from components.builders.webmail import DES_KEY_LENGTH, web_stages
 
 
@@ -39,7 +41,7 @@ class MailStackBase:
 
 @dataclass(frozen=True)
 class NativeStack(MailStackBase):
-    """Debian's Postfix, Dovecot and rspamd (components/builders/install_script.py), then Roundcube and
+    """Debian's Postfix, Dovecot and rspamd (components/builders/native.py), then Roundcube and
     fail2ban (components/builders/webmail.py); every secret it reads is the platform's (mailbox password,
     DKIM key, provided TLS key) but Roundcube's des_key."""
 

@@ -4,7 +4,7 @@ mailcow's own installer (`generate_config.sh`) asks questions; here its result, 
 rendered by `mailcow_conf` from the stack's settings instead, and everything mailcow would otherwise be
 told through its web UI goes through its API (`mailcow_api.py`). Four stages, each its own remote
 command so a change re-runs only its stage, each a header of quoted values and `.sh` templates from
-`shell/lib` and `shell/mailcow` (see install_script.py):
+`shell/lib` and `shell/mailcow` (see shell_script.py):
 
     docker     Docker Engine and the compose plugin from Docker's apt repository, versions pinned and held
     release    mailcow-dockerized at the pinned release tag; moving the tag runs mailcow's update procedure
@@ -26,16 +26,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 from components.builders import ports
-from components.builders.install_script import (
-    DATA_DISK,
-    LETS_ENCRYPT,
-    PRELUDE,
-    READ_SECRETS,
-    STRICT,
-    InstallInputs,
-    Stage,
-    render_script,
-)
+from components.builders.cloud_init import DATA_DISK
+from components.builders.native import LETS_ENCRYPT, InstallInputs
+from components.builders.shell_script import PRELUDE, READ_SECRETS, STRICT, Stage, render_script
 
 MAILCOW_REPOSITORY = "https://github.com/mailcow/mailcow-dockerized"
 MAILCOW_RELEASE = "2026-07a"  #: the default of `mailcowVersion`; generate_config.sh of this tag is mirrored below

@@ -17,15 +17,9 @@ from __future__ import annotations
 
 from components.builders.cloud_init import DATA_MOUNT_POINT
 from components.builders.inputs import BruteForce
-from components.builders.install_script import (
-    NGINX_TLS,
-    PRELUDE,
-    READ_SECRETS,
-    InstallInputs,
-    Stage,
-    render_script,
-)
+from components.builders.native import NGINX_TLS, InstallInputs
 from components.builders.ports import HTTPS, IMAPS, SUBMISSION
+from components.builders.shell_script import PRELUDE, READ_SECRETS, Stage, render_script
 
 PHP_FPM_SOCKET = "/run/php/php8.2-fpm.sock"  #: Debian 12's PHP
 ROUNDCUBE_ROOT = "/var/lib/roundcube/public_html"  #: Debian's document root: index.php, skins, plugins only

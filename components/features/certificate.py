@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pulumi
 
-from components.builders.install_script import TLS_SECRETS
+from components.builders.native import TLS_SECRETS
 from components.features.base import Contribution, Feature, Site
 
 if TYPE_CHECKING:

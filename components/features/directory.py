@@ -16,7 +16,7 @@ import pulumi
 import pulumi_random as random
 
 from components.builders.inputs import ExternalDirectory, LdapInputs, LocalDirectory
-from components.builders.install_script import LDAP_SECRETS, MAIL_LDAP_SECRETS
+from components.builders.native import LDAP_SECRETS, MAIL_LDAP_SECRETS
 from components.features.base import Contribution, Feature, Installed, Site
 from components.keycloak import KeycloakDirectory, KeycloakDirectoryArgs
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from components.builders.access import AccessInputs
 from components.builders.backup import BackupInputs, mailcow_paths, native_paths, parse_backup_target
 from components.builders.ceres_env import SmtpClient
 from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
 from components.builders.gateway import GatewayInputs, smtp_bind_addresses
 from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, LocalDirectory, ExternalDirectory, VmInputs, VmSize
-from components.builders.install_script import AccessInputs, InstallInputs
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
+from components.builders.native import InstallInputs
 from components.builders.webmail import ROUNDCUBE_DB
 from components.settings.schema import SettingsSchema
 from components.settings.values import ZoneEntry

@@ -291,7 +291,7 @@ def has_all(v: Mapping[str, Any], *names: str) -> bool:
 def _local_directory_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The ldap stage makes the suffix, the containers and the service account itself: each must be named
     by an attribute it knows how to make an entry of, and the account must live inside the directory."""
-    from components.builders.install_script import ACCOUNT_CLASSES, CONTAINER_CLASSES, naming
+    from components.builders.ldif import ACCOUNT_CLASSES, CONTAINER_CLASSES, naming
 
     base, users, bind = directory_names(v["domain"], v["ldap_base_dn"], v["ldap_users_dn"], v["ldap_bind_dn"] or "")
     problems = []

@@ -85,7 +85,7 @@ from pulumi.automation import ConfigValue
 
 from components.builders.dns_records import mta_sts_id
 from components.builders.inputs import LdapInputs
-from components.builders.install_script import SLAPD_LDAPI
+from components.builders.native import SLAPD_LDAPI
 from components.builders.ports import STRICT_TLS_PORTS
 from mailctl.verify.model import OK
 from mailctl.zone import stack_settings

@@ -6,7 +6,7 @@
 # taken off the list. Rendered after the header, lib/strict.sh, lib/prelude.sh (put_file, PENDING) and
 # lib/secrets.sh (DEPLOY_PUBLIC_KEY: not a secret, but it is known only once the stack made the key).
 # From the header: STAGE, ADMIN_USER, ADMIN_KEYS (array), SECRETS (array).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

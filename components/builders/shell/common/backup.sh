@@ -8,7 +8,7 @@
 # BACKUP_S3_ACCESS_KEY and BACKUP_S3_SECRET_KEY for s3).
 # From the header: STAGE, BACKUP_KIND, REPOSITORY, KNOWN_HOSTS, SCHEDULE, CONFIG_DIR, CONFIG_JSON, BACKUP_TOOL,
 # TOOL_SHA256, PACKAGES (array: restic), SECRETS (array).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -6,7 +6,7 @@
 # lib/strict.sh, lib/prelude.sh, lib/secrets.sh and lib/wireguard.sh.
 # From the header: STAGE, INTERFACE, TUNNEL_ADDRESSES (array), ENDPOINT, VPS_IPV4, VM_IPV4, VM_IPV6,
 # ROUTING_TABLE, KEEPALIVE; from stdin: WIREGUARD_PRIVATE_KEY, WIREGUARD_PEER_KEY.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

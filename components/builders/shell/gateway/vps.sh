@@ -7,7 +7,7 @@
 # From the header: STAGE, INTERFACE, LISTEN_PORT, TUNNEL_ADDRESSES (array), PEER_ALLOWED (array),
 # PUBLIC_IPV4, PUBLIC_IPV6, FORWARDED_PORTS (array), SSH_SOURCES_V4 (array), SSH_SOURCES_V6 (array),
 # NFT_TABLE, NFT_RULESET (the table, rendered by gateway.render_nftables); from stdin: WIREGUARD_PRIVATE_KEY, WIREGUARD_PEER_KEY.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

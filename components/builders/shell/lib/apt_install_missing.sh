@@ -3,7 +3,7 @@
 # own `preseed` function first when there is anything to install. Included where a stage template says
 # `# ---- include lib/apt_install_missing.sh ----` (native/packages.sh, mailcow/docker.sh, common/backup.sh).
 # From the header: PACKAGES (array).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # lib/apt_repair.sh: repairs what an interrupted earlier run (or a crash) left in dpkg. Included where a
 # stage template says `# ---- include lib/apt_repair.sh ----` (native/packages.sh, mailcow/docker.sh).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -4,7 +4,7 @@
 # unformatted still boots, with the mail directory on the system disk: mail would fill the root
 # filesystem and be lost with the VM. Refuse to go on instead, naming the disk expected.
 # From the header: DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -3,7 +3,7 @@
 # when its content or mode differs) and the pending marker that makes a stage interrupted between writing
 # and applying apply its changes on the next run. Sets for the stage: STATE_DIR, PENDING, changed.
 # From the header: STAGE.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -4,7 +4,7 @@
 # what is missing, and defines `apply_tunnel`: wg-quick@INTERFACE enabled for every boot, restarted only when
 # its configuration changed. Rendered after lib/strict.sh, lib/prelude.sh and lib/secrets.sh.
 # From the header: INTERFACE, EXTRA_PACKAGES (array: what the stage needs besides, e.g. the VPS's nftables).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

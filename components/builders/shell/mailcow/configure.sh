@@ -5,7 +5,7 @@
 # mailcow_api.py (API_PROGRAM: not a secret, it travels on stdin with them as a file rather than as an
 # argument); the header carries that text's sha256, so a changed program changes this script and re-runs it.
 # From the header: STAGE, DESIRED, API_PROGRAM_SHA256, SECRETS (array).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -4,7 +4,7 @@
 # and lib/prelude.sh (put_file, PENDING).
 # From the header: STAGE, PACKAGES (array), DOCKER_APT_URL, DOCKER_APT_KEY_FINGERPRINT, DOCKER_VERSION,
 # COMPOSE_VERSION, and for lib/data_disk.sh: DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

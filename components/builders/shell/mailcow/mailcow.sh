@@ -6,7 +6,7 @@
 # From the header: STAGE, MAILCOW_DIR, MAIL_HOST, MAILCOW_CONF, CONF_SECRETS (array), TLS_MODE,
 # TLS_CERTIFICATE, API_URL, API_WAIT_TRIES, SECRETS (array).
 # shellcheck disable=SC2154,SC2164  # `changed` is set by lib/prelude.sh; `cd` runs under lib/strict.sh's `set -e`
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

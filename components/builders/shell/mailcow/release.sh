@@ -5,7 +5,7 @@
 # From the header: STAGE, MAILCOW_DIR, MAILCOW_REPOSITORY, MAILCOW_RELEASE, MAILCOW_COMMIT (the commit the
 # tag must still name: a moved tag is refused).
 # shellcheck disable=SC2164  # `cd` runs under lib/strict.sh's `set -e`
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

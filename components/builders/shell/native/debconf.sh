@@ -4,7 +4,7 @@
 # interrupted run left half-installed asks them too). Today one: slapd makes no directory of its own, since
 # the ldap stage makes the stack's. Rendered after the header and lib/strict.sh.
 # From the header: DEBCONF (array: debconf-set-selections lines).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 printf '%s\n' "${DEBCONF[@]}" | debconf-set-selections

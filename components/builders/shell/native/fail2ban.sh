@@ -5,7 +5,7 @@
 # sshd, and roundcube-auth with the webmail. NEVER_BANNED (loopback, adminCidrs, the cluster's networks) are
 # never banned. Rendered after the header, lib/strict.sh and lib/prelude.sh (put_file).
 # From the header: STAGE, MAX_RETRY, BAN_MINUTES, FIND_MINUTES, NEVER_BANNED (array), WEBMAIL (yes|no).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

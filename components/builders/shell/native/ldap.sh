@@ -13,7 +13,7 @@
 # the base first), BIND_ENTRY (LDIF, without its password), LDAPI, LDAPS_PORT, TLS_MODE, CERT_DIR,
 # TLS_STAGE_SHA256 (the tls stage's script: a new one re-runs this stage too), TLS_PRIORITY (GnuTLS),
 # PASSWORD_HASH, PASSWORD_MODULE, SECRETS (array).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -12,7 +12,7 @@
 # at connect), IMAPS_PORT, INET_PROTOCOLS, SMTP_BIND_ADDRESS and SMTP_BIND_ADDRESS6 (empty, or the gateway
 # tunnel's addresses: set even when empty, so a stack that leaves gatewayMode wireguard sends from its own
 # address again), and for lib/data_disk.sh (included first): DATA_MOUNT, DATA_DEVICE, DATA_LABEL.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 # ---- include lib/data_disk.sh ----

@@ -9,7 +9,7 @@
 # From the header: LDAP_URI (ldapi:// of the local slapd, or the external directory's URL), LDAP_START_TLS
 # (yes for an ldap:// URL: StartTLS required), LDAP_BIND_DN, LDAP_USERS_DN, and native/mail.sh's MAIL_DOMAINS,
 # MAILBOX, ALIASES, VMAIL, SUBMISSION_SERVICES; LDAP_BIND_PASSWORD from the secrets.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -5,7 +5,7 @@
 # native/mail.sh and, with LDAP, native/mail_ldap.sh, whose Postfix settings it counts with the rest.
 # From the header: the same as native/mail.sh (CERT_DIR, STRICT_CIPHERS, IMAPS_PORT, DKIM_SELECTOR,
 # DKIM_PRIVATE_KEY from the secrets, MAIL_HOST, MAIL_DOMAINS).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 if [ "$(postfix_state)" != "$before" ]; then changed=1; touch "$PENDING"; echo "updated postfix settings"; fi

@@ -2,7 +2,7 @@
 # native/packages.sh: the native stack's `packages` stage: Debian's Postfix, Dovecot, rspamd, nginx,
 # certbot. Rendered after the header and lib/strict.sh.
 # From the header: STAGE, MAIL_HOST, PACKAGES (array).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -4,7 +4,7 @@
 # lib/prelude.sh and, with a provided certificate, lib/secrets.sh (which sets TLS_PRIVATE_KEY).
 # From the header: STAGE, TLS_MODE, CERT_NAME, CERT_DIR, CERT_NAMES (array), HTTPS_NAMES (array), ACME_DIRECTORY, ACME_EMAIL,
 # ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS, HTTP_PORT, HTTPS_PORT, NGINX_TLS; SECRETS (array) with a provided certificate.
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -5,7 +5,7 @@
 # lib/strict.sh, lib/prelude.sh (put_file) and lib/secrets.sh (ROUNDCUBE_DES_KEY).
 # From the header: STAGE, MAIL_HOST, NGINX_TLS, HTTPS_PORT, IMAPS_PORT, SUBMISSION_PORT,
 # PHP_FPM_SOCKET, ROUNDCUBE_ROOT, ROUNDCUBE_DB, CONTENT_SECURITY_POLICY, SECRETS (array).
-# A template: install_script.render_script renders what follows the `# ---- rendered below ----` line,
+# A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
 

@@ -4,47 +4,24 @@ Its stages, each its own remote command so that a change re-runs only its stage:
 Postfix, Dovecot, rspamd, nginx, certbot; the LDAP modules and slapd when the stack has a directory), `tls`
 (nginx for ACME http-01 and the MTA-STS policy, the certificate from the ACME server), `ldap` (only with
 ldapMode local: slapd, the directory of CERES users' passwords) and `mail` (mailbox, aliases, Postfix,
-Dovecot, rspamd DKIM signing; with a directory, a mailbox for each of its people).
+Dovecot, rspamd DKIM signing; with a directory, a mailbox for each of its people). Each is rendered from
+the templates under `shell/native` (and `shell/lib`) by components/builders/shell_script.py.
 
 A stack with ldapMode off renders exactly the scripts it rendered before the directory existed, so its
 stages do not run again: what LDAP adds comes in templates of its own, included only when it is on.
-
-Every script is a header of shell variables rendered from plain values (quoted with shlex) followed by
-fixed shell text, so the same inputs give the same bytes. That text lives in `.sh` templates under
-`shell/` (`lib/` shared by both mail stacks, `native/` and `mailcow/` one per stage): what follows a
-template's `# ---- rendered below ----` line is its text, the lines above it (what the template is, the
-header variables it uses) are for readers and shellcheck only, and a line `# ---- include lib/<name>.sh ----`
-stands for that template's text. Each template passes shellcheck on its own, as it is: shellcheck takes an
-unassigned UPPER_CASE name for one set outside the file (here: by the header or lib/secrets.sh), and a
-template using a lowercase variable another one sets (`changed`, from lib/prelude.sh) says so with a
-targeted `# shellcheck disable=SC2154`.
-
-Secrets never appear in a script or command line: they arrive on standard input as `NAME=base64` lines
-(`render_secrets_stdin`), are read into variables and written only to root-owned files. A file a stage
-needs on the host (mailcow's `mailcow_api.py`) travels the same way, with its sha256 in the header. Every
-stage converges: files are rewritten only when their content
-differs and services restart only then, so a re-run changes nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
 import hashlib
-import re
-import shlex
-from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
 
-from components.builders.cloud_init import DATA_DISK_DEVICE, DATA_DISK_LABEL, DATA_MOUNT_POINT
+from components.builders.cloud_init import DATA_DISK, DATA_MOUNT_POINT
 from components.builders.inputs import BruteForce, LdapInputs, LocalDirectory
-from ldap3.utils.dn import parse_dn
-
+from components.builders.ldif import ACCOUNT_CLASSES, directory_containers, entry_ldif
 from components.builders.ports import HTTP, HTTPS, IMAPS, LDAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
+from components.builders.shell_script import PRELUDE, READ_SECRETS, STRICT, Stage, render_script
 
-#: What lib/data_disk.sh checks: the data disk cloud-init formats and mounts (the header's values).
-DATA_DISK = {"DATA_MOUNT": DATA_MOUNT_POINT, "DATA_DEVICE": DATA_DISK_DEVICE, "DATA_LABEL": DATA_DISK_LABEL}
 #: The OpenSSL cipher list of the ports that require TLS (see ports.STRICT_TLS_PORTS).
 STRICT_CIPHERS = ":".join(STRICT_TLS12_CIPHERS)
 
@@ -140,51 +117,6 @@ class InstallInputs:
         """The names the tls stage's HTTPS server answers (MTA-STS, 404 elsewhere): with webmail the mail host
         is the webmail's server instead."""
         return tuple(name for name in self.certificate_names if not (self.webmail and name == self.mail_host))
-
-
-def render_secrets_stdin(secrets: dict[str, str]) -> str:
-    """A stage's standard input: one `NAME=base64(value)` line per secret, in a stable order."""
-    return "".join(f"{name}={base64.b64encode(value.encode()).decode()}\n" for name, value in sorted(secrets.items()))
-
-
-SHELL = resources.files(__package__).joinpath("shell")  #: the templates' directory
-CUT = "# ---- rendered below ----\n"
-INCLUDE = re.compile(r"^# ---- include (lib/[\w.-]+\.sh) ----\n", re.MULTILINE)
-
-
-@functools.cache
-def template(path: str) -> str:
-    """The text `shell/<path>` renders: what follows its preamble, each include replaced by that template's text."""
-    _, cut, text = SHELL.joinpath(*path.split("/")).read_text(encoding="utf-8").partition(CUT)
-    if not cut:
-        raise ValueError(f"shell/{path} has no line {CUT.strip()!r}")
-    return INCLUDE.sub(lambda include: template(include[1]), text)
-
-
-# The templates that open a stage's script, after its header: strict mode; strict mode and put_file for the
-# stages that write files; the reader of the stage's stdin (the header's SECRETS names what it takes).
-STRICT = ("lib/strict.sh",)
-PRELUDE = (*STRICT, "lib/prelude.sh")
-READ_SECRETS = ("lib/secrets.sh",)
-SECRETS_READER = template("lib/secrets.sh")
-
-
-def script_header(stage: str, host: str, **variables: str | tuple[str, ...]) -> str:
-    lines = ["#!/usr/bin/env bash", f"# ceres-mail {stage} stage for {host}; rendered by the stack, re-runs converge.",
-             f"STAGE={stage}"]
-    for name, value in variables.items():
-        if any(c in "".join(value) for c in "$`"):
-            lines.append("# shellcheck disable=SC2016  # literal text, not an expansion")
-        if isinstance(value, tuple):
-            lines.append(f"{name}=({' '.join(shlex.quote(v) for v in value)})")
-        else:
-            lines.append(f"{name}={shlex.quote(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def render_script(stage: str, host: str, templates: Iterable[str], **variables: str | tuple[str, ...]) -> str:
-    """A stage's script: its header of quoted values, then the text of its templates in order."""
-    return script_header(stage, host, **variables) + "".join(template(path) for path in templates)
 
 
 def local_directory(inputs: InstallInputs) -> bool:
@@ -285,57 +217,6 @@ def directory_client(ldap: LdapInputs) -> dict[str, str]:
     }
 
 
-#: The structural object class of a container the ldap stage makes, by the attribute that names it
-CONTAINER_CLASSES = {"dc": ("domain",), "o": ("organization",), "ou": ("organizationalUnit",), "c": ("country",),
-                     "l": ("locality",)}
-#: The object classes of the service account, by the attribute that names it (simpleSecurityObject: a password)
-ACCOUNT_CLASSES = {"cn": ("organizationalRole", "simpleSecurityObject"), "uid": ("account", "simpleSecurityObject")}
-
-
-def ldif_line(attribute: str, value: str) -> str:
-    """`attribute: value`, or `attribute:: base64` where RFC 2849 wants it (not a SAFE-STRING)."""
-    safe = value.isascii() and value.isprintable() and not value.startswith((" ", ":", "<")) and not value.endswith(" ")
-    return f"{attribute}: {value}" if safe else f"{attribute}:: {base64.b64encode(value.encode()).decode()}"
-
-
-def rdn_value(escaped: str) -> str:
-    r"""The attribute value an RDN names, its DN escapes (RFC 4514: `\,`, and `\C3\9C` for the UTF-8 of Ü) undone."""
-    return re.sub(r"((?:\\[0-9A-Fa-f]{2})+)|\\(.)",
-                  lambda m: bytes.fromhex(m[1].replace("\\", "")).decode("utf-8", "replace") if m[1] else m[2], escaped)
-
-
-def naming(dn: str) -> list[tuple[str, str]]:
-    """(attribute, escaped value) of each RDN of `dn`, the leaf first; one attribute per RDN."""
-    rdns = parse_dn(dn)
-    if any(separator == "+" for _, _, separator in rdns):
-        raise ValueError(f"{dn}: a multi-valued RDN; the ldap stage makes entries named by one attribute")
-    return [(attribute.lower(), value) for attribute, value, _ in rdns]
-
-
-def entry_ldif(dn: str, classes: dict[str, tuple[str, ...]], what: str) -> str:
-    """The LDIF of the entry `dn`: the object classes its naming attribute calls for, and that attribute."""
-    attribute, value = naming(dn)[0]
-    if attribute not in classes:
-        raise ValueError(f"{dn}: {what} named by {attribute}=; the ldap stage makes those named by "
-                         + ", ".join(f"{name}=" for name in classes))
-    lines = [ldif_line("dn", dn), *(f"objectClass: {c}" for c in ("top", *classes[attribute])), ldif_line(attribute, rdn_value(value))]
-    return "\n".join(lines)
-
-
-def directory_containers(ldap: LdapInputs) -> tuple[str, ...]:
-    """The entries above the people and the service account, from the base down, as LDIF each (made when
-    missing): the suffix, every container down to users_dn, and the service account's parents."""
-    depth = len(naming(ldap.base_dn))
-    wanted: list[str] = []
-    for dn, lowest in ((ldap.users_dn, 0), (ldap.bind_dn, 1)):
-        rdns = [f"{attribute}={value}" for attribute, value in naming(dn)]
-        for level in range(len(rdns) - depth, lowest - 1, -1):
-            container = ",".join(rdns[level:])
-            if container.lower() not in (w.lower() for w in wanted):
-                wanted.append(container)
-    return tuple(entry_ldif(dn, CONTAINER_CLASSES, "a container") for dn in wanted)
-
-
 def render_ldap_stage(inputs: InstallInputs) -> str:
     """ldapMode local: slapd on the mail host (native/ldap.sh). It carries the tls stage's digest: slapd
     serves its own copy of the certificate, so every run of the tls stage (which may bring a new one) is
@@ -366,35 +247,6 @@ def render_ldap_stage(inputs: InstallInputs) -> str:
     )
 
 
-#: What the access stage reads on its stdin: the stack's deploy key is known only once the stack made it.
-ACCESS_INPUTS = ("DEPLOY_PUBLIC_KEY",)
-
-
-@dataclass(frozen=True)
-class AccessInputs:
-    """Who may log in to the VM over SSH: the admin user and the keys the stack declares for it."""
-
-    mail_host: str
-    admin_user: str
-    admin_keys: tuple[str, ...]  #: adminSshKeys; the deploy key is added on the VM from stdin
-
-
-def render_access_stage(inputs: AccessInputs) -> str:
-    return render_script("access", inputs.mail_host, (*PRELUDE, *READ_SECRETS, "common/access.sh"),
-                         ADMIN_USER=inputs.admin_user, ADMIN_KEYS=inputs.admin_keys, SECRETS=ACCESS_INPUTS)
-
-
-def access_stage(inputs: AccessInputs) -> Stage:
-    """The first stage of every mail stack: the admin's authorized_keys, kept as the stack declares them
-    (cloud-init plants them at first boot only, so a rotated key would otherwise never reach the VM)."""
-    return Stage("access", render_access_stage(inputs), ACCESS_INPUTS)
-
-
-def render_wait_for_cloud_init() -> str:
-    """Block until first boot is done (packages, users, host key), or fail with cloud-init's verdict."""
-    return "cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }"
-
-
 # The stages in the order they run, by name (the remote command of each is `<name>-install-<stage>`); `ldap`
 # only with ldapMode local (`stage_runs`): after `tls`, whose certificate slapd serves, before `mail`, whose
 # Dovecot and Postfix look the people up in it.
@@ -407,26 +259,6 @@ def stage_runs(stage: str, inputs: InstallInputs) -> bool:
     return stage != "ldap" or local_directory(inputs)
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One remote install command: its name, its script, and what it reads from stdin.
-
-    `files` are (variable name, text) of files the stage needs on the host: not secrets, but they travel on
-    stdin with the secrets (the header's SECRETS names them too) rather than as a long argument; the header
-    carries each one's sha256, so a changed file still changes the script and re-runs the stage.
-    """
-
-    name: str
-    script: str
-    secrets: tuple[str, ...] = ()  #: names of the secrets on stdin
-    files: tuple[tuple[str, str], ...] = ()
-    #: host names the stage asks an ACME server to certify (http-01): it must wait until they resolve
-    certifies: tuple[str, ...] = ()
-    #: resources outside the server the stage waits for, by the name the platform gives them
-    #: (MailServerArgs.waits_on): the VM's end of the gateway waits for the VPS's, "gateway-vps"
-    after: tuple[str, ...] = ()
-
-
 def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
     """The native stack's stages, rendered."""
     acme_names = inputs.certificate_names if inputs.tls_mode == "acme" else ()
@@ -435,8 +267,3 @@ def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
         for stage, render in STAGES
         if stage_runs(stage, inputs)
     )
-
-
-def render_install_command(script: str, stage: str = "install") -> str:
-    """The remote command line: root through sudo, the script as an argument, stdin left for secrets."""
-    return f"sudo -n bash -c {shlex.quote(script)} ceres-mail-{stage}"
