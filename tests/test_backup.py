@@ -13,9 +13,9 @@ import subprocess
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from components.builders import backup_tool
-from components.settings import values
 from components.builders.backup import BackupKeep, S3Target, SftpTarget, parse_backup_target, render_backup_stage
+from components.settings import values
+from components.vm_programs import backup_tool
 from mailctl.backup import MAX_AGE_HOURS, judge, render_status
 from mailctl.plan import SECRET
 from mailctl.recorder import record

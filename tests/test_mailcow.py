@@ -505,7 +505,7 @@ def test_mailcow_api_travels_on_stdin_and_the_script_carries_its_hash(monkeypatc
     """mailcow_api.py is a file on the stage's stdin, not an argument; its sha256 in the script re-runs
     the stage when the program changes, though stdin is secret and never diffed."""
     [stage] = [s for s in mailcow_stages(MAILCOW) if s.name == "configure"]
-    program = (PROJECT_DIR / "components/builders/mailcow_api.py").read_text().rstrip("\n") + "\n"
+    program = (PROJECT_DIR / "components/vm_programs/mailcow_api.py").read_text().rstrip("\n") + "\n"
     assert stage.files == (("API_PROGRAM", program),) and "def converge" not in stage.script
     assert f"API_PROGRAM_SHA256={hashlib.sha256(program.encode()).hexdigest()}\n" in stage.script
     assert "SECRETS=(API_KEY DKIM_PRIVATE_KEY MAILBOX_PASSWORD API_PROGRAM)\n" in stage.script

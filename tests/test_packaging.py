@@ -107,6 +107,26 @@ def test_the_built_wheel_ships_every_package_and_shell_template(tmp_path):
         assert f"{package.relative_to(PROJECT_DIR).as_posix()}/__init__.py" in names, package
     templates = {p.relative_to(PROJECT_DIR).as_posix() for p in (PROJECT_DIR / "components/builders/shell").rglob("*.sh")}
     assert templates and templates <= names, sorted(templates - names)
+    programs = {p.relative_to(PROJECT_DIR).as_posix() for p in VM_PROGRAMS.glob("*.py")}
+    assert programs and programs <= names, sorted(programs - names)
+
+
+#: the programs the stages ship to the mail VM and run there with Debian 12's python3 (3.11)
+VM_PROGRAMS = PROJECT_DIR / "components/vm_programs"
+
+
+def test_the_vm_programs_need_only_debian_12s_python_and_its_standard_library():
+    """What runs on the mail VM parses as Python 3.11 and imports only the standard library: nothing else is there."""
+    outside = []
+    for path in sorted(VM_PROGRAMS.glob("*.py")):
+        tree = ast.parse(path.read_text(), feature_version=(3, 11))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                outside.append(f"{path.name}: a relative import")
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            outside += [f"{path.name} imports {name}" for name in names if name.split(".")[0] not in sys.stdlib_module_names]
+    assert outside == []
 
 
 #: the shipped packages from the bottom up: a package imports only those below it (and itself)

@@ -3,9 +3,9 @@
 The stage is the last one of either mail stack and nothing waits for it, so it never holds up the mail server,
 CERES or Keycloak. A repository the stack's password does not open fails it; a target not reachable yet (the
 first `pulumi up`, before the backup host authorized the stack's key) only warns. It installs Debian's restic and
-the host's backup program, `ceres-mail-backup` (backup_tool.py, stdlib Python: the Debian cloud image has
-python3 for cloud-init), writes the repository's password and credentials as root-only files, makes the
-repository when it does not exist yet, and schedules `ceres-mail-backup run` with a systemd timer.
+the host's backup program, `ceres-mail-backup` (components/vm_programs/backup_tool.py, stdlib Python: the Debian
+cloud image has python3 for cloud-init), writes the repository's password and credentials as root-only files,
+makes the repository when it does not exist yet, and schedules `ceres-mail-backup run` with a systemd timer.
 
 A run never stops mail. Dovecot copies each mailbox to a staging directory on the data disk (`doveadm
 backup`, dsync: Dovecot's own locking, so the copy is consistent while mail keeps arriving and clients keep
@@ -22,12 +22,12 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import ClassVar, Literal
 
 from components.builders.cloud_init import DATA_MOUNT_POINT
-from components.builders.shell_script import PRELUDE, READ_SECRETS, Stage, render_script
 from components.builders.mail_stacks import PlacedStage
+from components.builders.shell_script import PRELUDE, READ_SECRETS, Stage, render_script
+from components.vm_programs import program_text
 
 BACKUP_TOOL = "/usr/local/sbin/ceres-mail-backup"  #: the program on the host (mailctl runs it over SSH)
 CONFIG_DIR = "/etc/ceres-mail/backup"  #: its config.json and the repository's credentials, root only
@@ -177,8 +177,7 @@ class BackupInputs:
 
 def tool_program() -> str:
     """The text of backup_tool.py as the host writes it (one final newline; its sha256 is in the header)."""
-    text = resources.files(__package__).joinpath("backup_tool.py").read_text(encoding="utf-8")
-    return text.rstrip("\n") + "\n"
+    return program_text("backup_tool.py")
 
 
 def render_backup_stage(inputs: BackupInputs) -> str:

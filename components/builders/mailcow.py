@@ -2,9 +2,9 @@
 
 mailcow's own installer (`generate_config.sh`) asks questions; here its result, `mailcow.conf`, is
 rendered by `mailcow_conf` from the stack's settings instead, and everything mailcow would otherwise be
-told through its web UI goes through its API (`mailcow_api.py`). Four stages, each its own remote
-command so a change re-runs only its stage, each a header of quoted values and `.sh` templates from
-`shell/lib` and `shell/mailcow` (see shell_script.py):
+told through its web UI goes through its API (components/vm_programs/mailcow_api.py). Four stages,
+each its own remote command so a change re-runs only its stage, each a header of quoted values and `.sh`
+templates from `shell/lib` and `shell/mailcow` (see shell_script.py):
 
     docker     Docker Engine and the compose plugin from Docker's apt repository, versions pinned and held
     release    mailcow-dockerized at the pinned release tag; moving the tag runs mailcow's update procedure
@@ -23,12 +23,12 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 
 from components.builders import ports
 from components.builders.cloud_init import DATA_DISK
 from components.builders.native import LETS_ENCRYPT, InstallInputs
 from components.builders.shell_script import PRELUDE, READ_SECRETS, STRICT, Stage, render_script
+from components.vm_programs import program_text
 
 MAILCOW_REPOSITORY = "https://github.com/mailcow/mailcow-dockerized"
 MAILCOW_RELEASE = "2026-07a"  #: the default of `mailcowVersion`; generate_config.sh of this tag is mirrored below
@@ -294,13 +294,8 @@ API_PROGRAM = "API_PROGRAM"  #: the variable mailcow_api.py's text arrives in, o
 
 
 def api_program() -> str:
-    """The text of mailcow_api.py, which runs on the VM, ending in one newline as the VM writes it back.
-
-    (The reader on the VM drops trailing newlines, as any `$(...)` does; the configure stage writes the
-    text with one.) Its sha256 is then the file's own, as `sha256sum mailcow_api.py` shows it.
-    """
-    text = resources.files(__package__).joinpath("mailcow_api.py").read_text(encoding="utf-8")
-    return text.rstrip("\n") + "\n"
+    """The text of mailcow_api.py, which runs on the VM, ending in one newline as the VM writes it back."""
+    return program_text("mailcow_api.py")
 
 
 def render_configure_stage(inputs: MailcowInputs) -> str:

@@ -13,8 +13,8 @@ file (here: by the header or lib/secrets.sh), and a template using a lowercase v
 
 Secrets never appear in a script or command line: they arrive on standard input as `NAME=base64` lines
 (`render_secrets_stdin`), are read into variables and written only to root-owned files. A file a stage
-needs on the host (mailcow's `mailcow_api.py`, the backup stage's `backup_tool.py`) travels the same way,
-with its sha256 in the header. Every stage converges: files are rewritten only when their content differs and services restart
+needs on the host (a program of components/vm_programs) travels the same way, with its sha256 in the
+header. Every stage converges: files are rewritten only when their content differs and services restart
 only then, so a re-run changes nothing.
 """
 
