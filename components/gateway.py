@@ -15,14 +15,8 @@ import pulumi
 import pulumi_command as command
 import pulumi_random as random
 
-from components.builders.gateway import (
-    KEY_BYTES,
-    GatewayInputs,
-    render_gateway_command,
-    vps_stage,
-    wireguard_public_key,
-)
-from components.builders.shell_script import render_secrets_stdin
+from components.builders.gateway import KEY_BYTES, GatewayInputs, vps_stage, wireguard_public_key
+from components.builders.shell_script import render_install_command, render_secrets_stdin
 
 
 @dataclass(frozen=True)
@@ -63,7 +57,7 @@ class MailGateway(pulumi.ComponentResource):
                 dial_error_limit=10,
                 per_dial_timeout=15,
             ),
-            create=render_gateway_command(stage.script, stage.name, args.gateway.user),
+            create=render_install_command(stage.script, stage.name, args.gateway.user),
             stdin=pulumi.Output.secret(pulumi.Output.all(vps_key.base64, vm_public_key).apply(
                 lambda keys: render_secrets_stdin(dict(zip(stage.secrets, keys))))),
             logging=command.remote.Logging.STDOUT_AND_STDERR,

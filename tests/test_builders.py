@@ -130,6 +130,14 @@ def test_install_stage_is_valid_bash_and_deterministic(stage, mode, render, inpu
     assert command.startswith("sudo -n bash -c ") and command.endswith(f" ceres-mail-{stage}")
 
 
+def test_the_install_command_runs_as_root_directly_and_as_anyone_else_through_sudo():
+    """A root login runs the script itself (many VPS images have no sudo); any other user through `sudo -n`."""
+    script = "#!/usr/bin/env bash\necho 'it ran'\n"
+    assert render_install_command(script, "gateway-vps", "root") == f"bash -c {shlex.quote(script)} ceres-mail-gateway-vps"
+    assert render_install_command(script, "gateway-vps", "debian") == f"sudo -n bash -c {shlex.quote(script)} ceres-mail-gateway-vps"
+    assert render_install_command(script, "mail") == f"sudo -n bash -c {shlex.quote(script)} ceres-mail-mail"
+
+
 def test_only_the_mail_stage_reads_secrets():
     """Only the mail stage's script reads the mailbox password; no other stage mentions it."""
     assert "MAILBOX_PASSWORD" in render_mail_stage(INSTALL)

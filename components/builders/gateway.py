@@ -236,12 +236,6 @@ def vm_stage(inputs: GatewayInputs) -> Stage:
     return Stage("gateway", render_vm_stage(inputs), SECRETS, after=(VPS_STAGE,))
 
 
-def render_gateway_command(script: str, stage: str, user: str) -> str:
-    """The VPS's command line: as root directly (many VPS images have no sudo), or through sudo."""
-    run = f"bash -c {shlex.quote(script)} ceres-mail-{stage}"
-    return run if user == "root" else f"sudo -n {run}"
-
-
 def header_array(script: str, name: str) -> tuple[str, ...] | None:
     """The values of the array `name` in a rendered script's header (what the policy pack reads back), or None
     when the header has no such line."""

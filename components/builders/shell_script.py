@@ -73,9 +73,11 @@ def render_secrets_stdin(secrets: dict[str, str]) -> str:
     return "".join(f"{name}={base64.b64encode(value.encode()).decode()}\n" for name, value in sorted(secrets.items()))
 
 
-def render_install_command(script: str, stage: str = "install") -> str:
-    """The remote command line: root through sudo, the script as an argument, stdin left for secrets."""
-    return f"sudo -n bash -c {shlex.quote(script)} ceres-mail-{stage}"
+def render_install_command(script: str, stage: str, user: str = "") -> str:
+    """The remote command line: the script as an argument, stdin left for secrets, run as root. A `user` of
+    root (many VPS images have no sudo) runs it directly; anyone else through `sudo -n`."""
+    run = f"bash -c {shlex.quote(script)} ceres-mail-{stage}"
+    return run if user == "root" else f"sudo -n {run}"
 
 
 @dataclass(frozen=True)
