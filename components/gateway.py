@@ -5,6 +5,8 @@ protected where the stack is); the public keys are derived here (components/buil
 end ever sends its key anywhere. The VPS's stage runs over a connection of its own: the operator's key for
 the VPS (gatewaySshPrivateKey, a secret) and the VPS's host key pinned. Its keys travel on the stage's stdin.
 The VM's end is a stage of MailServer, which waits for `installed`: the VM dials a VPS that listens.
+The component itself is registered with one plain input, `sshFrom`: the networks the VPS's SSH answers,
+which the policy pack judges (CrossGuard sees a component's inputs before any of its children exist).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import pulumi
 import pulumi_command as command
 import pulumi_random as random
 
-from components.builders.gateway import KEY_BYTES, GatewayInputs, vps_stage, wireguard_public_key
+from components.builders.gateway import (
+    COMPONENT_TYPE,
+    KEY_BYTES,
+    GatewayInputs,
+    component_props,
+    vps_stage,
+    wireguard_public_key,
+)
 from components.builders.shell_script import render_install_command, render_secrets_stdin
 
 
@@ -36,7 +45,9 @@ class MailGateway(pulumi.ComponentResource):
     installed: command.remote.Command  #: the VPS's stage: the VM's end waits for it
 
     def __init__(self, name: str, args: MailGatewayArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("ceres-mail:mail:Gateway", name, None, opts)
+        # Registered with the networks SSH on the VPS answers, a plain value the policy pack reads
+        # (ssh-not-open-to-the-world): the VPS stage below is rendered from the same adminCidrs
+        super().__init__(COMPONENT_TYPE, name, component_props(args.gateway), opts)
         keep = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
         # One key per end, 32 random bytes each, kept encrypted in the state

@@ -25,7 +25,7 @@ from components.builders.dns_records import (
     spf_term_looks_up,
     txt_value,
 )
-from components.builders.gateway import ssh_sources as gateway_ssh_sources
+from components.builders.gateway import COMPONENT_TYPE as GATEWAY, SSH_FROM
 from components.builders.ports import LDAP_PLAIN_PORT, LDAPS, submission_problem
 from policy.markers import SECRET, UNKNOWN_TEXT as UNKNOWN
 
@@ -212,14 +212,25 @@ def _opened_to_everyone(r: Resource, port: int) -> bool:
     return False
 
 
+def _gateway_ssh_problems(sources: Any) -> Iterable[str]:
+    """What is wrong with the networks the gateway's component says its VPS lets reach SSH (`sshFrom`)."""
+    if sources in OPAQUE:
+        return
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        # a component without the value would leave the VPS unjudged: say so rather than pass it
+        yield (f"the gateway component registers no {SSH_FROM} list, so the networks that reach the VPS's SSH "
+               "cannot be judged: register it (components/gateway.py, component_props)")
+    elif any(_everyone(source) for source in sources if source not in OPAQUE):
+        yield "the gateway VPS opens SSH (22) to the whole internet: restrict it to adminCidrs"
+
+
 def ssh_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:
-    """The VM's Proxmox firewall, and the gateway VPS's nftables table as its stage writes it."""
+    """The VM's Proxmox firewall, and the gateway VPS: its component's plain `sshFrom` input, the adminCidrs
+    its stage writes into the VPS's nftables table."""
     if _opened_to_everyone(r, 22):
         yield "the firewall opens SSH (22) to the whole internet: restrict it to adminCidrs"
-    create = _text(r.props.get("create")) if r.type == COMMAND else None
-    sources = gateway_ssh_sources(create) if create else None
-    if sources and any(_everyone(source) for source in sources):
-        yield "the gateway VPS opens SSH (22) to the whole internet: restrict it to adminCidrs"
+    if r.type == GATEWAY:
+        yield from _gateway_ssh_problems(unwrap(r.props.get(SSH_FROM)))
 
 
 def directory_not_open_to_the_world(r: Resource, config: PolicyConfig) -> Iterable[str]:

@@ -83,6 +83,22 @@ def split_secrets(config: dict) -> tuple[dict, dict[str, str]]:
     return {key: SECURE if key in plain else value for key, value in config.items()}, plain
 
 
+def open_the_gateway_vps_to(monkeypatch, network: str) -> None:
+    """Build the gateway with SSH on the VPS open to `network` as well, as a program would whose settings let
+    0.0.0.0/0 or ::/0 through (they refuse it): its VPS stage and its component's `sshFrom` both get it."""
+    from dataclasses import replace
+
+    from components import platform
+
+    build = platform.MailGateway
+
+    def opened(name, args, opts=None):
+        gateway = replace(args.gateway, admin_cidrs=(*args.gateway.admin_cidrs, network))
+        return build(name, replace(args, gateway=gateway), opts)
+
+    monkeypatch.setattr(platform, "MailGateway", opened)
+
+
 def refused(scratch_project, config: dict) -> SettingsError:
     with pytest.raises(SettingsError) as caught:
         record(scratch_project("bad", config), "bad")

@@ -5,8 +5,6 @@ tests/test_gateway_host.py."""
 from __future__ import annotations
 
 import base64
-import ipaddress
-import shlex
 import shutil
 import subprocess
 from dataclasses import replace
@@ -14,20 +12,21 @@ from dataclasses import replace
 import pytest
 
 from components.builders.gateway import (
+    COMPONENT_TYPE,
     FORWARDED_PORTS,
+    SSH_FROM,
     GatewayInputs,
     render_nftables,
     render_vm_stage,
     render_vps_stage,
     smtp_bind_addresses,
-    ssh_sources,
     wireguard_public_key,
 )
 from components.builders.native import render_mail_stage
 from mailctl.plan import SECRET
 from mailctl.recorder import record
 from policy.rules import COMMAND, evaluate
-from tests.conftest import INSTALL, one, refused, stack_config
+from tests.conftest import INSTALL, one, open_the_gateway_vps_to, refused, stack_config
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 VPS = "-gateway-install-vps"
@@ -129,8 +128,6 @@ def test_the_vps_opens_only_ssh_from_admin_networks_and_the_tunnel_port():
     assert f"ip daddr 198.51.100.25 tcp dport {{ {ports} }} dnat ip to 10.254.25.2" in table
     assert 'oifname != "wg-ceres" ip saddr 10.254.25.2 snat ip to 198.51.100.25' in table
     assert "masquerade" not in table
-    assert ssh_sources(f"bash -c {shlex.quote(render_vps_stage(GATEWAY))} ceres-mail-gateway-vps") == \
-        ("192.168.77.0/24", "198.51.100.77/32", "2001:db8:ad::/48")
 
 
 @pytest.mark.parametrize("render", [render_vps_stage, render_vm_stage])
@@ -228,14 +225,45 @@ def test_a_stack_without_the_gateway_has_none_of_it(plans):
 # --- the policy ----------------------------------------------------------------------------------------
 
 
+def test_the_gateway_registers_the_ssh_sources_its_vps_table_is_written_from(plans):
+    """The policy's value is the VPS's: the gateway component's plain sshFrom, the gateway output's and the
+    networks of the VPS's nftables table are all the stack's adminCidrs."""
+    plan = plans["home"]
+    gateway, vps = one(plan, COMPONENT_TYPE), one(plan, COMMAND, VPS)
+    admin = sorted(stack_config("home")["ceres-mail:adminCidrs"])
+    assert gateway.inputs == {SSH_FROM: admin}, "the component registers this one plain input"
+    assert plan.outputs["gateway"][SSH_FROM] == admin
+    assert f"elements = {{ {', '.join(admin)} }}" in vps.inputs["create"], "the VPS's table admits these networks"
+
+
 def test_the_policy_refuses_a_vps_with_ssh_open_to_all_or_no_pinned_host_key(plans):
     """The policy refuses a gateway VPS with SSH open to the whole internet, or reached without a pinned host key."""
-    vps = one(plans["home"], COMMAND, VPS)
-    assert not [v for v in evaluate([vps]) if v["policy"].startswith("ssh-")]
-    script = render_vps_stage(replace(GATEWAY, admin_cidrs=("0.0.0.0/0",)))
-    opened = replace(vps, inputs={**vps.inputs, "create": f"bash -c {shlex.quote(script)} ceres-mail-gateway-vps"})
-    [violation] = [v for v in evaluate([opened]) if v["policy"] == "ssh-not-open-to-the-world"]
-    assert "gateway VPS opens SSH (22) to the whole internet" in violation["message"]
+    plan = plans["home"]
+    gateway, vps = one(plan, COMPONENT_TYPE), one(plan, COMMAND, VPS)
+    assert not [v for v in evaluate([gateway, vps]) if v["policy"].startswith("ssh-")]
+    for everyone in ("0.0.0.0/0", "::/0"):
+        opened = replace(gateway, inputs={SSH_FROM: [*gateway.inputs[SSH_FROM], everyone]})
+        [violation] = [v for v in evaluate([opened]) if v["policy"] == "ssh-not-open-to-the-world"]
+        assert violation["urn"] == gateway.urn and violation["level"] == "mandatory"
+        assert "gateway VPS opens SSH (22) to the whole internet" in violation["message"]
     unpinned = replace(vps, inputs={**vps.inputs, "connection": {"host": "198.51.100.25", "user": "root"}})
     assert [v for v in evaluate([unpinned]) if v["policy"] == "ssh-pins-host-key"]
-    assert all(ipaddress.ip_network(c).prefixlen > 0 for c in ssh_sources(vps.inputs["create"]) or ("10.0.0.0/8",))
+
+
+def test_a_gateway_that_registers_no_ssh_sources_is_refused_not_passed(plans):
+    """A gateway component without its sshFrom list fails the rule: a VPS the policy cannot see is not passed."""
+    gateway = one(plans["home"], COMPONENT_TYPE)
+    for unreadable in ({}, {SSH_FROM: "198.51.100.77/32"}):
+        judged = evaluate([replace(gateway, inputs=unreadable)])
+        [violation] = [v for v in judged if v["policy"] == "ssh-not-open-to-the-world"]
+        assert f"registers no {SSH_FROM} list" in violation["message"]
+
+
+@pytest.mark.parametrize("everyone", ["0.0.0.0/0", "::/0"])
+def test_a_home_plan_with_the_vps_open_to_all_fails_on_the_gateway(project_dir, monkeypatch, everyone):
+    """`mailctl plan` over a program that opens the VPS's SSH to everyone fails with exactly that, on the gateway."""
+    open_the_gateway_vps_to(monkeypatch, everyone)
+    plan = record(project_dir, "home")
+    assert everyone in one(plan, COMMAND, VPS).inputs["create"], "the VPS's own table opens it"
+    mandatory = [(v["policy"], v["urn"]) for v in plan.policy if v["level"] == "mandatory"]
+    assert mandatory == [("ssh-not-open-to-the-world", one(plan, COMPONENT_TYPE).urn)]

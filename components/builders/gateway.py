@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import shlex
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -45,6 +44,9 @@ FORWARDED_PORTS = tuple(service.port for service in PUBLIC)
 #: what each stage reads on stdin: its own private key and the other end's public key
 SECRETS = ("WIREGUARD_PRIVATE_KEY", "WIREGUARD_PEER_KEY")
 VPS_STAGE = "gateway-vps"  #: the name the VPS's install goes by among what stages wait for (Stage.after)
+COMPONENT_TYPE = "ceres-mail:mail:Gateway"  #: the MailGateway component: the VPS, as the graph registers it
+#: the networks SSH on the VPS answers, a plain list: registered on the component and in the `gateway` output
+SSH_FROM = "sshFrom"
 KEY_BYTES = 32  #: a WireGuard (Curve25519) private key
 #: what each end's stage needs besides WireGuard, which a minimal or cloud image of Debian 12 may lack: `nft` on
 #: the VPS, `ping` (the tunnel check) on the VM
@@ -106,11 +108,17 @@ def summary(inputs: GatewayInputs, vm_address: str) -> dict[str, object]:
         "publicAddresses": [a for a in (inputs.public_ipv4, inputs.public_ipv6) if a],
         "forwardedTcpPorts": list(FORWARDED_PORTS),
         "wireguard": f"udp/{inputs.port}",
-        "sshFrom": sorted(inputs.admin_cidrs),
+        **component_props(inputs),
         "tunnel": {"vps": inputs.vps_tunnel_ipv4, "vm": inputs.vm_tunnel_ipv4,
                    **({"vpsIpv6": inputs.vps_tunnel_ipv6, "vmIpv6": inputs.vm_tunnel_ipv6} if inputs.public_ipv6 else {})},
         "vmHomeAddress": vm_address,
     }
+
+
+def component_props(inputs: GatewayInputs) -> dict[str, list[str]]:
+    """What the gateway's component registers: the networks its nftables table lets reach SSH, from the same
+    adminCidrs the VPS stage is rendered from. The policy pack reads them there as a plain value."""
+    return {SSH_FROM: sorted(inputs.admin_cidrs)}
 
 
 def smtp_bind_addresses(gateway: GatewayInputs | None) -> tuple[str, str]:
@@ -234,28 +242,3 @@ def vm_stage(inputs: GatewayInputs) -> Stage:
     """The VM's stage, after its packages and before its certificate: the ACME server's http-01 request comes
     in through the VPS. It waits for the VPS's stage (MailServer gives it that edge)."""
     return Stage("gateway", render_vm_stage(inputs), SECRETS, after=(VPS_STAGE,))
-
-
-def header_array(script: str, name: str) -> tuple[str, ...] | None:
-    """The values of the array `name` in a rendered script's header (what the policy pack reads back), or None
-    when the header has no such line."""
-    for line in script.splitlines():
-        if line.startswith(f"{name}=(") and line.endswith(")"):
-            return tuple(shlex.split(line[len(name) + 2:-1]))
-        if not line.startswith(("#", "STAGE=")) and "=" not in line.split(" ", 1)[0]:
-            break  # past the header
-    return None
-
-
-def ssh_sources(command_line: str) -> tuple[str, ...] | None:
-    """The networks the VPS stage in a command line (`render_gateway_command`) lets reach SSH, or None when the
-    command runs no VPS stage: what the policy pack checks, read from what the VPS really gets."""
-    try:
-        words = shlex.split(command_line)
-    except ValueError:
-        return None
-    script = next((word for word in words if word.startswith("#!") and "\nSTAGE=gateway-vps\n" in word), None)
-    if script is None:
-        return None
-    v4, v6 = header_array(script, "SSH_SOURCES_V4"), header_array(script, "SSH_SOURCES_V6")
-    return (*(v4 or ()), *(v6 or ()))

@@ -2,13 +2,17 @@
 
 A stack whose settings are valid cannot hold these mistakes (settings refuse a 1024-bit DKIM key and SSH
 open to all), so each bad stack is the real program with a Pulumi resource transform standing for the
-edit that broke it: the engine and the pack see what such a program would register."""
+edit that broke it: the engine and the pack see what such a program would register. The gateway VPS's
+SSH sources have one source, the gateway's inputs, so that mistake is made there (the program runs in the
+test's process): its stage and its component get it alike."""
 
 from __future__ import annotations
 
 import pulumi
 
+from tests.conftest import open_the_gateway_vps_to
 from tests.engine.harness import run_engine
+from tests.engine.standins.remote_commands import RUN_LOG
 
 SSH_FROM_ANYWHERE = {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22", "comment": "ssh"}
 
@@ -52,6 +56,24 @@ def test_a_bad_stack_fails_with_exactly_its_mandatory_violations(engine_project)
         ("dns-record-not-proxied", "ceres-mail-dns-a-mail.staging.example.net"),
         ("ssh-not-open-to-the-world", "ceres-mail-vm-firewall-rules"),
     ]
+
+
+def test_a_gateway_vps_open_to_all_is_refused_on_the_gateway_before_its_stage_runs(engine_project, monkeypatch):
+    """Under CrossGuard a gateway VPS whose SSH answers 0.0.0.0/0 fails the preview on the gateway, and an up
+    without a preview stops before the VPS's stage runs."""
+    open_the_gateway_vps_to(monkeypatch, "0.0.0.0/0")
+    project = engine_project("home")
+    stack = project.stack("home")
+    run = run_engine(stack.preview, policy_packs=[project.policy_pack])
+    assert not run.ok, "a mandatory violation fails the preview"
+    assert _mandatory(run) == [("ssh-not-open-to-the-world", "ceres-mail-gateway")]
+    [message] = [v["message"] for v in run.violations if v["policy"] == "ssh-not-open-to-the-world"]
+    assert "the gateway VPS opens SSH (22) to the whole internet" in message
+    # the component is judged when it registers, before its children: the Automation API's up skips the preview
+    up = run_engine(stack.up, policy_packs=[project.policy_pack])
+    assert not up.ok and _mandatory(up) == [("ssh-not-open-to-the-world", "ceres-mail-gateway")]
+    ran = project.world / "command" / RUN_LOG
+    assert not ran.exists() or "-gateway-install-vps" not in ran.read_text(), "the VPS's stage never ran"
 
 
 def test_a_plain_text_credential_is_caught_under_crossguard(engine_project):
