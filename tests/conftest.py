@@ -88,15 +88,15 @@ def open_the_gateway_vps_to(monkeypatch, network: str) -> None:
     0.0.0.0/0 or ::/0 through (they refuse it): its VPS stage and its component's `sshFrom` both get it."""
     from dataclasses import replace
 
-    from components import platform
+    from components.features import gateway as feature
 
-    build = platform.MailGateway
+    build = feature.MailGateway
 
     def opened(name, args, opts=None):
         gateway = replace(args.gateway, admin_cidrs=(*args.gateway.admin_cidrs, network))
         return build(name, replace(args, gateway=gateway), opts)
 
-    monkeypatch.setattr(platform, "MailGateway", opened)
+    monkeypatch.setattr(feature, "MailGateway", opened)
 
 
 def refused(scratch_project, config: dict) -> SettingsError:
