@@ -24,20 +24,21 @@ from components.builders.dns_records import (
     reverse_records,
 )
 from components.builders.zone_file import render_rrsets, render_zone
-from components.settings import Settings, validate
+from components.settings import Settings, clear_secrets, validate
 from mailctl.stackfile import StackFileError, load_stack
-
 
 
 def stack_settings(project_dir: Path, stack: str, secrets: Mapping[str, str] | None = None) -> Settings:
     """Validated settings of a stack without running the program (secrets stay unread placeholders, or are
-    `secrets` as decrypted values: see StackConfig.with_secrets)."""
+    `secrets` as decrypted values: see StackConfig.with_secrets). A secret the stack file holds in clear is
+    refused as the program refuses it."""
     config = load_stack(project_dir, stack).with_secrets(secrets or {})
     prefix = f"{config.project}:"
     raw = {key[len(prefix):]: value for key, value in config.values.items() if key.startswith(prefix)}
     for key in config.stack_keys:
         raw.setdefault(key, None)
-    return validate(raw)
+    in_clear = clear_secrets(raw.get, lambda key: f"{prefix}{key}" in config.secret_keys)
+    return validate(raw, in_clear=in_clear, stack_file=f"Pulumi.{stack}.yaml")
 
 
 def read_dkim_public_keys(source: str, signing_selector: str) -> dict[str, str]:

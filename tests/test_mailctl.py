@@ -99,6 +99,27 @@ def test_a_secret_in_clear_in_the_stack_file_is_refused_without_showing_it(scrat
     assert "Traceback" not in result.stderr
 
 
+#: the commands that read a stack file without the program, each as an operator runs it on stack "leaky"
+READERS_OF_THE_STACK_FILE = {
+    "zone": ["zone", "--stack", "leaky"],
+    "verify": ["verify", "--stack", "leaky"],
+    "dkim": ["dkim", "rotate", "--stack", "leaky", "--to", "ceres2"],
+}
+
+
+@pytest.mark.parametrize("key", sorted(UNDECLARED_KEYS))
+@pytest.mark.parametrize("command", sorted(READERS_OF_THE_STACK_FILE))
+def test_every_reader_of_the_stack_file_refuses_a_secret_in_clear(scratch_project, capsys, command, key):
+    """zone, verify and dkim refuse a secret in clear as the plan does: exit 2, the key, the command to use, never the value."""
+    value = f"{key}-value-that-must-not-be-printed"
+    project = scratch_project("leaky", {**stack_config("staging"), f"ceres-mail:{key}": value})
+    assert main(["-C", str(project), *READERS_OF_THE_STACK_FILE[command]]) == 2
+    said = capsys.readouterr()
+    assert f"ceres-mail:{key}: is in clear in Pulumi.leaky.yaml" in said.err, said.err
+    assert f"`{set_secret_command(key)}`" in said.err
+    assert value not in said.err + said.out
+
+
 def test_the_text_plan_shows_what_an_operator_checks(scratch_project):
     """Deep values by their path, none cut off (the IPv6 gateway), and the inputs of CERES's rollout patch."""
     project = scratch_project("rollout", {**stack_config("prod"), "ceres-mail:ceresDeployment": "ceres"})

@@ -10,7 +10,7 @@ and `mailctl` prints it the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
 import pulumi
@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 
 from components.settings.derived import Settings
 from components.settings.rules import cross_field_problems, import_problems
-from components.settings.schema import CONFIG_KEYS, OBJECT_KEYS, PROJECT, is_secret, set_secret_command
+from components.settings.schema import CONFIG_KEYS, OBJECT_KEYS, PROJECT, SECRET_KEYS, is_secret, set_secret_command
 
 
 class SettingsError(pulumi.RunError):
@@ -106,9 +106,18 @@ def misplaced_keys(full_keys: Iterable[str]) -> list[tuple[str, str]]:
     return problems
 
 
+def clear_secrets(value_of: Callable[[str], Any], encrypted: Callable[[str], bool]) -> list[str]:
+    """The secret keys whose stack file holds a value in clear, where git keeps it: those with a value
+    (`value_of(key)`) that was not a `secure:` one (`encrypted(key)`, asked first so that a secret's value is
+    never read in plain). Every reader of a stack refuses them through this one check, the Pulumi program
+    and the commands that read the stack file alike; the CLI itself refuses only the keys Pulumi.yaml
+    declares secret, and an optional secret cannot be declared (UNDECLARED_KEYS)."""
+    return [key for key in sorted(SECRET_KEYS) if not encrypted(key) and value_of(key)]
+
+
 def secrets_in_clear(keys: Iterable[str], stack_file: str) -> list[tuple[str, str]]:
-    """Secret keys whose stack file holds the value in clear, where git keeps it. The CLI refuses that only
-    for keys Pulumi.yaml declares secret, and an optional secret cannot be declared (UNDECLARED_KEYS)."""
+    """The problem of each secret key `stack_file` holds in clear (`clear_secrets`): the command that stores
+    it encrypted, never its value."""
     return [(key, f"is in clear in {stack_file}, where anyone who reads it (or its git history) has it: set it "
                   f"with `{set_secret_command(key)}`, which stores it encrypted, and replace the exposed value")
             for key in sorted(keys)]
@@ -167,13 +176,11 @@ def load(config: pulumi.Config | None = None, stack_keys: Iterable[str] = ()) ->
     """
     config = config or pulumi.Config(PROJECT)
     raw: dict[str, Any] = {key: None for key in stack_keys}
-    in_clear = []
     for name, info in Settings.model_fields.items():
         key = to_camel(name)
         raw[key] = config.get_secret(key) if is_secret(info) else config.get(key)
-        # the engine (and the offline recorder) mark the values the stack file holds encrypted
-        if is_secret(info) and not pulumi_config.is_config_secret(f"{PROJECT}:{key}") and config.get(key):
-            in_clear.append(key)
+    # the engine (and the offline recorder) mark the values the stack file holds encrypted
+    in_clear = clear_secrets(config.get, lambda key: pulumi_config.is_config_secret(f"{PROJECT}:{key}"))
     # every key the engine passed, whatever its namespace (the SDK offers no public list of them)
     return validate(raw, misplaced=pulumi_config.CONFIG.get().keys(), in_clear=in_clear,
                     stack_file=f"Pulumi.{pulumi.get_stack()}.yaml")
