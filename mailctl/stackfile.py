@@ -94,19 +94,10 @@ def load_stack(project_dir: Path, stack: str) -> StackConfig:
         full_key = key if ":" in key else f"{name}:{key}"
         if isinstance(declaration, dict) and "default" in declaration:
             values[full_key] = _as_config_string(declaration["default"])
-    declared_secret = {
-        key if ":" in key else f"{name}:{key}"
-        for key, declaration in (project.get("config") or {}).items()
-        if isinstance(declaration, dict) and declaration.get("secret")
-    }
     stack_keys: list[str] = []
+    # A secret in clear is not marked secret here, like any plain value: the settings refuse it
+    # (components.settings.clear_secrets), declared in Pulumi.yaml or not, before anything shows a value.
     for full_key, value in (stack_file.get("config") or {}).items():
-        if full_key in declared_secret and not (isinstance(value, dict) and set(value) == {"secure"}):
-            # the Pulumi CLI refuses it too; offline it would be shown, and it sits in clear in a file
-            raise StackFileError(
-                f"{full_key} is in clear in {path.name}, but Pulumi.yaml declares it secret: set it with "
-                f"`pulumi config set --secret {full_key.split(':', 1)[1]} …` and rotate the exposed value"
-            )
         if full_key.startswith(f"{name}:"):
             stack_keys.append(full_key.split(":", 1)[1])
         if isinstance(value, dict) and set(value) == {"secure"}:
