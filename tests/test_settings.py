@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 
 import pulumi
 import pytest
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from components.settings import rules, values
+from components.settings import reading, rules, values
 from components.settings import CONFIG_KEYS, SECRET_KEYS, UNDECLARED_KEYS, Settings, SettingsError, validate
 from components.settings.schema import UNTYPED_KEYS
 from mailctl.recorder import record
@@ -436,9 +437,10 @@ def test_a_link_local_ipv6_gateway_is_taken_as_hosters_give_it(scratch_project):
     assert vm.inputs["initialization"]["ipConfigs"][0]["ipv6"]["gateway"] == "fe80::1"
 
 
-@pytest.mark.parametrize("company, base, features", [
+#: stacks as an operator writes them, every feature on at once: company -> (the committed stack it starts from, its keys)
+EVERY_FEATURE = {
     # at home behind a VPS: its own directory, sftp backups, webmail and fail2ban tuned, a DKIM rotation at step 2
-    ("home", "home", {
+    "home": ("home", {
         "ceres-mail:ldapMode": "local", "ceres-mail:ldapClientCidrs": ["10.42.0.0/16"],
         "ceres-mail:backupTarget": "sftp:restic@backup.home.example.org:/srv/restic",
         "ceres-mail:backupHostKey": f"backup.home.example.org {ED25519_HOST_KEY}",  # as ssh-keyscan prints it
@@ -449,7 +451,7 @@ def test_a_link_local_ipv6_gateway_is_taken_as_hosters_give_it(scratch_project):
                                                                             "retire on 2026-12-08 or later"}],
     }),
     # a company with its own directory and S3, at a hoster that routes IPv6 through fe80::1
-    ("corp", "prod", {
+    "corp": ("prod", {
         "ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": "ldaps://ldap.corp.example.com",
         "ceres-mail:ldapBindDn": "cn=mail,ou=services,dc=example,dc=com", "ceres-mail:ldapBindPassword": SECURE,
         "ceres-mail:backupTarget": "s3:https://s3.eu-central-1.amazonaws.com/corp-backups/mail", "ceres-mail:backupHostKey": None,
@@ -457,7 +459,10 @@ def test_a_link_local_ipv6_gateway_is_taken_as_hosters_give_it(scratch_project):
         "ceres-mail:ipv6Gateway": "fe80::1", "ceres-mail:keycloakUrl": "https://sso.example.com/",
         "ceres-mail:webmail": False,
     }),
-])
+}
+
+
+@pytest.mark.parametrize("company, base, features", [(company, *stack) for company, stack in EVERY_FEATURE.items()])
 def test_a_new_operators_stack_with_every_feature_plans_cleanly(scratch_project, company, base, features):
     """Stacks as an operator writes them, every feature on at once, secrets set with --secret: the plan
     passes with no problem and no mandatory policy violation."""
@@ -466,3 +471,65 @@ def test_a_new_operators_stack_with_every_feature_plans_cleanly(scratch_project,
     names = [r.name for r in plan.resources]
     assert any(name.endswith("-install-backup") for name in names), "backups planned"
     assert any(name.endswith("-directory-federation") for name in names), "Keycloak federates the directory"
+
+
+# --- each cross-field rule reads what it names -----------------------------------------------------
+
+
+class StrayKey(Exception):
+    """A rule asked for a field it does not name in its reads."""
+
+
+class OnlyItsReads(Mapping):
+    """The checked values as one rule is given them: the fields it names, and none other (asking for one,
+    by v[...], v.get or `in`, raises StrayKey)."""
+
+    def __init__(self, good: Mapping[str, object], reads: tuple[str, ...]):
+        self.good, self.reads, self.used = good, reads, set()
+
+    def __getitem__(self, name: str) -> object:
+        if name not in self.reads:
+            raise StrayKey(name)
+        self.used.add(name)
+        return self.good[name]
+
+    def __iter__(self):
+        return iter(self.reads)
+
+    def __len__(self) -> int:
+        return len(self.reads)
+
+
+def test_each_cross_field_rule_reads_all_the_keys_it_names_and_no_other(monkeypatch, scratch_project):
+    """A rule runs once the keys it names passed their checks, so it reads just those: no bad key skews it, none is left unchecked."""
+    used: dict[int, set[str]] = {index: set() for index in range(len(rules.CROSS_RULES))}
+    strays: set[tuple[str, str]] = set()
+    checked = reading.cross_field_problems
+
+    def through_views(good):
+        for index, rule in enumerate(rules.CROSS_RULES):
+            if rules.has_all(good, *rule.reads):
+                view = OnlyItsReads(good, rule.reads)
+                try:
+                    rule.check(view)
+                except StrayKey as stray:
+                    strays.add((f"{rule.check.__qualname__}{rule.reads}", str(stray)))
+                used[index] |= view.used
+        return checked(good)
+
+    monkeypatch.setattr(reading, "cross_field_problems", through_views)
+    certificate = self_signed("mail.example.com", "mta-sts.example.com")[0]
+    samples = [stack_config(stack) for stack in ("prod", "staging", "home")]
+    samples += [stack_config("prod", edit) for _, edit, _, _ in BAD_CONFIGS]
+    samples += [stack_config(base, features) for base, features in EVERY_FEATURE.values()]
+    samples.append(stack_config("prod", {"ceres-mail:tlsMode": "provided", "ceres-mail:tlsCertificate": certificate,
+                                         "ceres-mail:tlsPrivateKey": SECURE}))
+    for config in samples:
+        try:
+            settings_of_stack(scratch_project("sample", config), "sample")
+        except SettingsError:
+            pass
+    assert not strays, f"(rule, a field it reads but does not name): {sorted(strays)}"
+    unread = {f"{rule.check.__qualname__}{rule.reads}": sorted(set(rule.reads) - used[index])
+              for index, rule in enumerate(rules.CROSS_RULES) if set(rule.reads) - used[index]}
+    assert not unread, f"fields a rule names but never read in any sample: {unread}"

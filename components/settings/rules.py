@@ -34,7 +34,7 @@ Problems = list[tuple[str, str]]  #: (config key, what is wrong with it)
 class CrossRule:
     """A rule over several keys: it runs only when every key it reads passed its own check."""
 
-    reads: tuple[str, ...]  #: the settings fields (snake_case) it reads
+    reads: tuple[str, ...]  #: the settings fields (snake_case) it reads: every one, and no other
     check: Callable[[Mapping[str, Any]], Problems]
 
 
@@ -131,22 +131,42 @@ def _extra_domain_problems(v: Mapping[str, Any]) -> Problems:
             for domain in sorted({d for d in extra if extra.count(d) > 1 or d == v["domain"]})]
 
 
-def _mailcow_problems(v: Mapping[str, Any]) -> Problems:
-    """With mailStack mailcow: what mailcow cannot do that the native stack can."""
-    if v["mail_stack"] != MailcowStack.name:
-        return []
-    problems = []
-    if v.get("acme_ca_bundle"):
-        problems.append(("acmeCaBundle", "is not supported by the mailcow stack (acme-mailcow trusts only the public CAs); use tlsMode provided"))
-    for name in ("acme_email", "acme_directory"):
-        if v.get(name) and not SAFE_VALUE.fullmatch(v[name]):
-            problems.append((to_camel(name), f"{v[name]!r} cannot be written to mailcow.conf (letters, digits and _.,:/@+*- only)"))
-    for key, instead in IGNORED_BY_MAILCOW.items():
-        name = to_snake(key)
-        if name in v and v[name] != Settings.model_fields[name].default and (v[name] or Settings.model_fields[name].default):
-            problems.append((key, f"is set, but the mailcow stack ignores it: {instead}; remove {key} (it applies to "
-                                  "the native stack)"))
-    return problems
+def _with_mailcow(name: str, problem: Callable[[Any], str | None]) -> CrossRule:
+    """A rule over mailStack and one key: with mailcow, `problem(value)` says what mailcow cannot do with the
+    key's value (the native stack can), or None."""
+
+    def check(v: Mapping[str, Any]) -> Problems:
+        if v["mail_stack"] != MailcowStack.name or not (why := problem(v[name])):
+            return []
+        return [(to_camel(name), why)]
+
+    return CrossRule(("mail_stack", name), check)
+
+
+def _private_acme_ca(bundle: str) -> str | None:
+    """acme-mailcow asks only the public CAs, so a private ACME server's CA has nowhere to go."""
+    return ("is not supported by the mailcow stack (acme-mailcow trusts only the public CAs); use tlsMode provided"
+            if bundle else None)
+
+
+def _mailcow_conf_value(value: str) -> str | None:
+    """mailcow.conf is sourced by bash and read by compose as .env: a value goes there only as plain characters."""
+    if value and not SAFE_VALUE.fullmatch(value):
+        return f"{value!r} cannot be written to mailcow.conf (letters, digits and _.,:/@+*- only)"
+    return None
+
+
+def _ignored_by_mailcow(key: str) -> Callable[[Any], str | None]:
+    """A key of the native stack set to anything but its default (an empty list is the default too)."""
+    default = Settings.model_fields[to_snake(key)].default
+
+    def problem(value: Any) -> str | None:
+        if value != default and (value or default):
+            return (f"is set, but the mailcow stack ignores it: {IGNORED_BY_MAILCOW[key]}; remove {key} (it applies "
+                    "to the native stack)")
+        return None
+
+    return problem
 
 
 #: keys of the native stack that mailcow has its own way for (key -> what mailcow does instead)
@@ -182,28 +202,44 @@ def _reachability_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _gateway_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """What the gateway needs, nothing of it left set without one, and what it cannot do."""
-    problems = []
+    """What the gateway needs, and nothing of it left set without one."""
     if v["gateway_mode"] == "off":
-        extra = [key for key, name in GATEWAY_KEYS.items() if v[name] not in ("", None)]
-        extra += [key for key in ("gatewayPublicIpv6",) if v.get("gateway_public_ipv6")]
-        return [(key, "is set but gatewayMode is off") for key in extra]
-    for key, name in GATEWAY_KEYS.items():
-        if v[name] in ("", None):
-            problems.append((key, f"is required with gatewayMode wireguard: {GATEWAY_HINTS[key]}"))
+        return [(key, "is set but gatewayMode is off")
+                for key, name in GATEWAY_KEYS.items() if v[name] not in ("", None)]
+    problems = [(key, f"is required with gatewayMode wireguard: {GATEWAY_HINTS[key]}")
+                for key, name in GATEWAY_KEYS.items() if v[name] in ("", None)]
     if v["gateway_public_ipv4"] and ipaddress.ip_address(v["gateway_public_ipv4"]).version != 4:
         problems.append(("gatewayPublicIpv4", f"{v['gateway_public_ipv4']} is not an IPv4 address"))
-    if v.get("gateway_public_ipv6") and ipaddress.ip_address(v["gateway_public_ipv6"]).version != 6:
-        problems.append(("gatewayPublicIpv6", f"{v['gateway_public_ipv6']} is not an IPv6 address"))
-    if v.get("mail_stack") == MailcowStack.name:
-        problems.append(("gatewayMode", "wireguard is not supported with mailStack mailcow yet (its Postfix runs in a "
-                         "container the gateway stage does not bind): use the native stack"))
-    if has_all(v, "gateway_tunnel_cidr", "ipv4_address"):
-        home = ipaddress.ip_interface(v["ipv4_address"]).network
-        if ipaddress.ip_network(v["gateway_tunnel_cidr"]).overlaps(home):
-            problems.append(("gatewayTunnelCidr", f"{v['gateway_tunnel_cidr']} overlaps the VM's network {home}: "
-                             "pick a /30 no network of yours uses"))
     return problems
+
+
+def _gateway_ipv6_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The VPS's IPv6 address, optional: only with a gateway, and an IPv6 one."""
+    address = v["gateway_public_ipv6"]
+    if address and v["gateway_mode"] == "off":
+        return [("gatewayPublicIpv6", "is set but gatewayMode is off")]
+    if address and ipaddress.ip_address(address).version != 6:
+        return [("gatewayPublicIpv6", f"{address} is not an IPv6 address")]
+    return []
+
+
+def _gateway_stack_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The gateway stage binds the native stack's Postfix, not mailcow's."""
+    if v["gateway_mode"] != "off" and v["mail_stack"] == MailcowStack.name:
+        return [("gatewayMode", "wireguard is not supported with mailStack mailcow yet (its Postfix runs in a "
+                 "container the gateway stage does not bind): use the native stack")]
+    return []
+
+
+def _gateway_tunnel_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The tunnel's /30 is apart from the VM's home network, or the VM could not tell the two apart."""
+    if v["gateway_mode"] == "off":
+        return []
+    home = ipaddress.ip_interface(v["ipv4_address"]).network
+    if ipaddress.ip_network(v["gateway_tunnel_cidr"]).overlaps(home):
+        return [("gatewayTunnelCidr", f"{v['gateway_tunnel_cidr']} overlaps the VM's network {home}: "
+                 "pick a /30 no network of yours uses")]
+    return []
 
 
 def _backup_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -215,9 +251,6 @@ def _backup_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
                          "(ssh-keyscan -t ed25519 <host>), the only one the mail host will trust"))
     if kind != "sftp" and v["backup_host_key"]:
         problems.append(("backupHostKey", "is set but backupTarget is not sftp:"))
-    if kind and (own := _the_mail_hosts_own(v, parse_backup_target(v["backup_target"]).host)):
-        problems.append(("backupTarget", f"{own}: a backup on the machine it backs up is lost with it; "
-                         "name another machine, or an S3 endpoint elsewhere"))
     for key, name in (("backupS3AccessKey", "backup_s3_access_key"), ("backupS3SecretKey", "backup_s3_secret_key")):
         if kind == "s3" and v[name] is None:
             problems.append((key, f"is required with an s3: backupTarget: `{set_secret_command(key)}`"))
@@ -226,23 +259,51 @@ def _backup_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def _the_mail_hosts_own(v: Mapping[str, Any], host: str) -> str | None:
-    """How `host` (a name or an address) is the mail host itself, or None: its name, one of its own
-    addresses, or the loopback."""
-    host = host.lower().rstrip(".")
-    if has_all(v, "domain", "mail_host") and host == mail_host_of(v["domain"], v["mail_host"]):
-        return f"{host} is the mail host's own name"
-    if host == "localhost":
-        return "localhost is the mail host itself"
+def _backup_host(v: Mapping[str, Any]) -> str:
+    """The host (a name or an address) backupTarget sends the backups to, "" without backups."""
+    return parse_backup_target(v["backup_target"]).host.lower().rstrip(".") if v["backup_target"] else ""
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
         return None
-    if address.is_loopback:
-        return f"{address} is the mail host's loopback"
-    # (the gateway's VPS is another machine: a backup may go there)
-    own = {ipaddress.ip_interface(v[name]).ip for name in ("ipv4_address", "ipv6_address") if v.get(name)}
-    return f"{address} is the mail host's own address" if address in own else None
+
+
+def _lost_with_the_mail_host(how: str | None) -> list[tuple[str, str]]:
+    """backupTarget on the mail host itself (`how` it is that host), where a backup is lost with it."""
+    return [("backupTarget", f"{how}: a backup on the machine it backs up is lost with it; name another machine, "
+                             "or an S3 endpoint elsewhere")] if how else []
+
+
+def _backup_on_loopback(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """backupTarget at localhost or a loopback address."""
+    host = _backup_host(v)
+    if host == "localhost":
+        return _lost_with_the_mail_host("localhost is the mail host itself")
+    address = _address(host)
+    loopback = address is not None and address.is_loopback
+    return _lost_with_the_mail_host(f"{address} is the mail host's loopback" if loopback else None)
+
+
+def _backup_on_the_mail_hosts_name(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """backupTarget at the mail host's own name (mailHost, or mail.<domain>)."""
+    host = _backup_host(v)
+    own = host and host == mail_host_of(v["domain"], v["mail_host"])
+    return _lost_with_the_mail_host(f"{host} is the mail host's own name" if own else None)
+
+
+def _backup_on_an_address_of(name: str) -> Callable[[Mapping[str, Any]], Problems]:
+    """backupTarget at the VM's own address of one family (the gateway's VPS is another machine: a backup
+    may go there)."""
+
+    def check(v: Mapping[str, Any]) -> Problems:
+        address = _address(_backup_host(v))
+        own = v[name] and address == ipaddress.ip_interface(v[name]).ip
+        return _lost_with_the_mail_host(f"{address} is the mail host's own address" if own else None)
+
+    return check
 
 
 def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -253,10 +314,6 @@ def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         return [(key, f"is set but ldapMode is off; set ldapMode to local or external, or remove {key}")
                 for key, name in (("ldapUrl", "ldap_url"), ("ldapBindDn", "ldap_bind_dn"), ("ldapClientCidrs", "ldap_client_cidrs"))
                 if v[name]] + ([("ldapBindPassword", "is set but ldapMode is off")] if v["ldap_bind_password"] is not None else [])
-    if v.get("mail_stack") == MailcowStack.name:
-        problems.append(("ldapMode", "is not supported with mailStack mailcow: mailcow brings its own identity provider "
-                         "(Keycloak, generic OIDC or LDAP, in its admin UI), which syncs its own mailbox table; use "
-                         "mailStack native, or set mailcow's identity provider up by hand with ldapMode off"))
     if mode == "local":
         if v["ldap_url"]:
             problems.append(("ldapUrl", "is set but ldapMode is local: the directory is on the mail host (ldaps://<mailHost>)"))
@@ -274,13 +331,27 @@ def _ldap_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             problems.append(("ldapBindPassword", f"is required with ldapMode external: `{set_secret_command('ldapBindPassword')}`"))
         if v["ldap_client_cidrs"]:
             problems.append(("ldapClientCidrs", "is set but ldapMode is external: the mail host opens no directory port"))
-    if v.get("ldap_users_dn") and "domain" in v and "ldap_base_dn" in v:
+    return problems
+
+
+def _ldap_stack_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A directory is for the native stack: mailcow syncs its mailboxes from an identity provider of its own."""
+    if v["ldap_mode"] != "off" and v["mail_stack"] == MailcowStack.name:
+        return [("ldapMode", "is not supported with mailStack mailcow: mailcow brings its own identity provider "
+                 "(Keycloak, generic OIDC or LDAP, in its admin UI), which syncs its own mailbox table; use "
+                 "mailStack native, or set mailcow's identity provider up by hand with ldapMode off")]
+    return []
+
+
+def _directory_name_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The people are under the base DN; with ldapMode local, every name is one its stage can make."""
+    if v["ldap_mode"] == "off":
+        return []
+    if v["ldap_users_dn"]:
         base = directory_names(v["domain"], v["ldap_base_dn"], "", "")[0]
         if not _dn_within(v["ldap_users_dn"], base):
-            problems.append(("ldapUsersDn", f"{v['ldap_users_dn']} is not under the base DN {base} (ldapBaseDn)"))
-    if mode == "local" and has_all(v, "domain", "ldap_base_dn", "ldap_users_dn") and not problems:
-        problems += _local_directory_problems(v)
-    return problems
+            return [("ldapUsersDn", f"{v['ldap_users_dn']} is not under the base DN {base} (ldapBaseDn)")]
+    return _local_directory_problems(v) if v["ldap_mode"] == "local" else []
 
 
 def has_all(v: Mapping[str, Any], *names: str) -> bool:
@@ -369,15 +440,27 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("ipv6_address", "ipv6_gateway"), _route_problems("6", "ipv6_address", "ipv6_gateway")),
     CrossRule(("gateway_mode", "ipv4_address", "ipv6_address"), _reachability_problems),
     CrossRule(("gateway_mode", *GATEWAY_KEYS.values()), _gateway_problems),
+    CrossRule(("gateway_mode", "gateway_public_ipv6"), _gateway_ipv6_problems),
+    CrossRule(("gateway_mode", "mail_stack"), _gateway_stack_problems),
+    CrossRule(("gateway_mode", "gateway_tunnel_cidr", "ipv4_address"), _gateway_tunnel_problems),
     CrossRule(("ipv4_address",), _address_family(4, "ipv4_address")),
     CrossRule(("ipv6_address",), _address_family(6, "ipv6_address")),
     CrossRule(("smtp_port", "smtp_starttls", "smtp_tls"), _submission_problems),
-    CrossRule(("mail_stack",), _mailcow_problems),
+    _with_mailcow("acme_ca_bundle", _private_acme_ca),
+    _with_mailcow("acme_email", _mailcow_conf_value),
+    _with_mailcow("acme_directory", _mailcow_conf_value),
+    *(_with_mailcow(to_snake(key), _ignored_by_mailcow(key)) for key in IGNORED_BY_MAILCOW),
     CrossRule(("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"), _vm_size_problems),
     CrossRule(("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"), _tls_problems),
     CrossRule(("dkim_selector", "dkim_published_selectors"), _dkim_selector_problems),
     CrossRule(("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"), _ldap_problems),
+    CrossRule(("ldap_mode", "mail_stack"), _ldap_stack_problems),
+    CrossRule(("ldap_mode", "domain", "ldap_base_dn", "ldap_users_dn", "ldap_bind_dn"), _directory_name_problems),
     CrossRule(("backup_target", "backup_host_key", "backup_s3_access_key", "backup_s3_secret_key"), _backup_problems),
+    CrossRule(("backup_target",), _backup_on_loopback),
+    CrossRule(("backup_target", "domain", "mail_host"), _backup_on_the_mail_hosts_name),
+    CrossRule(("backup_target", "ipv4_address"), _backup_on_an_address_of("ipv4_address")),
+    CrossRule(("backup_target", "ipv6_address"), _backup_on_an_address_of("ipv6_address")),
     CrossRule(("spf_extra",), lambda v: [("spfExtra", problem) for problem in spf_problems(tuple(v["spf_extra"]))]),
     CrossRule(("domain", "extra_domains"), _extra_domain_problems),
 )
