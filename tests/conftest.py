@@ -12,6 +12,7 @@ from components.builders.native import InstallInputs
 from components.settings import SECRET_KEYS, SettingsError
 from mailctl.plan import Plan
 from mailctl.recorder import record
+from tests.placeholders import SECURE
 
 # the helpers the test modules share, out of any test module: their asserts explain a failure as a test's own do
 pytest.register_assert_rewrite("tests.mailnet.host_checks", "tests.shell_judges")
@@ -67,10 +68,6 @@ def stack_config(stack: str = "prod", edits: dict | None = None) -> dict:
         else:
             config[name] = value
     return config
-
-
-#: a `secure:` value as `pulumi config set --secret` writes it (its ciphertext never read offline)
-SECURE = {"secure": "v1:cGxhY2Vob2xkZXI="}
 
 
 def split_secrets(config: dict) -> tuple[dict, dict[str, str]]:

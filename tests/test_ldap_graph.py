@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mailctl.recorder import record
 from policy.rules import FIREWALL_RULES, USER_FEDERATION
-from tests.conftest import SECURE, one, stack_config
+from tests.conftest import one, stack_config
+from tests.placeholders import SECURE
 
 PASSWORD = "random:index/randomPassword:RandomPassword"
 COMMAND = "command:remote:Command"

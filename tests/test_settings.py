@@ -19,7 +19,8 @@ from components.settings.schema import UNTYPED_KEYS
 from mailctl.recorder import record
 from mailctl.stackfile import load_stack
 from mailctl.zone import stack_settings as settings_of_stack
-from tests.conftest import PROJECT_DIR, SECURE, one, refused, self_signed, stack_config
+from tests.conftest import PROJECT_DIR, one, refused, self_signed, stack_config
+from tests.placeholders import HOST_KEY, SECURE
 
 
 def test_committed_stacks_load_with_their_values(plans):
@@ -30,12 +31,11 @@ def test_committed_stacks_load_with_their_values(plans):
 
 
 PEBBLE_LIKE_CA = self_signed("acme-ca.example.net")[0]
-ED25519_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 #: the keys of a VM at home behind a VPS, for the rules of the gateway's own keys
 WIREGUARD_HOME = {"ceres-mail:gatewayMode": "wireguard", "ceres-mail:ipv4Address": "192.168.77.25/24",
                   "ceres-mail:ipv4Gateway": "192.168.77.1", "ceres-mail:ipv6Address": None, "ceres-mail:ipv6Gateway": None,
-                  "ceres-mail:gatewayHost": "vps.example.net", "ceres-mail:gatewayHostKey": ED25519_HOST_KEY,
+                  "ceres-mail:gatewayHost": "vps.example.net", "ceres-mail:gatewayHostKey": HOST_KEY,
                   "ceres-mail:gatewaySshPrivateKey": SECURE}
 
 # (what is wrong, edit to the prod stack, key named in the error, words the operator reads)
@@ -352,10 +352,10 @@ def test_no_value_of_any_key_escapes_as_a_traceback(key, value):
 
 
 @pytest.mark.parametrize("pasted_line", [
-    f"backup.example.com {ED25519_HOST_KEY}",  # ssh-keyscan -t ed25519 backup.example.com
-    f"[backup.example.com]:2222 {ED25519_HOST_KEY}",  # ssh-keyscan -p 2222
-    f"# backup.example.com:22 SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\nbackup.example.com {ED25519_HOST_KEY}\n",
-    f"{ED25519_HOST_KEY} root@backup",
+    f"backup.example.com {HOST_KEY}",  # ssh-keyscan -t ed25519 backup.example.com
+    f"[backup.example.com]:2222 {HOST_KEY}",  # ssh-keyscan -p 2222
+    f"# backup.example.com:22 SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\nbackup.example.com {HOST_KEY}\n",
+    f"{HOST_KEY} root@backup",
 ])
 def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(scratch_project, pasted_line):
     """The README's `ssh-keyscan -t ed25519 <host>` line is pasted as it comes (2>&1 included): the key is
@@ -363,14 +363,14 @@ def test_a_host_key_is_taken_as_ssh_keyscan_prints_it(scratch_project, pasted_li
     config = stack_config("prod", {"ceres-mail:backupTarget": "sftp:restic@backup.example.com:/srv/restic",
                                    "ceres-mail:backupHostKey": pasted_line})
     assert record(scratch_project("keyscan", config), "keyscan") is not None
-    assert values.ssh_host_key(pasted_line).startswith(ED25519_HOST_KEY)
+    assert values.ssh_host_key(pasted_line).startswith(HOST_KEY)
 
 
 @pytest.mark.parametrize("key", ["backupHostKey", "gatewayHostKey"])
 @pytest.mark.parametrize("pasted_line, words", [
     (f"backup.example.com {UNKNOWN_CURVE_KEY}", "not an SSH host key"),
     ("backup.example.com", "not an SSH host key"),
-    (f"{ED25519_HOST_KEY}\n{ED25519_HOST_KEY}", "holds 2 key lines"),
+    (f"{HOST_KEY}\n{HOST_KEY}", "holds 2 key lines"),
 ])
 def test_a_host_key_that_is_not_one_is_refused_naming_its_key(key, pasted_line, words):
     """A backup or gateway host key that is not exactly one SSH host key line is refused, naming its key."""
@@ -443,7 +443,7 @@ EVERY_FEATURE = {
     "home": ("home", {
         "ceres-mail:ldapMode": "local", "ceres-mail:ldapClientCidrs": ["10.42.0.0/16"],
         "ceres-mail:backupTarget": "sftp:restic@backup.home.example.org:/srv/restic",
-        "ceres-mail:backupHostKey": f"backup.home.example.org {ED25519_HOST_KEY}",  # as ssh-keyscan prints it
+        "ceres-mail:backupHostKey": f"backup.home.example.org {HOST_KEY}",  # as ssh-keyscan prints it
         "ceres-mail:backupSchedule": "Mon..Fri 02:30", "ceres-mail:backupKeep": {"daily": 14, "monthly": 12},
         "ceres-mail:bruteForceMaxRetry": 4, "ceres-mail:bruteForceBanMinutes": 1440, "ceres-mail:clusterCidrs": ["10.42.0.0/16"],
         "ceres-mail:dkimSelector": "ceres2027",

@@ -23,9 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from mailctl.recorder import record  # noqa: E402 - after the path: the tool runs from a clone, not installed
 from mailctl.stackfile import stack_names  # noqa: E402
+from tests.placeholders import HOST_KEY, SECURE  # noqa: E402 - a plain module: no pytest, no fixtures
 
-SECURE = {"secure": "v1:cGxhY2Vob2xkZXI="}  #: a `secure:` value; the offline recorder never decrypts it
-HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 #: name -> (the committed stack it starts from, the keys it sets)
 FEATURE_STACKS = {
     "ldap-local": ("prod", {"ldapMode": "local", "ldapClientCidrs": ["10.42.0.0/16"]}),
