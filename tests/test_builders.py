@@ -18,7 +18,15 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from components.builders.ceres_env import SmtpClient, ceres_smtp_env
 from components.builders.cloud_init import DATA_DISK, CloudInitInputs, build_user_data, build_vendor_data
 from components.builders.inputs import ExternalDirectory, LocalDirectory
-from components.builders.native import STAGES, InstallInputs, render_mail_stage, render_tls_stage, stage_runs
+from components.builders.native import (
+    STAGES,
+    AcmeTls,
+    InstallInputs,
+    ProvidedTls,
+    render_mail_stage,
+    render_tls_stage,
+    stage_runs,
+)
 from components.builders.shell_script import CUT, SECRETS_READER, render_install_command, render_secrets_stdin, template
 from tests.conftest import INSTALL, self_signed
 from tests.shell_judges import SHELL_DIR, documented_variables, header_variables, shell_templates, shellcheck_template
@@ -114,7 +122,8 @@ def test_every_shell_template_renders_only_what_follows_its_preamble():
 def test_each_stage_template_names_the_header_variables_it_is_rendered_with(stage, mode, render, inputs, tls_mode):
     """A template's preamble lists what the header sets, so a reader (and shellcheck's user) knows; without
     LDAP the stage's first template alone does."""
-    script = render(replace(inputs, tls_mode=tls_mode))
+    tls = ProvidedTls("-----BEGIN CERTIFICATE-----") if tls_mode == "provided" else AcmeTls()
+    script = render(replace(inputs, tls=tls))
     templates = STAGE_TEMPLATES[stage] if inputs.ldap else (f"native/{stage}.sh",)
     assert header_variables(script) - documented_variables(*templates) == set()
 
@@ -197,7 +206,7 @@ def test_an_unexpected_secret_stops_the_script():
 
 def test_provided_tls_mode_takes_the_key_on_stdin_and_skips_acme():
     """tlsMode provided: the key comes on stdin, no ACME, mail uses /etc/ceres-mail/tls; acme mode reads no secret."""
-    provided = InstallInputs(**{**INSTALL.__dict__, "tls_mode": "provided", "tls_certificate": "-----BEGIN CERTIFICATE-----"})
+    provided = replace(INSTALL, tls=ProvidedTls("-----BEGIN CERTIFICATE-----"))
     script = render_tls_stage(provided)
     assert "SECRETS=(TLS_PRIVATE_KEY)" in script and "CERT_DIR=/etc/ceres-mail/tls" in script
     assert "SECRETS=" not in render_tls_stage(INSTALL), "acme mode reads no secret"
@@ -226,7 +235,7 @@ BEFORE_LDAP = {
 }
 OFF_MODE_INPUTS = {
     "acme": INSTALL,
-    "provided, two domains": replace(INSTALL, tls_mode="provided", tls_certificate="-----BEGIN CERTIFICATE-----",
+    "provided, two domains": replace(INSTALL, tls=ProvidedTls("-----BEGIN CERTIFICATE-----"),
                                      mail_domains=("example.com", "example.org"),
                                      aliases=("postmaster@example.com", "abuse@example.org")),
 }
@@ -282,8 +291,8 @@ def test_a_new_tls_stage_re_runs_the_ldap_stage():
     from components.builders.native import render_ldap_stage
 
     local = replace(INSTALL, ldap=LOCAL_LDAP)
-    provided = replace(local, tls_mode="provided", tls_certificate="-----BEGIN CERTIFICATE-----\nA")
-    scripts = {render_ldap_stage(inputs) for inputs in (local, provided, replace(provided, tls_certificate="-----BEGIN CERTIFICATE-----\nB"),
+    provided = replace(local, tls=ProvidedTls("-----BEGIN CERTIFICATE-----\nA"))
+    scripts = {render_ldap_stage(inputs) for inputs in (local, provided, replace(provided, tls=ProvidedTls("-----BEGIN CERTIFICATE-----\nB")),
                                                          replace(local, mail_domains=("example.com", "example.org")))}
     assert len(scripts) == 4
 
@@ -404,13 +413,13 @@ def run_in_scratch_root(tmp_path, script: str, stage: str, stdin: str) -> subpro
 def test_a_failed_reload_of_a_provided_certificate_is_retried_not_forgotten(tmp_path):
     """A new certificate must reach Postfix and Dovecot. A reload that fails fails the stage and leaves
     the pending marker, so the next run reloads even though no file changes any more."""
-    provided = InstallInputs(**{**INSTALL.__dict__, "tls_mode": "provided"})
+    provided = replace(INSTALL, tls=ProvidedTls(""))
     names = provided.certificate_names
     upper = tmp_path / "upper"
     log, marker = upper / "record/systemctl.log", upper / "state/tls.pending"
 
     def run(certificate: tuple[str, str]) -> subprocess.CompletedProcess:
-        inputs = replace(provided, tls_certificate=certificate[0])
+        inputs = replace(provided, tls=ProvidedTls(certificate[0]))
         return run_in_scratch_root(tmp_path, render_tls_stage(inputs), "tls",
                                    render_secrets_stdin({"TLS_PRIVATE_KEY": certificate[1]}))
 

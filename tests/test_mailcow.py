@@ -43,6 +43,7 @@ from components.builders.mailcow import (
     render_mailcow_stage,
     render_release_stage,
 )
+from components.builders.native import ProvidedTls
 from components.builders.shell_script import render_secrets_stdin
 from mailctl.diff import diff_plans
 from mailctl.recorder import record
@@ -58,7 +59,7 @@ INSTALL = replace(
              "postmaster@example.org", "tls-reports@example.com"),
 )
 MAILCOW = MailcowInputs(install=INSTALL, timezone="Europe/Berlin", clamav=False)
-PROVIDED = replace(MAILCOW, install=replace(INSTALL, tls_mode="provided", tls_certificate="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"))
+PROVIDED = replace(MAILCOW, install=replace(INSTALL, tls=ProvidedTls("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----")))
 
 # The keys generate_config.sh of the pinned release (2026-07a) writes, and the options its update
 # procedure adds when missing (_modules/scripts/new_options.sh): the rendered file must carry all of

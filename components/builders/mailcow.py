@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from components.builders import ports
 from components.builders.cloud_init import DATA_DISK
-from components.builders.native import LETS_ENCRYPT, InstallInputs
+from components.builders.native import LETS_ENCRYPT, InstallInputs, ProvidedTls
 from components.builders.shell_script import PRELUDE, READ_SECRETS, STRICT, Stage, render_script
 from components.vm_programs import program_text
 
@@ -100,7 +100,7 @@ class MailcowInputs:
 
     @property
     def tls_provided(self) -> bool:
-        return self.install.tls_mode == "provided"
+        return isinstance(self.install.tls, ProvidedTls)
 
 
 def _yn(value: bool) -> str:
@@ -279,8 +279,8 @@ def render_mailcow_stage(inputs: MailcowInputs) -> str:
         MAIL_HOST=inputs.install.mail_host,
         MAILCOW_CONF=template,
         CONF_SECRETS=tuple(CONF_SECRETS),
-        TLS_MODE=inputs.install.tls_mode,
-        TLS_CERTIFICATE=inputs.install.tls_certificate.strip(),
+        TLS_MODE=inputs.install.tls.mode,
+        TLS_CERTIFICATE=inputs.install.tls.chain.strip(),
         API_URL=inputs.api_url,
         API_WAIT_TRIES=str(inputs.api_wait_tries),
         SECRETS=mailcow_stage_secrets(inputs),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 from components.builders.cloud_init import DATA_DISK, DATA_MOUNT_POINT
 from components.builders.inputs import BruteForce, LdapInputs, LocalDirectory
@@ -27,7 +28,7 @@ STRICT_CIPHERS = ":".join(STRICT_TLS12_CIPHERS)
 
 # The secrets each stage reads from its standard input.
 MAIL_SECRETS = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")
-TLS_SECRETS = ("TLS_PRIVATE_KEY",)  #: only with tls_mode "provided"
+TLS_SECRETS = ("TLS_PRIVATE_KEY",)  #: only with a provided certificate (ProvidedTls)
 #: ldapMode local: slapd's root DN (LdapInputs.admin_dn) and the service account (LdapInputs.bind_dn)
 LDAP_SECRETS = ("LDAP_ADMIN_PASSWORD", "LDAP_BIND_PASSWORD")
 #: with a directory (local or external), Dovecot and Postfix bind as the service account
@@ -77,6 +78,25 @@ MESSAGE_SIZE_LIMIT = 26_214_400  #: 25 MiB, what most receivers accept
 
 
 @dataclass(frozen=True)
+class AcmeTls:
+    """`tlsMode: acme`: certbot gets the certificate from the ACME server over http-01."""
+
+    mode: ClassVar[str] = "acme"  #: the stages' TLS_MODE (their contract with the shell)
+    chain: ClassVar[str] = ""
+    cert_dir: ClassVar[str] = f"/etc/letsencrypt/live/{CERT_NAME}"
+
+
+@dataclass(frozen=True)
+class ProvidedTls:
+    """`tlsMode: provided`: the operator's certificate chain; its key travels as a secret (TLS_SECRETS)."""
+
+    chain: str  #: the PEM chain, leaf first
+    mode: ClassVar[str] = "provided"
+    cert_dir: ClassVar[str] = PROVIDED_CERT_DIR
+
+
+
+@dataclass(frozen=True)
 class InstallInputs:
     """Plain (non-secret) values the install scripts are rendered from."""
 
@@ -90,8 +110,7 @@ class InstallInputs:
     mta_sts_policy: str = ""  #: served at https://mta-sts.<domain>/.well-known/mta-sts.txt
     acme_directory: str = LETS_ENCRYPT
     acme_ca_bundle: str = ""  #: PEM of a private ACME server's CA; empty trusts the system store
-    tls_mode: str = "acme"  #: "acme" (certbot, http-01) or "provided" (certificate from the stack)
-    tls_certificate: str = ""  #: with "provided": the PEM chain (its key travels as a secret)
+    tls: AcmeTls | ProvidedTls = AcmeTls()  #: where the certificate comes from
     ldap: LdapInputs | None = None  #: the directory of CERES users' passwords; None with ldapMode off
     webmail: bool = False  #: Roundcube on https://<mail_host>/ (the `webmail` stage)
     brute_force: BruteForce | None = None  #: fail2ban (the `fail2ban` stage); None leaves it out
@@ -101,7 +120,7 @@ class InstallInputs:
 
     @property
     def cert_dir(self) -> str:
-        return PROVIDED_CERT_DIR if self.tls_mode == "provided" else f"/etc/letsencrypt/live/{CERT_NAME}"
+        return self.tls.cert_dir
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -145,7 +164,7 @@ def stage_secrets(stage: str, inputs: InstallInputs) -> tuple[str, ...]:
         return MAIL_SECRETS + (MAIL_LDAP_SECRETS if inputs.ldap else ())
     if stage == "ldap":
         return LDAP_SECRETS
-    if stage == "tls" and inputs.tls_mode == "provided":
+    if stage == "tls" and isinstance(inputs.tls, ProvidedTls):
         return TLS_SECRETS
     return ()
 
@@ -156,7 +175,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
         "tls",
         inputs.mail_host,
         (*PRELUDE, *(READ_SECRETS if secrets else ()), "native/tls.sh"),
-        TLS_MODE=inputs.tls_mode,
+        TLS_MODE=inputs.tls.mode,
         CERT_NAME=CERT_NAME,
         CERT_DIR=inputs.cert_dir,
         CERT_NAMES=inputs.certificate_names,
@@ -164,7 +183,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
         ACME_DIRECTORY=inputs.acme_directory,
         ACME_EMAIL=inputs.acme_email,
         ACME_CA_BUNDLE=inputs.acme_ca_bundle.strip(),
-        TLS_CERTIFICATE=inputs.tls_certificate.strip(),
+        TLS_CERTIFICATE=inputs.tls.chain.strip(),
         MTA_STS_POLICY=inputs.mta_sts_policy,
         STRICT_CIPHERS=STRICT_CIPHERS,
         HTTP_PORT=str(HTTP.port),
@@ -237,7 +256,7 @@ def render_ldap_stage(inputs: InstallInputs) -> str:
         BIND_ENTRY=entry_ldif(ldap.bind_dn, ACCOUNT_CLASSES, "the service account"),
         LDAPI=SLAPD_LDAPI,
         LDAPS_PORT=str(LDAPS.port),
-        TLS_MODE=inputs.tls_mode,
+        TLS_MODE=inputs.tls.mode,
         CERT_DIR=inputs.cert_dir,
         TLS_STAGE_SHA256=hashlib.sha256(render_tls_stage(inputs).encode()).hexdigest(),
         TLS_PRIORITY=SLAPD_TLS_PRIORITY,
@@ -261,7 +280,7 @@ def stage_runs(stage: str, inputs: InstallInputs) -> bool:
 
 def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
     """The native stack's stages, rendered."""
-    acme_names = inputs.certificate_names if inputs.tls_mode == "acme" else ()
+    acme_names = inputs.certificate_names if isinstance(inputs.tls, AcmeTls) else ()
     return tuple(
         Stage(stage, render(inputs), stage_secrets(stage, inputs), certifies=acme_names if stage == "tls" else ())
         for stage, render in STAGES

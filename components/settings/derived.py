@@ -18,7 +18,7 @@ from components.builders.gateway import GatewayInputs, smtp_bind_addresses
 from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, LocalDirectory, ExternalDirectory, VmInputs, VmSize
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
-from components.builders.native import InstallInputs
+from components.builders.native import AcmeTls, InstallInputs, ProvidedTls
 from components.builders.webmail import ROUNDCUBE_DB
 from components.settings.schema import SettingsSchema
 from components.settings.values import ZoneEntry
@@ -94,8 +94,7 @@ class Settings(SettingsSchema):
             mta_sts_policy=mta_sts_policy(inputs),
             acme_directory=self.acme_directory,
             acme_ca_bundle=self.acme_ca_bundle,
-            tls_mode=self.tls_mode,
-            tls_certificate=self.tls_certificate,
+            tls=ProvidedTls(self.tls_certificate) if self.tls_mode == "provided" else AcmeTls(),
             ldap=self.ldap_inputs,
             webmail=self.serves_webmail,
             brute_force=self.brute_force if self.mail_stack == NativeStack.name else None,
