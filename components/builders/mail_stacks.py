@@ -136,8 +136,8 @@ class ServerInputs:
         stages = list(self.mail_stack.stages())
         for placed in self._placed():
             if placed.follows:
-                after = next((i + 1 for i, stage in enumerate(stages) if stage.name == placed.follows), 0)
-                stages.insert(after, placed.stage)
+                names = [stage.name for stage in stages]
+                stages.insert(names.index(placed.follows) + 1 if placed.follows in names else 0, placed.stage)
         return (access_stage(self.access), *stages)
 
     def after_install(self) -> tuple[Stage, ...]:
