@@ -21,6 +21,7 @@ from components.builders.dns_records import (
     dkim_selector_of,
     dkim_value,
     mta_sts_policy,
+    record_waited_on,
     txt_rdata,
 )
 from components.builders.inputs import DnsZoneInputs
@@ -86,6 +87,10 @@ class MailDns(pulumi.ComponentResource):
         self.register_outputs(
             {"record_keys": self.record_keys, "mta_sts_policy": self.mta_sts_policy, "dkim_txt": self.dkim_txt}
         )
+
+    def waitables(self) -> dict[str, cloudflare.DnsRecord]:
+        """Every record by the name a stage's `after` gives it (dns_records.record_waited_on)."""
+        return {record_waited_on(key): record for key, record in sorted(self.records.items())}
 
     def address_records(self) -> dict[str, list[cloudflare.DnsRecord]]:
         """Host name -> the records that make it resolve (A, AAAA, or a CNAME to them), in key order.

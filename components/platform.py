@@ -79,7 +79,7 @@ class MailPlatform(pulumi.ComponentResource):
                 ssh_private_key=keys.deploy.private_key_openssh, host_public_key=keys.host.public_key_openssh,
                 mailbox_password=keys.mailbox_password,
                 secrets=merged(keys.stage_secrets, *(c.secrets for c in contributions), what="secret"),
-                waits_on=merged(*(c.waits_on for c in contributions), what="resource waited on"),
+                waits_on=merged(dns.waitables(), *(c.waits_on for c in contributions), what="resource waited on"),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -16,7 +16,7 @@ import dns.zone
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from components.builders.dns_records import build_records, dkim_records, dkim_value, mta_sts_policy
+from components.builders.dns_records import build_records, dkim_records, dkim_value, mta_sts_policy, spki_sha256
 from components.builders.zone_file import render_zone
 from mailctl.zone import render_stack_zones, stack_settings
 from tests.conftest import PROJECT_DIR, stack_config
@@ -259,3 +259,14 @@ def test_dkimpy_rejects_a_signature_by_another_key(served):
     other_private, _ = dkim_key_pair()
     signature = dkim.sign(MESSAGE, b"ceres", b"example.com", other_private.encode(), include_headers=[b"from", b"subject"])
     assert not dkim.verify(signature + MESSAGE, dnsfunc=dkim_dns(served))
+
+
+def test_named_checkzone_accepts_the_tlsa_records_of_a_dane_stack(dkim_keys):
+    """The TLSA records a dane stack publishes load in named-checkzone and read back as 3 1 1 of the pinned key."""
+    digest = spki_sha256(dkim_keys[1])
+    inputs = replace(SINGLE, tlsa_spki_sha256=(digest,))
+    text = zones_of(inputs, dkim_keys[1])[inputs.domain]
+    assert_accepted(inputs.domain, text)
+    zone = dns.zone.from_text(text, origin=inputs.domain, relativize=False)
+    pinned = {(name.to_text(omit_final_dot=True), rdata.to_text()) for name, _, rdata in zone.iterate_rdatas("TLSA")}
+    assert pinned == {(f"_{port}._tcp.mail.example.com", f"3 1 1 {digest}") for port in (25, 465, 587, 993)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from collections import Counter
 from dataclasses import replace
 
@@ -28,9 +30,11 @@ from components.builders.dns_records import (
     spf_lookups,
     spf_problems,
     spf_value,
+    spki_sha256,
     txt_rdata,
     txt_value,
 )
+from tests.conftest import self_signed
 from tests.dns_fixtures import MULTI, SINGLE, dkim_key_pair
 
 
@@ -279,3 +283,31 @@ def test_cloudflare_caa_is_structured():
     """A CAA record goes to Cloudflare as structured flags, tag and value."""
     caa = [cloudflare_fields(r) for r in build_records(SINGLE) if r.type == "CAA"]
     assert {"data": {"flags": 0, "tag": "issue", "value": "letsencrypt.org"}} in caa
+
+
+# --- DANE ------------------------------------------------------------------------------------------------
+
+
+def test_a_tlsa_pins_the_served_key_on_every_dane_port_as_openssl_computes_it(tmp_path):
+    """With dane, 25, 465, 587 and 993 each get TLSA 3 1 1 with the SHA-256 of the certificate's key, as openssl says."""
+    certificate, _ = self_signed("mail.example.com")
+    (tmp_path / "cert.pem").write_text(certificate)
+    spki = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "cert.pem"), "-noout", "-pubkey"],
+                          check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=spki, check=True,
+                         capture_output=True).stdout
+    expected = hashlib.sha256(der).hexdigest()
+    assert spki_sha256(certificate) == expected == spki_sha256(spki.decode()), "a certificate and its key pin alike"
+    records = [r for r in build_records(replace(SINGLE, tlsa_spki_sha256=(expected,))) if r.type == "TLSA"]
+    assert sorted((r.name, r.rdata) for r in records) == sorted(
+        (f"_{port}._tcp.mail.example.com", f"3 1 1 {expected}") for port in (25, 465, 587, 993))
+    assert {cloudflare_fields(r)["data"]["certificate"] for r in records} == {expected}
+
+
+def test_no_tlsa_without_dane_and_a_next_key_adds_records_without_changing_the_served_ones():
+    """No TLSA unless a key is pinned; pinning a second key adds its records and leaves the first key's alone."""
+    assert not any(r.type == "TLSA" for r in build_records(SINGLE))
+    one, two = "a" * 64, "b" * 64
+    first = {r.key: r for r in build_records(replace(SINGLE, tlsa_spki_sha256=(one,))) if r.type == "TLSA"}
+    both = {r.key: r for r in build_records(replace(SINGLE, tlsa_spki_sha256=(two, one))) if r.type == "TLSA"}
+    assert len(first) == 4 and len(both) == 8 and all(both[key] == record for key, record in first.items())

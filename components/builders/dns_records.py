@@ -20,7 +20,7 @@ import dns.rdatatype
 import dns.reversename
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
-from components.builders.ports import NOT_OFFERED_SRV, PUBLIC
+from components.builders.ports import DANE_SERVICES, NOT_OFFERED_SRV, PUBLIC
 
 TXT_STRING_MAX = 255  # RFC 1035 3.3: one character-string carries at most 255 bytes
 SPF_MAX_LOOKUPS = 10  # RFC 7208 4.6.4
@@ -62,6 +62,9 @@ class DnsInputs:
     autoconfig: bool = False
     dkim_published: tuple[str, ...] = ()  #: selectors published without signing (a rotation's next or previous key)
     dkim_reasons: tuple[tuple[str, str], ...] = ()  #: (published selector, why it is published), where given
+    #: `dane`: the SHA-256 of each key the mail host may serve (its SubjectPublicKeyInfo, hex), each pinned by
+    #: a TLSA `3 1 1` record on every DANE port; empty publishes no TLSA
+    tlsa_spki_sha256: tuple[str, ...] = ()
 
     @property
     def mail_domains(self) -> tuple[str, ...]:
@@ -300,6 +303,48 @@ def reverse_records(inputs: DnsInputs) -> list[Record]:
     return records
 
 
+# --- DANE ------------------------------------------------------------------------------------------
+
+TLSA_WHY = ("Required with dane: senders that validate DNSSEC accept only the key this pins on {service} "
+            "(TLSA 3 1 1, RFC 7672/7671)")
+
+
+def spki_sha256(pem: str) -> str:
+    """The SHA-256 (hex) of the SubjectPublicKeyInfo in a PEM certificate (its leaf: the first) or public key:
+    what a TLSA `3 1 1` record carries (DANE-EE, the key alone, so a renewal that keeps the key keeps it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    data = pem.encode()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        key = x509.load_pem_x509_certificates(data)[0].public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return digest.finalize().hex()
+
+
+def record_waited_on(key: str) -> str:
+    """The name by which a stage waits for one of the stack's DNS records (`Stage.after`; MailDns.waitables)."""
+    return f"dns:{key}"
+
+
+def tlsa_name(port: int, host: str) -> str:
+    return f"_{port}._tcp.{host}"
+
+
+def tlsa_records(inputs: DnsInputs) -> list[Record]:
+    """One TLSA `3 1 1` per DANE port and pinned key, in the mail host's zone; sorted by key so a key added
+    next to the served one (a rollover's next key) changes no other record."""
+    return [
+        Record(inputs.domain, tlsa_name(service.port, inputs.mail_host), "TLSA", f"3 1 1 {digest}", inputs.ttl,
+               TLSA_WHY.format(service=f"{service.name} ({service.port})"),
+               f"tlsa-{tlsa_name(service.port, inputs.mail_host)}-{digest[:12]}")
+        for digest in sorted(inputs.tlsa_spki_sha256) for service in DANE_SERVICES
+    ]
+
+
 # --- the whole set ---------------------------------------------------------------------------------
 
 
@@ -350,7 +395,7 @@ def build_records(inputs: DnsInputs) -> list[Record]:
     """Every record whose content is known before apply, in a stable order: the host records once,
     then each mail domain's own, then DMARC report authorizations in zones this stack manages.
     The DKIM records come from `dkim_records` once the stack's key exists."""
-    records = _host_records(inputs)
+    records = _host_records(inputs) + tlsa_records(inputs)
     for domain in inputs.mail_domains:
         records += _domain_records(inputs, domain)
     records += [r for r in dmarc_report_authorizations(inputs) if r.zone in inputs.mail_domains]
@@ -381,4 +426,7 @@ def cloudflare_fields(record: Record) -> dict:
                          "target": rd.target.to_text(omit_final_dot=True) or "."}}
     if record.type == "CAA":
         return {"data": {"flags": rd.flags, "tag": rd.tag.decode(), "value": rd.value.decode()}}
+    if record.type == "TLSA":
+        return {"data": {"usage": rd.usage, "selector": rd.selector, "matching_type": rd.mtype,
+                         "certificate": rd.cert.hex()}}
     raise ValueError(f"no Cloudflare form for {record.type}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from components.builders.cloud_init import DATA_DISK, DATA_MOUNT_POINT
+from components.builders.dns_records import record_waited_on
 from components.builders.inputs import BruteForce, LdapInputs, LocalDirectory
 from components.builders.ldif import ACCOUNT_CLASSES, directory_containers, entry_ldif
 from components.builders.ports import HTTP, HTTPS, IMAPS, LDAPS, STRICT_TLS12_CIPHERS, SUBMISSION_SERVICES
@@ -117,6 +118,9 @@ class InstallInputs:
     #: (IPv4, IPv6) Postfix's SMTP client sends from: a gateway's tunnel addresses (gateway.smtp_bind_addresses),
     #: ("", "") to let the route decide
     smtp_bind_addresses: tuple[str, str] = ("", "")
+    #: keys of the DNS records that must be published before the tls stage serves its key: the TLSA records
+    #: pinning it (`dane`), so no DANE-validating sender ever sees a key its TLSA does not name
+    served_after: tuple[str, ...] = ()
 
     @property
     def cert_dir(self) -> str:
@@ -282,7 +286,8 @@ def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
     """The native stack's stages, rendered."""
     acme_names = inputs.certificate_names if isinstance(inputs.tls, AcmeTls) else ()
     return tuple(
-        Stage(stage, render(inputs), stage_secrets(stage, inputs), certifies=acme_names if stage == "tls" else ())
+        Stage(stage, render(inputs), stage_secrets(stage, inputs), certifies=acme_names if stage == "tls" else (),
+              after=tuple(record_waited_on(key) for key in inputs.served_after) if stage == "tls" else ())
         for stage, render in STAGES
         if stage_runs(stage, inputs)
     )

@@ -55,6 +55,9 @@ PUBLIC = (SMTP, HTTP, HTTPS, SUBMISSIONS, SUBMISSION, IMAPS)
 SUBMISSION_SERVICES = (SUBMISSIONS, SUBMISSION)
 #: Client services this host does not offer: published as "not here" SRV records (RFC 6186 4).
 NOT_OFFERED_SRV = ("_imap._tcp", "_pop3._tcp", "_pop3s._tcp")
+#: Where the mail host's key is pinned by DANE TLSA records (`dane`): SMTP to the MX (RFC 7672) and the
+#: client ports (RFC 7673's SRV-based DANE covers what clients find through the SRV records above).
+DANE_SERVICES = (SMTP, SUBMISSIONS, SUBMISSION, IMAPS)
 #: Ports that offer only TLS 1.2+ with AEAD, forward-secret suites (Mozilla's "intermediate" profile).
 #: Port 25 is left wider on purpose: see `SMTP.tls`.
 STRICT_TLS_PORTS = tuple(s.port for s in PUBLIC if s.tls in ("implicit", "starttls"))

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from components.builders.access import AccessInputs
 from components.builders.backup import BackupInputs, mailcow_paths, native_paths, parse_backup_target
 from components.builders.ceres_env import SmtpClient
-from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy
+from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy, spki_sha256, tlsa_records
 from components.builders.gateway import GatewayInputs, smtp_bind_addresses
 from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, LocalDirectory, ExternalDirectory, VmInputs, VmSize
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
@@ -99,6 +99,7 @@ class Settings(SettingsSchema):
             webmail=self.serves_webmail,
             brute_force=self.brute_force if self.mail_stack == NativeStack.name else None,
             smtp_bind_addresses=smtp_bind_addresses(self.gateway_inputs),
+            served_after=tuple(record.key for record in tlsa_records(inputs)),
         )
 
     @property
@@ -224,6 +225,7 @@ class Settings(SettingsSchema):
             mta_sts_max_age=self.mta_sts_max_age,
             caa_issuers=tuple(self.caa_issuers),
             autoconfig=self.autoconfig,
+            tlsa_spki_sha256=(spki_sha256(self.tls_certificate),) if self.dane else (),
         )
 
     @property

@@ -220,6 +220,9 @@ class SettingsSchema(BaseModel):
         "MTA-STS mode, testing (report only), enforce, or none (to retire the policy)."))
     mta_sts_max_age: int = Field(604800, ge=86400, le=31557600, description=(
         "Seconds senders cache the MTA-STS policy (RFC 8461 max_age, at most 31557600)."))
+    dane: bool = Field(False, description=(
+        "Pin the mail host's key with DANE: a TLSA 3 1 1 record on ports 25, 465, 587 and 993, published "
+        "before the key is served. Needs tlsMode provided (the key is known ahead) and a DNSSEC-signed zone."))
     tls_rpt_address: OptionalEmail = Field(
         "", description="Mailbox for SMTP TLS reports (RFC 8460). Empty means tls-reports@<domain>.")
     caa_issuers: Json[list[DomainName]] = Field(("letsencrypt.org",), description=(

@@ -203,6 +203,7 @@ def cloudflare_record(zone: str, fields: dict) -> Record:
         "TXT": lambda: fields["content"],
         "SRV": lambda: f"{int(data['priority'])} {int(data['weight'])} {int(data['port'])} {data['target'].rstrip('.')}.",
         "CAA": lambda: f'{int(data["flags"])} {data["tag"]} "{data["value"]}"',
+        "TLSA": lambda: f'{int(data["usage"])} {int(data["selector"])} {int(data["matchingType"])} {data["certificate"]}',
     }[type_]()
     return Record(zone, fields["name"], type_, rdata, int(fields["ttl"]), fields.get("comment", ""))
 
