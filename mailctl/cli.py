@@ -266,6 +266,7 @@ def cmd_zone(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import dns.flags
     import dns.resolver
 
     from components.builders.dns_records import build_records, dkim_value, mta_sts_policy
@@ -276,6 +277,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     resolver = dns.resolver.Resolver(configure=not args.resolver)
     if args.resolver:
         resolver.nameservers = args.resolver
+    resolver.flags = dns.flags.RD | dns.flags.AD  # asks a validating resolver to say whether it validated (RFC 6840 5.7)
     try:
         password = args.password_file.read_text().strip() if args.password_file else ""
     except OSError as error:

@@ -10,10 +10,14 @@ import ipaddress
 import shutil
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import dns.exception
+import dns.flags
+import dns.message
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -24,18 +28,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from components.builders.dns_records import Record, dkim_value, mta_sts_id, mta_sts_policy
-from mailctl.verify import dns_checks, https_checks, imap_checks, smtp_checks
+from components.builders.dns_records import Record, dkim_value, mta_sts_id, mta_sts_policy, spki_sha256
+from mailctl.verify import dane_checks, dns_checks, https_checks, imap_checks, smtp_checks
 from mailctl.verify.model import Target
+from tests.conftest import self_signed
 from tests.dns_fixtures import SINGLE, dkim_key_pair
 
 
 class FakeResolver:
     """Answers from a dict {(name, type): [rdata text, ...] or an exception to raise}; anything else is
-    NXDOMAIN."""
+    NXDOMAIN. The answers for the (name, type)s in `validated` carry the AD bit, as a validating resolver's."""
 
-    def __init__(self, answers: dict[tuple[str, str], list[str] | Exception]):
-        self.answers = answers
+    def __init__(self, answers: dict[tuple[str, str], list[str] | Exception], validated: frozenset = frozenset()):
+        self.answers, self.validated = answers, validated
 
     def resolve(self, name, rdtype, lifetime=None):
         key = (str(name).rstrip("."), rdtype)
@@ -43,7 +48,18 @@ class FakeResolver:
             raise dns.resolver.NXDOMAIN()
         if isinstance(self.answers[key], Exception):
             raise self.answers[key]
-        return [dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), text) for text in self.answers[key]]
+        answer = FakeAnswer(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), text)
+                            for text in self.answers[key])
+        answer.response = dns.message.make_response(dns.message.make_query(key[0], rdtype))
+        if key in self.validated:
+            answer.response.flags |= dns.flags.AD
+        return answer
+
+
+class FakeAnswer(list):
+    """The records of an answer, with the response they came in (its flags say whether it was validated)."""
+
+    response: dns.message.Message
 
 
 def target(answers, **kwargs) -> Target:
@@ -781,3 +797,81 @@ def test_tcp_checks_follow_the_resolver_through_a_cname(monkeypatch):
                                                     resolver=resolver_for(address), timeout=3))
     assert network.attempts == [(MAIL_V4, 443), (MAIL_V6, 443)]
     assert status(results, "https 443 mta-sts.example.com").status == "fail"
+
+
+# --- DANE ----------------------------------------------------------------------------------------------------
+
+DANE_PORTS = (25, 465, 587, 993)
+
+
+@pytest.fixture(scope="module")
+def dane_served():
+    """A server context with a certificate for the mail host, and the SHA-256 of its key as a TLSA carries it."""
+    certificate, key = self_signed("mail.example.com")
+    directory = Path(tempfile.mkdtemp())
+    (directory / "cert.pem").write_text(certificate)
+    (directory / "key.pem").write_text(key)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return server, spki_sha256(certificate)
+
+
+def dane_network(monkeypatch, tls: ssl.SSLContext) -> Network:
+    """The mail host on every DANE port: STARTTLS on 25 and 587, TLS at connect on 465 and 993."""
+    return Network(monkeypatch, {(MAIL_V4, port): smtp_server(tls, implicit=port in (465, 993), rcpt_code=554)
+                                 for port in DANE_PORTS})
+
+
+def dane_target(digests: dict[int, str], validated: bool = True) -> Target:
+    answers = {**ADDRESSED, **{(f"_{port}._tcp.mail.example.com", "TLSA"): [f"3 1 1 {digest}"]
+                               for port, digest in digests.items()}}
+    return Target(domain="example.com", host="mail.example.com", timeout=5,
+                  resolver=FakeResolver(answers, frozenset(key for key in answers if key[1] == "TLSA") if validated
+                                        else frozenset()))
+
+
+def test_dane_is_green_on_every_port_whose_tlsa_pins_the_served_key_and_is_validated(monkeypatch, dane_served):
+    """Each DANE port whose validated TLSA 3 1 1 names the key the host serves there is green."""
+    tls, digest = dane_served
+    network = dane_network(monkeypatch, tls)
+    results = dane_checks.check_dane(dane_target({port: digest for port in DANE_PORTS}))
+    network.done()
+    assert rows(results) == [(f"dane {port} tlsa", "ok") for port in DANE_PORTS], results
+    assert sorted(port for _, port in network.attempts) == sorted(DANE_PORTS), "each port's own key is read"
+
+
+def test_a_tlsa_naming_another_key_is_red_and_says_senders_refuse_it(monkeypatch, dane_served):
+    """A TLSA that does not name the served key is red: DANE senders refuse it; the fix publishes or restores."""
+    tls, digest = dane_served
+    network = dane_network(monkeypatch, tls)
+    results = dane_checks.check_dane(dane_target({25: "ab" * 32, 465: digest, 587: digest, 993: digest}))
+    network.done()
+    assert rows(results)[0] == ("dane 25 tlsa", "fail") and {status for _, status in rows(results)[1:]} == {"ok"}
+    assert digest[:16] in results[0].detail and "abababab" in results[0].detail
+    assert "refuse this key" in results[0].fix
+
+
+def test_a_pinned_key_without_dnssec_warns_that_senders_ignore_the_tlsa(monkeypatch, dane_served):
+    """A TLSA naming the served key but not validated (no AD bit) warns: senders ignore it until the zone is signed."""
+    tls, digest = dane_served
+    network = dane_network(monkeypatch, tls)
+    results = dane_checks.check_dane(dane_target({25: digest}, validated=False))
+    network.done()
+    assert rows(results) == [("dane 25 tlsa", "warn")]
+    assert "publish its DS" in results[0].fix
+
+
+def test_no_tlsa_and_none_declared_means_no_dane_rows_and_no_connection(monkeypatch):
+    """A host without DANE gets no dane rows, and the check opens no connection."""
+    network = Network(monkeypatch)
+    assert dane_checks.check_dane(target(ADDRESSED)) == []
+    assert network.attempts == []
+
+
+def test_a_declared_tlsa_that_is_not_published_is_red(monkeypatch):
+    """A TLSA the stack declares but DNS does not give is red, saying to publish it before serving a new key."""
+    Network(monkeypatch)
+    declared = [Record("example.com", "_25._tcp.mail.example.com", "TLSA", f"3 1 1 {'cd' * 32}", 3600, "why")]
+    results = dane_checks.check_dane(target(ADDRESSED, expected=declared))
+    assert rows(results) == [("dane 25 tlsa", "fail")]
+    assert "publish the stack's TLSA records" in results[0].fix

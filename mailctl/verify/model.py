@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import dns.exception
+import dns.flags
 import dns.rdata
 import dns.resolver
 
@@ -63,6 +64,16 @@ class Target:
             return list(self.resolver.resolve(name, rdtype, lifetime=self.timeout))
         except LOOKUP_ERRORS:
             return []
+
+    def lookup_validated(self, name: str, rdtype: str) -> tuple[list[dns.rdata.Rdata], bool]:
+        """`name`'s records of `rdtype`, and whether the resolver validated them with DNSSEC (the AD bit of its
+        answer: trust it only from a resolver you trust, such as your own validating one)."""
+        try:
+            answer = self.resolver.resolve(name, rdtype, lifetime=self.timeout)
+        except LOOKUP_ERRORS:
+            return [], False
+        response = getattr(answer, "response", None)
+        return list(answer), bool(response is not None and response.flags & dns.flags.AD)
 
     def addresses(self, name: str | None = None) -> list[str]:
         """The A, then AAAA, addresses of `name` (the mail host by default) as the operator's resolver gives

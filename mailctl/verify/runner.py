@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from mailctl.verify import backup_checks, dns_checks, https_checks, imap_checks, ldap_checks, smtp_checks
+from mailctl.verify import backup_checks, dane_checks, dns_checks, https_checks, imap_checks, ldap_checks, smtp_checks
 from mailctl.verify.model import FAIL, Result, Target
 
 CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
@@ -23,6 +23,7 @@ CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
     smtp_checks.check_smtp,
     smtp_checks.check_submission,
     imap_checks.check_imaps,
+    dane_checks.check_dane,
     https_checks.check_mta_sts,
     https_checks.check_webmail,
     ldap_checks.check_directory,
