@@ -9,7 +9,7 @@ stack manages only the records it declares: records that already exist are adopt
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_cloudflare as cloudflare
@@ -22,6 +22,9 @@ from components.builders.dns_records import (
     dkim_value,
     mta_sts_policy,
     record_waited_on,
+    spki_sha256,
+    stack_key_tlsa_records,
+    tlsa_data,
     txt_rdata,
 )
 from components.builders.inputs import DnsZoneInputs
@@ -34,6 +37,8 @@ class MailDnsArgs:
     zones: DnsZoneInputs  #: the records' plain inputs, their zones, the records adopted by id, protection
     #: selector -> its DKIM key (public half), for the signing selector and every published one
     dkim_public_key_pems: Mapping[str, pulumi.Input[str]]
+    #: `tlsKeySelector` -> the key the host serves (public half), for the TLSA records of keys the stack owns
+    tls_public_key_pems: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class MailDns(pulumi.ComponentResource):
@@ -80,6 +85,12 @@ class MailDns(pulumi.ComponentResource):
             declare(record.key, record.zone, record.name, record.type,
                     {"content": dkim_values[dkim_selector_of(record.name)].apply(txt_rdata)},
                     record.ttl, record.why)
+
+        # TLSA of every key the stack owns, on every DANE port: their digest once the key exists
+        for selector, pem in args.tls_public_key_pems.items():
+            data = pulumi.Output.from_input(pem).apply(lambda key: tlsa_data(spki_sha256(key)))
+            for record in stack_key_tlsa_records(replace(args.zones.records, tlsa_stack_keys=(selector,))):
+                declare(record.key, record.zone, record.name, record.type, {"data": data}, record.ttl, record.why)
 
         self.record_keys = pulumi.Output.from_input(sorted(self.records))
         # served by the mail host at https://mta-sts.<domain>/.well-known/mta-sts.txt

@@ -68,7 +68,8 @@ class MailPlatform(pulumi.ComponentResource):
         # DNS, in parallel with the VM
         dns = MailDns(
             f"{name}-dns",
-            MailDnsArgs(zones=settings.dns_zone_inputs, dkim_public_key_pems=keys.dkim_public_pems),
+            MailDnsArgs(zones=settings.dns_zone_inputs, dkim_public_key_pems=keys.dkim_public_pems,
+                        tls_public_key_pems=merged(*(c.tls_public_keys for c in contributions), what="TLS key")),
             opts=pulumi.ResourceOptions(parent=self, providers=[providers.cloudflare]),
         )
         # The mail stack on the VM, with what every feature brings it

@@ -13,7 +13,7 @@ import secrets
 import string
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
 
 
@@ -26,7 +26,9 @@ _KEYS: dict[tuple[str, str, int], dict[str, str]] = {}
 def _private_key_outputs(name: str, algorithm: str, bits: int) -> dict[str, str]:
     cache_key = (name, algorithm, bits)
     if cache_key not in _KEYS:
-        key = ed25519.Ed25519PrivateKey.generate() if algorithm == "ED25519" else rsa.generate_private_key(65537, bits)
+        key = (ed25519.Ed25519PrivateKey.generate() if algorithm == "ED25519"
+               else ec.generate_private_key(ec.SECP256R1()) if algorithm == "ECDSA"
+               else rsa.generate_private_key(65537, bits))
         _KEYS[cache_key] = _serialized(key)
     return dict(_KEYS[cache_key])
 

@@ -3,9 +3,12 @@ before the host serves the key they pin."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from components.builders.dns_records import spki_sha256
+from components.builders.shell_script import template
 from mailctl.recorder import record
 from tests.conftest import SECURE, refused, self_signed, split_secrets, stack_config
 
@@ -24,18 +27,14 @@ def dane_config(certificate: str, key: str, **edits) -> dict:
                                  "ceres-mail:tlsCertificate": certificate, "ceres-mail:tlsPrivateKey": key, **edits})
 
 
-@pytest.mark.parametrize("case, edits, words", [
-    ("with ACME", {"ceres-mail:tlsMode": "acme", "ceres-mail:tlsCertificate": None, "ceres-mail:tlsPrivateKey": None},
-     "needs tlsMode provided"),
-    ("with mailcow", {"ceres-mail:mailStack": "mailcow", "ceres-mail:vmMemoryMib": 8192, "ceres-mail:vmDiskGib": 40},
-     "is not available with mailStack mailcow"),
-])
-def test_dane_is_refused_where_the_served_key_is_not_known_ahead(scratch_project, provided, case, edits, words):
-    """dane is refused, naming the key and why, where the stack cannot know the served key before serving it."""
+def test_dane_is_refused_with_mailcow_whose_acme_makes_its_own_keys(scratch_project, provided):
+    """dane with mailcow is refused, naming the key and why: mailcow gets and renews its own certificate."""
     certificate, key = provided
-    config, _ = split_secrets(dane_config(certificate, key, **edits))
+    config, _ = split_secrets(dane_config(certificate, key, **{
+        "ceres-mail:mailStack": "mailcow", "ceres-mail:vmMemoryMib": 8192, "ceres-mail:vmDiskGib": 40}))
     error = refused(scratch_project, config)
-    assert any(problem == "dane" and words in message for problem, message in error.problems), (case, error.problems)
+    assert any(problem == "dane" and "is not available with mailStack mailcow" in message
+               for problem, message in error.problems), error.problems
 
 
 def test_the_tlsa_records_pin_the_provided_key_and_come_before_the_tls_stage(scratch_project, provided):
@@ -67,3 +66,44 @@ def test_the_secret_key_never_reaches_a_record(scratch_project, provided):
     plan = record(scratch_project("dane", config), "dane", secrets=secrets)
     body = key.split("-----")[2].strip().splitlines()[1]
     assert body not in plan.to_json()
+
+
+# --- dane with ACME: a key the stack owns ---------------------------------------------------------------------
+
+KEY = "tls:index/privateKey:PrivateKey"
+
+
+def test_with_acme_the_stack_owns_the_key_and_its_tlsa_comes_before_the_tls_stage(scratch_project):
+    """dane with ACME: the stack makes an ECDSA P-256 key (protected like the stack), TLSA pins it on every DANE
+    port, and the tls stage, which gets it on stdin to have it certified, waits for all of them."""
+    config, secrets = split_secrets(stack_config("prod", {"ceres-mail:dane": True}))
+    plan = record(scratch_project("owned", config), "owned", known_outputs=True, secrets=secrets)
+    [key] = [r for r in plan.of_type(KEY) if r.name == "ceres-mail-tls-key-tls1"]
+    assert (key.inputs["algorithm"], key.inputs["ecdsaCurve"], key.options.get("protect")) == ("ECDSA", "P256", True)
+    pinned = spki_sha256(plan.outputs["tlsPublicKeys"]["tls1"])
+    tlsa = [r for r in plan.of_type(DNS_RECORD) if r.inputs["type"] == "TLSA"]
+    assert sorted((r.name, r.inputs["data"]["certificate"]) for r in tlsa) == sorted(
+        (f"ceres-mail-dns-tlsa-_{port}._tcp.mail.example.com-tls1", pinned) for port in DANE_PORTS)
+    tls_stage = next(r for r in plan.resources if r.name.endswith("-install-tls"))
+    assert {r.urn for r in tlsa} <= set(tls_stage.dependencies)
+    assert "TLS_MODE=acme-stack-key" in tls_stage.inputs["create"]
+    assert "SECRETS=(TLS_PRIVATE_KEY)" in tls_stage.inputs["create"]
+
+
+def test_without_dane_acme_keeps_certbots_own_key_and_no_key_is_made(plans):
+    """Without dane nothing changes for ACME: certbot's lineage, no stack key, no renewal program of ours."""
+    tls_stage = next(r for r in plans["prod"].resources if r.name.endswith("-install-tls"))
+    assert "TLS_MODE=acme\n" in tls_stage.inputs["create"] and "RENEW_TOOL" not in tls_stage.inputs["create"]
+    assert not [r for r in plans["prod"].of_type(KEY) if "-tls-key-" in r.name]
+
+
+def test_the_hosts_renewal_program_passes_shellcheck(tmp_path):
+    """The renewal program the tls stage writes for a stack key is, as rendered on the host, clean for shellcheck."""
+    header = ("CERT_DIR=/etc/ceres-mail/tls\nCERT_NAMES=(mail.example.com mta-sts.example.com)\n"
+              "ACME_DIRECTORY=https://acme.example.net/dir\nACME_EMAIL=postmaster@example.com\nTLS_MODE=none\n")
+    script = tmp_path / "render.sh"
+    script.write_text(header + template("native/tls_stack_key.sh") + "render_renewal\n")
+    rendered = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout
+    assert "names=(mail.example.com mta-sts.example.com )" in rendered
+    checked = subprocess.run(["shellcheck", "--shell=bash", "-"], input=rendered, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout

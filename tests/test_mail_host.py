@@ -33,6 +33,8 @@ changed run again.
 5. tlsMode provided, then acme again, each applied to the running host: the tls stage runs again, the
    stack's certificate (then the ACME server's) serves 465, 587, 993 and 443, and nginx never refuses its
    configuration half-way through the switch.
+6. dane with ACME on the running host: the ACME server certifies the key the stack owns, every TLS port
+   serves it and the TLSA records pin it; the host's own renewal keeps the key; verify's dane rows.
 """
 
 from __future__ import annotations
@@ -689,3 +691,89 @@ def test_back_to_acme_the_acme_servers_certificate_is_served_again(mailnet):
         cert = mailnet.probe("certificate", "--host", ADDRESSES["mail"], "--port", str(port), "--starttls", starttls,
                              "--name", name, "--cafile", root)
         assert "exception" not in cert and "ceres-mail test CA" not in cert["issuer"], (port, name, cert)
+
+
+# --- 6. DANE with ACME: the stack's own key, certified, pinned and kept -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def dane(mailnet):
+    """The stack with `dane: true` (tlsMode acme), applied to the running host as `pulumi up` would."""
+    from tests.mailnet.acme import directory_url
+    from tests.mailnet.scenario import deploy
+
+    deployment = deploy(mailnet.workdir / "stack-dane", directory_url(ADDRESSES["acme"]),
+                        mailnet.pebble_listener_ca.read_text(), extra={**CONFIG, "ceres-mail:dane": True},
+                        mock_overrides=mailnet.kept_secrets())
+    ran = mailnet.apply(deployment)
+    assert [(stage, r.returncode) for stage, r in ran if r.returncode] == [], ran[-1][1].stdout[-3000:]
+    return deployment, ran
+
+
+def served_keys(mailnet, root: str) -> dict[int, str]:
+    """The SHA-256 of the key each TLS port serves (after STARTTLS on 25 and 587), checked against the ACME CA."""
+    served = {}
+    for port, starttls, name in ((25, "smtp", "mail.example.com"), (465, "none", "mail.example.com"),
+                                 (587, "smtp", "mail.example.com"), (993, "none", "mail.example.com"),
+                                 (443, "none", "mta-sts.example.com")):
+        cert = mailnet.probe("certificate", "--host", ADDRESSES["mail"], "--port", str(port), "--starttls", starttls,
+                             "--name", name, "--cafile", root)
+        assert "exception" not in cert, (port, cert)
+        served[port] = cert["spki_sha256"]
+    return served
+
+
+def test_with_dane_the_acme_server_certifies_the_key_the_stack_owns_and_its_tlsa_pins(mailnet, dane):
+    """dane with ACME: the tls stage runs again and the ACME server certifies the stack's own key, which
+    every TLS port then serves and which the TLSA records of the plan pin; the key is never printed."""
+    from components.builders.dns_records import spki_sha256
+
+    deployment, ran = dane
+    assert "tls" in dict(ran), f"the tls stage must run again; ran {[stage for stage, _ in ran]}"
+    assert "certified the stack's key" in dict(ran)["tls"].stdout
+    pinned = spki_sha256(deployment.plan.outputs["tlsPublicKeys"]["tls1"])
+    served = served_keys(mailnet, mailnet.pebble_root("pebble-root-dane.pem"))
+    assert set(served.values()) == {pinned}, served
+    tlsa = {line.split()[0] for line in deployment.zones["example.com"].splitlines()
+            if " TLSA " in line and pinned in line.lower()}
+    assert tlsa == {f"_{port}._tcp.mail" for port in (25, 465, 587, 993)}, tlsa
+    key_line = mailnet.mail.path("/etc/ceres-mail/tls/privkey.pem").read_text().strip().splitlines()[1]
+    assert key_line not in "".join(r.stdout + r.stderr for _, r in ran), "the key was printed"
+    assert oct(mailnet.mail.path("/etc/ceres-mail/tls/privkey.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_hosts_renewal_keeps_the_stacks_key_and_a_rerun_changes_nothing(mailnet, dane):
+    """The daily renewal does nothing while the certificate fits; a renewal it must make certifies the same
+    key, so the TLSA stays right; its timer is on; applying the same stack again runs no stage."""
+    from components.builders.native import RENEW_TOOL
+
+    deployment, _ = dane
+    before = served_keys(mailnet, mailnet.pebble_root("pebble-root-renew.pem"))
+    fits = mailnet.ssh(f"sudo {RENEW_TOOL}")
+    assert fits.returncode == 0 and "certified" not in fits.stdout, fits.stdout + fits.stderr
+    mailnet.ssh("sudo rm /etc/ceres-mail/tls/fullchain.pem")
+    renewed = mailnet.ssh(f"sudo {RENEW_TOOL}")
+    assert renewed.returncode == 0 and "certified the stack's key" in renewed.stdout, renewed.stdout + renewed.stderr
+    assert served_keys(mailnet, mailnet.pebble_root("pebble-root-renewed.pem")) == before
+    enabled = mailnet.ssh("systemctl is-enabled ceres-mail-tls-renew.timer")
+    assert enabled.stdout.strip() == "enabled", enabled.stdout + enabled.stderr
+    assert mailnet.apply(deployment) == [], "nothing changed, nothing runs"
+
+
+def test_verify_shows_each_dane_port_pinned_and_a_stale_tlsa_red(verify, mailnet, spare_dns, dane):
+    """verify's dane rows: each port's served key is pinned (a warning only: this test DNS is unsigned);
+    with one TLSA naming another key, that port is red."""
+    from components.builders.dns_records import spki_sha256
+
+    deployment, _ = dane
+    code, report = verify(resolver=spare_dns(deployment.zones))
+    rows = {r["check"]: r for r in report["results"] if r["check"].startswith("dane ")}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        f"dane {port} tlsa": "warn" for port in (25, 465, 587, 993)}, rows
+    assert all("pinned" in row["detail"] and "no AD bit" in row["detail"] for row in rows.values())
+    digest = spki_sha256(deployment.plan.outputs["tlsPublicKeys"]["tls1"])
+    zones = dict(deployment.zones)
+    zones["example.com"] = "\n".join(line.replace(digest, "ab" * 32) if line.startswith("_25._tcp.") else line
+                                     for line in zones["example.com"].splitlines()) + "\n"
+    code, report = verify(resolver=spare_dns(zones))
+    assert failed(report).keys() >= {"dane 25 tlsa"} and "refuse this key" in failed(report)["dane 25 tlsa"]["fix"]

@@ -148,7 +148,7 @@ BAD_CONFIGS = [
     ("ACME directory over plain HTTP", {"ceres-mail:acmeDirectory": "http://acme.example.net/dir"}, "acmeDirectory", "not an https:// URL"),
     ("ACME CA bundle that is not PEM", {"ceres-mail:acmeCaBundle": "not a certificate"}, "acmeCaBundle", "PEM"),
     ("provided TLS without certificate", {"ceres-mail:tlsMode": "provided"}, "tlsCertificate", "is required with tlsMode provided"),
-    ("DANE with ACME", {"ceres-mail:dane": True}, "dane", "needs tlsMode provided"),
+    ("DANE with mailcow", {"ceres-mail:dane": True, "ceres-mail:mailStack": "mailcow"}, "dane", "is not available with mailStack mailcow"),
     ("provided TLS without its key", {"ceres-mail:tlsMode": "provided"}, "tlsPrivateKey", "is required with tlsMode provided"),
     ("TLS mode word", {"ceres-mail:tlsMode": "self-signed"}, "tlsMode", "'self-signed' is not allowed"),
     ("DKIM key too small", {"ceres-mail:dkimKeyBits": 1024}, "dkimKeyBits", "1024 is not allowed"),

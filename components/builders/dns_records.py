@@ -65,6 +65,8 @@ class DnsInputs:
     #: `dane`: the SHA-256 of each key the mail host may serve (its SubjectPublicKeyInfo, hex), each pinned by
     #: a TLSA `3 1 1` record on every DANE port; empty publishes no TLSA
     tlsa_spki_sha256: tuple[str, ...] = ()
+    #: `dane` with ACME: the names of the keys the stack owns (`tlsKeySelector`), pinned once they exist
+    tlsa_stack_keys: tuple[str, ...] = ()
 
     @property
     def mail_domains(self) -> tuple[str, ...]:
@@ -334,15 +336,37 @@ def tlsa_name(port: int, host: str) -> str:
     return f"_{port}._tcp.{host}"
 
 
+def _tlsa(inputs: DnsInputs, pin: str, digest: str) -> list[Record]:
+    """A pinned key's TLSA on every DANE port; `pin` names the key in the records' keys."""
+    host = inputs.mail_host
+    return [Record(inputs.domain, tlsa_name(service.port, host), "TLSA", f"3 1 1 {digest}", inputs.ttl,
+                   TLSA_WHY.format(service=f"{service.name} ({service.port})"), f"tlsa-{tlsa_name(service.port, host)}-{pin}")
+            for service in DANE_SERVICES]
+
+
 def tlsa_records(inputs: DnsInputs) -> list[Record]:
-    """One TLSA `3 1 1` per DANE port and pinned key, in the mail host's zone; sorted by key so a key added
-    next to the served one (a rollover's next key) changes no other record."""
-    return [
-        Record(inputs.domain, tlsa_name(service.port, inputs.mail_host), "TLSA", f"3 1 1 {digest}", inputs.ttl,
-               TLSA_WHY.format(service=f"{service.name} ({service.port})"),
-               f"tlsa-{tlsa_name(service.port, inputs.mail_host)}-{digest[:12]}")
-        for digest in sorted(inputs.tlsa_spki_sha256) for service in DANE_SERVICES
-    ]
+    """The TLSA of each key known before apply (a provided certificate's), pinned by its digest; sorted so a
+    key added next to the served one (a rollover's next key) changes no other record."""
+    return [record for digest in sorted(inputs.tlsa_spki_sha256) for record in _tlsa(inputs, digest[:12], digest)]
+
+
+def stack_key_tlsa_records(inputs: DnsInputs, public_keys: Mapping[str, str] | None = None) -> list[Record]:
+    """The TLSA of each key the stack owns (`tlsKeySelector`), by its name. `public_keys` maps a key's name to
+    its public key (PEM); like `dkim_records`, a key not made yet gets a placeholder digest, and MailDns
+    declares these records with their digest as an Output of the key."""
+    keys = public_keys or {}
+    return [record for name in inputs.tlsa_stack_keys
+            for record in _tlsa(inputs, name, spki_sha256(keys[name]) if keys.get(name) else "0" * 64)]
+
+
+def tlsa_record_keys(inputs: DnsInputs) -> tuple[str, ...]:
+    """The keys of every TLSA record the stack publishes: what the stage that serves the key waits for."""
+    return tuple(record.key for record in (*tlsa_records(inputs), *stack_key_tlsa_records(inputs)))
+
+
+def tlsa_data(digest: str) -> dict:
+    """A `3 1 1` TLSA's Cloudflare data."""
+    return {"usage": 3, "selector": 1, "matching_type": 1, "certificate": digest}
 
 
 # --- the whole set ---------------------------------------------------------------------------------
@@ -427,6 +451,6 @@ def cloudflare_fields(record: Record) -> dict:
     if record.type == "CAA":
         return {"data": {"flags": rd.flags, "tag": rd.tag.decode(), "value": rd.value.decode()}}
     if record.type == "TLSA":
-        return {"data": {"usage": rd.usage, "selector": rd.selector, "matching_type": rd.mtype,
-                         "certificate": rd.cert.hex()}}
+        return {"data": {**tlsa_data(rd.cert.hex()), "usage": rd.usage, "selector": rd.selector,
+                         "matching_type": rd.mtype}}
     raise ValueError(f"no Cloudflare form for {record.type}")

@@ -29,7 +29,7 @@ STRICT_CIPHERS = ":".join(STRICT_TLS12_CIPHERS)
 
 # The secrets each stage reads from its standard input.
 MAIL_SECRETS = ("MAILBOX_PASSWORD", "DKIM_PRIVATE_KEY")
-TLS_SECRETS = ("TLS_PRIVATE_KEY",)  #: only with a provided certificate (ProvidedTls)
+TLS_SECRETS = ("TLS_PRIVATE_KEY",)  #: only with a key the stack brings (ProvidedTls, StackKeyAcmeTls)
 #: ldapMode local: slapd's root DN (LdapInputs.admin_dn) and the service account (LdapInputs.bind_dn)
 LDAP_SECRETS = ("LDAP_ADMIN_PASSWORD", "LDAP_BIND_PASSWORD")
 #: with a directory (local or external), Dovecot and Postfix bind as the service account
@@ -75,6 +75,8 @@ SLAPD_TLS_PRIORITY = ("SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:
 NGINX_TLS = "/etc/nginx/snippets/ceres-mail-tls.conf"  #: the TLS settings every HTTPS server of the host includes
 CERT_NAME = "ceres-mail"  #: certbot lineage: /etc/letsencrypt/live/ceres-mail/
 PROVIDED_CERT_DIR = "/etc/ceres-mail/tls"  #: where a provided certificate and key are written
+#: dane with ACME: the program (and its timer) that keeps the stack's key certified with that key
+RENEW_TOOL = "/usr/local/sbin/ceres-mail-tls-renew"
 MESSAGE_SIZE_LIMIT = 26_214_400  #: 25 MiB, what most receivers accept
 
 
@@ -85,6 +87,18 @@ class AcmeTls:
     mode: ClassVar[str] = "acme"  #: the stages' TLS_MODE (their contract with the shell)
     chain: ClassVar[str] = ""
     cert_dir: ClassVar[str] = f"/etc/letsencrypt/live/{CERT_NAME}"
+
+
+@dataclass(frozen=True)
+class StackKeyAcmeTls:
+    """`dane` with `tlsMode: acme`: the ACME server certifies a key the stack owns (a TLSA pins it before it is
+    served). It arrives like a provided key (TLS_SECRETS); certbot gets a certificate for it from a CSR the
+    host makes, and renews it with the same key (`ceres-mail-tls-renew.timer`: certbot keeps no renewal of a
+    CSR's certificate)."""
+
+    mode: ClassVar[str] = "acme-stack-key"
+    chain: ClassVar[str] = ""
+    cert_dir: ClassVar[str] = PROVIDED_CERT_DIR
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,7 @@ class InstallInputs:
     mta_sts_policy: str = ""  #: served at https://mta-sts.<domain>/.well-known/mta-sts.txt
     acme_directory: str = LETS_ENCRYPT
     acme_ca_bundle: str = ""  #: PEM of a private ACME server's CA; empty trusts the system store
-    tls: AcmeTls | ProvidedTls = AcmeTls()  #: where the certificate comes from
+    tls: AcmeTls | StackKeyAcmeTls | ProvidedTls = AcmeTls()  #: where the certificate and its key come from
     ldap: LdapInputs | None = None  #: the directory of CERES users' passwords; None with ldapMode off
     webmail: bool = False  #: Roundcube on https://<mail_host>/ (the `webmail` stage)
     brute_force: BruteForce | None = None  #: fail2ban (the `fail2ban` stage); None leaves it out
@@ -168,7 +182,7 @@ def stage_secrets(stage: str, inputs: InstallInputs) -> tuple[str, ...]:
         return MAIL_SECRETS + (MAIL_LDAP_SECRETS if inputs.ldap else ())
     if stage == "ldap":
         return LDAP_SECRETS
-    if stage == "tls" and isinstance(inputs.tls, ProvidedTls):
+    if stage == "tls" and isinstance(inputs.tls, (ProvidedTls, StackKeyAcmeTls)):
         return TLS_SECRETS
     return ()
 
@@ -178,7 +192,8 @@ def render_tls_stage(inputs: InstallInputs) -> str:
     return render_script(
         "tls",
         inputs.mail_host,
-        (*PRELUDE, *(READ_SECRETS if secrets else ()), "native/tls.sh"),
+        (*PRELUDE, *(READ_SECRETS if secrets else ()), "native/tls.sh",
+         *(("native/tls_stack_key.sh",) if isinstance(inputs.tls, StackKeyAcmeTls) else ()), "native/tls_certbot.sh"),
         TLS_MODE=inputs.tls.mode,
         CERT_NAME=CERT_NAME,
         CERT_DIR=inputs.cert_dir,
@@ -194,6 +209,7 @@ def render_tls_stage(inputs: InstallInputs) -> str:
         HTTPS_PORT=str(HTTPS.port),
         NGINX_TLS=NGINX_TLS,
         **({"SECRETS": secrets} if secrets else {}),
+        **({"RENEW_TOOL": RENEW_TOOL} if isinstance(inputs.tls, StackKeyAcmeTls) else {}),
     )
 
 
@@ -284,7 +300,7 @@ def stage_runs(stage: str, inputs: InstallInputs) -> bool:
 
 def native_stages(inputs: InstallInputs) -> tuple[Stage, ...]:
     """The native stack's stages, rendered."""
-    acme_names = inputs.certificate_names if isinstance(inputs.tls, AcmeTls) else ()
+    acme_names = inputs.certificate_names if isinstance(inputs.tls, (AcmeTls, StackKeyAcmeTls)) else ()
     return tuple(
         Stage(stage, render(inputs), stage_secrets(stage, inputs), certifies=acme_names if stage == "tls" else (),
               after=tuple(record_waited_on(key) for key in inputs.served_after) if stage == "tls" else ())

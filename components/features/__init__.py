@@ -13,12 +13,13 @@ from components.features.base import Contribution, Feature, Installed, Site
 from components.features.certificate import ProvidedCertificate
 from components.features.directory import Directory
 from components.features.gateway import Gateway
+from components.features.tls_key import StackTlsKey
 
 if TYPE_CHECKING:
     from components.settings import Settings
 
 #: every feature the platform knows, in the order they are made
-FEATURES: tuple[type[Feature], ...] = (ProvidedCertificate, Directory, Backups, Gateway)
+FEATURES: tuple[type[Feature], ...] = (ProvidedCertificate, StackTlsKey, Directory, Backups, Gateway)
 
 
 def chosen_features(settings: Settings) -> tuple[Feature, ...]:

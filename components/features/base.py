@@ -3,7 +3,7 @@
 A feature is made in two steps, around the mail server:
 - `contribute`, before it: the resources the feature owns (generated passwords and keys, the gateway's VPS),
   the secrets its stages read (name -> value), the resources outside the server a stage of it waits for
-  (`Stage.after` names), and its stack outputs;
+  (`Stage.after` names), the public keys its DNS records pin, and its stack outputs;
 - `follow`, after it: what needs the server installed or the Keycloak realm (the directory's federation).
 Its stages themselves come with its plain inputs (`StageSource.placed_stages`) through the settings'
 `server_inputs`, so the plan of the mail server needs no Pulumi at all. MailPlatform and MailServer loop
@@ -51,6 +51,8 @@ class Contribution:
     secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     #: the resources outside the server its stages wait for, by the name a stage's `after` gives
     waits_on: Mapping[str, pulumi.Resource] = field(default_factory=dict)
+    #: the keys the host serves that its TLSA records pin (MailDns), by name (`tlsKeySelector`): public PEM
+    tls_public_keys: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     #: the stack outputs it adds, by output name
     outputs: Mapping[str, Any] = field(default_factory=dict)
 

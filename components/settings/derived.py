@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from components.builders.access import AccessInputs
 from components.builders.backup import BackupInputs, mailcow_paths, native_paths, parse_backup_target
 from components.builders.ceres_env import SmtpClient
-from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy, spki_sha256, tlsa_records
+from components.builders.dns_records import DnsInputs, Dmarc, mta_sts_policy, spki_sha256, tlsa_record_keys
 from components.builders.gateway import GatewayInputs, smtp_bind_addresses
 from components.builders.inputs import BruteForce, CeresInputs, DnsZoneInputs, KeycloakInputs, LdapInputs, LocalDirectory, ExternalDirectory, VmInputs, VmSize
 from components.builders.mail_stacks import STACKS, MailcowStack, MailStack, NativeStack, ServerInputs
 from components.builders.mailcow import MAILCOW_RELEASE_COMMITS, MailcowInputs
-from components.builders.native import AcmeTls, InstallInputs, ProvidedTls
+from components.builders.native import AcmeTls, InstallInputs, ProvidedTls, StackKeyAcmeTls
 from components.builders.webmail import ROUNDCUBE_DB
 from components.settings.schema import SettingsSchema
 from components.settings.values import ZoneEntry
@@ -94,13 +94,29 @@ class Settings(SettingsSchema):
             mta_sts_policy=mta_sts_policy(inputs),
             acme_directory=self.acme_directory,
             acme_ca_bundle=self.acme_ca_bundle,
-            tls=ProvidedTls(self.tls_certificate) if self.tls_mode == "provided" else AcmeTls(),
+            tls=self.certificate_choice,
             ldap=self.ldap_inputs,
             webmail=self.serves_webmail,
             brute_force=self.brute_force if self.mail_stack == NativeStack.name else None,
             smtp_bind_addresses=smtp_bind_addresses(self.gateway_inputs),
-            served_after=tuple(record.key for record in tlsa_records(inputs)),
+            served_after=tlsa_record_keys(inputs),
         )
+
+    @property
+    def certificate_choice(self) -> AcmeTls | StackKeyAcmeTls | ProvidedTls:
+        """Where the certificate comes from, and whose key it certifies."""
+        if self.tls_mode == "provided":
+            return ProvidedTls(self.tls_certificate)
+        return StackKeyAcmeTls() if self.dane else AcmeTls()
+
+    @property
+    def owns_tls_key(self) -> bool:
+        """dane with ACME: the stack makes the host's key, so a TLSA can pin it before it is served."""
+        return isinstance(self.certificate_choice, StackKeyAcmeTls)
+
+    @property
+    def pins_provided_key(self) -> bool:
+        return self.dane and isinstance(self.certificate_choice, ProvidedTls)
 
     @property
     def gateway_inputs(self) -> GatewayInputs | None:
@@ -225,7 +241,8 @@ class Settings(SettingsSchema):
             mta_sts_max_age=self.mta_sts_max_age,
             caa_issuers=tuple(self.caa_issuers),
             autoconfig=self.autoconfig,
-            tlsa_spki_sha256=(spki_sha256(self.tls_certificate),) if self.dane else (),
+            tlsa_spki_sha256=(spki_sha256(self.tls_certificate),) if self.pins_provided_key else (),
+            tlsa_stack_keys=(self.tls_key_selector,) if self.owns_tls_key else (),
         )
 
     @property

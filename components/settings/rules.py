@@ -398,15 +398,12 @@ def _dn_within(dn: str, base: str) -> bool:
 
 
 def _dane_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """A TLSA pins a key known before it is served: a provided certificate's, on the native stack."""
+    """A TLSA pins a key known before it is served: the native stack's, which the stack owns or is given."""
     if not v["dane"]:
         return []
     if v["mail_stack"] != "native":
         return [("dane", f"is not available with mailStack {v['mail_stack']}, which gets and renews its own "
                          "certificate: use the native stack")]
-    if v["tls_mode"] != "provided":
-        return [("dane", "needs tlsMode provided: a TLSA must pin the key before the host serves it, and an "
-                         "ACME renewal here makes a new key")]
     return []
 
 
@@ -465,7 +462,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     *(_with_mailcow(to_snake(key), _ignored_by_mailcow(key)) for key in IGNORED_BY_MAILCOW),
     CrossRule(("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"), _vm_size_problems),
     CrossRule(("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"), _tls_problems),
-    CrossRule(("dane", "mail_stack", "tls_mode"), _dane_problems),
+    CrossRule(("dane", "mail_stack"), _dane_problems),
     CrossRule(("dkim_selector", "dkim_published_selectors"), _dkim_selector_problems),
     CrossRule(("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"), _ldap_problems),
     CrossRule(("ldap_mode", "mail_stack"), _ldap_stack_problems),

@@ -222,7 +222,11 @@ class SettingsSchema(BaseModel):
         "Seconds senders cache the MTA-STS policy (RFC 8461 max_age, at most 31557600)."))
     dane: bool = Field(False, description=(
         "Pin the mail host's key with DANE: a TLSA 3 1 1 record on ports 25, 465, 587 and 993, published "
-        "before the key is served. Needs tlsMode provided (the key is known ahead) and a DNSSEC-signed zone."))
+        "before the key is served. With tlsMode acme the stack owns the key (tlsKeySelector) and renewals "
+        "keep it; with provided, the TLSA pins tlsCertificate's key. Counts only in a DNSSEC-signed zone."))
+    tls_key_selector: DnsLabel = Field("tls1", description=(
+        "dane with tlsMode acme: the name of the key the stack owns and the host serves (a new name is a new "
+        "key)."))
     tls_rpt_address: OptionalEmail = Field(
         "", description="Mailbox for SMTP TLS reports (RFC 8460). Empty means tls-reports@<domain>.")
     caa_issuers: Json[list[DomainName]] = Field(("letsencrypt.org",), description=(

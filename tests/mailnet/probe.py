@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import imaplib
 import json
 import smtplib
@@ -39,7 +40,11 @@ def describe(sock: ssl.SSLSocket) -> dict:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         names = []
-    return {"tls_version": sock.version(), "san": sorted(names), "issuer": cert.issuer.rfc4514_string()}
+    from cryptography.hazmat.primitives import serialization
+
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"tls_version": sock.version(), "san": sorted(names), "issuer": cert.issuer.rfc4514_string(),
+            "spki_sha256": hashlib.sha256(spki).hexdigest()}
 
 
 class NamedSMTP(smtplib.SMTP):

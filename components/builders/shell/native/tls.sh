@@ -1,9 +1,13 @@
 # shellcheck shell=bash
 # native/tls.sh: the native stack's `tls` stage: nginx for ACME http-01 and the MTA-STS policy, then the
-# certificate (certbot, or the one the stack provides). Rendered after the header, lib/strict.sh,
-# lib/prelude.sh and, with a provided certificate, lib/secrets.sh (which sets TLS_PRIVATE_KEY).
+# certificate: the one the stack provides, else the shared ACME preparation (the CA bundle of a private
+# ACME server); native/tls_stack_key.sh (dane: certbot certifies the stack's key) or native/tls_certbot.sh
+# (certbot's own lineage) follows. Rendered after the header, lib/strict.sh,
+# lib/prelude.sh and, with a key the stack brings (a provided certificate's, or with dane its own one for
+# ACME), lib/secrets.sh (which sets TLS_PRIVATE_KEY).
 # From the header: STAGE, TLS_MODE, CERT_NAME, CERT_DIR, CERT_NAMES (array), HTTPS_NAMES (array), ACME_DIRECTORY, ACME_EMAIL,
-# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS, HTTP_PORT, HTTPS_PORT, NGINX_TLS; SECRETS (array) with a provided certificate.
+# ACME_CA_BUNDLE, TLS_CERTIFICATE, MTA_STS_POLICY, STRICT_CIPHERS, HTTP_PORT, HTTPS_PORT, NGINX_TLS; SECRETS (array) with a key
+# the stack brings; RENEW_TOOL with TLS_MODE acme-stack-key.
 # A template: shell_script.render_script renders what follows the `# ---- rendered below ----` line,
 # after a header of quoted values; the lines above it are for readers and shellcheck only.
 # ---- rendered below ----
@@ -99,15 +103,3 @@ if [ -n "$ACME_CA_BUNDLE" ]; then
     | put_file /etc/systemd/system/certbot.service.d/ceres-mail-ca.conf 0644 root:root
   export REQUESTS_CA_BUNDLE=/etc/ceres-mail/acme-ca.pem
 fi
-# a certbot run killed half-way can leave a lineage without its certificate: start that one afresh
-if [ -e "/etc/letsencrypt/renewal/$CERT_NAME.conf" ] && ! openssl x509 -noout -in "$CERT_DIR/fullchain.pem" 2>/dev/null; then
-  certbot delete --non-interactive --cert-name "$CERT_NAME" || rm -f "/etc/letsencrypt/renewal/$CERT_NAME.conf"
-fi
-names=()
-for name in "${CERT_NAMES[@]}"; do names+=(-d "$name"); done
-certbot certonly --non-interactive --agree-tos --webroot -w /var/www/acme \
-  --cert-name "$CERT_NAME" --keep-until-expiring --expand \
-  --server "$ACME_DIRECTORY" -m "$ACME_EMAIL" "${names[@]}" \
-  --deploy-hook "systemctl reload postfix dovecot nginx 2>/dev/null || true"
-apply_nginx
-rm -f "$PENDING"
