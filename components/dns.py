@@ -3,7 +3,8 @@
 Needs only the static address and the DKIM public key, so it runs in parallel with the VM. Records are
 never proxied (Cloudflare's proxy carries HTTP only; MX targets must resolve to the real host). The
 stack manages only the records it declares: records that already exist are adopted by id
-(`dnsImportIds`), never duplicated, and nothing else in the zones is touched.
+(`dnsImportIds`), never duplicated, and nothing else in the zones is touched. With `dnssec`, the zones
+themselves are signed too: a setting of each zone MailDns already writes to, through the same provider.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from components.builders.dns_records import (
     tlsa_data,
     txt_rdata,
 )
+from components.builders.dnssec import RESOURCE_INFIX, ds_export
 from components.builders.inputs import DnsZoneInputs
 
 
@@ -48,6 +50,9 @@ class MailDns(pulumi.ComponentResource):
     mta_sts_policy: pulumi.Output[str]
     dkim_txt: pulumi.Output[str]
     records: dict[str, cloudflare.DnsRecord]  #: every record resource, by record key
+    zone_dnssec: dict[str, cloudflare.ZoneDnssec]  #: mail domain -> its zone's DNSSEC, with `dnssec` only
+    #: mail domain -> its DS for the registrar ({ds, keyTag, algorithm, digestType, digest}); None unsigned
+    ds_records: pulumi.Output[dict[str, dict]] | None
 
     def __init__(self, name: str, args: MailDnsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ceres-mail:mail:Dns", name, None, opts)
@@ -92,6 +97,7 @@ class MailDns(pulumi.ComponentResource):
             for record in stack_key_tlsa_records(replace(args.zones.records, tlsa_stack_keys=(selector,))):
                 declare(record.key, record.zone, record.name, record.type, {"data": data}, record.ttl, record.why)
 
+        self.ds_records = self._sign_zones(name, args.zones)
         self.record_keys = pulumi.Output.from_input(sorted(self.records))
         # served by the mail host at https://mta-sts.<domain>/.well-known/mta-sts.txt
         self.mta_sts_policy = pulumi.Output.from_input(mta_sts_policy(args.zones.records))
@@ -102,6 +108,26 @@ class MailDns(pulumi.ComponentResource):
     def waitables(self) -> dict[str, cloudflare.DnsRecord]:
         """Every record by the name a stage's `after` gives it (dns_records.record_waited_on)."""
         return {record_waited_on(key): record for key, record in sorted(self.records.items())}
+
+    def _sign_zones(self, name: str, zones: DnsZoneInputs) -> pulumi.Output[dict[str, dict]] | None:
+        """With `dnssec`, Cloudflare signs each mail domain's zone: one ZoneDnssec per domain, protected as the
+        records are, since deleting it while the registrar still holds its DS makes the domain fail validation
+        at every validating resolver. Gives each domain's DS for its registrar (known once applied)."""
+        self.zone_dnssec = {}
+        if not zones.dnssec:
+            return None
+        for domain in zones.records.mail_domains:
+            self.zone_dnssec[domain] = cloudflare.ZoneDnssec(
+                f"{name}{RESOURCE_INFIX}{domain}",
+                zone_id=zones.zone_ids[domain],
+                status="active",
+                opts=pulumi.ResourceOptions(parent=self, protect=zones.protect),
+            )
+        return pulumi.Output.all(**{
+            domain: pulumi.Output.all(zone.ds, zone.key_tag, zone.algorithm, zone.digest_type, zone.digest)
+            .apply(lambda fields: ds_export(*fields))
+            for domain, zone in self.zone_dnssec.items()
+        })
 
     def address_records(self) -> dict[str, list[cloudflare.DnsRecord]]:
         """Host name -> the records that make it resolve (A, AAAA, or a CNAME to them), in key order.

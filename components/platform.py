@@ -45,6 +45,7 @@ class MailPlatform(pulumi.ComponentResource):
     dkim_public_key_pem: pulumi.Output[str]  #: the signing selector's key
     dkim_public_keys: pulumi.Output[dict[str, str]]  #: selector -> key, every published selector
     mta_sts_policy: pulumi.Output[str]
+    ds_records: pulumi.Output[dict[str, dict]] | None  #: each mail domain's DS for its registrar, with `dnssec`
     ptr: pulumi.Output[dict[str, str]]
     ceres_env: pulumi.Output[dict[str, str]]  #: every CERES_* value but the password
     smtp_password: pulumi.Output[str]
@@ -94,6 +95,7 @@ class MailPlatform(pulumi.ComponentResource):
         self.dkim_public_key_pem = keys.dkim_signing.public_key_pem
         self.dkim_public_keys = pulumi.Output.all(**keys.dkim_public_pems)
         self.mta_sts_policy = dns.mta_sts_policy
+        self.ds_records = dns.ds_records
         # PTR is set at the IP provider, not here: export what it must be so the operator can set it
         self.ptr = pulumi.Output.from_input(
             {address: settings.mail_host_fqdn for address in (settings.public_ipv4, settings.public_ipv6) if address}

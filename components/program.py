@@ -18,6 +18,7 @@ from components.builders.dns_records import (
     external_authorizations,
     reverse_records,
 )
+from components.builders.dnssec import DS_OUTPUT
 from components.platform import MailPlatform
 
 
@@ -42,6 +43,9 @@ def run(stack_keys: Iterable[str] = ()) -> MailPlatform:
     pulumi.export(DKIM_KEYS_OUTPUT, platform.dkim_public_keys)
     pulumi.export(DKIM_SIGNING_OUTPUT, {"selector": settings.dkim_selector, "maxAgeDays": settings.dkim_max_age_days})
     pulumi.export("mtaStsPolicy", platform.mta_sts_policy)
+    if platform.ds_records is not None:
+        # for each domain's registrar (`mailctl zone --ds`): its zone validates once the parent holds this DS
+        pulumi.export(DS_OUTPUT, platform.ds_records)
     # DMARC report authorizations that belong in zones this stack does not manage (RFC 7489 7.1)
     pulumi.export(
         "dmarcExternalAuthorizations",

@@ -72,7 +72,11 @@ def _zone_command(commands: _Commands) -> None:
     zone = commands.add_parser("zone", help="the stack's DNS records as BIND zone files (dnspython)")
     zone.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
     zone.add_argument("--domain", help="only this mail domain's zone")
-    zone.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
+    instead = zone.add_mutually_exclusive_group()
+    instead.add_argument("--reverse", action="store_true", help="the PTR records for the IP provider instead")
+    instead.add_argument("--ds", metavar="OUTPUTS.json",
+                         help="with dnssec, each mail domain's DS record for its registrar instead, from the JSON of "
+                              "`pulumi stack output --json` (a file, or - for stdin)")
     zone.add_argument("--dkim-public-key", metavar="PEM",
                       help=f"include the DKIM records of the stack's keys: {DKIM_KEY_SOURCES}; the JSON gives "
                            f"every published selector's key (`pulumi stack output --json | mailctl zone "
@@ -246,13 +250,24 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_zone(args: argparse.Namespace) -> int:
-    from mailctl.zone import read_dkim_public_keys, render_reverse, render_stack_zones, stack_settings, zone_files
+    from mailctl.zone import (
+        read_dkim_public_keys,
+        read_ds_records,
+        render_ds_records,
+        render_reverse,
+        render_stack_zones,
+        stack_settings,
+        zone_files,
+    )
 
     settings = stack_settings(args.project_dir, args.stack)
     if args.domain and args.domain not in settings.mail_domains:
         raise StackFileError(f"{args.domain} is not a mail domain of stack {args.stack} ({', '.join(settings.mail_domains)})")
     if args.reverse:
         sys.stdout.write(render_reverse(settings))
+        return 0
+    if args.ds:
+        sys.stdout.write(render_ds_records(read_ds_records(settings, args.stack, args.ds, args.domain), args.stack))
         return 0
     keys = read_dkim_public_keys(args.dkim_public_key, settings.dkim_selector) if args.dkim_public_key else {}
     if args.out:

@@ -9,12 +9,18 @@ prove known secrets are redacted too.
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import string
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
+
+from components.builders.dnssec import RESOURCE_INFIX, zone_key_report
+
+#: the order of the P-256 group (SEC 2 2.4.2): a private key is a number from 1 to this, less one
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 # Keys made once per resource name and process: two recordings of a stack then differ only where their
@@ -52,6 +58,15 @@ def _serialized(key) -> dict[str, str]:
     }
 
 
+def _zone_dnssec_outputs(name: str, zone_id: str) -> dict:
+    """What Cloudflare reports once it signs a zone: its key and the DS, from a key derived from the zone id,
+    so every recording of a stack gives the same DS. Cloudflare knows the zone's name by its id; the offline
+    stand-in has no account to ask, so it reads the domain from the resource's name (`<dns>-dnssec-<domain>`)."""
+    seed = int.from_bytes(hashlib.sha256(f"ceres-mail offline zone key {zone_id}".encode()).digest(), "big")
+    key = ec.derive_private_key(seed % (P256_ORDER - 1) + 1, ec.SECP256R1())
+    return {**zone_key_report(name.rpartition(RESOURCE_INFIX)[2], key.public_key()), "status": "active"}
+
+
 def _computed_outputs(args: MockResourceArgs) -> dict:
     """What the provider of `args.typ` computes on create (only the fields the program reads)."""
     if args.typ == "tls:index/privateKey:PrivateKey":
@@ -64,6 +79,8 @@ def _computed_outputs(args: MockResourceArgs) -> dict:
         return {"base64": base64.b64encode(drawn).decode(), "hex": drawn.hex()}
     if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
         return {"vmId": args.inputs.get("vmId") or 100}
+    if args.typ == "cloudflare:index/zoneDnssec:ZoneDnssec":
+        return _zone_dnssec_outputs(args.name, args.inputs["zoneId"])
     if args.typ == "command:remote:Command":
         return {"stdout": "ceres-mail: ready\n", "stderr": ""}
     return {}

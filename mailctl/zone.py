@@ -3,7 +3,8 @@
 The settings come from the stack file exactly as `mailctl plan` reads them; the DKIM key exists only in
 the stack's state, so its records are included when the operator passes the public key: the PEM that
 `pulumi stack output dkimPublicKeyPem` prints (a file, or - for stdin), or the whole
-`pulumi stack output --json`.
+`pulumi stack output --json`. With `dnssec`, the DS records for the registrars come from that JSON too
+(`dsRecords`), known once a `pulumi up` has signed the zones.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from components.builders.dns_records import (
     external_authorizations,
     reverse_records,
 )
+from components.builders.dnssec import DS_OUTPUT, DsRecord, ds_record
 from components.builders.zone_file import render_rrsets, render_zone
 from components.settings import Settings, clear_secrets, validate
 from mailctl.stackfile import StackFileError, load_stack
@@ -111,3 +113,48 @@ def render_stack_zones(settings: Settings, stack: str, domain: str | None = None
 def render_reverse(settings: Settings) -> str:
     """The PTR records to set at the IP provider, as zone-file lines."""
     return render_rrsets(reverse_records(settings.dns_inputs))
+
+
+def read_ds_records(settings: Settings, stack: str, source: str, domain: str | None = None) -> list[DsRecord]:
+    """The DS record of every mail domain (or of `domain`), in the stack's order, from the JSON of
+    `pulumi stack output --json` in a file or stdin ("-")."""
+    if not settings.dnssec:
+        raise StackFileError(f"stack {stack} has dnssec off: its zones are unsigned, so there is no DS to give a "
+                             f"registrar; turn it on with `pulumi config set dnssec true --stack {stack}`, then "
+                             "`pulumi up`")
+    text = _read(source)
+    try:
+        outputs = json.loads(text)
+    except ValueError:
+        outputs = None
+    entries = outputs.get(DS_OUTPUT) if isinstance(outputs, dict) else None
+    if not isinstance(entries, dict):
+        raise StackFileError(f"{source} holds no {DS_OUTPUT}: give the JSON of `pulumi stack output --json --stack "
+                             f"{stack}`, after a `pulumi up` with dnssec on")
+    records = []
+    for name in [domain] if domain else settings.mail_domains:
+        if name not in entries:
+            raise StackFileError(f"{DS_OUTPUT} in {source} has no DS for {name}: `pulumi up --stack {stack}` "
+                                 "signs its zone and exports it")
+        try:
+            records.append(ds_record(name, entries[name]))
+        except ValueError as error:
+            raise StackFileError(f"{DS_OUTPUT} in {source}: {error}") from None
+    return records
+
+
+def render_ds_records(records: list[DsRecord], stack: str) -> str:
+    """The DS records as a registrar's form asks for them, field by field, then as zone-file lines (the
+    parent's own TTL applies, so none is given)."""
+    width = len("Digest type") + 2
+    out = [f"DS records of stack {stack}, one per mail domain: enter each at the domain's registrar, which puts it",
+           "in the parent zone; the zone validates from then on. (Cloudflare Registrar publishes it by itself.)", ""]
+    for record in records:
+        out += [record.domain,
+                f"  {'Key tag':<{width}}{record.key_tag}",
+                f"  {'Algorithm':<{width}}{record.algorithm} ({record.algorithm_name})",
+                f"  {'Digest type':<{width}}{record.digest_type} ({record.digest_name})",
+                f"  {'Digest':<{width}}{record.digest}", ""]
+    out += ["The same as zone-file lines:"]
+    out += [f"{record.domain}. IN DS {record.rdata}" for record in records]
+    return "\n".join(out) + "\n"

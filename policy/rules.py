@@ -30,6 +30,7 @@ from components.builders.ports import LDAP_PLAIN_PORT, LDAPS, submission_problem
 from policy.markers import SECRET, UNKNOWN_TEXT as UNKNOWN
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+ZONE_DNSSEC = "cloudflare:index/zoneDnssec:ZoneDnssec"
 REALM = "keycloak:index/realm:Realm"
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 FIREWALL_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
@@ -156,7 +157,8 @@ def dkim_key_not_too_old(resources: list[Resource], config: PolicyConfig) -> Ite
 
 def protected_where_it_matters(r: Resource, config: PolicyConfig) -> Iterable[str]:
     """CERES's realm is never deleted by this stack (retainOnDelete; CrossGuard does not show that option,
-    the offline plan does) and cannot be destroyed at all in protected stacks; nor can their VM."""
+    the offline plan does) and cannot be destroyed at all in protected stacks; nor can their VM, nor a
+    zone's DNSSEC (deleted while the registrar holds its DS, the domain fails validation everywhere)."""
     if r.type == REALM and r.options.get("retainOnDelete") is False:
         yield (f"realm {r.props.get('realm')} belongs to CERES: a destroy would delete it; declare it with "
                "retain_on_delete=True")
@@ -164,6 +166,10 @@ def protected_where_it_matters(r: Resource, config: PolicyConfig) -> Iterable[st
         yield f"realm {r.props.get('realm')} of protected stack {r.stack} is not protected: declare it with protect=True"
     if r.type == VM and r.stack in config.protected_stacks and not r.options.get("protect"):
         yield f"the mail VM of stack {r.stack} is not protected: set protect: true (its mailboxes live on it)"
+    if r.type == ZONE_DNSSEC and r.stack in config.protected_stacks and not r.options.get("protect"):
+        yield (f"the DNSSEC of zone {r.props.get('zoneId')} in protected stack {r.stack} is not protected: set "
+               "protect: true (deleted while the registrar still holds its DS, the domain stops resolving for "
+               "every validating resolver; docs/dns.md says the safe order to turn it off)")
 
 
 def secret_inputs_are_secret(r: Resource, config: PolicyConfig) -> Iterable[str]:
@@ -354,7 +360,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dkim-published-says-why", "A DKIM key that is published without signing says why.", "advisory", dkim_published_says_why),
     Rule("dkim-key-not-too-old", "The signing DKIM key is younger than dkimMaxAgeDays (age from the state).", "advisory",
          check_stack=dkim_key_not_too_old, needs_state=True),
-    Rule("protected-where-it-matters", "The CERES realm is never deleted; it and the VM are protected in protected stacks.", "mandatory", protected_where_it_matters),
+    Rule("protected-where-it-matters", "The CERES realm is never deleted; it, the VM and zone DNSSEC are protected in protected stacks.", "mandatory", protected_where_it_matters),
     Rule("secret-inputs-are-secret", "Passwords, tokens, keys and kubeconfigs are Pulumi secrets.", "mandatory", secret_inputs_are_secret,
          needs_secret_marks=True),
     Rule("ssh-pins-host-key", "Every SSH connection (the VM's, the gateway VPS's) pins the host key.", "mandatory",

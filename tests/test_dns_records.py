@@ -311,3 +311,48 @@ def test_no_tlsa_without_dane_and_a_next_key_adds_records_without_changing_the_s
     first = {r.key: r for r in build_records(replace(SINGLE, tlsa_spki_sha256=(one,))) if r.type == "TLSA"}
     both = {r.key: r for r in build_records(replace(SINGLE, tlsa_spki_sha256=(two, one))) if r.type == "TLSA"}
     assert len(first) == 4 and len(both) == 8 and all(both[key] == record for key, record in first.items())
+
+
+# --- DNSSEC: the key Cloudflare signs with, the DS the registrar gets ----------------------------------
+
+
+def test_the_reported_ds_is_the_digest_of_the_reported_dnskey():
+    """The DS reported for a signed zone is the SHA-256 digest of its own DNSKEY 257 3 13 (RFC 4034 5.1.4)."""
+    import base64
+
+    import dns.dnssec
+    import dns.name
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from components.builders.dnssec import zone_key_report
+
+    report = zone_key_report("example.com", ec.generate_private_key(ec.SECP256R1()).public_key())
+    dnskey = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.DNSKEY, f"257 3 13 {report['publicKey']}")
+    ds = dns.dnssec.make_ds(dns.name.from_text("example.com."), dnskey, "SHA256")
+    assert report["ds"] == f"example.com. 3600 IN DS {ds.key_tag} 13 2 {ds.digest.hex().upper()}"
+    assert (report["keyTag"], report["digest"]) == (ds.key_tag, ds.digest.hex().upper())
+    assert (report["flags"], report["algorithm"], report["digestType"], report["keyType"]) == (257, "13", "2", "ECDSAP256SHA256")
+    assert len(base64.b64decode(report["publicKey"])) == 64, "P-256: the two 32-byte coordinates (RFC 6605 4)"
+
+
+def test_the_exported_ds_takes_cloudflares_numbers_in_either_form():
+    """dsRecords holds whole numbers and an upper-case digest whether Cloudflare gives floats or text."""
+    from components.builders.dnssec import ds_export
+
+    line = "example.com. 3600 IN DS 2371 13 2 abcd"
+    assert ds_export(line, 2371.0, "13", "2", "abcd") == {"ds": line, "keyTag": 2371, "algorithm": 13,
+                                                           "digestType": 2, "digest": "ABCD"}
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"keyTag": 2371, "algorithm": 13, "digestType": 2}, "has no digest"),
+    ("not a mapping", "has no keyTag, algorithm, digestType, digest"),
+    ({"keyTag": 2371, "algorithm": 13, "digestType": 2, "digest": "not hex"}, "is not a DS record"),
+    ({"keyTag": 70000, "algorithm": 13, "digestType": 2, "digest": "AB"}, "is not a DS record"),
+])
+def test_a_ds_entry_that_is_not_a_ds_record_is_refused_saying_why(entry, words):
+    """An entry of dsRecords that dnspython cannot read as a DS is refused, naming its domain and what is wrong."""
+    from components.builders.dnssec import ds_record
+
+    with pytest.raises(ValueError, match=f"the DS of example.com {words}"):
+        ds_record("example.com", entry)

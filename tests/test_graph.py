@@ -528,6 +528,68 @@ def test_outputs_give_ptr_mta_sts_policy_and_dkim_value(applied, prod_plan):
     assert prod_plan.outputs["dkimTxt"] == UNKNOWN_TEXT
 
 
+# --- DNSSEC -------------------------------------------------------------------------------------------
+
+
+ZONE_DNSSEC = "cloudflare:index/zoneDnssec:ZoneDnssec"
+#: the multi-domain stack's zones, by mail domain
+MULTI_ZONES = {"example.com": "023e105f4ecef8ad9ca31a8372d0c353", "example.org": "11111111111111111111111111111111"}
+
+
+def dnssec_stack(tmp_path_factory, base: str = "prod", **keys) -> tuple:
+    """(project, stack name) of `base` with two mail domains and dnssec on, `keys` set too."""
+    from tests.conftest import PROJECT_DIR, stack_config
+
+    project = tmp_path_factory.mktemp("dnssec")
+    (project / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    config = {**stack_config(base), "ceres-mail:dnssec": True,
+              "ceres-mail:extraDomains": ["example.org=11111111111111111111111111111111"], **keys}
+    (project / f"Pulumi.{base}.yaml").write_text(yaml.safe_dump({"config": config}))
+    return project, base
+
+
+@pytest.fixture(scope="module")
+def dnssec_plan(tmp_path_factory):
+    return record(*dnssec_stack(tmp_path_factory))
+
+
+def test_with_dnssec_each_mail_domain_gets_one_protected_zone_dnssec(dnssec_plan):
+    """dnssec signs every mail domain's zone: one protected ZoneDnssec each, in MailDns, DS exported once applied."""
+    dns_component = one(dnssec_plan, "ceres-mail:mail:Dns")
+    signed = {r.name: r for r in dnssec_plan.of_type(ZONE_DNSSEC)}
+    assert sorted(signed) == ["ceres-mail-dns-dnssec-example.com", "ceres-mail-dns-dnssec-example.org"]
+    for domain, zone_id in MULTI_ZONES.items():
+        resource = signed[f"ceres-mail-dns-dnssec-{domain}"]
+        assert resource.inputs == {"zoneId": zone_id, "status": "active"}
+        assert resource.parent == dns_component.urn and resource.options["protect"] is True
+        assert resource.options["provider"].endswith("pulumi:providers:cloudflare::ceres-mail-provider-cloudflare")
+    assert dnssec_plan.outputs["dsRecords"] == UNKNOWN_TEXT, "Cloudflare makes the key at apply"
+
+
+def test_without_dnssec_no_zone_is_signed_and_no_ds_is_exported(plans, multi_plan):
+    """Without dnssec (the default) no zone is signed and no dsRecords is exported: such stacks plan as before."""
+    for plan in (*plans.values(), multi_plan):
+        assert plan.of_type(ZONE_DNSSEC) == [] and "dsRecords" not in plan.outputs, plan.stack
+
+
+def test_an_unprotected_stack_signs_its_zones_unprotected(tmp_path_factory):
+    """staging (protect: false) can still be torn down with dnssec on: its ZoneDnssec are not protected."""
+    plan = record(*dnssec_stack(tmp_path_factory, "staging"))
+    assert [r.options["protect"] for r in plan.of_type(ZONE_DNSSEC)] == [False, False]
+
+
+def test_applied_dnssec_exports_each_domains_ds_for_its_registrar(tmp_path_factory):
+    """Once applied, dsRecords gives each mail domain's DS as {ds, keyTag, algorithm, digestType, digest}, the same every time."""
+    project, stack = dnssec_stack(tmp_path_factory)
+    exported = [record(project, stack, known_outputs=True).outputs["dsRecords"] for _ in range(2)]
+    assert exported[0] == exported[1]
+    assert sorted(exported[0]) == sorted(MULTI_ZONES)
+    for domain, entry in exported[0].items():
+        assert sorted(entry) == ["algorithm", "digest", "digestType", "ds", "keyTag"]
+        assert (entry["algorithm"], entry["digestType"], len(entry["digest"])) == (13, 2, 64)
+        assert entry["ds"] == f"{domain}. 3600 IN DS {entry['keyTag']} 13 2 {entry['digest']}"
+
+
 def test_a_new_mail_password_changes_only_what_carries_it(project_dir):
     """Rotate the mailbox password: the realm changes its SMTP auth only (never replaced), CERES gets
     the new password, the mail stage re-runs with it; nothing else changes."""

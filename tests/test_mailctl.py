@@ -270,3 +270,75 @@ def test_zone_of_an_unknown_domain_is_a_clear_error():
     """`mailctl zone` for a domain the stack does not serve exits 2, saying it is not one of its mail domains."""
     result = run_mailctl("zone", "--domain", "example.org")
     assert result.returncode == 2 and "example.org is not a mail domain of stack prod" in result.stderr
+
+
+#: what `pulumi stack output --json` gives of a stack with dnssec on and two mail domains
+DS_OUTPUTS = {
+    "mailHost": "mail.example.com",
+    "dsRecords": {
+        "example.com": {"ds": "example.com. 3600 IN DS 2371 13 2 32996839A6D808AFE3EB4A795A0E6A7A39A76FC52FF228B22B76F6D63826F2B9",
+                        "keyTag": 2371, "algorithm": 13, "digestType": 2,
+                        "digest": "32996839A6D808AFE3EB4A795A0E6A7A39A76FC52FF228B22B76F6D63826F2B9"},
+        "example.org": {"ds": "example.org. 3600 IN DS 61053 13 2 E7F6A9CD532DEBD060A59DDCDB5D23498AAF7371F5D5BB7B717BFC818C5D7CFB",
+                        "keyTag": 61053, "algorithm": 13, "digestType": 2,
+                        "digest": "E7F6A9CD532DEBD060A59DDCDB5D23498AAF7371F5D5BB7B717BFC818C5D7CFB"},
+    },
+}
+
+
+@pytest.fixture
+def signed_stack(scratch_project, tmp_path):
+    """(project dir, outputs file) of prod with dnssec on and a second mail domain, its outputs as after an up."""
+    config = stack_config("prod", {"ceres-mail:dnssec": True,
+                                   "ceres-mail:extraDomains": ["example.org=11111111111111111111111111111111"]})
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(DS_OUTPUTS))
+    return scratch_project("prod", config), outputs
+
+
+def test_zone_ds_prints_each_domains_ds_for_its_registrar_and_as_zone_file_lines(signed_stack, capsys):
+    """`mailctl zone --ds` prints each mail domain's DS as a registrar's form asks for it and as a zone-file line."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
+    project, outputs = signed_stack
+    assert main(["-C", str(project), "zone", "--ds", str(outputs)]) == 0
+    text = capsys.readouterr().out
+    assert "Cloudflare Registrar publishes it by itself" in text
+    assert ("example.com\n  Key tag      2371\n  Algorithm    13 (ECDSAP256SHA256)\n  Digest type  2 (SHA-256)\n"
+            "  Digest       32996839A6D808AFE3EB4A795A0E6A7A39A76FC52FF228B22B76F6D63826F2B9\n") in text
+    assert text.index("\nexample.com\n") < text.index("\nexample.org\n")
+    lines = [line for line in text.splitlines() if " IN DS " in line]
+    assert [line.split()[0] for line in lines] == ["example.com.", "example.org."]
+    for line, entry in zip(lines, DS_OUTPUTS["dsRecords"].values()):
+        ds = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.DS, line.split(" IN DS ")[1])
+        assert (ds.key_tag, ds.algorithm, ds.digest_type, ds.digest.hex().upper()) == (
+            entry["keyTag"], entry["algorithm"], entry["digestType"], entry["digest"])
+    assert main(["-C", str(project), "zone", "--ds", str(outputs), "--domain", "example.org"]) == 0
+    assert "example.com" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("outputs, words", [
+    ({"mailHost": "mail.example.com"}, "holds no dsRecords: give the JSON of `pulumi stack output --json --stack prod`"),
+    ({"dsRecords": {"example.com": DS_OUTPUTS["dsRecords"]["example.com"]}},
+     "dsRecords in - has no DS for example.org: `pulumi up --stack prod` signs its zone"),
+    ({"dsRecords": {**DS_OUTPUTS["dsRecords"], "example.org": {"keyTag": 61053}}},
+     "the DS of example.org has no algorithm, digestType, digest"),
+])
+def test_zone_ds_without_a_ds_says_what_to_run(signed_stack, outputs, words):
+    """Outputs from before the up that signed the zones, or that lack a domain, exit 2 saying what to run, no traceback."""
+    project, _ = signed_stack
+    result = subprocess.run([*MAILCTL, "-C", str(project), "zone", "--ds", "-"], input=json.dumps(outputs),
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_zone_ds_of_a_stack_with_dnssec_off_names_the_key(tmp_path):
+    """A stack whose zones are unsigned has no DS to print: exit 2, naming the key that turns signing on."""
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(DS_OUTPUTS))
+    result = run_mailctl("zone", "--ds", str(outputs))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "stack prod has dnssec off" in result.stderr and "pulumi config set dnssec true --stack prod" in result.stderr

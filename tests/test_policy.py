@@ -19,7 +19,18 @@ from pulumi_policy import (
 from components.builders.dns_records import DKIM_PUBLISHED_WHY
 from mailctl.plan import Plan
 from policy.pack import policies
-from policy.rules import COMMAND, DNS_RECORD, FIREWALL_RULES, PRIVATE_KEY, REALM, RULES, USER_FEDERATION, VM, evaluate
+from policy.rules import (
+    COMMAND,
+    DNS_RECORD,
+    FIREWALL_RULES,
+    PRIVATE_KEY,
+    REALM,
+    RULES,
+    USER_FEDERATION,
+    VM,
+    ZONE_DNSSEC,
+    evaluate,
+)
 
 
 def mandatory(plan: Plan) -> list[dict]:
@@ -176,6 +187,23 @@ def test_staging_vm_need_not_be_protected(plans):
     """Staging's unprotected VM breaks no rule, so staging can be torn down."""
     vm = first(plans["staging"], VM)
     assert vm.options["protect"] is False and not evaluate([vm])
+
+
+def test_zone_dnssec_is_protected_in_a_protected_stack(scratch_project):
+    """A protected stack's zone DNSSEC cannot be deleted by accident: unprotected, the policy refuses it, naming its zone."""
+    from mailctl.recorder import record
+    from tests.conftest import stack_config
+
+    plans = {stack: record(scratch_project(stack, stack_config(stack, {"ceres-mail:dnssec": True})), stack)
+             for stack in ("prod", "staging")}
+    [signed] = plans["prod"].of_type(ZONE_DNSSEC)
+    assert signed.options["protect"] is True and mandatory(plans["prod"]) == []
+    [violation] = evaluate([replace(signed, options={**signed.options, "protect": False})])
+    assert violation["policy"] == "protected-where-it-matters" and violation["level"] == "mandatory"
+    assert "zone 023e105f4ecef8ad9ca31a8372d0c353 in protected stack prod is not protected" in violation["message"]
+    assert "docs/dns.md" in violation["message"]
+    [unprotected] = plans["staging"].of_type(ZONE_DNSSEC)
+    assert unprotected.options["protect"] is False and evaluate([unprotected]) == []
 
 
 def test_opaque_values_are_not_violations(prod_plan):

@@ -199,6 +199,7 @@ BAD_CONFIGS = [
                                         "ceres-mail:backupS3SecretKey": SECURE},
      "backupTarget", "localhost is the mail host itself"),
     ("import of a record not declared", {"ceres-mail:dnsImportIds": ["mx-example.org=372e67954025e0ba6aaa6d586b9e0b59"]}, "dnsImportIds", "is not a record of this stack"),
+    ("DNSSEC neither on nor off", {"ceres-mail:dnssec": "maybe"}, "dnssec", "'maybe': input should be a valid boolean"),
 ]
 
 
@@ -392,6 +393,14 @@ def test_list_entries_are_parsed_once_into_pairs(scratch_project):
     assert settings.import_ids == {"mx-example.org": record_id}
 
 
+def test_dnssec_is_off_unless_the_stack_turns_it_on(project_dir, scratch_project):
+    """No committed stack signs its zones yet; `dnssec: true` reaches MailDns's inputs, for every mail domain."""
+    assert not any(settings_of_stack(project_dir, stack).dns_zone_inputs.dnssec for stack in ("prod", "staging", "home"))
+    config = stack_config("prod", {"ceres-mail:dnssec": True, "ceres-mail:extraDomains": [f"example.org={'1' * 32}"]})
+    zones = settings_of_stack(scratch_project("signed", config), "signed").dns_zone_inputs
+    assert zones.dnssec and zones.records.mail_domains == ("example.com", "example.org")
+
+
 def test_install_inputs_alias_the_role_and_report_addresses_to_the_mailbox(project_dir):
     """RFC 2142 postmaster@/abuse@ of every domain and the report mailboxes all reach the one mailbox."""
     settings = settings_of_stack(project_dir, "prod")
@@ -458,7 +467,7 @@ EVERY_FEATURE = {
         "ceres-mail:backupTarget": "s3:https://s3.eu-central-1.amazonaws.com/corp-backups/mail", "ceres-mail:backupHostKey": None,
         "ceres-mail:backupS3AccessKey": SECURE, "ceres-mail:backupS3SecretKey": SECURE,
         "ceres-mail:ipv6Gateway": "fe80::1", "ceres-mail:keycloakUrl": "https://sso.example.com/",
-        "ceres-mail:webmail": False,
+        "ceres-mail:webmail": False, "ceres-mail:dnssec": True,
     }),
 }
 

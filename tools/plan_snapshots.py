@@ -1,8 +1,8 @@
 """The offline plans of the committed stacks and of one stack per feature, as JSON files, for a refactor.
 
 A refactor must change no resource: write the snapshots before it, again after, and compare the two
-folders (`diff -r`). The committed stacks alone leave features out (no LDAP, no S3, no mailcow), so each
-feature stack here is prod or home with that feature on, its secrets as `secure:` values.
+folders (`diff -r`). The committed stacks alone leave features out (no LDAP, no S3, no mailcow, no
+DNSSEC), so each feature stack here is prod or home with that feature on, its secrets as `secure:` values.
 
     .venv/bin/python tools/plan_snapshots.py /tmp/before
     ... the refactor ...
@@ -36,6 +36,7 @@ FEATURE_STACKS = {
     "s3-no-webmail": ("prod", {"backupTarget": "s3:https://s3.example.com/ceres-backups/mail", "backupHostKey": None,
                                "backupS3AccessKey": SECURE, "backupS3SecretKey": SECURE, "webmail": False}),
     "mailcow": ("prod", {"mailStack": "mailcow", "vmMemoryMib": 8192, "vmDiskGib": 40}),
+    "dnssec-two-domains": ("prod", {"dnssec": True, "extraDomains": ["example.org=11111111111111111111111111111111"]}),
 }
 
 

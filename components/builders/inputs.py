@@ -56,7 +56,8 @@ class DnsZoneInputs:
     records: DnsInputs  #: plain inputs of the pure record builder
     zone_ids: Mapping[str, str]  #: Cloudflare zone id of each mail domain
     import_ids: Mapping[str, str]  #: record key -> existing Cloudflare id
-    protect: bool  #: keep records from being deleted by accident
+    protect: bool  #: keep records (and the zones' DNSSEC) from being deleted by accident
+    dnssec: bool = False  #: Cloudflare signs every mail domain's zone (one ZoneDnssec each)
 
 
 @dataclass(frozen=True)

@@ -318,9 +318,10 @@ class Settings(SettingsSchema):
 
     @property
     def dns_zone_inputs(self) -> DnsZoneInputs:
-        """The records and the Cloudflare zones they go to, with the records adopted rather than created."""
+        """The records and the Cloudflare zones they go to, with the records adopted rather than created, and
+        whether Cloudflare signs the zones."""
         return DnsZoneInputs(records=self.dns_inputs, zone_ids=self.zone_ids, import_ids=self.import_ids,
-                             protect=self.protect)
+                             protect=self.protect, dnssec=self.dnssec)
 
     @property
     def server_inputs(self) -> ServerInputs:

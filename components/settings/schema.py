@@ -187,6 +187,10 @@ class SettingsSchema(BaseModel):
     cloudflare_zone_id: CloudflareZoneId = Field(description="Cloudflare zone id of `domain`.")
     dns_ttl: CloudflareTtl = Field(
         3600, description="TTL of every record in seconds (1 is Cloudflare's automatic, else 60..86400).")
+    dnssec: bool = Field(False, description=(
+        "Have Cloudflare sign every mail domain's zone (DNSSEC, one ZoneDnssec per domain, protected with "
+        "`protect`). Each zone validates once its registrar holds the DS record the stack exports (dsRecords, "
+        "`mailctl zone --ds`). To turn it off, remove the DS at the registrar first (docs/dns.md, DNSSEC)."))
     mx_priority: int = Field(10, ge=0, le=65535, description="MX preference of the mail host.")
     spf_extra: Json[list[SpfMechanism]] = Field(
         (), description="Extra SPF mechanisms placed before -all, e.g. ip4:198.51.100.7.")
