@@ -1,5 +1,5 @@
-"""`pulumi preview` of the committed stacks under the real engine, with the policy pack under CrossGuard,
-against what `mailctl plan` says offline."""
+"""`pulumi preview` of the committed stacks (and of a variant with keys they leave off) under the real engine,
+with the policy pack under CrossGuard, against what `mailctl plan` says offline."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from mailctl.recorder import record
 from tests.engine.harness import REPO, run_engine
 
 STACK_TYPE = "pulumi:pulumi:Stack"
-PREVIEWED = ("prod", "staging", "home")  #: every committed stack
+#: a committed stack with keys no committed stack sets yet: name -> (the stack it starts from, its keys)
+VARIANTS = {"prod-dnssec": ("prod", {"dnssec": True, "extraDomains": [f"example.org={'1' * 32}"]})}
+PREVIEWED = ("prod", "staging", "home", *VARIANTS)  #: every committed stack, and the variants
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +26,13 @@ def previews(engine_tools, k3s, tmp_path_factory):
 
     made = {}
     for name in PREVIEWED:
-        project = EngineProject(tmp_path_factory.mktemp(name), engine_tools, kubeconfig=kubeconfig_for(k3s, name))
+        base, keys = VARIANTS.get(name, (name, {}))
+        project = EngineProject(tmp_path_factory.mktemp(name), engine_tools, kubeconfig=kubeconfig_for(k3s, base))
         seed_realm(project)
-        stack = project.stack(name)
+        stack = project.stack(base, config=keys)
         run = run_engine(stack.preview, json_steps=True, policy_packs=[project.policy_pack], diff=True)
-        made[name] = (record(REPO, name), run, project)
+        # a variant's stack file is the project's own (its secrets encrypted there, which the recorder never reads)
+        made[name] = (record(project.work_dir if keys else REPO, base), run, project)
     return made
 
 

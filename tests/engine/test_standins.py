@@ -47,3 +47,48 @@ def test_the_stand_ins_mark_secrets_and_unknowns_as_the_sdk_does():
     """The stand-ins write the wire's markers out (their processes do not import the SDK): the same."""
     assert (values.SIG_KEY, values.SECRET_SIG, values.UNKNOWN) == (rpc._special_sig_key, rpc._special_secret_sig,
                                                                     rpc.UNKNOWN)
+
+
+#: the zones of the account the dnssec test signs: staging's own and a second mail domain's
+SIGNED_ZONES = {"3f2c6e7d1a5b4c8d9e0f1a2b3c4d5e6f": "staging.example.net", "1" * 32: "example.org"}
+
+
+def test_dnssec_signs_each_zone_with_a_kept_key_whose_real_ds_is_exported(engine_project, tmp_path, capsys):
+    """An up with dnssec exports, and `mailctl zone --ds` prints, the real DS of each zone's signing key, as Cloudflare would."""
+    import json
+
+    import dns.dnssec
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from mailctl.cli import main
+    from tests.engine.standins.cloudflare_dns import seed_zone, signing_key_pem
+
+    project = engine_project("staging")
+    for zone_id, name in SIGNED_ZONES.items():
+        seed_zone(project.world, zone_id, name)
+    stack = project.stack("staging", config={"dnssec": True, "extraDomains": [f"example.org={'1' * 32}"]})
+    run = run_engine(stack.up)
+    assert run.ok, run.output[-3000:]
+    signed = project.world_items("cloudflare", "ZoneDnssec")
+    assert sorted(signed) == sorted(SIGNED_ZONES), "one per zone, its id the zone's"
+    outputs = {key: output.value for key, output in stack.outputs().items() if not output.secret}
+    for zone_id, name in SIGNED_ZONES.items():
+        held = signed[zone_id]
+        assert (held["flags"], held["algorithm"], held["digestType"], held["status"]) == (257, "13", "2", "active")
+        dnskey = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.DNSKEY, f"257 3 13 {held['publicKey']}")
+        ds = dns.dnssec.make_ds(f"{name}.", dnskey, "SHA256")
+        digest = ds.digest.hex().upper()
+        assert held["ds"] == f"{name}. 3600 IN DS {ds.key_tag} 13 2 {digest}"
+        assert outputs["dsRecords"][name] == {"ds": held["ds"], "keyTag": ds.key_tag, "algorithm": 13,
+                                              "digestType": 2, "digest": digest}
+        kept = load_pem_private_key(signing_key_pem(project.world / "cloudflare", zone_id).encode(), None)
+        assert dns.dnssec.make_dnskey(kept.public_key(), dns.dnssec.Algorithm.ECDSAP256SHA256, flags=257) == dnskey
+    given = tmp_path / "outputs.json"
+    given.write_text(json.dumps(outputs))
+    capsys.readouterr()
+    assert main(["-C", str(project.work_dir), "zone", "--stack", "staging", "--ds", str(given)]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{name}. IN DS {outputs['dsRecords'][name]['keyTag']} 13 2 " in printed for name in SIGNED_ZONES.values())
