@@ -344,6 +344,18 @@ def ipv6_published(resources: list[Resource], config: PolicyConfig) -> Iterable[
         yield hosts[0].urn, "the mail host has no AAAA record: IPv6-only senders cannot reach it (set ipv6Address)"
 
 
+def mta_sts_enforced_with_dane(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
+    """Once DANE pins the key, MTA-STS still in testing only asks senders that do not validate DNSSEC to
+    report a downgrade, not to refuse it: a protected stack enforces it."""
+    if not any(r.type == DNS_RECORD and r.props.get("type") == "TLSA" for r in resources):
+        return
+    for r in resources:
+        policy = r.props.get("mtaStsPolicy") if r.type == STACK else None
+        if isinstance(policy, str) and "mode: testing" in policy and r.stack in config.protected_stacks:
+            yield r.urn, ("DANE pins the mail host's key, but MTA-STS only tests (mode: testing): senders without "
+                          "DNSSEC would still deliver over a stripped STARTTLS; set mtaStsMode to enforce")
+
+
 def backups_configured(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
     """A protected stack's mailboxes live on one VM: without backupTarget, losing it loses them."""
     vms = [r for r in resources if r.type == VM and r.stack in config.protected_stacks]
@@ -377,6 +389,8 @@ RULES: tuple[Rule, ...] = (
     Rule("mail-vm-starts-on-boot", "The mail VM starts with its node.", "advisory", mail_vm_starts_on_boot),
     Rule("transport-security-published", "MTA-STS and TLS-RPT for every mail domain.", "advisory", check_stack=transport_security_published),
     Rule("ipv6-published", "The mail host has an AAAA record.", "advisory", check_stack=ipv6_published),
+    Rule("mta-sts-enforced-with-dane", "A protected stack with DANE enforces MTA-STS too.", "advisory",
+         check_stack=mta_sts_enforced_with_dane),
     Rule("backups-configured", "A protected stack backs its mail host up (backupTarget).", "advisory",
          check_stack=backups_configured),
 )

@@ -90,6 +90,9 @@ def broken(plan: Plan) -> dict[str, list]:
         "transport-security-published": [*mx],
         "ipv6-published": [a],
         "backups-configured": [vm],  # the VM of a protected stack, and no backup stage
+        # a TLSA (DANE on) in a protected stack whose MTA-STS policy only tests
+        "mta-sts-enforced-with-dane": [with_inputs(a, type="TLSA", name="_25._tcp.mail.example.com"),
+                                       stack_resource(plan)],
     }
     return cases
 
@@ -100,7 +103,8 @@ NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.timezone.utc)
 def stack_resource(plan: Plan):
     """The root Stack resource as CrossGuard shows it: its props are the stack's outputs."""
     realm = first(plan, REALM)
-    return replace(realm, type="pulumi:pulumi:Stack", urn=plan.stack_urn, inputs=plan.outputs, options={})
+    return replace(realm, type="pulumi:pulumi:Stack", urn=plan.stack_urn, inputs=plan.outputs,
+                   options={"protect": False, "ignoreChanges": []})
 
 
 def made_long_ago(plan: Plan, days: float = 400) -> dict[str, datetime.datetime]:
@@ -379,3 +383,17 @@ def test_mailctl_policy_reads_ages_from_a_state_export(prod_plan, tmp_path, caps
     state.write_text("{}")
     assert main(["policy", str(plan_file), "--state", str(state)]) == 2
     assert "--state: " + str(state) + " is not the output of `pulumi stack export`" in capsys.readouterr().err
+
+
+def test_a_protected_stack_with_dane_is_asked_to_enforce_mta_sts_until_it_does(scratch_project):
+    """prod with dane gets the enforce-MTA-STS advisory while mtaStsMode is testing, and not once it enforces."""
+    from mailctl.recorder import record
+    from tests.conftest import stack_config
+
+    def advised(edits: dict) -> list[str]:
+        plan = record(scratch_project("prod", stack_config("prod", {"ceres-mail:dane": True, **edits})), "prod")
+        return [v["message"] for v in plan.policy if v["policy"] == "mta-sts-enforced-with-dane"]
+
+    [message] = advised({})
+    assert "set mtaStsMode to enforce" in message
+    assert advised({"ceres-mail:mtaStsMode": "enforce"}) == []
