@@ -314,7 +314,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         mailbox=args.user or settings.mailbox_address, password=password, cafile=args.ca_file,
                         ldap_url=settings.ldap_inputs.url if settings.ldap_inputs else "",
                         ldap_base_dn=settings.ldap_inputs.base_dn if settings.ldap_inputs else "",
-                        webmail=settings.serves_webmail,
+                        webmail=settings.serves_webmail, dnssec=settings.dnssec,
                         backup_access=_host_access(args, settings)
                         if settings.backup_inputs and (args.ssh_key or args.ssh_user) else None)
     # the checks run side by side: each line says which one has finished, and how many of them have

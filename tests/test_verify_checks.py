@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from components.builders.dns_records import Record, dkim_value, mta_sts_id, mta_sts_policy, spki_sha256
-from mailctl.verify import dane_checks, dns_checks, https_checks, imap_checks, smtp_checks
+from mailctl.verify import dane_checks, dns_checks, dnssec_checks, https_checks, imap_checks, smtp_checks
 from mailctl.verify.model import Target
 from tests.conftest import self_signed
 from tests.dns_fixtures import SINGLE, dkim_key_pair
@@ -684,7 +684,16 @@ def test_mta_sts_policy_and_id_as_the_stack_declares_are_green(monkeypatch, pki)
     served = STACK_POLICY.replace("\n", "\r\n")  # RFC 8461 3.2 lines end in CRLF; either is read
     results = run_mta_sts(monkeypatch, pki, served, sts_target(pki[0], mta_sts_id(STACK_POLICY), mta_sts_policy=STACK_POLICY))
     assert rows(results) == [("https 443 certificate mta-sts.example.com", "ok"), ("mta-sts policy example.com", "ok"),
-                             ("mta-sts id example.com", "ok")], results
+                             ("mta-sts mode example.com", "ok"), ("mta-sts id example.com", "ok")], results
+
+
+def test_a_policy_that_only_tests_warns_that_senders_still_deliver(monkeypatch, pki):
+    """An MTA-STS policy in testing (as the stack declares it) is a warning: senders report but still deliver."""
+    testing = STACK_POLICY.replace("mode: enforce", "mode: testing")
+    results = run_mta_sts(monkeypatch, pki, testing, sts_target(pki[0], mta_sts_id(testing), mta_sts_policy=testing))
+    mode = status(results, "mta-sts mode example.com")
+    assert (mode.status, status(results, "mta-sts policy example.com").status) == ("warn", "ok")
+    assert "set mtaStsMode to enforce" in mode.fix
 
 
 def test_mta_sts_mode_and_max_age_are_compared_with_the_stack(monkeypatch, pki):
@@ -737,9 +746,9 @@ def test_mta_sts_is_checked_for_every_mail_domain(monkeypatch, pki):
                                                 mta_sts_policy=STACK_POLICY))
     network.done()
     assert rows(results) == [("https 443 certificate mta-sts.example.com", "ok"), ("mta-sts policy example.com", "ok"),
-                             ("mta-sts id example.com", "ok"),
+                             ("mta-sts mode example.com", "ok"), ("mta-sts id example.com", "ok"),
                              ("https 443 certificate mta-sts.example.org", "ok"), ("mta-sts policy example.org", "ok"),
-                             ("mta-sts id example.org", "ok")], results
+                             ("mta-sts mode example.org", "ok"), ("mta-sts id example.org", "ok")], results
     assert network.attempts == [(STS_V4, 443), (ORG_STS_V4, 443)]
     assert sni == ["mta-sts.example.com", "mta-sts.example.org"]
     assert ["\r\nHost: mta-sts.example.com\r\n" in requests[0], "\r\nHost: mta-sts.example.org\r\n" in requests[1]] == [True, True]
@@ -759,13 +768,13 @@ def test_an_extra_domain_whose_name_the_certificate_misses_and_whose_id_is_missi
                                                 mta_sts_policy=STACK_POLICY))
     network.done(refused_certificates=1)
     assert rows(results) == [("https 443 certificate mta-sts.example.com", "ok"), ("mta-sts policy example.com", "ok"),
-                             ("mta-sts id example.com", "ok"),
+                             ("mta-sts mode example.com", "ok"), ("mta-sts id example.com", "ok"),
                              ("https 443 certificate mta-sts.example.org", "fail"), ("mta-sts id example.org", "fail")], results
-    assert "SSLCertVerificationError" in results[3].detail and "mta-sts.example.org" in results[3].detail
-    assert "install a certificate for mta-sts.example.org" in results[3].fix
+    assert "SSLCertVerificationError" in results[4].detail and "mta-sts.example.org" in results[4].detail
+    assert "install a certificate for mta-sts.example.org" in results[4].fix
     assert sni == ["mta-sts.example.com", "mta-sts.example.org"] and len(requests) == 1
-    assert results[4].detail == "no v=STSv1 TXT at _mta-sts.example.org: senders see no MTA-STS policy"
-    assert results[4].fix == f'publish _mta-sts.example.org TXT "v=STSv1; id={stack_id}"'
+    assert results[5].detail == "no v=STSv1 TXT at _mta-sts.example.org: senders see no MTA-STS policy"
+    assert results[5].fix == f'publish _mta-sts.example.org TXT "v=STSv1; id={stack_id}"'
 
 
 def test_an_extra_domain_without_a_policy_host_says_what_to_publish(monkeypatch, pki):
@@ -875,3 +884,53 @@ def test_a_declared_tlsa_that_is_not_published_is_red(monkeypatch):
     results = dane_checks.check_dane(target(ADDRESSED, expected=declared))
     assert rows(results) == [("dane 25 tlsa", "fail")]
     assert "publish the stack's TLSA records" in results[0].fix
+
+
+# --- DNSSEC ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zone_keys():
+    """Two signing keys (DNSKEY text, DS text of example.com): the zone's, and another zone's."""
+    import dns.dnssec
+
+    def pair():
+        key = dns.dnssec.make_dnskey(ec.generate_private_key(ec.SECP256R1()).public_key(), 13, flags=257)
+        return key.to_text(), dns.dnssec.make_ds("example.com.", key, "SHA256").to_text()
+
+    return pair(), pair()
+
+
+def dnssec_target(dnskey: str | None, ds: str | None, validated: bool, dnssec: bool = True) -> Target:
+    answers = {**({("example.com", "DNSKEY"): [dnskey]} if dnskey else {}), **({("example.com", "DS"): [ds]} if ds else {})}
+    return Target(domain="example.com", host="mail.example.com", dnssec=dnssec,
+                  resolver=FakeResolver(answers, frozenset({("example.com", "DNSKEY")} if validated else set())))
+
+
+def test_a_signed_zone_whose_parent_ds_names_its_key_is_green(zone_keys):
+    """A zone the resolver validates, with the parent's DS naming its signing key: both DNSSEC rows green."""
+    (dnskey, ds), _ = zone_keys
+    assert rows(dnssec_checks.check_dnssec(dnssec_target(dnskey, ds, validated=True))) == [
+        ("dnssec example.com", "ok"), ("ds example.com", "ok")]
+
+
+def test_a_signed_zone_without_its_ds_is_red_with_the_registrar_step(zone_keys):
+    """Signed but no DS at the parent: not validated and red, both rows saying to publish `mailctl zone --ds`."""
+    (dnskey, _), _ = zone_keys
+    results = dnssec_checks.check_dnssec(dnssec_target(dnskey, None, validated=False))
+    assert rows(results) == [("dnssec example.com", "fail"), ("ds example.com", "fail")]
+    assert all("mailctl zone --ds" in r.fix for r in results)
+
+
+def test_a_ds_naming_another_key_is_red_saying_the_domain_fails_everywhere(zone_keys):
+    """A parent DS for a key the zone no longer has is red: validating resolvers refuse the whole domain."""
+    (dnskey, _), (_, other_ds) = zone_keys
+    [_, ds_row] = dnssec_checks.check_dnssec(dnssec_target(dnskey, other_ds, validated=False))
+    assert ds_row.status == "fail" and "refuse the whole domain" in ds_row.detail and ds_row.fix.startswith("replace it")
+
+
+def test_a_stack_with_dnssec_and_an_unsigned_zone_is_red_and_one_without_has_no_rows():
+    """With dnssec declared, an unsigned zone is red (pulumi up signs it); without dnssec, no DNSSEC rows."""
+    [row] = dnssec_checks.check_dnssec(dnssec_target(None, None, validated=False))
+    assert (row.check, row.status) == ("dnssec example.com", "fail") and "dnssec: true" in row.fix
+    assert dnssec_checks.check_dnssec(dnssec_target(None, None, validated=False, dnssec=False)) == []

@@ -10,7 +10,7 @@ import ssl
 
 from components.builders.dns_records import mta_sts_id
 from components.builders.ports import HTTPS
-from mailctl.verify.model import FAIL, OK, Result, Target
+from mailctl.verify.model import FAIL, OK, WARN, Result, Target
 from mailctl.verify.net import connection_failure, open_connection
 from mailctl.verify.tls_util import certificate_result, context, tls_failure
 
@@ -83,8 +83,17 @@ def check_mta_sts_domain(target: Target, domain: str) -> list[Result]:
     host = f"mta-sts.{domain}"
     results, policy = _fetch_policy(target, domain, host)
     if policy is not None:
-        results.append(_policy_result(target, domain, host, policy))
+        results += [_policy_result(target, domain, host, policy), _mode_result(domain, policy)]
     return results + [_policy_id_result(target, domain)]
+
+
+def _mode_result(domain: str, text: str) -> Result:
+    """What the served policy asks of senders: enforce refuses a downgrade, testing only reports it (RFC 8461 5)."""
+    check, mode = f"mta-sts mode {domain}", _shown(policy_fields(text), "mode")
+    if mode == "enforce":
+        return Result(check, OK, "enforce: senders that fetch the policy deliver only over TLS to a valid MX certificate")
+    return Result(check, WARN, f"{mode}: senders only report a failed TLS connection (TLS-RPT), they still deliver",
+                  "once the TLS reports are clean, set mtaStsMode to enforce (with dane, the policy advisory asks for it)")
 
 
 def _fetch_policy(target: Target, domain: str, host: str) -> tuple[list[Result], str | None]:

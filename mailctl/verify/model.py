@@ -50,6 +50,7 @@ class Target:
     ldap_url: str = ""  #: the directory (ldapMode local or external), "" for none
     ldap_base_dn: str = ""  #: where an anonymous search must find nothing
     webmail: bool = False  #: the stack serves Roundcube on https://<host>/
+    dnssec: bool = False  #: the stack signs its zones (`dnssec`): the dnssec and ds rows are due
     #: SSH to the mail host (mailctl.backup.HostAccess), given with --ssh-key/--ssh-user: the backup is checked
     backup_access: object | None = None
 

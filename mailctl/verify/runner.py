@@ -12,7 +12,16 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from mailctl.verify import backup_checks, dane_checks, dns_checks, https_checks, imap_checks, ldap_checks, smtp_checks
+from mailctl.verify import (
+    backup_checks,
+    dane_checks,
+    dns_checks,
+    dnssec_checks,
+    https_checks,
+    imap_checks,
+    ldap_checks,
+    smtp_checks,
+)
 from mailctl.verify.model import FAIL, Result, Target
 
 CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
@@ -20,6 +29,7 @@ CHECKS: tuple[Callable[[Target], list[Result]], ...] = (
     dns_checks.check_mail_records,
     dns_checks.check_dkim,
     dns_checks.check_reverse_dns,
+    dnssec_checks.check_dnssec,
     smtp_checks.check_smtp,
     smtp_checks.check_submission,
     imap_checks.check_imaps,
