@@ -11,6 +11,7 @@ It needs root (port 53, and `ip` to put the address on lo) and the Debian packag
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import os
@@ -27,6 +28,8 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.resolver
+
+from tests.testnet.linux import Programs
 
 # The strictest named-checkzone 9.18 settings for zones whose NS names are out of zone (Cloudflare's):
 #   -k fail  host names that break check-names rules        -n fail  NS targets that are IP addresses
@@ -96,6 +99,33 @@ def authoritative_dns(zones: dict[str, str], address: str = "127.0.53.53") -> It
             _stop(named)
 
 
+class LoopbackHost(Programs):
+    """`address` (127.x) on this machine's lo as a place to run DNS servers, with the run/popen of a test
+    internet's NetnsHost (linux.Programs), so what runs on netns hosts (tests/testnet/dns_tree.py) runs here
+    the same; as a context manager: on exit its programs are stopped and the address leaves lo. Needs root."""
+
+    def __init__(self, address: str):
+        _require_loopback(address)
+        if os.geteuid() != 0:
+            raise RuntimeError("a LoopbackHost needs root: its servers listen on port 53 and its address goes on lo")
+        self.name = self.address = address
+        self._processes: list[subprocess.Popen] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> LoopbackHost:
+        self._stack.enter_context(_on_loopback(self.address))
+        self._stack.callback(self._stop_processes)
+        try:
+            _require_free(self.address)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+
 def named_argv(config: Path) -> list[str]:
     """named in the foreground (-g: logs to stderr), IPv4 only, as root (it binds port 53)."""
     return ["named", "-4", "-g", "-u", "root", "-c", str(config)]
@@ -130,13 +160,42 @@ def _require_free(address: str) -> None:
                 raise RuntimeError(f"{address}:53 is already in use ({error}); stop whatever holds it") from None
 
 
-def write_named_config(workdir: Path, zones: dict[str, str], address: str) -> Path:
-    """The zone files and a minimal named.conf: authoritative only, on `address` alone, nothing sent out."""
+def zone_path(workdir: Path, index: int, origin: str) -> Path:
+    """Where write_named_config puts zone `origin` (the root zone's file is named `root`)."""
+    return workdir / f"{index}.{origin.strip('.') or 'root'}.db"
+
+
+def write_named_config(workdir: Path, zones: dict[str, str], address: str, controls: str = "") -> Path:
+    """The zone files and a minimal named.conf: authoritative only, on `address` alone, nothing sent out.
+    `controls`: the rndc channel (control_channel's clauses); none by default."""
     zone_clauses = []
     for index, (origin, text) in enumerate(zones.items()):
-        zone_file = workdir / f"{index}.{origin.strip('.') or 'root'}.db"
-        zone_file.write_text(text)
-        zone_clauses.append(f'zone "{origin}" {{ type primary; file "{zone_file}"; }};')
+        path = zone_path(workdir, index, origin)
+        path.write_text(text)
+        zone_clauses.append(f'zone "{origin}" {{ type primary; file "{path}"; }};')
+    policy = """recursion no;
+    dnssec-validation no;
+    notify no;  // a primary would otherwise NOTIFY the zones' (real, remote) NS names"""
+    return _write_config(workdir, address, policy, controls, "\n".join(zone_clauses))
+
+
+def write_resolver_config(workdir: Path, address: str, root_servers: dict[str, str], anchors: str,
+                          controls: str = "") -> Path:
+    """named.conf of a validating recursive resolver on `address`: it starts from `root_servers` ({name:
+    IPv4 address}, its root hints) and trusts only `anchors` (a trust-anchors clause, dns_signing.trust_anchors),
+    never BIND's built-in root key; an answer that does not validate from there is SERVFAIL."""
+    hints = workdir / "root.hints"
+    hints.write_text("".join(f". 3600000 IN NS {name.rstrip('.')}.\n" for name in root_servers)
+                     + "".join(f"{name.rstrip('.')}. 3600000 IN A {ip}\n" for name, ip in root_servers.items()))
+    policy = """recursion yes;
+    allow-recursion { any; };
+    dnssec-validation yes;  // with the trust-anchors below only (auto would add the real root's key)
+    empty-zones-enable no;  // BIND would answer the documentation ranges' reverse zones empty itself"""
+    zones = f'{anchors.strip()}\nzone "." {{ type hint; file "{hints}"; }};'
+    return _write_config(workdir, address, policy, controls, zones)
+
+
+def _write_config(workdir: Path, address: str, policy: str, controls: str, zones: str) -> Path:
     config = workdir / "named.conf"
     config.write_text(
         f"""options {{
@@ -146,16 +205,30 @@ def write_named_config(workdir: Path, zones: dict[str, str], address: str) -> Pa
     managed-keys-directory "{workdir}";
     listen-on port 53 {{ {address}; }};
     listen-on-v6 {{ none; }};
-    recursion no;
     allow-query {{ any; }};
-    dnssec-validation no;
-    notify no;  // a primary would otherwise NOTIFY the zones' (real, remote) NS names
+    {policy}
 }};
-controls {{ }};  // no rndc channel on 127.0.0.1:953
-{chr(10).join(zone_clauses)}
+{controls or "controls { };  // no rndc channel on 127.0.0.1:953"}
+{zones}
 """
     )
     return config
+
+
+def control_channel(workdir: Path, address: str) -> tuple[str, Path]:
+    """An rndc channel on `address`:953 for a named of `workdir`: (the key and controls clauses for its
+    named.conf, the rndc.conf that reaches it with the same new key). rndc_argv runs rndc with it."""
+    key = f'key "ceres-test" {{ algorithm hmac-sha256; secret "{base64.b64encode(os.urandom(32)).decode()}"; }};'
+    rndc_conf = workdir / "rndc.conf"
+    rndc_conf.touch(mode=0o600)
+    rndc_conf.write_text(f'{key}\noptions {{ default-key "ceres-test"; default-server {address}; default-port 953; }};\n')
+    clauses = f'{key}\ncontrols {{ inet {address} port 953 allow {{ any; }} keys {{ "ceres-test"; }}; }};'
+    return clauses, rndc_conf
+
+
+def rndc_argv(rndc_conf: Path, *command: str) -> list[str]:
+    """rndc with the channel of `rndc_conf` (control_channel), e.g. ("reload", "com") or ("flush",)."""
+    return ["rndc", "-c", str(rndc_conf), *command]
 
 
 def _wait_until_serving(named: subprocess.Popen, zones: dict[str, str], address: str, log_path: Path) -> None:

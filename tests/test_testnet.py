@@ -1,7 +1,8 @@
 """The test network itself (tests/testnet): Debian hosts boot with systemd, reach each other over the wire and
 nothing beyond it, install packages through the test's own apt proxy, and leave nothing behind; a home segment
 behind a NAT router reaches the internet and is unreachable from it; a host given /dev/net/tun runs userspace
-WireGuard, and a tunnel from home through the NAT to a VPS carries traffic both ways.
+WireGuard, and a tunnel from home through the NAT to a VPS carries traffic both ways; a signed DNS tree of its
+own (tests/testnet/dns_tree.py) makes a zone secure at its resolver once the zone's DS is registered.
 
 Tests of the mail host built on this harness rely on it; if these fail, fix the harness before reading theirs.
 """
@@ -18,7 +19,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.testnet import INTERNET, NetnsHost, Router, SystemHost, TestNet, leftovers, snapshots
+from tests.dns_harness import named_argv, write_named_config
+from tests.dns_signing import ds_of, make_key, sign
+from tests.testnet import INTERNET, NetnsHost, Router, SystemHost, TestNet, leftovers, linux, snapshots
+from tests.testnet.dns_tree import DnsTree
 from tests.testnet.fixtures import open_testnet, require_testnet, testnet  # noqa: F401 (testnet: a fixture)
 
 pytestmark = pytest.mark.slow
@@ -368,6 +372,43 @@ def test_wireguard_from_home_through_the_nat(wireguard_hosts):
     # without the tunnel, the VPS has no way to the home host
     result = vps.exec(["ping", "-c1", "-W1", MAIL_HOME], timeout=10)
     assert result.returncode != 0 and "unreachable" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def child_zone(origin: str, server: str) -> str:
+    """A domain served by `server` as ns.<origin>, with one A record (mail.<origin>, 203.0.113.25)."""
+    return (f"$TTL 300\n@ IN SOA ns.{origin}. hostmaster.{origin}. 1 10000 2400 604800 300\n@ IN NS ns.{origin}.\n"
+            f"ns IN A {server}\nmail IN A 203.0.113.25\n")
+
+
+def test_the_signed_tree_validates_a_zone_once_its_ds_is_registered(testnet, tmp_path):
+    """In a test internet, the tree's resolver answers a signed zone with AD once the registrar's step put its
+    DS in the parent (insecure before, never SERVFAIL), and an unsigned zone without AD."""
+    root_dns, resolver, auth = (testnet.add_netns_host(name, f"{WIRE}.{last}/24")
+                                for name, last in (("root-dns", 60), ("resolver", 61), ("auth", 62)))
+    try:
+        key = make_key("example.com", tmp_path / "keys")
+        zones = {"example.com": sign("example.com", child_zone("example.com", auth.address), [key]),
+                 "example.org": child_zone("example.org", auth.address)}
+        (tmp_path / "auth").mkdir()
+        auth.popen(named_argv(write_named_config(tmp_path / "auth", zones, auth.address)),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started = time.monotonic()
+        tree = DnsTree(tmp_path / "tree", root_dns, resolver)
+        for origin in zones:
+            tree.delegate(origin, {f"ns.{origin}": auth.address})
+        tree.start()
+        log.info("signed tree up in %.1f s", time.monotonic() - started)
+        linux.wait_until(lambda: tree.serving(auth.address, zones), 10, "the zones' named")
+        before = tree.ask(auth, "mail.example.com", "A")
+        assert before.rdata("A") == ["203.0.113.25"] and not before.secure, before
+        tree.register_ds("example.com", [ds_of(key)])
+        after = tree.ask(auth, "mail.example.com", "A")
+        assert after.secure and after.rdata("A") == ["203.0.113.25"], after
+        unsigned = tree.ask(auth, "mail.example.org", "A")
+        assert unsigned.rdata("A") == ["203.0.113.25"] and not unsigned.secure, unsigned
+    finally:
+        for host in ("auth", "resolver", "root-dns"):
+            testnet.remove_host(host)
 
 
 def test_a_new_hosts_addresses_are_final_at_once():

@@ -110,6 +110,39 @@ def stop_process(process: subprocess.Popen, what: str, grace: float = 5.0) -> No
     raise RuntimeError(f"{what} (pid {process.pid}) does not die")
 
 
+class Programs:
+    """Runs this machine's programs in a place (`argv` says how: here, as they are) and stops the ones it
+    started: what a test internet's NetnsHost and the DNS harness's LoopbackHost share. A subclass sets
+    `name` and `_processes = []`, and calls `_stop_processes` when it stops."""
+
+    name: str
+    _processes: list[subprocess.Popen]
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """`argv` as it runs in this place."""
+        return [str(a) for a in argv]
+
+    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        """Start `argv` here, in its own process group; stopped (TERM, then KILL) with the place."""
+        kwargs.setdefault("start_new_session", True)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        process = subprocess.Popen(self.argv(argv), **kwargs)
+        self._processes.append(process)
+        return process
+
+    def run(self, argv: list[str], timeout: float = 30.0, **kwargs) -> subprocess.CompletedProcess:
+        """Run a short command here; output captured as text unless told otherwise."""
+        kwargs.setdefault("capture_output", "stdout" not in kwargs and "stderr" not in kwargs)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run(self.argv(argv), timeout=timeout, **kwargs)
+
+    def _stop_processes(self) -> None:
+        for process in self._processes:
+            stop_process(process, f"{self.name}: {process.args}")
+        self._processes.clear()
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: float = 10.0) -> None:
     """Poll `condition` until true; log progress every `every` s; TimeoutError after `timeout` s."""
     started = time.monotonic()

@@ -169,8 +169,9 @@ class _Host:
         return f"<{type(self).__name__} {self.name} {self.ipv4_cidr}>"
 
 
-class NetnsHost(_Host):
-    """A network namespace on the wire where tests run this machine's programs (its files, its .venv).
+class NetnsHost(linux.Programs, _Host):
+    """A network namespace on the wire where tests run this machine's programs (its files, its .venv): `popen`
+    and `run` (linux.Programs) start them inside it.
 
     With `nameserver`, its programs resolve names there: each runs in a mount namespace of its own whose
     /etc/resolv.conf names that server (programs that use the system resolver, a JVM say, need it; the
@@ -199,25 +200,6 @@ class NetnsHost(_Host):
                     'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self._resolv_conf), *argv]
         return linux.netns_exec(self.netns, argv)
 
-    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
-        """Start `argv` inside the namespace, in its own process group; stopped (TERM, then KILL) with the host."""
-        kwargs.setdefault("start_new_session", True)
-        kwargs.setdefault("stdin", subprocess.DEVNULL)
-        process = subprocess.Popen(self.argv(argv), **kwargs)
-        self._processes.append(process)
-        return process
-
-    def run(self, argv: list[str], timeout: float = 30.0, **kwargs) -> subprocess.CompletedProcess:
-        """Run a short command inside the namespace; output captured as text unless told otherwise."""
-        kwargs.setdefault("capture_output", "stdout" not in kwargs and "stderr" not in kwargs)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run(self.argv(argv), timeout=timeout, **kwargs)
-
-    def _stop_processes(self) -> None:
-        for process in self._processes:
-            linux.stop_process(process, f"{self.name}: {process.args[3:]}")
-        self._processes.clear()
 
 
 class Router(NetnsHost):
