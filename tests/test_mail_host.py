@@ -12,7 +12,9 @@ running host as `pulumi up` applies it (MailNet.apply): only the stages whose sc
 changed run again.
 
 1. The install: with the pinned host key (another key in known_hosts means no connection); a re-run
-   changes no file and restarts no service; no secret in its output.
+   changes no file and restarts no service; no secret in its output. The test internet's signed DNS tree
+   delegates the stack's zones: its validating resolver answers them as the authoritative server does,
+   insecure (no DS registered yet), never SERVFAIL.
 2. Webmail and fail2ban: adminCidrs narrowed to the client's address (so that an attacker elsewhere in the
    test internet can be banned) and bans of one minute, applied to the running host (the fail2ban stage
    runs again). Then:
@@ -50,6 +52,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dns.reversename
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
@@ -132,6 +135,20 @@ def test_secrets_stay_out_of_the_install_output(mailnet, installed):
         assert "PRIVATE KEY" not in result.stdout + result.stderr
     key = mailnet.mail.path("/var/lib/rspamd/dkim/ceres.key")
     assert oct(key.stat().st_mode & 0o777) == "0o640"
+
+
+def test_the_signed_tree_answers_the_stacks_zones_insecure(mailnet):
+    """The signed tree's resolver answers the stack's MX, the mail address's PTR and the other domain's MX as the
+    authoritative server does, without AD (no DS registered): insecure, never SERVFAIL; delv agrees."""
+    tree, client = mailnet.dns_tree, mailnet.client
+    ptr = dns.reversename.from_address(MAIL).to_text()
+    for name, rdtype in (("example.com", "MX"), (ptr, "PTR"), (REMOTE_DOMAIN, "MX")):
+        served = tree.ask(client, name, rdtype, server=ADDRESSES["dns"])
+        answer = tree.ask(client, name, rdtype)
+        assert answer.rcode == "NOERROR" and not answer.secure, answer
+        assert answer.rdata(rdtype) == served.rdata(rdtype) != [], (answer, served)
+    judged = tree.delv(client, "example.com", "MX")
+    assert judged.stdout.startswith("; unsigned answer"), judged.stdout + judged.stderr
 
 
 # --- 2. webmail and brute-force protection, applied to the running host ---------------------------------

@@ -1,7 +1,10 @@
 """The end-to-end layer's world: an empty test internet, CERES's platform, and a project to `pulumi up`.
 
     dns       BIND, authoritative for the stack's zone (served from the Cloudflare stand-in's records),
-              the other domain and the reverse zone
+              the other domain and the reverse zone (and cloudflare.com, the addresses of their NS names)
+    root-dns, resolver
+              the signed tree (tests/testnet/dns_tree.py) delegating those zones to dns, and a validating
+              resolver that trusts only its root (tests/mailnet/fixtures.py open_dns_tree)
     acme      pebble, the ACME CA (http-01 validated for real)
     remote    mx.example.net, another domain's MTA, judging DKIM, SPF and DMARC of what arrives
     client    the operator's machine (the deployer: SSH, HTTPS to Keycloak) and where mail clients run
@@ -41,10 +44,11 @@ from tests.engine.harness import EngineProject, EngineRun, run_engine
 from tests.engine.k3s import K3s
 from tests.engine.standins.cloud import CLOUD_ENV
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
-from tests.mailnet.fixtures import MAIL_DISKS, installed_packages_snapshot, nocloud_files
+from tests.mailnet.fixtures import MAIL_DISKS, installed_packages_snapshot, nocloud_files, open_dns_tree
 from tests.mailnet.scenario import ADDRESSES as TEST_INTERNET
-from tests.mailnet.scenario import PREFIX, REMOTE_DOMAIN, remote_domain_records
+from tests.mailnet.scenario import PREFIX, REMOTE_DOMAIN, nameserver_records, remote_domain_records
 from tests.testnet import NetnsHost, TestNet, linux
+from tests.testnet.dns_tree import DnsTree
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +92,13 @@ CONFIG_FILES = ("/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/dovecot/
 
 def platform_records(ttl: int) -> list[Record]:
     """What the zones hold without the stack: CERES's SSO host, the PTR of the mail address (set at the
-    IP provider), and the other domain."""
+    IP provider), the other domain, and the name servers' addresses."""
     ptr = dns.reversename.from_address(ADDRESSES["mail"]).to_text(omit_final_dot=True)
     return [
         Record(DOMAIN, SSO_HOST, "A", ADDRESSES["sso"], ttl, "test: CERES's Keycloak"),
         Record(ptr.split(".", 1)[1], ptr, "PTR", f"{MAIL_HOST}.", ttl, "test: PTR of the mail address, at the IP provider"),
         *remote_domain_records(ttl),
+        *nameserver_records(ttl),
     ]
 
 
@@ -114,6 +119,7 @@ class EndToEnd:
     workdir: Path
     inbox: Path
     pebble_root: Path
+    dns_tree: DnsTree  #: the signed tree: its resolver, the registrar's step (register_ds)
 
     def up(self, **options) -> EngineRun:
         started = time.monotonic()
@@ -232,6 +238,7 @@ def e2e(tmp_path_factory, engine_tools, k3s, shared_apt_proxy):
         staging = stack_config("staging")
         zones = ZoneServer(dns_host, workdir / "named", {staging["ceres-mail:cloudflareZoneId"]: DOMAIN},
                            platform_records(300), ttl=300).start()
+        dns_tree = open_dns_tree(net, workdir / "dns-tree", zones.origins)
 
         pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])
         acme.popen(pebble_argv(pebble_files, ADDRESSES["dns"]), env={**os.environ, **PEBBLE_ENV},
@@ -286,7 +293,7 @@ def e2e(tmp_path_factory, engine_tools, k3s, shared_apt_proxy):
                 "acmeCaBundle": pebble_files.listener_cert_pem,
             }, secret_config={"keycloakClientSecret": client_secret})
             yield EndToEnd(net, cloud, zones, client, remote, k3s, sso_server, keycloak, project, stack, workdir, inbox,
-                           pebble_root)
+                           pebble_root, dns_tree)
         zones.stop()
         reset_ceres(k3s)
 

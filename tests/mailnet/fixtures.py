@@ -1,6 +1,11 @@
 """The test "internet" of the end-to-end tests (docs/testing.md), as one session fixture.
 
     dns     BIND, authoritative for example.com (the stack's zone, its DKIM key), example.net, the reverse zone
+            (and cloudflare.com: the addresses of the zones' NS names)
+    root-dns, resolver
+            the signed tree (tests/testnet/dns_tree.py): a root and TLDs of the test's own delegating those
+            zones to dns, insecurely until a test registers a DS; a validating resolver that trusts only that
+            root. Additive: every host and probe asks dns directly, as before
     acme    pebble, the ACME CA the stack's certbot talks to (http-01 validated for real)
     remote  mx.example.net, an MTA of another domain that judges DKIM, SPF and DMARC of what arrives
     client  where the probes run: mail clients, a sending MTA, an attacker
@@ -30,12 +35,15 @@ import yaml
 
 from components.builders.cloud_init import DATA_DISK_LABEL, DATA_MOUNT_POINT
 from components.builders.dns_records import Record
+from components.builders.zone_file import render_zone
 from tests.dns_harness import named_argv, write_named_config
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.host_checks import stdin_secrets
-from tests.mailnet.scenario import ADDRESSES, PREFIX, Deployment, deploy
+from tests.mailnet.scenario import (ADDRESSES, NAMESERVER_ZONE, NAMESERVERS, PREFIX, Deployment, deploy,
+                                    nameserver_records)
 from tests.testnet import NetnsHost, SystemHost, TestNet, linux
 from tests.testnet.aptproxy import AptBridge, joined
+from tests.testnet.dns_tree import DnsTree
 from tests.testnet.snapshots import installed_snapshot
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,7 @@ MAILBOX_PASSWORD = "ceres-mail-mailbox-password"
 KEPT_STAGE_SECRETS = {"-install-webmail": ("ceres-mail-server-native-roundcube-des-key", "ROUNDCUBE_DES_KEY"),
                       "-install-backup": ("ceres-mail-backup-password", "BACKUP_PASSWORD")}
 COMMAND_TIMEOUT = 1200.0  # one install stage, apt through a cold proxy included
+NAMESERVER_TTL = 300  # of the name servers' addresses in their zone
 # The VM's mail data disk: a filesystem of its own on the mail directory (cloud-init's disk_setup does
 # not run in the test host), named as the stack labels it
 MAIL_DISKS = {DATA_MOUNT_POINT: DATA_DISK_LABEL}
@@ -94,6 +103,7 @@ class MailNet:
     placement: Placement = field(default_factory=Placement)
     #: the mail host boots (and is rebuilt) over the installed snapshot of its packages: see open_mailnet
     installed_base: bool = False
+    dns_tree: DnsTree | None = None  #: the signed tree: its resolver, the registrar's step (register_ds)
 
     @property
     def operator(self) -> NetnsHost:
@@ -178,7 +188,8 @@ class MailNet:
         self.mail = boot_mail_host(self.net, self.deployment, self.placement, self.installed_base)
         self.mail.wait_running(timeout=300)
         # the new host has a new MAC: peers must not keep sending to the old one
-        for host in {self.client, self.remote, self.acme, self.dns, self.operator}:
+        tree_hosts = {self.dns_tree.root_host, self.dns_tree.resolver_host} if self.dns_tree else set()
+        for host in {self.client, self.remote, self.acme, self.dns, self.operator, *tree_hosts}:
             host.run(["ip", "neigh", "flush", "all"])
 
     def install(self) -> list[subprocess.CompletedProcess]:
@@ -306,7 +317,9 @@ def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None 
         client = net.add_netns_host("client", cidr["client"])
         dns = net.add_netns_host("dns", cidr["dns"])
         (workdir / "named").mkdir()
-        named_conf = write_named_config(workdir / "named", deployment.zones, ADDRESSES["dns"])
+        served = {**deployment.zones, NAMESERVER_ZONE: render_zone(NAMESERVER_ZONE, nameserver_records(NAMESERVER_TTL),
+                                                                   NAMESERVERS, NAMESERVER_TTL)}
+        named_conf = write_named_config(workdir / "named", served, ADDRESSES["dns"])
         dns.popen(named_argv(named_conf), stdout=subprocess.DEVNULL, stderr=(workdir / "named.log").open("w"))
 
         def dns_ready() -> bool:
@@ -315,6 +328,7 @@ def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None 
             return result.returncode == 0 and json.loads(result.stdout).get("rcode") == 0
 
         linux.wait_until(dns_ready, 20, "BIND")
+        tree = open_dns_tree(net, workdir / "dns-tree", served)
 
         acme = net.add_netns_host("acme", cidr["acme"])
         acme.popen(pebble_argv(pebble_files, ADDRESSES["dns"]), env={**os.environ, **PEBBLE_ENV},
@@ -334,7 +348,20 @@ def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None 
         mail = boot_mail_host(net, deployment, placement, installed_base)
         mail.wait_running(timeout=300)
         yield MailNet(net, deployment, mail, client, remote, acme, dns, workdir, inbox,
-                      workdir / "pebble-listener.pem", placement, installed_base)
+                      workdir / "pebble-listener.pem", placement, installed_base, tree)
+
+
+def open_dns_tree(net: TestNet, workdir: Path, zones: Iterable[str]) -> DnsTree:
+    """The signed tree on new hosts root-dns and resolver, each of `zones` delegated to the dns host by
+    NAMESERVERS (insecurely: a test registers a DS with `register_ds`); started."""
+    started = time.monotonic()
+    tree = DnsTree(workdir, net.add_netns_host("root-dns", f"{ADDRESSES['root-dns']}/{PREFIX}"),
+                   net.add_netns_host("resolver", f"{ADDRESSES['resolver']}/{PREFIX}"))
+    for zone in zones:
+        tree.delegate(zone, dict.fromkeys(NAMESERVERS, ADDRESSES["dns"]))
+    tree.start()
+    log.info("signed DNS tree: %.1f s", time.monotonic() - started)
+    return tree
 
 
 @pytest.fixture(scope="session")

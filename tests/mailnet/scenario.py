@@ -28,12 +28,15 @@ PREFIX = 24
 ADDRESSES = {
     "mail": "203.0.113.25",  # the stack's mail host (prod's address)
     "dns": "203.0.113.53",  # authoritative for example.com, example.net and the reverse zone
+    "root-dns": "203.0.113.10",  # the signed tree's root and TLDs (tests/testnet/dns_tree.py), a.root-servers.net
+    "resolver": "203.0.113.11",  # the validating resolver that trusts only that root
     "acme": "203.0.113.80",  # pebble
     "remote": "203.0.113.99",  # mx.example.net, the receiving MTA of another domain
     "client": "203.0.113.200",  # where the probes (mail clients, attackers) run
 }
 REMOTE_DOMAIN = "example.net"
 NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
+NAMESERVER_ZONE = "cloudflare.com"  #: where NAMESERVERS' names are (served by the dns host, for the signed tree)
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 #: the mail server's remote commands are named after it: <stack>-server-wait-cloud-init, -server-install-<stage>
@@ -206,6 +209,13 @@ def cloudflare_record(zone: str, fields: dict) -> Record:
         "TLSA": lambda: f'{int(data["usage"])} {int(data["selector"])} {int(data["matchingType"])} {data["certificate"]}',
     }[type_]()
     return Record(zone, fields["name"], type_, rdata, int(fields["ttl"]), fields.get("comment", ""))
+
+
+def nameserver_records(ttl: int) -> list[Record]:
+    """The addresses of NAMESERVERS: the dns host, which serves them in their own zone beside the test domains,
+    so the signed tree's delegations to those names lead to it."""
+    return [Record(NAMESERVER_ZONE, name, "A", ADDRESSES["dns"], ttl, "test: the test domains' name server")
+            for name in NAMESERVERS]
 
 
 def remote_domain_records(ttl: int) -> list[Record]:
