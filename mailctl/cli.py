@@ -251,8 +251,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 def cmd_zone(args: argparse.Namespace) -> int:
     from mailctl.zone import (
-        read_dkim_public_keys,
         read_ds_records,
+        read_stack_keys,
         render_ds_records,
         render_reverse,
         render_stack_zones,
@@ -269,14 +269,14 @@ def cmd_zone(args: argparse.Namespace) -> int:
     if args.ds:
         sys.stdout.write(render_ds_records(read_ds_records(settings, args.stack, args.ds, args.domain), args.stack))
         return 0
-    keys = read_dkim_public_keys(args.dkim_public_key, settings.dkim_selector) if args.dkim_public_key else {}
+    keys, tls_keys = read_stack_keys(args.dkim_public_key, settings.dkim_selector) if args.dkim_public_key else ({}, {})
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        for domain, text in zone_files(settings, args.stack, args.domain, keys).items():
+        for domain, text in zone_files(settings, args.stack, args.domain, keys, tls_keys).items():
             (args.out / f"{domain}.zone").write_text(text)
             print(f"mailctl: wrote {args.out / f'{domain}.zone'}", file=sys.stderr)
         return 0
-    sys.stdout.write(render_stack_zones(settings, args.stack, args.domain, keys))
+    sys.stdout.write(render_stack_zones(settings, args.stack, args.domain, keys, tls_keys))
     return 0
 
 
@@ -287,7 +287,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from components.builders.dns_records import build_records, dkim_value, mta_sts_policy
     from mailctl.verify.model import Target
     from mailctl.verify.runner import exit_code, render_json, render_table, run_checks
-    from mailctl.zone import read_dkim_public_key, read_dkim_public_keys, stack_settings
+    from mailctl.zone import owned_tlsa_records, read_dkim_public_key, read_stack_keys, stack_settings
 
     resolver = dns.resolver.Resolver(configure=not args.resolver)
     if args.resolver:
@@ -304,10 +304,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         cafile=args.ca_file, dkim_txt=dkim_txt)
     else:
         settings = stack_settings(args.project_dir, args.stack or "prod")
-        keys = read_dkim_public_keys(args.dkim_public_key, settings.dkim_selector) if args.dkim_public_key else {}
+        keys, tls_keys = (read_stack_keys(args.dkim_public_key, settings.dkim_selector) if args.dkim_public_key
+                          else ({}, {}))
         txt = {selector: dkim_value(pem) for selector, pem in keys.items()}
+        expected = build_records(settings.dns_inputs) + owned_tlsa_records(settings.dns_inputs, tls_keys)
         target = Target(domain=settings.domain, host=args.host or settings.mail_host_fqdn, resolver=resolver,
-                        timeout=args.timeout, expected=build_records(settings.dns_inputs),
+                        timeout=args.timeout, expected=expected,
                         extra_domains=settings.mail_domains[1:], mta_sts_policy=mta_sts_policy(settings.dns_inputs),
                         dkim_selector=settings.dkim_selector, dkim_txt=txt.get(settings.dkim_selector, ""),
                         dkim_published={s: txt.get(s, "") for s in settings.dns_inputs.dkim_published},

@@ -3,26 +3,33 @@
 The settings come from the stack file exactly as `mailctl plan` reads them; the DKIM key exists only in
 the stack's state, so its records are included when the operator passes the public key: the PEM that
 `pulumi stack output dkimPublicKeyPem` prints (a file, or - for stdin), or the whole
-`pulumi stack output --json`. With `dnssec`, the DS records for the registrars come from that JSON too
+`pulumi stack output --json`, which also carries the TLS keys the stack owns with `dane` (their TLSA
+records). With `dnssec`, the DS records for the registrars come from that JSON too
 (`dsRecords`), known once a `pulumi up` has signed the zones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from components.builders.dns_records import (
     DKIM_KEYS_OUTPUT,
     DKIM_OUTPUT,
+    TLS_KEYS_OUTPUT,
+    DnsInputs,
+    Record,
     build_records,
     dkim_record_name,
     dkim_records,
     dkim_selector_of,
     external_authorizations,
     reverse_records,
+    stack_key_tlsa_records,
 )
 from components.builders.dnssec import DS_OUTPUT, DsRecord, ds_record
 from components.builders.zone_file import render_rrsets, render_zone
@@ -43,10 +50,23 @@ def stack_settings(project_dir: Path, stack: str, secrets: Mapping[str, str] | N
     return validate(raw, in_clear=in_clear, stack_file=f"Pulumi.{stack}.yaml")
 
 
-def read_dkim_public_keys(source: str, signing_selector: str) -> dict[str, str]:
+def read_stack_keys(source: str, signing_selector: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(selector -> DKIM public key, tlsKeySelector -> TLS public key), read once from a file or stdin ("-"):
+    the JSON of `pulumi stack output --json` gives both (dkimPublicKeys, tlsPublicKeys); a PEM alone is the
+    signing DKIM selector's key."""
+    text = _read(source)
+    tls_keys = {}
+    if text.lstrip().startswith("{"):
+        with contextlib.suppress(ValueError):
+            outputs = json.loads(text)
+            tls_keys = dict(outputs[TLS_KEYS_OUTPUT]) if isinstance(outputs.get(TLS_KEYS_OUTPUT), dict) else {}
+    return read_dkim_public_keys(source, signing_selector, text), tls_keys
+
+
+def read_dkim_public_keys(source: str, signing_selector: str, text: str | None = None) -> dict[str, str]:
     """Selector -> DKIM public key PEM from a file or stdin ("-"): the JSON of `pulumi stack output --json`
     gives every published selector's key (dkimPublicKeys); a PEM alone is the signing selector's."""
-    text = _read(source)
+    text = _read(source) if text is None else text
     if text.lstrip().startswith("{"):
         try:
             outputs = json.loads(text)
@@ -80,14 +100,18 @@ def read_dkim_public_key(source: str, text: str | None = None) -> str:
 
 
 def zone_files(settings: Settings, stack: str, domain: str | None = None,
-               dkim_public_keys: Mapping[str, str] | None = None) -> dict[str, str]:
+               dkim_public_keys: Mapping[str, str] | None = None,
+               tls_public_keys: Mapping[str, str] | None = None) -> dict[str, str]:
     """Mail domain -> its zone file, each a single zone that named-checkzone accepts. `dkim_public_keys`
     (selector -> PEM) adds the DKIM record of every selector the stack publishes whose key is given: the
-    signing one and, mid-rotation, those kept for mail in flight, as the stack itself publishes them."""
+    signing one and, mid-rotation, those kept for mail in flight, as the stack itself publishes them;
+    `tls_public_keys` (tlsKeySelector -> PEM) the TLSA records of the TLS keys the stack owns (dane)."""
     inputs = settings.dns_inputs
     keys = {selector: pem for selector, pem in (dkim_public_keys or {}).items() if pem}
     records = build_records(inputs) + [r for r in dkim_records(inputs, keys) if dkim_selector_of(r.name) in keys]
+    records += owned_tlsa_records(inputs, tls_public_keys or {})
     missing = [selector for selector in inputs.dkim_selectors if selector not in keys]
+    missing_tls = [name for name in inputs.tlsa_stack_keys if not (tls_public_keys or {}).get(name)]
     files = {}
     for origin in [domain] if domain else list(inputs.mail_domains):
         header = [f"zone {origin} of stack {stack}, rendered by ceres-mail (mailctl zone)"]
@@ -95,14 +119,24 @@ def zone_files(settings: Settings, stack: str, domain: str | None = None,
             names = ", ".join(f"{dkim_record_name(selector, origin)} TXT" for selector in missing)
             header.append(f"DKIM: {names} hold{'s' if len(missing) == 1 else ''} the stack's own keys; add them "
                           f"with `pulumi stack output --json | mailctl zone --dkim-public-key -`")
+        if missing_tls and origin == inputs.domain:
+            header.append("TLSA: the records pinning the TLS key the stack owns need its public key; add them with "
+                          "`pulumi stack output --json | mailctl zone --dkim-public-key -`")
         files[origin] = render_zone(origin, records, tuple(settings.zone_nameservers), inputs.ttl, "\n".join(header))
     return files
 
 
+def owned_tlsa_records(inputs: DnsInputs, tls_public_keys: Mapping[str, str]) -> list[Record]:
+    """The TLSA records of the TLS keys the stack owns whose public key is given, as MailDns publishes them."""
+    given = {name: pem for name, pem in tls_public_keys.items() if pem and name in inputs.tlsa_stack_keys}
+    return stack_key_tlsa_records(replace(inputs, tlsa_stack_keys=tuple(given)), given)
+
+
 def render_stack_zones(settings: Settings, stack: str, domain: str | None = None,
-                       dkim_public_keys: Mapping[str, str] | None = None) -> str:
+                       dkim_public_keys: Mapping[str, str] | None = None,
+                       tls_public_keys: Mapping[str, str] | None = None) -> str:
     inputs = settings.dns_inputs
-    out = list(zone_files(settings, stack, domain, dkim_public_keys).values())
+    out = list(zone_files(settings, stack, domain, dkim_public_keys, tls_public_keys).values())
     external = external_authorizations(inputs)
     if external and not domain:
         out.append("; Publish these in zones this stack does not manage (RFC 7489 7.1):\n"

@@ -270,3 +270,32 @@ def test_named_checkzone_accepts_the_tlsa_records_of_a_dane_stack(dkim_keys):
     zone = dns.zone.from_text(text, origin=inputs.domain, relativize=False)
     pinned = {(name.to_text(omit_final_dot=True), rdata.to_text()) for name, _, rdata in zone.iterate_rdatas("TLSA")}
     assert pinned == {(f"_{port}._tcp.mail.example.com", f"3 1 1 {digest}") for port in (25, 465, 587, 993)}
+
+
+def test_mailctl_zone_pins_the_stacks_own_tls_key_from_the_stack_outputs(scratch_project, dkim_keys):
+    """dane with ACME: `mailctl zone`, given the stack outputs on stdin, renders the TLSA of the TLS key the stack
+    owns (its digest from tlsPublicKeys) in a zone named-checkzone loads; without that key it says how to add them."""
+    import json
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    tls_key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    project = scratch_project("dane", stack_config("prod", {"ceres-mail:dane": True}))
+
+    def zone(outputs: dict) -> str:
+        result = subprocess.run([sys.executable, "-m", "mailctl.cli", "-C", str(project), "zone", "--stack", "dane",
+                                 "--dkim-public-key", "-"], input=json.dumps(outputs), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    text = zone({"dkimPublicKeyPem": dkim_keys[1], "tlsPublicKeys": {"tls1": tls_key}})
+    assert_accepted("example.com", text)
+    digest = spki_sha256(tls_key)
+    assert sorted(line.split()[0] for line in text.splitlines() if f"TLSA 3 1 1 {digest}" in line) == [
+        f"_{port}._tcp.mail" for port in (25, 465, 587, 993)]
+    without = zone({"dkimPublicKeyPem": dkim_keys[1]})
+    assert " TLSA " not in without and "TLSA: the records pinning the TLS key the stack owns" in without

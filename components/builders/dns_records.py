@@ -327,6 +327,9 @@ def spki_sha256(pem: str) -> str:
     return digest.finalize().hex()
 
 
+TLS_KEYS_OUTPUT = "tlsPublicKeys"  #: the stack output {tlsKeySelector: public key PEM}: the keys the stack owns
+
+
 def record_waited_on(key: str) -> str:
     """The name by which a stage waits for one of the stack's DNS records (`Stage.after`; MailDns.waitables)."""
     return f"dns:{key}"

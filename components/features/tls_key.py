@@ -14,14 +14,12 @@ from typing import TYPE_CHECKING
 
 import pulumi_tls as tls
 
+from components.builders.dns_records import TLS_KEYS_OUTPUT
 from components.builders.native import TLS_SECRETS
 from components.features.base import Contribution, Feature, Site
 
 if TYPE_CHECKING:
     from components.settings import Settings
-
-TLS_KEYS_OUTPUT = "tlsPublicKeys"  #: the stack output {tlsKeySelector: public key PEM}, for zone files and checks
-
 
 @dataclass(frozen=True)
 class StackTlsKey(Feature):
