@@ -2,7 +2,7 @@
 
 A refactor must change no resource: write the snapshots before it, again after, and compare the two
 folders (`diff -r`). The committed stacks alone leave features out (no LDAP, no S3, no mailcow, no
-DNSSEC), so each feature stack here is prod or home with that feature on, its secrets as `secure:` values.
+DNSSEC, no DANE), so each feature stack here is prod or home with that feature on, its secrets as `secure:` values.
 
     .venv/bin/python tools/plan_snapshots.py /tmp/before
     ... the refactor ...
@@ -37,6 +37,7 @@ FEATURE_STACKS = {
                                "backupS3AccessKey": SECURE, "backupS3SecretKey": SECURE, "webmail": False}),
     "mailcow": ("prod", {"mailStack": "mailcow", "vmMemoryMib": 8192, "vmDiskGib": 40}),
     "dnssec-two-domains": ("prod", {"dnssec": True, "extraDomains": ["example.org=11111111111111111111111111111111"]}),
+    "dane-ldap-local": ("prod", {"dnssec": True, "dane": True, "ldapMode": "local", "ldapClientCidrs": ["10.42.0.0/16"]}),
 }
 
 
