@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _zone_command(commands)
     _verify_command(commands)
     _policy_command(commands)
-    _dkim_command(commands)
+    _rotate_commands(commands)
     _backup_command(commands)
     _docs_command(commands)
     return parser
@@ -112,14 +112,23 @@ def _policy_command(commands: _Commands) -> None:
                         help="the stack's `pulumi stack export` ('-' for stdin): resource ages, for dkim-key-not-too-old")
 
 
-def _dkim_command(commands: _Commands) -> None:
+#: mailctl <command> rotate, per kind of key: (its help, rotate's help, what --to names, its example)
+_ROTATIONS = {
+    "dkim": ("DKIM keys: the next safe step of a key rotation",
+             "print the next step of a rotation to a new selector (docs/dns.md, DKIM key rotation)",
+             "the selector that is to sign", "ceres2026"),
+}
+
+
+def _rotate_commands(commands: _Commands) -> None:
     """mailctl dkim rotate: the next step of a key rotation."""
-    dkim = commands.add_parser("dkim", help="DKIM keys: the next safe step of a key rotation")
-    dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True)
-    rotate = dkim_commands.add_parser("rotate", help="print the next step of a rotation to a new selector (docs/dns.md, DKIM key rotation)")
-    rotate.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
-    rotate.add_argument("--to", required=True, metavar="SELECTOR", help="the selector that is to sign, e.g. ceres2026")
-    rotate.add_argument("--write", action="store_true", help="also set the step's config in Pulumi.<stack>.yaml")
+    for command, (about, rotate_help, to_help, example) in _ROTATIONS.items():
+        kind = commands.add_parser(command, help=about)
+        kind_commands = kind.add_subparsers(dest=f"{command}_command", required=True)
+        rotate = kind_commands.add_parser("rotate", help=rotate_help)
+        rotate.add_argument("--stack", default="prod", help="stack name, reads Pulumi.<stack>.yaml (default: prod)")
+        rotate.add_argument("--to", required=True, metavar="SELECTOR", help=f"{to_help}, e.g. {example}")
+        rotate.add_argument("--write", action="store_true", help="also set the step's config in Pulumi.<stack>.yaml")
 
 
 def _backup_command(commands: _Commands) -> None:
@@ -325,35 +334,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
-def cmd_dkim(args: argparse.Namespace) -> int:
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """`mailctl dkim rotate`: print (and with --write set) the next step."""
     import datetime
 
+    from pydantic.alias_generators import to_snake
+
     from components.settings import values
-    from mailctl.dkim import RotationUnderWay, next_step, render_step, with_config
+    from mailctl import rotation
     from mailctl.stackfile import load_stack
     from mailctl.zone import stack_settings
 
+    kind = {"dkim": rotation.DKIM}[args.command]
     try:
         values.dns_label(args.to)
     except ValueError as error:
         raise StackFileError(f"--to: {error}") from None
     settings = stack_settings(args.project_dir, args.stack)
-    inputs = settings.dns_inputs
+    in_use, published = (getattr(settings, to_snake(key)) for key in (kind.in_use, kind.published))
+    stand = rotation.Stand(kind, in_use, tuple(published), args.to, settings.dns_ttl,
+                           datetime.datetime.now(datetime.timezone.utc).date(), settings.mail_host_fqdn)
     try:
-        step = next_step(settings.dkim_selector, tuple(settings.dkim_published_selectors), args.to, inputs.ttl,
-                         datetime.datetime.now(datetime.timezone.utc).date())
-    except RotationUnderWay as error:
+        step = rotation.next_step(stand)
+    except rotation.RotationUnderWay as error:
         raise StackFileError(f"--to {args.to}: {error}") from None
     project = load_stack(args.project_dir, args.stack).project
-    # step 3 deletes the keys of the selectors it retires: protected ones must be unprotected first
-    kept = {e["selector"] if isinstance(e, dict) else e for e in step.config.get("dkimPublishedSelectors", ())}
-    retiring = [s for s in inputs.dkim_published if s not in kept] if args.to == settings.dkim_selector else []
-    retired = tuple(f"urn:pulumi:{args.stack}::{project}::ceres-mail:index:Platform$tls:index/privateKey:PrivateKey"
-                    f"::ceres-mail-dkim-key-{selector}" for selector in retiring if settings.protect and not step.done)
-    sys.stdout.write(render_step(step, args.stack, retired))
+    # step 3 deletes the keys it retires: protected ones must be unprotected first
+    retired = rotation.retired_key_urns(stand, step, args.stack, project) if settings.protect else ()
+    sys.stdout.write(rotation.render_step(step, args.stack, retired, kind.command))
     if args.write and step.config:
         path = args.project_dir / f"Pulumi.{args.stack}.yaml"
-        path.write_text(with_config(path.read_text(), project, step.config))
+        path.write_text(rotation.with_config(path.read_text(), project, step.config))
         stack_settings(args.project_dir, args.stack)  # the edited file still validates
         print(f"mailctl: wrote {', '.join(step.config)} to {path}; review it, then pulumi up", file=sys.stderr)
     return 0
@@ -410,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             "verify": cmd_verify,
             "policy": cmd_policy,
             "config-reference": cmd_config_reference,
-            "dkim": cmd_dkim,
+            "dkim": cmd_rotate,
             "backup": cmd_backup,
         }
         return commands[args.command](args)

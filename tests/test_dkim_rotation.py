@@ -9,7 +9,7 @@ import yaml
 
 from components.settings.values import PublishedSelector
 from mailctl.cli import main
-from mailctl.dkim import config_commands, next_step, with_config
+from mailctl.rotation import DKIM, Stand, config_commands, next_step as next_rotation_step, with_config
 from tests.conftest import PROJECT_DIR, stack_config
 
 TODAY = datetime.date(2026, 11, 26)
@@ -19,6 +19,10 @@ PREVIOUS = {"selector": "ceres", "reason": "previous key, signed until 2026-11-2
 
 def entries(*selectors: str) -> tuple[PublishedSelector, ...]:
     return tuple(PublishedSelector(selector) for selector in selectors)
+
+
+def next_step(signing: str, published: tuple[PublishedSelector, ...], new: str, ttl: int, today: datetime.date):
+    return next_rotation_step(Stand(DKIM, signing, published, new, ttl, today))
 
 
 @pytest.mark.parametrize("signing, published, title, config", [

@@ -114,15 +114,19 @@ def _vm_size_problems(v: Mapping[str, Any]) -> Problems:
             if value and value < minimum]
 
 
-def _dkim_selector_problems(v: Mapping[str, Any]) -> Problems:
-    """Each published selector once, and never the signing one."""
-    published = [entry.selector for entry in v["dkim_published_selectors"]]
-    problems = [("dkimPublishedSelectors", f"{selector} is listed twice")
-                for selector in sorted({s for s in published if published.count(s) > 1})]
-    if v["dkim_selector"] in published:
-        problems.append(("dkimPublishedSelectors", f"{v['dkim_selector']} is dkimSelector, the selector that signs: "
-                         "list only selectors that are published without signing"))
-    return problems
+def _published_key_rule(in_use: str, published: str, role: str, only: str) -> CrossRule:
+    """A rotation's published keys (`published`, a list of PublishedSelector): each once, and never the key in
+    use (`in_use`, which is `role`); `only` says what the list is for."""
+
+    def check(v: Mapping[str, Any]) -> Problems:
+        names = [entry.selector for entry in v[published]]
+        problems = [(to_camel(published), f"{name} is listed twice")
+                    for name in sorted({n for n in names if names.count(n) > 1})]
+        if v[in_use] in names:
+            problems.append((to_camel(published), f"{v[in_use]} is {to_camel(in_use)}, {role}: list only {only}"))
+        return problems
+
+    return CrossRule((in_use, published), check)
 
 
 def _extra_domain_problems(v: Mapping[str, Any]) -> Problems:
@@ -463,7 +467,8 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("mail_stack", "vm_cores", "vm_memory_mib", "vm_disk_gib"), _vm_size_problems),
     CrossRule(("tls_mode", "tls_certificate", "tls_private_key", "domain", "mail_host", "extra_domains"), _tls_problems),
     CrossRule(("dane", "mail_stack"), _dane_problems),
-    CrossRule(("dkim_selector", "dkim_published_selectors"), _dkim_selector_problems),
+    _published_key_rule("dkim_selector", "dkim_published_selectors", "the selector that signs",
+                        "selectors that are published without signing"),
     CrossRule(("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"), _ldap_problems),
     CrossRule(("ldap_mode", "mail_stack"), _ldap_stack_problems),
     CrossRule(("ldap_mode", "domain", "ldap_base_dn", "ldap_users_dn", "ldap_bind_dn"), _directory_name_problems),
