@@ -10,7 +10,7 @@ themselves are signed too: a setting of each zone MailDns already writes to, thr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_cloudflare as cloudflare
@@ -39,7 +39,8 @@ class MailDnsArgs:
     zones: DnsZoneInputs  #: the records' plain inputs, their zones, the records adopted by id, protection
     #: selector -> its DKIM key (public half), for the signing selector and every published one
     dkim_public_key_pems: Mapping[str, pulumi.Input[str]]
-    #: `tlsKeySelector` -> the key the host serves (public half), for the TLSA records of keys the stack owns
+    #: name -> a key the stack owns (public half), the served one (`tlsKeySelector`) and each published one
+    #: (`tlsPublishedKeys`), for their TLSA records
     tls_public_key_pems: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
@@ -94,7 +95,7 @@ class MailDns(pulumi.ComponentResource):
         # TLSA of every key the stack owns, on every DANE port: their digest once the key exists
         for selector, pem in args.tls_public_key_pems.items():
             data = pulumi.Output.from_input(pem).apply(lambda key: tlsa_data(spki_sha256(key)))
-            for record in stack_key_tlsa_records(replace(args.zones.records, tlsa_stack_keys=(selector,))):
+            for record in stack_key_tlsa_records(args.zones.records, names=(selector,)):
                 declare(record.key, record.zone, record.name, record.type, {"data": data}, record.ttl, record.why)
 
         self.ds_records = self._sign_zones(name, args.zones)

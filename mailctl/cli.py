@@ -117,11 +117,14 @@ _ROTATIONS = {
     "dkim": ("DKIM keys: the next safe step of a key rotation",
              "print the next step of a rotation to a new selector (docs/dns.md, DKIM key rotation)",
              "the selector that is to sign", "ceres2026"),
+    "tls": ("the TLS key the stack owns (dane with tlsMode acme): the next safe step of a key rollover",
+            "print the next step of a rollover to a new key (docs/dns.md, TLS key rollover)",
+            "the key the host is to serve", "tls2"),
 }
 
 
 def _rotate_commands(commands: _Commands) -> None:
-    """mailctl dkim rotate: the next step of a key rotation."""
+    """mailctl dkim rotate and mailctl tls rotate: the next step of a key rotation."""
     for command, (about, rotate_help, to_help, example) in _ROTATIONS.items():
         kind = commands.add_parser(command, help=about)
         kind_commands = kind.add_subparsers(dest=f"{command}_command", required=True)
@@ -335,7 +338,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    """`mailctl dkim rotate`: print (and with --write set) the next step."""
+    """`mailctl dkim rotate` and `mailctl tls rotate`: print (and with --write set) the next step."""
     import datetime
 
     from pydantic.alias_generators import to_snake
@@ -345,12 +348,15 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     from mailctl.stackfile import load_stack
     from mailctl.zone import stack_settings
 
-    kind = {"dkim": rotation.DKIM}[args.command]
+    kind = {"dkim": rotation.DKIM, "tls": rotation.TLS}[args.command]
     try:
         values.dns_label(args.to)
     except ValueError as error:
         raise StackFileError(f"--to: {error}") from None
     settings = stack_settings(args.project_dir, args.stack)
+    if kind is rotation.TLS and not settings.owns_tls_key:
+        raise StackFileError(f"stack {args.stack} does not own its TLS key, so there is none to roll over: the stack "
+                             "owns it with dane: true and tlsMode: acme (a provided certificate brings its own key)")
     in_use, published = (getattr(settings, to_snake(key)) for key in (kind.in_use, kind.published))
     stand = rotation.Stand(kind, in_use, tuple(published), args.to, settings.dns_ttl,
                            datetime.datetime.now(datetime.timezone.utc).date(), settings.mail_host_fqdn)
@@ -422,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             "policy": cmd_policy,
             "config-reference": cmd_config_reference,
             "dkim": cmd_rotate,
+            "tls": cmd_rotate,
             "backup": cmd_backup,
         }
         return commands[args.command](args)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.builders.dns_records import DKIM_WHY, dkim_selector_of
+from components.builders.dns_records import DKIM_WHY, STACK_KEY_INFIX, dkim_selector_of, tlsa_pin, tlsa_serves
 from mailctl.plan import Plan
-from policy.rules import COMMAND, DNS_RECORD
+from policy.rules import COMMAND, DNS_RECORD, PRIVATE_KEY
 
 # Inputs whose change the providers implement as delete-and-create.
 REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
@@ -148,19 +149,56 @@ def dkim_selectors(plan: Plan) -> tuple[set[str], set[str]]:
     return signing, published
 
 
+def tls_key_names(plan: Plan) -> tuple[set[str], set[str]]:
+    """(served, published) names of the TLS keys the stack owns (`<platform>-tls-key-<name>`), read from their
+    TLSA records (their comment says which key the host serves); a provided certificate's TLSA is left out."""
+    owned = {key.name.rpartition(STACK_KEY_INFIX)[2] for key in plan.of_type(PRIVATE_KEY)
+             if STACK_KEY_INFIX in key.name}
+    served, published = set(), set()
+    for record in plan.of_type(DNS_RECORD):
+        if record.inputs.get("type") != "TLSA":
+            continue
+        if (pin := tlsa_pin(record.name, str(record.inputs.get("name")))) in owned:
+            (served if tlsa_serves(str(record.inputs.get("comment", ""))) else published).add(pin)
+    return served, published
+
+
+@dataclass(frozen=True)
+class _Switch:
+    """A key in use that a step may switch only to one the base already published."""
+
+    policy: str
+    setting: str  #: the config key naming the key in use
+    published_setting: str  #: the config key listing the keys published ahead
+    keys: Callable[[Plan], tuple[set[str], set[str]]]  #: a plan's (in use, published) keys
+    risk: str  #: what goes wrong when the switch comes too early
+
+
+_SWITCHES = (
+    _Switch("dkim-switch-after-publishing", "dkimSelector", "dkimPublishedSelectors", dkim_selectors,
+            "its record may not be served everywhere yet"),
+    _Switch("tls-switch-after-publishing", "tlsKeySelector", "tlsPublishedKeys", tls_key_names,
+            "DANE-validating senders may still hold TLSA records without it and would refuse the key"),
+)
+
+
 def transition_problems(base: Plan, head: Plan) -> list[dict[str, str]]:
-    """Mandatory problems of going from `base` to `head` in one step: a DKIM switch to a selector whose
-    record `base` did not already publish (its record may not be served everywhere yet, so receivers
-    would fail the new signatures; docs/dns.md, DKIM key rotation)."""
-    base_signing, base_published = dkim_selectors(base)
-    head_signing, _ = dkim_selectors(head)
-    return [
-        {"policy": "dkim-switch-after-publishing", "level": "mandatory",
-         "message": f"dkimSelector switches to {selector}, which {base.stack}'s base plan did not publish: its record may "
-                    f"not be served everywhere yet. First publish it (dkimPublishedSelectors: [{selector}]), wait at "
-                    "least the record's TTL until `mailctl verify` shows it, then switch"}
-        for selector in sorted(head_signing - base_signing - base_published)
-    ]
+    """Mandatory problems of going from `base` to `head` in one step: a switch of the DKIM selector that signs
+    (receivers would fail the new signatures; docs/dns.md, DKIM key rotation), or of the TLS key the host
+    serves (DANE-validating senders would refuse it; TLS key rollover), to one whose records `base` did not
+    already publish. A first key in use (a stack turning dane on) switches from none: nothing pinned it."""
+    problems = []
+    for switch in _SWITCHES:
+        base_used, base_published = switch.keys(base)
+        head_used, _ = switch.keys(head)
+        problems += [
+            {"policy": switch.policy, "level": "mandatory",
+             "message": f"{switch.setting} switches to {key}, which {base.stack}'s base plan did not publish: "
+                        f"{switch.risk}. First publish it ({switch.published_setting}: [{key}]), wait at least the "
+                        "record's TTL until `mailctl verify` shows it, then switch"}
+            for key in sorted(head_used - base_used - base_published) if base_used
+        ]
+    return problems
 
 
 def render_problems(problems: list[dict[str, str]]) -> str:

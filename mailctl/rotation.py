@@ -1,12 +1,14 @@
-"""`mailctl dkim rotate --stack S --to NEW`: the next safe step of a key rotation, for where S stands.
+"""`mailctl dkim rotate` and `mailctl tls rotate --stack S --to NEW`: the next safe step of a key rotation,
+for where S stands.
 
 A rotation is three stack changes, each safe on its own: publish the new key's records, switch to it once
-they are served everywhere, retire the old one's once nothing needs them (docs/dns.md, DKIM key rotation:
-the key in use signs, and the old record stays for mail signed with it). What differs from one kind of key
-to another (its config keys, its words, what to wait for) is a `Kind`. Which step is next follows from the
-stack's key in use and its published keys alone, so the command reads the stack file and nothing else.
-Each key it publishes carries its reason, with the day: what it is for and when it may go, for whoever
-reads the stack file or the DNS records next.
+they are served everywhere, retire the old one's once nothing needs them (docs/dns.md, DKIM key rotation
+and TLS key rollover). For DKIM the key in use signs and the old record stays for mail signed with it;
+for TLS the key in use is the one the host serves, each key's TLSA pins it, and the old TLSA stays so the
+host can switch back at once. Which step is next follows from the stack's key in use and its published
+keys alone, so the command reads the stack file and nothing else. Each key it publishes carries its
+reason, with the day: what it is for and when it may go, for whoever reads the stack file or the DNS
+records next.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from components.builders.dns_records import STACK_KEY_INFIX
 from components.settings.values import PublishedSelector
 from mailctl.config_reference import yaml_scalar
 
@@ -47,6 +50,18 @@ DKIM = Kind(
     ("at least {days} days since {new} started signing{due}: mail signed with the old key may be queued or "
      "retried until then, and it fails DKIM once the old record is gone",
      "mailctl verify: dkim {new}._domainkey.<each domain> (signs) ok"),
+)
+#: nothing needs the old TLSA once the host serves the new key; for a day it lets the host switch back at once
+TLS = Kind(
+    "tls", "tlsKeySelector", "tlsPublishedKeys", STACK_KEY_INFIX, "is served", "served until",
+    "served from step 2 of the rollover", "not served yet", 1,
+    ("at least the records' TTL ({ttl} s) since the up that published {new}, so resolvers everywhere have "
+     "its TLSA",
+     "mailctl verify, given `pulumi stack output --json` (--dkim-public-key -): dns TLSA _<port>._tcp.{host} ok "
+     "for {new}'s key as for the served one, on each port"),
+    ("a day since {new} was first served{due}: until then the old TLSA lets the host go back to the old key at "
+     "once, should the new one fail",
+     "mailctl verify: each dane <port> tlsa row ok (the host serves {new}'s key, which its TLSA pins)"),
 )
 
 

@@ -14,7 +14,6 @@ import contextlib
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 from components.builders.dns_records import (
@@ -51,7 +50,7 @@ def stack_settings(project_dir: Path, stack: str, secrets: Mapping[str, str] | N
 
 
 def read_stack_keys(source: str, signing_selector: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(selector -> DKIM public key, tlsKeySelector -> TLS public key), read once from a file or stdin ("-"):
+    """(selector -> DKIM public key, TLS key name -> its public key), read once from a file or stdin ("-"):
     the JSON of `pulumi stack output --json` gives both (dkimPublicKeys, tlsPublicKeys); a PEM alone is the
     signing DKIM selector's key."""
     text = _read(source)
@@ -105,7 +104,7 @@ def zone_files(settings: Settings, stack: str, domain: str | None = None,
     """Mail domain -> its zone file, each a single zone that named-checkzone accepts. `dkim_public_keys`
     (selector -> PEM) adds the DKIM record of every selector the stack publishes whose key is given: the
     signing one and, mid-rotation, those kept for mail in flight, as the stack itself publishes them;
-    `tls_public_keys` (tlsKeySelector -> PEM) the TLSA records of the TLS keys the stack owns (dane)."""
+    `tls_public_keys` (name -> PEM) the TLSA records of the TLS keys the stack owns (dane), served or published."""
     inputs = settings.dns_inputs
     keys = {selector: pem for selector, pem in (dkim_public_keys or {}).items() if pem}
     records = build_records(inputs) + [r for r in dkim_records(inputs, keys) if dkim_selector_of(r.name) in keys]
@@ -128,8 +127,8 @@ def zone_files(settings: Settings, stack: str, domain: str | None = None,
 
 def owned_tlsa_records(inputs: DnsInputs, tls_public_keys: Mapping[str, str]) -> list[Record]:
     """The TLSA records of the TLS keys the stack owns whose public key is given, as MailDns publishes them."""
-    given = {name: pem for name, pem in tls_public_keys.items() if pem and name in inputs.tlsa_stack_keys}
-    return stack_key_tlsa_records(replace(inputs, tlsa_stack_keys=tuple(given)), given)
+    given = tuple(name for name in inputs.tlsa_stack_keys if tls_public_keys.get(name))
+    return stack_key_tlsa_records(inputs, tls_public_keys, names=given)
 
 
 def render_stack_zones(settings: Settings, stack: str, domain: str | None = None,

@@ -129,3 +129,34 @@ def test_plan_diff_exits_1_on_a_dkim_switch_that_skips_publishing(scratch_projec
     project = scratch_project("prod", {**stack_config("prod"), "ceres-mail:dkimSelector": "ceres2026"})
     assert main(["-C", str(project), "plan", "--stack", "prod", "--diff", str(base)]) == 1
     assert "[mandatory] dkim-switch-after-publishing" in capsys.readouterr().out
+
+
+def test_serving_a_tls_key_whose_tlsa_the_base_did_not_publish_is_a_mandatory_problem(scratch_project):
+    """Step 2 of a TLS key rollover is safe only after step 1: the new key's TLSA published before it is served."""
+    from mailctl.diff import transition_problems
+
+    before = plan_of(scratch_project, "base", dane=True)
+    skipped = plan_of(scratch_project, "skipped", dane=True, tlsKeySelector="tls2")
+    [problem] = transition_problems(before, skipped)
+    assert (problem["policy"], problem["level"]) == ("tls-switch-after-publishing", "mandatory")
+    assert problem["message"].startswith("tlsKeySelector switches to tls2, which base's base plan did not publish: ")
+    assert "First publish it (tlsPublishedKeys: [tls2])" in problem["message"]
+
+    published = plan_of(scratch_project, "published", dane=True, tlsPublishedKeys=["tls2"])
+    switched = plan_of(scratch_project, "switched", dane=True, tlsKeySelector="tls2", tlsPublishedKeys=["tls1"])
+    assert transition_problems(before, published) == [], "step 1: publish ahead"
+    assert transition_problems(published, switched) == [], "step 2: serve the published one"
+    assert transition_problems(switched, plan_of(scratch_project, "retired", dane=True, tlsKeySelector="tls2")) == []
+    plain = plan_of(scratch_project, "plain")
+    assert transition_problems(plain, skipped) == [], "turning dane on: no TLSA pinned a key before"
+
+
+def test_plan_diff_exits_1_on_a_tls_key_switch_that_skips_publishing(scratch_project, tmp_path, capsys):
+    """`mailctl plan --diff` exits 1 when the served TLS key switches to one whose TLSA the base did not publish."""
+    base = tmp_path / "base.json"
+    dane = {**stack_config("prod"), "ceres-mail:dane": True}
+    base.write_text(record(scratch_project("prod", dane), "prod").to_json())
+    project = scratch_project("prod", {**dane, "ceres-mail:tlsKeySelector": "tls2"})
+    assert main(["-C", str(project), "plan", "--stack", "prod", "--diff", str(base)]) == 1
+    out = capsys.readouterr().out
+    assert "[mandatory] tls-switch-after-publishing: tlsKeySelector switches to tls2" in out

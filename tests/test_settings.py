@@ -31,6 +31,7 @@ def test_committed_stacks_load_with_their_values(plans):
 
 
 PEBBLE_LIKE_CA = self_signed("acme-ca.example.net")[0]
+PROVIDED_CERTIFICATE = self_signed("mail.example.com", "mta-sts.example.com")[0]  #: for prod's names
 
 #: the keys of a VM at home behind a VPS, for the rules of the gateway's own keys
 WIREGUARD_HOME = {"ceres-mail:gatewayMode": "wireguard", "ceres-mail:ipv4Address": "192.168.77.25/24",
@@ -100,6 +101,19 @@ BAD_CONFIGS = [
      "dkimPublishedSelectors[0]", "is neither a selector nor {selector: <label>, reason: <text>}"),
     ("published selector object twice", {"ceres-mail:dkimPublishedSelectors": ["next", {"selector": "next", "reason": "again"}]},
      "dkimPublishedSelectors", "next is listed twice"),
+    ("published TLS key not a label", {"ceres-mail:dane": True, "ceres-mail:tlsPublishedKeys": ["tls 2"]},
+     "tlsPublishedKeys[0]", "not a DNS label"),
+    ("published TLS key twice", {"ceres-mail:dane": True, "ceres-mail:tlsPublishedKeys": ["tls2", {"selector": "tls2", "reason": "x"}]},
+     "tlsPublishedKeys", "tls2 is listed twice"),
+    ("served TLS key also published", {"ceres-mail:dane": True, "ceres-mail:tlsPublishedKeys": ["tls1"]}, "tlsPublishedKeys",
+     "tls1 is tlsKeySelector, the key the host serves: list only keys whose TLSA is published"),
+    ("TLS key published without dane", {"ceres-mail:tlsPublishedKeys": ["tls2"]}, "tlsPublishedKeys",
+     "is set but dane is off: the stack owns TLS keys, and publishes their TLSA, only with dane and tlsMode acme"),
+    ("TLS key published beside a provided certificate", {"ceres-mail:dane": True, "ceres-mail:tlsMode": "provided",
+                                                         "ceres-mail:tlsCertificate": PROVIDED_CERTIFICATE,
+                                                         "ceres-mail:tlsPrivateKey": SECURE,
+                                                         "ceres-mail:tlsPublishedKeys": ["tls2"]},
+     "tlsPublishedKeys", "is set but tlsMode is provided: the stack owns TLS keys only with tlsMode acme"),
     ("LDAP mode word", {"ceres-mail:ldapMode": "ad"}, "ldapMode", "'ad' is not allowed"),
     ("local directory without its client networks", {"ceres-mail:ldapMode": "local"}, "ldapClientCidrs", "is required with ldapMode local"),
     ("directory open to the world", {"ceres-mail:ldapMode": "local", "ceres-mail:ldapClientCidrs": ["::/0"]}, "ldapClientCidrs[0]",
@@ -460,14 +474,17 @@ EVERY_FEATURE = {
         "ceres-mail:dkimPublishedSelectors": [{"selector": "ceres", "reason": "previous key, signed until 2026-12-01; "
                                                                             "retire on 2026-12-08 or later"}],
     }),
-    # a company with its own directory and S3, at a hoster that routes IPv6 through fe80::1
+    # a company with its own directory and S3, at a hoster that routes IPv6 through fe80::1, with DANE and its
+    # TLS key rolled over to tls2 (step 2)
     "corp": ("prod", {
         "ceres-mail:ldapMode": "external", "ceres-mail:ldapUrl": "ldaps://ldap.corp.example.com",
         "ceres-mail:ldapBindDn": "cn=mail,ou=services,dc=example,dc=com", "ceres-mail:ldapBindPassword": SECURE,
         "ceres-mail:backupTarget": "s3:https://s3.eu-central-1.amazonaws.com/corp-backups/mail", "ceres-mail:backupHostKey": None,
         "ceres-mail:backupS3AccessKey": SECURE, "ceres-mail:backupS3SecretKey": SECURE,
         "ceres-mail:ipv6Gateway": "fe80::1", "ceres-mail:keycloakUrl": "https://sso.example.com/",
-        "ceres-mail:webmail": False, "ceres-mail:dnssec": True,
+        "ceres-mail:webmail": False, "ceres-mail:dnssec": True, "ceres-mail:dane": True, "ceres-mail:tlsKeySelector": "tls2",
+        "ceres-mail:tlsPublishedKeys": [{"selector": "tls1", "reason": "previous key, served until 2026-12-01; "
+                                                                      "retire on 2026-12-02 or later"}],
     }),
 }
 

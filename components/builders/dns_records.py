@@ -65,8 +65,10 @@ class DnsInputs:
     #: `dane`: the SHA-256 of each key the mail host may serve (its SubjectPublicKeyInfo, hex), each pinned by
     #: a TLSA `3 1 1` record on every DANE port; empty publishes no TLSA
     tlsa_spki_sha256: tuple[str, ...] = ()
-    #: `dane` with ACME: the names of the keys the stack owns (`tlsKeySelector`), pinned once they exist
+    #: `dane` with ACME: the names of the keys the stack owns, pinned once they exist: the served one
+    #: (`tlsKeySelector`) first, then those published without being served (`tlsPublishedKeys`)
     tlsa_stack_keys: tuple[str, ...] = ()
+    tlsa_reasons: tuple[tuple[str, str], ...] = ()  #: (published key, why it is published), where given
 
     @property
     def mail_domains(self) -> tuple[str, ...]:
@@ -309,6 +311,11 @@ def reverse_records(inputs: DnsInputs) -> list[Record]:
 
 TLSA_WHY = ("Required with dane: senders that validate DNSSEC accept only the key this pins on {service} "
             "(TLSA 3 1 1, RFC 7672/7671)")
+TLSA_PUBLISHED = "Published, not served"  #: how the comment of a TLSA whose key the host does not serve begins
+TLSA_PUBLISHED_WHY = (TLSA_PUBLISHED + " on {service} (tlsPublishedKeys): the next key ahead of a rollover, or "
+                      "the previous one")
+TLSA_PUBLISHED_BECAUSE = TLSA_PUBLISHED + " on {service}: "  #: then the reason the stack gives for the key
+STACK_KEY_INFIX = "-tls-key-"  #: a key the stack owns for DANE is the resource `<platform>-tls-key-<name>`
 
 
 def spki_sha256(pem: str) -> str:
@@ -327,7 +334,8 @@ def spki_sha256(pem: str) -> str:
     return digest.finalize().hex()
 
 
-TLS_KEYS_OUTPUT = "tlsPublicKeys"  #: the stack output {tlsKeySelector: public key PEM}: the keys the stack owns
+#: the stack output {name: public key PEM} of every TLS key the stack owns: the served one and those published
+TLS_KEYS_OUTPUT = "tlsPublicKeys"
 
 
 def record_waited_on(key: str) -> str:
@@ -339,11 +347,34 @@ def tlsa_name(port: int, host: str) -> str:
     return f"_{port}._tcp.{host}"
 
 
+def tlsa_why(inputs: DnsInputs, pin: str, service: str) -> str:
+    """The comment of a TLSA on `service`: the host serves the key it pins, or the key is published for the
+    reason given (the generic one without)."""
+    if pin not in inputs.tlsa_stack_keys[1:]:
+        return TLSA_WHY.format(service=service)
+    reason = dict(inputs.tlsa_reasons).get(pin)
+    if not reason:
+        return TLSA_PUBLISHED_WHY.format(service=service)
+    return TLSA_PUBLISHED_BECAUSE.format(service=service) + reason  # the reason as written, braces and all
+
+
+def tlsa_serves(comment: str) -> bool:
+    """Whether a TLSA record of the stack (by its comment) pins the key the host serves."""
+    return not comment.startswith(TLSA_PUBLISHED)
+
+
+def tlsa_pin(resource_name: str, record_name: str) -> str:
+    """The key a TLSA record of the stack pins (its name, or a provided key's digest prefix), from the record's
+    resource name (`<dns>-tlsa-<record name>-<pin>`)."""
+    return resource_name.rpartition(f"tlsa-{record_name}-")[2]
+
+
 def _tlsa(inputs: DnsInputs, pin: str, digest: str) -> list[Record]:
     """A pinned key's TLSA on every DANE port; `pin` names the key in the records' keys."""
     host = inputs.mail_host
     return [Record(inputs.domain, tlsa_name(service.port, host), "TLSA", f"3 1 1 {digest}", inputs.ttl,
-                   TLSA_WHY.format(service=f"{service.name} ({service.port})"), f"tlsa-{tlsa_name(service.port, host)}-{pin}")
+                   tlsa_why(inputs, pin, f"{service.name} ({service.port})"),
+                   f"tlsa-{tlsa_name(service.port, host)}-{pin}")
             for service in DANE_SERVICES]
 
 
@@ -353,12 +384,14 @@ def tlsa_records(inputs: DnsInputs) -> list[Record]:
     return [record for digest in sorted(inputs.tlsa_spki_sha256) for record in _tlsa(inputs, digest[:12], digest)]
 
 
-def stack_key_tlsa_records(inputs: DnsInputs, public_keys: Mapping[str, str] | None = None) -> list[Record]:
-    """The TLSA of each key the stack owns (`tlsKeySelector`), by its name. `public_keys` maps a key's name to
-    its public key (PEM); like `dkim_records`, a key not made yet gets a placeholder digest, and MailDns
-    declares these records with their digest as an Output of the key."""
+def stack_key_tlsa_records(inputs: DnsInputs, public_keys: Mapping[str, str] | None = None,
+                           names: tuple[str, ...] | None = None) -> list[Record]:
+    """The TLSA of each key the stack owns (`tlsKeySelector`, then `tlsPublishedKeys`), by its name, or of the
+    keys `names` only. `public_keys` maps a key's name to its public key (PEM); like `dkim_records`, a key not
+    made yet gets a placeholder digest, and MailDns declares these records with their digest as an Output of
+    the key."""
     keys = public_keys or {}
-    return [record for name in inputs.tlsa_stack_keys
+    return [record for name in (inputs.tlsa_stack_keys if names is None else names)
             for record in _tlsa(inputs, name, spki_sha256(keys[name]) if keys.get(name) else "0" * 64)]
 
 

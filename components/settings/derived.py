@@ -115,6 +115,14 @@ class Settings(SettingsSchema):
         return isinstance(self.certificate_choice, StackKeyAcmeTls)
 
     @property
+    def tls_keys(self) -> tuple[str, ...]:
+        """The keys the stack owns, each with its TLSA: the one the host serves first, then those published
+        without being served (a rollover's next or previous key); none unless it owns the served one."""
+        if not self.owns_tls_key:
+            return ()
+        return (self.tls_key_selector, *(entry.selector for entry in self.tls_published_keys))
+
+    @property
     def pins_provided_key(self) -> bool:
         return self.dane and isinstance(self.certificate_choice, ProvidedTls)
 
@@ -242,7 +250,8 @@ class Settings(SettingsSchema):
             caa_issuers=tuple(self.caa_issuers),
             autoconfig=self.autoconfig,
             tlsa_spki_sha256=(spki_sha256(self.tls_certificate),) if self.pins_provided_key else (),
-            tlsa_stack_keys=(self.tls_key_selector,) if self.owns_tls_key else (),
+            tlsa_stack_keys=self.tls_keys,
+            tlsa_reasons=tuple((entry.selector, entry.reason) for entry in self.tls_published_keys if entry.reason),
         )
 
     @property

@@ -129,6 +129,19 @@ def _published_key_rule(in_use: str, published: str, role: str, only: str) -> Cr
     return CrossRule((in_use, published), check)
 
 
+def _tls_published_problems(v: Mapping[str, Any]) -> Problems:
+    """Keys published ahead of (or after) being served exist only where the stack owns the served one."""
+    if not v["tls_published_keys"]:
+        return []
+    if not v["dane"]:
+        return [("tlsPublishedKeys", "is set but dane is off: the stack owns TLS keys, and publishes their TLSA, "
+                                     "only with dane and tlsMode acme")]
+    if v["tls_mode"] != "acme":
+        return [("tlsPublishedKeys", f"is set but tlsMode is {v['tls_mode']}: the stack owns TLS keys only with "
+                                     "tlsMode acme (the TLSA of a provided certificate pins that certificate's key)")]
+    return []
+
+
 def _extra_domain_problems(v: Mapping[str, Any]) -> Problems:
     extra = [entry.domain for entry in v["extra_domains"]]
     return [("extraDomains", f"{domain} is listed twice (or is the primary domain)")
@@ -469,6 +482,9 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("dane", "mail_stack"), _dane_problems),
     _published_key_rule("dkim_selector", "dkim_published_selectors", "the selector that signs",
                         "selectors that are published without signing"),
+    _published_key_rule("tls_key_selector", "tls_published_keys", "the key the host serves",
+                        "keys whose TLSA is published while the host does not serve them"),
+    CrossRule(("tls_published_keys", "dane", "tls_mode"), _tls_published_problems),
     CrossRule(("ldap_mode", "ldap_url", "ldap_bind_dn", "ldap_bind_password", "ldap_client_cidrs"), _ldap_problems),
     CrossRule(("ldap_mode", "mail_stack"), _ldap_stack_problems),
     CrossRule(("ldap_mode", "domain", "ldap_base_dn", "ldap_users_dn", "ldap_bind_dn"), _directory_name_problems),

@@ -51,7 +51,7 @@ from components.settings.values import (
     OptionalSshHostKey,
     Port,
     HostInterface,
-    PublishedDkimSelector,
+    PublishedKey,
     Secret,
     SecretMarker,
     SpfMechanism,
@@ -196,7 +196,7 @@ class SettingsSchema(BaseModel):
         (), description="Extra SPF mechanisms placed before -all, e.g. ip4:198.51.100.7.")
     dkim_selector: DnsLabel = Field("ceres", description=(
         "DKIM selector that signs, published at <selector>._domainkey.<domain> (a key of its own, made by the stack)."))
-    dkim_published_selectors: Json[list[PublishedDkimSelector]] = Field((), description=(
+    dkim_published_selectors: Json[list[PublishedKey]] = Field((), description=(
         "More DKIM selectors whose keys exist and are published but do not sign: the next key, published ahead of "
         "a rotation, or the previous one, kept for mail in flight (docs/dns.md, DKIM key rotation). Each is a selector "
         "or {selector, reason}; the reason becomes the record's comment."))
@@ -230,7 +230,11 @@ class SettingsSchema(BaseModel):
         "keep it; with provided, the TLSA pins tlsCertificate's key. Counts only in a DNSSEC-signed zone."))
     tls_key_selector: DnsLabel = Field("tls1", description=(
         "dane with tlsMode acme: the name of the key the stack owns and the host serves (a new name is a new "
-        "key)."))
+        "key: publish its TLSA first with tlsPublishedKeys, `mailctl tls rotate`)."))
+    tls_published_keys: Json[list[PublishedKey]] = Field((), description=(
+        "dane with tlsMode acme: more keys the stack owns whose TLSA is published but which the host does not "
+        "serve: the next key, published ahead of a rollover, or the previous one (docs/dns.md, TLS key "
+        "rollover). Each is a name or {selector, reason}; the reason becomes the records' comment."))
     tls_rpt_address: OptionalEmail = Field(
         "", description="Mailbox for SMTP TLS reports (RFC 8460). Empty means tls-reports@<domain>.")
     caa_issuers: Json[list[DomainName]] = Field(("letsencrypt.org",), description=(
@@ -357,7 +361,7 @@ UNDECLARED_KEYS = frozenset({"tlsPrivateKey", "ldapBindPassword", "backupS3Acces
                              "gatewaySshPrivateKey"})
 # Objects, and lists whose items are a string or an object: Pulumi's config types (string, integer, boolean,
 # array of one of those) cannot say that, so Pulumi.yaml declares them without a type and the settings check them.
-UNTYPED_KEYS = frozenset({"dkimPublishedSelectors", "backupKeep"})
+UNTYPED_KEYS = frozenset({"dkimPublishedSelectors", "tlsPublishedKeys", "backupKeep"})
 OBJECT_KEYS = frozenset({"backupKeep"})  #: the untyped keys that hold an object, not a list
 SECRET_KEYS = frozenset(to_camel(name) for name, info in SettingsSchema.model_fields.items() if is_secret(info))
 #: secrets that are files: the CLI reads them from standard input

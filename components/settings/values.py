@@ -342,7 +342,8 @@ def ldap_url(value: str) -> str:
 
 
 class PublishedSelector(NamedTuple):
-    """A `dkimPublishedSelectors` entry: a selector published without signing, and why (may be empty)."""
+    """A key published without being in use, and why (may be empty): a `dkimPublishedSelectors` entry (a
+    selector that does not sign) or a `tlsPublishedKeys` one (a key whose TLSA is published, not served)."""
 
     selector: str
     reason: str = ""
@@ -353,7 +354,7 @@ REASON_MAX = 200  #: a reason is one short line: it becomes the record's comment
 
 def published_selector(value: object) -> PublishedSelector:
     """`ceres2026`, or `{selector: ceres2026, reason: "next key, published 2026-11-26"}`: the reason says
-    which key of a rotation it is and until when, so a published key nobody signs with is never a mystery."""
+    which key of a rotation it is and until when, so a published key nobody uses is never a mystery."""
     if isinstance(value, str):
         return PublishedSelector(dns_label(value))
     if not isinstance(value, dict) or set(value) - {"selector", "reason"} or not isinstance(value.get("selector"), str):
@@ -440,7 +441,7 @@ OptionalReportUrl = Annotated[str, matching(r"((mailto:\S+@\S+)|(https://\S+))?"
 ExtraDomain = Annotated[ZoneEntry, keyed_entry(ZoneEntry, "<domain>=<32-hex Cloudflare zone id>", domain_name)]
 OptionalLdapDn = Annotated[str, AfterValidator(optional(ldap_dn))]
 OptionalLdapUrl = Annotated[str, AfterValidator(optional(ldap_url))]
-PublishedDkimSelector = Annotated[PublishedSelector, PlainValidator(published_selector)]
+PublishedKey = Annotated[PublishedSelector, PlainValidator(published_selector)]
 DnsImport = Annotated[ImportEntry, keyed_entry(ImportEntry, "<record key>=<32-hex Cloudflare record id>")]
 OptionalBackupTarget = Annotated[str, AfterValidator(optional(backup_target))]
 OptionalSshHostKey = Annotated[str, AfterValidator(optional(ssh_host_key))]
