@@ -99,11 +99,11 @@ def test_without_dane_acme_keeps_certbots_own_key_and_no_key_is_made(plans):
 
 def test_the_hosts_renewal_program_passes_shellcheck(tmp_path):
     """The renewal program the tls stage writes for a stack key is, as rendered on the host, clean for shellcheck."""
-    header = ("CERT_DIR=/etc/ceres-mail/tls\nCERT_NAMES=(mail.example.com mta-sts.example.com)\n"
+    header = ("CERT_NAME=ceres-mail\nCERT_DIR=/etc/ceres-mail/tls\nCERT_NAMES=(mail.example.com mta-sts.example.com)\n"
               "ACME_DIRECTORY=https://acme.example.net/dir\nACME_EMAIL=postmaster@example.com\nTLS_MODE=none\n")
     script = tmp_path / "render.sh"
     script.write_text(header + template("native/tls_stack_key.sh") + "render_renewal\n")
     rendered = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout
-    assert "names=(mail.example.com mta-sts.example.com )" in rendered
+    assert "names=(mail.example.com mta-sts.example.com )" in rendered and "lineage=ceres-mail\n" in rendered
     checked = subprocess.run(["shellcheck", "--shell=bash", "-"], input=rendered, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout

@@ -760,14 +760,16 @@ def test_with_dane_the_acme_server_certifies_the_key_the_stack_owns_and_its_tlsa
 
 
 def test_the_hosts_renewal_keeps_the_stacks_key_and_a_rerun_changes_nothing(mailnet, dane):
-    """The daily renewal does nothing while the certificate fits; a renewal it must make certifies the same
-    key, so the TLSA stays right; its timer is on; applying the same stack again runs no stage."""
+    """The daily renewal keeps the stack's key, retires certbot's unread old lineage; a re-run changes nothing."""
     from components.builders.native import RENEW_TOOL
 
     deployment, _ = dane
     before = served_keys(mailnet, mailnet.pebble_root("pebble-root-renew.pem"))
+    lineage = mailnet.mail.path("/etc/letsencrypt/renewal/ceres-mail.conf")
+    assert lineage.exists(), "certbot's lineage from before dane stays while the tls stage runs"
     fits = mailnet.ssh(f"sudo {RENEW_TOOL}")
     assert fits.returncode == 0 and "certified" not in fits.stdout, fits.stdout + fits.stderr
+    assert not lineage.exists(), "and goes at the renewal's next run, once the mail stage moved Postfix and Dovecot"
     mailnet.ssh("sudo rm /etc/ceres-mail/tls/fullchain.pem")
     renewed = mailnet.ssh(f"sudo {RENEW_TOOL}")
     assert renewed.returncode == 0 and "certified the stack's key" in renewed.stdout, renewed.stdout + renewed.stderr

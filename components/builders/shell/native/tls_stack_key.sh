@@ -13,7 +13,8 @@
 # stage and then daily by its timer. It gets a certificate when there is none, when it is not for the key
 # or misses a name, or when it ends within 30 days; a CSR of the key goes to certbot, whose output files
 # must not exist yet (a fresh folder each time); then what serves the certificate reloads it, and slapd's
-# copy (ldapMode local) is refreshed.
+# copy (ldapMode local) is refreshed. Every run then retires certbot's own lineage from before dane, once
+# nothing reads it any more.
 render_renewal() {
   cat <<RENEW
 #!/bin/bash
@@ -23,8 +24,18 @@ cert_dir=$(printf '%q' "$CERT_DIR")
 names=($(printf '%q ' "${CERT_NAMES[@]}"))
 acme_directory=$(printf '%q' "$ACME_DIRECTORY")
 acme_email=$(printf '%q' "$ACME_EMAIL")
+lineage=$(printf '%q' "$CERT_NAME")
 RENEW
   cat <<'RENEW'
+# certbot's own lineage (tlsMode acme before dane) renews a key no TLSA names: it goes, but only once no
+# configuration names its files. Deleted while Postfix, Dovecot or an nginx server still read it, their next
+# reload would fail; the mail stage, which runs after the tls stage, moves Postfix and Dovecot to the stack's
+# key, and the next run of this program (daily) deletes the lineage.
+retire_lineage() {
+  [ -e "/etc/letsencrypt/renewal/$lineage.conf" ] || return 0
+  if grep -rqsF "/etc/letsencrypt/live/$lineage/" /etc/postfix /etc/dovecot /etc/nginx; then return 0; fi
+  certbot delete --non-interactive --cert-name "$lineage"
+}
 fits() {
   local cert=$cert_dir/fullchain.pem name
   [ -s "$cert" ] && openssl x509 -in "$cert" -noout -checkend 2592000 >/dev/null || return 1
@@ -34,7 +45,7 @@ fits() {
     openssl x509 -in "$cert" -noout -checkhost "$name" | grep -q ' does match ' || return 1
   done
 }
-if fits; then exit 0; fi
+if fits; then retire_lineage; exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 san=$(printf 'DNS:%s,' "${names[@]}")
@@ -56,6 +67,7 @@ if [ -d /etc/ldap/tls ]; then
   install -m 0640 -o root -g openldap "$cert_dir/privkey.pem" /etc/ldap/tls/privkey.pem
   systemctl try-restart slapd
 fi
+retire_lineage
 RENEW
 }
 # render_renewal_units: its daily timer (a random hour, so many hosts do not ask the ACME server at once)
@@ -88,15 +100,12 @@ UNIT
 # dane: the ACME server certifies the key the stack owns, which the TLSA records pin (published before this
 # stage runs). certbot certifies a CSR of it and keeps no renewal of its own for that: our timer renews it,
 # with the same key. A lineage certbot made before (tlsMode acme without dane) would go on renewing a key
-# no TLSA names: it goes, with the hook that copied it for slapd.
+# no TLSA names: the renewal program deletes it once nothing reads it (render_renewal); its hook that copied
+# it for slapd goes now.
 if [ "$TLS_MODE" = acme-stack-key ]; then
   # shellcheck disable=SC2154  # set by the secrets reader
   printf '%s\n' "$TLS_PRIVATE_KEY" | put_file "$CERT_DIR/privkey.pem" 0600 root:root
-  if [ -e "/etc/letsencrypt/renewal/$CERT_NAME.conf" ]; then
-    certbot delete --non-interactive --cert-name "$CERT_NAME"
-    changed=1
-  fi
-  # its hook for slapd's copy would copy a certificate that is gone: the renewal below refreshes that copy
+  # the hook would copy certbot's certificate over slapd's copy of the stack key's: the renewal refreshes that copy
   rm -f /etc/letsencrypt/renewal-hooks/deploy/ceres-mail-slapd
   render_renewal | put_file "$RENEW_TOOL" 0755 root:root
   render_renewal_units
