@@ -25,9 +25,14 @@ from pathlib import Path
 
 import dns.exception
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
+import dns.zone
 
 from tests.testnet.linux import Programs
 
@@ -163,6 +168,57 @@ def _require_free(address: str) -> None:
 def zone_path(workdir: Path, index: int, origin: str) -> Path:
     """Where write_named_config puts zone `origin` (the root zone's file is named `root`)."""
     return workdir / f"{index}.{origin.strip('.') or 'root'}.db"
+
+
+def replace_zone_file(path: Path, text: str) -> None:
+    """Write `text` as the zone file `path` so that named's next reload takes it: named reloads a file only when it
+    is newer than what it loaded, and two writes within one second may look alike to it."""
+    previous = path.stat().st_mtime if path.exists() else 0.0
+    path.write_text(text)
+    stamp = max(time.time(), previous + 1)
+    os.utime(path, (stamp, stamp))
+
+
+#: what tells one version of a zone from another: its SOA serial, and the signatures of its SOA (a zone signed
+#: again keeps its serial, never its signatures; () for an unsigned zone)
+ZoneStamp = tuple[int, tuple[bytes, ...]]
+
+
+def zone_stamp(origin: str, text: str) -> ZoneStamp:
+    """The stamp of zone text `text` of `origin`, signed or not (parsed by dnspython)."""
+    name = dns.name.from_text(origin)
+    zone = dns.zone.from_text(text, origin=name, relativize=False, check_origin=False)
+    [soa] = zone.find_rdataset(name, dns.rdatatype.SOA)
+    signatures = zone.get_rdataset(name, dns.rdatatype.RRSIG, covers=dns.rdatatype.SOA)
+    return soa.serial, tuple(sorted(rrsig.signature for rrsig in signatures or ()))
+
+
+def served_zone_stamp(place, server: str, origin: str) -> ZoneStamp | None:
+    """The stamp of the zone `origin` that `server` answers for now, asked with dig from `place` (anything with a
+    NetnsHost's `run`); None while it does not answer the zone's SOA."""
+    result = place.run(["dig", f"@{server}", "+dnssec", "+norecurse", "+noall", "+answer", "+time=2", "+tries=1",
+                        origin, "SOA"], timeout=15)
+    serial, signatures = None, []
+    for line in result.stdout.splitlines() if result.returncode == 0 else ():
+        fields = line.split(None, 4)
+        if len(fields) < 5 or line.startswith(";"):
+            continue
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(fields[3]), fields[4])
+        if rdata.rdtype == dns.rdatatype.SOA:
+            serial = rdata.serial
+        elif rdata.rdtype == dns.rdatatype.RRSIG and rdata.type_covered == dns.rdatatype.SOA:
+            signatures.append(rdata.signature)
+    return None if serial is None else (serial, tuple(sorted(signatures)))
+
+
+def zone_transfer(place, server: str, origin: str) -> str:
+    """Zone `origin` as `server` serves it (AXFR with dig from `place`), one record a line, signatures included: what
+    a secondary would load. The SOA that closes a transfer is left out, so the text is a zone file again."""
+    result = place.run(["dig", f"@{server}", "+noall", "+answer", "+time=2", "+tries=1", origin, "AXFR"], timeout=30)
+    lines = [line for line in result.stdout.splitlines() if line.strip() and not line.startswith(";")]
+    if result.returncode != 0 or len(lines) < 2 or "Transfer failed" in result.stdout:
+        raise RuntimeError(f"AXFR of {origin} from {server} failed ({result.returncode}): {result.stdout}{result.stderr}")
+    return "\n".join(lines[:-1]) + "\n"
 
 
 def write_named_config(workdir: Path, zones: dict[str, str], address: str, controls: str = "") -> Path:

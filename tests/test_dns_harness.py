@@ -2,7 +2,8 @@
 the real `named` answers what the zone says, for that zone only, and can be started again and side by side.
 Then DNSSEC: BIND's tools sign a zone with a key made by BIND or from a PEM of ours, and judge it; the signed
 tree (tests/testnet/dns_tree.py) on 127.x: a root of its own, a validating resolver that trusts only it, the
-registrar's step that makes a child secure, an unsigned child insecure and a tampered one bogus.
+registrar's step that makes a child secure, an unsigned child insecure and a tampered one bogus. Last, the
+end-to-end layer's zone server (tests/e2e/zones.py) signs a zone with the Cloudflare stand-in's key.
 
 Tests of the project's rendered zones rely on this; if these fail, fix the harness before reading theirs.
 """
@@ -10,6 +11,7 @@ Tests of the project's rendered zones rely on this; if these fail, fix the harne
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -30,8 +32,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.dns_harness import LoopbackHost, authoritative_dns, check_zone, resolver_for
+from tests.dns_harness import (LoopbackHost, authoritative_dns, check_zone, resolver_for, served_zone_stamp,
+                               zone_transfer)
 from tests.dns_signing import ds_of, key_from_pem, make_key, sign, trust_anchors, verify_signed
+from tests.e2e.zones import ZoneServer
+from tests.engine.standins.cloudflare_dns import signing_key_path
 from tests.testnet.dns_tree import DnsTree
 
 pytestmark = pytest.mark.judge
@@ -350,3 +355,48 @@ def test_register_ds_refuses_what_the_parent_does_not_delegate(tmp_path):
 def ds_record(owner: str, key) -> str:
     """The DS line a parent's text holds for `key` (lower case: BIND writes the digest upper, dnspython lower)."""
     return f"{owner} IN DS {ds_of(key).split(' DS ', 1)[1]}".lower()
+
+
+# --- the end-to-end layer's zone server: a zone signed as Cloudflare signs it ---------------------------
+
+ZONE_ID = "3f2c6e7d1a5b4c8d9e0f1a2b3c4d5e6f"  #: a zone of the Cloudflare stand-in's account
+ZONE_SERVER = "127.0.57.4"
+
+
+def test_the_zone_server_signs_a_zone_while_its_dnssec_is_on(tmp_path):
+    """The e2e zone server serves a zone signed with the stand-in's key while its DNSSEC is on, anew on every serve."""
+    require("named", "ip", "dig", "dnssec-signzone", "dnssec-verify", root=True)
+    world = tmp_path / "world" / "cloudflare"  # the stand-in's provider folder, as the engine's stand-in keeps it
+    records = world / "DnsRecord"
+    records.mkdir(parents=True)
+    (records / "mail.json").write_text(json.dumps({"zoneId": ZONE_ID, "name": "mail.example.com", "type": "A",
+                                                   "content": "203.0.113.25", "ttl": 300}))
+    with LoopbackHost(ZONE_SERVER) as place:
+        server = ZoneServer(place, tmp_path / "named", {ZONE_ID: "example.com"}, [], ttl=300).start()
+        try:
+            server.serve(str(records))
+            unsigned = served_zone_stamp(place, ZONE_SERVER, "example.com")
+            assert server.signed == frozenset() and unsigned is not None and unsigned[1] == (), unsigned
+
+            pem = p256_pem()  # ZoneDnssec made: the stand-in keeps the zone's key in its world
+            signing_key_path(world, ZONE_ID).parent.mkdir()
+            signing_key_path(world, ZONE_ID).write_bytes(pem)
+            server.serve(str(records))
+            transferred = zone_transfer(place, ZONE_SERVER, "example.com")
+            judged = verify_signed("example.com", transferred)
+            assert judged.returncode == 0 and "Zone fully signed" in judged.stdout, judged.stdout
+            key = key_from_pem("example.com", pem, tmp_path / "ours")
+            assert key.rdata.split()[-1] in transferred, "signed with the key the stand-in holds"
+            assert "mail.example.com.\t300\tIN\tA\t203.0.113.25" in transferred
+            signed = served_zone_stamp(place, ZONE_SERVER, "example.com")
+            assert server.signed == {"example.com"} and signed[0] == unsigned[0] and signed[1], signed
+
+            server.serve(str(records))
+            again = served_zone_stamp(place, ZONE_SERVER, "example.com")
+            assert again[0] == signed[0] and again[1] and again[1] != signed[1], "signed again, the serial kept"
+
+            signing_key_path(world, ZONE_ID).unlink()  # ZoneDnssec deleted: the key goes with it
+            server.serve(str(records))
+            assert served_zone_stamp(place, ZONE_SERVER, "example.com") == unsigned and server.signed == frozenset()
+        finally:
+            server.stop()

@@ -4,32 +4,36 @@ Cloudflare serves a zone's records the moment its API has accepted them. Here BI
 the stack's zones, the reverse zone and the other domain: each zone is the records of the stand-in's
 world (read as Cloudflare reads a DnsRecord's inputs) plus what exists without the stack (the platform's
 SSO host, the PTRs set at the IP provider, the other domain). `serve` writes the zone files, makes named
-reload them and returns once named answers with the new SOA serial of every zone, so a record that a
-`pulumi up` created is served before anything that depends on it runs.
+reload them and returns once named answers with the new SOA of every zone, so a record that a `pulumi up`
+created is served before anything that depends on it runs.
+
+A zone whose DNSSEC is on (the stand-in's ZoneDnssec exists, and with it the zone's private key in the
+world) is served signed with that key, as Cloudflare signs it: `serve` signs it again every time
+(dnssec-signzone, tests/dns_signing.py), so the signatures always cover the records just written, and waits
+for named to answer with the new signatures, not only the serial (a zone signed again keeps its serial).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from components.builders.dns_records import Record
 from components.builders.zone_file import render_zone
-from tests.dns_harness import named_argv, write_named_config
+from tests.dns_harness import (ZoneStamp, named_argv, replace_zone_file, served_zone_stamp, write_named_config,
+                               zone_stamp)
+from tests.dns_signing import key_from_pem, sign
+from tests.engine.standins.cloudflare_dns import signing_key_pem
 from tests.mailnet.scenario import NAMESERVERS, cloudflare_record
 from tests.testnet import NetnsHost
 
 log = logging.getLogger(__name__)
 
-PROBE = Path(__file__).resolve().parents[1] / "mailnet" / "probe.py"
 SERVE_TIMEOUT = 20.0
 
 
@@ -47,6 +51,7 @@ class ZoneServer:
         self._files: dict[str, Path] = {}
         self._named: subprocess.Popen | None = None
         self.served: list[tuple[float, frozenset[tuple[str, str]]]] = []  #: (when, {(name, type)}) per serve
+        self.signed: frozenset[str] = frozenset()  #: the zones the last serve signed
 
     def start(self) -> "ZoneServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -72,16 +77,13 @@ class ZoneServer:
                 raise ValueError(f"zone {unknown[0]} does not exist in this account (Cloudflare error 7003)")
             records = [cloudflare_record(self.zone_of[fields["zoneId"]], fields) for fields in held]
             texts = self._render(records)
+            signed = self._sign(texts, Path(records_folder).parent)
             for origin, text in texts.items():
-                path = self._files[origin]
-                if path.read_text() != text:
-                    previous = path.stat().st_mtime
-                    path.write_text(text)
-                    # named reloads a zone whose file is newer than what it loaded: make sure it is
-                    stamp = max(time.time(), previous + 1)
-                    os.utime(path, (stamp, stamp))
+                if self._files[origin].read_text() != text:
+                    replace_zone_file(self._files[origin], text)
             self._named.send_signal(signal.SIGHUP)
             self._wait_serving(texts)
+            self.signed = frozenset(signed)
             self.served.append((time.monotonic(), frozenset((r.name, r.type) for r in records)))
 
     def stop(self) -> None:
@@ -93,23 +95,27 @@ class ZoneServer:
         everything = [*records, *self.fixed]
         return {origin: render_zone(origin, everything, NAMESERVERS, self.ttl) for origin in self.origins}
 
+    def _sign(self, texts: dict[str, str], provider_world: Path) -> list[str]:
+        """Each of the account's zones whose DNSSEC is on, in `texts`, signed with the key the stand-in keeps for
+        it in `provider_world` (its cloudflare folder); the zones signed."""
+        signed = []
+        for zone_id, origin in sorted(self.zone_of.items()):
+            pem = signing_key_pem(provider_world, zone_id)
+            if pem is not None:
+                key = key_from_pem(origin, pem, self.workdir / "keys" / zone_id)
+                texts[origin] = sign(origin, texts[origin], [key])
+                signed.append(origin)
+        return signed
+
     def _wait_serving(self, texts: dict[str, str]) -> None:
-        wanted = {origin: re.search(r"\sSOA\s+\S+\s+\S+\s+(\d+)", text).group(1) for origin, text in texts.items()}
+        wanted: dict[str, ZoneStamp] = {origin: zone_stamp(origin, text) for origin, text in texts.items()}
         deadline = time.monotonic() + SERVE_TIMEOUT
         while True:
-            pending = [origin for origin, serial in wanted.items() if self._served_serial(origin) != serial]
+            pending = [origin for origin, stamp in wanted.items()
+                       if served_zone_stamp(self.host, self.host.address, origin) != stamp]
             if not pending:
                 return
             if time.monotonic() > deadline or (self._named and self._named.poll() is not None):
                 log_text = (self.workdir / "named.log").read_text()[-3000:]
                 raise RuntimeError(f"named does not serve the new {pending} within {SERVE_TIMEOUT:g} s:\n{log_text}")
             time.sleep(0.2)
-
-    def _served_serial(self, origin: str) -> str | None:
-        result = self.host.run([sys.executable, str(PROBE), "dns", "--host", self.host.address, "--name", origin,
-                                "--subject", "SOA"], timeout=10)
-        if result.returncode != 0:
-            return None
-        answer = json.loads(result.stdout).get("answer") or []
-        found = re.search(r"\sSOA\s+\S+\s+\S+\s+(\d+)", answer[0]) if answer else None
-        return found.group(1) if found else None
