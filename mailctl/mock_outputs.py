@@ -58,12 +58,19 @@ def _serialized(key) -> dict[str, str]:
     }
 
 
-def _zone_dnssec_outputs(name: str, zone_id: str) -> dict:
-    """What Cloudflare reports once it signs a zone: its key and the DS, from a key derived from the zone id,
-    so every recording of a stack gives the same DS. Cloudflare knows the zone's name by its id; the offline
-    stand-in has no account to ask, so it reads the domain from the resource's name (`<dns>-dnssec-<domain>`)."""
+def offline_zone_key(zone_id: str) -> ec.EllipticCurvePrivateKey:
+    """The key the offline stand-in signs zone `zone_id` with: derived from the zone id, so every recording of
+    a stack gives the same DS, and a test DNS server can sign the zone with the very key whose DS the plan
+    exports."""
     seed = int.from_bytes(hashlib.sha256(f"ceres-mail offline zone key {zone_id}".encode()).digest(), "big")
-    key = ec.derive_private_key(seed % (P256_ORDER - 1) + 1, ec.SECP256R1())
+    return ec.derive_private_key(seed % (P256_ORDER - 1) + 1, ec.SECP256R1())
+
+
+def _zone_dnssec_outputs(name: str, zone_id: str) -> dict:
+    """What Cloudflare reports once it signs a zone: its key (offline_zone_key) and the DS. Cloudflare knows the
+    zone's name by its id; the offline stand-in has no account to ask, so it reads the domain from the
+    resource's name (`<dns>-dnssec-<domain>`)."""
+    key = offline_zone_key(zone_id)
     return {**zone_key_report(name.rpartition(RESOURCE_INFIX)[2], key.public_key()), "status": "active"}
 
 

@@ -35,8 +35,11 @@ changed run again.
 5. tlsMode provided, then acme again, each applied to the running host: the tls stage runs again, the
    stack's certificate (then the ACME server's) serves 465, 587, 993 and 443, and nginx never refuses its
    configuration half-way through the switch.
-6. dane with ACME on the running host: the ACME server certifies the key the stack owns, every TLS port
-   serves it and the TLSA records pin it; the host's own renewal keeps the key; verify's dane rows.
+6. dnssec and dane with ACME on the running host: the ACME server certifies the key the stack owns, every TLS
+   port serves it and the TLSA records pin it; the host's own renewal keeps the key. The dns host then serves
+   the zone signed with its ZoneDnssec's key and the exported DS goes into com. (the registrar's step): the
+   TLSA validates (delv), and `mailctl verify` through the validating resolver shows every dane row green; a
+   stale TLSA, signed and served by that same delegated server, turns its row red.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from tests.mailnet.acme import directory_url
 from tests.mailnet.browser import open_browser, screenshot_is_blank
 from tests.mailnet.fixtures import PROBE
 from tests.mailnet.host_checks import CONFIG_FILES, SERVICES, secret_file, stdin_secrets, verdict
-from tests.mailnet.scenario import ADDRESSES, PREFIX, REMOTE_DOMAIN, deploy
+from tests.mailnet.scenario import ADDRESSES, PREFIX, REMOTE_DOMAIN, deploy, sign_zone
 from tests.testnet import linux
 
 pytestmark = pytest.mark.slow
@@ -715,12 +718,14 @@ def test_back_to_acme_the_acme_servers_certificate_is_served_again(mailnet):
 
 @pytest.fixture(scope="module")
 def dane(mailnet):
-    """The stack with `dane: true` (tlsMode acme), applied to the running host as `pulumi up` would."""
+    """The stack with `dnssec: true` and `dane: true` (tlsMode acme), applied to the running host as `pulumi up`
+    would."""
     from tests.mailnet.acme import directory_url
     from tests.mailnet.scenario import deploy
 
     deployment = deploy(mailnet.workdir / "stack-dane", directory_url(ADDRESSES["acme"]),
-                        mailnet.pebble_listener_ca.read_text(), extra={**CONFIG, "ceres-mail:dane": True},
+                        mailnet.pebble_listener_ca.read_text(),
+                        extra={**CONFIG, "ceres-mail:dnssec": True, "ceres-mail:dane": True},
                         mock_overrides=mailnet.kept_secrets())
     ran = mailnet.apply(deployment)
     assert [(stage, r.returncode) for stage, r in ran if r.returncode] == [], ran[-1][1].stdout[-3000:]
@@ -779,20 +784,58 @@ def test_the_hosts_renewal_keeps_the_stacks_key_and_a_rerun_changes_nothing(mail
     assert mailnet.apply(deployment) == [], "nothing changed, nothing runs"
 
 
-def test_verify_shows_each_dane_port_pinned_and_a_stale_tlsa_red(verify, mailnet, spare_dns, dane):
-    """verify's dane rows: each port's served key is pinned (a warning only: this test DNS is unsigned);
-    with one TLSA naming another key, that port is red."""
+@pytest.fixture(scope="module")
+def signed_zone(mailnet, dane):
+    """The dane stack's example.com (its TLSA records included) served by the dns host signed with the key of its
+    ZoneDnssec (the stack has dnssec), and the DS the stack exports registered in com. (the registrar's step):
+    from now on the validating resolver validates the zone. `serve(text)` serves another text signed."""
+    deployment, _ = dane
+
+    def serve(text: str) -> None:
+        keydir = Path(tempfile.mkdtemp(prefix="zone-keys-", dir=mailnet.workdir))
+        mailnet.serve_zone("example.com", sign_zone(deployment, "example.com", text, keydir))
+
+    serve(deployment.zones["example.com"])
+    mailnet.dns_tree.register_ds("example.com", [deployment.plan.outputs["dsRecords"]["example.com"]["ds"]])
+    return serve
+
+
+def test_with_the_stacks_ds_registered_the_tlsa_validates(mailnet, signed_zone):
+    """Once the exported DS is at the registrar, the resolver validates example.com's TLSA (AD) and delv agrees."""
+    tree, name = mailnet.dns_tree, "_25._tcp.mail.example.com"
+    answer = tree.ask(mailnet.client, name, "TLSA")
+    assert answer.secure and answer.rdata("TLSA"), answer
+    judged = tree.delv(mailnet.client, name, "TLSA")
+    assert judged.stdout.startswith("; fully validated"), judged.stdout + judged.stderr
+
+
+def test_verify_shows_each_dane_port_pinned_and_validated(verify, signed_zone):
+    """Through the validating resolver, verify's dane rows are green: each port's served key pinned, DNSSEC-validated."""
+    code, report = verify(resolver=ADDRESSES["resolver"])
+    rows = {r["check"]: r for r in report["results"] if r["check"].startswith(("dane ", "dnssec ", "ds "))}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        **{f"dane {port} tlsa": "ok" for port in (25, 465, 587, 993)},
+        "dnssec example.com": "ok", "ds example.com": "ok"}, rows
+    assert all("DNSSEC-validated" in rows[f"dane {port} tlsa"]["detail"] for port in (25, 465, 587, 993))
+
+
+def test_a_stale_tlsa_served_signed_turns_its_dane_row_red(verify, mailnet, dane, signed_zone):
+    """A signed, validated TLSA naming another key turns that port's dane row red, saying senders refuse the key."""
     from components.builders.dns_records import spki_sha256
 
     deployment, _ = dane
-    code, report = verify(resolver=spare_dns(deployment.zones))
-    rows = {r["check"]: r for r in report["results"] if r["check"].startswith("dane ")}
-    assert {name: row["status"] for name, row in rows.items()} == {
-        f"dane {port} tlsa": "warn" for port in (25, 465, 587, 993)}, rows
-    assert all("pinned" in row["detail"] and "no AD bit" in row["detail"] for row in rows.values())
     digest = spki_sha256(deployment.plan.outputs["tlsPublicKeys"]["tls1"])
-    zones = dict(deployment.zones)
-    zones["example.com"] = "\n".join(line.replace(digest, "ab" * 32) if line.startswith("_25._tcp.") else line
-                                     for line in zones["example.com"].splitlines()) + "\n"
-    code, report = verify(resolver=spare_dns(zones))
-    assert failed(report).keys() >= {"dane 25 tlsa"} and "refuse this key" in failed(report)["dane 25 tlsa"]["fix"]
+    good = deployment.zones["example.com"]
+    stale = "\n".join(line.replace(digest, "ab" * 32) if line.startswith("_25._tcp.") else line
+                      for line in good.splitlines()) + "\n"
+    assert stale != good
+    signed_zone(stale)
+    mailnet.dns_tree.flush()  # as if the good TLSA's TTL had run out at the resolver
+    try:
+        code, report = verify(resolver=ADDRESSES["resolver"])
+        rows = {r["check"]: r["status"] for r in report["results"] if r["check"].startswith("dane ")}
+        assert rows == {"dane 25 tlsa": "fail", **{f"dane {port} tlsa": "ok" for port in (465, 587, 993)}}, rows
+        assert code == 1 and "refuse this key" in failed(report)["dane 25 tlsa"]["fix"]
+    finally:
+        signed_zone(good)
+        mailnet.dns_tree.flush()

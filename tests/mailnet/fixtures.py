@@ -36,7 +36,8 @@ import yaml
 from components.builders.cloud_init import DATA_DISK_LABEL, DATA_MOUNT_POINT
 from components.builders.dns_records import Record
 from components.builders.zone_file import render_zone
-from tests.dns_harness import named_argv, write_named_config
+from tests.dns_harness import (control_channel, named_argv, replace_zone_file, rndc_argv, served_zone_stamp,
+                               write_named_config, zone_path, zone_stamp)
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.host_checks import stdin_secrets
 from tests.mailnet.scenario import (ADDRESSES, NAMESERVER_ZONE, NAMESERVERS, PREFIX, Deployment, deploy,
@@ -104,6 +105,8 @@ class MailNet:
     #: the mail host boots (and is rebuilt) over the installed snapshot of its packages: see open_mailnet
     installed_base: bool = False
     dns_tree: DnsTree | None = None  #: the signed tree: its resolver, the registrar's step (register_ds)
+    zone_files: dict[str, Path] = field(default_factory=dict)  #: origin -> the file the dns host serves it from
+    dns_rndc: Path | None = None  #: the rndc.conf that reaches the dns host's named
 
     @property
     def operator(self) -> NetnsHost:
@@ -181,6 +184,16 @@ class MailNet:
             if result.returncode != 0:
                 break
         return ran
+
+    def serve_zone(self, origin: str, text: str, timeout: float = 20) -> None:
+        """The dns host serves `text` as zone `origin` from now on, as a DNS provider publishes a change: the file
+        replaced, named told to reload it; returns once it answers with the new zone (its serial, and in a signed
+        zone the new signatures). Resolvers that cached the old answers keep them for their TTL."""
+        replace_zone_file(self.zone_files[origin], text)
+        self.dns.run(rndc_argv(self.dns_rndc, "reload", origin), check=True, timeout=30)
+        wanted = zone_stamp(origin, text)
+        linux.wait_until(lambda: served_zone_stamp(self.dns, ADDRESSES["dns"], origin) == wanted, timeout,
+                         f"the dns host to serve the new {origin}")
 
     def rebuild_mail_host(self) -> None:
         """A fresh mail host at the same address, first-booted from the deployment's snippets."""
@@ -319,7 +332,9 @@ def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None 
         (workdir / "named").mkdir()
         served = {**deployment.zones, NAMESERVER_ZONE: render_zone(NAMESERVER_ZONE, nameserver_records(NAMESERVER_TTL),
                                                                    NAMESERVERS, NAMESERVER_TTL)}
-        named_conf = write_named_config(workdir / "named", served, ADDRESSES["dns"])
+        controls, dns_rndc = control_channel(workdir / "named", ADDRESSES["dns"])
+        named_conf = write_named_config(workdir / "named", served, ADDRESSES["dns"], controls)
+        zone_files = {origin: zone_path(workdir / "named", index, origin) for index, origin in enumerate(served)}
         dns.popen(named_argv(named_conf), stdout=subprocess.DEVNULL, stderr=(workdir / "named.log").open("w"))
 
         def dns_ready() -> bool:
@@ -348,7 +363,7 @@ def open_mailnet(workdir: Path, apt_proxy: AptBridge, extra_config: dict | None 
         mail = boot_mail_host(net, deployment, placement, installed_base)
         mail.wait_running(timeout=300)
         yield MailNet(net, deployment, mail, client, remote, acme, dns, workdir, inbox,
-                      workdir / "pebble-listener.pem", placement, installed_base, tree)
+                      workdir / "pebble-listener.pem", placement, installed_base, tree, zone_files, dns_rndc)
 
 
 def open_dns_tree(net: TestNet, workdir: Path, zones: Iterable[str]) -> DnsTree:

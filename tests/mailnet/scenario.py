@@ -18,6 +18,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from components.builders.dns_records import Record, reverse_records
+from components.builders.dnssec import RESOURCE_INFIX
 from components.builders.zone_file import render_zone
 from mailctl.plan import Plan
 from mailctl.recorder import record
@@ -39,6 +40,7 @@ NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
 NAMESERVER_ZONE = "cloudflare.com"  #: where NAMESERVERS' names are (served by the dns host, for the signed tree)
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+ZONE_DNSSEC = "cloudflare:index/zoneDnssec:ZoneDnssec"
 #: the mail server's remote commands are named after it: <stack>-server-wait-cloud-init, -server-install-<stage>
 SERVER_COMMANDS = "ceres-mail-server-"
 GATEWAY_VPS_COMMAND = "-install-vps"
@@ -192,6 +194,21 @@ def deploy(workdir: Path, acme_directory: str, acme_ca_pem: str, provided_tls: t
         mta_sts_id=b"".join(mta_sts.parsed().strings).decode().split("id=", 1)[1],
         gateway=gateway,
     )
+
+
+def sign_zone(deployment: Deployment, domain: str, text: str, keydir: Path) -> str:
+    """`text` as zone `domain` signed as Cloudflare signs it once the stack's `dnssec` is applied: with the key of
+    the domain's ZoneDnssec, the offline stand-in's (mailctl/mock_outputs.py), whose DS the plan exports in
+    dsRecords. Keys go to `keydir` as BIND's files."""
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from mailctl.mock_outputs import offline_zone_key
+    from tests.dns_signing import key_from_pem, sign
+
+    [zone_dnssec] = [r for r in deployment.plan.of_type(ZONE_DNSSEC) if r.name.endswith(f"{RESOURCE_INFIX}{domain}")]
+    pem = offline_zone_key(zone_dnssec.inputs["zoneId"]).private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
+                                                                        NoEncryption())
+    return sign(domain, text, [key_from_pem(domain, pem, keydir)])
 
 
 def cloudflare_record(zone: str, fields: dict) -> Record:
