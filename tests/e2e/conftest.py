@@ -1,7 +1,8 @@
 """The end-to-end layer's world: an empty test internet, CERES's platform, and a project to `pulumi up`.
 
-    dns       BIND, authoritative for the stack's zone (served from the Cloudflare stand-in's records),
-              the other domain and the reverse zone (and cloudflare.com, the addresses of their NS names)
+    dns       BIND, authoritative for the stack's zone (served from the Cloudflare stand-in's records, signed
+              with the stand-in's key once its ZoneDnssec exists), the other domain and the reverse zone
+              (and cloudflare.com, the addresses of their NS names)
     root-dns, resolver
               the signed tree (tests/testnet/dns_tree.py) delegating those zones to dns, and a validating
               resolver that trusts only its root (tests/mailnet/fixtures.py open_dns_tree)
@@ -43,6 +44,7 @@ from tests.engine.fixtures import CERES_DEPLOYMENT, kubeconfig_for, reset_ceres
 from tests.engine.harness import EngineProject, EngineRun, run_engine
 from tests.engine.k3s import K3s
 from tests.engine.standins.cloud import CLOUD_ENV
+from tests.engine.standins.cloudflare_dns import seed_zone
 from tests.mailnet.acme import PEBBLE_ENV, directory_url, pebble_argv, write_config
 from tests.mailnet.fixtures import MAIL_DISKS, installed_packages_snapshot, nocloud_files, open_dns_tree
 from tests.mailnet.scenario import ADDRESSES as TEST_INTERNET
@@ -184,16 +186,19 @@ def password_file(e2e: EndToEnd, name: str, password: str) -> str:
     return str(path)
 
 
-def mailctl_verify(e2e: EndToEnd, host: NetnsHost | None = None) -> subprocess.CompletedProcess:
+def mailctl_verify(e2e: EndToEnd, host: NetnsHost | None = None, resolver: str = ADDRESSES["dns"]
+                   ) -> subprocess.CompletedProcess:
     """`mailctl verify --stack --json` from the operator's machine (or `host`: the directory is open to
     ldapClientCidrs only, and verify checks it from where it runs), as the README has operators run it: the
-    stack's DKIM keys (every selector's) from its outputs, the mailbox password from a file."""
+    stack's DKIM keys (every selector's) from its outputs, the mailbox password from a file. It asks
+    `resolver`: the zones' server by default; the signed tree's validating resolver where DNSSEC is judged
+    (an authoritative server never sets the AD bit)."""
     outputs = e2e.stack.outputs()
     dkim_json = e2e.workdir / "outputs.json"
     dkim_json.write_text(json.dumps({key: outputs[key].value for key in (DKIM_OUTPUT, DKIM_KEYS_OUTPUT)}))
     password = password_file(e2e, "verify-pass", outputs["ceresSmtpPass"].value)
     return (host or e2e.client).run([str(Path(PYTHON).parent / "mailctl"), "-C", str(e2e.project.work_dir), "verify",
-                                     "--stack", STACK, "--resolver", ADDRESSES["dns"], "--ca-file", str(e2e.pebble_root),
+                                     "--stack", STACK, "--resolver", resolver, "--ca-file", str(e2e.pebble_root),
                                      "--password-file", password, "--dkim-public-key", str(dkim_json), "--json"],
                                     timeout=300)
 
@@ -236,8 +241,9 @@ def e2e(tmp_path_factory, engine_tools, k3s, shared_apt_proxy):
 
         project = EngineProject(workdir / "project", engine_tools, kubeconfig=kubeconfig_for(k3s, "staging"))
         staging = stack_config("staging")
-        zones = ZoneServer(dns_host, workdir / "named", {staging["ceres-mail:cloudflareZoneId"]: DOMAIN},
-                           platform_records(300), ttl=300).start()
+        zone_id = staging["ceres-mail:cloudflareZoneId"]
+        seed_zone(project.world, zone_id, DOMAIN)  # the account's zone, as it exists before any stack
+        zones = ZoneServer(dns_host, workdir / "named", {zone_id: DOMAIN}, platform_records(300), ttl=300).start()
         dns_tree = open_dns_tree(net, workdir / "dns-tree", zones.origins)
 
         pebble_files = write_config(workdir / "pebble", ADDRESSES["acme"])

@@ -22,13 +22,23 @@ what the steps before it left: they run in file order (pytest's own), and no hoo
    receiver holds it: queued, retried, forwarded) is judged again after each step with dkimpy against the test
    internet's DNS: it still verifies after step 2, and fails after step 3 because its record is gone. That is
    why step 3 waits (7 days in the README) and why step 2 keeps the old record. It comes after parts 1 and 2
-   (which judge the host signed with `ceres` and the stages the first up ran) and just before "a second up
-   changes nothing", which then also proves the rotated stack is at rest. It leaves `ceres2026` signing and no
+   (which judge the host signed with `ceres` and the stages the first up ran) and before "a second up changes
+   nothing" (part 4 only comes between), which then also proves the rotated stack is at rest. It leaves `ceres2026` signing and no
    other selector published; the rest of the scenario (password rotation, VM replacement: the fresh host gets
    the ceres2026 key, interrupted up, destroy) does not depend on the selector.
-4. A second up that changes nothing, the clients moved to port 465 and back, a password rotation, and a VM
+4. DNSSEC and DANE (issue 30): `dnssec: true` and `dane: true` set on the live stack, and one up. It makes the
+   zone's ZoneDnssec (the Cloudflare stand-in's key, with which the zone server signs the zone from then on),
+   the stack's TLS key and its TLSA records, and runs the tls stage, which has the ACME server certify that key
+   only once the TLSA is served. The served zone passes dnssec-verify, its key is the one the exported DS
+   names; the registrar's step puts that DS into com. of the test's signed tree, after which delv validates
+   the MX from the test root and `mailctl verify`, asking the tree's validating resolver, shows the dnssec,
+   ds and every dane row green. It comes right after the rotation, so the next step's "a second up changes
+   nothing" proves the signed stack at rest too; the later steps (the replaced VM gets the stack's key
+   certified again; verify in part 6 asks the validating resolver, as an authoritative server never sets AD)
+   run with DNSSEC and DANE on, and the destroy removes the ZoneDnssec with the rest.
+5. A second up that changes nothing, the clients moved to port 465 and back, a password rotation, and a VM
    replacement whose up is interrupted mid-install and then converges (one fresh install proves both).
-5. One password everywhere (issue 16, README "One password everywhere (LDAP)"), through the graph's own
+6. One password everywhere (issue 16, README "One password everywhere (LDAP)"), through the graph's own
    `pulumi up`: a directory added to the running stack, a real slapd on the mail host and the real Keycloak
    federating it. The live stack (ldapMode off) gets `ldapMode: local`, with `ldapClientCidrs` the address
    CERES's Keycloak egresses from (the SSO host of the test internet; not the operator's machine, not the rest
@@ -54,11 +64,11 @@ what the steps before it left: they run in file order (pytest's own), and no hoo
    with it and the adopted realm stays (asserted there). Earlier, the later reinstall (the VM replacement)
    would run the ldap stage too and its stage list would have to follow. Run without the steps before it
    (deselected with -k), it switches the stack the first up built.
-6. The destroy: the host, the records and the Secret go (with the stack's LDAP federation, if any); CERES's
+7. The destroy: the host, the records and the Secret go (with the stack's LDAP federation, if any); CERES's
    realm stays as CERES had it.
 
 The module-scoped fixtures live as long as the scenario: `host` is the first up's host (part 1 only), and the
-realm's login client of part 5 is removed once the scenario ends.
+realm's login client of part 6 is removed once the scenario ends.
 """
 
 from __future__ import annotations
@@ -77,19 +87,24 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import dkim
+import dns.dnssec
 import dns.rdata
+import dns.zone
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pulumi.automation import ConfigValue
 
 from components.builders.dns_records import mta_sts_id
+from components.builders.dnssec import DS_OUTPUT, RESOURCE_INFIX
 from components.builders.inputs import LdapInputs
 from components.builders.native import SLAPD_LDAPI
 from components.builders.ports import STRICT_TLS_PORTS
 from mailctl.verify.model import OK
 from mailctl.zone import stack_settings
 from tests.conftest import stack_config
+from tests.dns_harness import zone_transfer
+from tests.dns_signing import verify_signed
 from tests.e2e.conftest import (ADDRESSES, CERES_SECRET, CONFIG_FILES, DOMAIN, MAIL_HOST, PACKAGES_STAGE, PYTHON,
                                 REALM, REALM_FIELDS, SERVICES, STACK, STACK_CONFIG, host_state, imap_login,
                                 mailctl_verify, password_file, stages_started_since, submit, tcp_open)
@@ -98,6 +113,7 @@ from tests.engine.harness import EngineRun
 from tests.engine.standins.keycloak_federation import MASK
 from tests.mailnet.scenario import REMOTE_DOMAIN, install_order
 from tests.testnet import SystemHost
+from tests.testnet.dns_tree import Answer
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +127,9 @@ OLD, NEW = "ceres", "ceres2026"  #: the selector the first up signs with (the de
 KEYS_ON_HOST = "/var/lib/rspamd/dkim"  #: rspamd's keys, <selector>.key (components/builders/shell/native/mail.sh)
 MAIL_STAGE = "ceres-mail-server-install-mail"
 PUBLISHED, STACK_KEY = "published, not signing", ("ok", "RSA 2048 bits, the stack's key")  #: mailctl verify's words
+# DNSSEC and DANE
+DANE_PORTS = (25, 465, 587, 993)  #: where dane pins the stack's key: SMTP to the MX and the client ports
+TLS_STAGE = "ceres-mail-server-install-tls"
 # the VM replacement and the interrupted up
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 COMMAND = "command:remote:Command"
@@ -134,7 +153,7 @@ LDAP_FILES = ("/etc/systemd/system/slapd.service", "/etc/ldap/slapd.d/cn=config.
               "/etc/dovecot/conf.d/99-ceres-mail.ldap.conf", "/etc/postfix/ceres-ldap-people.cf")
 
 
-# --- part 1 of 6: the host as the first up built it ---------------------------------------------------------
+# --- part 1 of 7: the host as the first up built it ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +339,7 @@ def test_mta_sts_policy_is_served_and_matches_the_dns_id(e2e, deployed):
     assert f"id={mta_sts_id(served['body'])}" in published["answer"][0]
 
 
-# --- part 2 of 6: the first up and the platform's consumers -------------------------------------------------
+# --- part 2 of 7: the first up and the platform's consumers -------------------------------------------------
 
 
 def keycloak_sends(e2e, username: str) -> dict:
@@ -396,7 +415,7 @@ def test_ceres_sends_with_exactly_the_secret_it_reads_from_the_cluster(e2e, depl
     assert (verdict["dkim"], verdict["dmarc_aligned"], verdict["mail_from"]) == ("pass", True, env["CERES_MAIL_FROM"])
 
 
-# --- part 3 of 6: the DKIM rotation in three ups ------------------------------------------------------------
+# --- part 3 of 7: the DKIM rotation in three ups ------------------------------------------------------------
 
 
 def key_name(selector: str) -> str:
@@ -571,7 +590,91 @@ def test_a_dkim_key_rotation_in_three_ups_keeps_mail_verifiable_and_restarts_onl
     assert leaked_fragments(secrets, shown) == [], "a secret is in what the ups or mailctl printed"
 
 
-# --- part 4 of 6: the second up, moves, rotation, replacement, interruption ---------------------------------
+# --- part 4 of 7: DNSSEC and DANE ---------------------------------------------------------------------------
+
+
+@dataclass
+class Signed:
+    """The up that turned dnssec and dane on: what it changed, the stages it ran, when it started, the DS exported."""
+
+    run: EngineRun
+    stages: list[str]
+    started: float
+    ds: str  #: the zone's DS as `dsRecords` gives it, `<domain>. <ttl> IN DS <tag> 13 2 <digest>`
+
+    @property
+    def resources(self) -> dict[str, tuple[str, ...]]:
+        return {urn.rsplit("::", 1)[-1]: steps for urn, steps in self.run.changed().items()}
+
+
+@pytest.fixture(scope="module")
+def signed(e2e, deployed) -> Signed:
+    """`dnssec: true` and `dane: true` set on the running stack (dane needs a signed zone to mean anything), one up."""
+    for key in ("dnssec", "dane"):
+        e2e.stack.set_config(f"ceres-mail:{key}", ConfigValue("true"))
+    started = time.monotonic()
+    run = e2e.up()
+    assert run.ok, run.output[-6000:]
+    return Signed(run, stages_started_since(e2e, started), started, e2e.stack.outputs()[DS_OUTPUT].value[DOMAIN]["ds"])
+
+
+@pytest.fixture(scope="module")
+def registered(e2e, signed) -> Answer:
+    """The registrar's step: the DS the stack exports goes into com. (signed again; the resolver forgets what it
+    cached). The resolver's answer for the MX just before it."""
+    before = e2e.dns_tree.ask(e2e.client, DOMAIN, "MX")
+    e2e.dns_tree.register_ds(DOMAIN, [signed.ds])
+    return before
+
+
+def test_dnssec_and_dane_sign_the_zone_pin_the_key_and_certify_it_after_its_tlsa(e2e, signed):
+    """One up signs the zone, makes the stack's TLS key, publishes its TLSA and only then has it certified."""
+    tlsa = {f"_{port}._tcp.{MAIL_HOST}" for port in DANE_PORTS}
+    assert signed.resources == {
+        f"ceres-mail-dns{RESOURCE_INFIX}{DOMAIN}": ("create",), "ceres-mail-tls-key-tls1": ("create",),
+        **{f"ceres-mail-dns-tlsa-{name}-tls1": ("create",) for name in tlsa},
+        TLS_STAGE: ("update",), MAIL_STAGE: ("update",)}  # Postfix and Dovecot move to the stack's key
+    assert signed.stages == [TLS_STAGE, MAIL_STAGE]
+    [tls_started] = [at for at in e2e.cloud.journal.when("ssh.start", TLS_STAGE) if at >= signed.started]
+    served_at = [at for at, names in e2e.zones.served if {(name, "TLSA") for name in tlsa} <= names]
+    assert served_at and served_at[0] < tls_started, "the TLSA is served before the key it pins is certified"
+    assert e2e.zones.signed == {DOMAIN}
+
+
+def test_the_served_zone_is_signed_whole_with_the_key_whose_ds_is_exported(e2e, signed):
+    """The zone as its server transfers it passes dnssec-verify, and its one key is the one the exported DS names."""
+    transferred = zone_transfer(e2e.client, ADDRESSES["dns"], DOMAIN)
+    judged = verify_signed(DOMAIN, transferred)
+    assert judged.returncode == 0 and "Zone fully signed" in judged.stdout, judged.stdout
+    zone = dns.zone.from_text(transferred, origin=f"{DOMAIN}.", relativize=False)
+    keys = zone.get_rdataset(f"{DOMAIN}.", "DNSKEY")
+    exported = dns.rdata.from_text("IN", "DS", signed.ds.split(" DS ", 1)[1])
+    assert [dns.dnssec.make_ds(f"{DOMAIN}.", key, "SHA256") for key in keys] == [exported]
+    assert {f"_{port}._tcp.{MAIL_HOST}." for port in DANE_PORTS} <= {
+        name.to_text() for name, rdataset in zone.iterate_rdatasets("TLSA")}
+
+
+def test_with_the_ds_registered_delv_validates_the_mx(e2e, registered):
+    """Insecure until the registrar holds the exported DS; then the resolver validates the MX, and delv does itself."""
+    assert registered.rcode == "NOERROR" and not registered.secure, registered
+    after = e2e.dns_tree.ask(e2e.client, DOMAIN, "MX")
+    assert after.secure and after.rdata("MX") == [f"10 {MAIL_HOST}."], after
+    judged = e2e.dns_tree.delv(e2e.client, DOMAIN, "MX")
+    assert judged.stdout.startswith("; fully validated"), judged.stdout + judged.stderr
+
+
+def test_verify_through_the_validating_resolver_shows_dnssec_ds_and_dane_green(e2e, registered):
+    """mailctl verify, asking the validating resolver: the zone validates, the DS names its key, every DANE port pinned."""
+    verify = mailctl_verify(e2e, resolver=e2e.dns_tree.resolver)
+    assert verify.returncode == 0, verify.stdout[-6000:] + verify.stderr[-2000:]
+    rows = {r["check"]: (r["status"], r["detail"]) for r in json.loads(verify.stdout)["results"]
+            if r["check"].startswith(("dnssec ", "ds ", "dane "))}
+    assert {check: status for check, (status, _) in rows.items()} == {
+        f"dnssec {DOMAIN}": OK, f"ds {DOMAIN}": OK, **{f"dane {port} tlsa": OK for port in DANE_PORTS}}, rows
+    assert all("DNSSEC-validated" in rows[f"dane {port} tlsa"][1] for port in DANE_PORTS), rows
+
+
+# --- part 5 of 7: the second up, moves, rotation, replacement, interruption ---------------------------------
 
 
 def deployed_install_order(e2e) -> list[str]:
@@ -710,7 +813,7 @@ def test_a_replaced_vm_interrupted_mid_install_is_refreshed_and_converges_to_a_f
     assert e2e.verdict(lambda verdict: verdict["subject"] == "after the replacement")["dkim"] == "pass"
 
 
-# --- part 5 of 6: one password everywhere (LDAP) ------------------------------------------------------------
+# --- part 6 of 7: one password everywhere (LDAP) ------------------------------------------------------------
 
 
 class Secrets(dict):
@@ -867,7 +970,7 @@ def test_adding_the_directory_runs_the_ldap_stage_then_mail_and_federates_the_re
 def test_mailctl_verify_from_the_sso_network_shows_the_directory_green(e2e, directory):
     """Run where the directory is open (ldapClientCidrs): its certificate and an anonymous search, with the
     rest of verify."""
-    verify = mailctl_verify(e2e, host=e2e.sso.host)
+    verify = mailctl_verify(e2e, host=e2e.sso.host, resolver=e2e.dns_tree.resolver)  # the zone is signed by now
     assert verify.returncode == 0, verify.stdout[-6000:] + verify.stderr[-2000:]
     rows = {r["check"]: (r["status"], r["detail"]) for r in json.loads(verify.stdout)["results"]
             if r["check"].startswith("ldap ")}
@@ -966,7 +1069,7 @@ def test_a_second_up_changes_nothing(e2e, directory):
     assert leaked_secrets(directory.secrets, run.output) == []
 
 
-# --- part 6 of 6: destroy -----------------------------------------------------------------------------------
+# --- part 7 of 7: destroy -----------------------------------------------------------------------------------
 
 
 def test_destroy_removes_the_host_the_records_and_the_secret_and_leaves_the_realm(e2e, deployed):
