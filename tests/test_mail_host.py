@@ -65,6 +65,7 @@ from tests.conftest import PROJECT_DIR
 from tests.dns_harness import named_argv, write_named_config
 from tests.mailnet.acme import directory_url
 from tests.mailnet.browser import open_browser, screenshot_is_blank
+from tests.mailnet.dane_judge import VERIFIED, posttls_finger
 from tests.mailnet.fixtures import PROBE
 from tests.mailnet.host_checks import CONFIG_FILES, SERVICES, secret_file, stdin_secrets, verdict
 from tests.mailnet.scenario import ADDRESSES, PREFIX, REMOTE_DOMAIN, deploy, sign_zone
@@ -819,8 +820,22 @@ def test_verify_shows_each_dane_port_pinned_and_validated(verify, signed_zone):
     assert all("DNSSEC-validated" in rows[f"dane {port} tlsa"]["detail"] for port in (25, 465, 587, 993))
 
 
-def test_a_stale_tlsa_served_signed_turns_its_dane_row_red(verify, mailnet, dane, signed_zone):
-    """A signed, validated TLSA naming another key turns that port's dane row red, saying senders refuse the key."""
+@pytest.fixture(scope="module")
+def dane_sender(mailnet):
+    """A place of the test internet whose resolver is the validating one: where a DANE-validating sender asks."""
+    return mailnet.net.add_netns_host("danesender", f"{ADDRESSES['dane-sender']}/{PREFIX}",
+                                      nameserver=ADDRESSES["resolver"])
+
+
+def test_postfix_own_dane_client_verifies_the_key_on_each_smtp_port(mailnet, signed_zone, dane_sender):
+    """posttls-finger, Postfix's DANE client, requiring DANE, validates the TLSA of 25, 465 and 587: Verified."""
+    for port in (25, 465, 587):
+        judged = posttls_finger(dane_sender, mailnet.workdir, "mail.example.com", port)
+        assert VERIFIED in judged.stdout, (port, judged.stdout[-2000:], judged.stderr[-1000:])
+
+
+def test_a_stale_tlsa_served_signed_turns_its_dane_row_red(verify, mailnet, dane, signed_zone, dane_sender):
+    """A signed, validated TLSA naming another key turns that port's dane row red, and Postfix's DANE client refuses it."""
     from components.builders.dns_records import spki_sha256
 
     deployment, _ = dane
@@ -836,6 +851,8 @@ def test_a_stale_tlsa_served_signed_turns_its_dane_row_red(verify, mailnet, dane
         rows = {r["check"]: r["status"] for r in report["results"] if r["check"].startswith("dane ")}
         assert rows == {"dane 25 tlsa": "fail", **{f"dane {port} tlsa": "ok" for port in (465, 587, 993)}}, rows
         assert code == 1 and "refuse this key" in failed(report)["dane 25 tlsa"]["fix"]
+        judged = posttls_finger(dane_sender, mailnet.workdir, "mail.example.com", 25)
+        assert VERIFIED not in judged.stdout, "a sender requiring DANE must refuse a key its TLSA does not name"
     finally:
         signed_zone(good)
         mailnet.dns_tree.flush()

@@ -34,6 +34,7 @@ ADDRESSES = {
     "acme": "203.0.113.80",  # pebble
     "remote": "203.0.113.99",  # mx.example.net, the receiving MTA of another domain
     "client": "203.0.113.200",  # where the probes (mail clients, attackers) run
+    "dane-sender": "203.0.113.12",  # posttls-finger, asking the validating resolver (tests/mailnet/dane_judge.py)
 }
 REMOTE_DOMAIN = "example.net"
 NAMESERVERS = ("ns1.cloudflare.com", "ns2.cloudflare.com")
