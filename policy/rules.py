@@ -21,6 +21,7 @@ from components.builders.dns_records import (
     DKIM_PUBLISHED_WHY,
     DKIM_SIGNING_OUTPUT,
     SPF_MAX_LOOKUPS,
+    TLSA_PUBLISHED_WHY,
     dkim_selector_of,
     spf_term_looks_up,
     txt_value,
@@ -140,6 +141,17 @@ def dkim_published_says_why(r: Resource, config: PolicyConfig) -> Iterable[str]:
         yield (f"{r.props['name']} is published but does not sign, and no reason is given: write it as "
                f"{{selector: {selector}, reason: ...}} in dkimPublishedSelectors (the next key, or the previous one "
                "and when it goes), or retire it once mail signed with it can no longer arrive (mailctl dkim rotate)")
+
+
+def tls_published_says_why(r: Resource, config: PolicyConfig) -> Iterable[str]:
+    """A TLS key published (TLSA) but not served is half of a rollover or forgotten: its reason says which. Judged
+    on its SMTP record alone, so a key is named once, not once per port."""
+    unexplained = TLSA_PUBLISHED_WHY.format(service="smtp (25)")
+    if r.type == DNS_RECORD and r.props.get("type") == "TLSA" and r.props.get("comment") == unexplained:
+        key = r.urn.rsplit("-", 1)[-1]
+        yield (f"the TLS key {key} is published (TLSA at {r.props.get('name')}) but not served, and no reason is "
+               f"given: write it as {{selector: {key}, reason: ...}} in tlsPublishedKeys (the next key, or the "
+               "previous one and when it goes), or retire it (mailctl tls rotate)")
 
 
 def dkim_key_not_too_old(resources: list[Resource], config: PolicyConfig) -> Iterable[tuple[str, str]]:
@@ -370,6 +382,8 @@ RULES: tuple[Rule, ...] = (
     Rule("spf-strict-and-resolvable", "SPF ends with -all or ~all and needs at most 10 lookups.", "mandatory", spf_is_strict_and_resolvable),
     Rule("dkim-key-strong", "The DKIM key is RSA of at least minDkimBits.", "mandatory", dkim_key_is_strong),
     Rule("dkim-published-says-why", "A DKIM key that is published without signing says why.", "advisory", dkim_published_says_why),
+    Rule("tls-published-says-why", "A TLS key that is published (TLSA) without being served says why.", "advisory",
+         tls_published_says_why),
     Rule("dkim-key-not-too-old", "The signing DKIM key is younger than dkimMaxAgeDays (age from the state).", "advisory",
          check_stack=dkim_key_not_too_old, needs_state=True),
     Rule("protected-where-it-matters", "The CERES realm is never deleted; it, the VM and zone DNSSEC are protected in protected stacks.", "mandatory", protected_where_it_matters),

@@ -16,7 +16,7 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from components.builders.dns_records import DKIM_PUBLISHED_WHY
+from components.builders.dns_records import DKIM_PUBLISHED_WHY, TLSA_PUBLISHED_WHY
 from mailctl.plan import Plan
 from policy.pack import policies
 from policy.rules import (
@@ -91,6 +91,9 @@ def broken(plan: Plan) -> dict[str, list]:
         "ipv6-published": [a],
         "backups-configured": [vm],  # the VM of a protected stack, and no backup stage
         # a TLSA (DANE on) in a protected stack whose MTA-STS policy only tests
+        "tls-published-says-why": [replace(with_inputs(a, type="TLSA", name="_25._tcp.mail.example.com",
+                                                      comment=TLSA_PUBLISHED_WHY.format(service="smtp (25)")),
+                                          urn=a.urn.rsplit("::", 1)[0] + "::ceres-mail-dns-tlsa-_25._tcp.mail.example.com-tls2")],
         "mta-sts-enforced-with-dane": [with_inputs(a, type="TLSA", name="_25._tcp.mail.example.com"),
                                        stack_resource(plan)],
     }
@@ -397,3 +400,18 @@ def test_a_protected_stack_with_dane_is_asked_to_enforce_mta_sts_until_it_does(s
     [message] = advised({})
     assert "set mtaStsMode to enforce" in message
     assert advised({"ceres-mail:mtaStsMode": "enforce"}) == []
+
+
+def test_a_published_tls_key_without_a_reason_is_named_once_and_a_reason_quiets_it(scratch_project):
+    """Mid-rollover, a next TLS key published without a reason gets one advisory naming it; with a reason, none."""
+    from mailctl.recorder import record
+    from tests.conftest import stack_config
+
+    def advised(published: list) -> list[str]:
+        config = stack_config("prod", {"ceres-mail:dane": True, "ceres-mail:tlsPublishedKeys": published})
+        plan = record(scratch_project("rollover", config), "rollover")
+        return [v["message"] for v in plan.policy if v["policy"] == "tls-published-says-why"]
+
+    [message] = advised(["tls2"])
+    assert "the TLS key tls2 is published" in message and "tlsPublishedKeys" in message
+    assert advised([{"selector": "tls2", "reason": "next key, served from 2026-12-20"}]) == []
