@@ -285,7 +285,7 @@ class FakeSMTP:
 @pytest.mark.parametrize("code, expected", [(554, "ok"), (250, "fail")])
 def test_relay_is_judged_by_the_answer_to_rcpt(monkeypatch, code, expected):
     """Port 25 is green when it refuses RCPT to a foreign domain, red when it accepts it (an open relay)."""
-    monkeypatch.setattr(smtp_checks, "_NamedSMTP", type("S", (FakeSMTP,), {"rcpt_code": code}))
+    monkeypatch.setattr(smtp_checks, "NamedSMTP", type("S", (FakeSMTP,), {"rcpt_code": code}))
     monkeypatch.setattr(smtp_checks, "certificate_result",
                         lambda check, sock, host: smtp_checks.Result(check, "ok", "fake certificate"))
     results = smtp_checks.check_smtp(target(HOST))

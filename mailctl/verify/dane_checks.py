@@ -11,16 +11,15 @@ certificate rows of the smtp, submission and imaps checks judge it for senders w
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import smtplib
 import ssl
 
-from components.builders.dns_records import tlsa_name
+from components.builders.dns_records import spki_sha256, tlsa_name
 from components.builders.ports import DANE_SERVICES, Service
 from mailctl.verify.model import FAIL, OK, WARN, Result, Target
 from mailctl.verify.net import connection_failure, open_connection
+from mailctl.verify.smtp_checks import EHLO_NAME, STARTTLS, NamedSMTP
 
-EHLO_NAME = "verify.ceres-mail.invalid"
 DANE_EE_SPKI_SHA256 = (3, 1, 1)  #: usage DANE-EE, selector SubjectPublicKeyInfo, matching SHA-256
 
 
@@ -34,22 +33,8 @@ def key_reader() -> ssl.SSLContext:
     return reader
 
 
-class _KeySMTP(smtplib.SMTP):
-    """SMTP to the host at an address the operator's resolver gives, for the STARTTLS ports."""
-
-    def __init__(self, target: Target, port: int):
-        self._target = target
-        super().__init__(target.host, port, local_hostname=EHLO_NAME, timeout=target.timeout)
-
-    def _get_socket(self, host, port, timeout):
-        return open_connection(self._target, host, port)
-
-
 def served_key_sha256(target: Target, service: Service) -> str:
     """The SHA-256 (hex) of the key the host serves on `service`'s port, after STARTTLS where it speaks it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     if service.tls == "implicit":
         with key_reader().wrap_socket(open_connection(target, target.host, service.port),
                                       server_hostname=target.host) as sock:
@@ -57,13 +42,11 @@ def served_key_sha256(target: Target, service: Service) -> str:
             with contextlib.suppress(OSError):
                 sock.unwrap()  # a TLS goodbye (close_notify): the server sees a clean end, not a cut connection
     else:
-        with _KeySMTP(target, service.port) as smtp:
+        with NamedSMTP(target, service.port, STARTTLS) as smtp:
             smtp.ehlo(EHLO_NAME)
             smtp.starttls(context=key_reader())
             der = smtp.sock.getpeercert(binary_form=True)
-    spki = x509.load_der_x509_certificate(der).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    return spki_sha256(ssl.DER_cert_to_PEM_cert(der))
 
 
 def check_dane(target: Target) -> list[Result]:

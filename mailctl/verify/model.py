@@ -61,10 +61,7 @@ class Target:
 
     def lookup(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
         """`name`'s records of `rdtype` from the operator's resolver; [] when there are none to see."""
-        try:
-            return list(self.resolver.resolve(name, rdtype, lifetime=self.timeout))
-        except LOOKUP_ERRORS:
-            return []
+        return self.lookup_validated(name, rdtype)[0]
 
     def lookup_validated(self, name: str, rdtype: str) -> tuple[list[dns.rdata.Rdata], bool]:
         """`name`'s records of `rdtype`, and whether the resolver validated them with DNSSEC (the AD bit of its

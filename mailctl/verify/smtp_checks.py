@@ -18,7 +18,7 @@ EHLO_NAME = "verify.ceres-mail.invalid"
 FOREIGN_RECIPIENT = "relay-test@example.invalid"  # never delivered: the check stops after RCPT
 
 
-class _NamedSMTP(smtplib.SMTP):
+class NamedSMTP(smtplib.SMTP):
     """SMTP to the host at an address the operator's resolver gives (net.open_connection), the certificate
     checked against the host name (smtplib uses the name it connects to as SNI). The EHLO name is given,
     so smtplib does not ask the system resolver for this machine's own name either."""
@@ -43,7 +43,7 @@ def check_smtp(target: Target) -> list[Result]:
     """25: the banner names the host, STARTTLS with a valid certificate, no relay for a foreign domain."""
     results = []
     try:
-        with _NamedSMTP(target, SMTP.port, SMTP.tls) as smtp:
+        with NamedSMTP(target, SMTP.port, SMTP.tls) as smtp:
             code, greeting = smtp.ehlo(EHLO_NAME)
             banner = greeting.decode(errors="replace").splitlines()[0]
             results.append(Result("smtp 25 banner", OK if banner.startswith(target.host) else WARN, banner,
@@ -87,7 +87,7 @@ def check_submission_port(target: Target, port: int, tls: TlsMode) -> list[Resul
     master = f"Postfix's {service.name if service else 'submission'} service (master.cf)"
     results = []
     try:
-        with _NamedSMTP(target, port, tls) as smtp:
+        with NamedSMTP(target, port, tls) as smtp:
             if tls == IMPLICIT_TLS:
                 results.append(Result(f"{name} tls", OK, f"TLS at connect ({smtp.sock.version()}, RFC 8314)"))
             smtp.ehlo(EHLO_NAME)
