@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from components.builders import ports
 from components.builders.cloud_init import DATA_DISK
-from components.builders.native import LETS_ENCRYPT, InstallInputs, ProvidedTls
+from components.builders.native import LETS_ENCRYPT, TLS_SECRETS, InstallInputs, ProvidedTls
 from components.builders.shell_script import PRELUDE, READ_SECRETS, STRICT, Stage, render_script
 from components.vm_programs import program_text
 
@@ -266,7 +266,7 @@ def render_release_stage(inputs: MailcowInputs) -> str:
 # --- mailcow -----------------------------------------------------------------------------------------
 
 def mailcow_stage_secrets(inputs: MailcowInputs) -> tuple[str, ...]:
-    return tuple(CONF_SECRETS) + (("TLS_PRIVATE_KEY",) if inputs.tls_provided else ())
+    return tuple(CONF_SECRETS) + (TLS_SECRETS if inputs.tls_provided else ())
 
 
 def render_mailcow_stage(inputs: MailcowInputs) -> str:
